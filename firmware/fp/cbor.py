@@ -1,0 +1,264 @@
+"""Deterministic CBOR (RFC 8949 section 4.2) encoder and strict decoder, for MicroPython and CPython.
+
+Profile (normative, see docs/protocol.md):
+- integers, lengths and tags in their shortest form; definite lengths only;
+- map keys sorted by the bytewise order of their encodings; no duplicate keys;
+- floats as float32 when the value is exactly a float32 (the sensors and the ESP32 FPU are 32-bit,
+  so readings are float32 on purpose), else float64; never float16 (this deviates from the
+  "preferred serialization" of section 4.2.1 on purpose: one width per value, no half floats);
+- simple values false, true, null only; integers within 64 bits; tag 18 (COSE_Sign1) only.
+The decoder accepts exactly what the encoder emits and raises CBORError for anything else.
+"""
+
+import struct
+
+from fp.errors import ProtocolError
+
+MAX_DEPTH = 16
+TAGS = (18,)  # COSE_Sign1 is the only tag the protocol uses
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+class CBORError(ProtocolError):
+    """Bytes that are not CBOR in this project's deterministic profile."""
+
+    def __init__(self, detail):
+        super().__init__("malformed", detail)
+
+
+class Tag:
+    """A tagged data item (for example tag 18, COSE_Sign1)."""
+
+    def __init__(self, tag, value):
+        self.tag = tag
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Tag) and other.tag == self.tag and other.value == self.value
+
+    def __repr__(self):
+        return "Tag(%d, %r)" % (self.tag, self.value)
+
+
+def _head(out, major, n):
+    if n < 24:
+        out.append((major << 5) | n)
+    elif n < 0x100:
+        out.append((major << 5) | 24)
+        out.append(n)
+    elif n < 0x10000:
+        out.append((major << 5) | 25)
+        out.extend(struct.pack(">H", n))
+    elif n < 0x100000000:
+        out.append((major << 5) | 26)
+        out.extend(struct.pack(">I", n))
+    elif n <= _U64:
+        out.append((major << 5) | 27)
+        out.extend(struct.pack(">Q", n))
+    else:
+        raise CBORError("integer out of 64-bit range")
+
+
+def _is_float32(value):
+    try:
+        return struct.unpack(">f", struct.pack(">f", value))[0] == value
+    except OverflowError:  # CPython refuses to pack what does not fit; MicroPython gives inf
+        return False
+
+
+def _float(out, value):
+    if value != value or _is_float32(value):
+        packed = struct.pack(">f", value)
+        # NaN is written as the one float32 quiet NaN so that it too is deterministic.
+        out.append(0xFA)
+        out.extend(packed if value == value else b"\x7f\xc0\x00\x00")
+    else:
+        out.append(0xFB)
+        out.extend(struct.pack(">d", value))
+
+
+def _encode(out, value, depth):
+    if depth > MAX_DEPTH:
+        raise CBORError("nested deeper than %d" % MAX_DEPTH)
+    # bool before int: on CPython bool is a subclass of int.
+    if value is False:
+        out.append(0xF4)
+    elif value is True:
+        out.append(0xF5)
+    elif value is None:
+        out.append(0xF6)
+    elif isinstance(value, int):
+        if value >= 0:
+            _head(out, 0, value)
+        else:
+            _head(out, 1, -1 - value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        _head(out, 2, len(value))
+        out.extend(value)
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+        _head(out, 3, len(raw))
+        out.extend(raw)
+    elif isinstance(value, (list, tuple)):
+        _head(out, 4, len(value))
+        for item in value:
+            _encode(out, item, depth + 1)
+    elif isinstance(value, dict):
+        items = []
+        for key in value:
+            encoded_key = bytearray()
+            _encode(encoded_key, key, depth + 1)
+            items.append((bytes(encoded_key), value[key]))
+        items.sort(key=_first)
+        _head(out, 5, len(items))
+        previous = None
+        for encoded_key, item in items:
+            if encoded_key == previous:
+                raise CBORError("duplicate map key")
+            previous = encoded_key
+            out.extend(encoded_key)
+            _encode(out, item, depth + 1)
+    elif isinstance(value, float):
+        _float(out, value)
+    elif isinstance(value, Tag):
+        if value.tag not in TAGS:
+            raise CBORError("tag %d is not used by the protocol" % value.tag)
+        _head(out, 6, value.tag)
+        _encode(out, value.value, depth + 1)
+    else:
+        raise CBORError("cannot encode a %s" % type(value).__name__)
+
+
+def _first(pair):
+    return pair[0]
+
+
+def encode(value):
+    """Return the deterministic CBOR encoding of `value` as bytes."""
+    out = bytearray()
+    _encode(out, value, 0)
+    return bytes(out)
+
+
+def encode_into(out, value):
+    """Append the deterministic CBOR encoding of `value` to the bytearray `out`."""
+    _encode(out, value, 0)
+
+
+class _Reader:
+    def __init__(self, data):
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n):
+        end = self.pos + n
+        if end > len(self.data):
+            raise CBORError("truncated: needs %d more bytes" % (end - len(self.data)))
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def argument(self, info):
+        if info < 24:
+            return info
+        if info == 24:
+            n = self.take(1)[0]
+            if n < 24:
+                raise CBORError("integer not in shortest form")
+            return n
+        if info == 25:
+            n = struct.unpack(">H", self.take(2))[0]
+            if n < 0x100:
+                raise CBORError("integer not in shortest form")
+            return n
+        if info == 26:
+            n = struct.unpack(">I", self.take(4))[0]
+            if n < 0x10000:
+                raise CBORError("integer not in shortest form")
+            return n
+        if info == 27:
+            n = struct.unpack(">Q", self.take(8))[0]
+            if n < 0x100000000:
+                raise CBORError("integer not in shortest form")
+            return n
+        if info == 31:
+            raise CBORError("indefinite length is not allowed")
+        raise CBORError("reserved additional information %d" % info)
+
+    def item(self, depth):
+        if depth > MAX_DEPTH:
+            raise CBORError("nested deeper than %d" % MAX_DEPTH)
+        initial = self.take(1)[0]
+        major = initial >> 5
+        info = initial & 0x1F
+        if major == 7:
+            return self.simple(info)
+        n = self.argument(info)
+        if major == 0:
+            return n
+        if major == 1:
+            return -1 - n
+        if major == 2:
+            return bytes(self.take(n))
+        if major == 3:
+            try:
+                return str(bytes(self.take(n)), "utf-8")
+            except UnicodeError:
+                raise CBORError("text string is not valid UTF-8")
+        if major == 4:
+            if n > len(self.data) - self.pos:
+                raise CBORError("array longer than the message")
+            return [self.item(depth + 1) for _ in range(n)]
+        if major == 5:
+            if 2 * n > len(self.data) - self.pos:
+                raise CBORError("map longer than the message")
+            result = {}
+            previous = None
+            for _ in range(n):
+                start = self.pos
+                key = self.item(depth + 1)
+                encoded_key = bytes(self.data[start : self.pos])
+                if previous is not None and encoded_key <= previous:
+                    raise CBORError("map keys not in deterministic order or duplicated")
+                previous = encoded_key
+                if isinstance(key, (list, dict)):
+                    raise CBORError("map key must be an integer or a string")
+                result[key] = self.item(depth + 1)
+            return result
+        if n not in TAGS:
+            raise CBORError("tag %d is not used by the protocol" % n)
+        return Tag(n, self.item(depth + 1))
+
+    def simple(self, info):
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        if info == 26:
+            raw = self.take(4)
+            value = struct.unpack(">f", raw)[0]
+            if value != value and bytes(raw) != b"\x7f\xc0\x00\x00":
+                raise CBORError("NaN not in its deterministic form")
+            return value
+        if info == 27:
+            raw = self.take(8)
+            value = struct.unpack(">d", raw)[0]
+            if value != value or _is_float32(value):
+                raise CBORError("float64 that fits float32 is not deterministic")
+            return value
+        if info == 25:
+            raise CBORError("float16 is not used in this profile")
+        if info == 31:
+            raise CBORError("break outside an indefinite-length item")
+        raise CBORError("simple value %d is not allowed" % info)
+
+
+def decode(data):
+    """Decode one deterministic CBOR item filling all of `data`; raise CBORError otherwise."""
+    reader = _Reader(data)
+    value = reader.item(0)
+    if reader.pos != len(reader.data):
+        raise CBORError("%d trailing bytes after the item" % (len(reader.data) - reader.pos))
+    return value

@@ -1,0 +1,87 @@
+"""COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) with Ed25519, over deterministic CBOR."""
+
+from fp import cbor
+from fp.errors import ProtocolError
+
+TAG_SIGN1 = 18
+ALG_EDDSA = -8  # emitted
+ALG_ED25519 = -19  # accepted too (RFC 9864, fully-specified Ed25519)
+ACCEPTED_ALGS = (ALG_EDDSA, ALG_ED25519)
+H_ALG = 1
+H_CONTENT_TYPE = 3
+H_CWT_CLAIMS = 15  # RFC 9597: CWT claims in the protected header
+SIGNATURE_BYTES = 64
+
+
+def sig_structure(protected_bytes, payload):
+    """Return the bytes that are signed: ["Signature1", protected, external_aad = h'', payload]."""
+    return cbor.encode(["Signature1", protected_bytes, b"", payload])
+
+
+def sign1(sign, protected, payload):
+    """Build a COSE_Sign1 message; `sign(bytes) -> 64 bytes` is the Ed25519 signer."""
+    protected_bytes = cbor.encode(protected)
+    signature = sign(sig_structure(protected_bytes, payload))
+    if len(signature) != SIGNATURE_BYTES:
+        raise ValueError("signer returned %d bytes, not 64" % len(signature))
+    return cbor.encode(cbor.Tag(TAG_SIGN1, [protected_bytes, {}, payload, signature]))
+
+
+class Sign1:
+    """A parsed COSE_Sign1: the protected header map and the raw bytes needed to verify it."""
+
+    def __init__(self, raw, protected_bytes, protected, payload, signature):
+        self.raw = raw
+        self.protected_bytes = protected_bytes
+        self.protected = protected
+        self.payload = payload
+        self.signature = signature
+        self.content_type = protected.get(H_CONTENT_TYPE)
+        self.claims = protected.get(H_CWT_CLAIMS, {})
+
+    def to_be_signed(self):
+        """Return the Sig_structure bytes the signature covers."""
+        return sig_structure(self.protected_bytes, self.payload)
+
+
+def parse_sign1(data, max_bytes, decode=cbor.decode):
+    """Parse bytes into a Sign1 or raise ProtocolError; does not check the signature.
+
+    `decode` is the strict deterministic-CBOR decoder: fp.cbor.decode on the device, the
+    cbor2-backed one on the host (host_agent.wire.decode_strict); both accept the same bytes.
+    """
+    if len(data) > max_bytes:
+        raise ProtocolError("oversized", "%d bytes, limit %d" % (len(data), max_bytes))
+    message = decode(data)
+    if not isinstance(message, cbor.Tag) or message.tag != TAG_SIGN1:
+        raise ProtocolError("malformed", "not a COSE_Sign1 (CBOR tag 18)")
+    parts = message.value
+    if not isinstance(parts, list) or len(parts) != 4:
+        raise ProtocolError("malformed", "COSE_Sign1 must be an array of 4")
+    protected_bytes, unprotected, payload, signature = parts
+    if not isinstance(protected_bytes, bytes) or not isinstance(payload, bytes):
+        raise ProtocolError("malformed", "protected header and payload must be byte strings")
+    if unprotected != {}:
+        raise ProtocolError("malformed", "unprotected header must be empty")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        raise ProtocolError("malformed", "Ed25519 signature must be 64 bytes")
+    protected = decode(protected_bytes) if protected_bytes else {}
+    if not isinstance(protected, dict):
+        raise ProtocolError("malformed", "protected header must be a map")
+    alg = protected.get(H_ALG)
+    if alg not in ACCEPTED_ALGS:
+        raise ProtocolError("bad-alg", "alg %r is not EdDSA (-8) or Ed25519 (-19)" % (alg,))
+    claims = protected.get(H_CWT_CLAIMS, {})
+    if not isinstance(claims, dict):
+        raise ProtocolError("malformed", "CWT claims header must be a map")
+    return Sign1(bytes(data), protected_bytes, protected, payload, signature)
+
+
+def verify_sign1(message, public_key, verify):
+    """Check the signature of a parsed Sign1; `verify(key, data, sig)` raises on failure."""
+    if len(public_key) != 32:
+        raise ProtocolError("malformed", "Ed25519 public key must be 32 bytes")
+    try:
+        verify(public_key, message.to_be_signed(), message.signature)
+    except Exception:
+        raise ProtocolError("bad-signature", "signature does not verify with the device key")

@@ -1,0 +1,28 @@
+"""The one exception type of the protocol code, with a reason from a closed set."""
+
+# Rejection reasons: short stable strings shared by logs, metrics, the API and tests.
+REASONS = (
+    "malformed",  # not CBOR/COSE/SenML in this profile, or a field of the wrong type
+    "oversized",  # more bytes than the kind allows
+    "bad-alg",  # alg missing or not Ed25519
+    "bad-signature",  # signature does not verify with the key
+    "wrong-kind",  # content type is not the one expected on this topic
+    "wrong-topic",  # topic does not belong to the device id inside the signed bytes
+    "unknown-device",  # no card/key known for the device id
+    "replay",  # (boot, seq) or command counter already seen, or an older boot
+    "duplicate",  # the very same message again (QoS 1 redelivery): harmless, not stored twice
+    "expired",  # command or grant past its expiry
+    "not-for-me",  # command addressed to another device
+    "not-owner",  # command not signed by the device's owner
+    "unclaimed",  # device has no owner yet
+    "bad-command",  # unknown operation or invalid arguments
+)
+
+
+class ProtocolError(ValueError):
+    """Bytes from the network that cannot become a protocol value; `reason` is one of REASONS."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason + (": " + detail if detail else ""))
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,47 @@
+"""Device and owner ids: derived from the Ed25519 public key, so anyone can check the binding."""
+
+import hashlib
+
+from fp.errors import ProtocolError
+
+ID_LENGTH = 24  # base32 characters: 120 bits of SHA-256(public key)
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def base32(data):
+    """Encode bytes as lowercase RFC 4648 base32 without padding."""
+    out = []
+    buffer = 0
+    bits = 0
+    for byte in data:
+        buffer = (buffer << 8) | byte
+        bits += 8
+        while bits >= 5:
+            bits -= 5
+            out.append(_ALPHABET[(buffer >> bits) & 31])
+    if bits:
+        out.append(_ALPHABET[(buffer << (5 - bits)) & 31])
+    return "".join(out)
+
+
+def id_from_public_key(public_key):
+    """Return the id of an Ed25519 public key: base32 of the first 15 bytes of its SHA-256."""
+    if len(public_key) != 32:
+        raise ProtocolError("malformed", "an Ed25519 public key has 32 bytes, not %d" % len(public_key))
+    return base32(hashlib.sha256(bytes(public_key)).digest()[:15])
+
+
+def is_valid_id(text):
+    """True when `text` has the form of an id (24 lowercase base32 characters)."""
+    if not isinstance(text, str) or len(text) != ID_LENGTH:
+        return False
+    for char in text:
+        if char not in _ALPHABET:
+            return False
+    return True
+
+
+def check_key_matches_id(public_key, expected_id):
+    """Raise ProtocolError('unknown-device') unless `public_key` hashes to `expected_id`."""
+    if id_from_public_key(public_key) != expected_id:
+        raise ProtocolError("unknown-device", "public key does not belong to id " + str(expected_id))

@@ -1,0 +1,292 @@
+"""The signed message kinds of protocol v1: build and parse readings, status, acks, cards, commands.
+
+Every message is a COSE_Sign1 whose protected header carries alg, a content type that names its
+kind (so a signature made for one kind can never pass as another) and RFC 9597 CWT claims.
+See docs/protocol.md for the normative description.
+"""
+
+import hashlib
+
+from fp import cbor, cose, senml
+from fp.errors import ProtocolError
+from fp.ids import check_key_matches_id, id_from_public_key, is_valid_id
+
+CT_READING = 112  # application/senml+cbor
+CT_COMMAND = 65201  # experimental-use CoAP Content-Format range (RFC 7252 section 12.3)
+CT_ACK = 65202
+CT_CARD = 65203
+CT_STATUS = 65204
+CT_ENDORSEMENT = 65205
+CT_GRANT = 65206
+KIND_OF = {
+    CT_READING: "reading",
+    CT_COMMAND: "command",
+    CT_ACK: "ack",
+    CT_CARD: "card",
+    CT_STATUS: "status",
+    CT_ENDORSEMENT: "endorsement",
+    CT_GRANT: "grant",
+}
+MAX_BYTES = {
+    "reading": 1024,
+    "status": 512,
+    "ack": 1024,
+    "card": 512,
+    "command": 4096,
+    "endorsement": 512,
+    "grant": 4096,
+}
+
+ISS = 1
+SUB = 2
+AUD = 3
+EXP = 4
+IAT = 6
+CTI = 7
+CNF = 8
+U32 = 0xFFFFFFFF
+
+
+def counter_id(boot, seq):
+    """Return the cti of a device message: boot then seq, each 4 bytes big-endian."""
+    if not (0 <= boot <= U32 and 0 <= seq <= U32):
+        raise ValueError("boot and seq must fit 32 bits")
+    return boot.to_bytes(4, "big") + seq.to_bytes(4, "big")
+
+
+def command_counter_id(counter):
+    """Return the cti of an owner command: the counter as 8 bytes big-endian."""
+    return counter.to_bytes(8, "big")
+
+
+def _device_header(content_type, device_id, boot, seq, time_s):
+    claims = {SUB: device_id, CTI: counter_id(boot, seq)}
+    if time_s is not None:
+        claims[IAT] = int(time_s)
+    return {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: content_type, cose.H_CWT_CLAIMS: claims}
+
+
+def encode_reading(sign, device_id, boot, seq, measurements, time_s=None):
+    """Sign a reading: [(name, unit, value), ...] as a SenML pack."""
+    header = _device_header(CT_READING, device_id, boot, seq, time_s)
+    return cose.sign1(sign, header, senml.encode_pack(measurements))
+
+
+def encode_status(sign, device_id, boot, seq, state, info, time_s=None):
+    """Sign a status message; `state` is "online" or "offline", `info` a map of counters."""
+    body = dict(info)
+    body["state"] = state
+    return cose.sign1(sign, _device_header(CT_STATUS, device_id, boot, seq, time_s), cbor.encode(body))
+
+
+def encode_ack(sign, device_id, boot, seq, command_digest, counter, outcome, detail="", result=None, time_s=None):
+    """Sign an acknowledgement binding the SHA-256 of the command it answers and its outcome."""
+    body = {"cmd": command_digest, "n": counter, "outcome": outcome, "detail": detail, "result": result}
+    return cose.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
+
+
+def cose_key(public_key):
+    """Return the COSE_Key (RFC 9053) map of an Ed25519 public key."""
+    return {1: 1, -1: 6, -2: bytes(public_key)}  # kty OKP, crv Ed25519, x
+
+
+def encode_card(sign, public_key, board, firmware, time_s=None, owner_id=None):
+    """Sign the device card: a CWT (RFC 8392) binding id, key (RFC 8747 cnf), board and firmware."""
+    device_id = id_from_public_key(public_key)
+    claims = {ISS: device_id, SUB: device_id, CNF: {1: cose_key(public_key)}, "board": board, "fw": firmware}
+    if time_s is not None:
+        claims[IAT] = int(time_s)
+    if owner_id is not None:
+        claims["owner"] = owner_id
+    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_CARD}
+    return cose.sign1(sign, header, cbor.encode(claims))
+
+
+def encode_command(sign, owner_public_key, device_id, counter, issued_s, expires_s, op, args):
+    """Sign an owner command for `device_id` with a fresh counter and an expiry."""
+    claims = {
+        ISS: id_from_public_key(owner_public_key),
+        AUD: device_id,
+        EXP: int(expires_s),
+        IAT: int(issued_s),
+        CTI: command_counter_id(counter),
+    }
+    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_COMMAND, cose.H_CWT_CLAIMS: claims}
+    return cose.sign1(sign, header, cbor.encode({"op": op, "args": args}))
+
+
+def kind_of(message):
+    """Return the kind named by a parsed Sign1's content type, or raise 'wrong-kind'."""
+    kind = KIND_OF.get(message.content_type)
+    if kind is None:
+        raise ProtocolError("wrong-kind", "content type %r is not a protocol v1 kind" % (message.content_type,))
+    return kind
+
+
+def parse(data, expected_kind, decode=cbor.decode):
+    """Parse bytes as a COSE_Sign1 of `expected_kind`; raise ProtocolError otherwise."""
+    message = cose.parse_sign1(data, MAX_BYTES[expected_kind], decode)
+    kind = kind_of(message)
+    if kind != expected_kind:
+        raise ProtocolError("wrong-kind", "a %s where a %s was expected" % (kind, expected_kind))
+    return message
+
+
+class DeviceMessage:
+    """A reading, status or ack from a device, parsed but not yet verified."""
+
+    def __init__(self, kind, message, device_id, boot, seq, time_s, body):
+        self.kind = kind
+        self.message = message
+        self.device_id = device_id
+        self.boot = boot
+        self.seq = seq
+        self.time_s = time_s
+        self.body = body
+
+    @property
+    def raw(self):
+        return self.message.raw
+
+
+def _int_or_none(value, name):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ProtocolError("malformed", name + " must be an integer")
+
+
+def parse_device_message(data, expected_kind, decode=cbor.decode):
+    """Parse a reading, status or ack into a DeviceMessage (body decoded); signature not checked."""
+    message = parse(data, expected_kind, decode)
+    claims = message.claims
+    device_id = claims.get(SUB)
+    if not is_valid_id(device_id):
+        raise ProtocolError("malformed", "sub claim must be a device id")
+    cti = claims.get(CTI)
+    if not isinstance(cti, bytes) or len(cti) != 8:
+        raise ProtocolError("malformed", "cti claim must be 8 bytes (boot, seq)")
+    for key in claims:
+        if key not in (SUB, CTI, IAT):
+            raise ProtocolError("malformed", "claim %r is not used in device messages" % (key,))
+    time_s = _int_or_none(claims.get(IAT), "iat")
+    boot = int.from_bytes(cti[:4], "big")
+    seq = int.from_bytes(cti[4:], "big")
+    if expected_kind == "reading":
+        body = senml.decode_pack(message.payload, decode)
+    else:
+        body = decode(message.payload)
+        if not isinstance(body, dict):
+            raise ProtocolError("malformed", expected_kind + " payload must be a map")
+        if expected_kind == "ack":
+            _check_ack_body(body)
+        elif body.get("state") not in ("online", "offline"):
+            raise ProtocolError("malformed", "status state must be online or offline")
+    return DeviceMessage(expected_kind, message, device_id, boot, seq, time_s, body)
+
+
+def _check_ack_body(body):
+    if not isinstance(body.get("cmd"), bytes) or len(body["cmd"]) != 32:
+        raise ProtocolError("malformed", "ack cmd must be the 32-byte SHA-256 of the command")
+    _int_or_none(body.get("n"), "ack n")
+    if not isinstance(body.get("outcome"), str) or not isinstance(body.get("detail"), str):
+        raise ProtocolError("malformed", "ack outcome and detail must be text")
+
+
+class Card:
+    """A device card whose self-signature and id binding have been checked."""
+
+    def __init__(self, message, device_id, public_key, board, firmware, time_s, owner_id):
+        self.message = message
+        self.device_id = device_id
+        self.public_key = public_key
+        self.board = board
+        self.firmware = firmware
+        self.time_s = time_s
+        self.owner_id = owner_id
+
+
+def parse_card(data, verify, decode=cbor.decode):
+    """Parse and check a device card: key matches id, self-signature valid; return a Card."""
+    message = parse(data, "card", decode)
+    claims = decode(message.payload)
+    if not isinstance(claims, dict):
+        raise ProtocolError("malformed", "card payload must be a CWT claims map")
+    device_id = claims.get(SUB)
+    if not is_valid_id(device_id) or claims.get(ISS) != device_id:
+        raise ProtocolError("malformed", "card iss and sub must both be the device id")
+    confirmation = claims.get(CNF)
+    key = confirmation.get(1) if isinstance(confirmation, dict) else None
+    if not isinstance(key, dict) or key.get(1) != 1 or key.get(-1) != 6:
+        raise ProtocolError("malformed", "card cnf must hold an Ed25519 OKP COSE_Key")
+    public_key = key.get(-2)
+    if not isinstance(public_key, bytes) or len(public_key) != 32:
+        raise ProtocolError("malformed", "card key must be 32 bytes")
+    check_key_matches_id(public_key, device_id)
+    board = claims.get("board")
+    firmware = claims.get("fw")
+    owner_id = claims.get("owner")
+    if not isinstance(board, str) or not isinstance(firmware, str):
+        raise ProtocolError("malformed", "card board and fw must be text")
+    if owner_id is not None and not is_valid_id(owner_id):
+        raise ProtocolError("malformed", "card owner must be an owner id")
+    cose.verify_sign1(message, public_key, verify)
+    return Card(message, device_id, public_key, board, firmware, _int_or_none(claims.get(IAT), "iat"), owner_id)
+
+
+class Command:
+    """An owner command, parsed but not yet verified or judged."""
+
+    def __init__(self, message, owner_id, device_id, counter, issued_s, expires_s, op, args):
+        self.message = message
+        self.owner_id = owner_id
+        self.device_id = device_id
+        self.counter = counter
+        self.issued_s = issued_s
+        self.expires_s = expires_s
+        self.op = op
+        self.args = args
+
+    def digest(self):
+        """Return the SHA-256 of the command's bytes, which its acknowledgement binds."""
+        return hashlib.sha256(self.message.raw).digest()
+
+
+def parse_command(data, decode=cbor.decode):
+    """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
+    message = parse(data, "command", decode)
+    claims = message.claims
+    owner_id = claims.get(ISS)
+    device_id = claims.get(AUD)
+    cti = claims.get(CTI)
+    if not is_valid_id(owner_id) or not is_valid_id(device_id):
+        raise ProtocolError("malformed", "command iss and aud must be ids")
+    if not isinstance(cti, bytes) or len(cti) != 8:
+        raise ProtocolError("malformed", "command cti must be an 8-byte counter")
+    issued_s = _int_or_none(claims.get(IAT), "iat")
+    expires_s = _int_or_none(claims.get(EXP), "exp")
+    if issued_s is None or expires_s is None:
+        raise ProtocolError("malformed", "command needs iat and exp")
+    body = decode(message.payload)
+    if not isinstance(body, dict) or not isinstance(body.get("op"), str) or not isinstance(body.get("args"), dict):
+        raise ProtocolError("malformed", "command payload must be {op: text, args: map}")
+    counter = int.from_bytes(cti, "big")
+    return Command(message, owner_id, device_id, counter, issued_s, expires_s, body["op"], body["args"])
+
+
+def check_command(command, owner_public_key, device_id, last_counter, now_s, verify):
+    """Judge a parsed command for this device; raise ProtocolError with the refusal reason.
+
+    Order matters: the signature is checked before anything the sender chose is trusted, so a
+    forged command is always 'not-owner' or 'bad-signature', never 'replay' or 'expired'.
+    """
+    if owner_public_key is None:
+        raise ProtocolError("unclaimed", "device has no owner yet")
+    if command.owner_id != id_from_public_key(owner_public_key):
+        raise ProtocolError("not-owner", "signed for owner " + command.owner_id)
+    cose.verify_sign1(command.message, owner_public_key, verify)
+    if command.device_id != device_id:
+        raise ProtocolError("not-for-me", "addressed to " + command.device_id)
+    if command.counter <= last_counter:
+        raise ProtocolError("replay", "counter %d not above %d" % (command.counter, last_counter))
+    if now_s is not None and command.expires_s <= now_s:
+        raise ProtocolError("expired", "expired %d s ago" % (now_s - command.expires_s))

@@ -1,0 +1,74 @@
+"""SenML packs in CBOR (RFC 8428 section 6) with the integer labels of its table 6."""
+
+import struct
+
+from fp import cbor
+from fp.errors import ProtocolError
+
+N = 0  # name
+U = 1  # unit
+V = 2  # numeric value
+VS = 3  # string value
+VB = 4  # boolean value
+MAX_RECORDS = 32
+MAX_NAME = 32
+
+
+def float32(value):
+    """Round a float to the nearest float32, so readings encode as CBOR float32 on every port."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def record(name, unit, value):
+    """Return one SenML record map for a measurement (`unit` may be None)."""
+    item = {N: name}
+    if unit:
+        item[U] = unit
+    if value is True or value is False:
+        item[VB] = value
+    elif isinstance(value, str):
+        item[VS] = value
+    elif isinstance(value, int):
+        item[V] = value
+    elif isinstance(value, float):
+        item[V] = float32(value)
+    else:
+        raise ValueError("SenML value must be a number, bool or str")
+    return item
+
+
+def encode_pack(measurements):
+    """Encode [(name, unit, value), ...] as a SenML CBOR pack."""
+    return cbor.encode([record(name, unit, value) for name, unit, value in measurements])
+
+
+def decode_pack(payload, decode=cbor.decode):
+    """Decode a SenML CBOR pack into [(name, unit, value), ...]; raise ProtocolError if it is not one."""
+    pack = decode(payload)
+    if not isinstance(pack, list) or not pack or len(pack) > MAX_RECORDS:
+        raise ProtocolError("malformed", "SenML pack must be an array of 1..%d records" % MAX_RECORDS)
+    out = []
+    for item in pack:
+        if not isinstance(item, dict):
+            raise ProtocolError("malformed", "SenML record must be a map")
+        name = item.get(N)
+        unit = item.get(U)
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+            raise ProtocolError("malformed", "SenML record needs a name of 1..%d characters" % MAX_NAME)
+        if unit is not None and not isinstance(unit, str):
+            raise ProtocolError("malformed", "SenML unit must be text")
+        values = [item[label] for label in (V, VS, VB) if label in item]
+        if len(values) != 1:
+            raise ProtocolError("malformed", "SenML record needs exactly one of v, vs, vb")
+        value = values[0]
+        if V in item and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ProtocolError("malformed", "SenML v must be a number")
+        if VS in item and not isinstance(value, str):
+            raise ProtocolError("malformed", "SenML vs must be text")
+        if VB in item and not isinstance(value, bool):
+            raise ProtocolError("malformed", "SenML vb must be a boolean")
+        for label in item:
+            if label not in (N, U, V, VS, VB):
+                raise ProtocolError("malformed", "SenML label %r is not used by this profile" % (label,))
+        out.append((name, unit, value))
+    return out

@@ -1,0 +1,18 @@
+"""Where the agent finds the firmware sources it builds, flashes and runs in the virtual board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+BOARDS = REPO / "boards"
+
+
+def firmware_dir() -> Path:
+    """Return the firmware source folder, or raise with what to do when it is not there."""
+    if not (FIRMWARE / "fp").is_dir():
+        raise FileNotFoundError(
+            f"firmware sources not found at {FIRMWARE}: install Firstparty from a git checkout (pip install -e .)"
+        )
+    return FIRMWARE

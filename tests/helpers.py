@@ -1,0 +1,65 @@
+"""Shared test helpers: where the repo is and how to run code under the real MicroPython unix port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+BENCH = REPO / "bench"
+
+
+def micropython_binary() -> str:
+    """Return the path of the `micropython` command (the unix port), preferring the venv's."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("the micropython command is missing: run `bash scripts/install`")
+    return found
+
+
+def micropython_env(extra_path: list[Path] | None = None) -> dict[str, str]:
+    """Environment for the unix port: MICROPYPATH replaces the whole path, so keep `.frozen` in it."""
+    paths = [".frozen", str(FIRMWARE), str(BENCH), *(str(p) for p in extra_path or [])]
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join(paths)
+    return env
+
+
+def run_micropython(
+    script_text: str,
+    stdin: str | bytes | None = None,
+    timeout: float = 120,
+    heapsize: str | None = None,
+    extra_path: list[Path] | None = None,
+) -> str:
+    """Run `script_text` under the unix port with the firmware on its path; return stdout.
+
+    Raises AssertionError carrying stderr when the interpreter exits non-zero.
+    """
+    command = [micropython_binary()]
+    if heapsize:
+        command += ["-X", f"heapsize={heapsize}"]
+    command += ["-c", script_text]
+    if isinstance(stdin, str):
+        stdin = stdin.encode()
+    result = subprocess.run(
+        command,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=micropython_env(extra_path),
+        cwd=str(REPO),
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"micropython exited {result.returncode}\nstdout:\n{result.stdout.decode(errors='replace')}"
+            f"\nstderr:\n{result.stderr.decode(errors='replace')}"
+        )
+    return result.stdout.decode()
