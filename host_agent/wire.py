@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import cbor2
+from fp import cbor, messages
+from fp.errors import ProtocolError
 from nacl.exceptions import BadSignatureError as NaclBadSignature
 from nacl.signing import SigningKey, VerifyKey
-
-from fp import cbor, cose, messages
-from fp.errors import ProtocolError
 
 
 def _to_fp(value: Any) -> Any:
@@ -46,7 +45,9 @@ def decode_strict(data: bytes) -> Any:
     except (ValueError, TypeError, OverflowError) as error:
         raise ProtocolError("malformed", f"not encodable in the profile: {error}") from None
     if canonical != bytes(data):
-        raise ProtocolError("malformed", "not in deterministic CBOR (RFC 8949 section 4.2) as the profile defines")
+        raise ProtocolError(
+            "malformed", "not in deterministic CBOR (RFC 8949 section 4.2) as the profile defines"
+        )
     return value
 
 

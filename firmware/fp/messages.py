@@ -79,7 +79,9 @@ def encode_status(sign, device_id, boot, seq, state, info, time_s=None):
     return cose.sign1(sign, _device_header(CT_STATUS, device_id, boot, seq, time_s), cbor.encode(body))
 
 
-def encode_ack(sign, device_id, boot, seq, command_digest, counter, outcome, detail="", result=None, time_s=None):
+def encode_ack(
+    sign, device_id, boot, seq, command_digest, counter, outcome, detail="", result=None, time_s=None
+):
     """Sign an acknowledgement binding the SHA-256 of the command it answers and its outcome."""
     body = {"cmd": command_digest, "n": counter, "outcome": outcome, "detail": detail, "result": result}
     return cose.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
@@ -119,7 +121,9 @@ def kind_of(message):
     """Return the kind named by a parsed Sign1's content type, or raise 'wrong-kind'."""
     kind = KIND_OF.get(message.content_type)
     if kind is None:
-        raise ProtocolError("wrong-kind", "content type %r is not a protocol v1 kind" % (message.content_type,))
+        raise ProtocolError(
+            "wrong-kind", "content type %r is not a protocol v1 kind" % (message.content_type,)
+        )
     return kind
 
 
@@ -230,7 +234,9 @@ def parse_card(data, verify, decode=cbor.decode):
     if owner_id is not None and not is_valid_id(owner_id):
         raise ProtocolError("malformed", "card owner must be an owner id")
     cose.verify_sign1(message, public_key, verify)
-    return Card(message, device_id, public_key, board, firmware, _int_or_none(claims.get(IAT), "iat"), owner_id)
+    return Card(
+        message, device_id, public_key, board, firmware, _int_or_none(claims.get(IAT), "iat"), owner_id
+    )
 
 
 class Command:
@@ -267,7 +273,11 @@ def parse_command(data, decode=cbor.decode):
     if issued_s is None or expires_s is None:
         raise ProtocolError("malformed", "command needs iat and exp")
     body = decode(message.payload)
-    if not isinstance(body, dict) or not isinstance(body.get("op"), str) or not isinstance(body.get("args"), dict):
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("op"), str)
+        or not isinstance(body.get("args"), dict)
+    ):
         raise ProtocolError("malformed", "command payload must be {op: text, args: map}")
     counter = int.from_bytes(cti, "big")
     return Command(message, owner_id, device_id, counter, issued_s, expires_s, body["op"], body["args"])

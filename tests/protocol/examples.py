@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fp import ids, messages
+
 from host_agent.wire import nacl_public_key, nacl_signer
 
 DEVICE_SEED = bytes(range(32))
@@ -19,7 +20,14 @@ def build() -> dict[str, bytes]:
     device = nacl_signer(DEVICE_SEED)
     owner = nacl_signer(OWNER_SEED)
     command = messages.encode_command(
-        owner, OWNER_KEY, DEVICE_ID, 7, TIME_S, TIME_S + 300, "set-interval", {"sensor": "temp", "interval_s": 30}
+        owner,
+        OWNER_KEY,
+        DEVICE_ID,
+        7,
+        TIME_S,
+        TIME_S + 300,
+        "set-interval",
+        {"sensor": "temp", "interval_s": 30},
     )
     parsed = messages.parse_command(command)
     return {
@@ -28,5 +36,7 @@ def build() -> dict[str, bytes]:
         "command": command,
         "ack": messages.encode_ack(device, DEVICE_ID, 1, 3, parsed.digest(), 7, "applied", "", None, TIME_S),
         "card": messages.encode_card(device, DEVICE_KEY, "esp32-devkitc", "0.1.0", TIME_S, OWNER_ID),
-        "status": messages.encode_status(device, DEVICE_ID, 1, 4, "online", {"buffered": 0, "dropped": 0}, TIME_S),
+        "status": messages.encode_status(
+            device, DEVICE_ID, 1, 4, "online", {"buffered": 0, "dropped": 0}, TIME_S
+        ),
     }

@@ -8,9 +8,9 @@ import random
 
 import cbor2
 import pytest
-
 from fp import cbor
 from fp.errors import ProtocolError
+
 from host_agent.wire import _to_fp, decode_strict
 
 # (Python expression, expected encoding). From RFC 8949 appendix A where the profile agrees,
@@ -134,7 +134,7 @@ print(json.dumps({"valid": out, "refused": refused}))
 """
     stdin = json.dumps({"valid": VALID, "invalid": INVALID})
     result = json.loads(micropython(script, stdin=stdin))
-    for (expression, encoding), (got, back) in zip(VALID, result["valid"]):
+    for (expression, encoding), (got, back) in zip(VALID, result["valid"], strict=True):
         assert (got, back) == (encoding, encoding), expression
     assert result["refused"] == ["malformed"] * len(INVALID)
 
@@ -156,7 +156,10 @@ def _random_value(rng, depth=0):
     if choice == 6:
         return [_random_value(rng, depth + 1) for _ in range(rng.randrange(5))]
     if choice == 7:
-        return {rng.choice([rng.randrange(-50, 50), str(rng.randrange(99))]): _random_value(rng, depth + 1) for _ in range(4)}
+        return {
+            rng.choice([rng.randrange(-50, 50), str(rng.randrange(99))]): _random_value(rng, depth + 1)
+            for _ in range(4)
+        }
     return cbor.Tag(18, _random_value(rng, depth + 1))
 
 
@@ -178,4 +181,3 @@ def test_float32_values_decode_identically_in_cbor2():
         assert encoded[0] == 0xFA or encoded[0] == 0xFB
         assert cbor2.loads(encoded) == value
     assert math.isnan(cbor2.loads(cbor.encode(float("nan"))))
-

@@ -7,6 +7,8 @@ import re
 
 import cbor2
 import pytest
+from fp import cbor, cose, ids, messages, replay, topics
+from fp.errors import REASONS, ProtocolError
 from nacl.signing import SigningKey
 from pycose.algorithms import EdDSA
 from pycose.headers import Algorithm, ContentType
@@ -14,8 +16,6 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from fp import cbor, cose, ids, messages, replay, topics
-from fp.errors import REASONS, ProtocolError
 from host_agent import wire
 from tests.helpers import REPO
 from tests.protocol import examples
@@ -27,7 +27,12 @@ def _reading(**changes):
     values = {"boot": 1, "seq": 1, "measurements": [("temp", "Cel", 21.5)], "time_s": examples.TIME_S}
     values.update(changes)
     return messages.encode_reading(
-        wire.nacl_signer(examples.DEVICE_SEED), DEVICE_ID, values["boot"], values["seq"], values["measurements"], values["time_s"]
+        wire.nacl_signer(examples.DEVICE_SEED),
+        DEVICE_ID,
+        values["boot"],
+        values["seq"],
+        values["measurements"],
+        values["time_s"],
     )
 
 
@@ -83,7 +88,9 @@ def _tamper_cases():
         protected_bytes = cbor.encode(protected_map)
         signer = wire.nacl_signer(examples.DEVICE_SEED)
         to_sign = cose.sig_structure(protected_bytes, body)
-        return cbor2.dumps(cbor2.CBORTag(tag, [protected_bytes, unprotected or {}, body, sig or signer(to_sign)]))
+        return cbor2.dumps(
+            cbor2.CBORTag(tag, [protected_bytes, unprotected or {}, body, sig or signer(to_sign)])
+        )
 
     header = cbor.decode(protected)
     flipped = bytearray(good)
@@ -98,7 +105,11 @@ def _tamper_cases():
         ("non-empty unprotected header", sign1(header, unprotected={4: b"kid"}), "malformed"),
         ("oversized", sign1(header, body=cbor.encode([{0: "t", 3: "x" * 1100}])), "oversized"),
         ("wrong kind", sign1({**header, 3: messages.CT_STATUS}), "wrong-kind"),
-        ("short signature", cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature[:63]])), "malformed"),
+        (
+            "short signature",
+            cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature[:63]])),
+            "malformed",
+        ),
         ("not SenML", sign1(header, body=cbor.encode({"temp": 1})), "malformed"),
         ("flipped signature bit", bytes(flipped), "bad-signature"),
     ]
@@ -132,7 +143,10 @@ def test_device_id_is_derived_from_the_key_and_checked():
 def test_card_binds_key_id_board_and_owner():
     card = wire.parse_card(examples.build()["card"])
     assert (card.device_id, card.public_key, card.board, card.owner_id) == (
-        DEVICE_ID, examples.DEVICE_KEY, "esp32-devkitc", examples.OWNER_ID,
+        DEVICE_ID,
+        examples.DEVICE_KEY,
+        "esp32-devkitc",
+        examples.OWNER_ID,
     )
 
 
@@ -176,7 +190,12 @@ def test_command_checks_owner_address_counter_and_expiry():
 def test_topics_are_versioned_and_parsed_back():
     assert topics.topic(DEVICE_ID, "reading") == f"fp/v1/{DEVICE_ID}/reading"
     assert topics.parse(topics.topic(DEVICE_ID, "status")) == (DEVICE_ID, "status")
-    for bad in ("fp/v2/x/reading", f"fp/v1/{DEVICE_ID}/secret", "fp/v1/NOTANID/reading", f"fp/v1/{DEVICE_ID}/reading/x"):
+    for bad in (
+        "fp/v2/x/reading",
+        f"fp/v1/{DEVICE_ID}/secret",
+        "fp/v1/NOTANID/reading",
+        f"fp/v1/{DEVICE_ID}/reading/x",
+    ):
         with pytest.raises(ProtocolError) as error:
             topics.parse(bad)
         assert error.value.reason == "wrong-topic"
@@ -211,7 +230,9 @@ def test_doc_examples_are_byte_exact():
 
 def test_micropython_builds_the_same_bytes_and_refuses_the_same_messages(micropython):
     """The unchanged codec on the unix port: same encoding, same parse results, same refusals."""
-    zero_signer_reading = messages.encode_reading(lambda b: bytes(64), DEVICE_ID, 4, 9, [("rh", "%RH", 40.25), ("ok", None, True)], 5)
+    zero_signer_reading = messages.encode_reading(
+        lambda b: bytes(64), DEVICE_ID, 4, 9, [("rh", "%RH", 40.25), ("ok", None, True)], 5
+    )
     bad = [(name, data.hex()) for name, data, _ in _tamper_cases() if name != "flipped signature bit"]
     script = """
 import sys, json
