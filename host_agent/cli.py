@@ -10,9 +10,7 @@ from host_agent import __version__
 from host_agent.errors import UserError
 
 # Each subcommand module exposes add_arguments(parser) and run(args) -> int.
-SUBCOMMANDS: dict[str, str] = {
-    "demo": "host_agent.demo",
-}
+SUBCOMMANDS: dict[str, str] = {}
 
 
 def _load(module_name: str):
