@@ -25,8 +25,12 @@ _M = 2**255 - 1
 _SMALL_ORDER = (
     0,
     1,
-    int.from_bytes(bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"),
-    int.from_bytes(bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little"),
+    int.from_bytes(
+        bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"
+    ),
+    int.from_bytes(
+        bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little"
+    ),
     P - 1,
     P,
     P + 1,
@@ -115,7 +119,12 @@ def _double(X, Y, Z):
     z = (z & _M) + 19 * (z >> 255)
     t = e * h
     t = (t & _M) + 19 * (t >> 255)
-    return (x & _M) + 19 * (x >> 255), (y & _M) + 19 * (y >> 255), (z & _M) + 19 * (z >> 255), (t & _M) + 19 * (t >> 255)
+    return (
+        (x & _M) + 19 * (x >> 255),
+        (y & _M) + 19 * (y >> 255),
+        (z & _M) + 19 * (z >> 255),
+        (t & _M) + 19 * (t >> 255),
+    )
 
 
 def _finish(e, h, g, f):
@@ -127,7 +136,12 @@ def _finish(e, h, g, f):
     z = (z & _M) + 19 * (z >> 255)
     t = e * h
     t = (t & _M) + 19 * (t >> 255)
-    return (x & _M) + 19 * (x >> 255), (y & _M) + 19 * (y >> 255), (z & _M) + 19 * (z >> 255), (t & _M) + 19 * (t >> 255)
+    return (
+        (x & _M) + 19 * (x >> 255),
+        (y & _M) + 19 * (y >> 255),
+        (z & _M) + 19 * (z >> 255),
+        (t & _M) + 19 * (t >> 255),
+    )
 
 
 def _madd(X, Y, Z, T, table, offset, negative):

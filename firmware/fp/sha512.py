@@ -94,8 +94,9 @@ class SHA512Python:
 
 
 try:
-    import micropython
     from array import array
+
+    import micropython
 
     _K32 = array("I", [0] * 160)
     for _i in range(80):

@@ -14,10 +14,9 @@ import ed25519 as ed25519_package
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fp import ed25519
 from nacl.exceptions import BadSignatureError as NaclBadSignature
 from nacl.signing import SigningKey, VerifyKey
-
-from fp import ed25519
 
 VECTORS = json.loads((Path(__file__).parent / "rfc8032_vectors.json").read_text())
 L = ed25519.L
@@ -183,7 +182,7 @@ print(json.dumps(out))
     for vector, (public, signature, accepted) in zip(VECTORS, result["vectors"], strict=True):
         assert (public, signature, accepted) == (vector["public"], vector["signature"], True), vector["name"]
     assert all(result["verified"]), "a PyNaCl signature failed firmware verify under MicroPython"
-    for (seed, message, public, _), (fw_public, fw_signature) in zip(randoms, result["signed"], strict=True):
+    for (_seed, message, public, _), (fw_public, fw_signature) in zip(randoms, result["signed"], strict=True):
         assert fw_public == public
         pk, msg, sig = bytes.fromhex(public), bytes.fromhex(message), bytes.fromhex(fw_signature)
         VerifyKey(pk).verify(msg, sig)  # libsodium

@@ -7,7 +7,6 @@ import json
 import sys
 
 import pytest
-
 from fp import sha512
 
 FIPS = [
