@@ -1,0 +1,283 @@
+"""An asyncio MQTT 3.1.1 client for the board: one object per broker, owning its connection.
+
+Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
+backoff and jitter; the application sees `is_up`, `publish()` and the `on_message` callback.
+Failure modes it survives (each drops the connection and reconnects, never crashes the loop):
+- broker down or refusing (CONNACK code != 0): backoff 0.5 s doubling to `max_backoff_s`, jittered;
+- dead link: no packet for 1.5 x keepalive after a PINGREQ;
+- malformed or unexpected packets from the broker (bad lengths, a remaining length beyond
+  `max_packet_bytes`, packet types a broker never sends): MQTTError with the reason, reconnect;
+- a publish whose PUBACK does not come within `ack_timeout_s`: MQTTError to the caller, who keeps
+  the message (the outbox retries it, with DUP set, on the next connection).
+"""
+
+import asyncio
+import random
+import struct
+
+CONNECT = 0x10
+CONNACK = 0x20
+PUBLISH = 0x30
+PUBACK = 0x40
+SUBSCRIBE = 0x80
+SUBACK = 0x90
+PINGREQ = 0xC0
+PINGRESP = 0xD0
+DISCONNECT = 0xE0
+
+
+class MQTTError(Exception):
+    """A connection-level failure; the client reconnects."""
+
+
+def _string(value):
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    return struct.pack(">H", len(raw)) + raw
+
+
+def _remaining_length(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password=None):
+    """Return the bytes of a CONNECT packet; `will` is (topic, payload, qos, retain)."""
+    flags = 0x02 if clean else 0
+    payload = _string(client_id)
+    if will:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _string(topic) + _string(message)
+    if user is not None:
+        flags |= 0x80
+        payload += _string(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _string(password)
+    variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", keepalive_s)
+    body = variable + payload
+    return bytes((CONNECT,)) + _remaining_length(len(body)) + body
+
+
+def publish_packet(topic, payload, qos, retain, packet_id, dup=False):
+    """Return the bytes of a PUBLISH packet."""
+    header = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    body = _string(topic) + (struct.pack(">H", packet_id) if qos else b"") + bytes(payload)
+    return bytes((header,)) + _remaining_length(len(body)) + body
+
+
+class Broker:
+    """Where and how to connect: validated once, used by MQTTClient."""
+
+    def __init__(self, host, port=1883, user=None, password=None, tls=False, ca=None):
+        if not isinstance(host, str) or not host:
+            raise ValueError("broker host must be a non-empty string")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError("broker port must be 1..65535")
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.tls = tls
+        self.ca = ca
+
+    def key(self):
+        return "%s:%d" % (self.host, self.port)
+
+
+class MQTTClient:
+    """One connection to one broker, kept up by `run()`."""
+
+    def __init__(self, broker, client_id, on_message=None, will=None, keepalive_s=30, clean=True,
+                 subscriptions=(), max_packet_bytes=8192, ack_timeout_s=5.0, max_backoff_s=30.0, log=None):
+        self.broker = broker
+        self.client_id = client_id
+        self.on_message = on_message
+        self.will = will
+        self.keepalive_s = keepalive_s
+        self.clean = clean
+        self.subscriptions = list(subscriptions)
+        self.max_packet_bytes = max_packet_bytes
+        self.ack_timeout_s = ack_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.log = log or (lambda text: None)
+        self.is_up = False
+        self.on_up = None  # coroutine function called after each (re)connect
+        self.connects = 0
+        self.errors = 0
+        self._reader = None
+        self._writer = None
+        self._next_id = 0
+        self._pending = {}  # packet id -> asyncio.Event set by PUBACK
+        self._stopped = False
+        self._up_event = asyncio.Event()
+
+    async def wait_up(self, timeout_s):
+        """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
+        await asyncio.wait_for(self._up_event.wait(), timeout_s)
+
+    async def run(self):
+        """Connect, serve, and reconnect forever (until stop())."""
+        backoff = 0.5
+        while not self._stopped:
+            try:
+                await self._connect()
+                backoff = 0.5
+                if self.on_up:
+                    asyncio.create_task(self.on_up())
+                await self._serve()
+            except (OSError, MQTTError, EOFError, asyncio.TimeoutError, ValueError, IndexError) as error:
+                self.errors += 1
+                self.log("mqtt %s: %s %s" % (self.broker.key(), type(error).__name__, error))
+            self._drop()
+            if self._stopped:
+                break
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    def stop(self):
+        """Stop reconnecting and close the connection."""
+        self._stopped = True
+        self._drop()
+
+    def _drop(self):
+        was_up = self.is_up
+        self.is_up = False
+        self._up_event = asyncio.Event()
+        writer = self._writer
+        self._reader = self._writer = None
+        if writer:
+            try:
+                writer.close()
+            except OSError:
+                pass
+        for event in self._pending.values():
+            event.set()  # wake waiters: they see is_up False and fail
+        if was_up:
+            self.log("mqtt %s: down" % self.broker.key())
+
+    async def _connect(self):
+        if self.broker.tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if self.broker.ca:
+                context.load_verify_locations(cadata=self.broker.ca)
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.broker.host, self.broker.port, ssl=context), 10)
+        else:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.broker.host, self.broker.port), 10)
+        # The will may be a function: a signed "offline" status must be fresh for each connection.
+        will = self.will() if callable(self.will) else self.will
+        self._writer.write(connect_packet(self.client_id, self.keepalive_s, self.clean, will,
+                                          self.broker.user, self.broker.password))
+        await self._writer.drain()
+        kind, body = await asyncio.wait_for(self._read_packet(), 10)
+        if kind != CONNACK or len(body) != 2:
+            raise MQTTError("expected CONNACK, got packet type 0x%02x" % kind)
+        if body[1] != 0:
+            raise MQTTError("broker refused the connection (CONNACK code %d)" % body[1])
+        for topic, qos in self.subscriptions:
+            self._next_id = self._next_id % 65535 + 1
+            body = struct.pack(">H", self._next_id) + _string(topic) + bytes((qos,))
+            self._writer.write(bytes((SUBSCRIBE | 0x02,)) + _remaining_length(len(body)) + body)
+        await self._writer.drain()
+        self.is_up = True
+        self.connects += 1
+        self._up_event.set()
+        self.log("mqtt %s: up" % self.broker.key())
+
+    async def _read_packet(self):
+        header = (await self._reader.readexactly(1))[0]
+        length = 0
+        for shift in (0, 7, 14, 21):
+            byte = (await self._reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+        else:
+            raise MQTTError("remaining length longer than 4 bytes")
+        if length > self.max_packet_bytes:
+            raise MQTTError("packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes))
+        body = await self._reader.readexactly(length) if length else b""
+        return header & 0xF0, body if header & 0xF0 != PUBLISH else (header, body)
+
+    async def _serve(self):
+        idle_limit = self.keepalive_s * 1.5
+        while True:
+            try:
+                kind, body = await asyncio.wait_for(self._read_packet(), self.keepalive_s)
+            except asyncio.TimeoutError:
+                self._writer.write(bytes((PINGREQ, 0)))
+                await self._writer.drain()
+                kind, body = await asyncio.wait_for(self._read_packet(), idle_limit - self.keepalive_s)
+            if kind == PUBLISH:
+                await self._incoming(*body)
+            elif kind == PUBACK:
+                if len(body) != 2:
+                    raise MQTTError("PUBACK with %d bytes" % len(body))
+                event = self._pending.get(struct.unpack(">H", body)[0])
+                if event:
+                    event.set()
+            elif kind == SUBACK:
+                if len(body) < 3:
+                    raise MQTTError("SUBACK too short")
+                for code in body[2:]:
+                    if code == 0x80:
+                        raise MQTTError("broker refused a subscription")
+            elif kind == PINGRESP:
+                if body:
+                    raise MQTTError("PINGRESP with a body")
+            else:
+                raise MQTTError("unexpected packet type 0x%02x from the broker" % kind)
+
+    async def _incoming(self, header, body):
+        qos = (header >> 1) & 3
+        if qos == 3 or len(body) < 2:
+            raise MQTTError("malformed PUBLISH")
+        topic_length = struct.unpack(">H", body[:2])[0]
+        end = 2 + topic_length
+        if end + (2 if qos else 0) > len(body):
+            raise MQTTError("PUBLISH topic longer than the packet")
+        topic = str(body[2:end], "utf-8")
+        payload = body[end + 2:] if qos else body[end:]
+        if self.on_message:
+            try:
+                await self.on_message(topic, payload)
+            except Exception as error:  # an application error never takes the connection down
+                self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
+        if qos:
+            self._writer.write(bytes((PUBACK, 2)) + body[end:end + 2])
+            await self._writer.drain()
+
+    async def publish(self, topic, payload, qos=1, retain=False, dup=False):
+        """Publish; with QoS 1 wait for the PUBACK. Raise MQTTError if down or unacknowledged."""
+        if not self.is_up:
+            raise MQTTError("not connected")
+        packet_id = 0
+        event = None
+        if qos:
+            self._next_id = self._next_id % 65535 + 1
+            packet_id = self._next_id
+            event = asyncio.Event()
+            self._pending[packet_id] = event
+        try:
+            self._writer.write(publish_packet(topic, payload, qos, retain, packet_id, dup))
+            await self._writer.drain()
+            if event:
+                await asyncio.wait_for(event.wait(), self.ack_timeout_s)
+                if not self.is_up:
+                    raise MQTTError("connection lost before PUBACK")
+        except (OSError, AttributeError):
+            raise MQTTError("connection lost while publishing")
+        except asyncio.TimeoutError:
+            raise MQTTError("no PUBACK within %.1f s" % self.ack_timeout_s)
+        finally:
+            if packet_id:
+                self._pending.pop(packet_id, None)

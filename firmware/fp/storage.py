@@ -1,0 +1,92 @@
+"""Flash storage for the device: identity seed, the boot counter, JSON files written atomically.
+
+Paths are relative to the flash root (the board's filesystem root; the sim board's folder).
+"""
+
+import json
+import os
+import struct
+
+try:
+    from binascii import crc32
+except ImportError:  # pragma: no cover - every supported port has binascii.crc32
+    from zlib import crc32
+
+SEED_FILE = "key.seed"
+BOOT_FILE = "boot.cnt"
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def write_atomic(path, data):
+    """Write bytes so that a power cut leaves either the old or the new file, never a torn one."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, path)
+
+
+def load_seed(urandom=os.urandom):
+    """Return the device's Ed25519 seed, generating and storing it on first boot."""
+    try:
+        with open(SEED_FILE, "rb") as f:
+            seed = f.read()
+        if len(seed) == 32:
+            return seed
+    except OSError:
+        pass
+    seed = urandom(32)
+    write_atomic(SEED_FILE, seed)
+    return seed
+
+
+def _slot(data, index):
+    record = data[8 * index : 8 * index + 8]
+    if len(record) != 8:
+        return -1
+    boot, check = struct.unpack("<II", record)
+    return boot if crc32(record[:4]) & 0xFFFFFFFF == check else -1
+
+
+def next_boot():
+    """Persist and return this boot's number: one more than any boot ever recorded.
+
+    Two 8-byte slots (boot, crc32), written in place alternately. A torn write damages only the
+    slot being written, whose CRC then fails; the other slot still holds the previous boot, so the
+    next boot moves past both and no (boot, seq) is ever reused.
+    """
+    try:
+        with open(BOOT_FILE, "rb") as f:
+            data = f.read()
+    except OSError:
+        data = b""
+    if len(data) != 16:  # first boot: the file is created whole, atomically
+        data = bytes(16)
+        write_atomic(BOOT_FILE, data)
+    first, second = _slot(data, 0), _slot(data, 1)
+    boot = max(first, second) + 1
+    record = struct.pack("<I", boot)
+    record += struct.pack("<I", crc32(record) & 0xFFFFFFFF)
+    with open(BOOT_FILE, "r+b") as f:
+        f.seek(0 if first <= second else 8)
+        f.write(record)
+    return boot
+
+
+def load_json(path, default):
+    """Return the JSON value stored at `path`, or `default` if it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def save_json(path, value):
+    write_atomic(path, json.dumps(value).encode())

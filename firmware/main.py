@@ -1,0 +1,5 @@
+"""Board entry point: run the Firstparty device application."""
+
+from fp import app
+
+app.main()
