@@ -10,7 +10,10 @@ from host_agent import __version__
 from host_agent.errors import UserError
 
 # Each subcommand module exposes add_arguments(parser) and run(args) -> int.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "host_agent.demo",
+    "verify": "host_agent.verify_cli",
+}
 
 
 def _load(module_name: str):

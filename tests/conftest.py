@@ -22,7 +22,7 @@ def micropython():
 @pytest.fixture
 def mosquitto(tmp_path):
     """A real mosquitto on a free loopback port, stopped after the test."""
-    from tests.broker import Mosquitto
+    from host_agent.mosquitto import Mosquitto
 
     broker = Mosquitto(tmp_path).start()
     yield broker

@@ -1,4 +1,4 @@
-"""A real mosquitto on a free loopback port, for tests and benchmarks."""
+"""Run a real mosquitto on a free loopback port: the demo's brokers, and the tests' and benchmarks'."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ class Mosquitto:
     def __init__(self, workdir: Path, port: int | None = None, extra_config: str = ""):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
-            raise RuntimeError("mosquitto is not installed: run `bash scripts/install`")
+            raise FileNotFoundError(
+                "mosquitto is not installed: run `bash scripts/install` (Debian package mosquitto)"
+            )
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port or free_port()

@@ -1,0 +1,110 @@
+"""Run the real firmware under the MicroPython unix port as the board `sim`, and control it.
+
+The flash folder plays the board's filesystem: board.json, provision.json and everything the
+firmware stores. Power cut = SIGKILL; network cut = the `net.down` marker the sim HAL reads;
+button press = the `button.press` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from host_agent.paths import BOARDS, firmware_dir
+
+
+def micropython_command() -> str:
+    """Return the unix port's path (the one installed beside this Python first)."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("the micropython command is missing: run `bash scripts/install`")
+    return found
+
+
+class SimDevice:
+    """One virtual device: a flash folder and, while running, a micropython process."""
+
+    def __init__(
+        self,
+        flash: Path,
+        vendor: tuple[str, int],
+        board: dict | None = None,
+        owner_key: bytes | None = None,
+        heapsize: str | None = None,
+    ):
+        self.flash = Path(flash)
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.heapsize = heapsize
+        board = board or json.loads((BOARDS / "sim.json").read_text())
+        (self.flash / "board.json").write_text(json.dumps(board))
+        provision = {"vendor": {"host": vendor[0], "port": vendor[1]}, "claim_window_s": 120}
+        if owner_key:
+            provision["owner"] = owner_key.hex()
+        (self.flash / "provision.json").write_text(json.dumps(provision))
+        self.process: subprocess.Popen[str] | None = None
+        self.log: deque[str] = deque(maxlen=2000)
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> SimDevice:
+        command = [micropython_command()]
+        if self.heapsize:
+            command += ["-X", f"heapsize={self.heapsize}"]
+        command.append(str(firmware_dir() / "main.py"))
+        env = dict(os.environ, MICROPYPATH=f".frozen:{firmware_dir()}")
+        self.process = subprocess.Popen(
+            command, cwd=self.flash, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self._reader = threading.Thread(target=self._read_log, args=(self.process,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read_log(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout
+        for line in process.stdout:
+            self.log.append(line.rstrip())
+
+    def device_id(self, timeout_s: float = 10.0) -> str:
+        """Wait for the boot line and return the device id it names."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.log):
+                if line.startswith("fp: device "):
+                    return line.split()[2]
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError("sim device exited: " + "\n".join(self.log))
+            time.sleep(0.05)
+        raise TimeoutError("sim device did not boot within %.0f s" % timeout_s)
+
+    def power_cut(self) -> None:
+        """SIGKILL: as a power cut, nothing is flushed."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.power_cut()
+
+    def cut_network(self) -> None:
+        (self.flash / "net.down").touch()
+
+    def restore_network(self) -> None:
+        (self.flash / "net.down").unlink(missing_ok=True)
+
+    def press_button(self) -> None:
+        (self.flash / "button.press").touch()
