@@ -84,7 +84,7 @@ class SimDevice:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError("sim device exited: " + "\n".join(self.log))
             time.sleep(0.05)
-        raise TimeoutError("sim device did not boot within %.0f s" % timeout_s)
+        raise TimeoutError(f"sim device did not boot within {timeout_s:.0f} s")
 
     def power_cut(self) -> None:
         """SIGKILL: as a power cut, nothing is flushed."""

@@ -36,7 +36,7 @@ class Verifier:
         """Check a device card (id binding, self-signature) and remember its key."""
         card = wire.parse_card(data)
         if topic is not None and topics.parse(topic) != (card.device_id, "card"):
-            raise ProtocolError("wrong-topic", "card of %s on %s" % (card.device_id, topic))
+            raise ProtocolError("wrong-topic", f"card of {card.device_id} on {topic}")
         state = self.devices.get(card.device_id)
         if state is None:
             self.devices[card.device_id] = DeviceState(card)

@@ -157,7 +157,8 @@ class Device:
         client = MQTTClient(
             broker, "fp-" + self.device_id + "-" + name, self.on_message,
             will=lambda: (topics.topic(self.device_id, "status"), self.status("offline"), 1, True),
-            subscriptions=[(topics.topic(self.device_id, "command"), 1)], keepalive_s=15, log=log)
+            subscriptions=[(topics.topic(self.device_id, "command"), 1)], keepalive_s=15, log=log,
+            link_up=self.hal.network_up)
         destination = Destination(name, broker, client)
 
         async def on_up():

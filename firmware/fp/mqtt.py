@@ -4,7 +4,8 @@ Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped e
 backoff and jitter; the application sees `is_up`, `publish()` and the `on_message` callback.
 Failure modes it survives (each drops the connection and reconnects, never crashes the loop):
 - broker down or refusing (CONNACK code != 0): backoff 0.5 s doubling to `max_backoff_s`, jittered;
-- dead link: no packet for 1.5 x keepalive after a PINGREQ;
+- dead link: no answer within keepalive/2 to the PINGREQ sent after keepalive of silence;
+- the network going away (the hardware layer's `link_up()` turning false);
 - malformed or unexpected packets from the broker (bad lengths, a remaining length beyond
   `max_packet_bytes`, packet types a broker never sends): MQTTError with the reason, reconnect;
 - a publish whose PUBACK does not come within `ack_timeout_s`: MQTTError to the caller, who keeps
@@ -14,6 +15,7 @@ Failure modes it survives (each drops the connection and reconnects, never crash
 import asyncio
 import random
 import struct
+import time
 
 CONNECT = 0x10
 CONNACK = 0x20
@@ -94,7 +96,8 @@ class MQTTClient:
     """One connection to one broker, kept up by `run()`."""
 
     def __init__(self, broker, client_id, on_message=None, will=None, keepalive_s=30, clean=True,
-                 subscriptions=(), max_packet_bytes=8192, ack_timeout_s=5.0, max_backoff_s=30.0, log=None):
+                 subscriptions=(), max_packet_bytes=8192, ack_timeout_s=5.0, max_backoff_s=30.0, log=None,
+                 link_up=None):
         self.broker = broker
         self.client_id = client_id
         self.on_message = on_message
@@ -106,6 +109,8 @@ class MQTTClient:
         self.ack_timeout_s = ack_timeout_s
         self.max_backoff_s = max_backoff_s
         self.log = log or (lambda text: None)
+        self.link_up = link_up  # the hardware layer's "is the network there?" (Wi-Fi, or the sim's cut)
+        self._last_rx = 0
         self.is_up = False
         self.on_up = None  # coroutine function called after each (re)connect
         self.connects = 0
@@ -162,6 +167,8 @@ class MQTTClient:
             self.log("mqtt %s: down" % self.broker.key())
 
     async def _connect(self):
+        if self.link_up and not self.link_up():
+            raise MQTTError("network down")
         if self.broker.tls:
             import ssl
 
@@ -188,6 +195,7 @@ class MQTTClient:
             body = struct.pack(">H", self._next_id) + _string(topic) + bytes((qos,))
             self._writer.write(bytes((SUBSCRIBE | 0x02,)) + _remaining_length(len(body)) + body)
         await self._writer.drain()
+        self._last_rx = time.time()
         self.is_up = True
         self.connects += 1
         self._up_event.set()
@@ -209,14 +217,35 @@ class MQTTClient:
         return header & 0xF0, body if header & 0xF0 != PUBLISH else (header, body)
 
     async def _serve(self):
-        idle_limit = self.keepalive_s * 1.5
+        # A reader task takes whole packets; this loop watches the link and the keepalive, so a
+        # read is never cancelled half-way through a packet while the connection is meant to live.
+        reader = asyncio.create_task(self._read_forever())
+        ping_sent = None
+        try:
+            while True:
+                await asyncio.sleep(0.25)
+                if reader.done():
+                    await reader  # re-raises why the reader stopped
+                    raise MQTTError("reader stopped")
+                if self.link_up and not self.link_up():
+                    raise MQTTError("network down")
+                now = time.time()
+                if ping_sent is None and now - self._last_rx >= self.keepalive_s:
+                    self._writer.write(bytes((PINGREQ, 0)))
+                    await self._writer.drain()
+                    ping_sent = now
+                elif ping_sent is not None:
+                    if self._last_rx >= ping_sent:
+                        ping_sent = None
+                    elif now - ping_sent > self.keepalive_s / 2:
+                        raise MQTTError("dead link: no answer to PINGREQ")
+        finally:
+            reader.cancel()
+
+    async def _read_forever(self):
         while True:
-            try:
-                kind, body = await asyncio.wait_for(self._read_packet(), self.keepalive_s)
-            except asyncio.TimeoutError:
-                self._writer.write(bytes((PINGREQ, 0)))
-                await self._writer.drain()
-                kind, body = await asyncio.wait_for(self._read_packet(), idle_limit - self.keepalive_s)
+            kind, body = await self._read_packet()
+            self._last_rx = time.time()
             if kind == PUBLISH:
                 await self._incoming(*body)
             elif kind == PUBACK:
