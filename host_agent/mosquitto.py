@@ -29,6 +29,7 @@ class Mosquitto:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.config.write_text(

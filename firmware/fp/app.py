@@ -154,9 +154,11 @@ class Device:
                 log("destination %s -> %s" % (name, broker.key()))
 
     def _start_destination(self, name, broker):
+        # One signed "offline" will per destination and boot: reconnect attempts burn no seq, and a
+        # will delivered twice is the same bytes (a harmless duplicate).
+        will = (topics.topic(self.device_id, "status"), self.status("offline"), 1, True)
         client = MQTTClient(
-            broker, "fp-" + self.device_id + "-" + name, self.on_message,
-            will=lambda: (topics.topic(self.device_id, "status"), self.status("offline"), 1, True),
+            broker, "fp-" + self.device_id + "-" + name, self.on_message, will=will,
             subscriptions=[(topics.topic(self.device_id, "command"), 1)], keepalive_s=15, log=log,
             link_up=self.hal.network_up)
         destination = Destination(name, broker, client)

@@ -53,6 +53,8 @@ class SimBoard:
                     ("press", "hPa", 1013.25 + math.sin(phase / 3))]
         if kind == "dht22":
             return [("temp", "Cel", 22.5 + math.cos(phase)), ("hum", "%RH", 50.0 + 3.0 * math.sin(phase))]
+        if kind == "counter":  # the sample number itself: lets tests see that none is missing
+            return [(sensor["name"], None, n)]
         if kind == "adc":
             return [(sensor["name"], "V", 1.65 + 1.0 * math.sin(phase))]
         raise ValueError("sim board has no sensor of type " + str(kind))

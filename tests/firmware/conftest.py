@@ -1,0 +1,103 @@
+"""Fixtures for running the real firmware under the unix port against real brokers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from fp.errors import ProtocolError
+from host_agent.mosquitto import Mosquitto
+from host_agent.paths import BOARDS
+from host_agent.simdevice import SimDevice
+from host_agent.verifier import Verifier
+
+
+class Collector:
+    """Subscribes to fp/v1/# on one broker and verifies everything, as any recipient would."""
+
+    def __init__(self, broker: Mosquitto):
+        self.verifier = Verifier()
+        self.lock = threading.Lock()
+        self.readings: list = []
+        self.acks: dict[bytes, dict] = {}  # latest ack per command digest
+        self.ack_log: list[dict] = []  # every ack, in arrival order
+        self.rejections: list[tuple[str, str]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("fp/v1/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            try:
+                if message.topic.endswith("/card"):
+                    self.verifier.learn_card(bytes(message.payload), message.topic)
+                    return
+                if message.topic.endswith("/command"):
+                    return
+                verified = self.verifier.check(message.topic, bytes(message.payload))
+            except ProtocolError as error:
+                self.rejections.append((message.topic, error.reason))
+                return
+            if verified.kind == "reading":
+                self.readings.append(verified)
+            elif verified.kind == "ack":
+                self.acks[verified.body["cmd"]] = verified.body
+                self.ack_log.append(verified.body)
+
+    def values(self, name: str) -> list:
+        with self.lock:
+            return [value for reading in self.readings for n, _, value in reading.body if n == name]
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def counter_board(interval_s: float = 0.2) -> dict:
+    board = json.loads((BOARDS / "sim.json").read_text())
+    board["sensors"] = [{"name": "n", "type": "counter", "interval_s": interval_s}]
+    return board
+
+
+@pytest.fixture
+def collector_factory():
+    made: list[Collector] = []
+
+    def make(broker: Mosquitto) -> Collector:
+        collector = Collector(broker)
+        made.append(collector)
+        time.sleep(0.2)  # subscribed before devices start
+        return collector
+
+    yield make
+    for collector in made:
+        collector.stop()
+
+
+@pytest.fixture
+def sim_devices():
+    made: list[SimDevice] = []
+
+    def make(*args, **kwargs) -> SimDevice:
+        device = SimDevice(*args, **kwargs)
+        made.append(device)
+        return device
+
+    yield make
+    for device in made:
+        device.stop()

@@ -1,0 +1,190 @@
+"""The real firmware under the MicroPython unix port (board `sim`) against real mosquitto brokers."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from fp import messages, topics
+from host_agent import wire
+from host_agent.mosquitto import Mosquitto
+from host_agent.owner import Owner
+from tests.firmware.conftest import counter_board, wait_until
+
+
+def test_sim_device_publishes_signed_readings_that_verify_with_pynacl(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    vendor = collector_factory(mosquitto)
+    device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board()).start()
+    device_id = device.device_id()
+    wait_until(lambda: len(vendor.values("n")) >= 5, 15, "five verified readings")
+    assert vendor.rejections == []
+    card = vendor.verifier.devices[device_id].card
+    assert card.device_id == device_id and card.board == "sim"
+    reading = vendor.readings[0]
+    # verify once more, explicitly, with libsodium and the key from the card
+    wire.nacl_verify(card.public_key, reading.message.to_be_signed(), reading.message.signature)
+    assert len(reading.raw) <= 150
+
+
+def test_counters_strictly_increase_across_power_cuts_and_no_boot_seq_is_reused(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    vendor = collector_factory(mosquitto)
+    device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board())
+    seen: list[tuple[int, int]] = []
+    for _ in range(3):
+        device.start()
+        before = len(vendor.readings)
+        wait_until(lambda before=before: len(vendor.readings) >= before + 3, 15, "readings after boot")
+        device.power_cut()
+    seen = [(reading.boot, reading.seq) for reading in vendor.readings]
+    assert len(seen) == len(set(seen)), "a (boot, seq) was reused"
+    boots = sorted({boot for boot, _ in seen})
+    assert len(boots) == 3 and boots == sorted(boots)
+    assert [r for r in vendor.rejections if r[1] == "replay"] == []
+
+
+def test_broker_outage_delivers_every_reading_oldest_first(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board()).start()
+    device.device_id()
+    time.sleep(1.0)
+    mosquitto.stop()
+    time.sleep(3.0)  # about 15 readings are taken while the broker is down
+    mosquitto.start()
+    vendor = collector_factory(mosquitto)
+    # the broker kept nothing (no persistence): what arrives now comes from the device's queue
+    wait_until(lambda: len(vendor.values("n")) >= 25, 30, "the buffered readings and new ones")
+    values = vendor.values("n")
+    assert values == list(range(values[0], values[0] + len(values))), "a reading is missing or out of order"
+    assert values[0] <= 6, "readings taken during the outage did not arrive"
+
+
+def test_network_cut_buffers_and_drains_in_order(mosquitto, collector_factory, sim_devices, tmp_path):
+    vendor = collector_factory(mosquitto)
+    device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board()).start()
+    wait_until(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
+    device.cut_network()
+    time.sleep(2.5)
+    during = len(vendor.values("n"))
+    device.restore_network()
+    wait_until(lambda: len(vendor.values("n")) >= during + 15, 30, "the drain after the network returns")
+    values = vendor.values("n")
+    assert values == list(range(values[0], values[0] + len(values)))
+
+
+def _command(owner: Owner, collector, broker_client, device_id: str, op: str, args: dict):
+    data = owner.command(device_id, op, args)
+    digest = wire.parse_command(data).digest()
+    broker_client.publish(topics.topic(device_id, "command"), data, qos=1)
+    wait_until(lambda: digest in collector.acks, 10, f"the ack of {op}")
+    return collector.acks[digest]
+
+
+def test_owner_switches_destinations_instead_of_and_in_addition_to(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    home_broker = Mosquitto(tmp_path / "home").start()
+    try:
+        vendor, home = collector_factory(mosquitto), collector_factory(home_broker)
+        owner = Owner(tmp_path / "owner.key")
+        device = sim_devices(
+            tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
+        ).start()
+        device_id = device.device_id()
+        wait_until(lambda: len(vendor.values("n")) >= 3, 15, "readings at the vendor")
+        home_spec = {"name": "home", "host": home_broker.host, "port": home_broker.port}
+
+        ack = _command(
+            owner, vendor, vendor.client, device_id, "set-destinations", {"destinations": [home_spec]}
+        )
+        assert ack["outcome"] == "applied"
+        wait_until(lambda: len(home.values("n")) >= 3, 15, "readings at home")
+        time.sleep(0.5)
+        vendor_count = len(vendor.values("n"))
+        time.sleep(2.0)
+        assert len(vendor.values("n")) == vendor_count, "instead-of: the vendor still receives readings"
+
+        ack = _command(
+            owner,
+            home,
+            home.client,
+            device_id,
+            "set-destinations",
+            {"destinations": [{"name": "vendor"}, home_spec]},
+        )
+        assert ack["outcome"] == "applied"
+        wait_until(lambda: len(vendor.values("n")) >= vendor_count + 5, 15, "readings at the vendor again")
+        home_before, vendor_before = len(home.values("n")), len(vendor.values("n"))
+        time.sleep(1.5)
+        assert len(home.values("n")) > home_before and len(vendor.values("n")) > vendor_before
+        # both copies are the very same signed bytes
+        common = {r.raw for r in vendor.readings} & {r.raw for r in home.readings}
+        assert common
+    finally:
+        home_broker.stop()
+
+
+def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_nothing(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    vendor = collector_factory(mosquitto)
+    owner = Owner(tmp_path / "owner.key")
+    device = sim_devices(
+        tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
+    )
+    device_id = device.start().device_id()
+    wait_until(lambda: len(vendor.acks) == 0 and vendor.values("n"), 15, "the device up")
+
+    applied = owner.command(device_id, "get-info", {})
+    now = int(time.time())
+    stranger = wire.nacl_signer(bytes([7] * 32))
+    cases = {
+        "bad-signature": messages.encode_command(
+            stranger,
+            owner.public,
+            device_id,
+            10**15,
+            now,
+            now + 60,
+            "set-destinations",
+            {"destinations": [{"name": "x", "host": "127.0.0.1", "port": 1}]},
+        ),
+        "expired": messages.encode_command(
+            owner.sign,
+            owner.public,
+            device_id,
+            10**15 + 1,
+            now - 100,
+            now - 10,
+            "set-interval",
+            {"sensor": "n", "interval_s": 99},
+        ),
+        "not-for-me": messages.encode_command(
+            owner.sign, owner.public, "a" * 24, 10**15 + 2, now, now + 60, "reboot", {}
+        ),
+    }
+
+    def send(data: bytes) -> dict:
+        """Publish a command and return the ack that answers it (acks bind the command's SHA-256)."""
+        digest = hashlib.sha256(data).digest()
+        count = len(vendor.ack_log)
+        vendor.client.publish(topics.topic(device_id, "command"), data, qos=1)
+        wait_until(lambda: len(vendor.ack_log) > count, 10, "an ack")
+        ack = vendor.ack_log[count]
+        assert ack["cmd"] == digest
+        return ack
+
+    assert send(applied)["outcome"] == "applied"
+    assert send(applied)["outcome"] == "replay"
+    for reason, data in cases.items():
+        assert send(data)["outcome"] == reason
+    assert send(b"\xd2\x84garbage")["outcome"] == "malformed"
+    info = send(owner.command(device_id, "get-info", {}))
+    assert info["outcome"] == "applied"
+    assert info["result"]["destinations"] == ["vendor"]
+    assert info["result"]["intervals"] == {}
+    assert info["result"]["refused"] == 5
