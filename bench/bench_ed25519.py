@@ -14,6 +14,7 @@ for _path in (_here + "/../firmware", _here):
         sys.path.append(_path)
 
 import ed25519_baseline  # noqa: E402
+
 from fp import ed25519  # noqa: E402
 from fp.sha512 import SHA512, sha512  # noqa: E402
 
@@ -58,7 +59,9 @@ def main():
     figures["sign_oneshot_us"] = median_us(lambda: ed25519.sign(SEED, MESSAGE), ROUNDS_FAST)
     figures["verify_us"] = median_us(lambda: ed25519.verify(key.public, MESSAGE, signature), ROUNDS_FAST)
     figures["baseline_sign_us"] = median_us(lambda: ed25519_baseline.sign(SEED, MESSAGE), ROUNDS_SLOW)
-    figures["baseline_verify_us"] = median_us(lambda: ed25519_baseline.verify(key.public, MESSAGE, signature), ROUNDS_SLOW)
+    figures["baseline_verify_us"] = median_us(
+        lambda: ed25519_baseline.verify(key.public, MESSAGE, signature), ROUNDS_SLOW
+    )
     blocks = bytes(128 * 64)
     figures["sha512_block_us"] = median_us(lambda: sha512(blocks), ROUNDS_FAST) / 64
     figures["sign_heap_bytes"] = heap_allocated(lambda: key.sign(MESSAGE))
@@ -67,9 +70,13 @@ def main():
 
     for name in sorted(figures):
         print("%s %s" % (name, figures[name]))
-    print("ratio_sign_baseline_over_optimised %.1f" % (figures["baseline_sign_us"] / figures["sign_oneshot_us"]))
+    print(
+        "ratio_sign_baseline_over_optimised %.1f" % (figures["baseline_sign_us"] / figures["sign_oneshot_us"])
+    )
     print("ratio_sign_baseline_over_cached_key %.1f" % (figures["baseline_sign_us"] / figures["sign_us"]))
-    print("ratio_verify_baseline_over_optimised %.1f" % (figures["baseline_verify_us"] / figures["verify_us"]))
+    print(
+        "ratio_verify_baseline_over_optimised %.1f" % (figures["baseline_verify_us"] / figures["verify_us"])
+    )
     print("sha512_viper %s" % (SHA512.__name__ == "SHA512Viper"))
 
 

@@ -32,7 +32,12 @@ def micropython_figures() -> dict[str, str]:
     micropython = Path(sys.executable).with_name("micropython")
     env = dict(os.environ, MICROPYPATH=".frozen")
     output = subprocess.run(
-        [str(micropython), str(HERE / "bench_ed25519.py")], capture_output=True, text=True, env=env, check=True, timeout=300
+        [str(micropython), str(HERE / "bench_ed25519.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=300,
     ).stdout
     return dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
 
@@ -46,9 +51,15 @@ def main() -> None:
     print(f"pynacl sign_us: {nacl_us:.1f}")
     print(f"ratio firmware sign (MicroPython) / libsodium sign: {sign_us / nacl_us:.0f}x")
     goals = [
-        ("optimised sign >= 4x faster than the RFC 8032 baseline (one-shot)", float(figures["ratio_sign_baseline_over_optimised"]) >= 4),
+        (
+            "optimised sign >= 4x faster than the RFC 8032 baseline (one-shot)",
+            float(figures["ratio_sign_baseline_over_optimised"]) >= 4,
+        ),
         ("sign median <= 2500 us on the unix port", sign_us <= 2500),
-        ("table costs nothing beyond its bytes object (<= len + 64)", int(figures["table_resident_bytes"]) <= int(figures["table_bytes"]) + 64),
+        (
+            "table costs nothing beyond its bytes object (<= len + 64)",
+            int(figures["table_resident_bytes"]) <= int(figures["table_bytes"]) + 64,
+        ),
     ]
     for goal, met in goals:
         print(f"goal {'met' if met else 'MISSED'}: {goal}")

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from fp import messages, topics
-from fp.errors import ProtocolError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from fp import messages, topics
+from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.errors import UserError
 from host_agent.mosquitto import Mosquitto

@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from fp import ids, messages
 from nacl.signing import SigningKey
 
+from fp import ids, messages
 from host_agent.errors import UserError
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from fp import cose, messages, replay, topics
 from fp.errors import ProtocolError
-
 from host_agent import wire
 
 DEVICE_KINDS = ("reading", "status", "ack")

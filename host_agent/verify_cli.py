@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from fp.errors import ProtocolError
-
 from host_agent.errors import UserError
 from host_agent.verifier import Verifier
 

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import cbor2
-from fp import cbor, messages
-from fp.errors import ProtocolError
 from nacl.exceptions import BadSignatureError as NaclBadSignature
 from nacl.signing import SigningKey, VerifyKey
+
+from fp import cbor, messages
+from fp.errors import ProtocolError
 
 
 def _to_fp(value: Any) -> Any:

@@ -26,7 +26,10 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci_lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text().splitlines()
-        if line.strip() and not line.startswith("#") and not line.startswith("set ") and not line.startswith("cd ")
+        if line.strip()
+        and not line.startswith("#")
+        and not line.startswith("set ")
+        and not line.startswith("cd ")
     ]
     assert ci_lines == [_readme_commands()[1]]
 

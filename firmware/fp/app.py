@@ -129,16 +129,28 @@ class Device:
 
     def card(self):
         owner_id = ids.id_from_public_key(self.owner_key) if self.owner_key else None
-        return messages.encode_card(self.key.sign, self.key.public, self.board.get("name", "sim"), FIRMWARE_VERSION,
-                                    self.now(), owner_id)
+        return messages.encode_card(
+            self.key.sign,
+            self.key.public,
+            self.board.get("name", "sim"),
+            FIRMWARE_VERSION,
+            self.now(),
+            owner_id,
+        )
 
     # --- destinations -------------------------------------------------------------------------
 
     def broker_for(self, spec):
         if spec.get("name") == "vendor" and "host" not in spec:
             spec = self.provision["vendor"]
-        return Broker(spec["host"], spec.get("port", 1883), spec.get("user"), spec.get("password"),
-                      spec.get("tls", False), spec.get("ca"))
+        return Broker(
+            spec["host"],
+            spec.get("port", 1883),
+            spec.get("user"),
+            spec.get("password"),
+            spec.get("tls", False),
+            spec.get("ca"),
+        )
 
     def apply_destinations(self):
         wanted = {}
@@ -158,9 +170,15 @@ class Device:
         # will delivered twice is the same bytes (a harmless duplicate).
         will = (topics.topic(self.device_id, "status"), self.status("offline"), 1, True)
         client = MQTTClient(
-            broker, "fp-" + self.device_id + "-" + name, self.on_message, will=will,
-            subscriptions=[(topics.topic(self.device_id, "command"), 1)], keepalive_s=15, log=log,
-            link_up=self.hal.network_up)
+            broker,
+            "fp-" + self.device_id + "-" + name,
+            self.on_message,
+            will=will,
+            subscriptions=[(topics.topic(self.device_id, "command"), 1)],
+            keepalive_s=15,
+            log=log,
+            link_up=self.hal.network_up,
+        )
         destination = Destination(name, broker, client)
 
         async def on_up():
@@ -194,8 +212,9 @@ class Device:
             if command.op == "claim":
                 outcome, result = self.claim(command)
             else:
-                messages.check_command(command, self.owner_key, self.device_id, self.last_counter, self.now(),
-                                       ed25519.verify)
+                messages.check_command(
+                    command, self.owner_key, self.device_id, self.last_counter, self.now(), ed25519.verify
+                )
                 outcome, result = "applied", self.apply(command)
                 self.last_counter = command.counter
                 storage.save_json(COUNTER_FILE, self.last_counter)
@@ -205,8 +224,9 @@ class Device:
             outcome, detail, result = error.reason, error.detail, None
             log("command refused: %s" % error)
         boot, seq = self.next_counter()
-        ack = messages.encode_ack(self.key.sign, self.device_id, boot, seq, digest, counter, outcome, detail,
-                                  result, self.now())
+        ack = messages.encode_ack(
+            self.key.sign, self.device_id, boot, seq, digest, counter, outcome, detail, result, self.now()
+        )
         self.publish_everywhere("ack", ack)
         if outcome == "applied" and result == "rebooting":
             asyncio.create_task(self._reboot_soon())
@@ -252,17 +272,24 @@ class Device:
             return {"destinations": [spec["name"] for spec in specs]}
         if op == "set-interval":
             sensor, interval = args.get("sensor"), args.get("interval_s")
-            if sensor not in [s["name"] for s in self.board["sensors"]] or not isinstance(interval, int) \
-                    or not 1 <= interval <= 86400:
+            if (
+                sensor not in [s["name"] for s in self.board["sensors"]]
+                or not isinstance(interval, int)
+                or not 1 <= interval <= 86400
+            ):
                 raise ProtocolError("bad-command", "set-interval needs a fitted sensor and 1..86400 s")
             self.config["intervals"][sensor] = interval
             storage.save_json(CONFIG_FILE, self.config)
             return {"sensor": sensor, "interval_s": interval}
         if op == "get-info":
             return {
-                "fw": FIRMWARE_VERSION, "board": self.board.get("name"), "boot": self.boot, "seq": self.seq,
+                "fw": FIRMWARE_VERSION,
+                "board": self.board.get("name"),
+                "boot": self.boot,
+                "seq": self.seq,
                 "destinations": [d["name"] for d in self.config["destinations"]],
-                "intervals": self.config["intervals"], "refused": self.refused,
+                "intervals": self.config["intervals"],
+                "refused": self.refused,
                 "dropped": sum(d.dropped for d in self.destinations.values()),
                 "buffered": sum(len(d.queue) for d in self.destinations.values()),
             }

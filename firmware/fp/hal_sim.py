@@ -49,8 +49,11 @@ class SimBoard:
         if kind == "internal-temp":
             return [(sensor["name"], "Cel", 40.0 + 2.0 * math.sin(phase))]
         if kind == "bme280":
-            return [("temp", "Cel", 21.0 + math.sin(phase)), ("hum", "%RH", 45.0 + 5.0 * math.cos(phase)),
-                    ("press", "hPa", 1013.25 + math.sin(phase / 3))]
+            return [
+                ("temp", "Cel", 21.0 + math.sin(phase)),
+                ("hum", "%RH", 45.0 + 5.0 * math.cos(phase)),
+                ("press", "hPa", 1013.25 + math.sin(phase / 3)),
+            ]
         if kind == "dht22":
             return [("temp", "Cel", 22.5 + math.cos(phase)), ("hum", "%RH", 50.0 + 3.0 * math.sin(phase))]
         if kind == "counter":  # the sample number itself: lets tests see that none is missing

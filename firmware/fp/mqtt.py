@@ -95,9 +95,21 @@ class Broker:
 class MQTTClient:
     """One connection to one broker, kept up by `run()`."""
 
-    def __init__(self, broker, client_id, on_message=None, will=None, keepalive_s=30, clean=True,
-                 subscriptions=(), max_packet_bytes=8192, ack_timeout_s=5.0, max_backoff_s=30.0, log=None,
-                 link_up=None):
+    def __init__(
+        self,
+        broker,
+        client_id,
+        on_message=None,
+        will=None,
+        keepalive_s=30,
+        clean=True,
+        subscriptions=(),
+        max_packet_bytes=8192,
+        ack_timeout_s=5.0,
+        max_backoff_s=30.0,
+        log=None,
+        link_up=None,
+    ):
         self.broker = broker
         self.client_id = client_id
         self.on_message = on_message
@@ -176,14 +188,19 @@ class MQTTClient:
             if self.broker.ca:
                 context.load_verify_locations(cadata=self.broker.ca)
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.broker.host, self.broker.port, ssl=context), 10)
+                asyncio.open_connection(self.broker.host, self.broker.port, ssl=context), 10
+            )
         else:
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.broker.host, self.broker.port), 10)
+                asyncio.open_connection(self.broker.host, self.broker.port), 10
+            )
         # The will may be a function: a signed "offline" status must be fresh for each connection.
         will = self.will() if callable(self.will) else self.will
-        self._writer.write(connect_packet(self.client_id, self.keepalive_s, self.clean, will,
-                                          self.broker.user, self.broker.password))
+        self._writer.write(
+            connect_packet(
+                self.client_id, self.keepalive_s, self.clean, will, self.broker.user, self.broker.password
+            )
+        )
         await self._writer.drain()
         kind, body = await asyncio.wait_for(self._read_packet(), 10)
         if kind != CONNACK or len(body) != 2:
@@ -275,14 +292,14 @@ class MQTTClient:
         if end + (2 if qos else 0) > len(body):
             raise MQTTError("PUBLISH topic longer than the packet")
         topic = str(body[2:end], "utf-8")
-        payload = body[end + 2:] if qos else body[end:]
+        payload = body[end + 2 :] if qos else body[end:]
         if self.on_message:
             try:
                 await self.on_message(topic, payload)
             except Exception as error:  # an application error never takes the connection down
                 self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
         if qos:
-            self._writer.write(bytes((PUBACK, 2)) + body[end:end + 2])
+            self._writer.write(bytes((PUBACK, 2)) + body[end : end + 2])
             await self._writer.drain()
 
     async def publish(self, topic, payload, qos=1, retain=False, dup=False):

@@ -87,7 +87,12 @@ class SHA512Python:
 
     def digest(self):
         state = list(self._state)
-        tail = self._buffer + b"\x80" + bytes((111 - len(self._buffer)) % 128) + (self._length * 8).to_bytes(16, "big")
+        tail = (
+            self._buffer
+            + b"\x80"
+            + bytes((111 - len(self._buffer)) % 128)
+            + (self._length * 8).to_bytes(16, "big")
+        )
         for offset in range(0, len(tail), 128):
             _compress_py(state, tail[offset : offset + 128])
         return struct.pack(">8Q", *state)
@@ -111,26 +116,28 @@ try:
         i = 0
         while i < 32:
             j = i * 4
-            w[i] = (uint(blk[j]) << 24) | (uint(blk[j + 1]) << 16) | (uint(blk[j + 2]) << 8) | uint(blk[j + 3])
+            w[i] = (
+                (uint(blk[j]) << 24) | (uint(blk[j + 1]) << 16) | (uint(blk[j + 2]) << 8) | uint(blk[j + 3])
+            )
             i += 1
         t = 32
         while t < 160:
-            xh = (uint(w[t - 30]) & m)
-            xl = (uint(w[t - 29]) & m)
+            xh = uint(w[t - 30]) & m
+            xl = uint(w[t - 29]) & m
             s0h = (((xh >> 1) | (xl << 31)) ^ ((xh >> 8) | (xl << 24)) ^ (xh >> 7)) & m
             s0l = (((xl >> 1) | (xh << 31)) ^ ((xl >> 8) | (xh << 24)) ^ ((xl >> 7) | (xh << 25))) & m
-            xh = (uint(w[t - 4]) & m)
-            xl = (uint(w[t - 3]) & m)
+            xh = uint(w[t - 4]) & m
+            xl = uint(w[t - 3]) & m
             s1h = (((xh >> 19) | (xl << 13)) ^ ((xl >> 29) | (xh << 3)) ^ (xh >> 6)) & m
             s1l = (((xl >> 19) | (xh << 13)) ^ ((xh >> 29) | (xl << 3)) ^ ((xl >> 6) | (xh << 26))) & m
-            yh = (uint(w[t - 32]) & m)
-            yl = (uint(w[t - 31]) & m)
+            yh = uint(w[t - 32]) & m
+            yl = uint(w[t - 31]) & m
             s = (yl + s0l) & m
             c = (((yl & s0l) | ((yl | s0l) & ~s)) >> 31) & 1
             yh = (yh + s0h + c) & m
             yl = s
-            zh = (uint(w[t - 14]) & m)
-            zl = (uint(w[t - 13]) & m)
+            zh = uint(w[t - 14]) & m
+            zl = uint(w[t - 13]) & m
             s = (yl + zl) & m
             c = (((yl & zl) | ((yl | zl) & ~s)) >> 31) & 1
             yh = (yh + zh + c) & m
@@ -142,22 +149,22 @@ try:
             w[t] = yh
             w[t + 1] = yl
             t += 2
-        ah = (uint(st[0]) & m)
-        al = (uint(st[1]) & m)
-        bh = (uint(st[2]) & m)
-        bl = (uint(st[3]) & m)
-        cch = (uint(st[4]) & m)
-        ccl = (uint(st[5]) & m)
-        dh = (uint(st[6]) & m)
-        dl = (uint(st[7]) & m)
-        eh = (uint(st[8]) & m)
-        el = (uint(st[9]) & m)
-        fh = (uint(st[10]) & m)
-        fl = (uint(st[11]) & m)
-        gh = (uint(st[12]) & m)
-        gl = (uint(st[13]) & m)
-        hh = (uint(st[14]) & m)
-        hl = (uint(st[15]) & m)
+        ah = uint(st[0]) & m
+        al = uint(st[1]) & m
+        bh = uint(st[2]) & m
+        bl = uint(st[3]) & m
+        cch = uint(st[4]) & m
+        ccl = uint(st[5]) & m
+        dh = uint(st[6]) & m
+        dl = uint(st[7]) & m
+        eh = uint(st[8]) & m
+        el = uint(st[9]) & m
+        fh = uint(st[10]) & m
+        fl = uint(st[11]) & m
+        gh = uint(st[12]) & m
+        gl = uint(st[13]) & m
+        hh = uint(st[14]) & m
+        hl = uint(st[15]) & m
         t = 0
         while t < 160:
             th = (((eh >> 14) | (el << 18)) ^ ((eh >> 18) | (el << 14)) ^ ((el >> 9) | (eh << 23))) & m
@@ -172,14 +179,14 @@ try:
             c = (((tl & cl) | ((tl | cl) & ~s)) >> 31) & 1
             th = (th + ch + c) & m
             tl = s
-            kh = (uint(k[t]) & m)
-            kl = (uint(k[t + 1]) & m)
+            kh = uint(k[t]) & m
+            kl = uint(k[t + 1]) & m
             s = (tl + kl) & m
             c = (((tl & kl) | ((tl | kl) & ~s)) >> 31) & 1
             th = (th + kh + c) & m
             tl = s
-            kh = (uint(w[t]) & m)
-            kl = (uint(w[t + 1]) & m)
+            kh = uint(w[t]) & m
+            kl = uint(w[t + 1]) & m
             s = (tl + kl) & m
             c = (((tl & kl) | ((tl | kl) & ~s)) >> 31) & 1
             th = (th + kh + c) & m

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fp import ids, messages
-
 from host_agent.wire import nacl_public_key, nacl_signer
 
 DEVICE_SEED = bytes(range(32))

@@ -8,9 +8,9 @@ import random
 
 import cbor2
 import pytest
+
 from fp import cbor
 from fp.errors import ProtocolError
-
 from host_agent.wire import _to_fp, decode_strict
 
 # (Python expression, expected encoding). From RFC 8949 appendix A where the profile agrees,

@@ -14,9 +14,10 @@ import ed25519 as ed25519_package
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fp import ed25519
 from nacl.exceptions import BadSignatureError as NaclBadSignature
 from nacl.signing import SigningKey, VerifyKey
+
+from fp import ed25519
 
 VECTORS = json.loads((Path(__file__).parent / "rfc8032_vectors.json").read_text())
 L = ed25519.L

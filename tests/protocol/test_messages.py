@@ -7,8 +7,6 @@ import re
 
 import cbor2
 import pytest
-from fp import cbor, cose, ids, messages, replay, topics
-from fp.errors import REASONS, ProtocolError
 from nacl.signing import SigningKey
 from pycose.algorithms import EdDSA
 from pycose.headers import Algorithm, ContentType
@@ -16,6 +14,8 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
+from fp import cbor, cose, ids, messages, replay, topics
+from fp.errors import REASONS, ProtocolError
 from host_agent import wire
 from tests.helpers import REPO
 from tests.protocol import examples

@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+
 from fp import sha512
 
 FIPS = [
