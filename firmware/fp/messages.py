@@ -239,6 +239,48 @@ def parse_card(data, verify, decode=cbor.decode):
     )
 
 
+def encode_endorsement(sign, signer_public_key, device_public_key, role, time_s):
+    """Sign an endorsement: the owner or vendor vouches that this key is the device's."""
+    if role not in ("owner", "vendor"):
+        raise ValueError("role must be owner or vendor")
+    device_id = id_from_public_key(device_public_key)
+    claims = {ISS: id_from_public_key(signer_public_key), SUB: device_id, IAT: int(time_s)}
+    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_ENDORSEMENT, cose.H_CWT_CLAIMS: claims}
+    return cose.sign1(sign, header, cbor.encode({CNF: {1: cose_key(device_public_key)}, "role": role}))
+
+
+class Endorsement:
+    """A checked endorsement: `signer_id` vouches for `device_key` as device `device_id`."""
+
+    def __init__(self, signer_id, device_id, device_key, role, time_s):
+        self.signer_id = signer_id
+        self.device_id = device_id
+        self.device_key = device_key
+        self.role = role
+        self.time_s = time_s
+
+
+def parse_endorsement(data, signer_public_key, verify, decode=cbor.decode):
+    """Check an endorsement against the signer's key; raise ProtocolError otherwise."""
+    message = parse(data, "endorsement", decode)
+    claims = message.claims
+    if claims.get(ISS) != id_from_public_key(signer_public_key):
+        raise ProtocolError("not-owner", "endorsement not issued by this signer")
+    body = decode(message.payload)
+    confirmation = body.get(CNF) if isinstance(body, dict) else None
+    key = confirmation.get(1) if isinstance(confirmation, dict) else None
+    if not isinstance(key, dict) or key.get(1) != 1 or key.get(-1) != 6 or not isinstance(key.get(-2), bytes):
+        raise ProtocolError("malformed", "endorsement cnf must hold an Ed25519 OKP COSE_Key")
+    if body.get("role") not in ("owner", "vendor"):
+        raise ProtocolError("malformed", "endorsement role must be owner or vendor")
+    device_key = key[-2]
+    check_key_matches_id(device_key, claims.get(SUB))
+    cose.verify_sign1(message, signer_public_key, verify)
+    return Endorsement(
+        claims[ISS], claims[SUB], device_key, body["role"], _int_or_none(claims.get(IAT), "iat")
+    )
+
+
 class Command:
     """An owner command, parsed but not yet verified or judged."""
 

@@ -322,3 +322,31 @@ print(json.dumps({"built": {k: v.hex() for k, v in built.items()}, "card_id": ca
     assert decoded.verify_signature()
     parsed = wire.parse_device_message(reading, "reading")
     cose.verify_sign1(parsed.message, examples.DEVICE_KEY, wire.nacl_verify)
+
+
+def test_endorsement_lets_a_third_party_trust_a_device_key_through_its_owner():
+    owner = wire.nacl_signer(examples.OWNER_SEED)
+    data = messages.encode_endorsement(
+        owner, examples.OWNER_KEY, examples.DEVICE_KEY, "owner", examples.TIME_S
+    )
+    for parse in (
+        lambda d, k: messages.parse_endorsement(d, k, wire.nacl_verify),
+        lambda d, k: messages.parse_endorsement(d, k, wire.nacl_verify, wire.decode_strict),
+    ):
+        endorsement = parse(data, examples.OWNER_KEY)
+        assert (endorsement.signer_id, endorsement.device_id, endorsement.device_key, endorsement.role) == (
+            examples.OWNER_ID,
+            DEVICE_ID,
+            examples.DEVICE_KEY,
+            "owner",
+        )
+    stranger_seed = bytes([5] * 32)
+    with pytest.raises(ProtocolError) as error:
+        messages.parse_endorsement(data, wire.nacl_public_key(stranger_seed), wire.nacl_verify)
+    assert error.value.reason == "not-owner"
+    forged = messages.encode_endorsement(
+        wire.nacl_signer(stranger_seed), examples.OWNER_KEY, examples.DEVICE_KEY, "owner", examples.TIME_S
+    )
+    with pytest.raises(ProtocolError) as error:
+        messages.parse_endorsement(forged, examples.OWNER_KEY, wire.nacl_verify)
+    assert error.value.reason == "bad-signature"
