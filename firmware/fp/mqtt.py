@@ -140,11 +140,11 @@ class MQTTClient:
 
     async def run(self):
         """Connect, serve, and reconnect forever (until stop())."""
-        backoff = 0.5
+        backoff = min(0.5, self.max_backoff_s)
         while not self._stopped:
             try:
                 await self._connect()
-                backoff = 0.5
+                backoff = min(0.5, self.max_backoff_s)
                 if self.on_up:
                     asyncio.create_task(self.on_up())
                 await self._serve()
@@ -171,6 +171,11 @@ class MQTTClient:
         if writer:
             try:
                 writer.close()
+                # MicroPython's Stream.close() does nothing (only wait_closed() closes the socket):
+                # close the socket itself, or every reconnect would leak one.
+                sock = getattr(writer, "s", None)
+                if sock is not None:
+                    sock.close()
             except OSError:
                 pass
         for event in self._pending.values():
