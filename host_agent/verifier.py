@@ -21,8 +21,10 @@ _RECENT = 4096  # digests kept to tell a harmless redelivery ("duplicate") from 
 @dataclass
 class DeviceState:
     card: messages.Card
-    window: replay.ReplayWindow = field(default_factory=replay.ReplayWindow)
-    recent: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict)
+    # one window per kind: a device publishes its status on every connection, ahead of the
+    # readings of an earlier boot that its flash buffer still has to drain (docs/protocol.md 5)
+    windows: dict[str, replay.ReplayWindow] = field(default_factory=dict)
+    recent: OrderedDict[tuple[str, int, int], bytes] = field(default_factory=OrderedDict)
 
 
 class Verifier:
@@ -63,10 +65,11 @@ class Verifier:
         if state is None:
             raise ProtocolError("unknown-device", f"no card for {device_id}")
         cose.verify_sign1(message.message, state.card.public_key, wire.nacl_verify)
-        counters = (message.boot, message.seq)
+        counters = (message.kind, message.boot, message.seq)
         digest = hashlib.sha256(data).digest()
+        window = state.windows.setdefault(message.kind, replay.ReplayWindow())
         try:
-            state.window.accept(*counters)
+            window.accept(message.boot, message.seq)
         except ProtocolError:
             if state.recent.get(counters) == digest:
                 raise ProtocolError("duplicate", f"boot {message.boot} seq {message.seq} again") from None

@@ -7,14 +7,16 @@ destinations and intervals), `key.seed`, `boot.cnt`, `owner.key`, `cmd.cnt`.
 
 import asyncio
 import hashlib
+import os
 import sys
 
 from fp import ed25519, ids, messages, storage, topics
 from fp.errors import ProtocolError
 from fp.mqtt import Broker, MQTTClient, MQTTError
+from fp.ringbuf import RingBuffer
 
 FIRMWARE_VERSION = "0.1.0"
-MAX_QUEUE = 256  # readings held in RAM per destination while it is down
+RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
 DEFAULT_INTERVAL_S = 10
 OWNER_FILE = "owner.key"
 COUNTER_FILE = "cmd.cnt"
@@ -26,47 +28,95 @@ def log(text):
     print("fp: " + text)
 
 
-class Destination:
-    """One broker with its own connection and its own FIFO of signed messages."""
+def heap_in_use():
+    """Bytes of heap in use after a collection (MicroPython), or None on CPython."""
+    try:
+        import gc
 
-    def __init__(self, name, broker, client):
+        gc.collect()
+        return gc.mem_alloc()
+    except AttributeError:
+        return None
+
+
+class Destination:
+    """One broker with its own connection and its own FIFO of signed messages.
+
+    While the broker is reachable, messages wait in a few RAM slots and cost no flash writes.
+    When it is not, they go to this destination's ring buffer in flash (fp.ringbuf), oldest
+    first, and drain from there ahead of anything newer.
+    """
+
+    def __init__(self, name, broker, client, ring, device_id):
         self.name = name
         self.broker = broker
         self.client = client
-        self.queue = []
-        self.dropped = 0
+        self.ring = ring
+        self.device_id = device_id
+        self.ram = []  # invariant: holds messages only while the ring is empty
+        self.lost = 0  # messages that could not even be buffered (flash error or too big)
         self.sent = 0
         self.wake = asyncio.Event()
         self.task = None
         self.sender = None
 
-    def put(self, topic, payload, retain=False):
-        if len(self.queue) >= MAX_QUEUE:
-            self.queue.pop(0)  # drop the oldest, and say so in status
-            self.dropped += 1
-        self.queue.append((topic, payload, retain))
+    @property
+    def buffered(self):
+        return len(self.ram) + self.ring.pending
+
+    @property
+    def dropped(self):
+        return self.ring.dropped + self.lost
+
+    def put(self, kind, payload):
+        if self.client.is_up and not self.ring.pending and len(self.ram) < RAM_SLOTS:
+            self.ram.append((kind, payload))
+        else:
+            self.spill()
+            self._to_flash(kind, payload)
         self.wake.set()
+
+    def spill(self):
+        """Move RAM messages to flash, oldest first, so a power cut cannot take them."""
+        while self.ram:
+            self._to_flash(*self.ram.pop(0))
+
+    def _to_flash(self, kind, payload):
+        try:
+            self.ring.append(kind, payload)
+        except (OSError, ValueError) as error:
+            self.lost += 1
+            log("destination %s: cannot buffer a %s: %s" % (self.name, kind, error))
 
     async def send_forever(self):
         while True:
-            if not self.queue or not self.client.is_up:
+            item = None
+            if self.client.is_up:
+                item = self.ram[0] if self.ram else self.ring.peek()
+            else:
+                self.spill()
+            if item is None:
                 self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), 0.5)
                 except asyncio.TimeoutError:
                     pass
                 continue
-            topic, payload, retain = self.queue[0]
+            kind, payload = item
             try:
-                await self.client.publish(topic, payload, 1, retain)
+                await self.client.publish(topics.topic(self.device_id, kind), payload, 1, False)
             except MQTTError:
                 await asyncio.sleep(0.2)
                 continue
-            self.queue.pop(0)
+            if self.ram:
+                self.ram.pop(0)
+            else:
+                self.ring.pop()
             self.sent += 1
 
     def stop(self):
         self.client.stop()
+        self.spill()
         for task in (self.task, self.sender):
             if task:
                 task.cancel()
@@ -120,7 +170,7 @@ class Device:
     def status(self, state):
         boot, seq = self.next_counter()
         info = {
-            "buffered": sum(len(d.queue) for d in self.destinations.values()),
+            "buffered": sum(d.buffered for d in self.destinations.values()),
             "dropped": sum(d.dropped for d in self.destinations.values()),
             "refused": self.refused,
             "fw": FIRMWARE_VERSION,
@@ -159,6 +209,12 @@ class Device:
         for name in list(self.destinations):
             if name not in wanted or wanted[name].key() != self.destinations[name].broker.key():
                 self.destinations.pop(name).stop()
+                # what was buffered for a broker the owner removed is not sent to its successor
+                for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
                 log("destination %s removed" % name)
         for name, broker in wanted.items():
             if name not in self.destinations:
@@ -179,7 +235,7 @@ class Device:
             log=log,
             link_up=self.hal.network_up,
         )
-        destination = Destination(name, broker, client)
+        destination = Destination(name, broker, client, RingBuffer("q_" + name + ".bin"), self.device_id)
 
         async def on_up():
             # card and status are retained: each broker holds the latest for late subscribers
@@ -192,9 +248,8 @@ class Device:
         return destination
 
     def publish_everywhere(self, kind, payload):
-        topic = topics.topic(self.device_id, kind)
         for destination in self.destinations.values():
-            destination.put(topic, payload)
+            destination.put(kind, payload)
 
     # --- commands -------------------------------------------------------------------------------
 
@@ -251,7 +306,12 @@ class Device:
         self.last_counter = 0
         storage.save_json(OWNER_FILE, key.hex())
         storage.save_json(COUNTER_FILE, 0)
-        self.publish_everywhere("card", self.card())
+        card = self.card()
+        for destination in self.destinations.values():
+            if destination.client.is_up:  # retained; every (re)connect publishes it again anyway
+                asyncio.create_task(
+                    destination.client.publish(topics.topic(self.device_id, "card"), card, 1, True)
+                )
 
     def apply(self, command):
         op, args = command.op, command.args
@@ -291,7 +351,9 @@ class Device:
                 "intervals": self.config["intervals"],
                 "refused": self.refused,
                 "dropped": sum(d.dropped for d in self.destinations.values()),
-                "buffered": sum(len(d.queue) for d in self.destinations.values()),
+                "buffered": sum(d.buffered for d in self.destinations.values()),
+                "flash_writes": sum(d.ring.writes for d in self.destinations.values()),
+                "heap_bytes": heap_in_use(),
             }
         if op == "reboot":
             return "rebooting"

@@ -188,3 +188,28 @@ def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_noth
     assert info["result"]["destinations"] == ["vendor"]
     assert info["result"]["intervals"] == {}
     assert info["result"]["refused"] == 5
+
+
+def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    vendor = collector_factory(mosquitto)
+    device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board())
+    device.start()
+    wait_until(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
+    device.cut_network()
+    time.sleep(2.5)  # about 12 readings go to the flash ring buffer
+    device.power_cut()
+    device.start()  # boots again, still without network, and keeps buffering
+    time.sleep(1.0)
+    device.restore_network()
+    wait_until(
+        lambda: len({r.boot for r in vendor.readings}) == 2 and len(vendor.values("n")) >= 20, 30, "the drain"
+    )
+    time.sleep(0.5)
+    with vendor.lock:
+        readings = [(r.boot, r.body[0][2]) for r in vendor.readings]
+    first_boot = [value for boot, value in readings if boot == readings[0][0]]
+    assert first_boot == list(range(len(first_boot))) and len(first_boot) >= 12, first_boot
+    boots = [boot for boot, _ in readings]
+    assert boots == sorted(boots), "a reading of the second boot overtook one of the first"

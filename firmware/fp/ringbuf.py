@@ -1,0 +1,157 @@
+"""A bounded ring buffer of signed messages in flash: survives reboot and power loss.
+
+One file of SLOTS fixed-size slots. A record is written into slot (number % SLOTS) with a header
+(magic, kind, length, record number, CRC-32 over all of it), so a torn write damages only that
+slot and is detected by its CRC. The highest consumed record number lives in a second file of two
+CRC-protected slots written alternately (as the boot counter). Nothing is kept in RAM but two
+numbers: payloads are read back from flash when sent.
+
+Flash writes: one slot (header + message) per message buffered, only while its destination is
+unreachable; the consumed pointer once per POINTER_BATCH messages drained and when the buffer
+empties. When full, the oldest message is overwritten and counted in `dropped`.
+"""
+
+import os
+import struct
+
+try:
+    from binascii import crc32
+except ImportError:  # pragma: no cover
+    from zlib import crc32
+
+MAGIC = 0xF5
+HEADER = 12  # magic u8, kind u8, length u16, number u32, crc u32
+POINTER_BATCH = 16
+KINDS = ("reading", "ack", "status")
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class RingBuffer:
+    """FIFO of (kind, payload) in flash; `peek`, then `pop` once the message is delivered."""
+
+    def __init__(self, path, slots=128, slot_bytes=512):
+        self.path = path
+        self.pointer_path = path + ".ptr"
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self.dropped = 0
+        self.torn = 0
+        self.writes = 0
+        self._unsaved_pops = 0
+        if not _exists(path):
+            with open(path, "wb") as f:
+                f.write(bytes(slots * slot_bytes))
+        self._consumed = self._load_pointer()
+        self._next = self._consumed + 1
+        self._first = self._next
+        self._recover()
+
+    # --- the consumed pointer: two CRC-protected slots -----------------------------------------
+
+    def _load_pointer(self):
+        try:
+            with open(self.pointer_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        best = 0
+        for offset in (0, 8):
+            record = data[offset : offset + 8]
+            if len(record) == 8:
+                number, check = struct.unpack("<II", record)
+                if crc32(record[:4]) & 0xFFFFFFFF == check and number > best:
+                    best = number
+        return best
+
+    def _save_pointer(self):
+        record = struct.pack("<I", self._consumed)
+        record += struct.pack("<I", crc32(record) & 0xFFFFFFFF)
+        if not _exists(self.pointer_path):
+            with open(self.pointer_path, "wb") as f:
+                f.write(bytes(16))
+        # alternate slots by parity, so the previous value survives a torn write
+        with open(self.pointer_path, "r+b") as f:
+            f.seek(8 * (self._consumed & 1))
+            f.write(record)
+        self._unsaved_pops = 0
+
+    # --- records --------------------------------------------------------------------------------
+
+    def _read_slot(self, f, index):
+        f.seek(index * self.slot_bytes)
+        raw = f.read(self.slot_bytes)
+        if len(raw) < HEADER or raw[0] != MAGIC:
+            return None
+        magic, kind, length, number, check = struct.unpack("<BBHII", raw[:HEADER])
+        if HEADER + length > self.slot_bytes:
+            return False
+        body = raw[HEADER : HEADER + length]
+        if crc32(raw[:8] + body) & 0xFFFFFFFF != check:
+            return False  # torn: the write of this slot did not finish
+        return number, kind, body
+
+    def _recover(self):
+        highest = self._consumed
+        lowest = None
+        with open(self.path, "rb") as f:
+            for index in range(self.slots):
+                record = self._read_slot(f, index)
+                if record is False:
+                    self.torn += 1
+                elif record:
+                    number = record[0]
+                    highest = max(highest, number)
+                    if number > self._consumed and (lowest is None or number < lowest):
+                        lowest = number
+        self._next = highest + 1
+        self._first = lowest if lowest is not None else self._next
+
+    @property
+    def pending(self):
+        """How many messages wait (torn ones included until skipped)."""
+        return self._next - self._first
+
+    def append(self, kind, payload):
+        """Store a message; when full, overwrite the oldest and count it as dropped."""
+        if HEADER + len(payload) > self.slot_bytes:
+            raise ValueError("message of %d bytes exceeds a %d-byte slot" % (len(payload), self.slot_bytes))
+        if self.pending >= self.slots:
+            self._first += 1
+            self._consumed = self._first - 1
+            self.dropped += 1
+            self._save_pointer()
+        number = self._next
+        head = struct.pack("<BBHI", MAGIC, KINDS.index(kind), len(payload), number)
+        record = head + struct.pack("<I", crc32(head + payload) & 0xFFFFFFFF) + payload
+        with open(self.path, "r+b") as f:
+            f.seek((number % self.slots) * self.slot_bytes)
+            f.write(record)
+        self.writes += 1
+        self._next = number + 1
+
+    def peek(self):
+        """Return the oldest (kind, payload) still waiting, or None; skips torn records."""
+        with open(self.path, "rb") as f:
+            while self._first < self._next:
+                record = self._read_slot(f, self._first % self.slots)
+                if record and record[0] == self._first:
+                    return KINDS[record[1]], bytes(record[2])
+                self.torn += 1 if record is False else 0
+                self._first += 1  # lost to a torn write or overwritten: skip, never stop
+        return None
+
+    def pop(self):
+        """Mark the oldest message delivered."""
+        if self._first < self._next:
+            self._consumed = self._first
+            self._first += 1
+            self._unsaved_pops += 1
+            if self._unsaved_pops >= POINTER_BATCH or self._first == self._next:
+                self._save_pointer()
