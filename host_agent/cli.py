@@ -13,6 +13,7 @@ from host_agent.errors import UserError
 SUBCOMMANDS: dict[str, str] = {
     "demo": "host_agent.demo",
     "verify": "host_agent.verify_cli",
+    "build": "host_agent.build_firmware",
 }
 
 

@@ -42,10 +42,13 @@ class SimDevice:
         board: dict | None = None,
         owner_key: bytes | None = None,
         heapsize: str | None = None,
+        code: Path | None = None,
     ):
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
         self.heapsize = heapsize
+        # the firmware to run: the sources, or a compiled build (firstparty build) as boards run it
+        self.code = Path(code) if code else firmware_dir()
         board = board or json.loads((BOARDS / "sim.json").read_text())
         (self.flash / "board.json").write_text(json.dumps(board))
         provision = {"vendor": {"host": vendor[0], "port": vendor[1]}, "claim_window_s": 120}
@@ -60,8 +63,8 @@ class SimDevice:
         command = [micropython_command()]
         if self.heapsize:
             command += ["-X", f"heapsize={self.heapsize}"]
-        command.append(str(firmware_dir() / "main.py"))
-        env = dict(os.environ, MICROPYPATH=f".frozen:{firmware_dir()}")
+        command.append(str(self.code / "main.py"))
+        env = dict(os.environ, MICROPYPATH=f".frozen:{self.code}")
         self.process = subprocess.Popen(
             command, cwd=self.flash, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

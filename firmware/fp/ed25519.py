@@ -35,6 +35,7 @@ _SMALL_ORDER = (
     P,
     P + 1,
 )
+TABLE_BYTES = 16 * 8 * 96
 _TABLE = None
 _TABLE_PATH = None
 
@@ -49,10 +50,14 @@ def load_table(path=None):
     if _TABLE is None:
         if path is None:
             path = _TABLE_PATH or (__file__.rsplit("/", 1)[0] + "/ed25519_base.bin")
+        data = bytearray(TABLE_BYTES)  # read straight into one buffer: no growing copies
         with open(path, "rb") as f:
-            data = f.read()
-        if len(data) != 16 * 8 * 96:
-            raise ValueError("Ed25519 table %s has %d bytes, not 12288: rebuild it" % (path, len(data)))
+            size = f.readinto(data)
+            extra = f.read(1)
+        if size != TABLE_BYTES or extra:
+            raise ValueError(
+                "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, TABLE_BYTES)
+            )
         _TABLE = data
     return _TABLE
 

@@ -45,9 +45,12 @@ class RingBuffer:
         self.torn = 0
         self.writes = 0
         self._unsaved_pops = 0
+        self._slot = bytearray(slot_bytes)  # the one buffer every slot is read into
         if not _exists(path):
-            with open(path, "wb") as f:
-                f.write(bytes(slots * slot_bytes))
+            with open(path + ".tmp", "wb") as f:
+                for _ in range(slots):  # slot by slot: never the whole file in RAM
+                    f.write(self._slot)
+            os.rename(path + ".tmp", path)
         self._consumed = self._load_pointer()
         self._next = self._consumed + 1
         self._first = self._next
@@ -86,14 +89,15 @@ class RingBuffer:
 
     def _read_slot(self, f, index):
         f.seek(index * self.slot_bytes)
-        raw = f.read(self.slot_bytes)
-        if len(raw) < HEADER or raw[0] != MAGIC:
+        raw = self._slot
+        if f.readinto(raw) != self.slot_bytes or raw[0] != MAGIC:
             return None
-        magic, kind, length, number, check = struct.unpack("<BBHII", raw[:HEADER])
+        view = memoryview(raw)
+        magic, kind, length, number, check = struct.unpack("<BBHII", view[:HEADER])
         if HEADER + length > self.slot_bytes:
             return False
-        body = raw[HEADER : HEADER + length]
-        if crc32(raw[:8] + body) & 0xFFFFFFFF != check:
+        body = view[HEADER : HEADER + length]
+        if crc32(body, crc32(view[:8])) & 0xFFFFFFFF != check:
             return False  # torn: the write of this slot did not finish
         return number, kind, body
 
@@ -129,7 +133,7 @@ class RingBuffer:
             self._save_pointer()
         number = self._next
         head = struct.pack("<BBHI", MAGIC, KINDS.index(kind), len(payload), number)
-        record = head + struct.pack("<I", crc32(head + payload) & 0xFFFFFFFF) + payload
+        record = head + struct.pack("<I", crc32(payload, crc32(head)) & 0xFFFFFFFF) + payload
         with open(self.path, "r+b") as f:
             f.seek((number % self.slots) * self.slot_bytes)
             f.write(record)

@@ -107,7 +107,13 @@ try:
     for _i in range(80):
         _K32[2 * _i] = _K[_i] >> 32
         _K32[2 * _i + 1] = _K[_i] & 0xFFFFFFFF
+    _IV32 = array("I", [0] * 16)
+    for _i in range(8):
+        _IV32[2 * _i] = _IV[_i] >> 32
+        _IV32[2 * _i + 1] = _IV[_i] & 0xFFFFFFFF
     del _i
+    # The message schedule is scratch space, shared by every hash: compression never yields.
+    _W = array("I", _K32)
 
     @micropython.viper
     def _compress_viper(st: ptr32, w: ptr32, k: ptr32, blk: ptr8):  # noqa: F821 - viper types
@@ -280,11 +286,7 @@ if HAS_VIPER:
         """SHA-512 with the hashlib interface, compression in viper; one buffer set per object."""
 
         def __init__(self, data=b""):
-            self._state = array("I", [0] * 16)
-            for i in range(8):
-                self._state[2 * i] = _IV[i] >> 32
-                self._state[2 * i + 1] = _IV[i] & 0xFFFFFFFF
-            self._w = array("I", [0] * 160)
+            self._state = array("I", _IV32)
             self._block = bytearray(128)
             self._used = 0
             self._length = 0
@@ -307,7 +309,7 @@ if HAS_VIPER:
                 offset += take
                 remaining -= take
                 if used == 128:
-                    _compress_viper(self._state, self._w, _K32, block)
+                    _compress_viper(self._state, _W, _K32, block)
                     used = 0
             self._used = used
             return self
@@ -320,13 +322,13 @@ if HAS_VIPER:
             for i in range(used + 1, 128):
                 block[i] = 0
             if used >= 112:
-                _compress_viper(state, self._w, _K32, block)
+                _compress_viper(state, _W, _K32, block)
                 for i in range(128):
                     block[i] = 0
             bits = self._length * 8
             for i in range(16):
                 block[127 - i] = (bits >> (8 * i)) & 0xFF
-            _compress_viper(state, self._w, _K32, block)
+            _compress_viper(state, _W, _K32, block)
             out = bytearray(64)
             for i in range(16):
                 word = state[i]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import time
 
+import pytest
+
 from fp import messages, topics
 from host_agent import wire
 from host_agent.mosquitto import Mosquitto
@@ -213,3 +215,39 @@ def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
     assert first_boot == list(range(len(first_boot))) and len(first_boot) >= 12, first_boot
     boots = [boot for boot, _ in readings]
     assert boots == sorted(boots), "a reading of the second boot overtook one of the first"
+
+
+HEAP_BUDGET = "160k"  # measured for the 64-bit unix port; see docs/benchmarks.md
+
+
+@pytest.mark.slow
+def test_compiled_firmware_runs_in_its_heap_budget_without_growth(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    import os
+
+    from host_agent.build_firmware import compile_firmware
+
+    build = compile_firmware("x64", tmp_path / "build")
+    vendor = collector_factory(mosquitto)
+    owner = Owner(tmp_path / "owner.key")
+    device = sim_devices(
+        tmp_path / "flash",
+        (mosquitto.host, mosquitto.port),
+        counter_board(0.05),
+        owner_key=owner.public,
+        heapsize=HEAP_BUDGET,
+        code=build.path,
+    ).start()
+    device_id = device.device_id()
+    readings = int(os.environ.get("FP_SOAK_READINGS", "150"))
+    samples = []
+    while len(vendor.values("n")) < readings or len(samples) < 3:
+        time.sleep(1.0)
+        samples.append(
+            _command(owner, vendor, vendor.client, device_id, "get-info", {})["result"]["heap_bytes"]
+        )
+        assert device.process and device.process.poll() is None, "\n".join(device.log)
+    values = vendor.values("n")
+    assert values == list(range(len(values)))
+    assert max(samples[1:]) - samples[1] <= 1024, f"heap grew: {samples}"
