@@ -85,16 +85,19 @@ def compile_firmware(arch: str, out: Path | None = None) -> Build:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--arch", default="x64", choices=ARCHES, help="mpy-cross architecture (default x64, the unix port)"
-    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--board", help="a board name from boards/ (its file gives the architecture)")
+    target.add_argument("--arch", choices=ARCHES, help="mpy-cross architecture (default x64, the unix port)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default build/firmware-<arch>)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    build = compile_firmware(args.arch, args.out)
+    from host_agent import boards
+
+    arch = boards.load(args.board)["mpy_arch"] if args.board else (args.arch or "x64")
+    build = compile_firmware(arch, args.out)
     print(f"firmware for {build.arch}: {build.files} files in {build.path}")
     print(f"  code (.mpy + entry points): {build.mpy_bytes} bytes; Ed25519 table: {build.data_bytes} bytes")
     return 0

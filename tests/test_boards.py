@@ -1,0 +1,56 @@
+"""Board data files: every board validates, errors name the key, and a new board is one new file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from host_agent import boards
+from host_agent.build_firmware import compile_firmware
+from host_agent.errors import UserError
+from host_agent.paths import BOARDS
+
+REQUIRED = {"esp32-devkitc", "esp32-s3-devkitc-1", "esp32-c3-devkitm-1", "lolin-d32", "sim"}
+
+
+def test_every_board_file_follows_the_schema_and_the_required_boards_exist():
+    assert REQUIRED <= set(boards.names())
+    for name in boards.names():
+        board = boards.load(name)
+        assert board["name"] == name
+
+
+@pytest.mark.parametrize(
+    "change,key",
+    [
+        (lambda b: b.update(mpy_arch="xtensa-lx7"), "mpy_arch"),
+        (lambda b: b["pins"].update(led=99), "pins.led"),
+        (lambda b: b["sensors"].append({"name": "x", "type": "geiger", "interval_s": 1}), "type"),
+        (lambda b: b.update(colour="blue"), "colour"),
+        (lambda b: b.pop("flash_bytes"), "flash_bytes"),
+        (lambda b: b.update(name="other"), "name"),
+    ],
+)
+def test_a_bad_board_file_is_one_error_naming_file_key_expected_and_found(tmp_path, change, key):
+    board = json.loads((BOARDS / "esp32-devkitc.json").read_text())
+    change(board)
+    (tmp_path / "esp32-devkitc.json").write_text(json.dumps(board))
+    with pytest.raises(UserError) as error:
+        boards.load("esp32-devkitc", tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "esp32-devkitc.json") in message and key in message and "expected" in message
+
+
+def test_adding_a_board_is_adding_one_file(tmp_path):
+    folder = tmp_path / "boards"
+    shutil.copytree(BOARDS, folder)
+    new = json.loads((BOARDS / "esp32-c3-devkitm-1.json").read_text())
+    new.update(name="my-c3-sensor", description="a temporary board for this test")
+    new["sensors"] = [{"name": "air", "type": "dht22", "interval_s": 10, "pin": 2}]
+    (folder / "my-c3-sensor.json").write_text(json.dumps(new))
+    board = boards.load("my-c3-sensor", folder)
+    assert "my-c3-sensor" in boards.names(folder)
+    build = compile_firmware(board["mpy_arch"], tmp_path / "build")
+    assert (build.path / "fp" / "app.mpy").exists() and build.arch == "rv32imc"
