@@ -54,3 +54,11 @@ def test_adding_a_board_is_adding_one_file(tmp_path):
     assert "my-c3-sensor" in boards.names(folder)
     build = compile_firmware(board["mpy_arch"], tmp_path / "build")
     assert (build.path / "fp" / "app.mpy").exists() and build.arch == "rv32imc"
+
+
+def test_the_esp32_hardware_layer_compiles_for_every_board_architecture(tmp_path):
+    """No board here: mpy-cross for xtensawin and rv32imc is the import check of the ESP32 code."""
+    for arch in sorted({boards.load(name)["mpy_arch"] for name in boards.names()}):
+        build = compile_firmware(arch, tmp_path / arch)
+        for module in ("hal_esp32", "bme280", "app", "sha512", "ed25519"):
+            assert (build.path / "fp" / f"{module}.mpy").stat().st_size > 0

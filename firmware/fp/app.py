@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import sys
+import time
 
 from fp import ed25519, ids, messages, storage, topics
 from fp.errors import ProtocolError
@@ -140,6 +141,7 @@ class Device:
         self.destinations = {}
         self.refused = 0
         self.claim_window_until = 0
+        self.claim_window_open = False
         self.latest = {}
 
     def _load_config(self):
@@ -270,6 +272,8 @@ class Device:
                 messages.check_command(
                     command, self.owner_key, self.device_id, self.last_counter, self.now(), ed25519.verify
                 )
+                # a verified owner command is an authenticated lower bound of the time (no NTP)
+                self.hal.set_time(command.issued_s)
                 outcome, result = "applied", self.apply(command)
                 self.last_counter = command.counter
                 storage.save_json(COUNTER_FILE, self.last_counter)
@@ -287,17 +291,27 @@ class Device:
             asyncio.create_task(self._reboot_soon())
         return ack
 
+    def open_claim_window(self):
+        # monotonic milliseconds: the window must work before the device knows the time of day
+        self.claim_window_until = time.ticks_add(
+            time.ticks_ms(), 1000 * self.provision.get("claim_window_s", 120)
+        )
+        self.claim_window_open = True
+        log("button: claim window open")
+
     def claim(self, command):
         if self.owner_key is not None:
             raise ProtocolError("not-owner", "device already has an owner")
         if self.hal.button_pressed():
-            self.claim_window_until = self.now() + self.provision.get("claim_window_s", 120)
-        if self.now() > self.claim_window_until:
+            self.open_claim_window()
+        if not self.claim_window_open or time.ticks_diff(self.claim_window_until, time.ticks_ms()) < 0:
             raise ProtocolError("unclaimed", "press the button to open the claim window")
         key = command.args.get("owner")
         if not isinstance(key, bytes) or len(key) != 32 or ids.id_from_public_key(key) != command.owner_id:
             raise ProtocolError("bad-command", "claim needs the claimant's 32-byte key as owner")
         messages.check_command(command, key, self.device_id, -1, self.now(), ed25519.verify)
+        self.hal.set_time(command.issued_s)
+        self.claim_window_open = False
         self.set_owner(key)
         return "applied", {"owner": command.owner_id}
 
@@ -390,22 +404,25 @@ class Device:
 
     async def run(self):
         log("device %s boot %d" % (self.device_id, self.boot))
+        self.hal.start()
         self.apply_destinations()
         for sensor in self.board["sensors"]:
             asyncio.create_task(self.sample_forever(sensor))
         while True:
+            self.hal.feed()
             if self.hal.button_pressed():
-                self.claim_window_until = self.now() + self.provision.get("claim_window_s", 120)
-                log("button: claim window open")
+                self.open_claim_window()
             await asyncio.sleep(0.2)
 
 
-def load_hal(board):
-    if board.get("port") == "unix" or board.get("name") == "sim":
-        from fp.hal_sim import SimBoard
+def load_hal(board, provision):
+    if board.get("port") == "esp32":
+        from fp.hal_esp32 import Esp32Board
 
-        return SimBoard(board)
-    raise ValueError("no hardware layer for board %s in this build" % board.get("name"))
+        return Esp32Board(board, provision)
+    from fp.hal_sim import SimBoard
+
+    return SimBoard(board)
 
 
 def main():
@@ -414,7 +431,7 @@ def main():
     if not board or not provision or "vendor" not in provision:
         log("board.json and provision.json (with a vendor endpoint) are required in the flash root")
         sys.exit(1)
-    device = Device(load_hal(board), board, provision)
+    device = Device(load_hal(board, provision), board, provision)
     try:
         asyncio.run(device.run())
     except KeyboardInterrupt:

@@ -1,0 +1,118 @@
+"""Hardware layer of ESP32 boards: the only module (with the drivers it loads) that imports
+machine, network and esp32. Pins and sensors come from the board's data file (board.json)."""
+
+import time
+
+import esp32
+import machine
+import network
+
+WATCHDOG_MS = 30000
+# MicroPython's embedded ports may count time from 2000; the protocol speaks Unix time.
+_EPOCH_OFFSET = 0 if time.gmtime(0)[0] == 1970 else 946684800
+
+
+class Esp32Board:
+    """An ESP32-family board: Wi-Fi, NTP, watchdog, button, LED and the fitted sensors."""
+
+    def __init__(self, board, provision):
+        self.board = board
+        self.provision = provision
+        pins = board["pins"]
+        self.led = machine.Pin(pins["led"], machine.Pin.OUT) if pins.get("led") is not None else None
+        self._pressed = False
+        if pins.get("button") is not None:
+            self.button = machine.Pin(pins["button"], machine.Pin.IN, machine.Pin.PULL_UP)
+            self.button.irq(trigger=machine.Pin.IRQ_FALLING, handler=self._on_press)
+        self.i2c = None
+        if pins.get("i2c_sda") is not None and pins.get("i2c_scl") is not None:
+            self.i2c = machine.I2C(
+                0, sda=machine.Pin(pins["i2c_sda"]), scl=machine.Pin(pins["i2c_scl"]), freq=400000
+            )
+        self.wlan = network.WLAN(network.STA_IF)
+        self.wdt = None
+        self._time_known = False
+        self._drivers = {}
+
+    def _on_press(self, pin):
+        self._pressed = True
+
+    def start(self):
+        """Bring up Wi-Fi (the radio also makes os.urandom truly random) and the watchdog."""
+        self.wlan.active(True)
+        wifi = self.provision.get("wifi") or {}
+        if wifi.get("ssid"):
+            self.wlan.connect(wifi["ssid"], wifi.get("password", ""))
+        self.wdt = machine.WDT(timeout=WATCHDOG_MS)
+
+    def feed(self):
+        if self.wdt:
+            self.wdt.feed()
+        if not self._time_known and self.wlan.isconnected():
+            try:
+                import ntptime
+
+                ntptime.settime()
+                self._time_known = True
+            except (OSError, OverflowError):
+                pass  # tried again on the next feed; the counters are the authority anyway
+
+    def network_up(self):
+        return self.wlan.isconnected()
+
+    def button_pressed(self):
+        pressed, self._pressed = self._pressed, False
+        return pressed
+
+    def time_s(self):
+        return time.time() + _EPOCH_OFFSET if self._time_known else None
+
+    def set_time(self, unix_s):
+        """Take a lower bound of the time from a verified owner command when NTP is unavailable."""
+        if not self._time_known:
+            now = time.gmtime(unix_s - _EPOCH_OFFSET)
+            machine.RTC().datetime((now[0], now[1], now[2], now[6], now[3], now[4], now[5], 0))
+            self._time_known = True
+
+    def _driver(self, sensor):
+        driver = self._drivers.get(sensor["name"])
+        if driver is None:
+            kind = sensor["type"]
+            if kind == "adc":
+                driver = machine.ADC(machine.Pin(sensor["pin"]))
+                driver.atten(machine.ADC.ATTN_11DB)
+            elif kind == "dht22":
+                import dht
+
+                driver = dht.DHT22(machine.Pin(sensor["pin"]))
+            elif kind == "bme280":
+                from fp.bme280 import BME280
+
+                if self.i2c is None:
+                    raise OSError("bme280 needs i2c_sda and i2c_scl pins")
+                driver = BME280(self.i2c, sensor.get("i2c_address", 0x76))
+            elif kind == "internal-temp":
+                driver = kind
+            else:
+                raise ValueError("no driver for sensor type " + str(kind))
+            self._drivers[sensor["name"]] = driver
+        return driver
+
+    def read(self, sensor):
+        """Return [(name, unit, value), ...] from one fitted sensor."""
+        driver = self._driver(sensor)
+        kind = sensor["type"]
+        if kind == "internal-temp":
+            if hasattr(esp32, "mcu_temperature"):  # ESP32-S2, -S3, -C3
+                return [(sensor["name"], "Cel", float(esp32.mcu_temperature()))]
+            return [(sensor["name"], "Cel", (esp32.raw_temperature() - 32) / 1.8)]  # ESP32: Fahrenheit
+        if kind == "adc":
+            return [(sensor["name"], "V", driver.read_uv() / 1000000)]
+        if kind == "dht22":
+            driver.measure()
+            return [("temp", "Cel", float(driver.temperature())), ("hum", "%RH", float(driver.humidity()))]
+        temperature, pressure, humidity = driver.read()
+        return [("temp", "Cel", temperature), ("hum", "%RH", humidity), ("press", "hPa", pressure)]
+
+    def reset(self):
+        machine.reset()
