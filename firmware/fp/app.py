@@ -60,6 +60,9 @@ class Destination:
         self.wake = asyncio.Event()
         self.task = None
         self.sender = None
+        # the connection (client.connects) that has carried the card and status: a recipient must
+        # be able to verify the first reading it gets, so nothing else goes out before them
+        self.announced = -1
 
     @property
     def buffered(self):
@@ -92,9 +95,9 @@ class Destination:
     async def send_forever(self):
         while True:
             item = None
-            if self.client.is_up:
+            if self.client.is_up and self.announced == self.client.connects:
                 item = self.ram[0] if self.ram else self.ring.peek()
-            else:
+            elif not self.client.is_up:
                 self.spill()
             if item is None:
                 self.wake.clear()
@@ -234,6 +237,7 @@ class Device:
             will=will,
             subscriptions=[(topics.topic(self.device_id, "command"), 1)],
             keepalive_s=15,
+            clean=False,  # persistent session: the broker queues QoS 1 commands while we are away
             log=log,
             link_up=self.hal.network_up,
         )
@@ -241,8 +245,14 @@ class Device:
 
         async def on_up():
             # card and status are retained: each broker holds the latest for late subscribers
-            await client.publish(topics.topic(self.device_id, "card"), self.card(), 1, True)
-            await client.publish(topics.topic(self.device_id, "status"), self.status("online"), 1, True)
+            connection = client.connects
+            try:
+                await client.publish(topics.topic(self.device_id, "card"), self.card(), 1, True)
+                await client.publish(topics.topic(self.device_id, "status"), self.status("online"), 1, True)
+            except MQTTError:
+                return  # the connection dropped; the next one announces again
+            destination.announced = connection
+            destination.wake.set()
 
         client.on_up = on_up
         destination.task = asyncio.create_task(client.run())
