@@ -1,0 +1,141 @@
+"""The agent's configuration: one TOML file, validated once at start, every problem named.
+
+Each error names the file, the key, what was expected and what was found; unknown keys are refused
+so a typo never silently falls back to a default. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from host_agent.errors import UserError
+
+
+@dataclass
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    embedded: bool = True  # start and supervise our own mosquitto when true
+    username: str | None = None
+    password: str | None = None
+    shared_group: str | None = None  # subscribe through $share/<group>/... (scale-out)
+    client_id: str = "firstparty-agent"
+    advertise_host: str | None = None  # how devices reach this broker (for set-destinations)
+
+
+@dataclass
+class ApiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8480
+
+
+@dataclass
+class StoreConfig:
+    path: Path = Path("firstparty.db")
+    retention_days: float = 365.0
+    max_page_count: int | None = None  # caps the database size (tests of a full disk)
+
+
+@dataclass
+class Config:
+    role: str = "owner"  # owner or vendor
+    data_dir: Path = Path(".")
+    owner_key: Path = Path("owner.key")
+    auto_accept: bool = False  # new devices go to the pending list unless true (vendor: always)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    outbox_backoff_max_s: float = 30.0
+    command_timeout_s: float = 10.0
+    log_rejections_per_minute: int = 30
+
+
+_SCHEMA: dict[str, Any] = {
+    "role": (str, ("owner", "vendor")),
+    "data_dir": (str, None),
+    "owner_key": (str, None),
+    "auto_accept": (bool, None),
+    "outbox_backoff_max_s": ((int, float), None),
+    "command_timeout_s": ((int, float), None),
+    "log_rejections_per_minute": (int, None),
+    "broker": {
+        "host": (str, None),
+        "port": (int, None),
+        "embedded": (bool, None),
+        "username": (str, None),
+        "password": (str, None),
+        "shared_group": (str, None),
+        "client_id": (str, None),
+        "advertise_host": (str, None),
+    },
+    "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None)},
+    "store": {"path": (str, None), "retention_days": ((int, float), None), "max_page_count": (int, None)},
+}
+
+_TYPE_NAMES = {str: "text", int: "an integer", bool: "true or false", (int, float): "a number"}
+
+
+def _check(source: str, data: dict, schema: dict, prefix: str, problems: list[str]) -> None:
+    for key, value in data.items():
+        name = prefix + key
+        if key not in schema:
+            problems.append(f"{source}: unknown key {name!r} (expected one of {', '.join(sorted(schema))})")
+            continue
+        rule = schema[key]
+        if isinstance(rule, dict):
+            if not isinstance(value, dict):
+                problems.append(f"{source}: {name} must be a table [{name}], found {type(value).__name__}")
+            else:
+                _check(source, value, rule, name + ".", problems)
+            continue
+        kind, choices = rule
+        is_bool = isinstance(value, bool)
+        if (kind is not bool and is_bool) or not isinstance(value, kind):
+            problems.append(
+                f"{source}: {name} must be {_TYPE_NAMES[kind]}, found {type(value).__name__} {value!r}"
+            )
+        elif choices and value not in choices:
+            problems.append(f"{source}: {name} must be one of {', '.join(choices)}, found {value!r}")
+        elif kind in (int, (int, float)) and not is_bool and value < 0:
+            problems.append(f"{source}: {name} must not be negative, found {value!r}")
+
+
+def from_dict(data: dict, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a configuration mapping and return a Config; raise UserError naming every problem."""
+    problems: list[str] = []
+    _check(source, data, _SCHEMA, "", problems)
+    if problems:
+        raise UserError("; ".join(problems))
+    base = base or Path(".")
+    config = Config()
+    for key, value in data.items():
+        if key in ("broker", "api", "store"):
+            section = getattr(config, key)
+            for sub_key, sub_value in value.items():
+                setattr(section, sub_key, sub_value)
+        else:
+            setattr(config, key, value)
+    config.data_dir = (base / Path(config.data_dir)).resolve()
+    if not Path(config.owner_key).is_absolute():
+        config.owner_key = config.data_dir / config.owner_key
+    if not Path(config.store.path).is_absolute():
+        config.store.path = config.data_dir / config.store.path
+    if config.role == "vendor":
+        config.auto_accept = True
+    return config
+
+
+def load(path: Path) -> Config:
+    """Read and validate a TOML file; raise UserError with the file and key of every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}: pass --config FILE") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML: {error}") from None
+    return from_dict(data, str(path), path.parent)

@@ -1,0 +1,302 @@
+"""The agent service: broker -> ingest -> store -> routes -> outbox, plus commands and the API.
+
+One asyncio loop. SQLite work runs in threads (asyncio.to_thread); paho runs its network loop in
+its own thread and hands messages to the loop. Start it with `Agent(config).run()` (blocking) or
+`await Agent(config).run_async()`; `agent.request_stop()` ends it from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from host_agent import grants
+from host_agent import routes as routing
+from host_agent.broker import EmbeddedBroker
+from host_agent.bus import Bus, Delivery
+from host_agent.commands import Commander, CommandResult
+from host_agent.config import Config
+from host_agent.errors import UserError
+from host_agent.ingest import Ingest
+from host_agent.outbox import Outbox
+from host_agent.owner import Owner
+from host_agent.store import Store
+
+log = logging.getLogger("firstparty.agent")
+MAX_BATCH = 500
+LIVE_QUEUE = 1000
+
+
+class Agent:
+    """The host agent in the owner or vendor role."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.store.path, config.store.max_page_count)
+        self.owner = Owner(config.owner_key)
+        self.ingest = Ingest(self.store, config.auto_accept, config.log_rejections_per_minute)
+        self.health: dict[str, Any] = {"store": "ok", "broker": "starting"}
+        self.live: set[asyncio.Queue] = set()
+        self.recent_rejections: deque[dict[str, Any]] = deque(maxlen=100)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.bus: Bus | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.outbox: Outbox | None = None
+        self.commander: Commander | None = None
+        self.api_port: int | None = None
+        self.started_s = time.time()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until request_stop() (or Ctrl-C)."""
+        try:
+            asyncio.run(self.run_async())
+        except KeyboardInterrupt:
+            pass
+
+    def request_stop(self) -> None:
+        if self.loop and self.stopping:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+
+    async def run_async(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        config = self.config
+        host, port = config.broker.host, config.broker.port
+        tasks: list[asyncio.Task] = []
+        if config.broker.embedded:
+            self.broker = EmbeddedBroker(config.data_dir / "broker", host, port)
+            await asyncio.to_thread(self.broker.start)
+            tasks.append(asyncio.create_task(self.broker.supervise(self.stopping)))
+            port = self.broker.agent_port  # the agent's own listener; devices use broker.port
+            username, password = self.broker.agent_credentials()
+        else:
+            username, password = config.broker.username, config.broker.password
+        queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.bus = Bus(
+            host,
+            port,
+            config.broker.client_id,
+            queue,
+            self.loop,
+            config.broker.shared_group,
+            username,
+            password,
+        )
+        self.bus.start()
+        self.outbox = Outbox(self.store, config.outbox_backoff_max_s, self._routes_expired)
+        self.commander = Commander(self.owner, self.bus.publish, self.audit, config.command_timeout_s)
+        tasks.append(asyncio.create_task(self._ingest_forever(queue)))
+        tasks.append(asyncio.create_task(self.outbox.run()))
+        tasks.append(asyncio.create_task(self._retention_forever()))
+        server = None
+        if config.api.enabled:
+            import uvicorn
+
+            from host_agent.api import build_app
+
+            uv_config = uvicorn.Config(
+                build_app(self),
+                host=config.api.host,
+                port=config.api.port,
+                log_level="warning",
+                lifespan="off",
+            )
+            server = uvicorn.Server(uv_config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(server.serve()))
+            while not server.started:
+                await asyncio.sleep(0.02)
+                if tasks[-1].done():
+                    tasks[-1].result()
+            sockets = [s for srv in server.servers for s in srv.sockets]
+            self.api_port = sockets[0].getsockname()[1] if sockets else config.api.port
+        self.ready.set()
+        log.info("agent %s role, owner %s, broker %s:%d", config.role, self.owner.owner_id, host, port)
+        try:
+            await self.stopping.wait()
+        finally:
+            if server:
+                server.should_exit = True
+            for task in tasks:
+                if server is None or task is not tasks[-1]:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.bus.stop()
+            await self.outbox.close()
+            if self.broker:
+                await asyncio.to_thread(self.broker.stop)
+            await asyncio.to_thread(self.store.close)
+
+    # --- ingest --------------------------------------------------------------------------------
+
+    async def _ingest_forever(self, queue: asyncio.Queue[Delivery]) -> None:
+        assert self.bus
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < MAX_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            pause_s = 0.1
+            while True:
+                try:
+                    outcomes = await asyncio.to_thread(
+                        self.ingest.process, [(d.topic, d.payload) for d in batch]
+                    )
+                    break
+                except sqlite3.Error as error:
+                    # Disk full or locked: acknowledge nothing, keep the batch, try again. The broker
+                    # stops sending once its in-flight window is full, so nothing is lost.
+                    if self.health["store"] == "ok":
+                        log.error("store cannot commit (%s): not acknowledging until it can", error)
+                    self.health["store"] = f"cannot commit: {error}"
+                    await asyncio.sleep(pause_s)
+                    pause_s = min(2.0, pause_s * 2)
+            if self.health["store"] != "ok":
+                log.warning("store commits again")
+                self.health["store"] = "ok"
+            for delivery in batch:
+                self.bus.ack(delivery)
+            self._after_commit(outcomes)
+
+    def _after_commit(self, outcomes) -> None:
+        has_readings = False
+        for outcome in outcomes:
+            if outcome.reason is not None:
+                if outcome.reason != "duplicate":
+                    self.recent_rejections.append(
+                        {"reason": outcome.reason, "topic": outcome.topic, "detail": outcome.detail}
+                    )
+                continue
+            if outcome.kind == "ack" and self.commander:
+                self.commander.resolve(outcome.body)
+            if outcome.kind == "reading":
+                has_readings = True
+                event = {
+                    "id": outcome.message_id,
+                    "device_id": outcome.device_id,
+                    "boot": outcome.boot,
+                    "seq": outcome.seq,
+                    "values": [{"n": n, "u": u, "v": v} for n, u, v in outcome.body],
+                    "message_hex": outcome.raw.hex(),
+                }
+                for listener in list(self.live):
+                    if listener.qsize() < LIVE_QUEUE:  # a slow listener misses events, never blocks ingest
+                        listener.put_nowait(event)
+        if has_readings and self.outbox:
+            self.outbox.wake.set()
+
+    async def _retention_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.store.apply_retention, self.config.store.retention_days)
+            except sqlite3.Error as error:
+                log.warning("retention pass failed: %s", error)
+            await asyncio.sleep(3600)
+
+    # --- owner actions (API and CLI use these) -------------------------------------------------
+
+    async def audit(self, kind: str, data: dict) -> None:
+        await asyncio.to_thread(self.store.audit, kind, data)
+
+    async def set_device_state(self, device_id: str, state: str) -> None:
+        changed = await asyncio.to_thread(self.store.set_state, device_id, state)
+        if not changed:
+            raise UserError(f"no device {device_id}: see `firstparty devices list`")
+        known = self.ingest.known.get(device_id)
+        if known:
+            known.state = state
+        if state == "accepted":
+            await asyncio.to_thread(self.ingest.release_held, device_id)
+            if self.outbox:
+                self.outbox.wake.set()
+        await self.audit("device-" + state, {"device": device_id})
+
+    async def command(
+        self, device_id: str, op: str, args: dict, timeout_s: float | None = None
+    ) -> CommandResult:
+        assert self.commander
+        return await self.commander.send(device_id, op, args, timeout_s)
+
+    def home_destination(self, device_id: str) -> dict[str, Any]:
+        """The owner's broker as a device reaches it (the embedded one wants the id as username)."""
+        broker = self.config.broker
+        port = self.broker.port if self.broker else broker.port
+        home: dict[str, Any] = {"host": broker.advertise_host or broker.host, "port": port}
+        if self.broker:
+            home["user"] = device_id
+        return home
+
+    async def add_route(self, name: str, spec: dict) -> dict[str, Any]:
+        spec = routing.validate(spec)
+        grant = grants.encode_grant(self.owner.sign, self.owner.public, name, spec, int(time.time()))
+        try:
+            await asyncio.to_thread(self.store.add_route, name, spec, grant)
+        except sqlite3.IntegrityError:
+            raise UserError(f"a route named {name!r} exists: remove it first or pick another name") from None
+        self.ingest.reload_routes()
+        result: dict[str, Any] = {"name": name, "grant_hex": grant.hex()}
+        if spec["mode"] == "instead-of":
+            result["device_commands"] = await self._apply_device_destinations(spec["devices"])
+        return result
+
+    async def remove_route(self, name: str) -> dict[str, Any]:
+        before = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
+        if not await asyncio.to_thread(self.store.remove_route, name):
+            raise UserError(f"no route {name!r}: see `firstparty routes list`")
+        self.ingest.reload_routes()
+        result: dict[str, Any] = {"name": name}
+        route = before[name]
+        if route["mode"] == "instead-of":
+            result["device_commands"] = await self._apply_device_destinations(route["devices"])
+        return result
+
+    async def _routes_expired(self, expired: list[dict]) -> None:
+        self.ingest.reload_routes()
+        for route in expired:
+            if route["mode"] == "instead-of":
+                await self._apply_device_destinations(route["devices"])
+
+    async def _apply_device_destinations(self, devices: list[str]) -> list[dict[str, Any]]:
+        """Send each affected device the destinations the routes imply (instead-of drops the vendor)."""
+        if "*" in devices:
+            devices = [d["device_id"] for d in await asyncio.to_thread(self.store.devices)]
+        routes = await asyncio.to_thread(self.store.routes)
+        results = []
+        for device_id in devices:
+            destinations = routing.device_destinations(routes, device_id, self.home_destination(device_id))
+            outcome = await self.command(device_id, "set-destinations", {"destinations": destinations})
+            results.append(outcome.as_dict())
+        return results
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for /healthz, `firstparty status` and the metrics."""
+        return {
+            "role": self.config.role,
+            "owner_id": self.owner.owner_id,
+            "store": self.health["store"],
+            "broker": "connected" if self.bus and self.bus.is_connected else "disconnected",
+            "accepted": dict(self.ingest.counts),
+            "rejected": {k: v for k, v in self.ingest.rejected_counts.items() if v},
+            "outbox_delivered": self.outbox.delivered if self.outbox else 0,
+            "outbox_failed_attempts": self.outbox.failed if self.outbox else 0,
+            "uptime_s": round(time.time() - self.started_s, 1),
+        }
+
+
+def start_in_thread(config: Config, timeout_s: float = 15.0) -> tuple[Agent, threading.Thread]:
+    """Start an agent on a background thread and wait until it serves (tests, demo)."""
+    agent = Agent(config)
+    thread = threading.Thread(target=agent.run, name="firstparty-agent", daemon=True)
+    thread.start()
+    if not agent.ready.wait(timeout_s):
+        raise RuntimeError(f"agent did not start within {timeout_s:g} s")
+    return agent, thread

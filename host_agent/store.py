@@ -1,0 +1,419 @@
+"""The owner's store: SQLite in WAL mode (registry, messages, rejections, routes, outbox, tokens, audit).
+
+A thin adapter: the decisions (verify, replay, route matching, terms) live elsewhere and call in
+with values. One lock serialises writers; every method is blocking, so the event loop calls them
+through asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from host_agent import audit
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+  device_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, card BLOB NOT NULL, owner_id TEXT,
+  name TEXT, board TEXT, firmware TEXT, state TEXT NOT NULL, first_seen REAL, last_seen REAL,
+  last_status TEXT);
+CREATE TABLE IF NOT EXISTS replay (
+  device_id TEXT, kind TEXT, boot INTEGER, top INTEGER, seen BLOB, PRIMARY KEY (device_id, kind));
+CREATE TABLE IF NOT EXISTS messages (
+  id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, kind TEXT NOT NULL, boot INTEGER, seq INTEGER,
+  time_s INTEGER, received_s REAL, digest BLOB NOT NULL UNIQUE, raw BLOB NOT NULL, body TEXT,
+  metrics TEXT, held INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS messages_device ON messages (device_id, kind, id);
+CREATE TABLE IF NOT EXISTS rejections (
+  id INTEGER PRIMARY KEY, at REAL, reason TEXT, topic TEXT, device_id TEXT, detail TEXT);
+CREATE TABLE IF NOT EXISTS routes (
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, created REAL,
+  active INTEGER NOT NULL DEFAULT 1, grant_bytes BLOB);
+CREATE UNIQUE INDEX IF NOT EXISTS routes_active_name ON routes (name) WHERE active=1;
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY, route_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
+  idempotency_key TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+  delivered_at REAL, last_error TEXT, UNIQUE (route_id, idempotency_key));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_at);
+CREATE TABLE IF NOT EXISTS tokens (
+  id INTEGER PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, name TEXT, scope TEXT NOT NULL,
+  devices TEXT, metrics TEXT, account TEXT, created REAL, revoked REAL);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL);
+"""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """One SQLite database file; safe to call from several threads."""
+
+    def __init__(self, path: Path, max_page_count: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process kill
+        self.db.executescript(SCHEMA)
+        if max_page_count:
+            self.db.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def set_max_page_count(self, pages: int) -> None:
+        with self.lock:
+            self.db.execute(f"PRAGMA max_page_count={int(pages)}")
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def transaction(self):
+        """Context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; holds the lock."""
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                store.lock.acquire()
+                try:
+                    store.db.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    store.lock.release()
+                    raise
+                return store.db
+
+            def __exit__(self, kind, error, tb):
+                try:
+                    if kind is None:
+                        store.db.execute("COMMIT")
+                    else:
+                        store.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    if store.db.in_transaction:
+                        store.db.execute("ROLLBACK")
+                    raise
+                finally:
+                    store.lock.release()
+                return False
+
+        return _Tx()
+
+    # --- registry ------------------------------------------------------------------------------
+
+    def devices(self) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT device_id, owner_id, name, board, firmware, state, first_seen, last_seen, last_status"
+            " FROM devices ORDER BY device_id"
+        )
+        keys = ("device_id", "owner_id", "name", "board", "firmware", "state", "first_seen", "last_seen")
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row[:8], strict=True))
+            item["status"] = json.loads(row[8]) if row[8] else None
+            out.append(item)
+        return out
+
+    def device(self, device_id: str) -> dict[str, Any] | None:
+        for item in self.devices():
+            if item["device_id"] == device_id:
+                return item
+        return None
+
+    def card(self, device_id: str) -> bytes | None:
+        rows = self.query("SELECT card FROM devices WHERE device_id=?", (device_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_state(self, device_id: str, state: str) -> int:
+        """Set pending/accepted/rejected; on accept, held readings become routable; returns rows changed."""
+        with self.transaction() as db:
+            changed = db.execute("UPDATE devices SET state=? WHERE device_id=?", (state, device_id)).rowcount
+            if changed and state == "accepted":
+                db.execute("UPDATE messages SET held=0 WHERE device_id=? AND held=1", (device_id,))
+            if changed and state == "rejected":
+                db.execute("DELETE FROM messages WHERE device_id=? AND held=1", (device_id,))
+            return changed
+
+    def rename(self, device_id: str, name: str) -> int:
+        with self.transaction() as db:
+            return db.execute("UPDATE devices SET name=? WHERE device_id=?", (name, device_id)).rowcount
+
+    def held_messages(self, device_id: str) -> list[int]:
+        return [
+            r[0] for r in self.query("SELECT id FROM messages WHERE device_id=? AND held=0", (device_id,))
+        ]
+
+    # --- readings ------------------------------------------------------------------------------
+
+    def readings(
+        self,
+        device_ids: list[str] | None = None,
+        metric: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        allowed_metrics: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT id, device_id, boot, seq, time_s, received_s, body, raw, held FROM messages WHERE kind='reading' AND id>?"
+        args: list[Any] = [after_id]
+        if device_ids is not None:
+            sql += f" AND device_id IN ({','.join('?' * len(device_ids))})"
+            args += device_ids
+        if metric:
+            sql += " AND metrics LIKE ?"
+            args.append(f"%,{metric},%")
+        if since_s is not None:
+            sql += " AND COALESCE(time_s, received_s) >= ?"
+            args.append(since_s)
+        if until_s is not None:
+            sql += " AND COALESCE(time_s, received_s) < ?"
+            args.append(until_s)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        out = []
+        for row in self.query(sql, tuple(args)):
+            values = json.loads(row[6])
+            if allowed_metrics is not None:
+                values = [v for v in values if v[0] in allowed_metrics]
+                if not values:
+                    continue
+            out.append(
+                {
+                    "id": row[0],
+                    "device_id": row[1],
+                    "boot": row[2],
+                    "seq": row[3],
+                    "time_s": row[4],
+                    "received_s": row[5],
+                    "values": [{"n": n, "u": u, "v": v} for n, u, v in values],
+                    "message_hex": bytes(row[7]).hex(),
+                    "is_held": bool(row[8]),
+                }
+            )
+        return out
+
+    def count_readings(self) -> int:
+        return self.query("SELECT COUNT(*) FROM messages WHERE kind='reading'")[0][0]
+
+    def apply_retention(self, retention_days: float, now_s: float | None = None) -> int:
+        """Delete messages received before the retention period whose forwards are all done."""
+        cutoff = (now_s or time.time()) - retention_days * 86400
+        with self.transaction() as db:
+            return db.execute(
+                "DELETE FROM messages WHERE received_s < ? AND id NOT IN"
+                " (SELECT message_id FROM outbox WHERE delivered_at IS NULL)",
+                (cutoff,),
+            ).rowcount
+
+    # --- rejections ----------------------------------------------------------------------------
+
+    def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT id, at, reason, topic, device_id, detail FROM rejections ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("id", "at", "reason", "topic", "device_id", "detail")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def rejection_counts(self) -> dict[str, int]:
+        return dict(self.query("SELECT reason, COUNT(*) FROM rejections GROUP BY reason"))
+
+    # --- routes --------------------------------------------------------------------------------
+
+    def routes(self, include_inactive: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT id, name, spec, created, active, grant_bytes FROM routes"
+        if not include_inactive:
+            sql += " WHERE active=1"
+        out = []
+        for row in self.query(sql + " ORDER BY id"):
+            spec = json.loads(row[2])
+            spec.update(
+                id=row[0],
+                name=row[1],
+                created=row[3],
+                is_active=bool(row[4]),
+                grant_hex=bytes(row[5]).hex() if row[5] else None,
+            )
+            out.append(spec)
+        return out
+
+    def add_route(self, name: str, spec: dict, grant: bytes | None) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO routes (name, spec, created, grant_bytes) VALUES (?,?,?,?)",
+                (name, json.dumps(spec), time.time(), grant),
+            )
+            self._audit(db, "route-added", {"name": name, "spec": spec})
+            return int(cursor.lastrowid or 0)
+
+    def update_route(self, name: str, spec: dict, grant: bytes | None) -> int:
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE routes SET spec=?, grant_bytes=? WHERE name=? AND active=1",
+                (json.dumps(spec), grant, name),
+            ).rowcount
+            if changed:
+                self._audit(db, "route-changed", {"name": name, "spec": spec})
+            return changed
+
+    def remove_route(self, name: str, why: str = "removed") -> int:
+        with self.transaction() as db:
+            rows = db.execute("SELECT id FROM routes WHERE name=? AND active=1", (name,)).fetchall()
+            if not rows:
+                return 0
+            db.execute("UPDATE routes SET active=0 WHERE id=?", (rows[0][0],))
+            db.execute("DELETE FROM outbox WHERE route_id=? AND delivered_at IS NULL", (rows[0][0],))
+            self._audit(db, "route-" + why, {"name": name})
+            return 1
+
+    # --- outbox --------------------------------------------------------------------------------
+
+    def due(self, now_s: float, limit: int = 200) -> list[tuple]:
+        """Return (outbox id, route id, idempotency key, attempts, raw, device_id) due for delivery."""
+        return self.query(
+            "SELECT o.id, o.route_id, o.idempotency_key, o.attempts, m.raw, m.device_id FROM outbox o"
+            " JOIN messages m ON m.id=o.message_id WHERE o.delivered_at IS NULL AND o.next_at<=?"
+            " ORDER BY o.id LIMIT ?",
+            (now_s, limit),
+        )
+
+    def next_due_s(self) -> float | None:
+        rows = self.query("SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL")
+        return rows[0][0] if rows else None
+
+    def mark_delivered(self, outbox_ids: list[int], route_name: str, terms: dict) -> None:
+        if not outbox_ids:
+            return
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("UPDATE outbox SET delivered_at=? WHERE id=?", [(now, i) for i in outbox_ids])
+            keys = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT idempotency_key FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})",
+                    tuple(outbox_ids),
+                )
+            ]
+            # one audit entry per delivered batch: which readings went to which recipient, on which terms
+            self._audit(db, "shared", {"route": route_name, "terms": terms, "readings": keys})
+
+    def mark_failed(self, outbox_id: int, next_at: float, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=? WHERE id=?",
+                (next_at, error[:200], outbox_id),
+            )
+
+    def outbox_pending(self) -> int:
+        return self.query("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")[0][0]
+
+    def outbox_delivered(self) -> int:
+        return self.query("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL")[0][0]
+
+    # --- tokens --------------------------------------------------------------------------------
+
+    def add_token(
+        self,
+        token: str,
+        name: str,
+        scope: str,
+        devices: list[str] | None,
+        metrics: list[str] | None,
+        account: str | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO tokens (token_hash, name, scope, devices, metrics, account, created)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    token_hash(token),
+                    name,
+                    scope,
+                    json.dumps(devices) if devices is not None else None,
+                    json.dumps(metrics) if metrics is not None else None,
+                    account,
+                    time.time(),
+                ),
+            )
+            self._audit(
+                db,
+                "token-granted",
+                {"name": name, "scope": scope, "devices": devices, "metrics": metrics, "account": account},
+            )
+
+    def revoke_token(self, name: str) -> int:
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE tokens SET revoked=? WHERE name=? AND revoked IS NULL", (time.time(), name)
+            ).rowcount
+            if changed:
+                self._audit(db, "token-revoked", {"name": name})
+            return changed
+
+    def tokens(self) -> list[dict[str, Any]]:
+        rows = self.query("SELECT name, scope, devices, metrics, account, created, revoked FROM tokens")
+        keys = ("name", "scope", "devices", "metrics", "account", "created", "revoked")
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row, strict=True))
+            item["devices"] = json.loads(item["devices"]) if item["devices"] else None
+            item["metrics"] = json.loads(item["metrics"]) if item["metrics"] else None
+            out.append(item)
+        return out
+
+    def token(self, token: str) -> dict[str, Any] | None:
+        rows = self.query(
+            "SELECT name, scope, devices, metrics, account FROM tokens WHERE token_hash=? AND revoked IS NULL",
+            (token_hash(token),),
+        )
+        if not rows:
+            return None
+        name, scope, devices, metrics, account = rows[0]
+        return {
+            "name": name,
+            "scope": scope,
+            "devices": json.loads(devices) if devices else None,
+            "metrics": json.loads(metrics) if metrics else None,
+            "account": account,
+        }
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    def _audit(self, db: sqlite3.Connection, kind: str, data: dict) -> None:
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+        at = round(time.time(), 6)
+        text = audit.canonical(data)
+        db.execute(
+            "INSERT INTO audit (seq, at, kind, data, prev, hash) VALUES (?,?,?,?,?,?)",
+            (seq, at, kind, text, prev, audit.entry_hash(prev, seq, at, kind, text)),
+        )
+
+    def audit(self, kind: str, data: dict) -> None:
+        with self.transaction() as db:
+            self._audit(db, kind, data)
+
+    def audit_entries(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT seq, at, kind, data, prev, hash FROM audit WHERE seq>? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [
+            {"seq": r[0], "at": r[1], "kind": r[2], "data": json.loads(r[3]), "prev": r[4], "hash": r[5]}
+            for r in rows
+        ]
+
+    def audit_verify(self) -> tuple[int, str] | None:
+        rows = self.query("SELECT seq, at, kind, data, prev, hash FROM audit ORDER BY seq")
+        return audit.first_bad(rows)

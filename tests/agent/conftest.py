@@ -1,0 +1,162 @@
+"""Fixtures of the agent tests: a real agent on a real broker and SQLite file, devices that sign
+with the firmware's own codec (byte-identical to what boards send), and loopback destinations."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from fp import messages, topics
+from fp.ids import id_from_public_key
+from host_agent import config as agent_config
+from host_agent import wire
+from host_agent.service import start_in_thread
+
+
+def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+class FakeDevice:
+    """Signs like a device (fp.messages with PyNaCl) and publishes over MQTT."""
+
+    def __init__(self, seed: bytes, boot: int = 1):
+        self.seed = seed
+        self.sign = wire.nacl_signer(seed)
+        self.public = wire.nacl_public_key(seed)
+        self.device_id = id_from_public_key(self.public)
+        self.boot = boot
+        self.seq = 0
+
+    def card(self, owner_id: str | None = None) -> bytes:
+        return messages.encode_card(self.sign, self.public, "sim", "0.1.0", 1764000000, owner_id)
+
+    def reading(self, values=(("temp", "Cel", 21.5),), seq: int | None = None) -> bytes:
+        if seq is None:
+            seq = self.seq
+            self.seq += 1
+        return messages.encode_reading(self.sign, self.device_id, self.boot, seq, list(values), 1764000000)
+
+    def topic(self, kind: str) -> str:
+        return topics.topic(self.device_id, kind)
+
+
+class Publisher:
+    """A plain MQTT client on the test broker."""
+
+    def __init__(self, host: str, port: int, client_id: str = "", username: str | None = None):
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username:
+            self.client.username_pw_set(username)
+        self.received: list[tuple[str, bytes]] = []
+        self.client.on_message = lambda c, u, m: self.received.append((m.topic, bytes(m.payload)))
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def subscribe(self, topic_filter: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a: done.set()
+        self.client.subscribe(topic_filter, 1)
+        done.wait(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Webhook:
+    """An HTTP server on loopback that records every POST (status code settable)."""
+
+    def __init__(self):
+        self.bodies: list[tuple[dict, bytes]] = []
+        self.status = 200
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if outer.status < 300:
+                    outer.bodies.append((dict(self.headers), body))
+                self.send_response(outer.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def agent_settings(tmp_path: Path, broker, **extra) -> dict:
+    settings = {
+        "data_dir": str(tmp_path / "agent"),
+        "broker": {"embedded": False, "host": broker.host, "port": broker.port, "client_id": "agent-test"},
+        "api": {"port": 0},
+        "outbox_backoff_max_s": 1.0,
+        "command_timeout_s": 5.0,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key].update(value)
+        else:
+            settings[key] = value
+    return settings
+
+
+@pytest.fixture
+def start_agent(tmp_path, mosquitto):
+    """Start agents (in threads) on the test broker; all stopped at the end."""
+    started = []
+
+    def start(**extra):
+        config = agent_config.from_dict(agent_settings(tmp_path, mosquitto, **extra))
+        agent, thread = start_in_thread(config)
+        wait_for(lambda: agent.bus.is_connected, 10, "agent connected to the broker")
+        time.sleep(0.2)  # subscriptions in place
+        started.append((agent, thread))
+        return agent
+
+    yield start
+    for agent, thread in started:
+        agent.request_stop()
+        thread.join(10)
+
+
+@pytest.fixture
+def device():
+    return FakeDevice(os.urandom(32))
+
+
+@pytest.fixture
+def publisher(mosquitto):
+    client = Publisher(mosquitto.host, mosquitto.port)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def webhook():
+    server = Webhook()
+    yield server
+    server.close()
