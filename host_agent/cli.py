@@ -14,6 +14,13 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "host_agent.demo",
     "verify": "host_agent.verify_cli",
     "build": "host_agent.build_firmware",
+    "serve": "host_agent.verbs.serve",
+    "devices": "host_agent.verbs.devices",
+    "routes": "host_agent.verbs.routes",
+    "command": "host_agent.verbs.command",
+    "tokens": "host_agent.verbs.tokens",
+    "audit": "host_agent.verbs.audit",
+    "status": "host_agent.verbs.status",
 }
 
 

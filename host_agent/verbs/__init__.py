@@ -1,0 +1,1 @@
+"""The agent's command-line verbs, one module each (registered in host_agent.cli.SUBCOMMANDS)."""

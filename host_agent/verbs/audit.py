@@ -1,0 +1,31 @@
+"""Show the audit log, or verify its hash chain and name the first bad entry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from host_agent.verbs.common import add_config_argument, load_config, open_store
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("verify", help="check every entry commits to the one before it")
+    show = sub.add_parser("show", help="print entries")
+    show.add_argument("--limit", type=int, default=50)
+
+
+def run(args: argparse.Namespace) -> int:
+    store = open_store(load_config(args))
+    if args.action == "verify":
+        bad = store.audit_verify()
+        count = store.query("SELECT COUNT(*) FROM audit")[0][0]
+        if bad is None:
+            print(f"audit log intact: {count} entries")
+            return 0
+        print(f"audit log BROKEN at entry {bad[0]}: {bad[1]}")
+        return 1
+    for entry in store.audit_entries(0, args.limit):
+        print(f"{entry['seq']:>6} {entry['kind']:<14} {json.dumps(entry['data'])}")
+    return 0

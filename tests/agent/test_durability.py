@@ -1,0 +1,119 @@
+"""Nothing lost: a destination down then back, the agent SIGKILLed mid-stream, a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from host_agent import tokens
+from host_agent.store import Store
+from tests.agent.conftest import agent_settings, wait_for
+from tests.agent.test_end_to_end import api
+from tests.helpers import REPO
+
+
+def test_destination_down_then_back_loses_nothing(start_agent, device, publisher, webhook):
+    agent = start_agent(auto_accept=True)
+    admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
+    admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}})
+    publisher.publish(device.topic("card"), device.card(), retain=True)
+    webhook.status = 503
+    sent = [device.reading() for _ in range(20)]
+    for data in sent:
+        publisher.publish(device.topic("reading"), data)
+    wait_for(lambda: agent.store.count_readings() == 20, 10, "20 stored")
+    wait_for(lambda: agent.outbox.failed >= 20, 10, "failed attempts while down")
+    assert webhook.bodies == []
+    webhook.status = 200
+    wait_for(lambda: len(webhook.bodies) >= 20, 15, "everything delivered once the destination is back")
+    assert {body for _, body in webhook.bodies} == set(sent)
+
+
+def _toml(settings: dict) -> str:
+    lines = []
+    tables = {k: v for k, v in settings.items() if isinstance(v, dict)}
+    for key, value in settings.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _serve(config_path: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'firmware'}")
+    return subprocess.Popen(
+        [sys.executable, "-m", "host_agent.cli", "serve", "--config", str(config_path)],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_sigkill_mid_stream_stores_each_reading_once_and_delivers_each_at_least_once(
+    tmp_path, mosquitto, device, publisher, webhook
+):
+    settings = agent_settings(tmp_path, mosquitto, auto_accept=True)
+    settings["api"] = {"port": 0}
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(_toml(settings))
+    log = tmp_path / "agent.log"
+    process = _serve(config_path, log)
+    try:
+        runtime = tmp_path / "agent" / "agent.json"
+        wait_for(runtime.exists, 20, "the agent to serve")
+        info = json.loads(runtime.read_text())
+        import httpx
+
+        headers = {"authorization": f"Bearer {info['token']}"}
+        route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}}
+        assert httpx.post(info["api"] + "/routes", json=route, headers=headers).status_code == 201
+        publisher.publish(device.topic("card"), device.card(), retain=True)
+        total = 400
+        sent = [device.reading() for _ in range(total)]
+        for index, data in enumerate(sent):
+            publisher.client.publish(device.topic("reading"), data, qos=1)
+            if index == total // 3:
+                time.sleep(0.2)
+                process.send_signal(signal.SIGKILL)
+                process.wait(5)
+        time.sleep(0.5)
+        runtime.unlink()
+        process = _serve(config_path, log)
+        wait_for(runtime.exists, 20, "the agent to serve again")
+        store = Store(tmp_path / "agent" / "firstparty.db")
+        wait_for(lambda: store.count_readings() == total, 30, f"{total} readings stored")
+        stored = [bytes(r[0]) for r in store.query("SELECT raw FROM messages WHERE kind='reading'")]
+        assert sorted(stored) == sorted(sent)  # each exactly once
+        wait_for(lambda: {b for _, b in webhook.bodies} == set(sent), 30, "every reading delivered")
+        store.close()
+    finally:
+        process.kill()
+        process.wait(5)
+
+
+def test_full_disk_stops_acknowledging_reports_and_loses_nothing(start_agent, device, publisher):
+    agent = start_agent(auto_accept=True)
+    publisher.publish(device.topic("card"), device.card(), retain=True)
+    publisher.publish(device.topic("reading"), device.reading())
+    wait_for(lambda: agent.store.count_readings() == 1, 10, "first reading")
+    pages = agent.store.query("PRAGMA page_count")[0][0]
+    agent.store.set_max_page_count(pages + 2)
+    sent = [device.reading() for _ in range(300)]
+    for data in sent:
+        publisher.client.publish(device.topic("reading"), data, qos=1)
+    wait_for(lambda: agent.status()["store"] != "ok", 15, "the agent to report the full store")
+    admin = api(agent, "x")
+    assert admin.get("/healthz").json()["ok"] is False
+    stuck = agent.store.count_readings()
+    assert stuck < 301
+    agent.store.set_max_page_count(1_000_000)
+    wait_for(lambda: agent.store.count_readings() == 301, 20, "every reading stored once space returns")
+    wait_for(lambda: agent.status()["store"] == "ok", 5, "the store reported healthy again")
+    assert agent.ingest.rejected_counts["replay"] == 0
