@@ -11,7 +11,9 @@ The supervisor restarts mosquitto if it dies (same ports, so clients simply reco
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import os
 import secrets
 import shutil
 import subprocess
@@ -60,8 +62,10 @@ class EmbeddedBroker:
         passwd.chmod(0o600)
         (self.workdir / "devices.acl").write_text(DEVICE_ACL)
         (self.workdir / "agent.acl").write_text(f"user {AGENT_USER}\ntopic readwrite fp/#\n")
+        # as root, mosquitto would drop to the `mosquitto` user, who cannot read our private files
+        run_as = f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
         self.mosquitto.config.write_text(
-            "per_listener_settings true\n"
+            run_as + "per_listener_settings true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"

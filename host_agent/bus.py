@@ -26,6 +26,7 @@ class Delivery:
     payload: bytes
     mid: int
     qos: int
+    source: Bus | None = None  # the connection that must acknowledge it
 
 
 class Bus:
@@ -83,7 +84,7 @@ class Bus:
         log.info("disconnected from the broker: %s", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
-        delivery = Delivery(message.topic, bytes(message.payload), message.mid, message.qos)
+        delivery = Delivery(message.topic, bytes(message.payload), message.mid, message.qos, self)
         self.loop.call_soon_threadsafe(self.queue.put_nowait, delivery)
 
     def ack(self, delivery: Delivery) -> None:

@@ -24,6 +24,9 @@ class BrokerConfig:
     shared_group: str | None = None  # subscribe through $share/<group>/... (scale-out)
     client_id: str = "firstparty-agent"
     advertise_host: str | None = None  # how devices reach this broker (for set-destinations)
+    # other brokers devices may still be on (the vendor's, before a device is rerouted): the agent
+    # ingests from them too and sends commands through them ("host:port" each)
+    relay_brokers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -71,12 +74,19 @@ _SCHEMA: dict[str, Any] = {
         "shared_group": (str, None),
         "client_id": (str, None),
         "advertise_host": (str, None),
+        "relay_brokers": (list, None),
     },
     "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None)},
     "store": {"path": (str, None), "retention_days": ((int, float), None), "max_page_count": (int, None)},
 }
 
-_TYPE_NAMES = {str: "text", int: "an integer", bool: "true or false", (int, float): "a number"}
+_TYPE_NAMES = {
+    str: "text",
+    int: "an integer",
+    bool: "true or false",
+    (int, float): "a number",
+    list: "a list",
+}
 
 
 def _check(source: str, data: dict, schema: dict, prefix: str, problems: list[str]) -> None:
@@ -124,6 +134,10 @@ def from_dict(data: dict, source: str = "<config>", base: Path | None = None) ->
         config.owner_key = config.data_dir / config.owner_key
     if not Path(config.store.path).is_absolute():
         config.store.path = config.data_dir / config.store.path
+    for index, relay in enumerate(config.broker.relay_brokers):
+        host, _, port = str(relay).rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"{source}: broker.relay_brokers[{index}] must be 'host:port', found {relay!r}")
     if config.role == "vendor":
         config.auto_accept = True
     return config

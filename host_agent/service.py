@@ -48,6 +48,7 @@ class Agent:
         self.stopping: asyncio.Event | None = None
         self.ready = threading.Event()
         self.bus: Bus | None = None
+        self.relays: list[Bus] = []
         self.broker: EmbeddedBroker | None = None
         self.outbox: Outbox | None = None
         self.commander: Commander | None = None
@@ -93,8 +94,16 @@ class Agent:
             password,
         )
         self.bus.start()
+        self.relays = []
+        for index, relay in enumerate(config.broker.relay_brokers):
+            relay_host, _, relay_port = relay.rpartition(":")
+            relay_bus = Bus(
+                relay_host, int(relay_port), f"{config.broker.client_id}-relay{index}", queue, self.loop
+            )
+            relay_bus.start()
+            self.relays.append(relay_bus)
         self.outbox = Outbox(self.store, config.outbox_backoff_max_s, self._routes_expired)
-        self.commander = Commander(self.owner, self.bus.publish, self.audit, config.command_timeout_s)
+        self.commander = Commander(self.owner, self._publish_command, self.audit, config.command_timeout_s)
         tasks.append(asyncio.create_task(self._ingest_forever(queue)))
         tasks.append(asyncio.create_task(self.outbox.run()))
         tasks.append(asyncio.create_task(self._retention_forever()))
@@ -132,6 +141,8 @@ class Agent:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.bus.stop()
+            for relay_bus in self.relays:
+                relay_bus.stop()
             await self.outbox.close()
             if self.broker:
                 await asyncio.to_thread(self.broker.stop)
@@ -164,8 +175,14 @@ class Agent:
                 log.warning("store commits again")
                 self.health["store"] = "ok"
             for delivery in batch:
-                self.bus.ack(delivery)
+                (delivery.source or self.bus).ack(delivery)
             self._after_commit(outcomes)
+
+    def _publish_command(self, topic: str, payload: bytes) -> None:
+        """Send a command wherever the device may listen: our broker and every relay (the vendor's)."""
+        assert self.bus
+        for bus in [self.bus, *self.relays]:
+            bus.publish(topic, payload)
 
     def _after_commit(self, outcomes) -> None:
         has_readings = False

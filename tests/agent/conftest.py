@@ -108,10 +108,15 @@ class Webhook:
         self.server.shutdown()
 
 
-def agent_settings(tmp_path: Path, broker, **extra) -> dict:
+def agent_settings(tmp_path: Path, test_broker, **extra) -> dict:
     settings = {
         "data_dir": str(tmp_path / "agent"),
-        "broker": {"embedded": False, "host": broker.host, "port": broker.port, "client_id": "agent-test"},
+        "broker": {
+            "embedded": False,
+            "host": test_broker.host,
+            "port": test_broker.port,
+            "client_id": "agent-test",
+        },
         "api": {"port": 0},
         "outbox_backoff_max_s": 1.0,
         "command_timeout_s": 5.0,
