@@ -19,11 +19,12 @@ DEFAULT_CONFIG = "firstparty.toml"
 RUNTIME_FILE = "agent.json"  # written by `serve`: where its API listens, and the CLI's token
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
+def add_config_argument(parser: argparse.ArgumentParser, is_action: bool = False) -> None:
+    """Add --config; on an action's parser too, so it may follow the action (`audit verify --config`)."""
     parser.add_argument(
         "--config",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS if is_action else None,
         help=f"agent configuration (TOML); default $FIRSTPARTY_CONFIG or ./{DEFAULT_CONFIG}, else built-in defaults",
     )
 

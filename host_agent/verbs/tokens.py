@@ -11,6 +11,14 @@ from host_agent.verbs.common import add_config_argument, load_config, open_store
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     sub = parser.add_subparsers(dest="action", required=True)
+    original_add_parser = sub.add_parser
+
+    def add_parser(*args, **kwargs):
+        action_parser = original_add_parser(*args, **kwargs)
+        add_config_argument(action_parser, is_action=True)
+        return action_parser
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     create = sub.add_parser("create", help="create a token and print it once")
     create.add_argument("name")
     create.add_argument("--scope", choices=tokens.SCOPES, default="read")
