@@ -74,8 +74,13 @@ class RateLimitedLog:
 class Ingest:
     """Verifier and writer of device messages for one store."""
 
-    def __init__(self, store: Store, auto_accept: bool = False, log_per_minute: int = 30):
+    def __init__(
+        self, store: Store, auto_accept: bool = False, log_per_minute: int = 30, shared: bool = False
+    ):
         self.store = store
+        # several processes on one store ($share/ subscriptions): the replay state and the cards
+        # are read inside each transaction, where BEGIN IMMEDIATE serialises the writers
+        self.shared = shared
         self.auto_accept = auto_accept
         self.known: dict[str, Known] = {}
         self.windows: dict[tuple[str, str], replay.ReplayWindow] = {}
@@ -146,6 +151,8 @@ class Ingest:
                     "wrong-topic", f"signed by {message.device_id}, published under {device_id}"
                 )
             known = self.known.get(device_id)
+            if known is None or (self.shared and known.state != "accepted"):
+                known = self._known_from_store(db, device_id, saved_known)
             if known is None:
                 raise ProtocolError("unknown-device", f"no card for {device_id}")
             if known.state == "rejected":
@@ -153,6 +160,16 @@ class Ingest:
             cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
             digest = hashlib.sha256(data).digest()
             key = (device_id, kind)
+            if self.shared:
+                row = db.execute(
+                    "SELECT boot, top, seen FROM replay WHERE device_id=? AND kind=?", (device_id, kind)
+                ).fetchone()
+                saved_windows.setdefault(key, self.windows[key].state() if key in self.windows else None)
+                self.windows[key] = (
+                    replay.ReplayWindow(row[0], row[1], int.from_bytes(row[2], "big"))
+                    if row
+                    else replay.ReplayWindow()
+                )
             window = self.windows.get(key)
             if window is None:
                 window = self.windows[key] = replay.ReplayWindow()
@@ -184,11 +201,22 @@ class Ingest:
                 )
             return Outcome(topic, error.reason, error.detail, device)
 
+    def _known_from_store(self, db, device_id: str, saved_known) -> Known | None:
+        """A card another process of a $share group ingested, or an accept made elsewhere."""
+        row = db.execute(
+            "SELECT public_key, state, owner_id FROM devices WHERE device_id=?", (device_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        saved_known.setdefault(device_id, self.known.get(device_id))
+        known = self.known[device_id] = Known(bytes(row[0]), row[1], row[2])
+        return known
+
     def _card(self, db, topic, data, device_id, now, saved_known) -> Outcome:
         card = wire.parse_card(data)
         if card.device_id != device_id:
             raise ProtocolError("wrong-topic", f"card of {card.device_id} on {topic}")
-        known = self.known.get(device_id)
+        known = self.known.get(device_id) or self._known_from_store(db, device_id, saved_known)
         saved_known.setdefault(device_id, known)
         if known is None:
             state = "accepted" if self.auto_accept else "pending"

@@ -40,7 +40,9 @@ class Agent:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.store.path, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
-        self.ingest = Ingest(self.store, config.auto_accept, config.log_rejections_per_minute)
+        self.ingest = Ingest(
+            self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
+        )
         self.health: dict[str, Any] = {"store": "ok", "broker": "starting"}
         self.live: set[asyncio.Queue] = set()
         self.recent_rejections: deque[dict[str, Any]] = deque(maxlen=100)
