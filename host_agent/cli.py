@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tokens": "host_agent.verbs.tokens",
     "audit": "host_agent.verbs.audit",
     "status": "host_agent.verbs.status",
+    "virtual-board": "host_agent.virtual_board",
 }
 
 
