@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "audit": "host_agent.verbs.audit",
     "status": "host_agent.verbs.status",
     "virtual-board": "host_agent.virtual_board",
+    "flash": "host_agent.flash",
 }
 
 

@@ -1,0 +1,151 @@
+"""`firstparty flash` puts the firmware on a board and reads back its card; every failure is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import tty
+from types import SimpleNamespace
+
+import pytest
+
+from host_agent import flash
+from host_agent.cli import main
+from host_agent.owner import Owner
+from tests.helpers import REPO
+
+
+def _flash(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["flash", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_flash_sim_into_the_virtual_board_boots_and_reads_back_a_card_naming_the_owner(
+    virtual_board, tmp_path, capsys
+):
+    from host_agent import wire
+
+    owner = Owner(tmp_path / "owner.key")
+    card_path = tmp_path / "device.card"
+    code, out, err = _flash(
+        capsys,
+        "--board", "sim", "--port", virtual_board.port, "--vendor", "127.0.0.1:1883",
+        "--owner-key", str(tmp_path / "owner.key"), "--card-out", str(card_path),
+    )  # fmt: skip
+    assert code == 0, err
+    card = wire.parse_card(card_path.read_bytes())  # raises unless the self-signature holds
+    assert card.owner_id == owner.owner_id and card.board == "sim"
+    assert f"firmware running as {card.device_id}" in out
+    steps = [line for line in out.splitlines() if line.startswith("flash: ")]
+    assert len(steps) >= 8  # progress, step by step
+    flashed = virtual_board.flash
+    assert json.loads((flashed / "board.json").read_text()) == json.loads(
+        (REPO / "boards/sim.json").read_text()
+    )
+    provision = json.loads((flashed / "provision.json").read_text())
+    assert provision["owner"] == owner.public.hex()
+    assert provision["vendor"] == {"host": "127.0.0.1", "port": 1883}
+    assert (flashed / "fp" / "app.mpy").exists() and (flashed / "main.py").exists()
+    assert "register with the agent: pending" in out  # said, not faked
+
+
+def test_flash_refuses_a_board_that_is_another_chip(virtual_board, tmp_path, capsys):
+    code, _, err = _flash(
+        capsys, "--board", "esp32-devkitc", "--port", virtual_board.port, "--vendor", "h:1",
+        "--owner-key", str(tmp_path / "owner.key"),
+    )  # fmt: skip
+    _one_line_error(code, err, "wrong chip", "esp32")
+    assert not (virtual_board.flash / "main.py").exists()
+
+
+def test_flash_refuses_firmware_too_big_for_the_flash(virtual_board, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(flash, "HEADROOM_BYTES", 1 << 50)
+    code, _, err = _flash(
+        capsys, "--board", "sim", "--port", virtual_board.port, "--vendor", "h:1",
+        "--owner-key", str(tmp_path / "owner.key"),
+    )  # fmt: skip
+    _one_line_error(code, err, "firmware too big")
+
+
+def test_flash_says_when_the_board_is_not_answering(tmp_path, capsys, monkeypatch):
+    master, slave = os.openpty()  # a serial line with nothing behind it
+    tty.setraw(slave)
+    monkeypatch.setattr(flash, "MPREMOTE_TIMEOUT_S", 8)
+    try:
+        started = time.monotonic()
+        code, _, err = _flash(
+            capsys, "--board", "sim", "--port", os.ttyname(slave), "--vendor", "h:1",
+            "--owner-key", str(tmp_path / "owner.key"),
+        )  # fmt: skip
+        assert time.monotonic() - started < 20
+    finally:
+        os.close(master)
+        os.close(slave)
+    _one_line_error(code, err, "not answering")
+
+
+def test_flash_says_the_image_is_missing(tmp_path, capsys):
+    port = tmp_path / "ttyUSB0"
+    port.touch()
+    code, _, err = _flash(
+        capsys, "--board", "esp32-devkitc", "--port", str(port), "--vendor", "h:1",
+        "--owner-key", str(tmp_path / "owner.key"), "--image", str(tmp_path / "missing.bin"),
+    )  # fmt: skip
+    _one_line_error(code, err, "missing.bin", "missing")
+
+
+def test_flash_says_when_the_named_port_does_not_exist(tmp_path, capsys):
+    code, _, err = _flash(
+        capsys, "--board", "sim", "--port", "/dev/ttyNOPE9", "--vendor", "h:1",
+        "--owner-key", str(tmp_path / "owner.key"),
+    )  # fmt: skip
+    _one_line_error(code, err, "/dev/ttyNOPE9")
+
+
+@pytest.mark.parametrize(
+    "ports,expected",
+    [
+        ([], "no USB serial port"),
+        (["/dev/ttyUSB0", "/dev/ttyACM0"], "several serial ports"),
+    ],
+)
+def test_port_auto_pick_needs_exactly_one_usb_port(ports, expected, monkeypatch, tmp_path, capsys):
+    from serial.tools import list_ports
+
+    found = [SimpleNamespace(device=p, vid=0x10C4) for p in ports] + [
+        SimpleNamespace(device="/dev/ttyS0", vid=None)
+    ]
+    monkeypatch.setattr(list_ports, "comports", lambda: found)
+    code, _, err = _flash(capsys, "--board", "sim", "--vendor", "h:1", "--owner-key", str(tmp_path / "k"))
+    _one_line_error(code, err, expected)
+
+
+def test_port_auto_pick_takes_the_only_usb_port(monkeypatch):
+    from serial.tools import list_ports
+
+    only = [
+        SimpleNamespace(device="/dev/ttyUSB3", vid=0x1A86),
+        SimpleNamespace(device="/dev/ttyS0", vid=None),
+    ]
+    monkeypatch.setattr(list_ports, "comports", lambda: only)
+    assert flash.pick_port(None) == "/dev/ttyUSB3"
+
+
+def test_flash_refuses_a_wifi_file_without_ssid(tmp_path, capsys):
+    wifi = tmp_path / "wifi.json"
+    wifi.write_text('{"password": "x"}')
+    code, _, err = _flash(
+        capsys, "--board", "sim", "--port", "/dev/null", "--vendor", "h:1", "--wifi", str(wifi),
+        "--owner-key", str(tmp_path / "k"),
+    )  # fmt: skip
+    _one_line_error(code, err, "wifi.json", "ssid")
