@@ -8,7 +8,6 @@ card names that owner (the owner whose key signed the claim). The OpenAPI docume
 /openapi.json, the interactive one at /docs.
 """
 
-
 import asyncio
 import json
 from typing import Annotated, Any
@@ -37,13 +36,18 @@ class Principal(BaseModel):
         return self.devices is None or device["device_id"] in self.devices
 
 
-class RouteIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+class RouteSpec(BaseModel):
+    """A route's destination, scope, mode and terms (PUT /routes/{name} takes the name from the path)."""
+
     destination: dict[str, Any]
     devices: list[str] = ["*"]
     metrics: list[str] = ["*"]
     mode: str = "in-addition-to"
     terms: dict[str, Any] = {}
+
+
+class RouteIn(RouteSpec):
+    name: str = Field(min_length=1, max_length=64)
 
 
 class CommandIn(BaseModel):
@@ -220,9 +224,8 @@ def build_app(agent) -> FastAPI:
         return await agent.add_route(name, spec)
 
     @app.put("/routes/{name}")
-    async def change_route(name: str, body: RouteIn, who: Admin) -> dict[str, Any]:
+    async def change_route(name: str, body: RouteSpec, who: Admin) -> dict[str, Any]:
         spec = body.model_dump()
-        spec.pop("name")
         await agent.remove_route(name)
         return await agent.add_route(name, spec)
 

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS messages (
   time_s INTEGER, received_s REAL, digest BLOB NOT NULL UNIQUE, raw BLOB NOT NULL, body TEXT,
   metrics TEXT, held INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_device ON messages (device_id, kind, id);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_counter ON messages (device_id, kind, boot, seq);
 CREATE TABLE IF NOT EXISTS rejections (
   id INTEGER PRIMARY KEY, at REAL, reason TEXT, topic TEXT, device_id TEXT, detail TEXT);
 CREATE TABLE IF NOT EXISTS routes (

@@ -29,6 +29,7 @@ import termios
 import threading
 import time
 import tty
+from collections import deque
 from pathlib import Path
 
 from host_agent.errors import UserError
@@ -36,6 +37,8 @@ from host_agent.simdevice import micropython_command
 
 NET_DOWN_FILE = "net.down"  # fp.hal_sim.NET_DOWN_FILE
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+WRITE_WAIT_S = 2.0
+OUTPUT_LINES = 2000
 CTRL_A, CTRL_B = 0x01, 0x02
 
 # Runs in the interpreter before its REPL: remount the root on the flash folder, then boot.py
@@ -88,6 +91,8 @@ class VirtualBoard:
         self._child_master = -1
         self._process: subprocess.Popen[bytes] | None = None
         self._is_raw = False
+        self._is_stalled = False
+        self.output: deque[str] = deque(maxlen=OUTPUT_LINES)  # what the board printed, newest last
         self._swallow_until_raw_banner = False
         self._pending = b""
         self._lock = threading.RLock()
@@ -101,6 +106,7 @@ class VirtualBoard:
         self._user_master, self._user_slave = os.openpty()
         _set_raw(self._user_master)
         _set_raw(self._user_slave)
+        os.set_blocking(self._user_master, False)
         self.port = os.ttyname(self._user_slave)
         self._spawn(raw=False)
         self._thread = threading.Thread(target=self._bridge, name="virtual-board", daemon=True)
@@ -182,8 +188,24 @@ class VirtualBoard:
             process.wait(timeout=5)
 
     def _write_user(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._user_master, data)
+        # Nobody reading (no mpremote attached) must not stall the firmware on print(): once a
+        # write has waited WRITE_WAIT_S in vain, output is dropped, as a UART with nothing on
+        # its other end drops it, until the reader drains the pty again.
+        self.output.extend(data.decode(errors="replace").splitlines())
+        view = memoryview(data)
+        while view:
+            wait_s = 0 if self._is_stalled else WRITE_WAIT_S
+            try:
+                writable = select.select([], [self._user_master], [], wait_s)[1]
+                if not writable:
+                    self._is_stalled = True
+                    return
+                self._is_stalled = False
+                view = view[os.write(self._user_master, view) :]
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):
+                return
 
     def _from_child(self, data: bytes) -> None:
         if self._swallow_until_raw_banner:

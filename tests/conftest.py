@@ -13,6 +13,13 @@ if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
 
+def pytest_addoption(parser):
+    """Options of tests/hil (a real board instead of the virtual one)."""
+    from tests.hil.options import add_options
+
+    add_options(parser)
+
+
 @pytest.fixture(scope="session")
 def micropython():
     """Callable that runs a script under the real MicroPython unix port and returns its stdout."""

@@ -146,6 +146,7 @@ class Device:
         self.claim_window_until = 0
         self.claim_window_open = False
         self.latest = {}
+        self.interval_changed = {}  # sensor name -> Event: a new interval applies at once
 
     def _load_config(self):
         config = storage.load_json(CONFIG_FILE, {})
@@ -249,8 +250,10 @@ class Device:
             try:
                 await client.publish(topics.topic(self.device_id, "card"), self.card(), 1, True)
                 await client.publish(topics.topic(self.device_id, "status"), self.status("online"), 1, True)
-            except MQTTError:
-                return  # the connection dropped; the next one announces again
+            except MQTTError as error:
+                # nothing may go out unannounced: start over on a new connection, which announces
+                client.reconnect("announce failed: %s" % error)
+                return
             destination.announced = connection
             destination.wake.set()
 
@@ -364,6 +367,8 @@ class Device:
                 raise ProtocolError("bad-command", "set-interval needs a fitted sensor and 1..86400 s")
             self.config["intervals"][sensor] = interval
             storage.save_json(CONFIG_FILE, self.config)
+            if sensor in self.interval_changed:
+                self.interval_changed[sensor].set()
             return {"sensor": sensor, "interval_s": interval}
         if op == "get-info":
             return {
@@ -401,6 +406,7 @@ class Device:
 
     async def sample_forever(self, sensor):
         name = sensor["name"]
+        changed = self.interval_changed[name] = asyncio.Event()
         while True:
             try:
                 measurements = self.hal.read(sensor)
@@ -410,7 +416,11 @@ class Device:
             except Exception as error:  # one failing sensor never stops the others
                 log("sensor %s: %s %s" % (name, type(error).__name__, error))
             interval = self.config["intervals"].get(name, sensor.get("interval_s", DEFAULT_INTERVAL_S))
-            await asyncio.sleep(interval)
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
 
     async def run(self):
         log("device %s boot %d" % (self.device_id, self.boot))

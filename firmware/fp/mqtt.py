@@ -132,6 +132,7 @@ class MQTTClient:
         self._next_id = 0
         self._pending = {}  # packet id -> asyncio.Event set by PUBACK
         self._stopped = False
+        self._drop_reason = None  # set by reconnect(): the serving loop drops the link
         self._up_event = asyncio.Event()
 
     async def wait_up(self, timeout_s):
@@ -156,6 +157,10 @@ class MQTTClient:
                 break
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.max_backoff_s)
+
+    def reconnect(self, reason):
+        """Drop the current connection (the state machine then reconnects with backoff)."""
+        self._drop_reason = reason
 
     def stop(self):
         """Stop reconnecting and close the connection."""
@@ -243,9 +248,12 @@ class MQTTClient:
         # read is never cancelled half-way through a packet while the connection is meant to live.
         reader = asyncio.create_task(self._read_forever())
         ping_sent = None
+        self._drop_reason = None
         try:
             while True:
                 await asyncio.sleep(0.25)
+                if self._drop_reason:
+                    raise MQTTError(self._drop_reason)
                 if reader.done():
                     await reader  # re-raises why the reader stopped
                     raise MQTTError("reader stopped")
