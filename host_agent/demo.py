@@ -1,23 +1,30 @@
-"""Run the live demo: a vendor broker, the owner's home broker, three devices running the real firmware.
+"""Run the live demo: the vendor's service, the owner's agent and three devices on the real firmware.
 
-Everything runs on 127.0.0.1. The story of the mission plays on screen: the devices report to the
-vendor by default; the owner claims one and reroutes it to their own broker instead (the vendor
-stops receiving it), duplicates another to both under stated terms, and forged messages are
-refused with their reasons.
+Everything runs on 127.0.0.1 and is the real system: the vendor's MQTT broker with the agent in the
+vendor role, the owner's agent (its embedded mosquitto, SQLite store and HTTP API), and three sim
+boards running the firmware under the MicroPython unix port. The story of the mission plays on
+screen: the devices report to the vendor by default; the owner claims one and reroutes it to their
+own service instead (the vendor stops receiving it), duplicates another to both under stated
+terms, and forged messages are refused with their reasons. Every owner action goes through the
+agent's HTTP API, as a user's own scripts would.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import queue
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,14 +32,14 @@ from rich.panel import Panel
 from rich.table import Table
 
 from fp import messages, topics
-from fp.errors import ProtocolError
-from host_agent import wire
+from host_agent import config as agent_config
+from host_agent import tokens, wire
 from host_agent.errors import UserError
-from host_agent.mosquitto import Mosquitto
-from host_agent.owner import Owner
+from host_agent.mosquitto import Mosquitto, free_port
 from host_agent.paths import BOARDS
+from host_agent.service import Agent, start_in_thread
 from host_agent.simdevice import SimDevice
-from host_agent.verifier import Verifier
+from host_agent.verbs.common import write_runtime
 
 # (label, sensors): three boards with different sensors and rates.
 DEVICES = (
@@ -46,13 +53,9 @@ DEVICES = (
     ),
     ("attic (chip temp, 1 s)", [{"name": "chip", "type": "internal-temp", "interval_s": 1}]),
 )
-SHARE_TERMS = {
-    "who": "vendor (warranty service)",
-    "what": "garage: air temp and hum",
-    "why": "warranty analytics",
-    "how_long_days": 30,
-    "retention_days": 30,
-}
+API_PORT = 8480  # the agent's default; another free port when it is taken
+FIRST_READING_S = 10
+RATE_WINDOW_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,69 +67,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="where devices' flash and the owner key live (default: a new temporary folder)",
+        help="where the agents, brokers and devices' flash live (default: a new temporary folder)",
     )
 
 
-@dataclass
-class Seen:
-    """What one recipient has verified from one device."""
+def _port_or_free(port: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
-    verified: int = 0
-    times: list[float] = field(default_factory=list)
-    latest: str = ""
 
+class Attacker:
+    """Someone on the vendor's broker publishing messages no device signed."""
 
-class Recipient:
-    """A service subscribed to a broker, verifying everything it receives with its own Verifier."""
-
-    def __init__(self, name: str, broker: Mosquitto, events: queue.Queue):
-        self.name = name
-        self.broker = broker
-        self.verifier = Verifier()
-        self.seen: dict[str, Seen] = {}
-        self.rejections: list[tuple[str, str, str]] = []
-        self.acks: dict[bytes, dict] = {}
-        self.captured: dict[str, tuple[str, bytes]] = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-{name}")
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("fp/v1/#", qos=1)
-        self.client.on_message = lambda c, u, m: events.put((self, m.topic, bytes(m.payload)))
+    def __init__(self, broker: Mosquitto):
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-attacker")
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
-    def handle(self, topic: str, payload: bytes) -> str | None:
-        """Verify one message; return a line for the story log when it is refused."""
-        try:
-            if topic.endswith("/card"):
-                self.verifier.learn_card(payload, topic)
-                return None
-            if topic.endswith("/command") or topic.endswith("/endorsement"):
-                return None
-            message = self.verifier.check(topic, payload)
-        except ProtocolError as error:
-            if error.reason == "duplicate":
-                return None
-            device = topic.split("/")[2] if topic.count("/") >= 3 else "?"
-            self.rejections.append((device, error.reason, error.detail))
-            return f"{self.name} refused a message on {topic[:34]}...: {error.reason} ({error.detail})"
-        if message.kind == "reading":
-            seen = self.seen.setdefault(message.device_id, Seen())
-            seen.verified += 1
-            seen.times.append(time.monotonic())
-            seen.latest = ", ".join(
-                f"{name} {value:.2f} {unit or ''}".strip() for name, unit, value in message.body
-            )
-            self.captured[message.device_id] = (topic, payload)
-        elif message.kind == "ack":
-            self.acks[message.body["cmd"]] = message.body
-        return None
-
-    def rate(self, device_id: str) -> float:
-        seen = self.seen.get(device_id)
-        if not seen:
-            return 0.0
-        now = time.monotonic()
-        return len([t for t in seen.times[-50:] if now - t <= 5.0]) / 5.0
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
 
     def stop(self) -> None:
         self.client.loop_stop()
@@ -134,21 +97,40 @@ class Recipient:
 
 
 class Demo:
-    """Owns every process of the demo and plays the story."""
+    """Owns every process of the demo, plays the story and renders what the agents hold."""
 
     def __init__(self, data_dir: Path, plain: bool, console: Console):
         self.data_dir = data_dir
         self.plain = plain
         self.console = console
-        self.events: queue.Queue = queue.Queue()
         self.story: list[str] = []
         self.started = time.monotonic()
+        self.live: Live | None = None
+        self.routes: dict[str, str] = {}
+        self.owned: set[str] = set()
+        self.seen_rejections = {"vendor": 0, "home": 0}
+        self.rejections: list[tuple[str, str, str, str]] = []
+        self._lock = threading.Lock()
+        self._cleanups: list = []  # what start() brought up, undone newest first by stop()
+        self.devices: list[tuple[str, SimDevice]] = []
+        self.ids: list[str] = []
+
+    def start(self) -> None:
+        """Bring everything up; whatever started is stopped by stop(), even if a later step fails."""
         self.vendor_broker = Mosquitto(self._dir("vendor-broker")).start()
-        self.home_broker = Mosquitto(self._dir("home-broker")).start()
-        self.vendor = Recipient("vendor", self.vendor_broker, self.events)
-        self.home = Recipient("home", self.home_broker, self.events)
-        self.owner = Owner(self.data_dir / "owner" / "owner.key")
-        self.devices: list[tuple[str, SimDevice, str]] = []
+        self._cleanups.append(self.vendor_broker.stop)
+        self.vendor = self._start_agent(self._vendor_config())
+        self.home_config_path = self._write_home_config()
+        self.home = self._start_agent(agent_config.load(self.home_config_path))
+        write_runtime(self.home.config, self.home.api_port or API_PORT, self.home.store)  # for the CLI
+        self.api_url = f"http://127.0.0.1:{self.home.api_port}"
+        self.token = tokens.issue(self.home.store, "demo-" + os.urandom(3).hex(), "admin")
+        self.api = httpx.Client(
+            base_url=self.api_url, headers={"authorization": f"Bearer {self.token}"}, timeout=30
+        )
+        self._cleanups.append(self.api.close)
+        self.attacker = Attacker(self.vendor_broker)
+        self._cleanups.append(self.attacker.stop)
         board = json.loads((BOARDS / "sim.json").read_text())
         for index, (label, sensors) in enumerate(DEVICES):
             device = SimDevice(
@@ -156,197 +138,361 @@ class Demo:
                 (self.vendor_broker.host, self.vendor_broker.port),
                 {**board, "sensors": sensors},
             )
-            device.start()
-            self.devices.append((label, device, ""))
-        self.devices = [(label, device, device.device_id()) for label, device, _ in self.devices]
-        self.routes = {device_id: "vendor" for _, _, device_id in self.devices}
-        self.owned: set[str] = set()
+            self._cleanups.append(device.stop)
+            self.devices.append((label, device.start()))
+        self.ids = [device.device_id() for _, device in self.devices]
+        self.routes = dict.fromkeys(self.ids, "vendor (factory default)")
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _start_agent(self, config: agent_config.Config) -> Agent:
+        agent, thread = start_in_thread(config)
+
+        def stop() -> None:
+            agent.request_stop()
+            thread.join(15)
+
+        self._cleanups.append(stop)
+        return agent
 
     def _dir(self, name: str) -> Path:
         path = self.data_dir / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _vendor_config(self) -> agent_config.Config:
+        """The vendor's service: the same agent in the vendor role, on the vendor's broker."""
+        return agent_config.from_dict(
+            {
+                "role": "vendor",
+                "data_dir": str(self._dir("vendor")),
+                "broker": {
+                    "embedded": False,
+                    "host": self.vendor_broker.host,
+                    "port": self.vendor_broker.port,
+                    "client_id": "vendor-service",
+                },
+                "api": {"port": 0},
+            }
+        )
+
+    def _write_home_config(self) -> Path:
+        """The owner's agent: a real config file, so `firstparty serve --config` runs it again."""
+        home = self._dir("home")
+        path = home / "firstparty.toml"
+        path.write_text(
+            "# written by `firstparty demo`: the owner's agent of the demo (docs/configuration.md)\n"
+            'role = "owner"\n'
+            'data_dir = "."\n'
+            "[broker]\n"
+            "embedded = true\n"
+            "port = 0\n"
+            'client_id = "home-agent"\n'
+            f'relay_brokers = ["{self.vendor_broker.host}:{self.vendor_broker.port}"]\n'
+            "[api]\n"
+            f"port = {_port_or_free(API_PORT)}\n"
+        )
+        return path
+
+    # --- what the agents hold -----------------------------------------------------------------
+
+    @staticmethod
+    def _count(agent: Agent, device_id: str, since_s: float = 0.0) -> int:
+        return agent.store.query(
+            "SELECT COUNT(*) FROM messages WHERE kind='reading' AND device_id=? AND received_s>=?",
+            (device_id, since_s),
+        )[0][0]
+
+    @staticmethod
+    def _latest(agent: Agent, device_id: str) -> str:
+        rows = agent.store.query(
+            "SELECT body FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
+            (device_id,),
+        )
+        if not rows:
+            return ""
+        return ", ".join(
+            f"{name} {value:.2f} {unit or ''}".strip() for name, unit, value in json.loads(rows[0][0])
+        )
+
+    def _rate(self, device_id: str) -> float:
+        since = time.time() - RATE_WINDOW_S
+        return max(self._count(a, device_id, since) for a in (self.vendor, self.home)) / RATE_WINDOW_S
+
+    def _collect_rejections(self) -> None:
+        """Tell the story of every message an agent refused (its rejections table) since the last look."""
+        for who, agent in (("vendor", self.vendor), ("home", self.home)):
+            rows = agent.store.query(
+                "SELECT id, reason, topic, detail FROM rejections WHERE id>? ORDER BY id",
+                (self.seen_rejections[who],),
+            )
+            for row_id, reason, topic, detail in rows:
+                self.seen_rejections[who] = row_id
+                if reason == "duplicate":
+                    continue  # QoS 1 redelivery of something already stored: not an attack
+                device = topic.split("/")[2] if topic.count("/") >= 3 else "?"
+                self.rejections.append((who, device, reason, detail))
+                where = "the vendor's service" if who == "vendor" else "your agent"
+                self.say(f"{who} refused a message on {topic[:34]}...: {reason} ({detail}) [{where}]")
+
+    # --- the story ----------------------------------------------------------------------------
+
     def say(self, text: str) -> None:
         line = f"[{time.monotonic() - self.started:5.1f} s] {text}"
-        self.story.append(line)
+        with self._lock:
+            self.story.append(line)
         if self.plain:
             self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    def pump(self, seconds: float, live: Live | None = None) -> None:
-        """Process incoming messages for `seconds`, refreshing the display."""
+    def pump(self, seconds: float) -> None:
+        """Let the system run for `seconds`, refreshing the display and the rejection log."""
         deadline = time.monotonic() + seconds
         while True:
+            self._collect_rejections()
+            if self.live:
+                self.live.update(self.render())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                break
-            try:
-                recipient, topic, payload = self.events.get(timeout=min(remaining, 0.2))
-            except queue.Empty:
-                pass
-            else:
-                line = recipient.handle(topic, payload)
-                if line:
-                    self.say(line)
-            if live:
-                live.update(self.render())
+                return
+            time.sleep(min(remaining, 0.25))
 
-    def wait_for(self, condition, timeout_s: float, live: Live | None, what: str) -> None:
+    def wait_for(self, condition, timeout_s: float, what: str) -> Any:
         deadline = time.monotonic() + timeout_s
-        while not condition():
+        while True:
+            value = condition()
+            if value:
+                return value
             if time.monotonic() > deadline:
                 raise UserError(
-                    f"demo: {what} did not happen within {timeout_s:.0f} s (device logs in {self.data_dir})"
+                    f"demo: {what} did not happen within {timeout_s:.0f} s (logs in {self.data_dir})"
                 )
-            self.pump(0.2, live)
+            self.pump(0.2)
 
-    def command(self, recipient: Recipient, device_id: str, op: str, args: dict, live: Live | None) -> dict:
-        """Sign a command, send it through the broker the device listens to, wait for its signed ack."""
-        data = self.owner.command(device_id, op, args)
-        digest = wire.parse_command(data).digest()
-        recipient.client.publish(topics.topic(device_id, "command"), data, qos=1)
-        self.wait_for(lambda: digest in recipient.acks, 10, live, f"the ack of {op}")
-        ack = recipient.acks[digest]
-        self.say(f"device {device_id[:8]} acknowledged {op}: {ack['outcome']} {ack['detail']}".rstrip())
-        if ack["outcome"] != "applied":
-            raise UserError(f"demo: {op} was refused by the device: {ack['outcome']} {ack['detail']}")
-        return ack
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.api.request(method, path, json=body)
+        if response.status_code >= 400:
+            raise UserError(f"demo: the agent refused {method} {path}: {response.text}")
+        return response.json()
 
-    def play(self, live: Live | None, duration_s: float | None) -> None:
-        ids_ = [device_id for _, _, device_id in self.devices]
-        kitchen, garage, attic = ids_
-        self.say("three devices boot and report to the vendor's broker, their factory default")
+    def command(self, device_id: str, op: str, args: dict | None = None) -> dict:
+        """POST /devices/{id}/commands: the agent signs, sends, and waits for the device's ack."""
+        result = self.call("POST", f"/devices/{device_id}/commands", {"op": op, "args": args or {}})
+        self._say_ack(device_id, result)
+        return result
+
+    def _say_ack(self, device_id: str, result: dict) -> None:
+        self.say(
+            f"device {device_id[:8]} acknowledged {result['op']}: {result['outcome']} {result['detail']}".rstrip()
+        )
+        if result["outcome"] != "applied":
+            raise UserError(f"demo: {result['op']} was refused by the device: {result['outcome']}")
+
+    def claim(self, index: int) -> str:
+        label, device = self.devices[index]
+        device_id = self.ids[index]
+        name = label.split()[0]
+        self.say(f"owner presses the {name} device's button and claims it with their key")
+        self.wait_for(lambda: self.home.store.device(device_id), 10, f"the {name} device at your agent")
+        device.press_button()
+        self.command(device_id, "claim")
+        self.call("POST", f"/pending/{device_id}/accept")
+        self.home.store.rename(device_id, name)
+        self.owned.add(device_id)
+        return device_id
+
+    def play(self, duration_s: float | None) -> None:
+        kitchen, garage, attic = self.ids
+        self.say(f"your agent's API: {self.api_url}/docs (the CLI works too, see the end)")
+        self.say("three devices boot and report to the vendor's service, their factory default")
         self.wait_for(
-            lambda: all(self.vendor.seen.get(i) for i in ids_),
-            10,
-            live,
-            "a verified reading from each device",
+            lambda: all(self._count(self.vendor, i) for i in self.ids),
+            FIRST_READING_S,
+            "a verified reading from each device at the vendor",
         )
         self.say(f"first verified readings from all three after {time.monotonic() - self.started:.1f} s")
-        self.pump(2, live)
+        self.pump(2)
 
-        self.say("owner presses the kitchen device's button and claims it with their key")
-        self.devices[0][1].press_button()
-        self.command(self.vendor, kitchen, "claim", {"owner": self.owner.public}, live)
-        self.owned.add(kitchen)
-        home = {"name": "home", "host": self.home_broker.host, "port": self.home_broker.port}
-        self.say("owner reroutes the kitchen stream to their own broker INSTEAD OF the vendor's")
-        self.command(self.vendor, kitchen, "set-destinations", {"destinations": [home]}, live)
-        self.routes[kitchen] = "home only"
-        self.wait_for(lambda: self.home.seen.get(kitchen), 10, live, "the kitchen's first reading at home")
-        frozen = self.vendor.seen[kitchen].verified
-        self.pump(3, live)
+        self.claim(0)
+        home_path = self.data_dir / "home" / "kitchen.jsonl"
+        self.say("owner reroutes the kitchen stream to their own service INSTEAD OF the vendor's")
+        result = self.call(
+            "POST",
+            "/routes",
+            {
+                "name": "kitchen-home",
+                "destination": {"type": "file", "path": str(home_path)},
+                "devices": [kitchen],
+                "mode": "instead-of",
+                "terms": {"recipient": "me", "purpose": "my own records"},
+            },
+        )
+        for outcome in result.get("device_commands", []):
+            self._say_ack(outcome["device_id"], outcome)
+        self.routes[kitchen] = "your agent only (instead of the vendor)"
+        since = time.time() + 1.0  # the vendor's last in-flight readings may land in this second
+        self.wait_for(lambda: self._count(self.home, kitchen, since), 10, "the kitchen's readings at home")
+        self.pump(3)
         self.say(
-            f"vendor readings from the kitchen since the reroute: {self.vendor.seen[kitchen].verified - frozen} (it stopped)"
+            "vendor readings from the kitchen since the reroute: "
+            f"{self._count(self.vendor, kitchen, since)} (it stopped)"
         )
 
-        self.say("owner claims the garage device and duplicates it to home IN ADDITION TO the vendor")
-        self.devices[1][1].press_button()
-        self.command(self.vendor, garage, "claim", {"owner": self.owner.public}, live)
-        self.owned.add(garage)
-        self.command(
-            self.vendor, garage, "set-destinations", {"destinations": [{"name": "vendor"}, home]}, live
+        self.claim(1)
+        expires = int(time.time()) + 30 * 86400
+        terms = {
+            "recipient": "energy co-op",
+            "purpose": "heating study",
+            "expires_s": expires,
+            "retention_days": 30,
+        }
+        self.say("owner duplicates the garage's air readings to a co-op IN ADDITION TO the vendor")
+        result = self.call(
+            "POST",
+            "/routes",
+            {
+                "name": "garage-coop",
+                "destination": {"type": "file", "path": str(self.data_dir / "coop" / "garage.jsonl")},
+                "devices": [garage],
+                "metrics": ["temp", "hum"],
+                "mode": "in-addition-to",
+                "terms": terms,
+            },
         )
-        self.routes[garage] = "vendor + home"
-        self.say("terms of sharing with the vendor: " + ", ".join(f"{k}={v}" for k, v in SHARE_TERMS.items()))
-        self.wait_for(lambda: self.home.seen.get(garage), 10, live, "the garage's first reading at home")
+        self.say(
+            "terms, signed by the owner in a share grant the co-op can verify: "
+            f"who={terms['recipient']}, what=garage temp and hum, why={terms['purpose']}, "
+            f"how long=30 days, retention asked={terms['retention_days']} days"
+            f" (grant {len(bytes.fromhex(result['grant_hex']))} bytes)"
+        )
+        self.routes[garage] = "vendor + your agent -> co-op (temp, hum)"
+        self.wait_for(lambda: self._coop_lines() > 0, 15, "the garage's readings forwarded to the co-op")
+        self.say(f"the co-op has its first signed readings ({self._coop_lines()}), byte for byte as signed")
 
         self.say("an attacker publishes a forged reading for the attic device on the vendor's broker")
-        attacker = wire.nacl_signer(os.urandom(32))
-        forged = messages.encode_reading(attacker, attic, 999, 1, [("chip", "Cel", 99.0)], int(time.time()))
-        self.vendor.client.publish(topics.topic(attic, "reading"), forged, qos=1)
-        topic, genuine = self.vendor.captured[garage]
+        forger = wire.nacl_signer(os.urandom(32))
+        forged = messages.encode_reading(forger, attic, 999, 1, [("chip", "Cel", 99.0)], int(time.time()))
+        self.attacker.publish(topics.topic(attic, "reading"), forged)
+        genuine = self.vendor.store.query(
+            "SELECT raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
+            (garage,),
+        )[0][0]
         self.say("...and re-publishes a genuine garage reading under the attic's topic")
-        self.vendor.client.publish(topics.topic(attic, "reading"), genuine, qos=1)
-        self.pump(2, live)
+        self.attacker.publish(topics.topic(attic, "reading"), bytes(genuine))
+        self.wait_for(
+            lambda: {"bad-signature", "wrong-topic"} <= {r[2] for r in self.rejections if r[0] == "vendor"},
+            10,
+            "the vendor refusing both",
+        )
         self._save_samples()
         if duration_s is None:
             self.say("running until Ctrl-C")
             while True:
-                self.pump(1, live)
+                self.pump(1)
         remaining = duration_s - (time.monotonic() - self.started)
         if remaining > 0:
-            self.pump(remaining, live)
+            self.pump(remaining)
+
+    def _coop_lines(self) -> int:
+        path = self.data_dir / "coop" / "garage.jsonl"
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
     def _save_samples(self) -> None:
         """Leave a card and a reading on disk for the third-party verification the README shows."""
         samples = self._dir("samples")
-        device_id = self.devices[2][2]
-        state = self.vendor.verifier.devices[device_id]
-        (samples / "attic.card").write_bytes(state.card.message.raw)
-        (samples / "attic.reading").write_bytes(self.vendor.captured[device_id][1])
+        attic = self.ids[2]
+        card = self.vendor.store.card(attic)
+        reading = self.vendor.store.query(
+            "SELECT raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
+            (attic,),
+        )
+        if card and reading:
+            (samples / "attic.card").write_bytes(bytes(card))
+            (samples / "attic.reading").write_bytes(bytes(reading[0][0]))
+
+    # --- display ------------------------------------------------------------------------------
 
     def render(self) -> Group:
         table = Table(title="Firstparty demo: devices", expand=True)
-        for column in (
-            "device",
-            "latest verified reading",
-            "readings/s",
-            "vendor got",
-            "home got",
-            "route",
-            "owner",
-        ):
+        for column in ("device", "latest verified reading", "readings/s", "vendor has", "you have", "route"):
             table.add_column(column)
-        for label, _, device_id in self.devices:
-            vendor, home = self.vendor.seen.get(device_id, Seen()), self.home.seen.get(device_id, Seen())
-            latest = (home if home.verified and self.routes[device_id] == "home only" else vendor).latest
+        for (label, _), device_id in zip(self.devices, self.ids, strict=True):
+            is_owned = device_id in self.owned
+            source = self.home if is_owned else self.vendor
             table.add_row(
-                f"{label}\n{device_id}",
-                latest,
-                f"{max(self.vendor.rate(device_id), self.home.rate(device_id)):.1f}",
-                str(vendor.verified),
-                str(home.verified),
-                self.routes[device_id],
-                "you" if device_id in self.owned else "unclaimed",
+                f"{label}\n{device_id}" + ("\nowner: you" if is_owned else "\nunclaimed"),
+                self._latest(source, device_id),
+                f"{self._rate(device_id):.1f}",
+                str(self._count(self.vendor, device_id)),
+                str(self._count(self.home, device_id)),
+                self.routes.get(device_id, ""),
             )
         rejections = Table(title="refused messages", expand=True)
-        for column in ("recipient", "device", "reason", "detail"):
+        for column in ("refused by", "device", "reason", "detail"):
             rejections.add_column(column)
-        for recipient in (self.vendor, self.home):
-            for device, reason, detail in recipient.rejections[-5:]:
-                rejections.add_row(recipient.name, device, reason, detail)
-        return Group(table, rejections, Panel("\n".join(self.story[-10:]), title="story"))
+        for who, device, reason, detail in self.rejections[-6:]:
+            rejections.add_row(who, device, reason, detail)
+        with self._lock:
+            story = "\n".join(self.story[-10:])
+        return Group(table, rejections, Panel(story, title="story"))
 
     def stop(self) -> None:
-        for _, device, _ in self.devices:
-            device.stop()
-        for recipient in (self.vendor, self.home):
-            recipient.stop()
-        self.vendor_broker.stop()
-        self.home_broker.stop()
+        while self._cleanups:
+            self._cleanups.pop()()
 
     def summary(self) -> str:
         samples = self.data_dir / "samples"
+        config = self.home_config_path
         return "\n".join(
             [
                 "",
                 "Where to look next:",
-                f"  data folder (device flash, owner key, broker logs): {self.data_dir}",
-                f"  the owner key: {self.owner.key_path} (owner id {self.owner.owner_id})",
+                f"  data folder (agents' databases and log, brokers, device flash): {self.data_dir}",
+                f"  your agent's API while it runs: {self.api_url}, its OpenAPI page {self.api_url}/docs",
+                "  run your agent again on the demo's data, then use the CLI and the API:",
+                f"    .venv/bin/firstparty serve --config {config}",
+                f"    .venv/bin/firstparty devices list --config {config}",
+                f"    .venv/bin/firstparty routes list --config {config}",
+                f"    .venv/bin/firstparty audit verify --config {config}",
                 "  verify a reading as a third party, holding nothing but the device card:",
                 f"    .venv/bin/firstparty verify --card {samples / 'attic.card'} {samples / 'attic.reading'}",
-                "  the wire format: docs/protocol.md",
+                "  flash a real board (docs/flashing.md):",
+                f"    .venv/bin/firstparty flash --board esp32-devkitc --vendor HOST:1883 --config {config}",
+                "  the wire format: docs/protocol.md; the API: docs/agent-api.md",
             ]
         )
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    for binary in ("mosquitto",):
-        if not shutil.which(binary) and not Path("/usr/sbin/mosquitto").exists():
-            raise UserError("mosquitto is not installed: run `bash scripts/install`")
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="firstparty-demo-"))
+    if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
+        raise UserError("mosquitto is not installed: run `bash scripts/install`")
+    data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="firstparty-demo-"))).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # the agents' own log lines go to a file: the story on screen already tells each rejection
+    logging.basicConfig(
+        filename=data_dir / "agents.log",
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        force=True,
+    )
     demo = Demo(data_dir, args.plain, console)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends it as Ctrl-C does, cleaning up
     try:
+        demo.start()
         if args.plain:
-            demo.play(None, args.duration)
+            demo.play(args.duration)
         else:
             with Live(demo.render(), console=console, refresh_per_second=4) as live:
-                demo.play(live, args.duration)
+                demo.live = live
+                demo.play(args.duration)
     except KeyboardInterrupt:
-        pass
+        pass  # Ctrl-C is how the demo ends when no --duration was given
     finally:
+        demo.live = None
         demo.stop()
     console.print(demo.summary(), highlight=False, markup=False, soft_wrap=True)
     return 0

@@ -3,11 +3,15 @@ the user to do next (verify a reading as a third party) works."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+from host_agent.verifier import Verifier
 from tests.helpers import REPO
 
 
@@ -35,6 +39,37 @@ def test_demo_plays_the_story_and_its_next_step_verifies(tmp_path):
     assert re.search(r"vendor refused .*: bad-signature", out)
     assert re.search(r"vendor refused .*: wrong-topic", out)
     assert "Traceback" not in out + result.stderr
+    assert re.search(r"your agent's API: http://127\.0\.0\.1:\d+/docs", out)
+
+    # the co-op got the garage's temp and hum, the original signed bytes, verifiable with its card
+    home = data / "home"
+    with sqlite3.connect(home / "firstparty.db") as db:
+        cards = {
+            device_id: bytes(card) for device_id, card in db.execute("SELECT device_id, card FROM devices")
+        }
+    verifier = Verifier()
+    for card in cards.values():
+        verifier.learn_card(card)
+    lines = (data / "coop" / "garage.jsonl").read_text().splitlines()
+    assert lines
+    for line in lines:
+        forward = json.loads(line)
+        message = verifier.check(
+            f"fp/v1/{forward['device_id']}/reading", base64.b64decode(forward["message"])
+        )
+        assert {name for name, _, _ in message.body} <= {"temp", "hum"}
+
+    # the owner's agent left by the demo answers the CLI the summary shows
+    config = str(home / "firstparty.toml")
+    listed = subprocess.run(
+        [*_firstparty(), "devices", "list", "--config", config], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0 and listed.stdout.count("accepted") == 2, listed.stdout + listed.stderr
+    assert "kitchen" in listed.stdout and "garage" in listed.stdout
+    audit = subprocess.run(
+        [*_firstparty(), "audit", "verify", "--config", config], capture_output=True, text=True, timeout=60
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
     # the next step the demo prints: verify a reading holding nothing but the card
     command = re.search(r"firstparty verify --card (\S+) (\S+)", out)
