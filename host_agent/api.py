@@ -56,6 +56,32 @@ class CommandIn(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=120)
 
 
+async def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The token's holder, or 401."""
+    if credentials is None:
+        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    token = await asyncio.to_thread(request.app.state.store.token, credentials.credentials)
+    if token is None:
+        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(**token)
+
+
+Reader = Annotated[Principal, Depends(principal)]
+
+
+async def admin(who: Reader) -> Principal:
+    """The token's holder if the token has the admin scope, or 403."""
+    if who.scope != "admin":
+        raise HTTPException(403, "this token is read-only: use an admin token")
+    return who
+
+
+Admin = Annotated[Principal, Depends(admin)]
+
+
 def build_app(agent) -> FastAPI:
     """Return the FastAPI application serving this agent."""
     store = agent.store
@@ -64,6 +90,7 @@ def build_app(agent) -> FastAPI:
         version="1",
         description="The owner's copy of every signed reading, and control of the devices.",
     )
+    app.state.store = store
     registry = prometheus_client.CollectorRegistry()
     accepted = prometheus_client.Gauge(
         "firstparty_accepted_total", "Messages accepted", ["kind"], registry=registry
@@ -81,25 +108,6 @@ def build_app(agent) -> FastAPI:
     @app.exception_handler(UserError)
     async def _user_error(request: Request, error: UserError):
         return JSONResponse({"detail": str(error)}, status_code=400)
-
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        if credentials is None:
-            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        token = await asyncio.to_thread(store.token, credentials.credentials)
-        if token is None:
-            raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-        return Principal(**token)
-
-    Reader = Annotated[Principal, Depends(principal)]
-
-    async def admin(who: Reader) -> Principal:
-        if who.scope != "admin":
-            raise HTTPException(403, "this token is read-only: use an admin token")
-        return who
-
-    Admin = Annotated[Principal, Depends(admin)]
 
     async def visible_devices(who: Principal) -> list[dict[str, Any]]:
         return [d for d in await asyncio.to_thread(store.devices) if who.can_see(d)]

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -84,7 +85,7 @@ class Attacker:
     """Someone on the vendor's broker publishing messages no device signed."""
 
     def __init__(self, broker: Mosquitto):
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-attacker")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-attacker")
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -365,6 +366,7 @@ class Demo:
             f" (grant {len(bytes.fromhex(result['grant_hex']))} bytes)"
         )
         self.routes[garage] = "vendor + your agent -> co-op (temp, hum)"
+        (self._dir("samples") / "garage-coop.grant").write_bytes(bytes.fromhex(result["grant_hex"]))
         self.wait_for(lambda: self._coop_lines() > 0, 15, "the garage's readings forwarded to the co-op")
         self.say(f"the co-op has its first signed readings ({self._coop_lines()}), byte for byte as signed")
 
@@ -408,6 +410,9 @@ class Demo:
         if card and reading:
             (samples / "attic.card").write_bytes(bytes(card))
             (samples / "attic.reading").write_bytes(bytes(reading[0][0]))
+        garage_card = self.home.store.card(self.ids[1])
+        if garage_card:
+            (samples / "garage.card").write_bytes(bytes(garage_card))
 
     # --- display ------------------------------------------------------------------------------
 
@@ -455,6 +460,9 @@ class Demo:
                 f"    .venv/bin/firstparty audit verify --config {config}",
                 "  verify a reading as a third party, holding nothing but the device card:",
                 f"    .venv/bin/firstparty verify --card {samples / 'attic.card'} {samples / 'attic.reading'}",
+                "  as the co-op: check what it received against the card and the owner's signed terms:",
+                f"    .venv/bin/firstparty verify --card {samples / 'garage.card'} --grant {samples / 'garage-coop.grant'}"
+                f" --owner {self.home.owner.public.hex()} {self.data_dir / 'coop' / 'garage.jsonl'}",
                 "  flash a real board (docs/flashing.md):",
                 f"    .venv/bin/firstparty flash --board esp32-devkitc --vendor HOST:1883 --config {config}",
                 "  the wire format: docs/protocol.md; the API: docs/agent-api.md",

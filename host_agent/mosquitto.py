@@ -47,10 +47,12 @@ class Mosquitto:
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        process = self.process
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.process.stderr.read().decode(errors='replace')}")
+            if process.poll() is not None:
+                why = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"mosquitto exited: {why}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self

@@ -59,6 +59,15 @@ def test_demo_plays_the_story_and_its_next_step_verifies(tmp_path):
         )
         assert {name for name, _, _ in message.body} <= {"temp", "hum"}
 
+    # the co-op's check the summary shows: card + the owner's signed grant + what it received
+    coop = re.search(r"firstparty (verify --card \S+ --grant \S+ --owner [0-9a-f]{64} \S+)", out)
+    assert coop, out
+    checked = subprocess.run(
+        [*_firstparty(), *coop.group(1).split()], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(lines)} verified, 0 refused" in checked.stdout
+
     # the owner's agent left by the demo answers the CLI the summary shows
     config = str(home / "firstparty.toml")
     listed = subprocess.run(
