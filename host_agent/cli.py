@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "status": "host_agent.verbs.status",
     "virtual-board": "host_agent.virtual_board",
     "flash": "host_agent.flash",
+    "api-spec": "host_agent.verbs.api_spec",
 }
 
 
