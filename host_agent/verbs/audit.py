@@ -5,22 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from host_agent.verbs.common import add_config_argument, load_config, open_store
+from host_agent.verbs.common import ActionAdder, load_config, open_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
-    sub = parser.add_subparsers(dest="action", required=True)
-    original_add_parser = sub.add_parser
-
-    def add_parser(*args, **kwargs):
-        action_parser = original_add_parser(*args, **kwargs)
-        add_config_argument(action_parser, is_action=True)
-        return action_parser
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-    sub.add_parser("verify", help="check every entry commits to the one before it")
-    show = sub.add_parser("show", help="print entries")
+    sub = ActionAdder(parser)
+    sub.add("verify", help="check every entry commits to the one before it")
+    show = sub.add("show", help="print entries")
     show.add_argument("--limit", type=int, default=50)
 
 

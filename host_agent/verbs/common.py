@@ -29,6 +29,19 @@ def add_config_argument(parser: argparse.ArgumentParser, is_action: bool = False
     )
 
 
+class ActionAdder:
+    """Adds a verb's actions; each action's parser takes --config too (`audit verify --config F`)."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        add_config_argument(parser)
+        self._sub = parser.add_subparsers(dest="action", required=True)
+
+    def add(self, name: str, help: str) -> argparse.ArgumentParser:
+        action = self._sub.add_parser(name, help=help)
+        add_config_argument(action, is_action=True)
+        return action
+
+
 def load_config(args: argparse.Namespace) -> agent_config.Config:
     path = args.config or (
         Path(os.environ["FIRSTPARTY_CONFIG"]) if "FIRSTPARTY_CONFIG" in os.environ else None

@@ -7,24 +7,15 @@ import json
 import time
 
 from host_agent.errors import UserError
-from host_agent.verbs.common import add_config_argument, call_agent, load_config, open_store
+from host_agent.verbs.common import ActionAdder, call_agent, load_config, open_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
-    sub = parser.add_subparsers(dest="action", required=True)
-    original_add_parser = sub.add_parser
-
-    def add_parser(*args, **kwargs):
-        action_parser = original_add_parser(*args, **kwargs)
-        add_config_argument(action_parser, is_action=True)
-        return action_parser
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-    sub.add_parser("list", help="every device with its state")
+    sub = ActionAdder(parser)
+    sub.add("list", help="every device with its state")
     for action in ("show", "accept", "reject"):
-        sub.add_parser(action, help=f"{action} a device").add_argument("device_id")
-    rename = sub.add_parser("rename", help="give a device a name")
+        sub.add(action, help=f"{action} a device").add_argument("device_id")
+    rename = sub.add("rename", help="give a device a name")
     rename.add_argument("device_id")
     rename.add_argument("name")
 

@@ -6,24 +6,15 @@ import argparse
 import json
 import time
 
-from host_agent.verbs.common import add_config_argument, call_agent, load_config, open_store
+from host_agent.verbs.common import ActionAdder, call_agent, load_config, open_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
-    sub = parser.add_subparsers(dest="action", required=True)
-    original_add_parser = sub.add_parser
-
-    def add_parser(*args, **kwargs):
-        action_parser = original_add_parser(*args, **kwargs)
-        add_config_argument(action_parser, is_action=True)
-        return action_parser
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-    sub.add_parser("list", help="every route, with its terms")
-    remove = sub.add_parser("remove", help="stop a route")
+    sub = ActionAdder(parser)
+    sub.add("list", help="every route, with its terms")
+    remove = sub.add("remove", help="stop a route")
     remove.add_argument("name")
-    add = sub.add_parser("add", help="add a route (the agent must be running)")
+    add = sub.add("add", help="add a route (the agent must be running)")
     add.add_argument("name")
     kinds = add.add_mutually_exclusive_group(required=True)
     kinds.add_argument("--webhook", metavar="URL")
