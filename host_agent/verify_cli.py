@@ -152,7 +152,11 @@ def _live(args: argparse.Namespace, report: Report) -> None:
         raise UserError(f"--live must be HOST:PORT, found {args.live!r}")
     arrived: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=10000)
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.on_connect = lambda c, u, flags, code, p: c.subscribe(args.topic, 1)
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        client.subscribe(args.topic, 1)  # again on every reconnect
+
+    client.on_connect = on_connect
     client.on_message = lambda c, u, m: arrived.put((m.topic, bytes(m.payload)))
     try:
         client.connect(host, int(port), keepalive=30)
