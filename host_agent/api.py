@@ -50,6 +50,10 @@ class RouteIn(RouteSpec):
     name: str = Field(min_length=1, max_length=64)
 
 
+class CardIn(BaseModel):
+    card_hex: str = Field(pattern="^([0-9a-f]{2})+$", max_length=4096)
+
+
 class CommandIn(BaseModel):
     op: str
     args: dict[str, Any] = {}
@@ -144,6 +148,11 @@ def build_app(agent) -> FastAPI:
     @app.get("/devices")
     async def devices(who: Reader) -> list[dict[str, Any]]:
         return [d for d in await visible_devices(who) if d["state"] != "pending" or who.scope == "admin"]
+
+    @app.post("/devices", status_code=201)
+    async def register(body: CardIn, who: Admin) -> dict[str, Any]:
+        """Register a device claimed for this owner at flash time (`firstparty flash` does it)."""
+        return await agent.register_card(bytes.fromhex(body.card_hex))
 
     @app.get("/devices/{device_id}")
     async def device(device_id: str, who: Reader) -> dict[str, Any]:

@@ -316,11 +316,31 @@ def flash(args: argparse.Namespace) -> int:
             f"the board booted as {booted_id}, not the {parsed.device_id} of its card; flash again"
         )
     say(f"firmware running as {booted_id}")
-    say(
-        "register with the agent: pending (the agent has no register-by-card API yet); the device shows up "
-        f"when its card reaches the agent: then `firstparty devices accept {booted_id}`"
-    )
+    try:
+        say(register(args, card, booted_id))
+    except UserError as error:  # the board is flashed and runs; only the agent's side is missing
+        say(f"flashed, but not registered: {error}; then `firstparty devices accept {booted_id}`")
+        return 1
     return 0
+
+
+def register(args: argparse.Namespace, card: bytes, device_id: str) -> str:
+    """Register the device with the owner's agent as claimed; say what became of it."""
+    from host_agent.verbs.common import RUNTIME_FILE, call_agent, load_config
+
+    if args.owner_key and not args.config:
+        return (
+            f"not registered with an agent (--owner-key without --config): `firstparty devices accept "
+            f"{device_id}` once its card reaches yours"
+        )
+    config = load_config(args)
+    if not (config.data_dir / RUNTIME_FILE).exists():
+        return (
+            f"the agent is not running: {device_id} goes to its pending list when its card arrives; "
+            f"accept it with `firstparty devices accept {device_id}`"
+        )
+    result = call_agent(config, "POST", "/devices", {"card_hex": card.hex()}, timeout_s=30)
+    return f"registered with the agent as claimed: {result['device_id']} {result['state']}"
 
 
 def read_card(port: str) -> bytes:

@@ -15,7 +15,9 @@ import time
 from collections import deque
 from typing import Any
 
-from host_agent import grants
+from fp import topics
+from fp.errors import ProtocolError
+from host_agent import grants, wire
 from host_agent import routes as routing
 from host_agent.broker import EmbeddedBroker
 from host_agent.bus import Bus, Delivery
@@ -225,6 +227,29 @@ class Agent:
 
     async def audit(self, kind: str, data: dict) -> None:
         await asyncio.to_thread(self.store.audit, kind, data)
+
+    async def register_card(self, data: bytes) -> dict[str, Any]:
+        """Register a device this owner claimed at flash time, from its card, as accepted.
+
+        The card must verify (self-signature, key matches id) and name this agent's owner: the
+        physical access that provisioned the owner key is the proof, so no pending step is needed.
+        """
+        try:
+            card = wire.parse_card(data)
+        except ProtocolError as error:
+            raise UserError(f"not a valid device card: {error}") from None
+        if card.owner_id != self.owner.owner_id:
+            raise UserError(
+                f"the card of {card.device_id} names owner {card.owner_id}, not this agent's "
+                f"{self.owner.owner_id}: flash it with this agent's key (--config)"
+            )
+        outcomes = await asyncio.to_thread(
+            self.ingest.process, [(topics.topic(card.device_id, "card"), bytes(data))]
+        )
+        if outcomes[0].reason is not None:
+            raise UserError(f"the card was refused: {outcomes[0].reason} ({outcomes[0].detail})")
+        await self.set_device_state(card.device_id, "accepted")
+        return {"device_id": card.device_id, "state": "accepted", "board": card.board}
 
     async def set_device_state(self, device_id: str, state: str) -> None:
         changed = await asyncio.to_thread(self.store.set_state, device_id, state)

@@ -7,10 +7,11 @@ import base64
 import httpx
 
 from fp import topics
+from fp.ids import id_from_public_key
 from host_agent import tokens
 from host_agent.grants import parse_grant
 from host_agent.verifier import Verifier
-from tests.agent.conftest import Publisher, wait_for
+from tests.agent.conftest import FakeDevice, Publisher, wait_for
 
 
 def api(agent, token):
@@ -114,3 +115,30 @@ def test_metrics_and_healthz(start_agent, device, publisher):
     text = admin.get("/metrics").text
     assert 'firstparty_accepted_total{kind="reading"} 1.0' in text
     assert admin.get("/openapi.json").json()["info"]["title"] == "Firstparty host agent"
+
+
+def test_a_card_claimed_for_this_owner_registers_as_accepted_and_another_owners_is_refused(
+    start_agent, device, publisher
+):
+    agent = start_agent()
+    admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
+    reader = api(agent, tokens.issue(agent.store, "reader", "read"))
+    card = device.card(owner_id=agent.owner.owner_id)
+    assert reader.post("/devices", json={"card_hex": card.hex()}).status_code == 403
+
+    response = admin.post("/devices", json={"card_hex": card.hex()})
+    assert response.status_code == 201, response.text
+    assert response.json() == {"device_id": device.device_id, "state": "accepted", "board": "sim"}
+    publisher.publish(device.topic("reading"), device.reading())
+    wait_for(lambda: agent.store.count_readings() == 1, 10, "the registered device's reading stored")
+    assert agent.store.readings()[0]["is_held"] is False  # accepted: nothing held
+
+    stranger = FakeDevice(bytes(range(32)))
+    theirs = stranger.card(owner_id=id_from_public_key(bytes(32)))
+    refused = admin.post("/devices", json={"card_hex": theirs.hex()})
+    assert refused.status_code == 400 and "not this agent's" in refused.json()["detail"]
+    tampered = bytearray(card)
+    tampered[-3] ^= 1
+    refused = admin.post("/devices", json={"card_hex": bytes(tampered).hex()})
+    assert refused.status_code == 400 and "not a valid device card" in refused.json()["detail"]
+    assert agent.store.device(stranger.device_id) is None

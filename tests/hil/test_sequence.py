@@ -16,12 +16,12 @@ import pytest
 import serial
 
 from fp import messages, topics
-from host_agent import boards
+from host_agent import boards, tokens, wire
 from host_agent import config as agent_config
-from host_agent import tokens, wire
 from host_agent.cli import main
 from host_agent.mosquitto import Mosquitto, free_port
 from host_agent.service import start_in_thread
+from host_agent.verbs.common import write_runtime
 from host_agent.virtual_board import VirtualBoard
 from tests.agent.conftest import Publisher, Webhook, agent_settings, wait_for
 from tests.agent.test_end_to_end import api
@@ -77,6 +77,11 @@ class Rig:
             },
         )
         self.agent, self.agent_thread = start_in_thread(agent_config.from_dict(settings))
+        # what `firstparty serve` leaves for the CLI on this machine, so that flash --config finds
+        # the running agent and registers the device with it
+        self.config_path = workdir / "firstparty.toml"
+        self.config_path.write_text(f'data_dir = "{self.agent.config.data_dir}"\n')
+        write_runtime(self.agent.config, self.agent.api_port, self.agent.store)
         wait_for(lambda: self.agent.bus.is_connected, 10, "the agent connected")
         self.admin = api(self.agent, tokens.issue(self.agent.store, "admin", "admin"))
         self.vendor_view = VendorView(self.vendor)
@@ -142,7 +147,7 @@ def rig(request, tmp_path_factory):
 
 def test_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig, capsys):
     args = ["flash", "--board", rig.board_name, "--vendor", rig.vendor_endpoint]
-    args += ["--owner-key", str(rig.agent.owner.key_path), "--card-out", str(rig.workdir / "device.card")]
+    args += ["--config", str(rig.config_path), "--card-out", str(rig.workdir / "device.card")]
     if rig.port:
         args += ["--port", rig.port]
     if rig.wifi:
@@ -155,14 +160,14 @@ def test_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig,
     assert card.owner_id == rig.agent.owner.owner_id
     rig.device_id = card.device_id
     assert f"firmware running as {card.device_id}" in out  # booted: boot.py, main.py
+    assert f"registered with the agent as claimed: {card.device_id} accepted" in out
+    assert rig.agent.store.device(card.device_id)["state"] == "accepted"
 
 
 def test_2_first_signed_reading_is_verified_by_the_agent(rig):
     assert rig.device_id, "flash failed"
-    # registration at flash time is not in the agent yet: the card arrives through the vendor relay
-    wait_for(lambda: rig.agent.store.device(rig.device_id), READING_WAIT_S, "the card at the agent")
-    response = rig.admin.post(f"/pending/{rig.device_id}/accept")
-    assert response.status_code == 200, response.text
+    # registered as claimed at flash time: no pending step
+    assert rig.admin.get("/pending").json() == []
     result = rig.admin.post(
         f"/devices/{rig.device_id}/commands",
         json={"op": "set-interval", "args": {"sensor": rig.sensor, "interval_s": 1}},

@@ -56,7 +56,7 @@ def test_flash_sim_into_the_virtual_board_boots_and_reads_back_a_card_naming_the
     assert provision["owner"] == owner.public.hex()
     assert provision["vendor"] == {"host": "127.0.0.1", "port": 1883}
     assert (flashed / "fp" / "app.mpy").exists() and (flashed / "main.py").exists()
-    assert "register with the agent: pending" in out  # said, not faked
+    assert "not registered with an agent (--owner-key without --config)" in out  # said, not faked
 
 
 def test_flash_refuses_a_board_that_is_another_chip(virtual_board, tmp_path, capsys):
