@@ -350,6 +350,29 @@ def test_shown_command_is_real(where, command, tmp_path, request):
         pytest.fail(f"{where}: `{command}` is shown but no test covers it")
 
 
+def text_commands() -> list[tuple[str, str]]:
+    """(file, command) for each `firstparty` command in a ```text block (output, or needs a board)."""
+    found = []
+    for path in DOCS:
+        for block in re.findall(r"```text\n(.*?)```", path.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                commands = re.findall(r"\$\(([^)]*/?\.venv/bin/firstparty [^)]*)\)", line)
+                line = line.removeprefix("$ ").removeprefix("sudo -u firstparty ").split(" #")[0].strip()
+                if re.match(r"(/\S*/)?\.venv/bin/firstparty ", line):
+                    commands.append(line)
+                found += [(str(path.relative_to(REPO)), command) for command in commands]
+    return found
+
+
+@pytest.mark.parametrize("where,command", text_commands())
+def test_commands_shown_as_text_parse_with_the_real_parser(where, command):
+    words = shlex.split(command)
+    assert words[0].endswith(".venv/bin/firstparty"), command
+    argv = words[1:]
+    build_parser().parse_args(argv)
+    _assert_options_spelled_out(where, argv)
+
+
 def test_every_verb_and_every_action_is_documented_in_the_readme_or_docs():
     text = "\n".join(path.read_text() for path in DOCS)
     verbs = _subparsers(build_parser())
