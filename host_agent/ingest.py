@@ -27,6 +27,13 @@ from host_agent.store import Store
 
 log = logging.getLogger("firstparty.ingest")
 DEVICE_KINDS = ("reading", "status", "ack")
+MESSAGE_INSERT = (
+    "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, digest, raw, body, metrics,"
+    " held) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+OUTBOX_INSERT = (
+    "INSERT OR IGNORE INTO outbox (route_id, message_id, idempotency_key, next_at) VALUES (?,?,?,?)"
+)
 
 
 @dataclass
@@ -50,6 +57,58 @@ class Outcome:
     boot: int | None = None
     seq: int | None = None
     raw: bytes = b""
+
+
+class Rows:
+    """What one batch writes, gathered while its messages are checked, written just before the commit.
+
+    One executemany per table instead of four statements per message, and one replay and last_seen
+    row per device however many of its messages the batch holds. Until then the rows are not in
+    the tables, so the checks of later messages in the batch look here too (digests, counters).
+    """
+
+    def __init__(self, max_id: int):
+        self.next_id = max_id  # ids as SQLite picks them (largest + 1); the forwards refer to them
+        self.messages: list[tuple] = []
+        self.outbox: list[tuple] = []
+        self.rejections: list[tuple] = []
+        self.windows: dict[tuple[str, str], replay.ReplayWindow] = {}
+        self.windows_read: set[tuple[str, str]] = set()
+        self.digests: set[bytes] = set()
+        self.counters: set[tuple[str, str, int, int]] = set()
+        self.seen: set[str] = set()
+        self.statuses: dict[str, str] = {}
+
+    def write(self, db, now: float) -> None:
+        if self.messages:
+            db.executemany(MESSAGE_INSERT, self.messages)
+        if self.outbox:
+            db.executemany(OUTBOX_INSERT, self.outbox)
+        if self.windows:
+            db.executemany(
+                "INSERT OR REPLACE INTO replay VALUES (?,?,?,?,?)",
+                [(device_id, kind, *_window_row(w)) for (device_id, kind), w in self.windows.items()],
+            )
+        if self.seen:
+            db.executemany(
+                "UPDATE devices SET last_seen=? WHERE device_id=?",
+                [(now, device_id) for device_id in self.seen if device_id not in self.statuses],
+            )
+        if self.statuses:
+            db.executemany(
+                "UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?",
+                [(now, status, device_id) for device_id, status in self.statuses.items()],
+            )
+        if self.rejections:
+            db.executemany(
+                "INSERT INTO rejections (at, reason, topic, device_id, detail) VALUES (?,?,?,?,?)",
+                self.rejections,
+            )
+
+
+def _window_row(window: replay.ReplayWindow) -> tuple[int, int, bytes]:
+    boot, top, seen = window.state()
+    return boot, top, seen.to_bytes((seen.bit_length() + 7) // 8 or 1, "big")
 
 
 @dataclass
@@ -115,8 +174,10 @@ class Ingest:
         now = time.time()
         try:
             with self.store.transaction() as db:
+                rows = Rows(db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
                 for topic, data in batch:
-                    outcomes.append(self._one(db, topic, bytes(data), now, saved_windows, saved_known))
+                    outcomes.append(self._one(db, rows, topic, bytes(data), now, saved_windows, saved_known))
+                rows.write(db, now)
         except sqlite3.Error:
             for key, state in saved_windows.items():
                 if state is None:
@@ -138,7 +199,7 @@ class Ingest:
                     log.warning("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
         return outcomes
 
-    def _one(self, db, topic, data, now, saved_windows, saved_known) -> Outcome:
+    def _one(self, db, rows: Rows, topic, data, now, saved_windows, saved_known) -> Outcome:
         try:
             device_id, kind = topics.parse(topic)
             if kind == "card":
@@ -160,26 +221,30 @@ class Ingest:
             cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
             digest = hashlib.sha256(data).digest()
             key = (device_id, kind)
-            if self.shared:
+            window = self.windows.get(key)
+            saved_windows.setdefault(key, window.state() if window else None)
+            if self.shared and key not in rows.windows_read:
+                # another process may have moved this window since; BEGIN IMMEDIATE keeps it still
+                # from here to the commit, so one read per transaction is enough
+                rows.windows_read.add(key)
                 row = db.execute(
                     "SELECT boot, top, seen FROM replay WHERE device_id=? AND kind=?", (device_id, kind)
                 ).fetchone()
-                saved_windows.setdefault(key, self.windows[key].state() if key in self.windows else None)
-                self.windows[key] = (
+                window = self.windows[key] = (
                     replay.ReplayWindow(row[0], row[1], int.from_bytes(row[2], "big"))
                     if row
                     else replay.ReplayWindow()
                 )
-            window = self.windows.get(key)
-            if window is None:
+            elif window is None:
                 window = self.windows[key] = replay.ReplayWindow()
-                saved_windows.setdefault(key, None)
-            else:
-                saved_windows.setdefault(key, window.state())
+            counter = (device_id, kind, message.boot, message.seq)
             try:
                 window.accept(message.boot, message.seq)
             except ProtocolError:
-                if db.execute("SELECT 1 FROM messages WHERE digest=?", (digest,)).fetchone():
+                if (
+                    digest in rows.digests
+                    or db.execute("SELECT 1 FROM messages WHERE digest=?", (digest,)).fetchone()
+                ):
                     raise ProtocolError("duplicate", f"boot {message.boot} seq {message.seq} again") from None
                 # Several consumers of one $share/ group reorder a device's stream by more than the
                 # window; there the store, which holds every accepted (boot, seq), is the authority
@@ -187,18 +252,14 @@ class Ingest:
                 is_behind = message.boot == window.boot and window.top - message.seq >= replay.WINDOW
                 if (
                     not (self.shared and is_behind)
+                    or counter in rows.counters
                     or db.execute(
-                        "SELECT 1 FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?",
-                        (device_id, kind, message.boot, message.seq),
+                        "SELECT 1 FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?", counter
                     ).fetchone()
                 ):
                     raise
-            boot, top, seen = window.state()
-            db.execute(
-                "INSERT OR REPLACE INTO replay VALUES (?,?,?,?,?)",
-                (device_id, kind, boot, top, seen.to_bytes((seen.bit_length() + 7) // 8 or 1, "big")),
-            )
-            return self._store(db, topic, data, digest, message, known, now)
+            rows.windows[key] = window
+            return self._store(rows, topic, data, digest, counter, message, known, now)
         except ProtocolError as error:
             device = None
             try:
@@ -206,10 +267,7 @@ class Ingest:
             except ProtocolError:
                 pass
             if error.reason != "duplicate":
-                db.execute(
-                    "INSERT INTO rejections (at, reason, topic, device_id, detail) VALUES (?,?,?,?,?)",
-                    (now, error.reason, topic[:200], device, error.detail[:300]),
-                )
+                rows.rejections.append((now, error.reason, topic[:200], device, error.detail[:300]))
             return Outcome(topic, error.reason, error.detail, device)
 
     def _known_from_store(self, db, device_id: str, saved_known) -> Known | None:
@@ -245,7 +303,7 @@ class Ingest:
             self.known[device_id] = Known(known.public_key, known.state, card.owner_id)
         return Outcome(topic, None, device_id=device_id, kind="card", body=card, raw=data)
 
-    def _store(self, db, topic, data, digest, message, known: Known, now) -> Outcome:
+    def _store(self, rows: Rows, topic, data, digest, counter, message, known: Known, now) -> Outcome:
         device_id, kind = message.device_id, message.kind
         body = message.body
         metrics = None
@@ -253,10 +311,12 @@ class Ingest:
             body = [list(item) for item in body]
             metrics = "," + ",".join(item[0] for item in body) + ","
         is_held = known.state != "accepted"
-        cursor = db.execute(
-            "INSERT INTO messages (device_id, kind, boot, seq, time_s, received_s, digest, raw, body, metrics, held)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        rows.next_id += 1
+        message_id = rows.next_id
+        encoded_body = _to_json(body)
+        rows.messages.append(
             (
+                message_id,
                 device_id,
                 kind,
                 message.boot,
@@ -265,33 +325,36 @@ class Ingest:
                 now,
                 digest,
                 data,
-                json.dumps(body, default=_jsonable),
+                encoded_body,
                 metrics,
                 int(is_held),
-            ),
-        )
-        message_id = cursor.lastrowid
-        if kind == "status":
-            db.execute(
-                "UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?",
-                (now, json.dumps(body, default=_jsonable), device_id),
             )
-        else:
-            db.execute("UPDATE devices SET last_seen=? WHERE device_id=?", (now, device_id))
-        if kind == "reading" and not is_held:
-            self.enqueue(db, message_id, device_id, message.boot, message.seq, [i[0] for i in body], now)
+        )
+        rows.digests.add(digest)
+        rows.counters.add(counter)
+        rows.seen.add(device_id)
+        if kind == "status":
+            rows.statuses[device_id] = encoded_body
+        elif kind == "reading" and not is_held:
+            rows.outbox += self.forwards(message_id, device_id, message.boot, message.seq, body, now)
         return Outcome(topic, None, "", device_id, kind, message_id, body, message.boot, message.seq, data)
 
-    def enqueue(self, db, message_id, device_id, boot, seq, metric_names, now) -> None:
-        """Queue one forward per matching route; the idempotency key is (device, boot, seq)."""
+    def forwards(self, message_id, device_id, boot, seq, body, now) -> list[tuple]:
+        """Outbox rows of one reading, one per matching route; the idempotency key is (device, boot, seq)."""
+        if not self.routes:
+            return []
         key = f"{device_id}:{boot}:{seq}"
-        for route in self.routes:
-            if routing.matches(route, device_id, metric_names, now):
-                db.execute(
-                    "INSERT OR IGNORE INTO outbox (route_id, message_id, idempotency_key, next_at)"
-                    " VALUES (?,?,?,?)",
-                    (route["id"], message_id, key, now),
-                )
+        metric_names = [item[0] for item in body]
+        return [
+            (route["id"], message_id, key, now)
+            for route in self.routes
+            if routing.matches(route, device_id, metric_names, now)
+        ]
+
+    def enqueue(self, db, message_id, device_id, boot, seq, metric_names, now) -> None:
+        """Queue one forward per matching route now (readings released after an accept)."""
+        body = [(name,) for name in metric_names]
+        db.executemany(OUTBOX_INSERT, self.forwards(message_id, device_id, boot, seq, body, now))
 
     def release_held(self, device_id: str) -> int:
         """After an accept: queue forwards of the readings that were held for this device."""
@@ -311,6 +374,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+_to_json = json.JSONEncoder(default=_jsonable).encode  # json.dumps(default=...) builds an encoder per call
 
 
 def verify_only(verifier_keys: dict[str, bytes], topic: str, data: bytes) -> messages.DeviceMessage:

@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import random
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class MqttSink:
         if destination.get("username"):
             self.client.username_pw_set(destination["username"], destination.get("password"))
         self.client.reconnect_delay_set(0.2, 5)
+        self.client.on_socket_open = _no_nagle
         self.is_started = False
         self.announced: set[tuple[str, str]] = set()
 
@@ -152,7 +154,11 @@ class Outbox:
                 continue
             self.delivered += len(items)
             await asyncio.to_thread(
-                self.store.mark_delivered, [i[0] for i in items], route["name"], route.get("terms", {})
+                self.store.mark_delivered,
+                [i[0] for i in items],
+                route["name"],
+                route.get("terms", {}),
+                [i[2] for i in items],
             )
         return True
 
@@ -209,6 +215,14 @@ class Outbox:
                 route["destination"], f"firstparty-route-{route['id']}-{random.randrange(1 << 30)}"
             )
         return sink
+
+
+def _no_nagle(client, userdata, sock) -> None:
+    """Send each forward at once instead of after the broker's delayed ACK of the one before."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket: leave it
+        pass
 
 
 def _append_lines(path: Path, lines: list[str]) -> None:

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS outbox (
   idempotency_key TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
   delivered_at REAL, last_error TEXT, UNIQUE (route_id, idempotency_key));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_at);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS tokens (
   id INTEGER PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, name TEXT, scope TEXT NOT NULL,
   devices TEXT, metrics TEXT, account TEXT, created REAL, revoked REAL);
@@ -282,10 +283,12 @@ class Store:
 
     def due(self, now_s: float, limit: int = 200) -> list[tuple]:
         """Return (outbox id, route id, idempotency key, attempts, raw, device_id) due for delivery."""
+        # outbox_pending walks the undelivered rows in order and stops at `limit`; through
+        # outbox_due, SQLite sorted every pending row on each call (quadratic in a backlog)
         return self.query(
-            "SELECT o.id, o.route_id, o.idempotency_key, o.attempts, m.raw, m.device_id FROM outbox o"
-            " JOIN messages m ON m.id=o.message_id WHERE o.delivered_at IS NULL AND o.next_at<=?"
-            " ORDER BY o.id LIMIT ?",
+            "SELECT o.id, o.route_id, o.idempotency_key, o.attempts, m.raw, m.device_id"
+            " FROM outbox o INDEXED BY outbox_pending JOIN messages m ON m.id=o.message_id"
+            " WHERE o.delivered_at IS NULL AND o.next_at<=? ORDER BY o.id LIMIT ?",
             (now_s, limit),
         )
 
@@ -293,19 +296,23 @@ class Store:
         rows = self.query("SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL")
         return rows[0][0] if rows else None
 
-    def mark_delivered(self, outbox_ids: list[int], route_name: str, terms: dict) -> None:
+    def mark_delivered(
+        self, outbox_ids: list[int], route_name: str, terms: dict, keys: list[str] | None = None
+    ) -> None:
+        """Mark forwards delivered; `keys` are their idempotency keys if the caller has them."""
         if not outbox_ids:
             return
         now = time.time()
         with self.transaction() as db:
             db.executemany("UPDATE outbox SET delivered_at=? WHERE id=?", [(now, i) for i in outbox_ids])
-            keys = [
-                r[0]
-                for r in db.execute(
-                    f"SELECT idempotency_key FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})",
-                    tuple(outbox_ids),
-                )
-            ]
+            if keys is None:
+                keys = [
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT idempotency_key FROM outbox WHERE id IN ({','.join('?' * len(outbox_ids))})",
+                        tuple(outbox_ids),
+                    )
+                ]
             # one audit entry per delivered batch: which readings went to which recipient, on which terms
             self._audit(db, "shared", {"route": route_name, "terms": terms, "readings": keys})
 
