@@ -48,8 +48,8 @@ DEVICES = (
     (
         "garage (dht22 2 s, adc 3 s)",
         [
-            {"name": "air", "type": "dht22", "interval_s": 2},
-            {"name": "battery", "type": "adc", "interval_s": 3},
+            {"name": "air", "type": "dht22", "interval_s": 2, "pin": 4},
+            {"name": "battery", "type": "adc", "interval_s": 3, "pin": 35},
         ],
     ),
     ("attic (chip temp, 1 s)", [{"name": "chip", "type": "internal-temp", "interval_s": 1}]),

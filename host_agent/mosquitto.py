@@ -19,14 +19,16 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto process on 127.0.0.1 that tests can stop and start again (same port)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = ""):
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_config: str = "", host: str = "127.0.0.1"
+    ):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise FileNotFoundError(
                 "mosquitto is not installed: run `bash scripts/install` (Debian package mosquitto)"
             )
         self.binary = binary
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -42,6 +44,11 @@ class Mosquitto:
         )
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def probe_host(self) -> str:
+        """Where a client on this machine reaches the listener (a wildcard address is reached on loopback)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+
     def start(self, timeout_s: float = 5.0) -> Mosquitto:
         """Start the broker and wait until it accepts connections."""
         self.process = subprocess.Popen(
@@ -54,7 +61,7 @@ class Mosquitto:
                 why = process.stderr.read().decode(errors="replace") if process.stderr else ""
                 raise RuntimeError(f"mosquitto exited: {why}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
+                with socket.create_connection((self.probe_host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)

@@ -70,14 +70,19 @@ def is_expired(route: dict[str, Any], now_s: float | None = None) -> bool:
 
 
 def matches(route: dict[str, Any], device_id: str, metric_names: list[str], now_s: float) -> bool:
-    """True when this route carries a reading of `device_id` with these metrics at `now_s`."""
+    """True when this route carries a reading of `device_id` with these metrics at `now_s`.
+
+    A forward is the whole signed reading (a signature cannot be cut), so a route limited to some
+    metrics carries only readings made of those metrics alone: nothing beyond what its share
+    grant states ever reaches the recipient, and the grant's own check (Grant.covers) agrees.
+    """
     if is_expired(route, now_s):
         return False
     if "*" not in route["devices"] and device_id not in route["devices"]:
         return False
     if "*" in route["metrics"]:
         return True
-    return any(name in route["metrics"] for name in metric_names)
+    return bool(metric_names) and all(name in route["metrics"] for name in metric_names)
 
 
 def device_destinations(routes: list[dict[str, Any]], device_id: str, home: dict[str, Any]) -> list[dict]:

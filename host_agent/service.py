@@ -82,7 +82,8 @@ class Agent:
             self.broker = EmbeddedBroker(config.data_dir / "broker", host, port)
             await asyncio.to_thread(self.broker.start)
             tasks.append(asyncio.create_task(self.broker.supervise(self.stopping)))
-            port = self.broker.agent_port  # the agent's own listener; devices use broker.port
+            # the agent's own listener, on loopback whatever address devices use (broker.port)
+            host, port = "127.0.0.1", self.broker.agent_port
             username, password = self.broker.agent_credentials()
         else:
             username, password = config.broker.username, config.broker.password
@@ -134,7 +135,10 @@ class Agent:
             sockets = [s for srv in server.servers for s in srv.sockets]
             self.api_port = sockets[0].getsockname()[1] if sockets else config.api.port
         self.ready.set()
-        log.info("agent %s role, owner %s, broker %s:%d", config.role, self.owner.owner_id, host, port)
+        devices_reach = (
+            f"{self.broker.host}:{self.broker.port} (embedded)" if self.broker else f"{host}:{port}"
+        )
+        log.info("agent %s role, owner %s, broker %s", config.role, self.owner.owner_id, devices_reach)
         try:
             await self.stopping.wait()
         finally:
@@ -290,6 +294,31 @@ class Agent:
         result: dict[str, Any] = {"name": name, "grant_hex": grant.hex()}
         if spec["mode"] == "instead-of":
             result["device_commands"] = await self._apply_device_destinations(spec["devices"])
+        return result
+
+    async def change_route(self, name: str, spec: dict) -> dict[str, Any]:
+        """Replace a route in one step: validated first, re-signed, audited, devices told.
+
+        A spec that does not validate leaves the route as it was. Forwards not yet delivered stay
+        queued for the new destination when the new spec still carries them. When the route is
+        instead-of before or after, its devices (of both specs) get the destinations implied now.
+        """
+        spec = routing.validate(spec)
+        before = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
+        if name not in before:
+            raise UserError(f"no route {name!r}: see `firstparty routes list`")
+        grant = grants.encode_grant(self.owner.sign, self.owner.public, name, spec, int(time.time()))
+
+        def keeps(device_id: str, metric_names: list[str]) -> bool:
+            return routing.matches(spec, device_id, metric_names, time.time())
+
+        if not await asyncio.to_thread(self.store.update_route, name, spec, grant, keeps):
+            raise UserError(f"no route {name!r}: see `firstparty routes list`")  # removed meanwhile
+        self.ingest.reload_routes()
+        result: dict[str, Any] = {"name": name, "grant_hex": grant.hex()}
+        affected = [d for r in (before[name], spec) if r["mode"] == "instead-of" for d in r["devices"]]
+        if affected:
+            result["device_commands"] = await self._apply_device_destinations(list(dict.fromkeys(affected)))
         return result
 
     async def remove_route(self, name: str) -> dict[str, Any]:

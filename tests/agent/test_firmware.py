@@ -61,7 +61,7 @@ def test_real_device_in_addition_to_then_instead_of_the_vendor(start_agent, mosq
                 "name": "coop",
                 "destination": {"type": "mqtt", "host": other.host, "port": other.port},
                 "mode": "instead-of",
-                "metrics": ["temperature", "temp"],
+                "metrics": ["temp", "hum", "press"],  # the sim's env sensor: a BME280
                 "terms": {"recipient": "coop", "purpose": "heating study"},
             },
         )

@@ -1,0 +1,66 @@
+"""Route decisions (pure): which readings a route carries, and what a device is told to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from host_agent import grants, routes
+from host_agent.errors import UserError
+
+DEVICE = "a" * 24
+OTHER = "b" * 24
+
+
+def route(**spec):
+    return routes.validate({"destination": {"type": "file", "path": "/tmp/x"}, **spec})
+
+
+@pytest.mark.parametrize(
+    "metrics,names,expected",
+    [
+        (["*"], ["temp", "hum"], True),
+        (["temp"], ["temp"], True),
+        (["temp", "hum"], ["temp", "hum"], True),
+        (["temp"], ["temp", "hum"], False),  # the signed reading would hand over hum too
+        (["temp"], ["hum"], False),
+    ],
+)
+def test_a_metric_limited_route_carries_only_readings_made_of_its_metrics(metrics, names, expected):
+    assert routes.matches(route(metrics=metrics), DEVICE, names, 0) is expected
+
+
+def test_what_a_route_carries_its_grant_covers():
+    spec = route(devices=[DEVICE], metrics=["temp", "hum"], terms={"expires_s": 1000})
+    # the terms as the recipient reads them from the grant (its wire form: tests/test_verify_cli.py)
+    grant = grants.Grant("o", "r", spec["devices"], spec["metrics"], "", None, 0, 1000, "r")
+    for names in (["temp"], ["temp", "hum"], ["temp", "press"], ["press"]):
+        for device in (DEVICE, OTHER):
+            for now in (10, 2000):
+                assert routes.matches(spec, device, names, now) == grant.covers(device, names, now)
+
+
+def test_an_expired_route_carries_nothing():
+    assert not routes.matches(route(terms={"expires_s": 100}), DEVICE, ["temp"], 100)
+    assert routes.matches(route(terms={"expires_s": 100}), DEVICE, ["temp"], 99)
+
+
+def test_instead_of_drops_the_vendor_on_the_device_and_in_addition_keeps_it():
+    home = {"host": "192.168.1.2", "port": 1883}
+    instead = dict(route(devices=[DEVICE], mode="instead-of"), name="x")
+    assert routes.device_destinations([instead], DEVICE, home) == [dict(home, name="home")]
+    assert routes.device_destinations([instead], OTHER, home) == [{"name": "vendor"}, dict(home, name="home")]
+
+
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        ({"destination": {"type": "ftp"}}, "destination.type must be one of"),
+        ({"destination": {"type": "webhook"}}, "destination.url is required"),
+        ({"destination": {"type": "file", "path": "/x"}, "mode": "sideways"}, "mode must be one of"),
+        ({"destination": {"type": "file", "path": "/x"}, "terms": {"why": "x"}}, "terms.why is unknown"),
+        ({"destination": {"type": "file", "path": "/x"}, "devices": ["nope"]}, "devices must be a list"),
+    ],
+)
+def test_a_bad_route_names_the_key(spec, words):
+    with pytest.raises(UserError, match=words):
+        routes.validate(spec)
