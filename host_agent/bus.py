@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from fp import topics
 
@@ -53,12 +54,12 @@ class Bus:
         self.shared_group = shared_group
         self.is_connected = False
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
         )
         if username:
             self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(100)
-        self.client.reconnect_delay_set(0.1, 2)
+        self.client.reconnect_delay_set(0.1, 2)  # type: ignore[arg-type]  # paho takes seconds as floats; its hint says int
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from fp import topics
 from host_agent import routes as routing
@@ -45,10 +46,10 @@ class MqttSink:
 
     def __init__(self, destination: dict[str, Any], client_id: str):
         self.destination = destination
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if destination.get("username"):
             self.client.username_pw_set(destination["username"], destination.get("password"))
-        self.client.reconnect_delay_set(0.2, 5)
+        self.client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]  # paho takes seconds as floats; its hint says int
         self.client.on_socket_open = _no_nagle
         self.is_started = False
         self.announced: set[tuple[str, str]] = set()
