@@ -1,11 +1,16 @@
 """The open HTTP API (FastAPI): devices, cards, readings, live stream, routes, commands, audit.
 
-Every endpoint but /healthz needs a bearer token (`firstparty tokens create`). Scopes:
-- `read`: GET endpoints, limited to the token's devices and metrics when it names them;
-- `admin`: everything, including routes, commands, accept/reject.
+Every endpoint needs a bearer token (`firstparty tokens create`) but four: /healthz, and the
+description of the API, which holds no data: the OpenAPI document at /openapi.json and its pages
+/docs (Swagger UI) and /redoc. Scopes:
+- `read`: GET endpoints, limited to the token's devices and metrics when it names them; pending
+  devices do not exist for it;
+- `admin`: everything, including routes, commands, accept/reject; a token limited to devices
+  registers, accepts, rejects and commands only those.
+A metric-limited token gets a reading's signed message only when every value in it is one of
+its metrics; the others come cut to its metrics, without the message (`is_partial`).
 In the vendor role a token belongs to an account (an owner id) and sees only the devices whose
-card names that owner (the owner whose key signed the claim). The OpenAPI document is at
-/openapi.json, the interactive one at /docs.
+card names that owner (the owner whose key signed the claim).
 """
 
 import asyncio
@@ -18,6 +23,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from fp.errors import ProtocolError
+from host_agent import wire
 from host_agent.errors import UserError
 
 bearer = HTTPBearer(auto_error=False)
@@ -31,9 +38,30 @@ class Principal(BaseModel):
     account: str | None = None
 
     def can_see(self, device: dict[str, Any]) -> bool:
+        """True when this token may know of the device (a pending one: admin tokens only)."""
         if self.account is not None and device.get("owner_id") != self.account:
             return False
+        if device.get("state") == "pending" and self.scope != "admin":
+            return False
         return self.devices is None or device["device_id"] in self.devices
+
+
+def limit_to_metrics(item: dict[str, Any], metrics: list[str] | None) -> dict[str, Any] | None:
+    """Return a reading as a token limited to `metrics` may see it, or None if it carries none of them.
+
+    A signed message cannot be cut without breaking its signature, and it holds every value: a
+    reading that carries other metrics too comes with the allowed values only, without
+    `message_hex`, and `is_partial` true.
+    """
+    if metrics is None:
+        return dict(item, is_partial=False)
+    values = [v for v in item["values"] if v["n"] in metrics]
+    if not values:
+        return None
+    if len(values) == len(item["values"]):
+        return dict(item, is_partial=False)
+    cut = {key: value for key, value in item.items() if key != "message_hex"}
+    return dict(cut, values=values, is_partial=True)
 
 
 class RouteSpec(BaseModel):
@@ -55,6 +83,8 @@ class CardIn(BaseModel):
 
 
 class CommandIn(BaseModel):
+    """A command; hand-over takes the new owner's key as `{"owner_hex": 64 hex digits}`."""
+
     op: str
     args: dict[str, Any] = {}
     timeout_s: float | None = Field(default=None, gt=0, le=120)
@@ -93,6 +123,7 @@ def build_app(agent) -> FastAPI:
         title="Firstparty host agent",
         version="1",
         description="The owner's copy of every signed reading, and control of the devices.",
+        swagger_ui_oauth2_redirect_url=None,  # bearer tokens only: no OAuth2 page to leave open
     )
     app.state.store = store
     registry = prometheus_client.CollectorRegistry()
@@ -122,10 +153,18 @@ def build_app(agent) -> FastAPI:
             raise HTTPException(404, f"no device {device_id} for this token")
         return device
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    @app.get(
+        "/healthz",
+        responses={
+            503: {"description": "Not ok: the store cannot commit or the broker is disconnected (same body)"}
+        },
+    )
+    async def healthz(response: Response) -> dict[str, Any]:
+        """200 when the store commits and the broker is connected, else 503; the body says which."""
         status = agent.status()
         ok = status["store"] == "ok" and status["broker"] == "connected"
+        if not ok:
+            response.status_code = 503
         return {"ok": ok, "store": status["store"], "broker": status["broker"], "role": status["role"]}
 
     @app.get("/metrics")
@@ -147,12 +186,19 @@ def build_app(agent) -> FastAPI:
 
     @app.get("/devices")
     async def devices(who: Reader) -> list[dict[str, Any]]:
-        return [d for d in await visible_devices(who) if d["state"] != "pending" or who.scope == "admin"]
+        return await visible_devices(who)
 
     @app.post("/devices", status_code=201)
     async def register(body: CardIn, who: Admin) -> dict[str, Any]:
         """Register a device claimed for this owner at flash time (`firstparty flash` does it)."""
-        return await agent.register_card(bytes.fromhex(body.card_hex))
+        data = bytes.fromhex(body.card_hex)
+        try:
+            card = wire.parse_card(data)
+        except ProtocolError:
+            card = None  # register_card refuses it and says why
+        if card is not None and not who.can_see({"device_id": card.device_id, "owner_id": card.owner_id}):
+            raise HTTPException(403, f"this token may not register {card.device_id}: not one of its devices")
+        return await agent.register_card(data)
 
     @app.get("/devices/{device_id}")
     async def device(device_id: str, who: Reader) -> dict[str, Any]:
@@ -176,11 +222,13 @@ def build_app(agent) -> FastAPI:
 
     @app.post("/pending/{device_id}/accept")
     async def accept(device_id: str, who: Admin) -> dict[str, Any]:
+        await one_device(device_id, who)
         await agent.set_device_state(device_id, "accepted")
         return {"device_id": device_id, "state": "accepted"}
 
     @app.post("/pending/{device_id}/reject")
     async def reject(device_id: str, who: Admin) -> dict[str, Any]:
+        await one_device(device_id, who)
         await agent.set_device_state(device_id, "rejected")
         return {"device_id": device_id, "state": "rejected"}
 
@@ -198,10 +246,13 @@ def build_app(agent) -> FastAPI:
         wanted = [d for d in device if d in allowed] if device else allowed
         if who.metrics is not None and metric is not None and metric not in who.metrics:
             raise HTTPException(403, f"this token may not read {metric}")
-        items = await asyncio.to_thread(
+        # the store lists only readings that carry one of the token's metrics, so a page is full
+        # whenever more readings follow and the cursor never skips one
+        rows = await asyncio.to_thread(
             store.readings, wanted, metric, since_s, until_s, after_id, limit, who.metrics
         )
-        next_after = items[-1]["id"] if len(items) == limit else None
+        items = [item for row in rows if (item := limit_to_metrics(row, who.metrics)) is not None]
+        next_after = rows[-1]["id"] if len(rows) == limit else None
         return {"items": items, "next_after_id": next_after}
 
     @app.get("/stream", responses={200: {"content": {"text/event-stream": {}}}})
@@ -221,10 +272,10 @@ def build_app(agent) -> FastAPI:
                         continue
                     if event["device_id"] not in allowed:
                         continue
-                    if who.metrics is not None:
-                        if not all(v["n"] in who.metrics for v in event["values"]):
-                            continue
-                    yield f"id: {event['id']}\nevent: reading\ndata: {json.dumps(event)}\n\n"
+                    item = limit_to_metrics(event, who.metrics)
+                    if item is None:
+                        continue
+                    yield f"id: {item['id']}\nevent: reading\ndata: {json.dumps(item)}\n\n"
             finally:
                 agent.live.discard(queue)
 
@@ -242,9 +293,8 @@ def build_app(agent) -> FastAPI:
 
     @app.put("/routes/{name}")
     async def change_route(name: str, body: RouteSpec, who: Admin) -> dict[str, Any]:
-        spec = body.model_dump()
-        await agent.remove_route(name)
-        return await agent.add_route(name, spec)
+        """Replace a route in one step; a body that does not validate leaves it as it was."""
+        return await agent.change_route(name, body.model_dump())
 
     @app.delete("/routes/{name}")
     async def remove_route(name: str, who: Admin) -> dict[str, Any]:

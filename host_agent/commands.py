@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from fp import topics
+from host_agent.errors import UserError
 from host_agent.owner import Owner
 
 OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
+KEY_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass
@@ -37,6 +40,25 @@ class CommandResult:
             "detail": self.detail,
             "result": _plain(self.result),
         }
+
+
+def device_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Return a command's arguments as the device takes them, from their JSON form; raise UserError.
+
+    JSON (the API's body, the CLI's argument) has no bytes, and hand-over wants the new owner's
+    32-byte public key as CBOR bytes: it is given as `{"owner_hex": 64 hex digits}`.
+    """
+    if op != "hand-over":
+        return args
+    key = args.get("owner_hex")
+    if set(args) != {"owner_hex"} or not isinstance(key, str) or not KEY_HEX.fullmatch(key):
+        found = repr(args)
+        raise UserError(
+            'hand-over takes {"owner_hex": the new owner\'s 32-byte public key as 64 hex digits}'
+            " (public_key_hex of the new owner's GET /owner), found "
+            + (found if len(found) <= 120 else found[:117] + "...")
+        )
+    return {"owner": bytes.fromhex(key)}
 
 
 def _plain(value: Any) -> Any:
@@ -64,6 +86,8 @@ class Commander:
     ) -> CommandResult:
         if op == "claim":
             args = {"owner": self.owner.public}
+        else:
+            args = device_args(op, args)
         data = await asyncio.to_thread(self.owner.command, device_id, op, args)
         digest = hashlib.sha256(data).digest()
         future: asyncio.Future = asyncio.get_running_loop().create_future()

@@ -55,6 +55,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _names(metrics: str | None) -> list[str]:
+    """The metric names of a message's `metrics` column (",name,name,")."""
+    return [name for name in (metrics or "").split(",") if name]
+
+
 class Store:
     """One SQLite database file; safe to call from several threads."""
 
@@ -167,14 +172,24 @@ class Store:
         limit: int = 100,
         allowed_metrics: list[str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Up to `limit` readings after `after_id`, oldest first, whole (values and signed message).
+
+        `allowed_metrics` keeps the readings that carry at least one of those metrics; the filter is
+        in the query, before the limit, so a short page means there is no more. Cutting a reading
+        down to the allowed values is the caller's (the API's).
+        """
         sql = "SELECT id, device_id, boot, seq, time_s, received_s, body, raw, held FROM messages WHERE kind='reading' AND id>?"
         args: list[Any] = [after_id]
         if device_ids is not None:
             sql += f" AND device_id IN ({','.join('?' * len(device_ids))})"
             args += device_ids
         if metric:
-            sql += " AND metrics LIKE ?"
-            args.append(f"%,{metric},%")
+            # the column is ",name,name,"; instr, not LIKE, for names with _ or % in them
+            sql += " AND instr(metrics, ?) > 0"
+            args.append(f",{metric},")
+        if allowed_metrics is not None:
+            sql += " AND (" + (" OR ".join("instr(metrics, ?) > 0" for _ in allowed_metrics) or "0") + ")"
+            args += [f",{name}," for name in allowed_metrics]
         if since_s is not None:
             sql += " AND COALESCE(time_s, received_s) >= ?"
             args.append(since_s)
@@ -186,10 +201,6 @@ class Store:
         out = []
         for row in self.query(sql, tuple(args)):
             values = json.loads(row[6])
-            if allowed_metrics is not None:
-                values = [v for v in values if v[0] in allowed_metrics]
-                if not values:
-                    continue
             out.append(
                 {
                     "id": row[0],
@@ -259,15 +270,32 @@ class Store:
             self._audit(db, "route-added", {"name": name, "spec": spec})
             return int(cursor.lastrowid or 0)
 
-    def update_route(self, name: str, spec: dict, grant: bytes | None) -> int:
+    def update_route(self, name: str, spec: dict, grant: bytes | None, keeps=None) -> int:
+        """Replace the active route's spec and grant in one transaction; return the rows changed.
+
+        `keeps(device_id, metric_names) -> bool` says whether the new spec still carries a reading:
+        the forwards not yet delivered that it does not are dropped, so none leaves under a grant
+        that does not cover it. The others stay queued, for the new destination.
+        """
         with self.transaction() as db:
-            changed = db.execute(
-                "UPDATE routes SET spec=?, grant_bytes=? WHERE name=? AND active=1",
-                (json.dumps(spec), grant, name),
-            ).rowcount
-            if changed:
-                self._audit(db, "route-changed", {"name": name, "spec": spec})
-            return changed
+            rows = db.execute("SELECT id FROM routes WHERE name=? AND active=1", (name,)).fetchall()
+            if not rows:
+                return 0
+            route_id = rows[0][0]
+            db.execute(
+                "UPDATE routes SET spec=?, grant_bytes=? WHERE id=?", (json.dumps(spec), grant, route_id)
+            )
+            dropped: list[int] = []
+            if keeps is not None:
+                pending = db.execute(
+                    "SELECT o.id, m.device_id, m.metrics FROM outbox o JOIN messages m ON m.id=o.message_id"
+                    " WHERE o.route_id=? AND o.delivered_at IS NULL",
+                    (route_id,),
+                ).fetchall()
+                dropped = [i for i, device_id, names in pending if not keeps(device_id, _names(names))]
+                db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in dropped])
+            self._audit(db, "route-changed", {"name": name, "spec": spec, "dropped_forwards": len(dropped)})
+            return 1
 
     def remove_route(self, name: str, why: str = "removed") -> int:
         with self.transaction() as db:

@@ -15,7 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("device_id")
     parser.add_argument("op", choices=OPS)
     parser.add_argument(
-        "args", nargs="?", default="{}", help='arguments as JSON, e.g. \'{"sensor": "env", "interval_s": 5}\''
+        "args",
+        nargs="?",
+        default="{}",
+        help='arguments as JSON, e.g. \'{"sensor": "env", "interval_s": 5}\'; hand-over: \'{"owner_hex": KEY}\'',
     )
     parser.add_argument("--timeout-s", type=float, default=10.0)
 
@@ -27,8 +30,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"args must be a JSON object: {error}") from None
     if not isinstance(command_args, dict):
         raise UserError("args must be a JSON object")
-    if args.op == "hand-over" and isinstance(command_args.get("owner"), str):
-        raise UserError("hand-over over the CLI is not supported yet: use the API with the key as bytes")
     body = {"op": args.op, "args": command_args, "timeout_s": args.timeout_s}
     config = load_config(args)
     result = call_agent(config, "POST", f"/devices/{args.device_id}/commands", body, args.timeout_s + 10)
