@@ -2,7 +2,8 @@
 
 The flash folder plays the board's filesystem: board.json, provision.json and everything the
 firmware stores. Power cut = SIGKILL; network cut = the `net.down` marker the sim HAL reads;
-button press = the `button.press` marker.
+button press = the `button.press` marker. The device's local HTTP API listens on 127.0.0.1 at
+`http_port` (a free port unless one is given; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +34,13 @@ def micropython_command() -> str:
     return found
 
 
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class SimDevice:
     """One virtual device: a flash folder and, while running, a micropython process."""
 
@@ -43,6 +52,8 @@ class SimDevice:
         owner_key: bytes | None = None,
         heapsize: str | None = None,
         code: Path | None = None,
+        http_port: int | None = None,
+        provision: dict | None = None,
     ):
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
@@ -51,10 +62,16 @@ class SimDevice:
         self.code = Path(code) if code else firmware_dir()
         board = board or json.loads((BOARDS / "sim.json").read_text())
         (self.flash / "board.json").write_text(json.dumps(board))
-        provision = {"vendor": {"host": vendor[0], "port": vendor[1]}, "claim_window_s": 120}
+        self.http_port = free_port() if http_port is None else http_port
+        provisioning = {
+            "vendor": {"host": vendor[0], "port": vendor[1]},
+            "claim_window_s": 120,
+            "http_port": self.http_port,
+        }
         if owner_key:
-            provision["owner"] = owner_key.hex()
-        (self.flash / "provision.json").write_text(json.dumps(provision))
+            provisioning["owner"] = owner_key.hex()
+        provisioning.update(provision or {})  # more provisioning (safe-mode settings, ...)
+        (self.flash / "provision.json").write_text(json.dumps(provisioning))
         self.process: subprocess.Popen[str] | None = None
         self.log: deque[str] = deque(maxlen=2000)
         self._reader: threading.Thread | None = None
@@ -88,6 +105,11 @@ class SimDevice:
                 raise RuntimeError("sim device exited: " + "\n".join(self.log))
             time.sleep(0.05)
         raise TimeoutError(f"sim device did not boot within {timeout_s:.0f} s")
+
+    def wait_exit(self, timeout_s: float = 15.0) -> int:
+        """Wait for the process to end by itself (a reset: the unix port exits); return its code."""
+        assert self.process
+        return self.process.wait(timeout=timeout_s)
 
     def power_cut(self) -> None:
         """SIGKILL: as a power cut, nothing is flushed."""

@@ -1,32 +1,43 @@
 """The device application: sensors -> signed readings -> per-destination queues -> MQTT brokers.
 
 Files in the flash root: `board.json` (the board's data file), `provision.json` (written at flash
-time: vendor endpoint, Wi-Fi, optional owner key), `config.json` (changed only by owner commands:
-destinations and intervals), `key.seed`, `boot.cnt`, `owner.key`, `cmd.cnt`.
+time: vendor endpoint, Wi-Fi, optional owner key, HTTP port, safe-mode settings), `config.json`
+(changed only by owner commands: destinations and intervals), `key.seed`, `boot.cnt`, `boot.hist`,
+`owner.key`, `cmd.cnt`. All three JSON files are checked at boot (fp.settings); a crash loop
+starts the device in safe mode (fp.safemode). Reference: docs/device-api.md.
 """
 
 import asyncio
 import hashlib
+import io
 import os
 import sys
 import time
 
-from fp import ed25519, ids, messages, storage, topics
+from fp import ed25519, ids, messages, safemode, storage, topics
 from fp.errors import ProtocolError
 from fp.mqtt import Broker, MQTTClient, MQTTError
 from fp.ringbuf import RingBuffer
 
 FIRMWARE_VERSION = "0.1.0"
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
-DEFAULT_INTERVAL_S = 10
-OWNER_FILE = "owner.key"
-COUNTER_FILE = "cmd.cnt"
-CONFIG_FILE = "config.json"
+OWNER_FILE = storage.OWNER_FILE
+COUNTER_FILE = storage.COUNTER_FILE
+CONFIG_FILE = storage.CONFIG_FILE
+SAFE_MODE = "safe-mode"
 OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 
 
 def log(text):
     print("fp: " + text)
+
+
+def unload(name):
+    """Drop fp.<name>, used once: code loaded from .mpy lives in the heap (fp.settings: ~11 KB)."""
+    sys.modules.pop("fp." + name, None)
+    package = sys.modules.get("fp")
+    if package is not None and hasattr(package, name):
+        delattr(package, name)
 
 
 def heap_in_use():
@@ -127,36 +138,37 @@ class Destination:
 
 
 class Device:
-    """The running device: identity, counters, destinations, sensors and the command path."""
+    """The running device: identity, counters, destinations, sensors and the command path.
 
-    def __init__(self, hal, board, provision):
+    `board` and `provision` come checked (fp.settings); `history` is this boot's record
+    (fp.safemode): in safe mode the device runs no sensors and no HTTP API, only its
+    destinations and the owner command path.
+    """
+
+    def __init__(self, hal, board, provision, history=None):
         self.hal = hal
         self.board = board
         self.provision = provision
+        self.history = history
+        self.is_safe = history is not None and history.is_safe
         self.key = ed25519.SigningKey(storage.load_seed())
         self.device_id = ids.id_from_public_key(self.key.public)
         self.boot = storage.next_boot()
         self.seq = 0
-        owner = storage.load_json(OWNER_FILE, None) or provision.get("owner")
-        self.owner_key = bytes.fromhex(owner) if owner else None
-        self.last_counter = storage.load_json(COUNTER_FILE, 0)
-        self.config = self._load_config()
+        from fp import settings  # unloaded by main() once the device is built
+
+        self.owner_key = settings.load_owner(log, provision.get("owner"))
+        self.last_counter = settings.load_counter(log)
+        names = [sensor["name"] for sensor in board["sensors"]]
+        self.config = settings.check_config(settings.load(CONFIG_FILE, log), names, log)
         self.destinations = {}
         self.refused = 0
         self.claim_window_until = 0
         self.claim_window_open = False
         self.latest = {}
         self.interval_changed = {}  # sensor name -> Event: a new interval applies at once
-
-    def _load_config(self):
-        config = storage.load_json(CONFIG_FILE, {})
-        if not isinstance(config.get("destinations"), list) or not config["destinations"]:
-            if "destinations" in config:
-                log("config.json: destinations must be a non-empty list; using the vendor only")
-            config["destinations"] = [{"name": "vendor"}]
-        if not isinstance(config.get("intervals"), dict):
-            config["intervals"] = {}
-        return config
+        self.http = None
+        self.started_ms = time.ticks_ms()
 
     def next_counter(self):
         if self.seq > messages.U32:
@@ -181,6 +193,8 @@ class Device:
             "refused": self.refused,
             "fw": FIRMWARE_VERSION,
         }
+        if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
+            info["mode"] = SAFE_MODE
         return messages.encode_status(self.key.sign, self.device_id, boot, seq, state, info, self.now())
 
     def card(self):
@@ -346,13 +360,18 @@ class Device:
             specs = args.get("destinations")
             if not isinstance(specs, list) or not specs or len(specs) > 4:
                 raise ProtocolError("bad-command", "destinations must be a list of 1..4 brokers")
+            from fp import settings  # the very check config.json gets at boot
+
+            names = []
             for spec in specs:
-                if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-                    raise ProtocolError("bad-command", "each destination needs a name")
-                try:
-                    self.broker_for(spec)
-                except (ValueError, KeyError) as error:
-                    raise ProtocolError("bad-command", "destination %s: %s" % (spec.get("name"), error))
+                found = settings.broker_problem(spec)
+                if found is None and spec["name"] in names:
+                    found = ("name", "a name no other destination has", spec["name"])
+                if found is not None:
+                    unload("settings")
+                    raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
+                names.append(spec["name"])
+            unload("settings")
             self.config["destinations"] = specs
             storage.save_json(CONFIG_FILE, self.config)
             asyncio.create_task(self._apply_later())
@@ -383,6 +402,9 @@ class Device:
                 "buffered": sum(d.buffered for d in self.destinations.values()),
                 "flash_writes": sum(d.ring.writes for d in self.destinations.values()),
                 "heap_bytes": heap_in_use(),
+                "mode": SAFE_MODE if self.is_safe else "normal",
+                "unstable_boots": self.history.unstable if self.history else 0,
+                "http": [self.http.served, self.http.refused] if self.http else None,
             }
         if op == "reboot":
             return "rebooting"
@@ -400,6 +422,8 @@ class Device:
 
     async def _reboot_soon(self):
         await asyncio.sleep(0.5)
+        if self.history:  # a reset the owner asked for is no crash; from safe mode, it tries normal
+            self.history.mark_stable()
         self.hal.reset()
 
     # --- sensors --------------------------------------------------------------------------------
@@ -415,23 +439,49 @@ class Device:
                 self.publish_everywhere("reading", reading)
             except Exception as error:  # one failing sensor never stops the others
                 log("sensor %s: %s %s" % (name, type(error).__name__, error))
-            interval = self.config["intervals"].get(name, sensor.get("interval_s", DEFAULT_INTERVAL_S))
+            interval = self.config["intervals"].get(name, sensor["interval_s"])
             changed.clear()
             try:
                 await asyncio.wait_for(changed.wait(), interval)
             except asyncio.TimeoutError:
                 pass
 
+    def _check_stable(self, history):
+        """Mark this boot stable once a broker has taken a message from it, or after the window."""
+        delivered = False
+        for destination in self.destinations.values():
+            if destination.sent:
+                delivered = True
+        window_ms = 1000 * history.window_s
+        if delivered or time.ticks_diff(time.ticks_ms(), self.started_ms) >= window_ms:
+            history.mark_stable()
+            log("boot %d is stable" % self.boot)
+
     async def run(self):
         log("device %s boot %d" % (self.device_id, self.boot))
+        history = self.history
+        if history is not None and history.is_safe:
+            log(
+                "safe mode: %d boots in a row did not get stable; no sensors, no HTTP API; the owner's"
+                " reboot command (or deleting %s at the REPL) tries a normal boot"
+                % (history.unstable - 1, safemode.HISTORY_FILE)
+            )
         self.hal.start()
         self.apply_destinations()
-        for sensor in self.board["sensors"]:
-            asyncio.create_task(self.sample_forever(sensor))
+        if not self.is_safe:
+            for sensor in self.board["sensors"]:
+                asyncio.create_task(self.sample_forever(sensor))
+            if self.provision.get("http_port"):
+                from fp.http_api import HttpApi  # loaded only when on: its code lives in the heap
+
+                self.http = HttpApi(self, log)
+                await self.http.start(self.hal.lan_host, self.provision["http_port"])
         while True:
             self.hal.feed()
             if self.hal.button_pressed():
                 self.open_claim_window()
+            if history is not None and not history.is_safe and not history.is_stable:
+                self._check_stable(history)
             await asyncio.sleep(0.2)
 
 
@@ -445,17 +495,58 @@ def load_hal(board, provision):
     return SimBoard(board)
 
 
-def main():
-    board = storage.load_json("board.json", None)
-    provision = storage.load_json("provision.json", None)
-    if not board or not provision or "vendor" not in provision:
+def crash_line(error):
+    """Return the traceback of `error` on one line, as the log keeps it."""
+    buffer = io.StringIO()
+    sys.print_exception(error, buffer)  # pyright: ignore[reportArgumentType] (MicroPython takes any stream)
+    text = buffer.getvalue()  # pyright: ignore[reportAttributeAccessIssue] (the stubs' StringIO has no getvalue)
+    lines = [line.strip() for line in text.strip().split("\n")]
+    return " | ".join(lines[-1:] + lines[:-1])  # what happened first, then where
+
+
+def load_settings():
+    """Return (board, provision) checked, or exit with one line when the device cannot run."""
+    from fp import settings
+
+    board = settings.check_board(settings.load(storage.BOARD_FILE, log), log)
+    provision = None
+    if board is not None:
+        raw = settings.load(storage.PROVISION_FILE, log)
+        provision = settings.check_provision(raw, board["port"], log)
+    if board is None or provision is None:
         log("board.json and provision.json (with a vendor endpoint) are required in the flash root")
         sys.exit(1)
-    device = Device(load_hal(board, provision), board, provision)
+    return board, provision
+
+
+def main():
+    """Run the device; a crash is logged on one line and resets the board, except in safe mode.
+
+    In safe mode a crash returns to the REPL instead, and so does Ctrl-C in either mode: the
+    REPL stays reachable.
+    """
+    hal = None
+    history = None
     try:
+        board, provision = load_settings()
+        hal = load_hal(board, provision)
+        record = safemode.BootHistory(provision["safe_mode_boots"], provision["safe_mode_window_s"])
+        record.start(hal.time_s(), hal.is_power_on_boot())
+        history = record  # from here on, a crash counts toward the crash loop
+        device = Device(hal, board, provision, history)
+        unload("settings")
         asyncio.run(device.run())
     except KeyboardInterrupt:
-        pass
+        log("interrupted: the REPL is yours")
+        if hal:
+            hal.release()
+    except Exception as error:
+        log("crash: " + crash_line(error))
+        if hal is None or history is None or history.is_safe:
+            if hal:
+                hal.release()
+            return
+        hal.reset()  # counted: this boot never got stable
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ _EPOCH_OFFSET = 0 if time.gmtime(0)[0] == 1970 else 946684800
 class Esp32Board:
     """An ESP32-family board: Wi-Fi, NTP, watchdog, button, LED and the fitted sensors."""
 
+    lan_host = "0.0.0.0"  # the local HTTP API listens on the Wi-Fi interface
+
     def __init__(self, board, provision):
         self.board = board
         self.provision = provision
@@ -56,6 +58,21 @@ class Esp32Board:
                 self._time_known = True
             except (OSError, OverflowError):
                 pass  # tried again on the next feed; the counters are the authority anyway
+
+    def release(self):
+        """Hand the board to the REPL (Ctrl-C, or a crash in safe mode).
+
+        The ESP32 watchdog cannot be stopped once started, so a timer feeds it from here on:
+        otherwise it would reset the board under the person at the REPL.
+        """
+        if self.wdt:
+            wdt = self.wdt
+            self._repl_timer = machine.Timer(0)
+            self._repl_timer.init(period=WATCHDOG_MS // 3, callback=lambda timer: wdt.feed())
+
+    def is_power_on_boot(self):
+        """True when this boot follows a power cut, not a crash, a watchdog or a reset."""
+        return machine.reset_cause() == machine.PWRON_RESET
 
     def network_up(self):
         return self.wlan.isconnected()

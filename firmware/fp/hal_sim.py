@@ -23,6 +23,7 @@ class SimBoard:
     """The sim board: same interface as the ESP32 HAL, no hardware."""
 
     name = "sim"
+    lan_host = "127.0.0.1"  # the sim's LAN is the host's loopback
 
     def __init__(self, board):
         self.board = board
@@ -33,6 +34,13 @@ class SimBoard:
 
     def feed(self):
         """No watchdog on the host."""
+
+    def release(self):
+        """Nothing to hand over to the REPL: no watchdog."""
+
+    def is_power_on_boot(self):
+        """The unix port cannot tell a power cut (SIGKILL) from a crash: every boot counts."""
+        return False
 
     def set_time(self, unix_s):
         """The host's clock is always known."""

@@ -14,6 +14,11 @@ except ImportError:  # pragma: no cover - every supported port has binascii.crc3
 
 SEED_FILE = "key.seed"
 BOOT_FILE = "boot.cnt"
+BOARD_FILE = "board.json"  # the board's data file, copied at flash time
+PROVISION_FILE = "provision.json"  # vendor endpoint, Wi-Fi, owner key...: written at flash time
+CONFIG_FILE = "config.json"  # destinations and intervals: written by owner commands only
+OWNER_FILE = "owner.key"  # the owner's key after a claim or hand-over
+COUNTER_FILE = "cmd.cnt"  # the last accepted owner command counter
 
 
 def _exists(path):

@@ -10,7 +10,9 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 import pytest
 
+from fp import topics
 from fp.errors import ProtocolError
+from host_agent import wire
 from host_agent.mosquitto import Mosquitto
 from host_agent.paths import BOARDS
 from host_agent.simdevice import SimDevice
@@ -26,6 +28,7 @@ class Collector:
         self.readings: list = []
         self.acks: dict[bytes, dict] = {}  # latest ack per command digest
         self.ack_log: list[dict] = []  # every ack, in arrival order
+        self.statuses: list = []  # every verified status, in arrival order
         self.rejections: list[tuple[str, str]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("fp/v1/#", qos=1)
@@ -50,6 +53,8 @@ class Collector:
             elif verified.kind == "ack":
                 self.acks[verified.body["cmd"]] = verified.body
                 self.ack_log.append(verified.body)
+            elif verified.kind == "status":
+                self.statuses.append(verified)
 
     def values(self, name: str) -> list:
         with self.lock:
@@ -101,3 +106,12 @@ def sim_devices():
     yield make
     for device in made:
         device.stop()
+
+
+def owner_command(owner, collector: Collector, device_id: str, op: str, args: dict, timeout_s: float = 10):
+    """Publish a signed owner command on the collector's broker; return the verified ack's body."""
+    data = owner.command(device_id, op, args)
+    digest = wire.parse_command(data).digest()
+    collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
+    wait_until(lambda: digest in collector.acks, timeout_s, f"the ack of {op}")
+    return collector.acks[digest]

@@ -1,0 +1,165 @@
+"""The device's open local API: a small read-only HTTP/1.0 server for anyone on the LAN.
+
+GET /card, /status, /readings/latest (a CBOR map: sensor name -> that sensor's latest signed
+reading) and /readings/latest/<sensor> (the signed reading itself). Everything served is signed
+by the device, so a client trusts the signature, not the network (docs/device-api.md).
+
+A slow or hostile client cannot hold memory or the loop: at most MAX_CLIENTS connections are
+served at once (others get 503 at once), the request head must fit MAX_REQUEST_BYTES (one buffer
+per client, allocated here once) and arrive within READ_TIMEOUT_S, the answer must be taken within WRITE_TIMEOUT_S,
+and the card and status are signed at most once per CACHE_MS whatever the request rate.
+"""
+
+import asyncio
+import time
+
+from fp import cbor
+
+MAX_REQUEST_BYTES = 1024
+MAX_CLIENTS = 2  # two, so a client's next request never meets its previous one still closing
+READ_TIMEOUT_S = 2
+WRITE_TIMEOUT_S = 5
+CACHE_MS = 5000
+COSE = 'application/cose; cose-type="cose-sign1"'
+LATEST = "/readings/latest"
+_STATUS_TEXT = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+}
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+
+
+class HttpError(Exception):
+    """A request that gets an error status instead of an answer."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+class HttpApi:
+    """The server and its counters; `device` provides card(), status(state) and latest."""
+
+    def __init__(self, device, log):
+        self.device = device
+        self.log = log
+        self.buffers = [bytearray(MAX_REQUEST_BYTES) for _ in range(MAX_CLIENTS)]  # the free ones
+        self.served = 0
+        self.refused = 0
+        self.server = None
+        self._card = None
+        self._card_ms = 0
+        self._status = None
+        self._status_ms = 0
+
+    async def start(self, host, port):
+        """Listen on host:port; log and return False if the port cannot be had (the device runs on)."""
+        try:
+            self.server = await asyncio.start_server(self._serve, host, port, 2)
+        except OSError as error:
+            self.log("http: cannot listen on %s:%d: %s; local API off" % (host, port, error))
+            return False
+        self.log("http: local API on %s:%d" % (host, port))
+        return True
+
+    async def _serve(self, reader, writer):
+        if not self.buffers:
+            self.refused += 1
+            try:
+                writer.write(_BUSY)  # a non-blocking send of what fits; never waited for
+                await writer.wait_closed()
+            except OSError:
+                pass
+            return
+        buffer = self.buffers.pop()
+        try:
+            try:
+                path = await asyncio.wait_for(self._read_path(reader, buffer), READ_TIMEOUT_S)
+                content_type, body = self._answer(path)
+                status = 200
+            except HttpError as error:
+                status = error.status
+            except asyncio.TimeoutError:
+                status = 408
+            except Exception as error:  # an error here never reaches the rest of the device
+                self.log("http: %s %s" % (type(error).__name__, error))
+                status = 500
+            if status == 200:
+                self.served += 1
+            else:
+                self.refused += 1
+                content_type, body = "text/plain", (_STATUS_TEXT[status] + "\n").encode()
+            await asyncio.wait_for(self._write(writer, status, content_type, body), WRITE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError):
+            pass  # the client went away, or does not read its answer: dropped
+        finally:
+            self.buffers.append(buffer)
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def _read_path(self, reader, buffer):
+        """Read the request head into `buffer`; return the path of a GET, or raise HttpError."""
+        view = memoryview(buffer)
+        size = 0
+        while True:
+            if size == MAX_REQUEST_BYTES:
+                raise HttpError(431)
+            count = await reader.readinto(view[size:])
+            if count is None:
+                continue
+            if not count:
+                raise HttpError(400)  # closed before the blank line that ends the head
+            start = size - 3 if size > 3 else 0
+            size += count
+            if buffer.find(b"\r\n\r\n", start, size) >= 0 or buffer.find(b"\n\n", start, size) >= 0:
+                break
+        try:
+            line = bytes(view[: buffer.find(b"\n")]).decode().strip()
+        except UnicodeError:
+            raise HttpError(400)
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+            raise HttpError(400)
+        if parts[0] != "GET":
+            raise HttpError(405)
+        return parts[1].split("?")[0]
+
+    def _answer(self, path):
+        """Return (content type, body) for a path, or raise HttpError(404)."""
+        device = self.device
+        now = time.ticks_ms()
+        if path == "/card":
+            if self._card is None or time.ticks_diff(now, self._card_ms) > CACHE_MS:
+                self._card, self._card_ms = device.card(), now
+            return COSE, self._card
+        if path == "/status":
+            if self._status is None or time.ticks_diff(now, self._status_ms) > CACHE_MS:
+                self._status, self._status_ms = device.status("online"), now
+            return COSE, self._status
+        if path == LATEST:
+            return "application/cbor", cbor.encode(device.latest)
+        if path.startswith(LATEST + "/") and path[len(LATEST) + 1 :] in device.latest:
+            return COSE, device.latest[path[len(LATEST) + 1 :]]
+        raise HttpError(404)
+
+    async def _write(self, writer, status, content_type, body):
+        head = "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+            status,
+            _STATUS_TEXT[status],
+            content_type,
+            len(body),
+        )
+        if status == 405:
+            head += "Allow: GET\r\n"
+        writer.write((head + "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode())
+        writer.write(body)
+        await writer.drain()
