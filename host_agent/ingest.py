@@ -291,17 +291,48 @@ class Ingest:
             state = "accepted" if self.auto_accept else "pending"
             db.execute(
                 "INSERT INTO devices (device_id, public_key, card, owner_id, board, firmware, state,"
-                " first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?)",
-                (device_id, card.public_key, data, card.owner_id, card.board, card.firmware, state, now, now),
+                " first_seen, last_seen, card_time_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    device_id,
+                    card.public_key,
+                    data,
+                    card.owner_id,
+                    card.board,
+                    card.firmware,
+                    state,
+                    now,
+                    now,
+                    card.time_s,
+                ),
             )
             self.known[device_id] = Known(card.public_key, state, card.owner_id)
         else:
+            if card.owner_id != known.owner_id:
+                self._check_newer(db, card)
             db.execute(
-                "UPDATE devices SET card=?, owner_id=?, board=?, firmware=?, last_seen=? WHERE device_id=?",
-                (data, card.owner_id, card.board, card.firmware, now, device_id),
+                "UPDATE devices SET card=?, owner_id=?, board=?, firmware=?, last_seen=?,"
+                " card_time_s=MAX(COALESCE(card_time_s, ?), COALESCE(?, card_time_s)) WHERE device_id=?",
+                (data, card.owner_id, card.board, card.firmware, now, card.time_s, card.time_s, device_id),
             )
             self.known[device_id] = Known(known.public_key, known.state, card.owner_id)
         return Outcome(topic, None, device_id=device_id, kind="card", body=card, raw=data)
+
+    @staticmethod
+    def _check_newer(db, card) -> None:
+        """A card that changes the owner must be newer than every card seen of this device.
+
+        Otherwise anyone who may publish on a card topic could put back an older genuine card (from
+        before a claim or a hand-over) and with it a former owner. A device signs its time into
+        its card; after a claim or a hand-over it knows the time (from the verified command), so
+        the card that announces a new owner always carries one. Card times are whole seconds: a
+        card of the same second as the newest counts as newer (a hand-over right after a boot).
+        """
+        row = db.execute("SELECT card_time_s, owner_id FROM devices WHERE device_id=?", (card.device_id,))
+        newest_s, held_owner = row.fetchone() or (None, None)
+        if card.time_s is None or (newest_s is not None and card.time_s < newest_s):
+            raise ProtocolError(
+                "replay", f"card naming owner {card.owner_id} is not newer than the one held ({held_owner})"
+            )
 
     def _store(self, rows: Rows, topic, data, digest, counter, message, known: Known, now) -> Outcome:
         device_id, kind = message.device_id, message.kind

@@ -21,7 +21,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
   device_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, card BLOB NOT NULL, owner_id TEXT,
   name TEXT, board TEXT, firmware TEXT, state TEXT NOT NULL, first_seen REAL, last_seen REAL,
-  last_status TEXT);
+  last_status TEXT, card_time_s INTEGER);
 CREATE TABLE IF NOT EXISTS replay (
   device_id TEXT, kind TEXT, boot INTEGER, top INTEGER, seen BLOB, PRIMARY KEY (device_id, kind));
 CREATE TABLE IF NOT EXISTS messages (
@@ -71,8 +71,15 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process kill
         self.db.executescript(SCHEMA)
+        self._migrate()
         if max_page_count:
             self.db.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to this schema (columns added since)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}
+        if "card_time_s" not in columns:  # 0.1.0 databases: the newest card time, for owner changes
+            self.db.execute("ALTER TABLE devices ADD COLUMN card_time_s INTEGER")
 
     def close(self) -> None:
         with self.lock:
@@ -126,7 +133,7 @@ class Store:
         keys = ("device_id", "owner_id", "name", "board", "firmware", "state", "first_seen", "last_seen")
         out = []
         for row in rows:
-            item = dict(zip(keys, row[:8], strict=True))
+            item: dict[str, Any] = dict(zip(keys, row[:8], strict=True))
             item["status"] = json.loads(row[8]) if row[8] else None
             out.append(item)
         return out
