@@ -69,8 +69,8 @@ class Destination:
         self.lost = 0  # messages that could not even be buffered (flash error or too big)
         self.sent = 0
         self.wake = asyncio.Event()
-        self.task = None
-        self.sender = None
+        self.task: asyncio.Task | None = None  # annotations in functions are never evaluated
+        self.sender: asyncio.Task | None = None
         # the connection (client.connects) that has carried the card and status: a recipient must
         # be able to verify the first reading it gets, so nothing else goes out before them
         self.announced = -1

@@ -34,7 +34,7 @@ class Esp32Board:
         self.wlan = network.WLAN(network.STA_IF)
         self.wdt = None
         self._time_known = False
-        self._drivers = {}
+        self._drivers: dict = {}  # sensor name -> its driver, made on first read
 
     def _on_press(self, pin):
         self._pressed = True
@@ -91,37 +91,37 @@ class Esp32Board:
             machine.RTC().datetime((now[0], now[1], now[2], now[6], now[3], now[4], now[5], 0))
             self._time_known = True
 
-    def _driver(self, sensor):
-        driver = self._drivers.get(sensor["name"])
-        if driver is None:
-            kind = sensor["type"]
-            if kind == "adc":
-                driver = machine.ADC(machine.Pin(sensor["pin"]))
-                driver.atten(machine.ADC.ATTN_11DB)
-            elif kind == "dht22":
-                import dht
+    def _make_driver(self, sensor):
+        kind = sensor["type"]
+        if kind == "adc":
+            adc = machine.ADC(machine.Pin(sensor["pin"]))
+            adc.atten(machine.ADC.ATTN_11DB)
+            return adc
+        if kind == "dht22":
+            import dht
 
-                driver = dht.DHT22(machine.Pin(sensor["pin"]))
-            elif kind == "bme280":
-                from fp.bme280 import BME280
+            return dht.DHT22(machine.Pin(sensor["pin"]))
+        if kind == "bme280":
+            from fp.bme280 import BME280
 
-                if self.i2c is None:
-                    raise OSError("bme280 needs i2c_sda and i2c_scl pins")
-                driver = BME280(self.i2c, sensor.get("i2c_address", 0x76))
-            elif kind == "internal-temp":
-                driver = kind
-            else:
-                raise ValueError("no driver for sensor type " + str(kind))
-            self._drivers[sensor["name"]] = driver
-        return driver
+            if self.i2c is None:
+                raise OSError("bme280 needs i2c_sda and i2c_scl pins")
+            return BME280(self.i2c, sensor.get("i2c_address", 0x76))
+        if kind == "internal-temp":
+            return kind
+        raise ValueError("no driver for sensor type " + str(kind))
 
     def read(self, sensor):
         """Return [(name, unit, value), ...] from one fitted sensor."""
-        driver = self._driver(sensor)
+        name = sensor["name"]
+        if name not in self._drivers:  # made on first read: a missing sensor fails only its own reads
+            self._drivers[name] = self._make_driver(sensor)
+        driver = self._drivers[name]
         kind = sensor["type"]
         if kind == "internal-temp":
-            if hasattr(esp32, "mcu_temperature"):  # ESP32-S2, -S3, -C3
-                return [(sensor["name"], "Cel", float(esp32.mcu_temperature()))]
+            mcu_temperature = getattr(esp32, "mcu_temperature", None)  # ESP32-S2, -S3, -C3
+            if mcu_temperature is not None:
+                return [(name, "Cel", float(mcu_temperature()))]
             return [(sensor["name"], "Cel", (esp32.raw_temperature() - 32) / 1.8)]  # ESP32: Fahrenheit
         if kind == "adc":
             return [(sensor["name"], "V", driver.read_uv() / 1000000)]

@@ -92,6 +92,10 @@ class Broker:
         return "%s:%d" % (self.host, self.port)
 
 
+async def _nothing():
+    """The default on_up: nothing to do after a (re)connect."""
+
+
 class MQTTClient:
     """One connection to one broker, kept up by `run()`."""
 
@@ -124,7 +128,7 @@ class MQTTClient:
         self.link_up = link_up  # the hardware layer's "is the network there?" (Wi-Fi, or the sim's cut)
         self._last_rx = 0
         self.is_up = False
-        self.on_up = None  # coroutine function called after each (re)connect
+        self.on_up = _nothing  # coroutine function called after each (re)connect
         self.connects = 0
         self.errors = 0
         self._reader = None
@@ -197,21 +201,22 @@ class MQTTClient:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             if self.broker.ca:
                 context.load_verify_locations(cadata=self.broker.ca)
-            self._reader, self._writer = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.broker.host, self.broker.port, ssl=context), 10
             )
         else:
-            self._reader, self._writer = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.broker.host, self.broker.port), 10
             )
+        self._reader, self._writer = reader, writer
         # The will may be a function: a signed "offline" status must be fresh for each connection.
         will = self.will() if callable(self.will) else self.will
-        self._writer.write(
+        writer.write(
             connect_packet(
                 self.client_id, self.keepalive_s, self.clean, will, self.broker.user, self.broker.password
             )
         )
-        await self._writer.drain()
+        await writer.drain()
         kind, body = await asyncio.wait_for(self._read_packet(), 10)
         if kind != CONNACK or len(body) != 2:
             raise MQTTError("expected CONNACK, got packet type 0x%02x" % kind)
@@ -220,19 +225,31 @@ class MQTTClient:
         for topic, qos in self.subscriptions:
             self._next_id = self._next_id % 65535 + 1
             body = struct.pack(">H", self._next_id) + _string(topic) + bytes((qos,))
-            self._writer.write(bytes((SUBSCRIBE | 0x02,)) + _remaining_length(len(body)) + body)
-        await self._writer.drain()
+            writer.write(bytes((SUBSCRIBE | 0x02,)) + _remaining_length(len(body)) + body)
+        await writer.drain()
         self._last_rx = time.time()
         self.is_up = True
         self.connects += 1
         self._up_event.set()
         self.log("mqtt %s: up" % self.broker.key())
 
+    def _link(self):
+        """The open connection's (reader, writer), or MQTTError when there is none."""
+        if self._reader is None or self._writer is None:
+            raise MQTTError("not connected")
+        return self._reader, self._writer
+
+    async def _send(self, packet):
+        writer = self._link()[1]
+        writer.write(packet)
+        await writer.drain()
+
     async def _read_packet(self):
-        header = (await self._reader.readexactly(1))[0]
+        reader = self._link()[0]
+        header = (await reader.readexactly(1))[0]
         length = 0
         for shift in (0, 7, 14, 21):
-            byte = (await self._reader.readexactly(1))[0]
+            byte = (await reader.readexactly(1))[0]
             length |= (byte & 0x7F) << shift
             if not byte & 0x80:
                 break
@@ -240,7 +257,7 @@ class MQTTClient:
             raise MQTTError("remaining length longer than 4 bytes")
         if length > self.max_packet_bytes:
             raise MQTTError("packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes))
-        body = await self._reader.readexactly(length) if length else b""
+        body = await reader.readexactly(length) if length else b""
         return header & 0xF0, body if header & 0xF0 != PUBLISH else (header, body)
 
     async def _serve(self):
@@ -261,8 +278,7 @@ class MQTTClient:
                     raise MQTTError("network down")
                 now = time.time()
                 if ping_sent is None and now - self._last_rx >= self.keepalive_s:
-                    self._writer.write(bytes((PINGREQ, 0)))
-                    await self._writer.drain()
+                    await self._send(bytes((PINGREQ, 0)))
                     ping_sent = now
                 elif ping_sent is not None:
                     if self._last_rx >= ping_sent:
@@ -312,8 +328,7 @@ class MQTTClient:
             except Exception as error:  # an application error never takes the connection down
                 self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
         if qos:
-            self._writer.write(bytes((PUBACK, 2)) + body[end : end + 2])
-            await self._writer.drain()
+            await self._send(bytes((PUBACK, 2)) + body[end : end + 2])
 
     async def publish(self, topic, payload, qos=1, retain=False, dup=False):
         """Publish; with QoS 1 wait for the PUBACK. Raise MQTTError if down or unacknowledged."""
@@ -327,16 +342,15 @@ class MQTTClient:
             event = asyncio.Event()
             self._pending[packet_id] = event
         try:
-            self._writer.write(publish_packet(topic, payload, qos, retain, packet_id, dup))
-            await self._writer.drain()
+            await self._send(publish_packet(topic, payload, qos, retain, packet_id, dup))
             if event:
                 await asyncio.wait_for(event.wait(), self.ack_timeout_s)
                 if not self.is_up:
                     raise MQTTError("connection lost before PUBACK")
-        except (OSError, AttributeError):
-            raise MQTTError("connection lost while publishing")
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # first: on CPython it is an OSError too
             raise MQTTError("no PUBACK within %.1f s" % self.ack_timeout_s)
+        except OSError:
+            raise MQTTError("connection lost while publishing")
         finally:
             if packet_id:
                 self._pending.pop(packet_id, None)

@@ -6,6 +6,10 @@ Where viper is unavailable (CPython, or a port built without it) the plain-Pytho
 both are importable and tested separately.
 """
 
+# pyright: reportArgumentType=false
+# (viper takes an array or bytearray where its signature says ptr32/ptr8: the call casts the
+# buffer to a pointer, which the stubs' ptr32/ptr8 classes cannot express)
+
 import struct
 
 _K = (
