@@ -98,6 +98,7 @@ class Outbox:
         self.on_routes_changed = on_routes_changed
         self.delivered = 0
         self.failed = 0
+        self.next_due_s: float | None = None  # when the earliest waiting forward is due, from the last pass
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -106,37 +107,45 @@ class Outbox:
 
     async def run(self) -> None:
         while True:
+            # cleared before the pass reads the store: a forward queued during the pass is not missed
+            self.wake.clear()
             try:
-                await self.expire_routes()
                 worked = await self.deliver_due()
             except Exception:  # a failing destination or query never stops the loop
                 log.exception("outbox pass failed")
-                worked = False
+                worked, self.next_due_s = False, None
             if worked:
                 continue
-            next_due = await asyncio.to_thread(self.store.next_due_s)
-            wait_s = 1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
-            self.wake.clear()
+            wait_s = 1.0 if self.next_due_s is None else max(0.0, min(1.0, self.next_due_s - time.time()))
             try:
                 await asyncio.wait_for(self.wake.wait(), wait_s)
             except TimeoutError:
                 pass
 
-    async def expire_routes(self) -> None:
-        """Routes whose terms ran out stop by themselves (and the stop is audited)."""
-        routes = await asyncio.to_thread(self.store.routes)
+    def _look(self, now_s: float) -> tuple[list[dict[str, Any]], list[tuple], float | None]:
+        """A pass's reads in one trip to a thread: active routes, due forwards, and else the next due time."""
+        routes = self.store.routes()
+        rows = self.store.due(now_s, BATCH)
+        return routes, rows, None if rows else self.store.next_due_s()
+
+    async def expire_routes(self, routes: list[dict[str, Any]] | None = None) -> set[int]:
+        """Routes whose terms ran out stop by themselves (and the stop is audited); returns their ids."""
+        if routes is None:
+            routes = await asyncio.to_thread(self.store.routes)
         expired = [r for r in routes if routing.is_expired(r)]
         for route in expired:
             await asyncio.to_thread(self.store.remove_route, route["name"], "expired")
             log.info("route %s expired", route["name"])
         if expired and self.on_routes_changed:
             await self.on_routes_changed(expired)
+        return {r["id"] for r in expired}
 
     async def deliver_due(self) -> bool:
-        rows = await asyncio.to_thread(self.store.due, time.time(), BATCH)
+        routes_list, rows, self.next_due_s = await asyncio.to_thread(self._look, time.time())
+        expired = await self.expire_routes(routes_list)  # their queued forwards are gone with them
         if not rows:
             return False
-        routes = {r["id"]: r for r in await asyncio.to_thread(self.store.routes)}
+        routes = {r["id"]: r for r in routes_list if r["id"] not in expired}
         by_route: dict[int, list[tuple]] = {}
         for row in rows:
             by_route.setdefault(row[1], []).append(row)
