@@ -219,6 +219,25 @@ def read_wifi(path: Path | None) -> dict | None:
     return {"ssid": data["ssid"], "password": data.get("password", "")}
 
 
+def read_ca(path: Path | None) -> str | None:
+    """The vendor's CA certificate (PEM) for TLS, checked as the firmware will read it."""
+    if path is None:
+        return None
+    from fp.mqtt import der_from_pem
+
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"CA file {path}: {error.strerror}") from None
+    try:
+        der_from_pem(text)
+    except ValueError as error:
+        raise UserError(f"CA file {path}: {error}") from None
+    return (
+        text[text.index("-----BEGIN CERTIFICATE-----") : text.index("-----END CERTIFICATE-----") + 25] + "\n"
+    )
+
+
 def parse_endpoint(text: str) -> dict:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -264,6 +283,9 @@ def flash(args: argparse.Namespace) -> int:
     say(f"port {port}")
     check_port(port)
     provision: dict = {"vendor": parse_endpoint(args.vendor), "claim_window_s": 120}
+    ca = read_ca(args.vendor_ca)
+    if ca:  # TLS to the vendor, verified against this CA (the board has no CA store of its own)
+        provision["vendor"].update(tls=True, ca=ca)
     wifi = read_wifi(args.wifi)
     if wifi:
         provision["wifi"] = wifi
@@ -360,6 +382,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", help="serial port; default: the only USB serial port there is")
     parser.add_argument(
         "--vendor", required=True, help="vendor MQTT endpoint HOST:PORT (the default destination)"
+    )
+    parser.add_argument(
+        "--vendor-ca",
+        type=Path,
+        help="the vendor broker's CA certificate (PEM): the device then speaks TLS to it and verifies it",
     )
     parser.add_argument(
         "--wifi", type=Path, help='JSON file {"ssid": ..., "password": ...} (stays on this machine)'

@@ -73,6 +73,31 @@ def publish_packet(topic, payload, qos, retain, packet_id, dup=False):
     return bytes((header,)) + _remaining_length(len(body)) + body
 
 
+PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+PEM_END = "-----END CERTIFICATE-----"
+
+
+def der_from_pem(text):
+    """The DER bytes of the one CA certificate in PEM `text` (MicroPython's ssl takes DER).
+
+    Raise ValueError when `text` is not one PEM certificate.
+    """
+    import binascii
+
+    start = text.find(PEM_BEGIN)
+    end = text.find(PEM_END)
+    if start < 0 or end < start:
+        raise ValueError("ca must be a PEM certificate (-----BEGIN CERTIFICATE----- ...)")
+    body = "".join(text[start + len(PEM_BEGIN) : end].split())
+    try:
+        der = binascii.a2b_base64(body)
+    except ValueError:
+        raise ValueError("ca: the PEM certificate is not valid base64")
+    if len(der) < 64 or der[0] != 0x30:
+        raise ValueError("ca: the PEM certificate does not hold a DER certificate")
+    return der
+
+
 class Broker:
     """Where and how to connect: validated once, used by MQTTClient."""
 
@@ -85,8 +110,11 @@ class Broker:
         self.port = port
         self.user = user
         self.password = password
+        if tls and not ca:
+            # MicroPython's ssl verifies nothing unless told to, and a board has no CA store
+            raise ValueError("tls needs the broker's CA certificate (ca, PEM)")
         self.tls = tls
-        self.ca = ca
+        self.ca = der_from_pem(ca) if ca else None
 
     def key(self):
         return "%s:%d" % (self.host, self.port)
@@ -199,8 +227,9 @@ class MQTTClient:
             import ssl
 
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            if self.broker.ca:
-                context.load_verify_locations(cadata=self.broker.ca)
+            # MicroPython's default is CERT_NONE even for a client: require the chain and the name
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=self.broker.ca)
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.broker.host, self.broker.port, ssl=context), 10
             )

@@ -125,6 +125,20 @@ def broker_problem(spec):
             return key, "text", spec[key]
     if not isinstance(spec.get("tls", False), bool):
         return "tls", "true or false", spec["tls"]
+    return _check_tls(spec)
+
+
+def _check_tls(spec):
+    """(key, expected, found) when the TLS settings cannot work, else None."""
+    from fp.mqtt import der_from_pem
+
+    if spec.get("ca"):
+        try:
+            der_from_pem(spec["ca"])
+        except ValueError:
+            return "ca", "one PEM certificate", "text that is not one"
+    if spec.get("tls") and not spec.get("ca"):
+        return "ca", "the broker's CA certificate (PEM) when tls is true", "none"
     return None
 
 
@@ -157,6 +171,11 @@ def _check_vendor(log, path, vendor):
                 problem(log, path, where, "true or false", value, "false")
         else:
             _unknown(log, path, where, BROKER_KEYS[1:])
+    bad_tls = _check_tls(clean)
+    if bad_tls:
+        # TLS that cannot verify the broker is refused, not quietly downgraded: no vendor endpoint
+        log("%s: vendor.%s: expected %s, found %s; cannot run" % ((path,) + bad_tls))
+        return None
     return clean
 
 

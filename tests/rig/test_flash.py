@@ -149,3 +149,34 @@ def test_flash_refuses_a_wifi_file_without_ssid(tmp_path, capsys):
         "--owner-key", str(tmp_path / "k"),
     )  # fmt: skip
     _one_line_error(code, err, "wifi.json", "ssid")
+
+
+def test_flash_refuses_a_vendor_ca_that_is_not_a_pem_certificate(tmp_path, capsys):
+    ca = tmp_path / "vendor-ca.pem"
+    ca.write_text("-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n")
+    code, _, err = _flash(
+        capsys, "--board", "sim", "--port", "/dev/null", "--vendor", "h:8883", "--vendor-ca", str(ca),
+        "--owner-key", str(tmp_path / "k"),
+    )  # fmt: skip
+    _one_line_error(code, err, "vendor-ca.pem", "PEM certificate")
+
+
+def test_flash_with_a_vendor_ca_provisions_verified_tls(virtual_board, tmp_path, capsys):
+    import subprocess
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(tmp_path / "ca.key"), "-out", str(tmp_path / "ca.pem"), "-days", "2",
+         "-subj", "/CN=vendor CA"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    pem = (tmp_path / "ca.pem").read_text()
+    code, out, err = _flash(
+        capsys, "--board", "sim", "--port", virtual_board.port, "--vendor", "127.0.0.1:8883",
+        "--vendor-ca", str(tmp_path / "ca.pem"), "--owner-key", str(tmp_path / "owner.key"),
+        "--card-out", str(tmp_path / "device.card"),
+    )  # fmt: skip
+    assert code == 0, err
+    provision = json.loads((virtual_board.flash / "provision.json").read_text())
+    assert provision["vendor"] == {"host": "127.0.0.1", "port": 8883, "tls": True, "ca": pem}
+    assert "firmware running as" in out  # the firmware took the CA: a bad one stops it at boot
