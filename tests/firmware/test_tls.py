@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import subprocess
 import time
 
@@ -13,8 +12,6 @@ import pytest
 
 from host_agent.mosquitto import Mosquitto, free_port
 from tests.firmware.conftest import counter_board, wait_until
-
-pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl makes the test certificates")
 
 
 def _openssl(*args: str, cwd) -> None:
