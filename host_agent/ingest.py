@@ -112,6 +112,15 @@ def _window_row(window: replay.ReplayWindow) -> tuple[int, int, bytes]:
 
 
 @dataclass
+class Check:
+    """How far a message got before the transaction: refused, parsed, or parsed and verified."""
+
+    error: ProtocolError | None = None
+    message: messages.DeviceMessage | None = None  # None with no error: a card, checked inside
+    known: Known | None = None  # set: the signature verified with this device's key
+
+
+@dataclass
 class RateLimitedLog:
     per_minute: int
     window_start: float = 0.0
@@ -172,11 +181,15 @@ class Ingest:
         saved_known: dict[str, Known | None] = {}
         outcomes: list[Outcome] = []
         now = time.time()
+        # parsing and signatures need no store: done before the write lock is taken, so that the
+        # outbox, the API and the other agents of a $share/ group wait only for the writes
+        items = [(topic, bytes(data)) for topic, data in batch]
+        checks = [self._check(topic, data) for topic, data in items]
         try:
             with self.store.transaction() as db:
                 rows = Rows(db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
-                for topic, data in batch:
-                    outcomes.append(self._one(db, rows, topic, bytes(data), now, saved_windows, saved_known))
+                for (topic, data), check in zip(items, checks, strict=True):
+                    outcomes.append(self._one(db, rows, topic, data, check, now, saved_windows, saved_known))
                 rows.write(db, now)
         except sqlite3.Error:
             for key, state in saved_windows.items():
@@ -199,11 +212,12 @@ class Ingest:
                     log.warning("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
         return outcomes
 
-    def _one(self, db, rows: Rows, topic, data, now, saved_windows, saved_known) -> Outcome:
+    def _check(self, topic: str, data: bytes) -> Check:
+        """Parse a device message and verify it with the key in memory, or say what is left to do."""
         try:
             device_id, kind = topics.parse(topic)
             if kind == "card":
-                return self._card(db, topic, data, device_id, now, saved_known)
+                return Check()
             if kind not in DEVICE_KINDS:
                 raise ProtocolError("wrong-kind", f"{kind} is not a device message")
             message = wire.parse_device_message(data, kind)
@@ -213,16 +227,37 @@ class Ingest:
                 )
             known = self.known.get(device_id)
             if known is None or (self.shared and known.state != "accepted"):
-                known = self._known_from_store(db, device_id, saved_known)
-            if known is None:
-                raise ProtocolError("unknown-device", f"no card for {device_id}")
+                return Check(message=message)  # its card may be earlier in the batch or in the store
             if known.state == "rejected":
                 raise ProtocolError("unknown-device", f"{device_id} was rejected by the owner")
             cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
+            return Check(message=message, known=known)
+        except ProtocolError as error:
+            return Check(error=error)
+
+    def _one(self, db, rows: Rows, topic, data, check: Check, now, saved_windows, saved_known) -> Outcome:
+        try:
+            if check.error:
+                raise check.error
+            device_id, kind = topics.parse(topic)
+            if kind == "card":
+                return self._card(db, topic, data, device_id, now, saved_known)
+            message, known = check.message, check.known
+            assert message is not None
+            if known is None:
+                known = self.known.get(device_id)
+                if known is None or (self.shared and known.state != "accepted"):
+                    known = self._known_from_store(db, device_id, saved_known)
+                if known is None:
+                    raise ProtocolError("unknown-device", f"no card for {device_id}")
+                if known.state == "rejected":
+                    raise ProtocolError("unknown-device", f"{device_id} was rejected by the owner")
+                cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
             digest = hashlib.sha256(data).digest()
             key = (device_id, kind)
             window = self.windows.get(key)
-            saved_windows.setdefault(key, window.state() if window else None)
+            if key not in saved_windows:
+                saved_windows[key] = window.state() if window else None
             if self.shared and key not in rows.windows_read:
                 # another process may have moved this window since; BEGIN IMMEDIATE keeps it still
                 # from here to the commit, so one read per transaction is enough
