@@ -21,6 +21,7 @@ from fp.ringbuf import RingBuffer
 
 FIRMWARE_VERSION = "0.1.0"
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
+ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
 OWNER_FILE = storage.OWNER_FILE
 COUNTER_FILE = storage.COUNTER_FILE
 CONFIG_FILE = storage.CONFIG_FILE
@@ -56,7 +57,9 @@ class Destination:
 
     While the broker is reachable, messages wait in a few RAM slots and cost no flash writes.
     When it is not, they go to this destination's ring buffer in flash (fp.ringbuf), oldest
-    first, and drain from there ahead of anything newer.
+    first, and drain from there ahead of anything newer. Acks jump the queue while the broker is
+    up: the owner waits for them, and a backlog of readings must not make a command time out
+    (each kind has its own replay window, so a recipient accepts them out of that order).
     """
 
     def __init__(self, name, broker, client, ring, device_id):
@@ -66,6 +69,7 @@ class Destination:
         self.ring = ring
         self.device_id = device_id
         self.ram = []  # invariant: holds messages only while the ring is empty
+        self.acks = []  # acks waiting while the broker is up, sent before anything else
         self.lost = 0  # messages that could not even be buffered (flash error or too big)
         self.sent = 0
         self.wake = asyncio.Event()
@@ -77,14 +81,16 @@ class Destination:
 
     @property
     def buffered(self):
-        return len(self.ram) + self.ring.pending
+        return len(self.ram) + len(self.acks) + self.ring.pending
 
     @property
     def dropped(self):
         return self.ring.dropped + self.lost
 
     def put(self, kind, payload):
-        if self.client.is_up and not self.ring.pending and len(self.ram) < RAM_SLOTS:
+        if kind == "ack" and self.client.is_up and len(self.acks) < ACK_SLOTS:
+            self.acks.append(payload)
+        elif self.client.is_up and not self.ring.pending and len(self.ram) < RAM_SLOTS:
             self.ram.append((kind, payload))
         else:
             self.spill()
@@ -95,6 +101,8 @@ class Destination:
         """Move RAM messages to flash, oldest first, so a power cut cannot take them."""
         while self.ram:
             self._to_flash(*self.ram.pop(0))
+        while self.acks:
+            self._to_flash("ack", self.acks.pop(0))
 
     def _to_flash(self, kind, payload):
         try:
@@ -106,8 +114,12 @@ class Destination:
     async def send_forever(self):
         while True:
             item = None
+            is_urgent = False
             if self.client.is_up and self.announced == self.client.connects:
-                item = self.ram[0] if self.ram else self.ring.peek()
+                if self.acks:
+                    item, is_urgent = ("ack", self.acks[0]), True
+                else:
+                    item = self.ram[0] if self.ram else self.ring.peek()
             elif not self.client.is_up:
                 self.spill()
             if item is None:
@@ -123,7 +135,12 @@ class Destination:
             except MQTTError:
                 await asyncio.sleep(0.2)
                 continue
-            if self.ram:
+            if is_urgent:
+                if self.acks and self.acks[0] is payload:
+                    self.acks.pop(0)
+                # else the link dropped meanwhile and spill() moved it to flash: it goes again
+                # from there, a harmless duplicate, and nothing else may be popped for it
+            elif self.ram:
                 self.ram.pop(0)
             else:
                 self.ring.pop()
