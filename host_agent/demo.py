@@ -142,7 +142,7 @@ class Demo:
             self._cleanups.append(device.stop)
             self.devices.append((label, device.start()))
         self.ids = [device.device_id() for _, device in self.devices]
-        self.routes = dict.fromkeys(self.ids, "vendor (factory default)")
+        self.routes = dict.fromkeys(self.ids, "vendor (default)")
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -213,7 +213,7 @@ class Demo:
         if not rows:
             return ""
         return ", ".join(
-            f"{name} {value:.2f} {unit or ''}".strip() for name, unit, value in json.loads(rows[0][0])
+            f"{name} {value:.1f} {unit or ''}".strip() for name, unit, value in json.loads(rows[0][0])
         )
 
     def _rate(self, device_id: str) -> float:
@@ -329,7 +329,7 @@ class Demo:
         )
         for outcome in result.get("device_commands", []):
             self._say_ack(outcome["device_id"], outcome)
-        self.routes[kitchen] = "your agent only (instead of the vendor)"
+        self.routes[kitchen] = "you only, not the vendor"
         since = time.time() + 1.0  # the vendor's last in-flight readings may land in this second
         self.wait_for(lambda: self._count(self.home, kitchen, since), 10, "the kitchen's readings at home")
         self.pump(3)
@@ -365,7 +365,7 @@ class Demo:
             f"how long=30 days, retention asked={terms['retention_days']} days"
             f" (grant {len(bytes.fromhex(result['grant_hex']))} bytes)"
         )
-        self.routes[garage] = "vendor + your agent -> co-op (temp, hum)"
+        self.routes[garage] = "vendor + you + co-op"
         (self._dir("samples") / "garage-coop.grant").write_bytes(bytes.fromhex(result["grant_hex"]))
         self.wait_for(lambda: self._coop_lines() > 0, 15, "the garage's readings forwarded to the co-op")
         self.say(f"the co-op has its first signed readings ({self._coop_lines()}), byte for byte as signed")
@@ -417,28 +417,40 @@ class Demo:
     # --- display ------------------------------------------------------------------------------
 
     def render(self) -> Group:
-        table = Table(title="Firstparty demo: devices", expand=True)
-        for column in ("device", "latest verified reading", "readings/s", "vendor has", "you have", "route"):
-            table.add_column(column)
+        """Devices, refusals and as much of the story as the terminal has room for."""
+        table = Table(title="Firstparty demo", expand=True, padding=(0, 1))
+        table.add_column("device", no_wrap=True)
+        table.add_column("latest verified", overflow="fold", ratio=3)
+        for column in ("per s", "vendor", "you"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("goes to", overflow="fold", ratio=2)
         for (label, _), device_id in zip(self.devices, self.ids, strict=True):
             is_owned = device_id in self.owned
             source = self.home if is_owned else self.vendor
             table.add_row(
-                f"{label}\n{device_id}" + ("\nowner: you" if is_owned else "\nunclaimed"),
+                f"{label.split()[0]} {device_id[:6]}\n" + ("yours" if is_owned else "unclaimed"),
                 self._latest(source, device_id),
                 f"{self._rate(device_id):.1f}",
                 str(self._count(self.vendor, device_id)),
                 str(self._count(self.home, device_id)),
                 self.routes.get(device_id, ""),
             )
-        rejections = Table(title="refused messages", expand=True)
-        for column in ("refused by", "device", "reason", "detail"):
-            rejections.add_column(column)
-        for who, device, reason, detail in self.rejections[-6:]:
-            rejections.add_row(who, device, reason, detail)
+        refused: dict[str, dict[str, int]] = {}
+        for who, _, reason, _ in self.rejections:
+            refused.setdefault(who, {}).setdefault(reason, 0)
+            refused[who][reason] += 1
+        summary = "; ".join(
+            f"{who}: " + ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+            for who, reasons in sorted(refused.items())
+        )
+        room = max(3, self.console.size.height - 4 * len(self.devices) - 9)
         with self._lock:
-            story = "\n".join(self.story[-10:])
-        return Group(table, rejections, Panel(story, title="story"))
+            story = "\n".join(self.story[-room:])
+        return Group(
+            table,
+            f"refused messages: {summary or 'none yet'}",
+            Panel(story, title="story", subtitle="Ctrl-C ends the demo"),
+        )
 
     def stop(self) -> None:
         while self._cleanups:
