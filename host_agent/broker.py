@@ -77,6 +77,9 @@ class EmbeddedBroker:
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
+            # mosquitto leaves Nagle's algorithm on: small signed messages then wait for the
+            # previous one's TCP ack (tens of ms on loopback, per docs/benchmarks.md)
+            "set_tcp_nodelay true\n"
             f"log_dest file {self.mosquitto.log}\n"
             "log_type error\nlog_type warning\n"
             f"listener {self.port} {self.host}\n"
