@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import shutil
 import socket
 import subprocess
@@ -34,8 +36,11 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
+        # as root, mosquitto would drop to the `mosquitto` user, which cannot write (persistence)
+        # or even read the private folders this broker lives in
+        run_as = f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            run_as + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence false\n"
             "max_queued_messages 10000\n"

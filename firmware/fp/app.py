@@ -545,6 +545,9 @@ def main():
     hal = None
     history = None
     try:
+        # The 12 KB Ed25519 table needs one contiguous block: take it while the heap is still
+        # empty, before boot's short-lived allocations (settings, JSON) fragment it.
+        ed25519.load_table()
         board, provision = load_settings()
         hal = load_hal(board, provision)
         record = safemode.BootHistory(provision["safe_mode_boots"], provision["safe_mode_window_s"])

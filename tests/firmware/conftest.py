@@ -22,7 +22,8 @@ from host_agent.verifier import Verifier
 class Collector:
     """Subscribes to fp/v1/# on one broker and verifies everything, as any recipient would."""
 
-    def __init__(self, broker: Mosquitto):
+    def __init__(self, broker: Mosquitto, client_id: str | None = None):
+        """With a client id, a persistent session: what arrives while it reconnects waits for it."""
         self.verifier = Verifier()
         self.lock = threading.Lock()
         self.readings: list = []
@@ -30,7 +31,13 @@ class Collector:
         self.ack_log: list[dict] = []  # every ack, in arrival order
         self.statuses: list = []  # every verified status, in arrival order
         self.rejections: list[tuple[str, str]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if client_id:
+            self.client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+            )
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.reconnect_delay_set(0.1, 1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("fp/v1/#", qos=1)
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
@@ -83,8 +90,8 @@ def counter_board(interval_s: float = 0.2) -> dict:
 def collector_factory():
     made: list[Collector] = []
 
-    def make(broker: Mosquitto) -> Collector:
-        collector = Collector(broker)
+    def make(broker: Mosquitto, client_id: str | None = None) -> Collector:
+        collector = Collector(broker, client_id)
         made.append(collector)
         time.sleep(0.2)  # subscribed before devices start
         return collector

@@ -48,21 +48,27 @@ def test_counters_strictly_increase_across_power_cuts_and_no_boot_seq_is_reused(
     assert [r for r in vendor.rejections if r[1] == "replay"] == []
 
 
-def test_broker_outage_delivers_every_reading_oldest_first(
-    mosquitto, collector_factory, sim_devices, tmp_path
-):
-    device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board()).start()
-    device.device_id()
-    time.sleep(1.0)
-    mosquitto.stop()
-    time.sleep(3.0)  # about 15 readings are taken while the broker is down
-    mosquitto.start()
-    vendor = collector_factory(mosquitto)
-    # the broker kept nothing (no persistence): what arrives now comes from the device's queue
-    wait_until(lambda: len(vendor.values("n")) >= 25, 30, "the buffered readings and new ones")
-    values = vendor.values("n")
-    assert values == list(range(values[0], values[0] + len(values))), "a reading is missing or out of order"
-    assert values[0] <= 6, "readings taken during the outage did not arrive"
+def test_broker_outage_delivers_every_reading_oldest_first(collector_factory, sim_devices, tmp_path):
+    # The broker keeps sessions across its restart, so the collector misses nothing while it
+    # reconnects, whichever of it and the device is back first.
+    broker = Mosquitto(
+        tmp_path / "broker", extra_config=f"persistence true\npersistence_location {tmp_path / 'broker'}/\n"
+    ).start()
+    try:
+        vendor = collector_factory(broker, client_id="outage-collector")
+        device = sim_devices(tmp_path / "flash", (broker.host, broker.port), counter_board()).start()
+        device.device_id()
+        wait_until(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
+        broker.stop()
+        before = len(vendor.values("n"))
+        time.sleep(3.0)  # about 15 readings are taken while the broker is down
+        broker.start()
+        wait_until(lambda: len(vendor.values("n")) >= before + 25, 30, "the buffered readings and new ones")
+        values = vendor.values("n")
+        # none missing, none out of order: those of the outage came from the device's queue
+        assert values == list(range(len(values))), "a reading is missing or out of order"
+    finally:
+        broker.stop()
 
 
 def test_network_cut_buffers_and_drains_in_order(mosquitto, collector_factory, sim_devices, tmp_path):
@@ -217,7 +223,9 @@ def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
     assert boots == sorted(boots), "a reading of the second boot overtook one of the first"
 
 
-HEAP_BUDGET = "160k"  # measured for the 64-bit unix port; see docs/benchmarks.md
+# measured for the 64-bit unix port (docs/benchmarks.md): the peak while starting is about 150 KB,
+# so 160k ran out in about one boot in ten; 176k did in none of ten
+HEAP_BUDGET = "176k"
 
 
 @pytest.mark.slow
