@@ -13,15 +13,20 @@ FIRMWARE = REPO / "firmware"
 BENCH = REPO / "bench"
 
 
-def micropython_binary() -> str:
-    """Return the path of the `micropython` command (the unix port), preferring the venv's."""
-    beside = Path(sys.executable).with_name("micropython")
+def venv_tool(name: str) -> str:
+    """The path of a command the install step puts in .venv (beside this interpreter), else on PATH."""
+    beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return str(beside)
-    found = shutil.which("micropython")
+    found = shutil.which(name)
     if not found:
-        raise RuntimeError("the micropython command is missing: run `bash scripts/install`")
+        raise RuntimeError(f"the {name} command is missing: run `bash scripts/install`")
     return found
+
+
+def micropython_binary() -> str:
+    """Return the path of the `micropython` command (the unix port), preferring the venv's."""
+    return venv_tool("micropython")
 
 
 def micropython_env(extra_path: list[Path] | None = None) -> dict[str, str]:

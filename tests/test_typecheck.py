@@ -3,26 +3,15 @@ ESP32 sees it, against micropython-esp32-stubs (machine, network, esp32 and Micr
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-from tests.helpers import REPO
-
-
-def _pyright() -> str:
-    beside = Path(sys.executable).with_name("pyright")
-    found = str(beside) if beside.exists() else shutil.which("pyright")
-    if not found:
-        pytest.fail("pyright is missing: run `bash scripts/install`")
-    return found
+from tests.helpers import REPO, venv_tool
 
 
 def _check(*args: str) -> None:
-    result = subprocess.run([_pyright(), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [venv_tool("pyright"), *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
 
 

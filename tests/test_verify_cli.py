@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,11 +15,13 @@ from fp.ids import id_from_public_key
 from host_agent import grants, routes, wire
 from host_agent.mosquitto import Mosquitto
 from tests.agent.conftest import FakeDevice, Publisher
+from tests.helpers import venv_tool
 
 
 def verify(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("firstparty")
-    return subprocess.run([str(script), "verify", *args], capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [venv_tool("firstparty"), "verify", *args], capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 def forwards_file(path: Path, device: FakeDevice, readings: list[bytes]) -> Path:
@@ -121,7 +122,7 @@ def test_a_live_topic_learns_retained_cards_and_refuses_forgeries(tmp_path):
     try:
         publisher.publish(device.topic("card"), device.card(), retain=True)
         process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("firstparty")), "verify", "--live",
+            [venv_tool("firstparty"), "verify", "--live",
              f"{broker.host}:{broker.port}", "--count", "3", "--duration", "30"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

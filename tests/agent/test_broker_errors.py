@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import venv_tool
 
 
 def serve(config: Path) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("firstparty")
     return subprocess.run(
-        [str(script), "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+        [venv_tool("firstparty"), "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from host_agent.virtual_board import VirtualBoard
+from tests.helpers import venv_tool
 
 
 def mpremote_command() -> str:
-    beside = Path(sys.executable).with_name("mpremote")
-    found = str(beside) if beside.exists() else shutil.which("mpremote")
-    if not found:
-        pytest.fail("mpremote is missing: run `bash scripts/install`")
-    return found
+    return venv_tool("mpremote")
 
 
 @pytest.fixture
