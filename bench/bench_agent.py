@@ -46,10 +46,10 @@ from fp import messages, topics  # noqa: E402
 from fp.ids import id_from_public_key  # noqa: E402
 from host_agent import routes as routing  # noqa: E402
 from host_agent import wire  # noqa: E402
-from host_agent.bus import no_nagle  # noqa: E402
 from host_agent.ingest import Ingest, verify_only  # noqa: E402
 from host_agent.mosquitto import Mosquitto  # noqa: E402
 from host_agent.store import Store  # noqa: E402
+from host_agent.tcp import no_nagle  # noqa: E402
 
 # as host_agent.broker configures the embedded broker; the queue is larger so that nothing a fast
 # publisher sends is dropped while the agent works through it

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fp import topics
+from host_agent.tcp import no_nagle
 
 log = logging.getLogger("firstparty.bus")
 INGEST_KINDS = ("card", "reading", "status", "ack")
@@ -111,11 +111,3 @@ class Bus:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain)
-
-
-def no_nagle(client, userdata, sock) -> None:
-    """Send small packets (PUBACKs, forwards) at once instead of after the peer's delayed ACK."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # not a TCP socket (a websocket wrapper): leave it
-        pass

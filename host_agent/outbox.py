@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import random
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fp import topics
 from host_agent import routes as routing
 from host_agent.store import Store
+from host_agent.tcp import no_nagle
 
 log = logging.getLogger("firstparty.outbox")
 BACKOFF_BASE_S = 0.5
@@ -50,7 +50,7 @@ class MqttSink:
         if destination.get("username"):
             self.client.username_pw_set(destination["username"], destination.get("password"))
         self.client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]  # paho takes seconds as floats; its hint says int
-        self.client.on_socket_open = _no_nagle
+        self.client.on_socket_open = no_nagle
         self.is_started = False
         self.announced: set[tuple[str, str]] = set()
 
@@ -225,14 +225,6 @@ class Outbox:
                 route["destination"], f"firstparty-route-{route['id']}-{random.randrange(1 << 30)}"
             )
         return sink
-
-
-def _no_nagle(client, userdata, sock) -> None:
-    """Send each forward at once instead of after the broker's delayed ACK of the one before."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # not a TCP socket: leave it
-        pass
 
 
 def _append_lines(path: Path, lines: list[str]) -> None:
