@@ -223,7 +223,7 @@ def read_ca(path: Path | None) -> str | None:
     """The vendor's CA certificate (PEM) for TLS, checked as the firmware will read it."""
     if path is None:
         return None
-    from fp.mqtt import der_from_pem
+    from fp.mqtt import PEM_BEGIN, PEM_END, der_from_pem
 
     try:
         text = path.read_text()
@@ -233,9 +233,8 @@ def read_ca(path: Path | None) -> str | None:
         der_from_pem(text)
     except ValueError as error:
         raise UserError(f"CA file {path}: {error}") from None
-    return (
-        text[text.index("-----BEGIN CERTIFICATE-----") : text.index("-----END CERTIFICATE-----") + 25] + "\n"
-    )
+    # the one certificate the firmware reads, without what may stand around it in the file
+    return text[text.index(PEM_BEGIN) : text.index(PEM_END) + len(PEM_END)] + "\n"
 
 
 def parse_endpoint(text: str) -> dict:

@@ -24,6 +24,16 @@ def venv_tool(name: str) -> str:
     return found
 
 
+def make_ca(folder: Path, name: str) -> Path:
+    """A self-signed test CA (EC P-256) made by openssl: folder/name.pem and folder/name.key."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}"],
+        cwd=folder, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return folder / f"{name}.pem"
+
+
 def micropython_binary() -> str:
     """Return the path of the `micropython` command (the unix port), preferring the venv's."""
     return venv_tool("micropython")

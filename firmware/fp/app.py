@@ -379,16 +379,15 @@ class Device:
                 raise ProtocolError("bad-command", "destinations must be a list of 1..4 brokers")
             from fp import settings  # the very check config.json gets at boot
 
-            names = []
-            for spec in specs:
-                found = settings.broker_problem(spec)
-                if found is None and spec["name"] in names:
-                    found = ("name", "a name no other destination has", spec["name"])
-                if found is not None:
-                    unload("settings")
-                    raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
-                names.append(spec["name"])
-            unload("settings")
+            try:
+                names = []
+                for spec in specs:
+                    found = settings.destination_problem(spec, names)
+                    if found is not None:
+                        raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
+                    names.append(spec["name"])
+            finally:
+                unload("settings")
             self.config["destinations"] = specs
             storage.save_json(CONFIG_FILE, self.config)
             asyncio.create_task(self._apply_later())
@@ -465,10 +464,7 @@ class Device:
 
     def _check_stable(self, history):
         """Mark this boot stable once a broker has taken a message from it, or after the window."""
-        delivered = False
-        for destination in self.destinations.values():
-            if destination.sent:
-                delivered = True
+        delivered = any(destination.sent for destination in self.destinations.values())
         window_ms = 1000 * history.window_s
         if delivered or time.ticks_diff(time.ticks_ms(), self.started_ms) >= window_ms:
             history.mark_stable()

@@ -122,9 +122,9 @@ class Esp32Board:
             mcu_temperature = getattr(esp32, "mcu_temperature", None)  # ESP32-S2, -S3, -C3
             if mcu_temperature is not None:
                 return [(name, "Cel", float(mcu_temperature()))]
-            return [(sensor["name"], "Cel", (esp32.raw_temperature() - 32) / 1.8)]  # ESP32: Fahrenheit
+            return [(name, "Cel", (esp32.raw_temperature() - 32) / 1.8)]  # ESP32: Fahrenheit
         if kind == "adc":
-            return [(sensor["name"], "V", driver.read_uv() / 1000000)]
+            return [(name, "V", driver.read_uv() / 1000000)]
         if kind == "dht22":
             driver.measure()
             return [("temp", "Cel", float(driver.temperature())), ("hum", "%RH", float(driver.humidity()))]

@@ -128,6 +128,14 @@ def broker_problem(spec):
     return _check_tls(spec)
 
 
+def destination_problem(spec, names):
+    """broker_problem, and a name that one of `names` (the destinations before it) already has."""
+    found = broker_problem(spec)
+    if found is None and spec["name"] in names:
+        found = ("name", "a name no other destination has", spec["name"])
+    return found
+
+
 def _check_tls(spec):
     """(key, expected, found) when the TLS settings cannot work, else None."""
     from fp.mqtt import der_from_pem
@@ -333,9 +341,7 @@ def check_config(raw, sensor_names, log):
     destinations = []
     names = []
     for index, spec in enumerate(specs):
-        found = broker_problem(spec)
-        if found is None and spec["name"] in names:
-            found = ("name", "a name no other destination has", spec["name"])
+        found = destination_problem(spec, names)
         if found is not None:
             key, expected, value = found
             where = "destinations[%d].%s" % (index, key)

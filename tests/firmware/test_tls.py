@@ -10,17 +10,11 @@ import pytest
 
 from host_agent.mosquitto import Mosquitto, free_port
 from tests.firmware.conftest import counter_board, wait_until
+from tests.helpers import make_ca
 
 
 def _openssl(*args: str, cwd) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(folder, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=folder,
-    )  # fmt: skip
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from host_agent import flash
 from host_agent.cli import main
 from host_agent.owner import Owner
-from tests.helpers import REPO
+from tests.helpers import REPO, make_ca
 
 
 def _flash(capsys, *args: str) -> tuple[int, str, str]:
@@ -162,15 +162,7 @@ def test_flash_refuses_a_vendor_ca_that_is_not_a_pem_certificate(tmp_path, capsy
 
 
 def test_flash_with_a_vendor_ca_provisions_verified_tls(virtual_board, tmp_path, capsys):
-    import subprocess
-
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(tmp_path / "ca.key"), "-out", str(tmp_path / "ca.pem"), "-days", "2",
-         "-subj", "/CN=vendor CA"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    pem = (tmp_path / "ca.pem").read_text()
+    pem = make_ca(tmp_path, "ca").read_text()
     code, out, err = _flash(
         capsys, "--board", "sim", "--port", virtual_board.port, "--vendor", "127.0.0.1:8883",
         "--vendor-ca", str(tmp_path / "ca.pem"), "--owner-key", str(tmp_path / "owner.key"),
