@@ -52,9 +52,13 @@ def test_a_crash_loop_ends_in_safe_mode_which_still_obeys_the_owner_and_reboots_
     assert not _lines(device, "fp: safe mode")
     assert vendor.values("n") == []
 
+    statuses_before = len(vendor.statuses)
     device.start()  # boot BOOTS + 1
     device_id = device.device_id()
     wait_until(lambda: _lines(device, f"fp: safe mode: {BOOTS} boots in a row"), 10, "safe mode")
+    # its first connection ever (the crashed boots never got that far): a command sent before its
+    # subscription is in place would find no session at the broker, so wait for its status
+    wait_until(lambda: len(vendor.statuses) > statuses_before, 10, "the device online in safe mode")
     info = owner_command(owner, vendor, device_id, "get-info", {})
     assert info["outcome"] == "applied"
     assert info["result"]["mode"] == "safe-mode" and info["result"]["unstable_boots"] == BOOTS + 1
