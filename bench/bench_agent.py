@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_agent.py   (about two minutes; all traffic on 127.0.0.1)
 Every agent is the real one (host_agent.service.Agent) in its own process, on its own mosquitto
-(host_agent.mosquitto, configured like the embedded broker: 100 messages in flight to the agent).
+(host_agent.mosquitto, configured like the embedded broker: 1,000 messages in flight to the agent).
 On a machine with two cores or more, the agent and the bound run on one core (the faster in a
 short probe) and this script (publisher, subscriber) and mosquitto on the others.
 
@@ -53,7 +53,7 @@ from host_agent.tcp import no_nagle  # noqa: E402
 
 # as host_agent.broker configures the embedded broker; the queue is larger so that nothing a fast
 # publisher sends is dropped while the agent works through it
-BROKER_CONFIG = "max_inflight_messages 100\nmax_queued_messages 1000000\n"
+BROKER_CONFIG = "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
 # mosquitto leaves Nagle's algorithm on by default: small packets wait for the peer's delayed ACK
 NO_NAGLE = "set_tcp_nodelay true\n"
 DEVICES_IN_STREAM = 100

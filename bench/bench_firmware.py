@@ -16,8 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
-from fp import topics  # noqa: E402
-from host_agent import wire  # noqa: E402
+from fp import messages, topics  # noqa: E402
 from host_agent.build_firmware import compile_firmware  # noqa: E402
 from host_agent.mosquitto import Mosquitto  # noqa: E402
 from host_agent.owner import Owner  # noqa: E402
@@ -30,7 +29,7 @@ SECONDS = 10.0
 
 def command(owner: Owner, collector: Collector, device_id: str, op: str, args: dict) -> dict:
     data = owner.command(device_id, op, args)
-    digest = wire.parse_command(data).digest()
+    digest = messages.parse_command(data).digest()
     collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
     wait_until(lambda: digest in collector.acks, 30, op)  # acks queue behind buffered readings
     return collector.acks[digest]["result"]

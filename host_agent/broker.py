@@ -76,7 +76,7 @@ class EmbeddedBroker:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
+            "max_inflight_messages 1000\n"
             # mosquitto leaves Nagle's algorithm on: small signed messages then wait for the
             # previous one's TCP ack (tens of ms on loopback, per docs/benchmarks.md)
             "set_tcp_nodelay true\n"

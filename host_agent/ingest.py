@@ -10,7 +10,6 @@ put back and the caller retries the same batch later.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -28,8 +27,8 @@ from host_agent.store import Store
 log = logging.getLogger("firstparty.ingest")
 DEVICE_KINDS = ("reading", "status", "ack")
 MESSAGE_INSERT = (
-    "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, digest, raw, body, metrics,"
-    " held) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 OUTBOX_INSERT = (
     "INSERT OR IGNORE INTO outbox (route_id, message_id, idempotency_key, next_at) VALUES (?,?,?,?)"
@@ -64,7 +63,7 @@ class Rows:
 
     One executemany per table instead of four statements per message, and one replay and last_seen
     row per device however many of its messages the batch holds. Until then the rows are not in
-    the tables, so the checks of later messages in the batch look here too (digests, counters).
+    the tables, so the checks of later messages in the batch look here too (counters and their bytes).
     """
 
     def __init__(self, max_id: int):
@@ -74,8 +73,7 @@ class Rows:
         self.rejections: list[tuple] = []
         self.windows: dict[tuple[str, str], replay.ReplayWindow] = {}
         self.windows_read: set[tuple[str, str]] = set()
-        self.digests: set[bytes] = set()
-        self.counters: set[tuple[str, str, int, int]] = set()
+        self.counters: dict[tuple[str, str, int, int], bytes] = {}  # -> the message's bytes
         self.seen: set[str] = set()
         self.statuses: dict[str, str] = {}
 
@@ -116,6 +114,8 @@ class Check:
     """How far a message got before the transaction: refused, parsed, or parsed and verified."""
 
     error: ProtocolError | None = None
+    device_id: str | None = None  # and kind: what the topic names
+    kind: str | None = None
     message: messages.DeviceMessage | None = None  # None with no error: a card, checked inside
     known: Known | None = None  # set: the signature verified with this device's key
 
@@ -214,32 +214,35 @@ class Ingest:
 
     def _check(self, topic: str, data: bytes) -> Check:
         """Parse a device message and verify it with the key in memory, or say what is left to do."""
+        device_id = kind = None
         try:
             device_id, kind = topics.parse(topic)
             if kind == "card":
-                return Check()
+                return Check(device_id=device_id, kind=kind)
             if kind not in DEVICE_KINDS:
                 raise ProtocolError("wrong-kind", f"{kind} is not a device message")
-            message = wire.parse_device_message(data, kind)
+            message = messages.parse_device_message(data, kind)
             if message.device_id != device_id:
                 raise ProtocolError(
                     "wrong-topic", f"signed by {message.device_id}, published under {device_id}"
                 )
             known = self.known.get(device_id)
             if known is None or (self.shared and known.state != "accepted"):
-                return Check(message=message)  # its card may be earlier in the batch or in the store
+                # its card may be earlier in the batch or in the store
+                return Check(None, device_id, kind, message)
             if known.state == "rejected":
                 raise ProtocolError("unknown-device", f"{device_id} was rejected by the owner")
             cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
-            return Check(message=message, known=known)
+            return Check(None, device_id, kind, message, known)
         except ProtocolError as error:
-            return Check(error=error)
+            return Check(error, device_id, kind)
 
     def _one(self, db, rows: Rows, topic, data, check: Check, now, saved_windows, saved_known) -> Outcome:
         try:
             if check.error:
                 raise check.error
-            device_id, kind = topics.parse(topic)
+            device_id, kind = check.device_id, check.kind
+            assert device_id is not None and kind is not None
             if kind == "card":
                 return self._card(db, topic, data, device_id, now, saved_known)
             message, known = check.message, check.known
@@ -253,7 +256,6 @@ class Ingest:
                 if known.state == "rejected":
                     raise ProtocolError("unknown-device", f"{device_id} was rejected by the owner")
                 cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
-            digest = hashlib.sha256(data).digest()
             key = (device_id, kind)
             window = self.windows.get(key)
             if key not in saved_windows:
@@ -276,31 +278,26 @@ class Ingest:
             try:
                 window.accept(message.boot, message.seq)
             except ProtocolError:
-                if (
-                    digest in rows.digests
-                    or db.execute("SELECT 1 FROM messages WHERE digest=?", (digest,)).fetchone()
-                ):
+                # the same bytes again (a redelivery) have the same counters: the store, or this
+                # batch, holds those bytes under them; other bytes with those counters are a replay
+                held = rows.counters.get(counter)
+                if held is None:
+                    row = db.execute(
+                        "SELECT raw FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?", counter
+                    ).fetchone()
+                    held = bytes(row[0]) if row else None
+                if held == data:
                     raise ProtocolError("duplicate", f"boot {message.boot} seq {message.seq} again") from None
                 # Several consumers of one $share/ group reorder a device's stream by more than the
                 # window; there the store, which holds every accepted (boot, seq), is the authority
                 # for counters that fell behind the window in the current boot.
                 is_behind = message.boot == window.boot and window.top - message.seq >= replay.WINDOW
-                if (
-                    not (self.shared and is_behind)
-                    or counter in rows.counters
-                    or db.execute(
-                        "SELECT 1 FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?", counter
-                    ).fetchone()
-                ):
+                if not (self.shared and is_behind) or held is not None:
                     raise
             rows.windows[key] = window
-            return self._store(rows, topic, data, digest, counter, message, known, now)
+            return self._store(rows, topic, data, counter, message, known, now)
         except ProtocolError as error:
-            device = None
-            try:
-                device = topics.parse(topic)[0]
-            except ProtocolError:
-                pass
+            device = check.device_id
             if error.reason != "duplicate":
                 rows.rejections.append((now, error.reason, topic[:200], device, error.detail[:300]))
             return Outcome(topic, error.reason, error.detail, device)
@@ -369,7 +366,7 @@ class Ingest:
                 "replay", f"card naming owner {card.owner_id} is not newer than the one held ({held_owner})"
             )
 
-    def _store(self, rows: Rows, topic, data, digest, counter, message, known: Known, now) -> Outcome:
+    def _store(self, rows: Rows, topic, data, counter, message, known: Known, now) -> Outcome:
         device_id, kind = message.device_id, message.kind
         body = message.body
         metrics = None
@@ -389,15 +386,13 @@ class Ingest:
                 message.seq,
                 message.time_s,
                 now,
-                digest,
                 data,
                 encoded_body,
                 metrics,
                 int(is_held),
             )
         )
-        rows.digests.add(digest)
-        rows.counters.add(counter)
+        rows.counters[counter] = data
         rows.seen.add(device_id)
         if kind == "status":
             rows.statuses[device_id] = encoded_body
@@ -448,6 +443,6 @@ _to_json = json.JSONEncoder(default=_jsonable).encode  # json.dumps(default=...)
 def verify_only(verifier_keys: dict[str, bytes], topic: str, data: bytes) -> messages.DeviceMessage:
     """The bare decode + verify path (the benchmark's bound)."""
     device_id, kind = topics.parse(topic)
-    message = wire.parse_device_message(data, kind)
+    message = messages.parse_device_message(data, kind)
     cose.verify_sign1(message.message, verifier_keys[device_id], wire.nacl_verify)
     return message

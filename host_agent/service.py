@@ -30,7 +30,7 @@ from host_agent.owner import Owner
 from host_agent.store import Store
 
 log = logging.getLogger("firstparty.agent")
-MAX_BATCH = 500
+MAX_BATCH = 1000
 LIVE_QUEUE = 1000
 
 
@@ -205,6 +205,8 @@ class Agent:
                 self.commander.resolve(outcome.body)
             if outcome.kind == "reading":
                 has_readings = True
+                if not self.live:
+                    continue
                 event = {
                     "id": outcome.message_id,
                     "device_id": outcome.device_id,

@@ -17,6 +17,12 @@ from typing import Any
 
 from host_agent import audit
 
+# Version 2 dropped messages.digest and its UNIQUE index (the same bytes have the same counters,
+# which messages_counter holds: a redelivery is told from a replay by comparing the bytes stored
+# under them) and keys the outbox by (route, message) instead of (route, idempotency key): both
+# indexes were written at random places, so each commit copied a page per reading to the WAL
+# (docs/benchmarks.md, "Host agent").
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
   device_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, card BLOB NOT NULL, owner_id TEXT,
@@ -26,7 +32,7 @@ CREATE TABLE IF NOT EXISTS replay (
   device_id TEXT, kind TEXT, boot INTEGER, top INTEGER, seen BLOB, PRIMARY KEY (device_id, kind));
 CREATE TABLE IF NOT EXISTS messages (
   id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, kind TEXT NOT NULL, boot INTEGER, seq INTEGER,
-  time_s INTEGER, received_s REAL, digest BLOB NOT NULL UNIQUE, raw BLOB NOT NULL, body TEXT,
+  time_s INTEGER, received_s REAL, raw BLOB NOT NULL, body TEXT,
   metrics TEXT, held INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_device ON messages (device_id, kind, id);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_counter ON messages (device_id, kind, boot, seq);
@@ -39,7 +45,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS routes_active_name ON routes (name) WHERE acti
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY, route_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
   idempotency_key TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
-  delivered_at REAL, last_error TEXT, UNIQUE (route_id, idempotency_key));
+  delivered_at REAL, last_error TEXT, UNIQUE (route_id, message_id));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_at);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS tokens (
@@ -53,6 +59,28 @@ CREATE TABLE IF NOT EXISTS audit (
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _table_sql(schema: str, table: str) -> str:
+    """The CREATE TABLE statement of `table` as SQLite stores it (without IF NOT EXISTS)."""
+    start = schema.index(f"CREATE TABLE IF NOT EXISTS {table} (")
+    return schema[start : schema.index(";", start)].replace(" IF NOT EXISTS", "")
+
+
+def _rebuild(db: sqlite3.Connection, table: str) -> None:
+    """Recreate `table` with this version's definition and indexes, keeping every row (and the
+    columns this version still has)."""
+    db.execute(_table_sql(SCHEMA, table).replace(f"TABLE {table} (", f"TABLE {table}_new (", 1))
+    kept = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+    columns = ", ".join(
+        c for c in (row[1] for row in db.execute(f"PRAGMA table_info({table}_new)")) if c in kept
+    )
+    db.execute(f"INSERT INTO {table}_new ({columns}) SELECT {columns} FROM {table}")
+    db.execute(f"DROP TABLE {table}")  # and its indexes
+    db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+    for statement in SCHEMA.split(";"):
+        if f" ON {table} (" in statement:
+            db.execute(statement)
 
 
 def _names(metrics: str | None) -> list[str]:
@@ -76,10 +104,18 @@ class Store:
             self.db.execute(f"PRAGMA max_page_count={int(max_page_count)}")
 
     def _migrate(self) -> None:
-        """Bring a database made by an older version up to this schema (columns added since)."""
+        """Bring a database made by an older version up to this schema, in one transaction."""
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}
         if "card_time_s" not in columns:  # 0.1.0 databases: the newest card time, for owner changes
             self.db.execute("ALTER TABLE devices ADD COLUMN card_time_s INTEGER")
+        if self.db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self.transaction() as db:
+            for table in ("messages", "outbox"):
+                sql = db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (table,))
+                if _table_sql(SCHEMA, table) != sql.fetchone()[0]:
+                    _rebuild(db, table)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self.lock:

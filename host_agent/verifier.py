@@ -50,14 +50,14 @@ class Verifier:
         device_id, kind = topics.parse(topic)
         if kind not in DEVICE_KINDS:
             raise ProtocolError("wrong-kind", f"{kind} is not a device message")
-        message = wire.parse_device_message(data, kind)
+        message = messages.parse_device_message(data, kind)
         if message.device_id != device_id:
             raise ProtocolError("wrong-topic", f"signed by {message.device_id}, published under {device_id}")
         return self._verify(message, data)
 
     def check_detached(self, data: bytes, kind: str = "reading") -> messages.DeviceMessage:
         """Verify a message that arrived without a topic (a file, a webhook body)."""
-        return self._verify(wire.parse_device_message(data, kind), data)
+        return self._verify(messages.parse_device_message(data, kind), data)
 
     def _verify(self, message: messages.DeviceMessage, data: bytes) -> messages.DeviceMessage:
         device_id = message.device_id

@@ -145,120 +145,134 @@ def encode_into(out, value):
     _encode(out, value, 0)
 
 
-class _Reader:
-    def __init__(self, data):
-        self.data = memoryview(data)
-        self.pos = 0
+def _truncated(data, end):
+    return CBORError("truncated: needs %d more bytes" % (end - len(data)))
 
-    def take(self, n):
-        end = self.pos + n
-        if end > len(self.data):
-            raise CBORError("truncated: needs %d more bytes" % (end - len(self.data)))
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
 
-    def argument(self, info):
-        if info < 24:
-            return info
-        if info == 24:
-            n = self.take(1)[0]
-            if n < 24:
-                raise CBORError("integer not in shortest form")
-            return n
-        if info == 25:
-            n = struct.unpack(">H", self.take(2))[0]
-            if n < 0x100:
-                raise CBORError("integer not in shortest form")
-            return n
-        if info == 26:
-            n = struct.unpack(">I", self.take(4))[0]
-            if n < 0x10000:
-                raise CBORError("integer not in shortest form")
-            return n
-        if info == 27:
-            n = struct.unpack(">Q", self.take(8))[0]
-            if n < 0x100000000:
-                raise CBORError("integer not in shortest form")
-            return n
-        if info == 31:
-            raise CBORError("indefinite length is not allowed")
+def _argument(data, pos, info):
+    """The argument of a head whose additional information is `info` >= 24: (value, next pos)."""
+    if info == 24:
+        if pos >= len(data):
+            raise _truncated(data, pos + 1)
+        n = data[pos]
+        if n < 24:
+            raise CBORError("integer not in shortest form")
+        return n, pos + 1
+    if info == 25:
+        size, smallest = 2, 0x100
+    elif info == 26:
+        size, smallest = 4, 0x10000
+    elif info == 27:
+        size, smallest = 8, 0x100000000
+    elif info == 31:
+        raise CBORError("indefinite length is not allowed")
+    else:
         raise CBORError("reserved additional information %d" % info)
+    end = pos + size
+    if end > len(data):
+        raise _truncated(data, end)
+    n = int.from_bytes(data[pos:end], "big")
+    if n < smallest:
+        raise CBORError("integer not in shortest form")
+    return n, end
 
-    def item(self, depth):
-        if depth > MAX_DEPTH:
-            raise CBORError("nested deeper than %d" % MAX_DEPTH)
-        initial = self.take(1)[0]
-        major = initial >> 5
-        info = initial & 0x1F
-        if major == 7:
-            return self.simple(info)
-        n = self.argument(info)
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
+
+def _item(data, pos, depth):
+    """Decode the item at `pos` of the bytes `data`: (value, position after it)."""
+    if depth > MAX_DEPTH:
+        raise CBORError("nested deeper than %d" % MAX_DEPTH)
+    if pos >= len(data):
+        raise _truncated(data, pos + 1)
+    initial = data[pos]
+    pos += 1
+    major = initial >> 5
+    info = initial & 0x1F
+    if major == 7:
+        return _simple(data, pos, info)
+    if info < 24:
+        n = info
+    else:
+        n, pos = _argument(data, pos, info)
+    if major == 0:
+        return n, pos
+    if major == 2 or major == 3:
+        end = pos + n
+        if end > len(data):
+            raise _truncated(data, end)
         if major == 2:
-            return bytes(self.take(n))
-        if major == 3:
-            try:
-                return str(bytes(self.take(n)), "utf-8")
-            except UnicodeError:
-                raise CBORError("text string is not valid UTF-8")
-        if major == 4:
-            if n > len(self.data) - self.pos:
-                raise CBORError("array longer than the message")
-            return [self.item(depth + 1) for _ in range(n)]
-        if major == 5:
-            if 2 * n > len(self.data) - self.pos:
-                raise CBORError("map longer than the message")
-            result = {}
-            previous = None
-            for _ in range(n):
-                start = self.pos
-                key = self.item(depth + 1)
-                encoded_key = bytes(self.data[start : self.pos])
-                if previous is not None and encoded_key <= previous:
-                    raise CBORError("map keys not in deterministic order or duplicated")
-                previous = encoded_key
-                if isinstance(key, (list, dict)):
-                    raise CBORError("map key must be an integer or a string")
-                result[key] = self.item(depth + 1)
-            return result
-        if n not in TAGS:
-            raise CBORError("tag %d is not used by the protocol" % n)
-        return Tag(n, self.item(depth + 1))
+            return data[pos:end], end
+        try:
+            return str(data[pos:end], "utf-8"), end
+        except UnicodeError:
+            raise CBORError("text string is not valid UTF-8")
+    if major == 4:
+        if n > len(data) - pos:
+            raise CBORError("array longer than the message")
+        items = []
+        for _ in range(n):
+            value, pos = _item(data, pos, depth + 1)
+            items.append(value)
+        return items, pos
+    if major == 5:
+        if 2 * n > len(data) - pos:
+            raise CBORError("map longer than the message")
+        result = {}
+        previous = None
+        for _ in range(n):
+            start = pos
+            key, pos = _item(data, pos, depth + 1)
+            encoded_key = data[start:pos]
+            if previous is not None and encoded_key <= previous:
+                raise CBORError("map keys not in deterministic order or duplicated")
+            previous = encoded_key
+            if isinstance(key, (list, dict, Tag)):
+                raise CBORError("map key must be an integer or a string")
+            result[key], pos = _item(data, pos, depth + 1)
+        return result, pos
+    if major == 1:
+        return -1 - n, pos
+    if n not in TAGS:
+        raise CBORError("tag %d is not used by the protocol" % n)
+    value, pos = _item(data, pos, depth + 1)
+    return Tag(n, value), pos
 
-    def simple(self, info):
-        if info == 20:
-            return False
-        if info == 21:
-            return True
-        if info == 22:
-            return None
-        if info == 26:
-            raw = self.take(4)
-            value = struct.unpack(">f", raw)[0]
-            if value != value and bytes(raw) != b"\x7f\xc0\x00\x00":
-                raise CBORError("NaN not in its deterministic form")
-            return value
-        if info == 27:
-            raw = self.take(8)
-            value = struct.unpack(">d", raw)[0]
-            if value != value or _is_float32(value):
-                raise CBORError("float64 that fits float32 is not deterministic")
-            return value
-        if info == 25:
-            raise CBORError("float16 is not used in this profile")
-        if info == 31:
-            raise CBORError("break outside an indefinite-length item")
-        raise CBORError("simple value %d is not allowed" % info)
+
+def _simple(data, pos, info):
+    if info == 20:
+        return False, pos
+    if info == 21:
+        return True, pos
+    if info == 22:
+        return None, pos
+    if info == 26:
+        end = pos + 4
+        if end > len(data):
+            raise _truncated(data, end)
+        raw = data[pos:end]
+        value = struct.unpack(">f", raw)[0]
+        if value != value and raw != b"\x7f\xc0\x00\x00":
+            raise CBORError("NaN not in its deterministic form")
+        return value, end
+    if info == 27:
+        end = pos + 8
+        if end > len(data):
+            raise _truncated(data, end)
+        value = struct.unpack(">d", data[pos:end])[0]
+        if value != value or _is_float32(value):
+            raise CBORError("float64 that fits float32 is not deterministic")
+        return value, end
+    if info == 25:
+        raise CBORError("float16 is not used in this profile")
+    if info == 31:
+        raise CBORError("break outside an indefinite-length item")
+    raise CBORError("simple value %d is not allowed" % info)
 
 
 def decode(data):
     """Decode one deterministic CBOR item filling all of `data`; raise CBORError otherwise."""
-    reader = _Reader(data)
-    value = reader.item(0)
-    if reader.pos != len(reader.data):
-        raise CBORError("%d trailing bytes after the item" % (len(reader.data) - reader.pos))
+    if type(data) is not bytes:
+        data = bytes(data)  # slices of bytes are bytes: map keys compare, strings decode
+    value, pos = _item(data, 0, 0)
+    if pos != len(data):
+        raise CBORError("%d trailing bytes after the item" % (len(data) - pos))
     return value

@@ -44,15 +44,11 @@ class Sign1:
         return sig_structure(self.protected_bytes, self.payload)
 
 
-def parse_sign1(data, max_bytes, decode=cbor.decode):
-    """Parse bytes into a Sign1 or raise ProtocolError; does not check the signature.
-
-    `decode` is the strict deterministic-CBOR decoder: fp.cbor.decode on the device, the
-    cbor2-backed one on the host (host_agent.wire.decode_strict); both accept the same bytes.
-    """
+def parse_sign1(data, max_bytes):
+    """Parse bytes into a Sign1 or raise ProtocolError; does not check the signature."""
     if len(data) > max_bytes:
         raise ProtocolError("oversized", "%d bytes, limit %d" % (len(data), max_bytes))
-    message = decode(data)
+    message = cbor.decode(data)
     if not isinstance(message, cbor.Tag) or message.tag != TAG_SIGN1:
         raise ProtocolError("malformed", "not a COSE_Sign1 (CBOR tag 18)")
     parts = message.value
@@ -65,7 +61,7 @@ def parse_sign1(data, max_bytes, decode=cbor.decode):
         raise ProtocolError("malformed", "unprotected header must be empty")
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise ProtocolError("malformed", "Ed25519 signature must be 64 bytes")
-    protected = decode(protected_bytes) if protected_bytes else {}
+    protected = cbor.decode(protected_bytes) if protected_bytes else {}
     if not isinstance(protected, dict):
         raise ProtocolError("malformed", "protected header must be a map")
     alg = protected.get(H_ALG)

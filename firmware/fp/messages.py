@@ -127,9 +127,9 @@ def kind_of(message):
     return kind
 
 
-def parse(data, expected_kind, decode=cbor.decode):
+def parse(data, expected_kind):
     """Parse bytes as a COSE_Sign1 of `expected_kind`; raise ProtocolError otherwise."""
-    message = cose.parse_sign1(data, MAX_BYTES[expected_kind], decode)
+    message = cose.parse_sign1(data, MAX_BYTES[expected_kind])
     kind = kind_of(message)
     if kind != expected_kind:
         raise ProtocolError("wrong-kind", "a %s where a %s was expected" % (kind, expected_kind))
@@ -159,9 +159,9 @@ def _int_or_none(value, name):
     raise ProtocolError("malformed", name + " must be an integer")
 
 
-def parse_device_message(data, expected_kind, decode=cbor.decode):
+def parse_device_message(data, expected_kind):
     """Parse a reading, status or ack into a DeviceMessage (body decoded); signature not checked."""
-    message = parse(data, expected_kind, decode)
+    message = parse(data, expected_kind)
     claims = message.claims
     device_id = claims.get(SUB)
     if not is_valid_id(device_id):
@@ -176,9 +176,9 @@ def parse_device_message(data, expected_kind, decode=cbor.decode):
     boot = int.from_bytes(cti[:4], "big")
     seq = int.from_bytes(cti[4:], "big")
     if expected_kind == "reading":
-        body = senml.decode_pack(message.payload, decode)
+        body = senml.decode_pack(message.payload)
     else:
-        body = decode(message.payload)
+        body = cbor.decode(message.payload)
         if not isinstance(body, dict):
             raise ProtocolError("malformed", expected_kind + " payload must be a map")
         if expected_kind == "ack":
@@ -209,10 +209,10 @@ class Card:
         self.owner_id = owner_id
 
 
-def parse_card(data, verify, decode=cbor.decode):
+def parse_card(data, verify):
     """Parse and check a device card: key matches id, self-signature valid; return a Card."""
-    message = parse(data, "card", decode)
-    claims = decode(message.payload)
+    message = parse(data, "card")
+    claims = cbor.decode(message.payload)
     if not isinstance(claims, dict):
         raise ProtocolError("malformed", "card payload must be a CWT claims map")
     device_id = claims.get(SUB)
@@ -260,14 +260,16 @@ class Endorsement:
         self.time_s = time_s
 
 
-def parse_endorsement(data, signer_public_key, verify, decode=cbor.decode):
+def parse_endorsement(data, signer_public_key, verify):
     """Check an endorsement against the signer's key; raise ProtocolError otherwise."""
-    message = parse(data, "endorsement", decode)
+    message = parse(data, "endorsement")
     claims = message.claims
     if claims.get(ISS) != id_from_public_key(signer_public_key):
         raise ProtocolError("not-owner", "endorsement not issued by this signer")
-    body = decode(message.payload)
-    confirmation = body.get(CNF) if isinstance(body, dict) else None
+    body = cbor.decode(message.payload)
+    if not isinstance(body, dict):
+        raise ProtocolError("malformed", "endorsement payload must be a map")
+    confirmation = body.get(CNF)
     key = confirmation.get(1) if isinstance(confirmation, dict) else None
     if not isinstance(key, dict) or key.get(1) != 1 or key.get(-1) != 6 or not isinstance(key.get(-2), bytes):
         raise ProtocolError("malformed", "endorsement cnf must hold an Ed25519 OKP COSE_Key")
@@ -299,9 +301,9 @@ class Command:
         return hashlib.sha256(self.message.raw).digest()
 
 
-def parse_command(data, decode=cbor.decode):
+def parse_command(data):
     """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
-    message = parse(data, "command", decode)
+    message = parse(data, "command")
     claims = message.claims
     owner_id = claims.get(ISS)
     device_id = claims.get(AUD)
@@ -314,7 +316,7 @@ def parse_command(data, decode=cbor.decode):
     expires_s = _int_or_none(claims.get(EXP), "exp")
     if issued_s is None or expires_s is None:
         raise ProtocolError("malformed", "command needs iat and exp")
-    body = decode(message.payload)
+    body = cbor.decode(message.payload)
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("op"), str)

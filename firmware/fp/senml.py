@@ -42,9 +42,9 @@ def encode_pack(measurements):
     return cbor.encode([record(name, unit, value) for name, unit, value in measurements])
 
 
-def decode_pack(payload, decode=cbor.decode):
+def decode_pack(payload):
     """Decode a SenML CBOR pack into [(name, unit, value), ...]; raise ProtocolError if it is not one."""
-    pack = decode(payload)
+    pack = cbor.decode(payload)
     if not isinstance(pack, list) or not pack or len(pack) > MAX_RECORDS:
         raise ProtocolError("malformed", "SenML pack must be an array of 1..%d records" % MAX_RECORDS)
     out = []

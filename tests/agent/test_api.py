@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from fp import topics
+from fp import messages, topics
 from host_agent import api as api_module
-from host_agent import tokens, wire
+from host_agent import tokens
 from host_agent.cli import main
 from host_agent.grants import parse_grant
 from host_agent.mosquitto import Mosquitto
@@ -34,7 +34,7 @@ HUM_ONLY = (("hum", "%RH", 41),)
 
 
 def _commands_seen(publisher: Publisher, device: FakeDevice) -> list:
-    return [wire.parse_command(p) for t, p in publisher.received if t == device.topic("command")]
+    return [messages.parse_command(p) for t, p in publisher.received if t == device.topic("command")]
 
 
 def _publish_card(publisher: Publisher, device: FakeDevice, owner_id: str | None = None) -> None:
@@ -353,7 +353,7 @@ def test_real_device_handed_over_with_the_cli_obeys_only_the_new_owner(
 
         def answer():
             for _, payload in watcher.received:
-                body = wire.parse_device_message(payload, "ack").body
+                body = messages.parse_device_message(payload, "ack").body
                 if body["cmd"] == hashlib.sha256(data).digest():
                     return body
             return None

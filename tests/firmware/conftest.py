@@ -10,9 +10,8 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 import pytest
 
-from fp import topics
+from fp import messages, topics
 from fp.errors import ProtocolError
-from host_agent import wire
 from host_agent.mosquitto import Mosquitto
 from host_agent.paths import BOARDS
 from host_agent.simdevice import SimDevice
@@ -118,7 +117,7 @@ def sim_devices():
 def owner_command(owner, collector: Collector, device_id: str, op: str, args: dict, timeout_s: float = 10):
     """Publish a signed owner command on the collector's broker; return the verified ack's body."""
     data = owner.command(device_id, op, args)
-    digest = wire.parse_command(data).digest()
+    digest = messages.parse_command(data).digest()
     collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
     wait_until(lambda: digest in collector.acks, timeout_s, f"the ack of {op}")
     return collector.acks[digest]

@@ -86,7 +86,7 @@ def test_network_cut_buffers_and_drains_in_order(mosquitto, collector_factory, s
 
 def _command(owner: Owner, collector, broker_client, device_id: str, op: str, args: dict):
     data = owner.command(device_id, op, args)
-    digest = wire.parse_command(data).digest()
+    digest = messages.parse_command(data).digest()
     broker_client.publish(topics.topic(device_id, "command"), data, qos=1)
     wait_until(lambda: digest in collector.acks, 10, f"the ack of {op}")
     return collector.acks[digest]

@@ -10,6 +10,7 @@ import urllib.request
 import cbor2
 import pytest
 
+from fp import messages
 from host_agent import wire
 from host_agent.owner import Owner
 from host_agent.verifier import Verifier
@@ -80,8 +81,8 @@ def test_card_latest_readings_and_status_over_http_verify_with_pynacl(running):
         wire.nacl_verify(card.public_key, reading.message.to_be_signed(), reading.message.signature)
         assert reading.device_id == device_id and reading.body[0][0] == name
     # the newest: taken no earlier than anything the vendor had before the request...
-    assert wire.parse_device_message(latest["n"], "reading").seq >= published_before
-    assert wire.parse_device_message(latest["slow"], "reading").body[0][2] == 0
+    assert messages.parse_device_message(latest["n"], "reading").seq >= published_before
+    assert messages.parse_device_message(latest["slow"], "reading").body[0][2] == 0
     # ...and the very bytes that went over MQTT
     wait_until(lambda: latest["n"] in {r.raw for r in vendor.readings}, 5, "the same reading over MQTT")
 

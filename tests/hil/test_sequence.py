@@ -102,7 +102,7 @@ class Rig:
     def vendor_readings(self) -> list[messages.DeviceMessage]:
         topic = topics.topic(self.device_id, "reading")
         return [
-            wire.parse_device_message(data, "reading")
+            messages.parse_device_message(data, "reading")
             for t, data in list(self.vendor_view.received)
             if t == topic
         ]
@@ -263,7 +263,7 @@ def test_6_a_broker_outage_buffers_on_the_device_and_drains_oldest_first(rig):
     def vendor_after():
         topic = topics.topic(rig.device_id, "reading")
         return [
-            wire.parse_device_message(data, "reading").seq
+            messages.parse_device_message(data, "reading").seq
             for t, data in list(rig.vendor_view.received)[arrivals_before:]
             if t == topic
         ]
@@ -290,7 +290,7 @@ def test_7_a_forged_command_is_refused_and_changes_nothing(rig):
     def refusal():
         acks = [d for t, d in list(rig.vendor_view.received) if t == ack_topic][acks_before:]
         for data in acks:
-            body = wire.parse_device_message(data, "ack").body
+            body = messages.parse_device_message(data, "ack").body
             if body.get("outcome") != "applied":
                 return body
         return None

@@ -41,7 +41,7 @@ def test_single_value_reading_with_id_counters_and_time_fits_150_bytes():
 
 
 def test_reading_verifies_with_pynacl_through_the_host_fast_path():
-    parsed = wire.parse_device_message(_reading(), "reading")
+    parsed = messages.parse_device_message(_reading(), "reading")
     cose.verify_sign1(parsed.message, examples.DEVICE_KEY, wire.nacl_verify)
     assert (parsed.device_id, parsed.boot, parsed.seq, parsed.time_s) == (DEVICE_ID, 1, 1, examples.TIME_S)
     assert parsed.body == [("temp", "Cel", 21.5)]
@@ -75,7 +75,7 @@ def test_alg_minus_19_is_accepted():
     signer = wire.nacl_signer(examples.DEVICE_SEED)
     header = {1: cose.ALG_ED25519, 3: messages.CT_READING, 15: {2: DEVICE_ID, 7: messages.counter_id(1, 9)}}
     data = cose.sign1(signer, header, cbor.encode([{0: "t", 2: 1}]))
-    parsed = wire.parse_device_message(data, "reading")
+    parsed = messages.parse_device_message(data, "reading")
     cose.verify_sign1(parsed.message, examples.DEVICE_KEY, wire.nacl_verify)
 
 
@@ -117,7 +117,7 @@ def _tamper_cases():
 
 @pytest.mark.parametrize("name,data,reason", _tamper_cases(), ids=[c[0] for c in _tamper_cases()])
 def test_bad_messages_are_refused_with_their_reason_by_host_and_firmware(name, data, reason):
-    for parse in (wire.parse_device_message, messages.parse_device_message):
+    for parse in (messages.parse_device_message, messages.parse_device_message):
         with pytest.raises(ProtocolError) as error:
             parsed = parse(data, "reading")
             cose.verify_sign1(parsed.message, examples.DEVICE_KEY, wire.nacl_verify)
@@ -126,7 +126,7 @@ def test_bad_messages_are_refused_with_their_reason_by_host_and_firmware(name, d
 
 
 def test_wrong_key_length_is_refused():
-    parsed = wire.parse_device_message(_reading(), "reading")
+    parsed = messages.parse_device_message(_reading(), "reading")
     with pytest.raises(ProtocolError) as error:
         cose.verify_sign1(parsed.message, examples.DEVICE_KEY[:31], wire.nacl_verify)
     assert error.value.reason == "malformed"
@@ -164,7 +164,7 @@ def test_command_checks_owner_address_counter_and_expiry():
 
     def command(counter=8, device_id=DEVICE_ID, expires=now + 60, signer=owner, key=examples.OWNER_KEY):
         data = messages.encode_command(signer, key, device_id, counter, now, expires, "get-info", {})
-        return wire.parse_command(data)
+        return messages.parse_command(data)
 
     messages.check_command(command(), examples.OWNER_KEY, DEVICE_ID, 7, now, wire.nacl_verify)
     other_id = ids.id_from_public_key(bytes(32))
@@ -320,7 +320,7 @@ print(json.dumps({"built": {k: v.hex() for k, v in built.items()}, "card_id": ca
     decoded = Sign1Message.from_cose_obj(parts, True)
     decoded.key = OKPKey(crv=Ed25519, x=examples.DEVICE_KEY)
     assert decoded.verify_signature()
-    parsed = wire.parse_device_message(reading, "reading")
+    parsed = messages.parse_device_message(reading, "reading")
     cose.verify_sign1(parsed.message, examples.DEVICE_KEY, wire.nacl_verify)
 
 
@@ -331,7 +331,7 @@ def test_endorsement_lets_a_third_party_trust_a_device_key_through_its_owner():
     )
     for parse in (
         lambda d, k: messages.parse_endorsement(d, k, wire.nacl_verify),
-        lambda d, k: messages.parse_endorsement(d, k, wire.nacl_verify, wire.decode_strict),
+        lambda d, k: messages.parse_endorsement(d, k, wire.nacl_verify),
     ):
         endorsement = parse(data, examples.OWNER_KEY)
         assert (endorsement.signer_id, endorsement.device_id, endorsement.device_key, endorsement.role) == (
