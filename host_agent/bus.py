@@ -1,11 +1,14 @@
-"""The agent's connection to its broker: paho-mqtt with manual acknowledgements.
+"""The agent's connection to a broker: device messages in, acknowledged after commit; commands out.
 
-A QoS 1 message is acknowledged (PUBACK) only when the caller says so, after the store has
-committed it; the session is persistent (clean_session false), so whatever was not acknowledged
-when the agent died is delivered again when it comes back. paho runs its network loop in its own
-thread; messages cross into the event loop in bursts: paho's thread appends to a deque and wakes
-the loop once per burst (`call_soon_threadsafe` writes to a pipe and hands over the GIL, which
-cost more than the rest of receiving a message when done once per message).
+It runs the firmware's own asyncio MQTT 3.1.1 client (fp.mqtt, tested under MicroPython and
+CPython) on the agent's event loop, with manual acknowledgements: a QoS 1 message is acknowledged
+(PUBACK) only when `ack()` is called, after the store has committed it. The session is persistent
+(clean session off), so whatever was not acknowledged when the agent died is delivered again when
+it comes back. Why not paho-mqtt here: receiving a message and acknowledging it costs paho about
+29 us of CPU (a recv() per header byte, a select() per packet, a socketpair write per ack), this
+client about 6 us on CPython's buffered streams, and the agent's whole budget per reading is a few
+tens of microseconds beyond the signature check (docs/benchmarks.md, "Host agent"). paho remains
+the client for the destinations the outbox forwards to.
 """
 
 from __future__ import annotations
@@ -14,100 +17,119 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from fp import topics
-from host_agent.tcp import no_nagle
+from fp import mqtt, topics
 
 log = logging.getLogger("firstparty.bus")
 INGEST_KINDS = ("card", "reading", "status", "ack")
+# larger than any protocol message (fp.messages.MAX_BYTES), which ingest refuses as 'oversized';
+# a PUBLISH beyond this is read past, acknowledged and logged (fp.mqtt), never held in memory
+MAX_PACKET_BYTES = 256 * 1024
+KEEPALIVE_S = 30
+MAX_BACKOFF_S = 2.0
+COMMAND_WAIT_S = 10.0  # how long a command waits for a connection that is down
 
 
 @dataclass
 class Delivery:
     topic: str
     payload: bytes
-    mid: int
-    qos: int
-    source: Bus | None = None  # the connection that must acknowledge it
+    token: Any  # what ack() takes (None: QoS 0, nothing to acknowledge)
+    source: Bus
+
+
+class Inbox:
+    """Deliveries from every Bus of the agent, in arrival order, for the ingest loop."""
+
+    def __init__(self) -> None:
+        self.items: deque[Delivery] = deque()
+        self.arrived = asyncio.Event()
+
+    def put(self, delivery: Delivery) -> None:
+        self.items.append(delivery)
+        self.arrived.set()
+
+    async def take(self, limit: int) -> list[Delivery]:
+        """Wait for at least one delivery; return up to `limit`, oldest first."""
+        while not self.items:
+            self.arrived.clear()
+            await self.arrived.wait()
+        items = self.items
+        return [items.popleft() for _ in range(min(limit, len(items)))]
 
 
 class Bus:
-    """Subscribe to every device's messages; publish commands; ack on request."""
+    """Subscribe to every device's messages; publish commands; acknowledge on request."""
 
     def __init__(
         self,
         host: str,
         port: int,
         client_id: str,
-        queue: asyncio.Queue[Delivery],
-        loop: asyncio.AbstractEventLoop,
+        inbox: Inbox,
         shared_group: str | None = None,
         username: str | None = None,
         password: str | None = None,
     ):
         self.host, self.port = host, port
-        self.queue = queue
-        self.loop = loop
+        self.inbox = inbox
         self.shared_group = shared_group
-        self.is_connected = False
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
+        self.client = mqtt.MQTTClient(
+            mqtt.Broker(host, port, username, password),
+            client_id,
+            on_message=self._on_message,
+            keepalive_s=KEEPALIVE_S,
+            clean=False,
+            subscriptions=[(topic_filter, 1) for topic_filter in self.filters()],
+            max_packet_bytes=MAX_PACKET_BYTES,
+            max_backoff_s=MAX_BACKOFF_S,
+            log=log.info,
+            manual_ack=True,
         )
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.max_inflight_messages_set(100)
-        self.client.reconnect_delay_set(0.1, 2)  # type: ignore[arg-type]  # paho takes seconds as floats; its hint says int
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_socket_open = no_nagle
-        self.arrived: deque[Delivery] = deque()
-        self.is_wake_pending = False
+        self.task: asyncio.Task | None = None
+        self.sending: set[asyncio.Task] = set()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.client.is_up
 
     def filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
         return [prefix + topics.wildcard(kind) for kind in INGEST_KINDS]
 
     def start(self) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
+        """Connect and keep connecting (on the running event loop)."""
+        self.task = asyncio.create_task(self.client.run())
 
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    async def stop(self) -> None:
+        self.client.stop()
+        for task in [self.task, *self.sending]:
+            if task:
+                task.cancel()
+        await asyncio.gather(*(t for t in [self.task, *self.sending] if t), return_exceptions=True)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
-        if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", reason_code)
-            return
-        self.is_connected = True
-        client.subscribe([(f, 1) for f in self.filters()])
-        log.info("connected to %s:%d", self.host, self.port)
+    async def _on_message(self, topic: str, payload: bytes, token: Any) -> None:
+        self.inbox.put(Delivery(topic, payload, token, self))
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
-        self.is_connected = False
-        log.info("disconnected from the broker: %s", reason_code)
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        """PUBACK these deliveries (all of this Bus), in one write."""
+        tokens = [d.token for d in deliveries if d.token is not None]
+        if tokens:
+            try:
+                await self.client.ack(tokens)
+            except (OSError, mqtt.MQTTError) as error:  # the broker sends them again
+                log.info("acknowledgements to %s:%d lost: %s", self.host, self.port, error)
 
-    def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
-        self.arrived.append(Delivery(message.topic, bytes(message.payload), message.mid, message.qos, self))
-        if not self.is_wake_pending:
-            self.is_wake_pending = True
-            self.loop.call_soon_threadsafe(self._hand_over)
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send a command with QoS 1, once connected (waiting up to COMMAND_WAIT_S for that)."""
+        task = asyncio.create_task(self._publish(topic, payload))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
 
-    def _hand_over(self) -> None:
-        """On the event loop: move what paho received into the queue."""
-        # cleared before draining: a message appended after this line schedules another hand-over
-        self.is_wake_pending = False
-        arrived, put = self.arrived, self.queue.put_nowait
-        while arrived:
-            put(arrived.popleft())
-
-    def ack(self, delivery: Delivery) -> None:
-        if delivery.qos > 0:
-            self.client.ack(delivery.mid, delivery.qos)
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain)
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        try:
+            await self.client.wait_up(COMMAND_WAIT_S)
+            await self.client.publish(topic, payload, qos=1)
+        except (TimeoutError, OSError, mqtt.MQTTError) as error:
+            log.warning("could not send %s to %s:%d: %s", topic, self.host, self.port, error)

@@ -1,7 +1,7 @@
 """The agent service: broker -> ingest -> store -> routes -> outbox, plus commands and the API.
 
-One asyncio loop. SQLite work runs in threads (asyncio.to_thread); paho runs its network loop in
-its own thread and hands messages to the loop. Start it with `Agent(config).run()` (blocking) or
+One asyncio loop: the broker connections (host_agent.bus) read and acknowledge on it, SQLite work
+runs in threads (asyncio.to_thread), the outbox's paho clients run their network loops in theirs. Start it with `Agent(config).run()` (blocking) or
 `await Agent(config).run_async()`; `agent.request_stop()` ends it from any thread.
 """
 
@@ -20,7 +20,7 @@ from fp.errors import ProtocolError
 from host_agent import grants, wire
 from host_agent import routes as routing
 from host_agent.broker import EmbeddedBroker
-from host_agent.bus import Bus, Delivery
+from host_agent.bus import Bus, Inbox
 from host_agent.commands import Commander, CommandResult
 from host_agent.config import Config
 from host_agent.errors import UserError
@@ -87,29 +87,20 @@ class Agent:
             username, password = self.broker.agent_credentials()
         else:
             username, password = config.broker.username, config.broker.password
-        queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        inbox = Inbox()
         self.bus = Bus(
-            host,
-            port,
-            config.broker.client_id,
-            queue,
-            self.loop,
-            config.broker.shared_group,
-            username,
-            password,
+            host, port, config.broker.client_id, inbox, config.broker.shared_group, username, password
         )
         self.bus.start()
         self.relays = []
         for index, relay in enumerate(config.broker.relay_brokers):
             relay_host, _, relay_port = relay.rpartition(":")
-            relay_bus = Bus(
-                relay_host, int(relay_port), f"{config.broker.client_id}-relay{index}", queue, self.loop
-            )
+            relay_bus = Bus(relay_host, int(relay_port), f"{config.broker.client_id}-relay{index}", inbox)
             relay_bus.start()
             self.relays.append(relay_bus)
         self.outbox = Outbox(self.store, config.outbox_backoff_max_s, self._routes_expired)
         self.commander = Commander(self.owner, self._publish_command, self.audit, config.command_timeout_s)
-        tasks.append(asyncio.create_task(self._ingest_forever(queue)))
+        tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
         tasks.append(asyncio.create_task(self.outbox.run()))
         tasks.append(asyncio.create_task(self._retention_forever()))
         server = None
@@ -148,9 +139,8 @@ class Agent:
                 if server is None or task is not tasks[-1]:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.bus.stop()
-            for relay_bus in self.relays:
-                relay_bus.stop()
+            for bus in [self.bus, *self.relays]:
+                await bus.stop()
             await self.outbox.close()
             if self.broker:
                 await asyncio.to_thread(self.broker.stop)
@@ -158,12 +148,9 @@ class Agent:
 
     # --- ingest --------------------------------------------------------------------------------
 
-    async def _ingest_forever(self, queue: asyncio.Queue[Delivery]) -> None:
-        assert self.bus
+    async def _ingest_forever(self, inbox: Inbox) -> None:
         while True:
-            batch = [await queue.get()]
-            while len(batch) < MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = await inbox.take(MAX_BATCH)
             pause_s = 0.1
             while True:
                 try:
@@ -182,8 +169,11 @@ class Agent:
             if self.health["store"] != "ok":
                 log.warning("store commits again")
                 self.health["store"] = "ok"
+            by_source: dict[Bus, list] = {}
             for delivery in batch:
-                (delivery.source or self.bus).ack(delivery)
+                by_source.setdefault(delivery.source, []).append(delivery)
+            for bus, deliveries in by_source.items():
+                await bus.ack(deliveries)
             self._after_commit(outcomes)
 
     def _publish_command(self, topic: str, payload: bytes) -> None:

@@ -6,10 +6,17 @@ Failure modes it survives (each drops the connection and reconnects, never crash
 - broker down or refusing (CONNACK code != 0): backoff 0.5 s doubling to `max_backoff_s`, jittered;
 - dead link: no answer within keepalive/2 to the PINGREQ sent after keepalive of silence;
 - the network going away (the hardware layer's `link_up()` turning false);
-- malformed or unexpected packets from the broker (bad lengths, a remaining length beyond
-  `max_packet_bytes`, packet types a broker never sends): MQTTError with the reason, reconnect;
+- malformed or unexpected packets from the broker (bad lengths, packet types a broker never
+  sends, anything but a PUBLISH beyond `max_packet_bytes`): MQTTError with the reason, reconnect;
+- a PUBLISH beyond `max_packet_bytes`: read past without holding it, acknowledged (a broker would
+  otherwise send it again on every connection), counted in `oversized` and logged;
 - a publish whose PUBACK does not come within `ack_timeout_s`: MQTTError to the caller, who keeps
   the message (the outbox retries it, with DUP set, on the next connection).
+
+The host agent runs this same client on CPython for its ingest connection, with `manual_ack`:
+each message comes with a token, and the PUBACK goes only when `ack(tokens)` is called, after the
+message is committed. A token of an earlier connection is not acknowledged on a later one: the
+broker sends those messages again and the agent recognises them as duplicates.
 """
 
 import asyncio
@@ -141,6 +148,7 @@ class MQTTClient:
         max_backoff_s=30.0,
         log=None,
         link_up=None,
+        manual_ack=False,
     ):
         self.broker = broker
         self.client_id = client_id
@@ -154,6 +162,10 @@ class MQTTClient:
         self.max_backoff_s = max_backoff_s
         self.log = log or (lambda text: None)
         self.link_up = link_up  # the hardware layer's "is the network there?" (Wi-Fi, or the sim's cut)
+        # on_message(topic, payload) awaited, then PUBACK; with manual_ack on_message(topic,
+        # payload, token), and the PUBACK waits for ack([token, ...]) (token None: QoS 0)
+        self.manual_ack = manual_ack
+        self.oversized = 0
         self._last_rx = 0
         self.is_up = False
         self.on_up = _nothing  # coroutine function called after each (re)connect
@@ -275,19 +287,49 @@ class MQTTClient:
 
     async def _read_packet(self):
         reader = self._link()[0]
-        header = (await reader.readexactly(1))[0]
-        length = 0
-        for shift in (0, 7, 14, 21):
-            byte = (await reader.readexactly(1))[0]
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
+        while True:
+            header = (await reader.readexactly(1))[0]
+            length = 0
+            for shift in (0, 7, 14, 21):
+                byte = (await reader.readexactly(1))[0]
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+            else:
+                raise MQTTError("remaining length longer than 4 bytes")
+            if length <= self.max_packet_bytes:
                 break
-        else:
-            raise MQTTError("remaining length longer than 4 bytes")
-        if length > self.max_packet_bytes:
-            raise MQTTError("packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes))
+            if header & 0xF0 != PUBLISH:
+                raise MQTTError(
+                    "packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes)
+                )
+            await self._skip_publish(reader, header, length)  # and on to the next packet
         body = await reader.readexactly(length) if length else b""
         return header & 0xF0, body if header & 0xF0 != PUBLISH else (header, body)
+
+    async def _skip_publish(self, reader, header, length):
+        """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
+        qos = (header >> 1) & 3
+        topic_length = struct.unpack(">H", await reader.readexactly(2))[0]
+        fixed = 2 + topic_length + (2 if qos else 0)
+        if fixed > length:
+            raise MQTTError("PUBLISH topic longer than the packet")
+        rest = await reader.readexactly(fixed - 2)
+        left = length - fixed
+        while left:
+            left -= len(await reader.readexactly(min(left, 4096)))
+        self.oversized += 1
+        self.log(
+            "mqtt %s: skipped a PUBLISH of %d bytes (limit %d) on %s"
+            % (
+                self.broker.key(),
+                length,
+                self.max_packet_bytes,
+                repr(bytes(rest[: min(topic_length, 200)])),
+            )
+        )
+        if qos:
+            await self._send(bytes((PUBACK, 2)) + rest[topic_length : topic_length + 2])
 
     async def _serve(self):
         # A reader task takes whole packets; this loop watches the link and the keepalive, so a
@@ -351,13 +393,34 @@ class MQTTClient:
             raise MQTTError("PUBLISH topic longer than the packet")
         topic = str(body[2:end], "utf-8")
         payload = body[end + 2 :] if qos else body[end:]
+        if self.manual_ack:
+            token = (self.connects, body[end : end + 2]) if qos else None
+            try:
+                if self.on_message:
+                    await self.on_message(topic, payload, token)
+            except Exception as error:  # an application error never takes the connection down
+                self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
+            return
         if self.on_message:
             try:
                 await self.on_message(topic, payload)
-            except Exception as error:  # an application error never takes the connection down
+            except Exception as error:
                 self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
         if qos:
             await self._send(bytes((PUBACK, 2)) + body[end : end + 2])
+
+    async def ack(self, tokens):
+        """Acknowledge messages received with manual_ack, in one write; return how many were sent.
+
+        Tokens of an earlier connection are left out: the broker delivers those messages again.
+        """
+        packets = [
+            bytes((PUBACK, 2)) + packet_id for connection, packet_id in tokens if connection == self.connects
+        ]
+        if packets and self.is_up:
+            await self._send(b"".join(packets))
+            return len(packets)
+        return 0
 
     async def publish(self, topic, payload, qos=1, retain=False, dup=False):
         """Publish; with QoS 1 wait for the PUBACK. Raise MQTTError if down or unacknowledged."""
