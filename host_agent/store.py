@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from host_agent import audit
+
+log = logging.getLogger("firstparty.store")
+CHECKPOINT_S = 1.0
 
 # Version 2 dropped messages.digest and its UNIQUE index (the same bytes have the same counters,
 # which messages_counter holds: a redelivery is told from a replay by comparing the bytes stored
@@ -102,6 +106,26 @@ class Store:
         self._migrate()
         if max_page_count:
             self.db.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+        # Checkpoints (WAL copied into the database file, then fsync) run on a thread of their own,
+        # not inside whichever commit crosses SQLite's threshold: a commit then never waits for
+        # the disk, which held the ingest of a batch for tens of milliseconds now and then.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.closing = threading.Event()
+        self.checkpointer = threading.Thread(
+            target=self._checkpoint_forever, name="fp-checkpoint", daemon=True
+        )
+        self.checkpointer.start()
+
+    def _checkpoint_forever(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            while not self.closing.wait(CHECKPOINT_S):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never blocks a writer
+                except sqlite3.Error as error:
+                    log.warning("checkpoint failed (the WAL keeps the data): %s", error)
+        finally:
+            db.close()
 
     def _migrate(self) -> None:
         """Bring a database made by an older version up to this schema, in one transaction."""
@@ -118,7 +142,13 @@ class Store:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
+        self.closing.set()
+        self.checkpointer.join()
         with self.lock:
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as error:  # busy (another process reads) or disk full: the WAL stays
+                log.info("final checkpoint skipped: %s", error)
             self.db.close()
 
     def set_max_page_count(self, pages: int) -> None:
