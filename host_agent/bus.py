@@ -27,6 +27,8 @@ INGEST_KINDS = ("card", "reading", "status", "ack")
 # a PUBLISH beyond this is read past, acknowledged and logged (fp.mqtt), never held in memory
 MAX_PACKET_BYTES = 256 * 1024
 KEEPALIVE_S = 30
+# one read takes what the broker has sent, up to this: hundreds of readings parsed per read
+READ_CHUNK = 64 * 1024
 MAX_BACKOFF_S = 2.0
 COMMAND_WAIT_S = 10.0  # how long a command waits for a connection that is down
 
@@ -86,6 +88,7 @@ class Bus:
             max_backoff_s=MAX_BACKOFF_S,
             log=log.info,
             manual_ack=True,
+            read_chunk=READ_CHUNK,
         )
         self.task: asyncio.Task | None = None
         self.sending: set[asyncio.Task] = set()

@@ -149,6 +149,7 @@ class MQTTClient:
         log=None,
         link_up=None,
         manual_ack=False,
+        read_chunk=512,
     ):
         self.broker = broker
         self.client_id = client_id
@@ -165,6 +166,7 @@ class MQTTClient:
         # on_message(topic, payload) awaited, then PUBACK; with manual_ack on_message(topic,
         # payload, token), and the PUBACK waits for ack([token, ...]) (token None: QoS 0)
         self.manual_ack = manual_ack
+        self.read_chunk = read_chunk  # bytes per read: small on a board, large for the agent's stream
         self.oversized = 0
         self._last_rx = 0
         self.is_up = False
@@ -173,6 +175,8 @@ class MQTTClient:
         self.errors = 0
         self._reader = None
         self._writer = None
+        self._buffer = b""  # read from the broker, parsed up to _position
+        self._position = 0
         self._next_id = 0
         self._pending = {}  # packet id -> asyncio.Event set by PUBACK
         self._stopped = False
@@ -250,6 +254,7 @@ class MQTTClient:
                 asyncio.open_connection(self.broker.host, self.broker.port), 10
             )
         self._reader, self._writer = reader, writer
+        self._buffer, self._position = b"", 0
         # The will may be a function: a signed "offline" status must be fresh for each connection.
         will = self.will() if callable(self.will) else self.will
         writer.write(
@@ -285,39 +290,79 @@ class MQTTClient:
         writer.write(packet)
         await writer.drain()
 
-    async def _read_packet(self):
-        reader = self._link()[0]
-        while True:
-            header = (await reader.readexactly(1))[0]
-            length = 0
-            for shift in (0, 7, 14, 21):
-                byte = (await reader.readexactly(1))[0]
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-            else:
-                raise MQTTError("remaining length longer than 4 bytes")
-            if length <= self.max_packet_bytes:
+    def _parse(self):
+        """The next packet in the buffer as (first byte, body, remaining length), or None until
+        all of it has arrived; body None: a PUBLISH beyond max_packet_bytes, to read past."""
+        buffer, start = self._buffer, self._position
+        end = len(buffer)
+        index = start + 1
+        length = 0
+        for shift in (0, 7, 14, 21):
+            if index >= end:
+                return None
+            byte = buffer[index]
+            index += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
                 break
+        else:
+            raise MQTTError("remaining length longer than 4 bytes")
+        header = buffer[start]
+        if length > self.max_packet_bytes:
             if header & 0xF0 != PUBLISH:
                 raise MQTTError(
                     "packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes)
                 )
-            await self._skip_publish(reader, header, length)  # and on to the next packet
-        body = await reader.readexactly(length) if length else b""
-        return header & 0xF0, body if header & 0xF0 != PUBLISH else (header, body)
+            self._position = index
+            return header, None, length
+        if end - index < length:
+            return None
+        self._position = index + length
+        return header, buffer[index : index + length], length
 
-    async def _skip_publish(self, reader, header, length):
+    async def _fill(self):
+        """Read what the broker has sent (up to read_chunk bytes) behind what is left unparsed."""
+        chunk = await self._link()[0].read(self.read_chunk)
+        if not chunk:
+            raise EOFError("connection closed by the broker")
+        rest = self._buffer[self._position :]
+        self._buffer = rest + chunk if rest else chunk
+        self._position = 0
+        self._last_rx = time.time()
+
+    async def _take(self, count):
+        """`count` bytes: what the buffer holds first, then straight from the stream."""
+        held = self._buffer[self._position : self._position + count]
+        self._position += len(held)
+        if len(held) < count:
+            held += await self._link()[0].readexactly(count - len(held))
+        return held
+
+    async def _read_packet(self):
+        """The next packet as (type, body); a PUBLISH as (PUBLISH, (first byte, body))."""
+        while True:
+            packet = self._parse()
+            if packet is None:
+                await self._fill()
+                continue
+            header, body, length = packet
+            if body is None:
+                await self._skip_publish(header, length)
+                continue
+            kind = header & 0xF0
+            return kind, body if kind != PUBLISH else (header, body)
+
+    async def _skip_publish(self, header, length):
         """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
         qos = (header >> 1) & 3
-        topic_length = struct.unpack(">H", await reader.readexactly(2))[0]
+        topic_length = struct.unpack(">H", await self._take(2))[0]
         fixed = 2 + topic_length + (2 if qos else 0)
         if fixed > length:
             raise MQTTError("PUBLISH topic longer than the packet")
-        rest = await reader.readexactly(fixed - 2)
+        rest = await self._take(fixed - 2)
         left = length - fixed
         while left:
-            left -= len(await reader.readexactly(min(left, 4096)))
+            left -= len(await self._take(min(left, 4096)))
         self.oversized += 1
         self.log(
             "mqtt %s: skipped a PUBLISH of %d bytes (limit %d) on %s"
@@ -360,11 +405,18 @@ class MQTTClient:
             reader.cancel()
 
     async def _read_forever(self):
+        # packets are parsed out of whole reads: one read and no await per packet when many wait
         while True:
-            kind, body = await self._read_packet()
-            self._last_rx = time.time()
-            if kind == PUBLISH:
-                await self._incoming(*body)
+            packet = self._parse()
+            if packet is None:
+                await self._fill()
+                continue
+            header, body, length = packet
+            kind = header & 0xF0
+            if body is None:
+                await self._skip_publish(header, length)
+            elif kind == PUBLISH:
+                await self._incoming(header, body)
             elif kind == PUBACK:
                 if len(body) != 2:
                     raise MQTTError("PUBACK with %d bytes" % len(body))

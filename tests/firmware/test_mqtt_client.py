@@ -177,3 +177,92 @@ def _check_ack_scenario(result: dict) -> None:
 @pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
 def test_manual_acknowledgements_and_an_oversized_publish(micropython, mosquitto, interpreter):
     _check_ack_scenario(_run(interpreter, ACK_SCENARIO % mosquitto.port, micropython, timeout=60))
+
+
+def _publish(topic: bytes, payload: bytes, packet_id: int) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + packet_id.to_bytes(2, "big") + payload
+    length, encoded = len(body), bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        encoded.append(byte | 0x80 if length else byte)
+        if not length:
+            return b"\x32" + bytes(encoded) + body
+
+
+# Small packets, one whose remaining length takes two bytes and spans several of the board's
+# 512-byte reads, one beyond the client's 4,096-byte limit (read past, acknowledged), and more
+# small ones behind it, sent at once and then again in pieces of 1 to 7 bytes.
+DRIBBLED = [
+    (b"t/a", b"one", 1),
+    (b"t/b", b"two" * 50, 2),
+    (b"t/c", bytes(range(256)) * 8, 3),
+    (b"t/big", b"x" * 6000, 4),
+    (b"t/d", b"", 5),
+    (b"t/e", b"last", 6),
+]
+
+
+def _dribbling_broker(server: socket.socket, acks: list[bytes]) -> None:
+    stream = b"".join(_publish(*packet) for packet in DRIBBLED)
+    pieces = [stream]
+    offset = 0
+    while offset < len(stream):
+        size = 1 + (offset * 7919) % 7
+        pieces.append(stream[offset : offset + size])
+        offset += size
+    with server:
+        connection, _ = server.accept()
+        with connection:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.settimeout(10)
+            connection.recv(1024)  # CONNECT
+            connection.sendall(b"\x20\x02\x00\x00")
+            for index, piece in enumerate(pieces):
+                connection.sendall(piece)
+                if index and index % 50 == 0:
+                    threading.Event().wait(0.002)  # let the client read a partial packet
+            received = b""
+            while received.count(b"\x40\x02") < 2 * len(DRIBBLED):
+                chunk = connection.recv(1024)
+                if not chunk:
+                    break
+                received += chunk
+            acks.append(received)
+            while connection.recv(1024):  # until the client closes: no error of ours on its side
+                pass
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_packets_split_anywhere_across_reads_arrive_whole(micropython, interpreter):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    acks: list[bytes] = []
+    thread = threading.Thread(target=_dribbling_broker, args=(server, acks), daemon=True)
+    thread.start()
+    script = f"""
+import asyncio, json
+from fp.mqtt import MQTTClient, Broker
+got = []
+async def on_message(topic, payload):
+    got.append([topic, bytes(payload).hex()])
+client = MQTTClient(Broker("127.0.0.1", {port}), "split", on_message=on_message, max_packet_bytes=4096)
+async def main():
+    task = asyncio.create_task(client.run())
+    for _ in range(400):
+        if len(got) == 10:
+            break
+        await asyncio.sleep(0.025)
+    await asyncio.sleep(0.2)
+    client.stop()
+    task.cancel()
+asyncio.run(main())
+print(json.dumps({{"got": got, "oversized": client.oversized, "errors": client.errors}}))
+"""
+    result = _run(interpreter, script, micropython)
+    thread.join(timeout=10)
+    expected = [[topic.decode(), payload.hex()] for topic, payload, _ in DRIBBLED if len(payload) < 4000]
+    assert result["got"] == expected * 2
+    assert result["oversized"] == 2 and result["errors"] == 0
+    assert acks and acks[0] == b"".join(b"\x40\x02" + n.to_bytes(2, "big") for _, _, n in DRIBBLED) * 2
