@@ -33,7 +33,7 @@ MAX_BACKOFF_S = 2.0
 COMMAND_WAIT_S = 10.0  # how long a command waits for a connection that is down
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     topic: str
     payload: bytes

@@ -35,14 +35,14 @@ OUTBOX_INSERT = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Known:
     public_key: bytes
     state: str  # pending, accepted, rejected
     owner_id: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What became of one message: accepted (and stored), duplicate, or refused with a reason."""
 
@@ -109,7 +109,7 @@ def _window_row(window: replay.ReplayWindow) -> tuple[int, int, bytes]:
     return boot, top, seen.to_bytes((seen.bit_length() + 7) // 8 or 1, "big")
 
 
-@dataclass
+@dataclass(slots=True)
 class Check:
     """How far a message got before the transaction: refused, parsed, or parsed and verified."""
 

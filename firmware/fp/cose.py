@@ -30,6 +30,9 @@ def sign1(sign, protected, payload):
 class Sign1:
     """A parsed COSE_Sign1: the protected header map and the raw bytes needed to verify it."""
 
+    # one object per message instead of two on CPython (MicroPython ignores __slots__)
+    __slots__ = ("raw", "protected_bytes", "protected", "payload", "signature", "content_type", "claims")
+
     def __init__(self, raw, protected_bytes, protected, payload, signature):
         self.raw = raw
         self.protected_bytes = protected_bytes

@@ -139,6 +139,8 @@ def parse(data, expected_kind):
 class DeviceMessage:
     """A reading, status or ack from a device, parsed but not yet verified."""
 
+    __slots__ = ("kind", "message", "device_id", "boot", "seq", "time_s", "body")  # as fp.cose.Sign1
+
     def __init__(self, kind, message, device_id, boot, seq, time_s, body):
         self.kind = kind
         self.message = message
