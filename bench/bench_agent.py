@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,6 +58,7 @@ BROKER_CONFIG = "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
 # mosquitto leaves Nagle's algorithm on by default: small packets wait for the peer's delayed ACK
 NO_NAGLE = "set_tcp_nodelay true\n"
 DEVICES_IN_STREAM = 100
+MAX_OUTSTANDING = 50_000  # QoS 1 messages the publisher has sent and not seen acknowledged
 TIME_S = 1764000000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -230,6 +232,7 @@ class Client:
 
     def __init__(self, broker: Mosquitto, client_id: str, subscribe: str | None = None):
         self.received: dict[bytes, float] = {}
+        self.outstanding: deque[mqtt.MQTTMessageInfo] = deque()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
@@ -245,7 +248,15 @@ class Client:
                 raise RuntimeError("no SUBACK")
 
     def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=1)
+        # paho refuses a message while its packet id (16 bits) is still unacknowledged: beyond
+        # 65,535 outstanding, wait for the oldest
+        if len(self.outstanding) >= MAX_OUTSTANDING:
+            self.outstanding.popleft().wait_for_publish(30)
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"the publisher could not send: {mqtt.error_string(info.rc)}")
+        self.outstanding.append(info)
+        return info
 
     def close(self) -> None:
         self.client.disconnect()
