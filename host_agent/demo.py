@@ -40,6 +40,7 @@ from host_agent.mosquitto import Mosquitto, free_port
 from host_agent.paths import BOARDS
 from host_agent.service import Agent, start_in_thread
 from host_agent.simdevice import SimDevice
+from host_agent.store import reading_values
 from host_agent.verbs.common import write_runtime
 
 # (label, sensors): three boards with different sensors and rates.
@@ -207,13 +208,13 @@ class Demo:
     @staticmethod
     def _latest(agent: Agent, device_id: str) -> str:
         rows = agent.store.query(
-            "SELECT body FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
+            "SELECT body, raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
             (device_id,),
         )
         if not rows:
             return ""
         return ", ".join(
-            f"{name} {value:.1f} {unit or ''}".strip() for name, unit, value in json.loads(rows[0][0])
+            f"{name} {value:.1f} {unit or ''}".strip() for name, unit, value in reading_values(*rows[0])
         )
 
     def _rate(self, device_id: str) -> float:

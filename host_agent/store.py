@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fp import messages
 from host_agent import audit
 
 log = logging.getLogger("firstparty.store")
@@ -85,6 +86,14 @@ def _rebuild(db: sqlite3.Connection, table: str) -> None:
     for statement in SCHEMA.split(";"):
         if f" ON {table} (" in statement:
             db.execute(statement)
+
+
+def reading_values(body: str | None, raw: bytes) -> list[tuple[str, str | None, Any]]:
+    """A stored reading's (name, unit, value) list: decoded from its signed bytes, which ingest
+    verified; rows an earlier agent wrote may carry a JSON copy in `body` instead."""
+    if body is not None:
+        return [tuple(item) for item in json.loads(body)]
+    return messages.parse_device_message(bytes(raw), "reading").body
 
 
 def _names(metrics: str | None) -> list[str]:
@@ -273,7 +282,7 @@ class Store:
         args.append(limit)
         out = []
         for row in self.query(sql, tuple(args)):
-            values = json.loads(row[6])
+            values = reading_values(row[6], row[7])
             out.append(
                 {
                     "id": row[0],

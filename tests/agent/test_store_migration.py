@@ -69,6 +69,28 @@ def test_a_0_1_0_store_keeps_its_rows_and_takes_the_new_schema(tmp_path, device:
     store.close()
 
 
+def test_readings_keep_no_copy_of_their_values_and_read_them_from_the_signed_bytes(tmp_path, device):
+    path = tmp_path / "firstparty.db"
+    _old_store(path, device, device.reading(seq=1))  # a row with the JSON copy an older agent wrote
+    store = Store(path)
+    ingest = Ingest(store, auto_accept=True)
+    ingest.process([(device.topic("card"), device.card())])
+    raw = device.reading((("temp", "Cel", 22.25), ("door", None, True), ("mode", None, "eco")), seq=2)
+    assert [o.reason for o in ingest.process([(device.topic("reading"), raw)])] == [None]
+    assert store.query("SELECT body FROM messages WHERE seq=2") == [(None,)]
+    readings = store.readings()
+    assert [r["values"] for r in readings] == [
+        [{"n": "t", "u": "Cel", "v": 21.5}],
+        [
+            {"n": "temp", "u": "Cel", "v": 22.25},
+            {"n": "door", "u": None, "v": True},
+            {"n": "mode", "u": None, "v": "eco"},
+        ],
+    ]
+    assert readings[1]["message_hex"] == raw.hex()
+    store.close()
+
+
 def test_a_redelivery_is_told_from_a_replay_by_the_bytes_stored_under_its_counters(tmp_path, device):
     store = Store(tmp_path / "firstparty.db")
     ingest = Ingest(store, auto_accept=True)
