@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from binascii import b2a_base64
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ class Outbox:
             # no character JSON escapes (json.dumps cost more than the rest of a forward)
             lines = [
                 f'{{"idempotency_key": "{key}", "device_id": "{device_id}", '
-                f'"message": "{base64.b64encode(raw).decode()}"}}'
+                f'"message": "{b2a_base64(raw, newline=False).decode()}"}}'
                 for _id, _route, key, _attempts, raw, device_id in items
             ]
             await asyncio.to_thread(_append_lines, Path(destination["path"]), lines)

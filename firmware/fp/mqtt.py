@@ -33,6 +33,7 @@ SUBACK = 0x90
 PINGREQ = 0xC0
 PINGRESP = 0xD0
 DISCONNECT = 0xE0
+PUBACK_2 = bytes((PUBACK, 2))
 
 
 class MQTTError(Exception):
@@ -466,12 +467,11 @@ class MQTTClient:
 
         Tokens of an earlier connection are left out: the broker delivers those messages again.
         """
-        packets = [
-            bytes((PUBACK, 2)) + packet_id for connection, packet_id in tokens if connection == self.connects
-        ]
-        if packets and self.is_up:
-            await self._send(b"".join(packets))
-            return len(packets)
+        connects = self.connects
+        packet_ids = [packet_id for connection, packet_id in tokens if connection == connects]
+        if packet_ids and self.is_up:
+            await self._send(PUBACK_2 + PUBACK_2.join(packet_ids))  # PUBACK, length 2, the id
+            return len(packet_ids)
         return 0
 
     async def publish(self, topic, payload, qos=1, retain=False, dup=False):

@@ -8,6 +8,7 @@ accepted as long as it is within WINDOW of the highest seq seen in the current b
 from fp.errors import ProtocolError
 
 WINDOW = 1024
+_MASK = (1 << WINDOW) - 1
 
 
 class ReplayWindow:
@@ -39,7 +40,7 @@ class ReplayWindow:
             self.seen = 1
         elif seq > self.top:
             shift = seq - self.top
-            self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self.seen = ((self.seen << shift) | 1) & _MASK if shift < WINDOW else 1
             self.top = seq
         else:
             self.seen |= 1 << (self.top - seq)
