@@ -76,7 +76,9 @@ class EmbeddedBroker:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
-            "max_inflight_messages 1000\n"
+            # the agent acknowledges after each commit: twice its batch in flight, so that the next
+            # batch arrives while one is committed (docs/benchmarks.md, "Host agent")
+            "max_inflight_messages 4000\n"
             # mosquitto leaves Nagle's algorithm on: small signed messages then wait for the
             # previous one's TCP ack (tens of ms on loopback, per docs/benchmarks.md)
             "set_tcp_nodelay true\n"

@@ -32,7 +32,7 @@ from host_agent.owner import Owner
 from host_agent.store import Store
 
 log = logging.getLogger("firstparty.agent")
-MAX_BATCH = 1000
+MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
 LIVE_QUEUE = 1000
 # The cyclic garbage collector's thresholds while an agent runs. With CPython's (700, 10, 10) it
 # ran about 400 times per 20,000 readings, each pass walking the messages of the batch in hand
