@@ -369,12 +369,11 @@ class Ingest:
     def _store(self, rows: Rows, topic, data, counter, message, known: Known, now) -> Outcome:
         device_id, kind = message.device_id, message.kind
         body = message.body
+        metrics = encoded_body = None
         if kind == "reading":
             # a reading's values are read back from its signed bytes (store.reading_values): no copy
             metrics = "," + ",".join([item[0] for item in body]) + ","
-            encoded_body = None
         else:
-            metrics = None
             encoded_body = _to_json(body)
         is_held = known.state != "accepted"
         rows.next_id += 1
@@ -396,7 +395,7 @@ class Ingest:
         )
         rows.counters[counter] = data
         rows.seen.add(device_id)
-        if kind == "status":
+        if encoded_body is not None and kind == "status":
             rows.statuses[device_id] = encoded_body
         elif kind == "reading" and not is_held:
             rows.outbox += self.forwards(message_id, device_id, message.boot, message.seq, body, now)

@@ -92,8 +92,8 @@ def reading_values(body: str | None, raw: bytes) -> list[tuple[str, str | None, 
     """A stored reading's (name, unit, value) list: decoded from its signed bytes, which ingest
     verified; rows an earlier agent wrote may carry a JSON copy in `body` instead."""
     if body is not None:
-        return [tuple(item) for item in json.loads(body)]
-    return messages.parse_device_message(bytes(raw), "reading").body
+        return [(name, unit, value) for name, unit, value in json.loads(body)]
+    return list(messages.parse_device_message(bytes(raw), "reading").body)  # a reading: the list
 
 
 def _names(metrics: str | None) -> list[str]:
