@@ -101,6 +101,40 @@ def _names(metrics: str | None) -> list[str]:
     return [name for name in (metrics or "").split(",") if name]
 
 
+class _Transaction:
+    """What Store.transaction() returns; one class for all (a class made per call is a reference
+    cycle of a dozen objects that only the garbage collector frees: thousands a second)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        store.lock.acquire()
+        try:
+            store.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            store.lock.release()
+            raise
+        return store.db
+
+    def __exit__(self, kind, error, tb) -> None:
+        store = self.store
+        try:
+            if kind is None:
+                store.db.execute("COMMIT")
+            else:
+                store.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            if store.db.in_transaction:
+                store.db.execute("ROLLBACK")
+            raise
+        finally:
+            store.lock.release()
+
+
 class Store:
     """One SQLite database file; safe to call from several threads."""
 
@@ -168,35 +202,9 @@ class Store:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
-    def transaction(self):
+    def transaction(self) -> _Transaction:
         """Context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; holds the lock."""
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store.lock.acquire()
-                try:
-                    store.db.execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    store.lock.release()
-                    raise
-                return store.db
-
-            def __exit__(self, kind, error, tb):
-                try:
-                    if kind is None:
-                        store.db.execute("COMMIT")
-                    else:
-                        store.db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    if store.db.in_transaction:
-                        store.db.execute("ROLLBACK")
-                    raise
-                finally:
-                    store.lock.release()
-                return False
-
-        return _Tx()
+        return _Transaction(self)
 
     # --- registry ------------------------------------------------------------------------------
 
