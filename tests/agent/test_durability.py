@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+
 from host_agent import tokens
+from host_agent.mosquitto import Mosquitto
 from host_agent.store import Store
 from tests.agent.conftest import agent_settings, wait_for
 from tests.agent.test_end_to_end import api
@@ -32,6 +35,47 @@ def test_destination_down_then_back_loses_nothing(start_agent, device, publisher
     webhook.status = 200
     wait_for(lambda: len(webhook.bodies) >= 20, 15, "everything delivered once the destination is back")
     assert {body for _, body in webhook.bodies} == set(sent)
+
+
+def test_mqtt_destination_down_then_back_loses_nothing(start_agent, device, publisher, tmp_path):
+    """The agent's MQTT sink (paho on the agent's event loop) notices the broker go, fails the
+    batch, and reconnects when the outbox retries; the recipient's persistent session gets all."""
+    vendor_dir = tmp_path / "vendor"
+    vendor = Mosquitto(vendor_dir, extra_config=f"persistence true\npersistence_location {vendor_dir}/\n")
+    vendor.start()
+    recipient = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="recipient", clean_session=False)
+    received: set[bytes] = set()
+    recipient.on_message = lambda c, u, m: received.add(bytes(m.payload))
+    recipient.on_connect = lambda c, u, f, rc, p: c.subscribe("out/#", 1)
+    recipient.reconnect_delay_set(0.1, 0.5)
+    recipient.connect(vendor.host, vendor.port)
+    recipient.loop_start()
+    try:
+        agent = start_agent(auto_accept=True)
+        admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
+        destination = {"type": "mqtt", "host": vendor.host, "port": vendor.port, "topic_prefix": "out"}
+        assert admin.post("/routes", json={"name": "vendor", "destination": destination}).status_code == 201
+        publisher.publish(device.topic("card"), device.card(), retain=True)
+        before = [device.reading() for _ in range(5)]
+        for data in before:
+            publisher.publish(device.topic("reading"), data)
+        wait_for(lambda: received >= set(before), 10, "the first forwards at the recipient")
+
+        vendor.stop()
+        during = [device.reading() for _ in range(10)]
+        for data in during:
+            publisher.publish(device.topic("reading"), data)
+        wait_for(lambda: agent.store.count_readings() == 15, 10, "15 stored")
+        wait_for(lambda: agent.outbox.failed >= 10, 10, "failed attempts while the broker is down")
+        assert agent.store.outbox_pending() == 10
+
+        vendor.start()
+        wait_for(lambda: received >= set(during), 20, "everything delivered once the broker is back")
+        wait_for(lambda: agent.store.outbox_pending() == 0, 10, "every forward marked delivered")
+    finally:
+        recipient.loop_stop()
+        recipient.disconnect()
+        vendor.stop()
 
 
 def _toml(settings: dict) -> str:
