@@ -1,7 +1,8 @@
 """The agent service: broker -> ingest -> store -> routes -> outbox, plus commands and the API.
 
-One asyncio loop: the broker connections (host_agent.bus) read and acknowledge on it, SQLite work
-runs in threads (asyncio.to_thread), the outbox's paho clients run their network loops in theirs.
+One asyncio loop: the broker connections (host_agent.bus) read and acknowledge on it, and the
+outbox's paho clients publish and read their acknowledgements on it too; SQLite work runs in
+threads (asyncio.to_thread).
 Start it with `Agent(config).run()` (blocking) or
 `await Agent(config).run_async()`; `agent.request_stop()` ends it from any thread.
 """
