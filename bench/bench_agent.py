@@ -1,6 +1,6 @@
 """The host agent on loopback: end-to-end rate against the decode+verify bound, latency, memory, scale-out.
 
-Run: .venv/bin/python bench/bench_agent.py   (about two minutes; all traffic on 127.0.0.1)
+Run: .venv/bin/python bench/bench_agent.py   (about a minute; all traffic on 127.0.0.1)
 Every agent is the real one (host_agent.service.Agent) in its own process, on its own mosquitto
 (host_agent.mosquitto, configured like the embedded broker: 4,000 messages in flight to the agent).
 On a machine with two cores or more, the agent and the bound run on one core (the faster in a
