@@ -6,9 +6,9 @@ CPython) on the agent's event loop, with manual acknowledgements: a QoS 1 messag
 (clean session off), so whatever was not acknowledged when the agent died is delivered again when
 it comes back. Why not paho-mqtt here: receiving a message and acknowledging it costs paho about
 29 us of CPU (a recv() per header byte, a select() per packet, a socketpair write per ack), this
-client about 6 us on CPython's buffered streams, and the agent's whole budget per reading is a few
-tens of microseconds beyond the signature check (docs/benchmarks.md, "Host agent"). paho remains
-the client for the destinations the outbox forwards to.
+client 2-3 us (packets parsed out of 64 KiB reads), and the agent's whole budget per reading is a
+few tens of microseconds beyond the signature check (docs/benchmarks.md, "Host agent"). paho
+remains the client for the destinations the outbox forwards to (on this same loop).
 """
 
 from __future__ import annotations
