@@ -37,8 +37,8 @@ MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice
 LIVE_QUEUE = 1000
 # The cyclic garbage collector's thresholds while an agent runs. With CPython's (700, 10, 10) it
 # ran about 400 times per 20,000 readings, each pass walking the messages of the batch in hand
-# (alive until its commit), about 7 % of the agent's time; with these about 20 times, 4 %
-# (docs/benchmarks.md, "Host agent"). Reference counting still frees everything else at once.
+# (alive until its commit), about 7 % of the agent's time; with these about 20 times, nearly all
+# at start-up (docs/benchmarks.md, "Host agent"). Reference counting frees the rest at once.
 GC_THRESHOLDS = (10_000, 20, 100)
 
 
