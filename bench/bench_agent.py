@@ -9,10 +9,10 @@ short probe) and this script (publisher, subscriber) and mosquitto on the others
 1. throughput: rounds of end to end, each between two runs of the bound, a bare loop of
    decode + verify (host_agent.ingest.verify_only) over the same kind of readings; each round's
    ratio is against the mean of the bounds on either side, and the medians are reported. End to
-   end: readings of 100 devices published with QoS 1, kept 8,000 ahead of the agent (not all at
-   once: the publisher shares a core with mosquitto, which it would starve); the agent verifies, stores, acks after
-   commit and forwards each through a route to a JSON-lines file; the clock stops when the outbox
-   has marked the last forward delivered (every reading is checked in the file).
+   end: readings of 100 devices published with QoS 1 (this script's own garbage collector paused);
+   the agent verifies, stores, acks after commit and forwards each through a route to a JSON-lines
+   file; the clock stops when the outbox has marked the last forward delivered (every reading is
+   checked in the file).
 2. latency: 1,000 readings/s for a few seconds; publish time to arrival at an MQTT destination
    (a route to a broker on loopback that this script subscribes to), once with mosquitto's
    defaults and once with set_tcp_nodelay (mosquitto leaves Nagle's algorithm on).
@@ -61,10 +61,6 @@ BROKER_CONFIG = "max_inflight_messages 4000\nmax_queued_messages 1000000\n"
 # mosquitto leaves Nagle's algorithm on by default: small packets wait for the peer's delayed ACK
 NO_NAGLE = "set_tcp_nodelay true\n"
 DEVICES_IN_STREAM = 100
-# the end-to-end publisher keeps at most this many readings ahead of the agent's store, twice
-# the embedded broker's window (host_agent.broker), sending PUBLISH_CHUNK at a time
-BACKLOG = 8000
-PUBLISH_CHUNK = 1000
 MAX_OUTSTANDING = 50_000  # QoS 1 messages the publisher has sent and not seen acknowledged
 TIME_S = 1764000000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -356,14 +352,8 @@ def end_to_end(root: Path, agent_core: set[int], total: int) -> dict:
         store = Reader(workdir / "firstparty.db")
         cpu_before_s = cpu_s(agent.pid)
         start_s = time.perf_counter()
-        for first in range(0, total, PUBLISH_CHUNK):
-            # ahead of the agent by a backlog, not by the whole stream: publishing all of it at
-            # once held this core for a quarter of a second, where mosquitto runs too, and the
-            # agent waited for mosquitto (docs/benchmarks.md, "Host agent")
-            while first - store.count(LAST_STORED) >= BACKLOG:
-                time.sleep(0.001)
-            for topic, data in stream[first : first + PUBLISH_CHUNK]:
-                client.publish(topic, data)
+        for topic, data in stream:
+            client.publish(topic, data)
         published_s = time.perf_counter() - start_s
         deadline = time.monotonic() + 120
         wait_delivered(store, total, deadline)
