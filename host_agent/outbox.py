@@ -31,6 +31,7 @@ from host_agent.tcp import no_nagle
 log = logging.getLogger("firstparty.outbox")
 BACKOFF_BASE_S = 0.5
 BATCH = 1000
+LEASE_S = 60.0  # how long a forward one agent of a $share/ group claimed is left to it
 CONNECT_TIMEOUT_S = 5.0
 SINK_KEEPALIVE_S = 30
 SINK_INFLIGHT = 1000  # forwards a sink has sent and not seen acknowledged (paho's default: 20)
@@ -193,8 +194,12 @@ class MqttSink:
 class Outbox:
     """Delivers what ingest queued; one loop for all routes."""
 
-    def __init__(self, store: Store, backoff_max_s: float = 30.0, on_routes_changed=None):
+    def __init__(
+        self, store: Store, backoff_max_s: float = 30.0, on_routes_changed=None, shared: bool = False
+    ):
         self.store = store
+        # one of several agents on this store ($share/ group): claim forwards before delivering
+        self.shared = shared
         self.backoff_max_s = backoff_max_s
         self.wake = asyncio.Event()
         self.sinks: dict[int, MqttSink] = {}
@@ -229,7 +234,10 @@ class Outbox:
     def _look(self, now_s: float) -> tuple[list[dict[str, Any]], list[tuple], float | None]:
         """A pass's reads in one trip to a thread: active routes, due forwards, and else the next due time."""
         routes = self.store.routes()
-        rows = self.store.due(now_s, BATCH)
+        if self.shared:
+            rows = self.store.claim_due(now_s, BATCH, LEASE_S)
+        else:
+            rows = self.store.due(now_s, BATCH)
         return routes, rows, None if rows else self.store.next_due_s()
 
     async def expire_routes(self, routes: list[dict[str, Any]] | None = None) -> set[int]:

@@ -110,7 +110,9 @@ class Agent:
             relay_bus = Bus(relay_host, int(relay_port), f"{config.broker.client_id}-relay{index}", inbox)
             relay_bus.start()
             self.relays.append(relay_bus)
-        self.outbox = Outbox(self.store, config.outbox_backoff_max_s, self._routes_expired)
+        self.outbox = Outbox(
+            self.store, config.outbox_backoff_max_s, self._routes_expired, bool(config.broker.shared_group)
+        )
         self.commander = Commander(self.owner, self._publish_command, self.audit, config.command_timeout_s)
         tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
         tasks.append(asyncio.create_task(self.outbox.run()))

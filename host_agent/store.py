@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+# outbox_pending walks the undelivered rows in order and stops at the limit; through outbox_due,
+# SQLite sorted every pending row on each call (quadratic in a backlog)
+DUE = (
+    "SELECT o.id, o.route_id, o.idempotency_key, o.attempts, m.raw, m.device_id"
+    " FROM outbox o INDEXED BY outbox_pending JOIN messages m ON m.id=o.message_id"
+    " WHERE o.delivered_at IS NULL AND o.next_at<=? ORDER BY o.id LIMIT ?"
+)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -401,14 +410,19 @@ class Store:
 
     def due(self, now_s: float, limit: int = 200) -> list[tuple]:
         """Return (outbox id, route id, idempotency key, attempts, raw, device_id) due for delivery."""
-        # outbox_pending walks the undelivered rows in order and stops at `limit`; through
-        # outbox_due, SQLite sorted every pending row on each call (quadratic in a backlog)
-        return self.query(
-            "SELECT o.id, o.route_id, o.idempotency_key, o.attempts, m.raw, m.device_id"
-            " FROM outbox o INDEXED BY outbox_pending JOIN messages m ON m.id=o.message_id"
-            " WHERE o.delivered_at IS NULL AND o.next_at<=? ORDER BY o.id LIMIT ?",
-            (now_s, limit),
-        )
+        return self.query(DUE, (now_s, limit))
+
+    def claim_due(self, now_s: float, limit: int, lease_s: float) -> list[tuple]:
+        """The forwards due(), each held back from the other agents on this store for `lease_s`.
+
+        For a $share/ group, whose agents would otherwise all deliver every due forward. A forward
+        neither marked delivered nor failed within its lease (its agent died) is due again, for
+        whichever agent looks first: still at least once.
+        """
+        with self.transaction() as db:
+            rows = db.execute(DUE, (now_s, limit)).fetchall()
+            db.executemany("UPDATE outbox SET next_at=? WHERE id=?", [(now_s + lease_s, r[0]) for r in rows])
+        return rows
 
     def next_due_s(self) -> float | None:
         rows = self.query("SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL")
