@@ -625,8 +625,8 @@ def main() -> None:
         print(
             f"shared subscription, stored + routed readings/s: one process {one['rate']:,.0f}, "
             f"two processes {two['rate']:,.0f} (x{two['rate'] / one['rate']:.2f}; split {two['split']}; "
-            f"stored only: {one['stored_rate']:,.0f} / {two['stored_rate']:,.0f}; forwards written twice, "
-            f"both outboxes delivering what is due: {one['lines'] - args.readings // 2:,} / "
+            f"stored only: {one['stored_rate']:,.0f} / {two['stored_rate']:,.0f}; forwards written twice "
+            f"(each agent claims what it delivers): {one['lines'] - args.readings // 2:,} / "
             f"{two['lines'] - args.readings // 2:,})",
             flush=True,
         )
