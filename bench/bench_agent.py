@@ -591,7 +591,12 @@ def main() -> None:
             ),
             ("end to end / bound", f"{100 * run['ratio']:.0f} %", ">= 60 %", run["ratio"] >= 0.6),
         ]
-        for broker_extra, what in (("", "mosquitto defaults"), (NO_NAGLE, "set_tcp_nodelay true")):
+        # the goal is the agent's: its embedded broker runs with set_tcp_nodelay (docs/configuration.md
+        # asks an external one for the same); mosquitto's stock settings are shown for comparison
+        for broker_extra, what, has_goal in (
+            ("", "mosquitto defaults", False),
+            (NO_NAGLE, "set_tcp_nodelay true", True),
+        ):
             with collector_paused():
                 lat = latency(root, agent_core, 1000, args.latency_s, broker_extra)
             print(
@@ -605,8 +610,8 @@ def main() -> None:
                 (
                     f"latency p99 at 1,000/s, broker {what}",
                     f"{lat['p99']:.1f} ms",
-                    "<= 10 ms",
-                    lat["p99"] <= 10,
+                    "<= 10 ms" if has_goal else "",
+                    lat["p99"] <= 10 if has_goal else None,
                 ),
             ]
         mem = memory(root, args.devices)
