@@ -264,7 +264,8 @@ class MQTTClient:
             )
         )
         await writer.drain()
-        kind, body = await asyncio.wait_for(self._read_packet(), 10)
+        header, body = await asyncio.wait_for(self._next_packet(), 10)
+        kind = header & 0xF0
         if kind != CONNACK or len(body) != 2:
             raise MQTTError("expected CONNACK, got packet type 0x%02x" % kind)
         if body[1] != 0:
@@ -339,19 +340,20 @@ class MQTTClient:
             held += await self._link()[0].readexactly(count - len(held))
         return held
 
-    async def _read_packet(self):
-        """The next packet as (type, body); a PUBLISH as (PUBLISH, (first byte, body))."""
+    async def _next_packet(self):
+        """The next packet as (first byte, body), read as needed; a PUBLISH too large is read past.
+
+        Packets are parsed out of whole reads: one read for as many as have arrived.
+        """
         while True:
             packet = self._parse()
             if packet is None:
                 await self._fill()
                 continue
             header, body, length = packet
-            if body is None:
-                await self._skip_publish(header, length)
-                continue
-            kind = header & 0xF0
-            return kind, body if kind != PUBLISH else (header, body)
+            if body is not None:
+                return header, body
+            await self._skip_publish(header, length)
 
     async def _skip_publish(self, header, length):
         """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
@@ -406,17 +408,10 @@ class MQTTClient:
             reader.cancel()
 
     async def _read_forever(self):
-        # packets are parsed out of whole reads: one read and no await per packet when many wait
         while True:
-            packet = self._parse()
-            if packet is None:
-                await self._fill()
-                continue
-            header, body, length = packet
+            header, body = await self._next_packet()
             kind = header & 0xF0
-            if body is None:
-                await self._skip_publish(header, length)
-            elif kind == PUBLISH:
+            if kind == PUBLISH:
                 await self._incoming(header, body)
             elif kind == PUBACK:
                 if len(body) != 2:

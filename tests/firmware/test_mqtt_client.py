@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from fp.mqtt import publish_packet
 from host_agent.mosquitto import free_port
 from tests.helpers import FIRMWARE
 
@@ -179,16 +180,6 @@ def test_manual_acknowledgements_and_an_oversized_publish(micropython, mosquitto
     _check_ack_scenario(_run(interpreter, ACK_SCENARIO % mosquitto.port, micropython, timeout=60))
 
 
-def _publish(topic: bytes, payload: bytes, packet_id: int) -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic + packet_id.to_bytes(2, "big") + payload
-    length, encoded = len(body), bytearray()
-    while True:
-        byte, length = length & 0x7F, length >> 7
-        encoded.append(byte | 0x80 if length else byte)
-        if not length:
-            return b"\x32" + bytes(encoded) + body
-
-
 # Small packets, one whose remaining length takes two bytes and spans several of the board's
 # 512-byte reads, one beyond the client's 4,096-byte limit (read past, acknowledged), and more
 # small ones behind it, sent at once and then again in pieces of 1 to 7 bytes.
@@ -203,7 +194,7 @@ DRIBBLED = [
 
 
 def _dribbling_broker(server: socket.socket, acks: list[bytes]) -> None:
-    stream = b"".join(_publish(*packet) for packet in DRIBBLED)
+    stream = b"".join(publish_packet(topic, payload, 1, False, n) for topic, payload, n in DRIBBLED)
     pieces = [stream]
     offset = 0
     while offset < len(stream):
