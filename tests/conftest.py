@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,40 @@ from tests.helpers import FIRMWARE, run_micropython
 # The host imports the very protocol code the firmware runs.
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
+
+
+# Test tiers (pyproject.toml registers the markers). A test's tier follows from where it lives, so a new
+# test file needs no marker: everything not listed here starts real processes (mosquitto, an agent, the
+# firmware as a device) and is `integration`, and so is any test, wherever it lives, that asks for a
+# fixture starting one. `bash scripts/test --fast` runs the `unit` tier.
+UNIT_FILES = {
+    "tests/protocol",
+    "tests/firmware/test_settings.py",
+    "tests/firmware/test_ringbuf.py",
+    "tests/test_boards.py",
+    "tests/test_project.py",
+}
+DOCS_FILES = {"tests/test_docs_commands.py", "tests/test_docs_reference.py"}
+PROCESS_FIXTURES = {"mosquitto", "sim_devices", "start_agent", "publisher", "virtual_board"}
+
+
+def _tier(relative_path: str, fixture_names=()) -> str:
+    if relative_path.startswith("tests/hil/"):
+        return "hil"
+    if PROCESS_FIXTURES.intersection(fixture_names):
+        return "integration"
+    for prefix, tier in ((UNIT_FILES, "unit"), (DOCS_FILES, "docs")):
+        if any(relative_path == known or relative_path.startswith(known + "/") for known in prefix):
+            return tier
+    return "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give each test the marker of its tier (unit, integration, docs, hil)."""
+    root = Path(str(config.rootpath))
+    for item in items:
+        relative = Path(str(item.path)).relative_to(root).as_posix()
+        item.add_marker(getattr(pytest.mark, _tier(relative, getattr(item, "fixturenames", ()))))
 
 
 def pytest_addoption(parser):

@@ -44,6 +44,27 @@ def test_setup_installs_then_runs_the_demo_and_test_installs_then_runs_pytest():
         assert package in install
 
 
+def test_test_command_checks_style_and_types_first_and_its_fast_tier_is_the_unit_marker():
+    test = (REPO / "scripts" / "test").read_text()
+    assert test.index("bash scripts/check") < test.rindex("pytest")
+    assert 'pytest -m unit "$@"' in test
+    check = (REPO / "scripts" / "check").read_text()
+    for step in ("ruff check", "ruff format --check", "pyright", "firmware/pyrightconfig.json"):
+        assert step in check
+
+
+def test_a_test_is_in_the_unit_tier_only_by_its_file_and_never_when_it_starts_a_broker():
+    from tests.conftest import UNIT_FILES, _tier
+
+    for known in UNIT_FILES:
+        assert (REPO / known).exists(), f"{known} is listed as a unit tier file but does not exist"
+    assert _tier("tests/protocol/test_cbor.py") == "unit"
+    assert _tier("tests/firmware/test_settings.py", ["tmp_path", "mosquitto"]) == "integration"
+    assert _tier("tests/agent/test_api.py") == "integration"
+    assert _tier("tests/test_docs_reference.py") == "docs"
+    assert _tier("tests/hil/test_sequence.py", ["mosquitto"]) == "hil"
+
+
 def test_firstparty_command_answers_help_and_version():
     firstparty = REPO / ".venv" / "bin" / "firstparty"
     command = [str(firstparty)] if firstparty.exists() else [sys.executable, "-m", "host_agent.cli"]
