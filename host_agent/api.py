@@ -143,23 +143,27 @@ def limit_to_metrics(item: dict[str, Any], metrics: list[str] | None) -> dict[st
     return dict(cut, values=values, is_partial=True)
 
 
-def _number(high: float):
-    """A finite number from 0 to `high`: an integer stays an integer."""
-    return (
-        Annotated[int, Field(ge=0, le=int(high))]
-        | Annotated[float, Field(ge=0, le=high, allow_inf_nan=False)]
-        | None
-    )
+# finite numbers from 0 up to a bound: an integer stays an integer
+ExpiresS = (
+    Annotated[int, Field(ge=0, le=routing.MAX_EXPIRES_S)]
+    | Annotated[float, Field(ge=0, le=routing.MAX_EXPIRES_S, allow_inf_nan=False)]
+    | None
+)
+RetentionDays = (
+    Annotated[int, Field(ge=0, le=routing.MAX_RETENTION_DAYS)]
+    | Annotated[float, Field(ge=0, le=routing.MAX_RETENTION_DAYS, allow_inf_nan=False)]
+    | None
+)
 
 
 class Terms(BaseModel):
     """The terms a route's grant states (all optional)."""
 
     model_config = ConfigDict(extra="forbid")
-    recipient: str | None = Field(None, max_length=routing.MAX_TEXT["recipient"])
-    purpose: str | None = Field(None, max_length=routing.MAX_TEXT["purpose"])
-    expires_s: _number(routing.MAX_EXPIRES_S) = Field(None, description="Unix time the route ends")
-    retention_days: _number(routing.MAX_RETENTION_DAYS) = None
+    recipient: str | None = Field(default=None, max_length=routing.MAX_TEXT["recipient"])
+    purpose: str | None = Field(default=None, max_length=routing.MAX_TEXT["purpose"])
+    expires_s: ExpiresS = Field(default=None, description="Unix time the route ends")
+    retention_days: RetentionDays = None
 
 
 class RouteSpec(BaseModel):

@@ -96,11 +96,11 @@ def _destination(destination: Any, files_dir: Path | None) -> dict[str, Any]:
         url = destination["url"]
         try:
             parts = urlsplit(url)
-            has_host = bool(parts.hostname)
+            is_web = parts.scheme in ("http", "https") and bool(parts.hostname)
             parts.port  # noqa: B018 - raises ValueError for a port out of range
         except ValueError:
-            has_host = False
-        if parts.scheme not in ("http", "https") or not has_host:
+            is_web = False
+        if not is_web:
             raise UserError(f"route: destination.url must be an http:// or https:// URL, found {url[:80]!r}")
     if kind == "file":
         destination["path"] = _file_path(destination["path"], files_dir)

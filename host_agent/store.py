@@ -86,7 +86,9 @@ def make_private_dir(path: Path) -> None:
 def make_private_file(path: Path) -> None:
     """Create the file `path` if missing, mode 0600 whatever the umask; close an existing one to 0600."""
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    if path.stat().st_mode & 0o077:
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        log.warning("%s was open to other users (mode %o): now 0600", path, info.st_mode & 0o777)
         os.chmod(path, 0o600)
 
 
