@@ -11,6 +11,13 @@ A metric-limited token gets a reading's signed message only when every value in 
 its metrics; the others come cut to its metrics, without the message (`is_partial`).
 In the vendor role a token belongs to an account (an owner id) and sees only the devices whose
 card names that owner (the owner whose key signed the claim).
+A token limited to devices (or to an account) sees, creates, changes and removes only the routes
+of its devices, named one by one: a route for every device ('*') needs an unlimited token.
+
+Bad input gets a 4xx, never a 500: a body over `api.max_body_bytes` is refused with 413 before it
+is read (BodyLimit), texts have length caps, numbers are range-checked and finite (422), and a
+live stream ends within STREAM_CHECK_S of its token's revocation. Route passwords never leave:
+GET /routes shows `has_password` instead (docs/security.md).
 """
 
 import asyncio
@@ -19,15 +26,87 @@ from typing import Annotated, Any
 
 import prometheus_client
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fp import cbor
 from fp.errors import ProtocolError
+from host_agent import routes as routing
 from host_agent import wire
+from host_agent.config import ApiConfig
 from host_agent.errors import UserError
 
 bearer = HTTPBearer(auto_error=False)
+MAX_ID = 2**63 - 1  # SQLite's largest integer: ids and audit sequence numbers
+STREAM_CHECK_S = 0.5  # a live stream looks again at its token this often
+MAX_COMMAND_ARGS_BYTES = 3072  # a command's arguments as CBOR; the signed command is at most 4096
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than `max_bytes` gets 413 before it is read.
+
+    A declared Content-Length above the cap is refused at once; a body without one (chunked) is
+    counted as it streams and refused at the first byte over. FastAPI reads a body before it
+    checks the token, so without this a 100 MB POST with no token was held in memory first.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    return await self._refuse(send)
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(HTTPException):
+    """Raised from receive(): an HTTPException, so that FastAPI lets it through its body parser."""
+
+    def __init__(self):
+        super().__init__(413, "request body too large")
 
 
 class Principal(BaseModel):
@@ -64,18 +143,56 @@ def limit_to_metrics(item: dict[str, Any], metrics: list[str] | None) -> dict[st
     return dict(cut, values=values, is_partial=True)
 
 
+# finite numbers from 0 up to a bound: an integer stays an integer
+ExpiresS = (
+    Annotated[int, Field(ge=0, le=routing.MAX_EXPIRES_S)]
+    | Annotated[float, Field(ge=0, le=routing.MAX_EXPIRES_S, allow_inf_nan=False)]
+    | None
+)
+RetentionDays = (
+    Annotated[int, Field(ge=0, le=routing.MAX_RETENTION_DAYS)]
+    | Annotated[float, Field(ge=0, le=routing.MAX_RETENTION_DAYS, allow_inf_nan=False)]
+    | None
+)
+
+
+class Terms(BaseModel):
+    """The terms a route's grant states (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipient: str | None = Field(default=None, max_length=routing.MAX_TEXT["recipient"])
+    purpose: str | None = Field(default=None, max_length=routing.MAX_TEXT["purpose"])
+    expires_s: ExpiresS = Field(default=None, description="Unix time the route ends")
+    retention_days: RetentionDays = None
+
+
 class RouteSpec(BaseModel):
-    """A route's destination, scope, mode and terms (PUT /routes/{name} takes the name from the path)."""
+    """A route's destination, scope, mode and terms (PUT /routes/{name} takes the name from the path).
+
+    `destination` is checked by host_agent.routes.validate (400 naming the key): mqtt and
+    homeassistant `port` 1-65535, webhook `url` http or https, file `path` inside `files_dir`.
+    """
 
     destination: dict[str, Any]
-    devices: list[str] = ["*"]
-    metrics: list[str] = ["*"]
-    mode: str = "in-addition-to"
-    terms: dict[str, Any] = {}
+    devices: list[Annotated[str, Field(max_length=24)]] = Field(["*"], max_length=routing.MAX_LIST)
+    metrics: list[Annotated[str, Field(max_length=routing.MAX_TEXT_DEFAULT)]] = Field(
+        ["*"], max_length=routing.MAX_LIST
+    )
+    mode: str = Field("in-addition-to", max_length=32)
+    terms: Terms = Terms()
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "devices": self.devices,
+            "metrics": self.metrics,
+            "mode": self.mode,
+            "terms": self.terms.model_dump(exclude_none=True),
+        }
 
 
 class RouteIn(RouteSpec):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=f"^{routing.NAME.pattern}$", max_length=64)
 
 
 class CardIn(BaseModel):
@@ -85,9 +202,23 @@ class CardIn(BaseModel):
 class CommandIn(BaseModel):
     """A command; hand-over takes the new owner's key as `{"owner_hex": 64 hex digits}`."""
 
-    op: str
-    args: dict[str, Any] = {}
-    timeout_s: float | None = Field(default=None, gt=0, le=120)
+    op: str = Field(max_length=32)
+    args: dict[str, Any] = Field(
+        {}, description=f"at most {cbor.MAX_DEPTH - 2} levels deep, {MAX_COMMAND_ARGS_BYTES} bytes as CBOR"
+    )
+    timeout_s: float | None = Field(default=None, gt=0, le=120, allow_inf_nan=False)
+
+    @field_validator("args")
+    @classmethod
+    def _fits_a_command(cls, args: dict[str, Any]) -> dict[str, Any]:
+        # the signed command nests args two levels down; what CBOR cannot carry is refused here
+        try:
+            size = len(cbor.encode({"args": {"args": args}}))
+        except ProtocolError as error:
+            raise ValueError(f"args cannot be sent: {error.detail}") from None
+        if size > MAX_COMMAND_ARGS_BYTES:
+            raise ValueError(f"args take {size} bytes as CBOR, more than {MAX_COMMAND_ARGS_BYTES}")
+        return args
 
 
 async def principal(
@@ -126,6 +257,8 @@ def build_app(agent) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,  # bearer tokens only: no OAuth2 page to leave open
     )
     app.state.store = store
+    config = getattr(agent, "config", None)  # None: the offline app of the OpenAPI document
+    app.add_middleware(BodyLimit, max_bytes=(config.api if config else ApiConfig()).max_body_bytes)
     registry = prometheus_client.CollectorRegistry()
     accepted = prometheus_client.Gauge(
         "firstparty_accepted_total", "Messages accepted", ["kind"], registry=registry
@@ -143,6 +276,56 @@ def build_app(agent) -> FastAPI:
     @app.exception_handler(UserError)
     async def _user_error(request: Request, error: UserError):
         return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError):
+        # FastAPI's own answer echoes the input: a NaN it cannot write as JSON (a 500), or a
+        # megabyte text back to its sender. This one names where and what, bounded.
+        problems = [
+            {
+                "loc": [item if isinstance(item, int) else str(item)[:64] for item in problem.get("loc", ())],
+                "msg": str(problem.get("msg", ""))[:300],
+                "type": str(problem.get("type", "")),
+            }
+            for problem in error.errors()[:20]
+        ]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(ProtocolError)
+    async def _protocol_error(request: Request, error: ProtocolError):
+        # a value the protocol cannot carry that a model let through: the request's fault
+        return JSONResponse({"detail": f"{error.reason}: {error.detail}"[:300]}, status_code=422)
+
+    async def route_devices_allowed(who: Principal, devices: list[str]) -> bool:
+        """True when this token may see, make or change a route of these devices."""
+        if who.devices is None and who.account is None:
+            return True
+        if "*" in devices:
+            return False
+        for device_id in devices:
+            device = await asyncio.to_thread(store.device, device_id)
+            if not who.can_see(device or {"device_id": device_id, "owner_id": None}):
+                return False
+        return True
+
+    async def check_route_devices(who: Principal, devices: list[str]) -> None:
+        if not await route_devices_allowed(who, devices):
+            raise HTTPException(
+                403, "this token is limited to its devices: a route may name only those, one by one"
+            )
+
+    async def route_of(name: str, who: Principal) -> dict[str, Any]:
+        for route in await asyncio.to_thread(store.routes):
+            if route["name"] == name and await route_devices_allowed(who, route["devices"]):
+                return route
+        raise UserError(f"no route {name!r}: see `firstparty routes list`")
+
+    async def visible_routes(who: Principal) -> list[dict[str, Any]]:
+        return [
+            route
+            for route in await asyncio.to_thread(store.routes, True)
+            if await route_devices_allowed(who, route["devices"])
+        ]
 
     async def visible_devices(who: Principal) -> list[dict[str, Any]]:
         return [d for d in await asyncio.to_thread(store.devices) if who.can_see(d)]
@@ -235,11 +418,11 @@ def build_app(agent) -> FastAPI:
     @app.get("/readings")
     async def readings(
         who: Reader,
-        device: Annotated[list[str] | None, Query()] = None,
-        metric: str | None = None,
-        since_s: float | None = None,
-        until_s: float | None = None,
-        after_id: int = 0,
+        device: Annotated[list[str] | None, Query(max_length=routing.MAX_LIST)] = None,
+        metric: Annotated[str | None, Query(max_length=routing.MAX_TEXT_DEFAULT)] = None,
+        since_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        until_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         allowed = [d["device_id"] for d in await visible_devices(who) if d["state"] == "accepted"]
@@ -256,20 +439,36 @@ def build_app(agent) -> FastAPI:
         return {"items": items, "next_after_id": next_after}
 
     @app.get("/stream", responses={200: {"content": {"text/event-stream": {}}}})
-    async def stream(request: Request, who: Reader) -> StreamingResponse:
+    async def stream(
+        request: Request,
+        who: Reader,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> StreamingResponse:
+        """Live readings as server-sent events; the stream ends when its token is revoked."""
+        assert credentials is not None  # `who` exists
         allowed = {d["device_id"] for d in await visible_devices(who) if d["state"] == "accepted"}
         queue: asyncio.Queue = asyncio.Queue()
         agent.live.add(queue)
+        loop = asyncio.get_running_loop()
 
         async def events():
             try:
                 yield ": firstparty live readings\n\n"
+                checked = quiet_since = loop.time()
                 while True:
+                    if loop.time() - checked >= STREAM_CHECK_S:
+                        # revoked (by the API or the CLI, another process): the stream ends here
+                        if await asyncio.to_thread(store.token, credentials.credentials) is None:
+                            return
+                        checked = loop.time()
                     try:
-                        event = await asyncio.wait_for(queue.get(), 15)
+                        event = await asyncio.wait_for(queue.get(), STREAM_CHECK_S)
                     except TimeoutError:
-                        yield ": keep-alive\n\n"
+                        if loop.time() - quiet_since >= 15:
+                            yield ": keep-alive\n\n"
+                            quiet_since = loop.time()
                         continue
+                    quiet_since = loop.time()
                     if event["device_id"] not in allowed:
                         continue
                     item = limit_to_metrics(event, who.metrics)
@@ -283,21 +482,24 @@ def build_app(agent) -> FastAPI:
 
     @app.get("/routes")
     async def routes(who: Admin) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(store.routes, True)
+        """The routes (removed ones too) of this token's devices; a password shows as `has_password`."""
+        return [routing.without_secrets(route) for route in await visible_routes(who)]
 
     @app.post("/routes", status_code=201)
     async def add_route(body: RouteIn, who: Admin) -> dict[str, Any]:
-        spec = body.model_dump()
-        name = spec.pop("name")
-        return await agent.add_route(name, spec)
+        await check_route_devices(who, body.devices)
+        return await agent.add_route(body.name, body.spec())
 
     @app.put("/routes/{name}")
     async def change_route(name: str, body: RouteSpec, who: Admin) -> dict[str, Any]:
         """Replace a route in one step; a body that does not validate leaves it as it was."""
-        return await agent.change_route(name, body.model_dump())
+        await route_of(name, who)
+        await check_route_devices(who, body.devices)
+        return await agent.change_route(name, body.spec())
 
     @app.delete("/routes/{name}")
     async def remove_route(name: str, who: Admin) -> dict[str, Any]:
+        await route_of(name, who)
         return await agent.remove_route(name)
 
     @app.get("/grants")
@@ -309,7 +511,7 @@ def build_app(agent) -> FastAPI:
                 "grant_hex": r["grant_hex"],
                 "is_active": r["is_active"],
             }
-            for r in await asyncio.to_thread(store.routes, True)
+            for r in await visible_routes(who)
         ]
 
     @app.get("/owner")
@@ -325,7 +527,9 @@ def build_app(agent) -> FastAPI:
 
     @app.get("/audit")
     async def audit_entries(
-        who: Admin, after_seq: int = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        who: Admin,
+        after_seq: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         bad = await asyncio.to_thread(store.audit_verify)
         return {

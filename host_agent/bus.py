@@ -24,7 +24,8 @@ from fp import mqtt, topics
 log = logging.getLogger("firstparty.bus")
 INGEST_KINDS = ("card", "reading", "status", "ack")
 # larger than any protocol message (fp.messages.MAX_BYTES), which ingest refuses as 'oversized';
-# a PUBLISH beyond this is read past, acknowledged and logged (fp.mqtt), never held in memory
+# a PUBLISH beyond this is read past and acknowledged (fp.mqtt), never held in memory, and reaches
+# ingest as its size alone: refused as 'oversized' like any other
 MAX_PACKET_BYTES = 256 * 1024
 KEEPALIVE_S = 30
 # one read takes what the broker has sent, up to this: hundreds of readings parsed per read
@@ -36,7 +37,7 @@ COMMAND_WAIT_S = 10.0  # how long a command waits for a connection that is down
 @dataclass(slots=True)
 class Delivery:
     topic: str
-    payload: bytes
+    payload: bytes | int  # an int: the size of a message too large to hold (read past)
     token: Any  # what ack() takes (None: QoS 0, nothing to acknowledge)
     source: Bus
 
@@ -90,6 +91,7 @@ class Bus:
             manual_ack=True,
             read_chunk=READ_CHUNK,
         )
+        self.client.on_oversized = self._on_oversized
         self.task: asyncio.Task | None = None
         self.sending: set[asyncio.Task] = set()
 
@@ -114,6 +116,10 @@ class Bus:
 
     async def _on_message(self, topic: str, payload: bytes, token: Any) -> None:
         self.inbox.put(Delivery(topic, payload, token, self))
+
+    def _on_oversized(self, topic: bytes, size: int) -> None:
+        # already acknowledged by the client: nothing to acknowledge after the commit (token None)
+        self.inbox.put(Delivery(topic.decode("utf-8", "replace"), size, None, self))
 
     async def ack(self, deliveries: list[Delivery]) -> None:
         """PUBACK these deliveries (all of this Bus), in one write."""

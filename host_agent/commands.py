@@ -61,6 +61,18 @@ def device_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
     return {"owner": bytes.fromhex(key)}
 
 
+def _without_secrets(value: Any) -> Any:
+    """A command's arguments as the audit keeps them: a broker password becomes `has_password`."""
+    if isinstance(value, dict):
+        shown = {k: _without_secrets(v) for k, v in value.items() if k != "password"}
+        if value.get("password") is not None:
+            shown["has_password"] = True
+        return shown
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
@@ -93,7 +105,8 @@ class Commander:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self.waiting[digest] = future
         await self.audit(
-            "command", {"device": device_id, "op": op, "args": _plain(args), "digest": digest.hex()}
+            "command",
+            {"device": device_id, "op": op, "args": _plain(_without_secrets(args)), "digest": digest.hex()},
         )
         try:
             self.publish(topics.topic(device_id, "command"), data)

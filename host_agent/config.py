@@ -6,6 +6,7 @@ so a typo never silently falls back to a default. See docs/configuration.md.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ class ApiConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8480
+    # the largest request body taken; a larger one gets 413 before it is read (a card, a route or
+    # a command is at most a few KiB)
+    max_body_bytes: int = 64 * 1024
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Config:
     role: str = "owner"  # owner or vendor
     data_dir: Path = Path(".")
     owner_key: Path = Path("owner.key")
+    files_dir: Path = Path("files")  # file destinations of routes are written inside this folder only
     auto_accept: bool = False  # new devices go to the pending list unless true (vendor: always)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -61,6 +66,7 @@ _SCHEMA: dict[str, Any] = {
     "role": (str, ("owner", "vendor")),
     "data_dir": (str, None),
     "owner_key": (str, None),
+    "files_dir": (str, None),
     "auto_accept": (bool, None),
     "outbox_backoff_max_s": ((int, float), None),
     "command_timeout_s": ((int, float), None),
@@ -76,7 +82,7 @@ _SCHEMA: dict[str, Any] = {
         "advertise_host": (str, None),
         "relay_brokers": (list, None),
     },
-    "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None)},
+    "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None), "max_body_bytes": (int, None)},
     "store": {"path": (str, None), "retention_days": ((int, float), None), "max_page_count": (int, None)},
 }
 
@@ -110,8 +116,8 @@ def _check(source: str, data: dict, schema: dict, prefix: str, problems: list[st
             )
         elif choices and value not in choices:
             problems.append(f"{source}: {name} must be one of {', '.join(choices)}, found {value!r}")
-        elif kind in (int, (int, float)) and not is_bool and value < 0:
-            problems.append(f"{source}: {name} must not be negative, found {value!r}")
+        elif kind in (int, (int, float)) and not is_bool and not (0 <= value < math.inf):
+            problems.append(f"{source}: {name} must be a finite number, not negative, found {value!r}")
 
 
 def from_dict(data: dict, source: str = "<config>", base: Path | None = None) -> Config:
@@ -132,6 +138,11 @@ def from_dict(data: dict, source: str = "<config>", base: Path | None = None) ->
     config.data_dir = (base / Path(config.data_dir)).resolve()
     if not Path(config.owner_key).is_absolute():
         config.owner_key = config.data_dir / config.owner_key
+    config.files_dir = config.data_dir / config.files_dir  # an absolute files_dir stays as it is
+    if config.api.max_body_bytes < 1024:
+        raise UserError(
+            f"{source}: api.max_body_bytes must be at least 1024, found {config.api.max_body_bytes}"
+        )
     if not Path(config.store.path).is_absolute():
         config.store.path = config.data_dir / config.store.path
     for index, relay in enumerate(config.broker.relay_brokers):

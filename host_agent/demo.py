@@ -186,6 +186,7 @@ class Demo:
             "# written by `firstparty demo`: the owner's agent of the demo (docs/configuration.md)\n"
             'role = "owner"\n'
             'data_dir = "."\n'
+            'files_dir = ".."  # the routes of the demo write in its folder (home/, coop/)\n'
             "[broker]\n"
             "embedded = true\n"
             "port = 0\n"

@@ -175,15 +175,19 @@ class Ingest:
 
     # --- the batch ------------------------------------------------------------------------------
 
-    def process(self, batch: list[tuple[str, bytes]]) -> list[Outcome]:
-        """Verify and commit a batch; raise sqlite3.Error (state unchanged) if it cannot commit."""
+    def process(self, batch: list[tuple[str, bytes | int]]) -> list[Outcome]:
+        """Verify and commit a batch; raise sqlite3.Error (state unchanged) if it cannot commit.
+
+        A payload given as an int is the size of a message too large to receive: 'oversized'.
+        """
         saved_windows: dict[tuple[str, str], tuple[int, int, int] | None] = {}
         saved_known: dict[str, Known | None] = {}
         outcomes: list[Outcome] = []
         now = time.time()
         # parsing and signatures need no store: done before the write lock is taken, so that the
         # outbox, the API and the other agents of a $share/ group wait only for the writes
-        items = [(topic, bytes(data)) for topic, data in batch]
+        # an int is the size of a message the connection read past without holding it (host_agent.bus)
+        items = [(topic, data if isinstance(data, int) else bytes(data)) for topic, data in batch]
         checks = [self._check(topic, data) for topic, data in items]
         try:
             with self.store.transaction() as db:
@@ -212,10 +216,12 @@ class Ingest:
                     log.warning("rejected %s on %s: %s", outcome.reason, outcome.topic, outcome.detail)
         return outcomes
 
-    def _check(self, topic: str, data: bytes) -> Check:
+    def _check(self, topic: str, data: bytes | int) -> Check:
         """Parse a device message and verify it with the key in memory, or say what is left to do."""
         device_id = kind = None
         try:
+            if isinstance(data, int):
+                raise ProtocolError("oversized", f"{data} bytes, beyond the MQTT packet limit, never held")
             device_id, kind = topics.parse(topic)
             if kind == "card":
                 return Check(device_id=device_id, kind=kind)

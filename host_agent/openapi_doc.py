@@ -1,8 +1,9 @@
 """The agent's OpenAPI document, built from the code without a running agent (docs/openapi.json).
 
-`build_app` reads only `agent.store` while it builds the application; every other attribute of
-the agent is read when a request comes in. A stand-in with no store is therefore enough to
-build the routes and their schemas, and nothing here touches a broker, a database or a socket.
+`build_app` reads only `agent.store` and, when the agent has one, `agent.config` (the body cap)
+while it builds the application; every other attribute of the agent is read when a request
+comes in. A stand-in with no store is therefore enough to build the routes and their schemas,
+and nothing here touches a broker, a database or a socket.
 """
 
 from __future__ import annotations

@@ -2,13 +2,19 @@
 
 A route is a dict: {"destination": {...}, "devices": ["*"|id...], "metrics": ["*"|name...],
 "mode": "in-addition-to"|"instead-of", "terms": {"recipient", "purpose", "expires_s",
-"retention_days"}}. Validation happens once, here, when a route is created.
+"retention_days"}}. Validation happens once, here, when a route is created or changed: every
+text has a length cap, every number is finite and in range, ports are 1-65535, webhooks are
+http or https, and a file destination lies inside the agent's `files_dir`.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fp.ids import is_valid_id
 from host_agent.errors import UserError
@@ -21,35 +27,111 @@ DESTINATION_TYPES = {
 }
 MODES = ("in-addition-to", "instead-of")
 TERM_KEYS = {"recipient": str, "purpose": str, "expires_s": (int, float), "retention_days": (int, float)}
+# A route name: also the name of its grant and of the audit entries about it
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_TEXT = {"recipient": 200, "purpose": 500, "url": 2048, "path": 1024, "host": 253}
+MAX_TEXT_DEFAULT = 256  # every other text of a route (topic prefixes, user names, passwords, metrics)
+MAX_LIST = 256  # devices or metrics of one route
+MAX_EXPIRES_S = 2**53  # a time any clock can hold (float exactly, int64, CBOR)
+MAX_RETENTION_DAYS = 36500
+SECRETS = ("password",)  # never in the audit nor in an API answer: only whether one is set
 
 
-def validate(spec: dict[str, Any]) -> dict[str, Any]:
-    """Return a normalised route spec or raise UserError naming the bad key."""
-    allowed = {"destination", "devices", "metrics", "mode", "terms"}
-    for key in spec:
-        if key not in allowed:
-            raise UserError(f"route: unknown key {key!r} (expected {', '.join(sorted(allowed))})")
-    destination = spec.get("destination")
+def validate_name(name: Any) -> str:
+    """Return a route name made of the safe alphabet (letters, digits, '.', '_', '-'), or raise UserError."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise UserError(
+            f"route: name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+            f"digit, found {shown}"
+        )
+    return name
+
+
+def _text(where: str, key: str, value: str) -> None:
+    """Refuse a text longer than its key's cap, or holding NUL (never echoed: it may be a secret)."""
+    limit = MAX_TEXT.get(key, MAX_TEXT_DEFAULT)
+    if len(value) > limit:
+        raise UserError(f"route: {where}{key} is longer than {limit} characters ({len(value)})")
+    if "\x00" in value:
+        raise UserError(f"route: {where}{key} contains a NUL character")
+
+
+def _file_path(path: str, files_dir: Path | None) -> str:
+    """The absolute path a file destination writes, inside `files_dir`; or raise UserError."""
+    if files_dir is None:  # a caller outside the agent (tests, bench) that checks paths itself
+        return path
+    folder = Path(files_dir).resolve()
+    target = (folder / path).resolve()  # a relative path is inside the folder; `..` and links resolved
+    if target == folder or not target.is_relative_to(folder):
+        raise UserError(f"route: destination.path must be a file inside {folder} (files_dir), found {path!r}")
+    return str(target)
+
+
+def _destination(destination: Any, files_dir: Path | None) -> dict[str, Any]:
     if not isinstance(destination, dict) or destination.get("type") not in DESTINATION_TYPES:
         raise UserError(f"route: destination.type must be one of {', '.join(DESTINATION_TYPES)}")
-    fields = DESTINATION_TYPES[destination["type"]]
+    kind = destination["type"]
+    fields = DESTINATION_TYPES[kind]
     for key, value in destination.items():
         if key == "type":
             continue
         if key not in fields:
-            raise UserError(f"route: destination.{key} is not a {destination['type']} setting")
+            raise UserError(f"route: destination.{key} is not a {kind} setting")
         if not isinstance(value, fields[key]) or isinstance(value, bool):
-            raise UserError(f"route: destination.{key} must be {fields[key].__name__}, found {value!r}")
+            shown = "a secret" if key in SECRETS else repr(value)[:80]  # never echo a password
+            raise UserError(f"route: destination.{key} must be {fields[key].__name__}, found {shown}")
+        if isinstance(value, str):
+            _text("destination.", key, value)
     required = {"mqtt": ("host",), "webhook": ("url",), "file": ("path",), "homeassistant": ("host",)}
-    for key in required[destination["type"]]:
+    for key in required[kind]:
         if key not in destination:
-            raise UserError(f"route: destination.{key} is required for {destination['type']}")
+            raise UserError(f"route: destination.{key} is required for {kind}")
+    destination = dict(destination)
+    if "port" in destination and not 1 <= destination["port"] <= 65535:
+        raise UserError(f"route: destination.port must be 1-65535, found {destination['port']}")
+    if kind in ("mqtt", "homeassistant") and not destination["host"]:
+        raise UserError("route: destination.host must not be empty")
+    if kind == "webhook":
+        url = destination["url"]
+        try:
+            parts = urlsplit(url)
+            is_web = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            is_web = False
+        if not is_web:
+            raise UserError(f"route: destination.url must be an http:// or https:// URL, found {url[:80]!r}")
+    if kind == "file":
+        destination["path"] = _file_path(destination["path"], files_dir)
+    return destination
+
+
+def validate(spec: dict[str, Any], files_dir: Path | None = None) -> dict[str, Any]:
+    """Return a normalised route spec or raise UserError naming the bad key.
+
+    `files_dir`: the folder file destinations must lie in (the agent's `files_dir`); a relative
+    path is taken inside it, and the spec holds the absolute path.
+    """
+    allowed = {"destination", "devices", "metrics", "mode", "terms"}
+    for key in spec:
+        if key not in allowed:
+            raise UserError(f"route: unknown key {key!r} (expected {', '.join(sorted(allowed))})")
+    destination = _destination(spec.get("destination"), files_dir)
     devices = spec.get("devices", ["*"])
-    if not isinstance(devices, list) or not devices or not all(d == "*" or is_valid_id(d) for d in devices):
-        raise UserError("route: devices must be a list of device ids or ['*']")
+    if (
+        not isinstance(devices, list)
+        or not 0 < len(devices) <= MAX_LIST
+        or not all(d == "*" or is_valid_id(d) for d in devices)
+    ):
+        raise UserError(f"route: devices must be a list of up to {MAX_LIST} device ids or ['*']")
     metrics = spec.get("metrics", ["*"])
-    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
-        raise UserError("route: metrics must be a list of metric names or ['*']")
+    if (
+        not isinstance(metrics, list)
+        or not 0 < len(metrics) <= MAX_LIST
+        or not all(isinstance(m, str) and 0 < len(m) <= MAX_TEXT_DEFAULT and "," not in m for m in metrics)
+    ):
+        raise UserError(f"route: metrics must be a list of up to {MAX_LIST} metric names or ['*']")
     mode = spec.get("mode", "in-addition-to")
     if mode not in MODES:
         raise UserError(f"route: mode must be one of {', '.join(MODES)}, found {mode!r}")
@@ -60,8 +142,35 @@ def validate(spec: dict[str, Any]) -> dict[str, Any]:
         if key not in TERM_KEYS:
             raise UserError(f"route: terms.{key} is unknown (expected {', '.join(TERM_KEYS)})")
         if not isinstance(value, TERM_KEYS[key]) or isinstance(value, bool):
-            raise UserError(f"route: terms.{key} has the wrong type: {value!r}")
+            raise UserError(f"route: terms.{key} has the wrong type: {repr(value)[:80]}")
+        if isinstance(value, str):
+            _text("terms.", key, value)
+        elif not math.isfinite(value) or value < 0:
+            raise UserError(f"route: terms.{key} must be a finite number, not negative, found {value!r}")
+        elif key == "expires_s" and value > MAX_EXPIRES_S:
+            raise UserError(f"route: terms.expires_s must be a time in seconds up to 2**53, found {value!r}")
+        elif key == "retention_days" and value > MAX_RETENTION_DAYS:
+            raise UserError(
+                f"route: terms.retention_days must be at most {MAX_RETENTION_DAYS}, found {value!r}"
+            )
     return {"destination": destination, "devices": devices, "metrics": metrics, "mode": mode, "terms": terms}
+
+
+def without_secrets(spec: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The spec as the audit and the API show it: each secret replaced by `has_<secret>: true`.
+
+    With `before` (the spec it replaces), `<secret>_changed` says whether the value changed:
+    the record tells that a secret was set or changed, never what it is.
+    """
+    destination = dict(spec.get("destination", {}))
+    old = (before or {}).get("destination", {})
+    for key in SECRETS:
+        value = destination.pop(key, None)
+        if value is not None:
+            destination["has_" + key] = True
+        if before is not None:
+            destination[key + "_changed"] = value != old.get(key)
+    return dict(spec, destination=destination)
 
 
 def is_expired(route: dict[str, Any], now_s: float | None = None) -> bool:

@@ -30,7 +30,7 @@ from host_agent.errors import UserError
 from host_agent.ingest import Ingest
 from host_agent.outbox import Outbox
 from host_agent.owner import Owner
-from host_agent.store import Store
+from host_agent.store import Store, make_private_dir
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
@@ -47,7 +47,7 @@ class Agent:
 
     def __init__(self, config: Config):
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.data_dir)  # 0700: the database, keys and broker passwords live here
         self.store = Store(config.store.path, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
         self.ingest = Ingest(
@@ -290,7 +290,8 @@ class Agent:
         return home
 
     async def add_route(self, name: str, spec: dict) -> dict[str, Any]:
-        spec = routing.validate(spec)
+        routing.validate_name(name)
+        spec = routing.validate(spec, self.config.files_dir)
         grant = grants.encode_grant(self.owner.sign, self.owner.public, name, spec, int(time.time()))
         try:
             await asyncio.to_thread(self.store.add_route, name, spec, grant)
@@ -309,7 +310,7 @@ class Agent:
         queued for the new destination when the new spec still carries them. When the route is
         instead-of before or after, its devices (of both specs) get the destinations implied now.
         """
-        spec = routing.validate(spec)
+        spec = routing.validate(spec, self.config.files_dir)
         before = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
         if name not in before:
             raise UserError(f"no route {name!r}: see `firstparty routes list`")

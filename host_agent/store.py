@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from fp import messages
 from host_agent import audit
+from host_agent import routes as routing
 
 log = logging.getLogger("firstparty.store")
 CHECKPOINT_S = 1.0
@@ -69,6 +71,25 @@ DUE = (
     " FROM outbox o INDEXED BY outbox_pending JOIN messages m ON m.id=o.message_id"
     " WHERE o.delivered_at IS NULL AND o.next_at<=? ORDER BY o.id LIMIT ?"
 )
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the folder `path` (and its parents) readable by the agent's user only: 0700 whatever
+    the umask. A folder of ours already open to group or others is closed (with a warning)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        log.warning("%s was open to other users (mode %o): now 0700", path, info.st_mode & 0o777)
+        os.chmod(path, 0o700)
+
+
+def make_private_file(path: Path) -> None:
+    """Create the file `path` if missing, mode 0600 whatever the umask; close an existing one to 0600."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        log.warning("%s was open to other users (mode %o): now 0600", path, info.st_mode & 0o777)
+        os.chmod(path, 0o600)
 
 
 def token_hash(token: str) -> str:
@@ -149,7 +170,12 @@ class Store:
 
     def __init__(self, path: Path, max_page_count: int | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
+        # route passwords and token hashes are in here: the owner's user only. SQLite gives the WAL
+        # and shared-memory files the mode of the database file, whatever the umask.
+        for suffix in ("", "-wal", "-shm"):
+            if suffix == "" or Path(f"{self.path}{suffix}").exists():
+                make_private_file(Path(f"{self.path}{suffix}"))
         self.lock = threading.RLock()
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -366,7 +392,7 @@ class Store:
                 "INSERT INTO routes (name, spec, created, grant_bytes) VALUES (?,?,?,?)",
                 (name, json.dumps(spec), time.time(), grant),
             )
-            self._audit(db, "route-added", {"name": name, "spec": spec})
+            self._audit(db, "route-added", {"name": name, "spec": routing.without_secrets(spec)})
             return int(cursor.lastrowid or 0)
 
     def update_route(self, name: str, spec: dict, grant: bytes | None, keeps=None) -> int:
@@ -377,10 +403,10 @@ class Store:
         that does not cover it. The others stay queued, for the new destination.
         """
         with self.transaction() as db:
-            rows = db.execute("SELECT id FROM routes WHERE name=? AND active=1", (name,)).fetchall()
+            rows = db.execute("SELECT id, spec FROM routes WHERE name=? AND active=1", (name,)).fetchall()
             if not rows:
                 return 0
-            route_id = rows[0][0]
+            route_id, before = rows[0][0], json.loads(rows[0][1])
             db.execute(
                 "UPDATE routes SET spec=?, grant_bytes=? WHERE id=?", (json.dumps(spec), grant, route_id)
             )
@@ -393,7 +419,8 @@ class Store:
                 ).fetchall()
                 dropped = [i for i, device_id, names in pending if not keeps(device_id, _names(names))]
                 db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in dropped])
-            self._audit(db, "route-changed", {"name": name, "spec": spec, "dropped_forwards": len(dropped)})
+            shown = routing.without_secrets(spec, before)
+            self._audit(db, "route-changed", {"name": name, "spec": shown, "dropped_forwards": len(dropped)})
             return 1
 
     def remove_route(self, name: str, why: str = "removed") -> int:

@@ -27,6 +27,11 @@ COUNTER_FILE = storage.COUNTER_FILE
 CONFIG_FILE = storage.CONFIG_FILE
 SAFE_MODE = "safe-mode"
 OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
+# Signed answers to refused commands, a token bucket: a burst of this many, then one per
+# REFUSAL_ACK_MS. Anyone who may publish on the command topic can send junk, and each ack costs
+# a signature (and a slot in every destination's queue); an applied command is always answered.
+REFUSAL_ACK_BURST = 8
+REFUSAL_ACK_MS = 1000
 
 
 def log(text):
@@ -180,6 +185,9 @@ class Device:
         self.config = settings.check_config(settings.load(CONFIG_FILE, log), names, log)
         self.destinations = {}
         self.refused = 0
+        self.unanswered = 0  # refused commands beyond the ack budget: counted, not answered
+        self.refusal_acks = REFUSAL_ACK_BURST
+        self.refusal_acks_ms = time.ticks_ms()
         self.claim_window_until = 0
         self.claim_window_open = False
         self.latest = {}
@@ -303,8 +311,25 @@ class Device:
         if topic == topics.topic(self.device_id, "command"):
             self.handle_command(bytes(payload))
 
+    def may_answer_refusal(self):
+        """Take one token from the refusal-ack bucket (refilled one per REFUSAL_ACK_MS); False: none left."""
+        now = time.ticks_ms()
+        elapsed = time.ticks_diff(now, self.refusal_acks_ms)
+        if elapsed >= REFUSAL_ACK_MS or elapsed < 0:  # < 0: idle past half the ticks period
+            gained = elapsed // REFUSAL_ACK_MS if elapsed > 0 else REFUSAL_ACK_BURST
+            self.refusal_acks = min(REFUSAL_ACK_BURST, self.refusal_acks + gained)
+            full = self.refusal_acks == REFUSAL_ACK_BURST
+            self.refusal_acks_ms = (
+                now if full else time.ticks_add(self.refusal_acks_ms, gained * REFUSAL_ACK_MS)
+            )
+        if self.refusal_acks <= 0:
+            return False
+        self.refusal_acks -= 1
+        return True
+
     def handle_command(self, data):
-        """Judge and apply one command; return the signed ack (also published everywhere)."""
+        """Judge and apply one command; return the signed ack (also published everywhere), or None
+        for a refused command beyond the ack budget (counted in `refused` and `unanswered`)."""
         digest = hashlib.sha256(data).digest()
         counter = None
         try:
@@ -324,6 +349,9 @@ class Device:
             detail = ""
         except ProtocolError as error:
             self.refused += 1
+            if not self.may_answer_refusal():
+                self.unanswered += 1
+                return None  # not logged either: junk must not flood the log
             outcome, detail, result = error.reason, error.detail, None
             log("command refused: %s" % error)
         boot, seq = self.next_counter()
@@ -414,6 +442,7 @@ class Device:
                 "destinations": [d["name"] for d in self.config["destinations"]],
                 "intervals": self.config["intervals"],
                 "refused": self.refused,
+                "unanswered": self.unanswered,
                 "dropped": sum(d.dropped for d in self.destinations.values()),
                 "buffered": sum(d.buffered for d in self.destinations.values()),
                 "flash_writes": sum(d.ring.writes for d in self.destinations.values()),

@@ -6,17 +6,25 @@ Profile (normative, see docs/protocol.md):
 - floats as float32 when the value is exactly a float32 (the sensors and the ESP32 FPU are 32-bit,
   so readings are float32 on purpose), else float64; never float16 (this deviates from the
   "preferred serialization" of section 4.2.1 on purpose: one width per value, no half floats);
-- simple values false, true, null only; integers within 64 bits; tag 18 (COSE_Sign1) only.
+- simple values false, true, null only; integers within 64 bits; tag 18 (COSE_Sign1) only;
+- map keys are integers or text strings only: no two keys of a map can then be equal as Python
+  values (1 and true, 1 and 1.0, 0.0 and -0.0 are), so every decoder reads the same entries;
+- text strings are well-formed UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF).
 The decoder accepts exactly what the encoder emits and raises CBORError for anything else.
 """
 
 import struct
+import sys
 
 from fp.errors import ProtocolError
 
 MAX_DEPTH = 16
 TAGS = (18,)  # COSE_Sign1 is the only tag the protocol uses
 _U64 = 0xFFFFFFFFFFFFFFFF
+# CPython's UTF-8 decoder refuses every ill-formed sequence; MicroPython's checks only the shape
+# of each sequence (a lead byte and its continuation bytes), so overlong forms, surrogates and
+# code points above U+10FFFF pass it: there the decoder checks them itself (_is_utf8).
+_CHECK_UTF8 = sys.implementation.name == "micropython"
 
 
 class CBORError(ProtocolError):
@@ -106,6 +114,8 @@ def _encode(out, value, depth):
     elif isinstance(value, dict):
         items = []
         for key in value:
+            if not isinstance(key, (int, str)) or key is True or key is False:
+                raise CBORError("map key must be an integer or a string")
             encoded_key = bytearray()
             _encode(encoded_key, key, depth + 1)
             items.append((bytes(encoded_key), value[key]))
@@ -202,9 +212,13 @@ def _item(data, pos, depth):
         if major == 2:
             return data[pos:end], end
         try:
-            return str(data[pos:end], "utf-8"), end
+            text = str(data[pos:end], "utf-8")
         except UnicodeError:
             raise CBORError("text string is not valid UTF-8")
+        # fewer characters than bytes: not ASCII, the only case where MicroPython's check falls short
+        if _CHECK_UTF8 and len(text) != n and not _is_utf8(data, pos, end):
+            raise CBORError("text string is not valid UTF-8")
+        return text, end
     if major == 4:
         if n > len(data) - pos:
             raise CBORError("array longer than the message")
@@ -225,7 +239,7 @@ def _item(data, pos, depth):
             if previous is not None and encoded_key <= previous:
                 raise CBORError("map keys not in deterministic order or duplicated")
             previous = encoded_key
-            if isinstance(key, (list, dict, Tag)):
+            if not isinstance(key, (int, str)) or key is True or key is False:
                 raise CBORError("map key must be an integer or a string")
             result[key], pos = _item(data, pos, depth + 1)
         return result, pos
@@ -235,6 +249,40 @@ def _item(data, pos, depth):
         raise CBORError("tag %d is not used by the protocol" % n)
     value, pos = _item(data, pos, depth + 1)
     return Tag(n, value), pos
+
+
+def _is_utf8(data, pos, end):
+    """True when data[pos:end] is well-formed UTF-8 (Unicode 15, table 3-7): a small state machine."""
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        if byte < 0x80:
+            continue
+        # the range of the byte after the lead byte; the others are 80..BF
+        low, high = 0x80, 0xBF
+        if 0xC2 <= byte <= 0xDF:
+            more = 1
+        elif 0xE0 <= byte <= 0xEF:
+            more = 2
+            if byte == 0xE0:
+                low = 0xA0  # below: overlong
+            elif byte == 0xED:
+                high = 0x9F  # above: surrogates D800..DFFF
+        elif 0xF0 <= byte <= 0xF4:
+            more = 3
+            if byte == 0xF0:
+                low = 0x90  # below: overlong
+            elif byte == 0xF4:
+                high = 0x8F  # above: beyond U+10FFFF
+        else:
+            return False  # a continuation byte, C0/C1 (overlong) or F5..FF
+        if pos + more > end or not low <= data[pos] <= high:
+            return False
+        for index in range(pos + 1, pos + more):
+            if data[index] & 0xC0 != 0x80:
+                return False
+        pos += more
+    return True
 
 
 def _simple(data, pos, info):

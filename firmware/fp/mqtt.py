@@ -128,6 +128,10 @@ class Broker:
         return "%s:%d" % (self.host, self.port)
 
 
+def _ignored(topic, size):
+    """The default on_oversized: the count and the log line are enough on a board."""
+
+
 async def _nothing():
     """The default on_up: nothing to do after a (re)connect."""
 
@@ -169,6 +173,7 @@ class MQTTClient:
         self.manual_ack = manual_ack
         self.read_chunk = read_chunk  # bytes per read: small on a board, large for the agent's stream
         self.oversized = 0
+        self.on_oversized = _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
         self._last_rx = 0
         self.is_up = False
         self.on_up = _nothing  # coroutine function called after each (re)connect
@@ -376,6 +381,7 @@ class MQTTClient:
                 repr(bytes(rest[: min(topic_length, 200)])),
             )
         )
+        self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
         if qos:
             await self._send(bytes((PUBACK, 2)) + rest[topic_length : topic_length + 2])
 

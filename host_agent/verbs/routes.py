@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 
+from host_agent import routes as routing
 from host_agent.verbs.common import ActionAdder, call_agent, load_config, open_store
 
 
@@ -19,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = add.add_mutually_exclusive_group(required=True)
     kinds.add_argument("--webhook", metavar="URL")
     kinds.add_argument("--mqtt", metavar="HOST:PORT")
-    kinds.add_argument("--file", metavar="PATH")
+    kinds.add_argument(
+        "--file", metavar="PATH", help="a file inside the agent's files_dir (a relative path: there)"
+    )
     kinds.add_argument("--home-assistant", metavar="HOST:PORT")
     add.add_argument("--topic-prefix", help="mqtt: publish under this prefix")
     add.add_argument("--device", action="append", help="device id (repeatable; default every device)")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         routes = open_store(config).routes(include_inactive=False)
         if not routes:
             print("no routes")
-        for route in routes:
+        for route in map(routing.without_secrets, routes):  # a password shows as has_password
             terms = route.get("terms", {})
             expires = terms.get("expires_s")
             until = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires)) if expires else "no expiry"

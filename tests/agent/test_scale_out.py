@@ -19,7 +19,7 @@ def test_two_agents_on_a_shared_subscription_split_the_stream_without_loss_or_du
 ):
     first = start_agent(broker={"shared_group": "ingest", "client_id": "agent-a"})
     second = start_agent(broker={"shared_group": "ingest", "client_id": "agent-b"}, auto_accept=True)
-    out = tmp_path / "forwards.jsonl"
+    out = tmp_path / "agent" / "files" / "forwards.jsonl"  # in the agents' files_dir
     admin = api(first, tokens.issue(first.store, "admin", "admin"))
     route = {"name": "file", "destination": {"type": "file", "path": str(out)}}
     assert admin.post("/routes", json=route).status_code == 201

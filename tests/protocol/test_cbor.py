@@ -46,6 +46,13 @@ VALID = [
     ("''", "60"),
     ("'IETF'", "6449455446"),
     ("'\\u00fc'", "62c3bc"),
+    # the edges of well-formed UTF-8 (Unicode table 3-7), next to the ill-formed ones in INVALID
+    ("'\\u0080'", "62c280"),
+    ("'\\u0800'", "63e0a080"),
+    ("'\\ud7ff'", "63ed9fbf"),
+    ("'\\ue000'", "63ee8080"),
+    ("'\\U00010000'", "64f0908080"),
+    ("'\\U0010ffff'", "64f48fbfbf"),
     ("[]", "80"),
     ("[1, [2, 3], [4, 5]]", "8301820203820405"),
     ("{}", "a0"),
@@ -80,6 +87,34 @@ INVALID = [
     ("9b0000000100000000", "array longer than the message"),
     ("81" * 20 + "00", "nested too deep"),
     ("c100", "tag other than 18"),
+    # ill-formed UTF-8 that MicroPython's own decoder lets through
+    ("62c080", "overlong NUL"),
+    ("62c1bf", "overlong 7-bit character"),
+    ("63e08080", "overlong 3-byte form"),
+    ("64f08fbfbf", "overlong 4-byte form"),
+    ("63eda080", "surrogate D800"),
+    ("63edbfbf", "surrogate DFFF"),
+    ("64f4908080", "above U+10FFFF"),
+    ("64f7bfbfbf", "lead byte F7"),
+    ("6461c0800a", "overlong NUL inside a longer string"),
+    ("a1 62c080 00", "overlong map key"),
+    # map keys: integers and text only, so no two keys are equal as Python values
+    ("a2 01 00 f5 00", "keys 1 and true"),
+    ("a2 00 00 f4 00", "keys 0 and false"),
+    ("a2 01 00 fa3f800000 00", "keys 1 and 1.0"),
+    ("a2 fa00000000 00 fa80000000 00", "keys 0.0 and -0.0"),
+    ("a1 f5 00", "key true"),
+    ("a1 f6 00", "key null"),
+    ("a1 4100 00", "byte string key"),
+    ("a1 fa3f800000 00", "float key"),
+]
+
+# map keys that Python takes for one: the CBOR bytes of each pair, and the profile's refusal
+EQUAL_KEYS = [
+    ("a2 01 00 f5 00", (1, True)),
+    ("a2 00 00 f4 00", (0, False)),
+    ("a2 01 00 fa3f800000 00", (1, 1.0)),
+    ("a2 fa00000000 00 fa80000000 00", (0.0, -0.0)),
 ]
 
 
@@ -130,6 +165,47 @@ print(json.dumps({"valid": out, "refused": refused}))
     for (expression, encoding), (got, back) in zip(VALID, result["valid"], strict=True):
         assert (got, back) == (encoding, encoding), expression
     assert result["refused"] == ["malformed"] * len(INVALID)
+
+
+@pytest.mark.parametrize("key", [True, False, None, 1.0, b"k", (1,)])
+def test_encoder_refuses_map_keys_other_than_integers_and_text(key):
+    with pytest.raises(ProtocolError) as error:
+        cbor.encode({key: 0})
+    assert error.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("encoding,keys", EQUAL_KEYS)
+def test_keys_python_merges_are_refused_where_cbor2_would_read_one_entry(encoding, keys):
+    data = bytes.fromhex(encoding.replace(" ", ""))
+    # another decoder reads one entry where the map says two: the reason the profile refuses them
+    assert len(cbor2.loads(data)) == 1 and len(dict.fromkeys(keys)) == 1
+    with pytest.raises(ProtocolError) as error:
+        cbor.decode(data)
+    assert error.value.reason == "malformed"
+
+
+def test_utf8_state_machine_agrees_with_cpython_on_every_short_sequence():
+    """The firmware's own UTF-8 check (run where MicroPython's falls short) is CPython's rule."""
+    edges = [0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0]
+    edges += [0xE1, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF7, 0xF8, 0xFF]
+    samples = [bytes([a]) for a in edges] + [bytes([a, b]) for a in edges for b in edges]
+    samples += [bytes([a, b, c]) for a in edges if a >= 0xC0 for b in edges if b >= 0x80 for c in edges]
+    rng = random.Random(16)
+    samples += [bytes([a, b, c, d]) for a, b, c, d in (rng.choices(edges, k=4) for _ in range(20000))]
+    for sample in samples:
+        try:
+            sample.decode("utf-8")
+            expected = True
+        except UnicodeDecodeError:
+            expected = False
+        assert cbor._is_utf8(b"x" + sample + b"x", 1, 1 + len(sample)) is expected, sample.hex()
+
+
+def test_invalid_utf8_is_refused_by_cbor2_too():
+    for encoding, why in INVALID:
+        if "UTF-8" in why or "overlong" in why or "surrogate" in why or "U+10FFFF" in why or "F7" in why:
+            with pytest.raises(Exception):  # noqa: B017 - cbor2's error type varies with its version
+                cbor2.loads(bytes.fromhex(encoding.replace(" ", "")))
 
 
 def _from_cbor2(value):

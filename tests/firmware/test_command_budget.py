@@ -1,0 +1,43 @@
+"""The real firmware (MicroPython unix port) answers junk on its command topic within a budget."""
+
+from __future__ import annotations
+
+import time
+
+from fp import topics
+from host_agent.owner import Owner
+from tests.firmware.conftest import counter_board, owner_command, wait_until
+
+BURST = 8  # fp.app.REFUSAL_ACK_BURST
+REFILL_S = 1.0  # fp.app.REFUSAL_ACK_MS
+
+
+def test_50_junk_commands_get_a_bounded_number_of_signed_acks_and_the_owner_is_still_answered(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    vendor = collector_factory(mosquitto)
+    owner = Owner(tmp_path / "owner.key")
+    device = sim_devices(
+        tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
+    )
+    device_id = device.start().device_id()
+    wait_until(lambda: vendor.values("n"), 15, "the device up")
+
+    started = time.monotonic()
+    for index in range(50):
+        vendor.client.publish(topics.topic(device_id, "command"), b"\xd2\x84junk %d" % index, qos=1)
+    info = owner_command(owner, vendor, device_id, "get-info", {}, timeout_s=20)
+    elapsed_s = time.monotonic() - started
+    assert info["outcome"] == "applied"
+    assert info["result"]["refused"] == 50
+    refusals = [ack for ack in vendor.ack_log if ack["outcome"] == "malformed"]
+    allowed = BURST + int(elapsed_s / REFILL_S) + 1
+    assert BURST <= len(refusals) <= allowed, (len(refusals), elapsed_s)
+    assert info["result"]["unanswered"] == 50 - len(refusals)
+
+    # the budget refills: after a pause, a refused command is answered again
+    time.sleep(2 * REFILL_S)
+    count = len(vendor.ack_log)
+    vendor.client.publish(topics.topic(device_id, "command"), b"\xd2\x84junk again", qos=1)
+    wait_until(lambda: len(vendor.ack_log) > count, 10, "an ack for the refused command")
+    assert vendor.ack_log[count]["outcome"] == "malformed"
