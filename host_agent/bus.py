@@ -1,8 +1,8 @@
 """The agent's connection to a broker: device messages in, acknowledged after commit; commands out.
 
 It runs the firmware's own asyncio MQTT 3.1.1 client (fp.mqtt, tested under MicroPython and
-CPython) on the agent's event loop, with manual acknowledgements: a QoS 1 message is acknowledged
-(PUBACK) only when `ack()` is called, after the store has committed it. The session is persistent
+CPython) on the agent's event loop, with manual acknowledgements (host_agent.ackclient, a subclass
+of it): a QoS 1 message is acknowledged (PUBACK) only when `ack()` is called, after the store has committed it. The session is persistent
 (clean session off), so whatever was not acknowledged when the agent died is delivered again when
 it comes back. Why not paho-mqtt here: receiving a message and acknowledging it costs paho about
 29 us of CPU (a recv() per header byte, a select() per packet, a socketpair write per ack), this
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fp import mqtt, topics
+from host_agent.ackclient import AckableMessage, ManualAckClient
 
 log = logging.getLogger("firstparty.bus")
 INGEST_KINDS = ("card", "reading", "status", "ack")
@@ -77,7 +78,7 @@ class Bus:
         self.host, self.port = host, port
         self.inbox = inbox
         self.shared_group = shared_group
-        self.client = mqtt.MQTTClient(
+        self.client = ManualAckClient(
             mqtt.Broker(host, port, username, password),
             client_id,
             on_message=self._on_message,
@@ -87,7 +88,6 @@ class Bus:
             max_packet_bytes=MAX_PACKET_BYTES,
             max_backoff_s=MAX_BACKOFF_S,
             log=log.info,
-            manual_ack=True,
             read_chunk=READ_CHUNK,
         )
         self.task: asyncio.Task | None = None
@@ -112,8 +112,8 @@ class Bus:
                 task.cancel()
         await asyncio.gather(*(t for t in [self.task, *self.sending] if t), return_exceptions=True)
 
-    async def _on_message(self, topic: str, payload: bytes, token: Any) -> None:
-        self.inbox.put(Delivery(topic, payload, token, self))
+    async def _on_message(self, message: AckableMessage) -> None:
+        self.inbox.put(Delivery(message.topic, message.payload, message.token, self))
 
     async def ack(self, deliveries: list[Delivery]) -> None:
         """PUBACK these deliveries (all of this Bus), in one write."""

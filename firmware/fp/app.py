@@ -237,6 +237,8 @@ class Device:
             spec.get("password"),
             spec.get("tls", False),
             spec.get("ca"),
+            spec.get("client_cert"),
+            spec.get("client_key"),
         )
 
     def apply_destinations(self):
@@ -299,9 +301,9 @@ class Device:
 
     # --- commands -------------------------------------------------------------------------------
 
-    async def on_message(self, topic, payload):
-        if topic == topics.topic(self.device_id, "command"):
-            self.handle_command(bytes(payload))
+    async def on_message(self, message):
+        if message.topic == topics.topic(self.device_id, "command"):
+            self.handle_command(bytes(message.payload))
 
     def handle_command(self, data):
         """Judge and apply one command; return the signed ack (also published everywhere)."""
