@@ -894,6 +894,9 @@ class MQTTClient:
             topic = str(body[2:end], "utf-8")
         except UnicodeError:
             raise MQTTError("protocol", "PUBLISH topic is not UTF-8")  # MQTT-1.5.3-1
+        if not topic or "\x00" in topic or "+" in topic or "#" in topic:
+            # MQTT-1.5.3-2, MQTT-4.7.3-1, MQTT-3.3.2-2: a broker never sends such a topic name
+            raise MQTTError("protocol", "PUBLISH topic name %r is not valid" % topic[:64])
         packet_id = body[end : end + 2] if qos else None
         message = Message(
             topic, body[end + 2 :] if qos else body[end:], qos, bool(header & 1), bool(header & 8)

@@ -210,7 +210,7 @@ print(json.dumps(out))
 """
 
 
-def run_client(interpreter: str, port: int, body: str, timeout_s: float = 60) -> dict:
+def run_client(interpreter: str, port: int, body: str, timeout_s: float = 60, heapsize: str = "256k") -> dict:
     """Run a scenario (code defining `async def scenario()`) under `interpreter`; its JSON `out`.
 
     Fails when the interpreter printed an error of a task nobody awaited (MicroPython: "Task
@@ -218,7 +218,7 @@ def run_client(interpreter: str, port: int, body: str, timeout_s: float = 60) ->
     """
     script = PRELUDE % port + body + EPILOGUE
     if interpreter == "micropython":
-        command = [micropython_binary(), "-X", "heapsize=256k", "-c", script]
+        command = [micropython_binary(), "-X", f"heapsize={heapsize}", "-c", script]
         env = micropython_env()
     else:
         command = [sys.executable, "-c", script]

@@ -183,3 +183,60 @@ print(json.dumps({{"got": got, "oversized": client.oversized, "errors": client.e
     assert result["got"] == expected * 2
     assert result["oversized"] == 2 and result["errors"] == 0
     assert acks and acks[0] == b"".join(b"\x40\x02" + n.to_bytes(2, "big") for _, _, n in DRIBBLED) * 2
+
+
+WILL_SCENARIO = """
+import asyncio, json
+from fp.mqtt import MQTTClient, Broker
+async def main():
+    client = MQTTClient(Broker("127.0.0.1", %d), %r, will=("will/%s", b"offline", 1, False), keepalive_s=30)
+    task = asyncio.create_task(client.run())
+    await client.wait_up(5)
+    await client.publish("will/up", b"%s")
+    if %r:
+        client.stop()  # DISCONNECT: the broker discards the will (MQTT-3.14.4-3)
+        await asyncio.sleep(0.3)
+    else:
+        import os, sys
+        # a crash: the process ends, the socket closes without DISCONNECT, and the will goes out
+        os._exit(0) if hasattr(os, "_exit") else sys.exit(0)
+asyncio.run(main())
+print(json.dumps({}))
+"""
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_a_planned_stop_sends_no_will_and_a_crash_does(micropython, mosquitto, interpreter):
+    import paho.mqtt.client as paho
+
+    seen: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe("will/#", qos=1)
+    watcher.on_subscribe = lambda *args: ready.set()
+    watcher.on_message = lambda c, u, m: seen.append((m.topic, bytes(m.payload)))
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.loop_start()
+    try:
+        assert ready.wait(5)
+        for name, is_planned in (("planned", True), ("crash", False)):
+            script = WILL_SCENARIO % (mosquitto.port, name, name, name, is_planned)
+            if interpreter == "micropython":
+                micropython(script, timeout=30)
+            else:
+                subprocess.run(
+                    [sys.executable, "-c", script],
+                    timeout=30,
+                    env={**os.environ, "PYTHONPATH": str(FIRMWARE)},
+                    check=True,
+                )
+        for _ in range(100):
+            if ("will/crash", b"offline") in seen:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert ("will/up", b"planned") in seen and ("will/up", b"crash") in seen
+    assert ("will/crash", b"offline") in seen, "a connection lost without DISCONNECT publishes the will"
+    assert ("will/planned", b"offline") not in seen, "a planned stop published the will"

@@ -319,11 +319,13 @@ async def scenario():
     out["password_without_user"] = refused(lambda: Broker("h", 1883, None, "p"))  # MQTT-3.1.2-22
     out["wildcard_will"] = refused(lambda: MQTTClient(b, "v", will=("st/#", b"x", 0, False)))
     out["nul_in_id"] = refused(lambda: MQTTClient(b, "a\\x00b"))  # MQTT-1.5.3-2
-    out["bad_filter"] = refused(lambda: MQTTClient(b, "v", subscriptions=[("a/#/b", 1)]))
+    out["bad_filter"] = refused(lambda: MQTTClient(b, "v", subscriptions=[("a/#/b", 1)]))  # MQTT-4.7.1-2
+    out["bad_plus"] = refused(lambda: MQTTClient(b, "v", subscriptions=[("a+/b", 1)]))  # MQTT-4.7.1-3
     client = MQTTClient(b, "v", keepalive_s=0)
     asyncio.create_task(client.run())
     await client.wait_up(10)
-    for name, topic, qos in (("wildcard_topic", "a/+", 1), ("empty_topic", "", 1), ("qos2", "a", 2)):
+    for name, topic, qos in (("wildcard_topic", "a/+", 1), ("empty_topic", "", 1), ("qos2", "a", 2),
+                             ("nul_topic", "a\\x00", 0)):
         try:
             await client.publish(topic, b"x", qos=qos)
             out[name] = "accepted"
@@ -335,3 +337,36 @@ async def scenario():
     broker.finish()
     del result["got"]
     assert set(result.values()) == {"refused"}, result
+
+
+# What a broker may not send: the client closes the connection (MQTT-4.8.0-1) and sends nothing more
+MALFORMED = {
+    "qos-3-publish": bytes((0x36, 5)) + string("t") + pid(1) + b"",  # MQTT-3.3.1-4
+    "topic-not-utf8": packet(0x30, b"\x00\x02\xc3\x28", b"x"),  # MQTT-1.5.3-1
+    "topic-with-nul": packet(0x30, b"\x00\x02a\x00", b"x"),  # MQTT-1.5.3-2
+    "topic-with-wildcard": publish("a/#", b"x", 0),  # MQTT-3.3.2-2
+    "puback-with-flags": packet(0x41, pid(1)),  # MQTT-2.2.2-2
+    "pingresp-with-flags": bytes((0xD1, 0)),  # MQTT-2.2.2-2
+    "second-connack": CONNACK,  # only the first packet is a CONNACK
+    "suback-for-no-request": packet(0x90, pid(9), b"\x01"),
+    "pubrec-for-no-qos2-publish": packet(0x50, pid(1)),  # the client never sends QoS 2
+    "connect-from-the-broker": connect("x", 0x02, 0),
+}
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_a_broker_that_breaks_the_protocol_is_disconnected(interpreter, name):
+    broker = FakeBroker(
+        [[expect(connect("m", 0x02, 0)), send(CONNACK), send(MALFORMED[name]), eof(within_s=3)]]
+    )
+    result = run_client(interpreter, broker.port, """
+async def scenario():
+    client = MQTTClient(Broker("127.0.0.1", PORT), "m", keepalive_s=0, on_message=on_message, reconnect=False)
+    try:
+        await client.run()
+    except MQTTError as error:
+        out["ended"] = error.reason
+""")  # fmt: skip
+    broker.finish()
+    assert result == {"ended": "protocol", "got": []}

@@ -21,6 +21,7 @@ import pytest
 
 from host_agent.mosquitto import Mosquitto, free_port
 from tests.firmware.fakebroker import run_client
+from tests.firmware.test_device import HEAP_BUDGET
 
 MESSAGES = int(os.environ.get("FP_MQTT_SOAK_MESSAGES", "3000"))
 CUT_EVERY_S = float(os.environ.get("FP_MQTT_SOAK_CUT_S", "0.25"))
@@ -133,6 +134,17 @@ async def scenario():
                         max_inflight=WINDOW, max_queued=WINDOW, max_backoff_s=0.05, ack_timeout_s=3)
     asyncio.create_task(client.run())
     state = {"next": 0, "refused": 0}
+    heap = []
+    async def sample_heap():  # MicroPython: the heap in use after a collection, every 1/8 of the run
+        import gc
+        mark = 0
+        while state["next"] < MESSAGES:
+            if state["next"] >= mark:
+                gc.collect()
+                heap.append(gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0)
+                mark += MESSAGES // 8
+            await asyncio.sleep(0.05)
+    sampler = asyncio.create_task(sample_heap())
     async def worker():
         payload = bytearray(8)
         while state["next"] < MESSAGES:
@@ -148,6 +160,8 @@ async def scenario():
                     state["refused"] += 1
                     await asyncio.sleep(0.01)
     await asyncio.gather(*[worker() for _ in range(WINDOW * 2)])
+    await sampler
+    out["heap"] = heap
     out["connects"] = client.connects
     out["refused"] = state["refused"]
     client.stop()
@@ -194,7 +208,11 @@ def _soak(interpreter: str, broker_port: int) -> None:
     threading.Thread(target=cutter, daemon=True).start()
     try:
         result = run_client(
-            interpreter, proxy.port, PUBLISHER % (MESSAGES, WINDOW), timeout_s=max(120, MESSAGES / 100)
+            interpreter,
+            proxy.port,
+            PUBLISHER % (MESSAGES, WINDOW),
+            timeout_s=max(120, MESSAGES / 100),
+            heapsize=HEAP_BUDGET,
         )
     finally:
         is_done.set()
@@ -208,11 +226,14 @@ def _soak(interpreter: str, broker_port: int) -> None:
     duplicates = sum(count - 1 for count in counts.values())
     print(
         f"{interpreter}: {MESSAGES} messages, {proxy.cuts} cuts, {result['connects']} connections, "
-        f"{len(missing)} lost, {duplicates} second copies"
+        f"{len(missing)} lost, {duplicates} second copies, heap {result['heap']}"
     )
     assert not missing, f"lost {len(missing)} messages, e.g. {missing[:5]}"
     assert set(counts) == {b"%08d" % n for n in range(MESSAGES)}
     assert result["connects"] >= 2, "the link was never cut: the soak proved nothing"
+    heap = result["heap"]
+    if interpreter == "micropython":  # the first sample is before the first connection's buffers
+        assert len(heap) >= 4 and max(heap[2:]) - heap[1] <= 2048, f"heap grew across cuts: {heap}"
     # QoS 1 is at least once: a cut that takes a PUBACK makes the resend (same id, DUP) a second copy
     assert duplicates <= WINDOW * result["connects"], (
         f"{duplicates} second copies for {result['connects']} connections"
