@@ -117,13 +117,19 @@ def main() -> None:
             results = {
                 "paho-mqtt (CPython)": paho_mqtt(broker.port, args.messages, args.round_trips),
                 "fp.mqtt (CPython)": fp_mqtt("cpython", broker.port, args.messages, args.round_trips),
-                "fp.mqtt (MicroPython unix)": fp_mqtt("micropython", broker.port, args.messages, args.round_trips),
+                "fp.mqtt (MicroPython unix)": fp_mqtt(
+                    "micropython", broker.port, args.messages, args.round_trips
+                ),
             }
         finally:
             broker.stop()
     base_rate, base_median, base_p99 = summary(results["paho-mqtt (CPython)"])
-    print(f"QoS 1, {len(PAYLOAD)}-byte payload, window {WINDOW}, {args.messages} messages, {args.round_trips} round trips")
-    print(f"{'client':28} {'publish/s':>10} {'x paho':>7} {'RTT median us':>14} {'x paho':>7} {'RTT p99 us':>11} {'x paho':>7}")
+    print(
+        f"QoS 1, {len(PAYLOAD)}-byte payload, window {WINDOW}, {args.messages} messages, {args.round_trips} round trips"
+    )
+    print(
+        f"{'client':28} {'publish/s':>10} {'x paho':>7} {'RTT median us':>14} {'x paho':>7} {'RTT p99 us':>11} {'x paho':>7}"
+    )
     for name, result in results.items():
         rate, median, p99 = summary(result)
         print(
