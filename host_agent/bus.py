@@ -32,6 +32,8 @@ KEEPALIVE_S = 30
 READ_CHUNK = 64 * 1024
 MAX_BACKOFF_S = 2.0
 COMMAND_WAIT_S = 10.0  # how long a command waits for a connection that is down
+COMMAND_WINDOW = 32  # commands unacknowledged at once
+COMMAND_QUEUE = 4096  # commands waiting behind them; beyond that one is refused and logged
 
 
 @dataclass(slots=True)
@@ -88,6 +90,9 @@ class Bus:
             max_packet_bytes=MAX_PACKET_BYTES,
             max_backoff_s=MAX_BACKOFF_S,
             log=log.info,
+            # commands to many devices at once (a route change) wait their turn, none is refused
+            max_inflight=COMMAND_WINDOW,
+            max_queued=COMMAND_QUEUE,
             read_chunk=READ_CHUNK,
         )
         self.task: asyncio.Task | None = None

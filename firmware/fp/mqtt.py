@@ -33,17 +33,24 @@ closes the socket; no task is left with an error nobody retrieves.
 import asyncio
 import random
 import struct
+import sys
+import time
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time
+IS_CPYTHON = sys.implementation.name == "cpython"
+_monotonic = getattr(time, "monotonic", None)  # CPython's clock; MicroPython has ticks_ms
 
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
 
-    def ticks_diff(end, start):
-        return end - start
+def ticks_ms():
+    """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
+    if _monotonic is None:
+        return time.ticks_ms()
+    return int(_monotonic() * 1000)
+
+
+def ticks_diff(end, start):
+    if _monotonic is None:
+        return time.ticks_diff(end, start)
+    return end - start
 
 
 CONNECT = 0x10
@@ -278,13 +285,11 @@ class Broker:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         # MicroPython's default is CERT_NONE even for a client: require the chain and the name
-        context.verify_mode = ssl.CERT_REQUIRED
-        if hasattr(context, "check_hostname"):
-            context.check_hostname = True  # CPython's default for TLS_CLIENT, said aloud
+        context.verify_mode = ssl.CERT_REQUIRED  # (CPython's TLS_CLIENT also checks the name)
         for der in self.ca or ():
             context.load_verify_locations(cadata=der)  # one call per certificate: MicroPython adds
         if self.client_cert:
-            if hasattr(context, "check_hostname"):  # CPython: load_cert_chain takes files only
+            if IS_CPYTHON:  # its load_cert_chain takes files only
                 _load_chain_from_memory(context, self.client_cert, self.client_key)
             else:
                 context.load_cert_chain(self.client_cert, self.client_key)
@@ -300,24 +305,30 @@ def _has_alpn():
 
 
 def _load_chain_from_memory(context, cert_der, key_der):
-    """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder."""
+    """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder.
+
+    CPython only (the board's ssl takes DER from memory), hence the type checker's silence below:
+    it checks this module as an ESP32 sees it."""
     import os
     import tempfile
 
     from fp import pem
 
+    path = os.path  # pyright: ignore[reportAttributeAccessIssue]
     folder = tempfile.mkdtemp()  # mode 0700: the key is readable by this user only
+    cert_path = path.join(folder, "cert.pem")
+    key_path = path.join(folder, "key.pem")
     try:
-        cert_path = os.path.join(folder, "cert.pem")
-        key_path = os.path.join(folder, "key.pem")
         with open(cert_path, "w") as file:
             file.write(pem.encode("CERTIFICATE", cert_der))
-        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
+        flags = os.O_WRONLY | os.O_CREAT  # pyright: ignore[reportAttributeAccessIssue]
+        with open(os.open(key_path, flags, 0o600), "w") as file:
             file.write(pem.encode(pem.key_label(key_der), key_der))
         context.load_cert_chain(cert_path, key_path)
     finally:
-        for name in os.listdir(folder):
-            os.remove(os.path.join(folder, name))
+        for name in (cert_path, key_path):
+            if path.exists(name):
+                os.remove(name)
         os.rmdir(folder)
 
 
@@ -425,6 +436,7 @@ class MQTTClient:
         self._pingresp_count = 0
         self._reader_task = None
         self._reader_error = None
+        self._on_up_task = None
         self._up_event = asyncio.Event()
 
     # --- the application's surface -------------------------------------------------------
@@ -472,7 +484,7 @@ class MQTTClient:
         Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
         subscribe_packet(1, [(topic_filter, qos)])
         granted = await self._request("sub", [(topic_filter, qos)])
-        code = granted[0]
+        code = granted[0] if granted else SUBACK_FAILURE
         self.granted[topic_filter] = code
         if code == SUBACK_FAILURE:
             raise MQTTError("subscription-refused", topic_filter)
@@ -495,7 +507,8 @@ class MQTTClient:
             try:
                 await self._connect()
                 backoff = min(0.5, self.max_backoff_s)
-                asyncio.create_task(self._call_on_up())
+                # kept: CPython's loop holds tasks weakly, and one unreferenced may vanish mid-run
+                self._on_up_task = asyncio.create_task(self._call_on_up())
                 await self._serve()
             except (OSError, MQTTError, EOFError, asyncio.TimeoutError, ValueError, IndexError) as error:
                 failure = _as_mqtt_error(error)
@@ -688,6 +701,8 @@ class MQTTClient:
         if writer is None:
             raise MQTTError("down", "not connected")
         async with self._write_lock:
+            if writer is not self._writer:  # the connection changed while this waited its turn
+                raise MQTTError("down", "connection lost")
             writer.write(packet)
             await writer.drain()
             self._last_tx_ms = ticks_ms()
@@ -897,7 +912,7 @@ class MQTTClient:
         if not topic or "\x00" in topic or "+" in topic or "#" in topic:
             # MQTT-1.5.3-2, MQTT-4.7.3-1, MQTT-3.3.2-2: a broker never sends such a topic name
             raise MQTTError("protocol", "PUBLISH topic name %r is not valid" % topic[:64])
-        packet_id = body[end : end + 2] if qos else None
+        packet_id = body[end : end + 2]  # empty at QoS 0
         message = Message(
             topic, body[end + 2 :] if qos else body[end:], qos, bool(header & 1), bool(header & 8)
         )
@@ -906,7 +921,7 @@ class MQTTClient:
                 await self._deliver(message)
             await self._send(bytes((PUBREC, 2)) + packet_id)
             return
-        await self._received(message, packet_id)
+        await self._received(message, packet_id if qos else None)
 
     async def _received(self, message, packet_id):
         """Hand a QoS 0/1 message to the application, then acknowledge a QoS 1 one (its id)."""
