@@ -1,8 +1,8 @@
 """The agent's connection to a broker: device messages in, acknowledged after commit; commands out.
 
 It runs the firmware's own asyncio MQTT 3.1.1 client (fp.mqtt, tested under MicroPython and
-CPython) on the agent's event loop, with manual acknowledgements: a QoS 1 message is acknowledged
-(PUBACK) only when `ack()` is called, after the store has committed it. The session is persistent
+CPython) on the agent's event loop, with manual acknowledgements (host_agent.ackclient, a subclass
+of it): a QoS 1 message is acknowledged (PUBACK) only when `ack()` is called, after the store has committed it. The session is persistent
 (clean session off), so whatever was not acknowledged when the agent died is delivered again when
 it comes back. Why not paho-mqtt here: receiving a message and acknowledging it costs paho about
 29 us of CPU (a recv() per header byte, a select() per packet, a socketpair write per ack), this
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fp import mqtt, topics
+from host_agent.ackclient import AckableMessage, ManualAckClient
 
 log = logging.getLogger("firstparty.bus")
 INGEST_KINDS = ("card", "reading", "status", "ack")
@@ -32,6 +33,8 @@ KEEPALIVE_S = 30
 READ_CHUNK = 64 * 1024
 MAX_BACKOFF_S = 2.0
 COMMAND_WAIT_S = 10.0  # how long a command waits for a connection that is down
+COMMAND_WINDOW = 32  # commands unacknowledged at once
+COMMAND_QUEUE = 4096  # commands waiting behind them; beyond that one is refused and logged
 
 
 @dataclass(slots=True)
@@ -78,7 +81,7 @@ class Bus:
         self.host, self.port = host, port
         self.inbox = inbox
         self.shared_group = shared_group
-        self.client = mqtt.MQTTClient(
+        self.client = ManualAckClient(
             mqtt.Broker(host, port, username, password),
             client_id,
             on_message=self._on_message,
@@ -88,7 +91,9 @@ class Bus:
             max_packet_bytes=MAX_PACKET_BYTES,
             max_backoff_s=MAX_BACKOFF_S,
             log=log.info,
-            manual_ack=True,
+            # commands to many devices at once (a route change) wait their turn, none is refused
+            max_inflight=COMMAND_WINDOW,
+            max_queued=COMMAND_QUEUE,
             read_chunk=READ_CHUNK,
         )
         self.client.on_oversized = self._on_oversized
@@ -114,8 +119,8 @@ class Bus:
                 task.cancel()
         await asyncio.gather(*(t for t in [self.task, *self.sending] if t), return_exceptions=True)
 
-    async def _on_message(self, topic: str, payload: bytes, token: Any) -> None:
-        self.inbox.put(Delivery(topic, payload, token, self))
+    async def _on_message(self, message: AckableMessage) -> None:
+        self.inbox.put(Delivery(message.topic, message.payload, message.token, self))
 
     def _on_oversized(self, topic: bytes, size: int) -> None:
         # already acknowledged by the client: nothing to acknowledge after the commit (token None)

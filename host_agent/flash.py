@@ -219,22 +219,71 @@ def read_wifi(path: Path | None) -> dict | None:
     return {"ssid": data["ssid"], "password": data.get("password", "")}
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeError) as error:
+        raise UserError(f"{what} file {path}: {getattr(error, 'strerror', None) or error}") from None
+
+
 def read_ca(path: Path | None) -> str | None:
-    """The vendor's CA certificate (PEM) for TLS, checked as the firmware will read it."""
+    """The vendor's CA certificates (PEM; a bundle keeps every one) for TLS, checked as the firmware
+    will read them, without what may stand around them in the file."""
     if path is None:
         return None
-    from fp.mqtt import PEM_BEGIN, PEM_END, der_from_pem
+    from fp import pem
 
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(f"CA file {path}: {error.strerror}") from None
-    try:
-        der_from_pem(text)
+        certificates = pem.certificates(_read_text(path, "CA"))
     except ValueError as error:
-        raise UserError(f"CA file {path}: {error}") from None
-    # the one certificate the firmware reads, without what may stand around it in the file
-    return text[text.index(PEM_BEGIN) : text.index(PEM_END) + len(PEM_END)] + "\n"
+        raise UserError(f"CA file {path}: expected PEM certificates ({error})") from None
+    return "".join(pem.encode("CERTIFICATE", der) for der in certificates)
+
+
+def read_client_identity(cert_path: Path | None, key_path: Path | None) -> dict[str, str]:
+    """The device's client certificate and private key from the vendor's files (PEM, or DER as
+    some consoles give them), as the PEM text provision.json holds; {} when none is given."""
+    if cert_path is None and key_path is None:
+        return {}
+    if cert_path is None or key_path is None:
+        raise UserError("--client-cert and --client-key go together: give both files the vendor issued")
+    from fp import pem
+
+    found: dict[str, str] = {}
+    for path, what, label in ((cert_path, "client certificate", "CERTIFICATE"), (key_path, "client key", "")):
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"{what} file {path}: {error.strerror}") from None
+        try:
+            if label:
+                der = pem.der_or_pem(raw, "certificate")
+                found["client_cert"] = pem.encode(label, der)
+            else:
+                der = pem.der_or_pem(raw, "key")
+                found["client_key"] = pem.encode(pem.key_label(der), der)
+        except (ValueError, UnicodeError) as error:
+            expected = "a PEM or DER certificate" if label else "a PEM or DER private key"
+            raise UserError(f"{what} file {path}: expected {expected} ({error})") from None
+    _check_pair(found["client_cert"], found["client_key"], cert_path, key_path)
+    return found
+
+
+def _check_pair(cert_pem: str, key_pem: str, cert_path: Path, key_path: Path) -> None:
+    """Refuse a key that does not belong to the certificate (the broker would refuse the device)."""
+    import ssl
+
+    with tempfile.TemporaryDirectory(prefix="firstparty-identity-") as folder:
+        cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_file.write_text(cert_pem)
+        key_file.write_text(key_pem)
+        key_file.chmod(0o600)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file)
+        except ssl.SSLError as error:
+            raise UserError(
+                f"client key {key_path} does not belong to client certificate {cert_path} ({error.reason})"
+            ) from None
 
 
 def parse_endpoint(text: str) -> dict:
@@ -285,6 +334,13 @@ def flash(args: argparse.Namespace) -> int:
     ca = read_ca(args.vendor_ca)
     if ca:  # TLS to the vendor, verified against this CA (the board has no CA store of its own)
         provision["vendor"].update(tls=True, ca=ca)
+    identity = read_client_identity(args.client_cert, args.client_key)
+    if identity:  # the vendor authenticates the device by its own certificate (mutual TLS)
+        if not ca:
+            raise UserError(
+                "--client-cert needs --vendor-ca: a client certificate is only sent over verified TLS"
+            )
+        provision["vendor"].update(identity)
     wifi = read_wifi(args.wifi)
     if wifi:
         provision["wifi"] = wifi
@@ -387,6 +443,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="the vendor broker's CA certificate (PEM): the device then speaks TLS to it and verifies it",
     )
+    parser.add_argument(
+        "--client-cert",
+        type=Path,
+        help="the device's certificate the vendor issued (PEM or DER), for vendors that authenticate "
+        "devices by certificate (mutual TLS); needs --vendor-ca and --client-key",
+    )
+    parser.add_argument("--client-key", type=Path, help="the private key of --client-cert (PEM or DER)")
     parser.add_argument(
         "--wifi", type=Path, help='JSON file {"ssid": ..., "password": ...} (stays on this machine)'
     )

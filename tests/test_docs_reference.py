@@ -313,3 +313,24 @@ def test_systemd_analyze_verifies_the_unit(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     complaints = [line for line in result.stderr.splitlines() if "firstparty.service" in line]
     assert not complaints, "\n".join(complaints)
+
+
+# --- docs/mqtt-conformance.md ------------------------------------------------------------------
+
+
+def test_every_test_the_mqtt_conformance_table_names_exists():
+    text = (DOCS / "mqtt-conformance.md").read_text()
+    files = {
+        "conf": REPO / "tests/firmware/test_mqtt_conformance.py",
+        "client": REPO / "tests/firmware/test_mqtt_client.py",
+    }
+    named = re.findall(r"\b(conf|client)::(test_\w+)", text)
+    assert len(named) > 40
+    for short, name in named:
+        assert f"def {name}(" in files[short].read_text(), (
+            f"mqtt-conformance.md names {short}::{name}, which does not exist"
+        )
+    for path in re.findall(r"(tests/firmware/test_mqtt_\w+\.py)(?:::(test_\w+))?", text):
+        assert (REPO / path[0]).exists(), path[0]
+        if path[1]:
+            assert f"def {path[1]}(" in (REPO / path[0]).read_text(), path

@@ -245,6 +245,8 @@ class Device:
             spec.get("password"),
             spec.get("tls", False),
             spec.get("ca"),
+            spec.get("client_cert"),
+            spec.get("client_key"),
         )
 
     def apply_destinations(self):
@@ -307,9 +309,9 @@ class Device:
 
     # --- commands -------------------------------------------------------------------------------
 
-    async def on_message(self, topic, payload):
-        if topic == topics.topic(self.device_id, "command"):
-            self.handle_command(bytes(payload))
+    async def on_message(self, message):
+        if message.topic == topics.topic(self.device_id, "command"):
+            self.handle_command(bytes(message.payload))
 
     def may_answer_refusal(self):
         """Take one token from the refusal-ack bucket (refilled one per REFUSAL_ACK_MS); False: none left."""

@@ -1,51 +1,133 @@
 """An asyncio MQTT 3.1.1 client for the board: one object per broker, owning its connection.
 
 Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
-backoff and jitter; the application sees `is_up`, `publish()` and the `on_message` callback.
+backoff and jitter; the application sees the `up` and `down` events (and `is_up`), `publish()`,
+`subscribe()`, `unsubscribe()` and one callback, `on_message(message)` with a `Message`.
+It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/ackclient.py).
+
+Session (clean=False): each QoS 1 PUBLISH stays in the client's session until its PUBACK. After a
+reconnect the ones sent and not acknowledged go again first, in their order, with their packet id
+and DUP=1 (MQTT-4.4.0-1), then the queue behind them. At most `max_inflight` are unacknowledged at
+once; the rest wait in a queue of `max_queued`, and each PUBACK lets exactly one more go.
+`publish()` returns when the broker has acknowledged the message, however many connections that
+takes. With clean=True a lost connection ends the session, and the publishes in it fail.
+
 Failure modes it survives (each drops the connection and reconnects, never crashes the loop):
 - broker down or refusing (CONNACK code != 0): backoff 0.5 s doubling to `max_backoff_s`, jittered;
-- dead link: no answer within keepalive/2 to the PINGREQ sent after keepalive of silence;
+- dead link: no PINGRESP within `keepalive_s`/2 of a PINGREQ; a PINGREQ goes when nothing was
+  sent for `keepalive_s`/2 (keepalive is counted from the last packet sent, MQTT-3.1.2-23);
+- no PUBACK within `ack_timeout_s` of a PUBLISH (the message is sent again on the next connection);
 - the network going away (the hardware layer's `link_up()` turning false);
-- malformed or unexpected packets from the broker (bad lengths, packet types a broker never
-  sends, anything but a PUBLISH beyond `max_packet_bytes`): MQTTError with the reason, reconnect;
+- malformed or unexpected packets from the broker (bad lengths or flags, packet types a broker
+  never sends, anything but a PUBLISH beyond `max_packet_bytes`): MQTTError, reconnect;
 - a PUBLISH beyond `max_packet_bytes`: read past without holding it, acknowledged (a broker would
   otherwise send it again on every connection), counted in `oversized` and logged;
-- a publish whose PUBACK does not come within `ack_timeout_s`: MQTTError to the caller, who keeps
-  the message (the outbox retries it, with DUP set, on the next connection).
-
-The host agent runs this same client on CPython for its ingest connection, with `manual_ack`:
-each message comes with a token, and the PUBACK goes only when `ack(tokens)` is called, after the
-message is committed. A token of an earlier connection is not acknowledged on a later one: the
-broker sends those messages again and the agent recognises them as duplicates.
+- a QoS 2 PUBLISH (a broker sends none for our QoS 0/1 subscriptions, but may): PUBREC, delivered
+  once however often it comes until its PUBREL, which is answered with PUBCOMP (MQTT-4.3.3-2).
+With `reconnect=False` the client is one-shot: `run()` raises the MQTTError that ended the first
+connection (a refused CONNACK, a closed socket) instead of trying again.
+`stop()` sends DISCONNECT (so the broker discards the will: a planned stop is no "offline") and
+closes the socket; no task is left with an error nobody retrieves.
 """
 
 import asyncio
 import random
 import struct
+import sys
 import time
+
+IS_CPYTHON = sys.implementation.name == "cpython"
+_monotonic = getattr(time, "monotonic", None)  # CPython's clock; MicroPython has ticks_ms
+
+
+def ticks_ms():
+    """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
+    if _monotonic is None:
+        return time.ticks_ms()
+    return int(_monotonic() * 1000)
+
+
+def ticks_diff(end, start):
+    if _monotonic is None:
+        return time.ticks_diff(end, start)
+    return end - start
+
 
 CONNECT = 0x10
 CONNACK = 0x20
 PUBLISH = 0x30
 PUBACK = 0x40
-SUBSCRIBE = 0x80
+PUBREC = 0x50
+PUBREL = 0x62  # with its fixed flags 0010 (MQTT-3.6.1-1)
+PUBCOMP = 0x70
+SUBSCRIBE = 0x82  # flags 0010 (MQTT-3.8.1-1)
 SUBACK = 0x90
+UNSUBSCRIBE = 0xA2  # flags 0010 (MQTT-3.10.1-1)
+UNSUBACK = 0xB0
 PINGREQ = 0xC0
 PINGRESP = 0xD0
 DISCONNECT = 0xE0
 PUBACK_2 = bytes((PUBACK, 2))
+SUBACK_FAILURE = 0x80
+MAX_QOS2_PENDING = 16  # QoS 2 ids received and not yet released: more is a misbehaving broker
+CONNACK_CODES = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+# MQTTError.reason: a closed set of short stable strings
+REASONS = (
+    "refused",  # CONNACK with a non-zero code (MQTTError.code holds it)
+    "closed",  # the broker closed the connection
+    "timeout",  # no CONNACK, PINGRESP or PUBACK in time
+    "protocol",  # a packet the spec does not allow from a broker
+    "network",  # the link is down or a socket error
+    "down",  # not connected (publish/subscribe while down, or a clean session lost)
+    "queue-full",  # max_queued publishes already wait
+    "stopped",  # stop() was called
+    "subscription-refused",  # SUBACK return code 0x80
+    "dropped",  # reconnect() asked for a new connection
+    "tls",  # the TLS handshake failed: the broker's certificate or name, or ours refused
+)
 
 
 class MQTTError(Exception):
-    """A connection-level failure; the client reconnects."""
+    """A failure of the connection or of one request, with `reason` (one of REASONS)."""
+
+    def __init__(self, reason, detail="", code=None):
+        super().__init__(reason + (": " + detail if detail else ""))
+        self.reason = reason
+        self.code = code
 
 
-def _string(value):
+class Message:
+    """An application message received from the broker."""
+
+    __slots__ = ("topic", "payload", "qos", "retain", "dup")
+
+    def __init__(self, topic, payload, qos, retain, dup):
+        self.topic = topic  # str
+        self.payload = payload  # bytes
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+
+
+def _string(value, what="string"):
     raw = value.encode() if isinstance(value, str) else bytes(value)
+    if len(raw) > 65535:
+        raise ValueError("%s longer than 65,535 bytes" % what)
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("%s holds U+0000" % what)  # MQTT-1.5.3-2
     return struct.pack(">H", len(raw)) + raw
 
 
 def _remaining_length(n):
+    if n > 268435455:
+        raise ValueError("packet longer than 268,435,455 bytes")
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -55,21 +137,55 @@ def _remaining_length(n):
             return bytes(out)
 
 
+def check_topic(topic):
+    """Raise ValueError unless `topic` may be published to (MQTT-4.7.3-1, MQTT-3.3.2-2)."""
+    if not isinstance(topic, str) or not topic:
+        raise ValueError("topic must be a non-empty string")
+    if "+" in topic or "#" in topic:
+        raise ValueError("topic %r has a wildcard" % topic)
+
+
+def check_filter(topic_filter):
+    """Raise ValueError unless `topic_filter` is a valid filter (MQTT-4.7.1-2, MQTT-4.7.1-3)."""
+    if not isinstance(topic_filter, str) or not topic_filter:
+        raise ValueError("topic filter must be a non-empty string")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            raise ValueError("'#' must be a whole last level in %r" % topic_filter)
+        if "+" in level and level != "+":
+            raise ValueError("'+' must be a whole level in %r" % topic_filter)
+
+
 def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password=None):
-    """Return the bytes of a CONNECT packet; `will` is (topic, payload, qos, retain)."""
+    """Return the bytes of a CONNECT packet; `will` is (topic, payload, qos, retain).
+
+    Raise ValueError for what MQTT 3.1.1 forbids a client to send.
+    """
+    if not isinstance(client_id, str):
+        raise ValueError("client id must be a string")
+    if not client_id and not clean:
+        raise ValueError("an empty client id needs clean=True")  # MQTT-3.1.3-7
+    if not 0 <= keepalive_s <= 65535:
+        raise ValueError("keepalive_s must be 0..65535")
+    if password is not None and user is None:
+        raise ValueError("a password needs a user name")  # MQTT-3.1.2-22
     flags = 0x02 if clean else 0
-    payload = _string(client_id)
+    payload = _string(client_id, "client id")
     if will:
         topic, message, qos, retain = will
+        check_topic(topic)
+        if qos not in (0, 1, 2):
+            raise ValueError("will qos must be 0, 1 or 2")
         flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _string(topic) + _string(message)
+        payload += _string(topic, "will topic") + _string(message, "will message")
     if user is not None:
         flags |= 0x80
-        payload += _string(user)
+        payload += _string(user, "user name")
         if password is not None:
             flags |= 0x40
-            payload += _string(password)
-    variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", keepalive_s)
+            payload += _string(password, "password")
+    variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", int(keepalive_s))
     body = variable + payload
     return bytes((CONNECT,)) + _remaining_length(len(body)) + body
 
@@ -77,43 +193,64 @@ def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password
 def publish_packet(topic, payload, qos, retain, packet_id, dup=False):
     """Return the bytes of a PUBLISH packet."""
     header = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    body = _string(topic) + (struct.pack(">H", packet_id) if qos else b"") + bytes(payload)
+    body = _string(topic, "topic") + (struct.pack(">H", packet_id) if qos else b"") + bytes(payload)
     return bytes((header,)) + _remaining_length(len(body)) + body
 
 
-PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
-PEM_END = "-----END CERTIFICATE-----"
+def subscribe_packet(packet_id, subscriptions):
+    """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...]."""
+    if not subscriptions:
+        raise ValueError("SUBSCRIBE needs at least one filter")  # MQTT-3.8.3-3
+    body = struct.pack(">H", packet_id)
+    for topic_filter, qos in subscriptions:
+        check_filter(topic_filter)
+        if qos not in (0, 1, 2):
+            raise ValueError("subscription qos must be 0, 1 or 2")
+        body += _string(topic_filter, "topic filter") + bytes((qos,))
+    return bytes((SUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
-def der_from_pem(text):
-    """The DER bytes of the one CA certificate in PEM `text` (MicroPython's ssl takes DER).
-
-    Raise ValueError when `text` is not one PEM certificate.
-    """
-    import binascii
-
-    start = text.find(PEM_BEGIN)
-    end = text.find(PEM_END)
-    if start < 0 or end < start:
-        raise ValueError("ca must be a PEM certificate (-----BEGIN CERTIFICATE----- ...)")
-    body = "".join(text[start + len(PEM_BEGIN) : end].split())
-    try:
-        der = binascii.a2b_base64(body)
-    except ValueError:
-        raise ValueError("ca: the PEM certificate is not valid base64")
-    if len(der) < 64 or der[0] != 0x30:
-        raise ValueError("ca: the PEM certificate does not hold a DER certificate")
-    return der
+def unsubscribe_packet(packet_id, topic_filters):
+    """Return the bytes of an UNSUBSCRIBE packet for [filter, ...]."""
+    if not topic_filters:
+        raise ValueError("UNSUBSCRIBE needs at least one filter")  # MQTT-3.10.3-2
+    body = struct.pack(">H", packet_id)
+    for topic_filter in topic_filters:
+        check_filter(topic_filter)
+        body += _string(topic_filter, "topic filter")
+    return bytes((UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
 class Broker:
-    """Where and how to connect: validated once, used by MQTTClient."""
+    """Where and how to connect: validated once, used by MQTTClient.
 
-    def __init__(self, host, port=1883, user=None, password=None, tls=False, ca=None):
+    TLS: `ca` is the PEM text of the CA certificate(s) the broker's chain must end at (a bundle:
+    every certificate in it is trusted); `client_cert` and `client_key` the device's own (PEM text,
+    or DER bytes) for brokers that authenticate devices by certificate; `server_hostname` the name
+    sent as SNI and checked against the broker's certificate (default: `host`); `alpn` the protocol
+    names offered (AWS IoT on port 443 wants ["x-amzn-mqtt-ca"]) - CPython only: the MicroPython
+    ssl module has no ALPN, and a Broker asking for it is refused there.
+    """
+
+    def __init__(
+        self,
+        host,
+        port=1883,
+        user=None,
+        password=None,
+        tls=False,
+        ca=None,
+        client_cert=None,
+        client_key=None,
+        server_hostname=None,
+        alpn=None,
+    ):
         if not isinstance(host, str) or not host:
             raise ValueError("broker host must be a non-empty string")
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError("broker port must be 1..65535")
+        if password is not None and user is None:
+            raise ValueError("a broker password needs a user name")
         self.host = host
         self.port = port
         self.user = user
@@ -121,11 +258,105 @@ class Broker:
         if tls and not ca:
             # MicroPython's ssl verifies nothing unless told to, and a board has no CA store
             raise ValueError("tls needs the broker's CA certificate (ca, PEM)")
+        if (client_cert is None) != (client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if (client_cert or server_hostname or alpn) and not tls:
+            raise ValueError("client_cert, server_hostname and alpn need tls")
+        if alpn is not None:
+            if not alpn or not all(isinstance(name, str) and 0 < len(name) < 256 for name in alpn):
+                raise ValueError("alpn must be a list of protocol names")
+            if not _has_alpn():
+                raise ValueError("alpn: this interpreter's ssl module has no ALPN")
         self.tls = tls
-        self.ca = der_from_pem(ca) if ca else None
+        from fp import pem
+
+        self.ca = pem.certificates(ca) if ca else None  # DER, each trusted
+        self.client_cert = pem.der_or_pem(client_cert, "certificate") if client_cert else None
+        self.client_key = pem.der_or_pem(client_key, "key") if client_key else None
+        self.server_hostname = server_hostname or host
+        self.alpn = list(alpn) if alpn else None
 
     def key(self):
         return "%s:%d" % (self.host, self.port)
+
+    def ssl_context(self):
+        """The SSLContext for this broker: chain and name required, client certificate if any."""
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # MicroPython's default is CERT_NONE even for a client: require the chain and the name
+        context.verify_mode = ssl.CERT_REQUIRED  # (CPython's TLS_CLIENT also checks the name)
+        for der in self.ca or ():
+            context.load_verify_locations(cadata=der)  # one call per certificate: MicroPython adds
+        if self.client_cert:
+            if IS_CPYTHON:  # its load_cert_chain takes files only
+                _load_chain_from_memory(context, self.client_cert, self.client_key)
+            else:
+                context.load_cert_chain(self.client_cert, self.client_key)
+        if self.alpn:
+            context.set_alpn_protocols(self.alpn)
+        return context
+
+
+def _has_alpn():
+    import ssl
+
+    return hasattr(ssl.SSLContext, "set_alpn_protocols")
+
+
+def _load_chain_from_memory(context, cert_der, key_der):
+    """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder.
+
+    CPython only (the board's ssl takes DER from memory), hence the type checker's silence below:
+    it checks this module as an ESP32 sees it."""
+    import os
+    import tempfile
+
+    from fp import pem
+
+    path = os.path  # pyright: ignore[reportAttributeAccessIssue]
+    folder = tempfile.mkdtemp()  # mode 0700: the key is readable by this user only
+    cert_path = path.join(folder, "cert.pem")
+    key_path = path.join(folder, "key.pem")
+    try:
+        with open(cert_path, "w") as file:
+            file.write(pem.encode("CERTIFICATE", cert_der))
+        flags = os.O_WRONLY | os.O_CREAT  # pyright: ignore[reportAttributeAccessIssue]
+        with open(os.open(key_path, flags, 0o600), "w") as file:
+            file.write(pem.encode(pem.key_label(key_der), key_der))
+        context.load_cert_chain(cert_path, key_path)
+    finally:
+        for name in (cert_path, key_path):
+            if path.exists(name):
+                os.remove(name)
+        os.rmdir(folder)
+
+
+class _Outgoing:
+    """A QoS 1 PUBLISH of the session: queued, then in flight until its PUBACK."""
+
+    __slots__ = ("packet", "id_at", "packet_id", "is_sent", "sent_ms", "done", "error")
+
+    def __init__(self, packet, id_at):
+        self.packet = packet  # bytearray: the id and DUP are filled in place
+        self.id_at = id_at
+        self.packet_id = 0
+        self.is_sent = False
+        self.sent_ms = 0
+        self.done = asyncio.Event()
+        self.error = None
+
+
+class _Request:
+    """A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK or UNSUBACK."""
+
+    __slots__ = ("kind", "done", "result", "error")
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.done = asyncio.Event()
+        self.result = None
+        self.error = None
 
 
 def _ignored(topic, size):
@@ -149,16 +380,27 @@ class MQTTClient:
         clean=True,
         subscriptions=(),
         max_packet_bytes=8192,
-        ack_timeout_s=5.0,
+        ack_timeout_s=10.0,
         max_backoff_s=30.0,
         log=None,
         link_up=None,
-        manual_ack=False,
         read_chunk=512,
+        max_inflight=4,
+        max_queued=16,
+        reconnect=True,
+        connect_timeout_s=10.0,
     ):
+        # checked here, once: a bad client id or will fails at construction, not at each connect
+        connect_packet(client_id, keepalive_s, clean, None, broker.user, broker.password)
+        if will and not callable(will):
+            connect_packet(client_id, keepalive_s, clean, will)
+        for topic_filter, qos in subscriptions:
+            subscribe_packet(1, [(topic_filter, qos)])
+        if max_inflight < 1 or max_queued < 0:
+            raise ValueError("max_inflight must be >= 1 and max_queued >= 0")
         self.broker = broker
         self.client_id = client_id
-        self.on_message = on_message
+        self.on_message = on_message  # awaited with a Message; the PUBACK goes after it returns
         self.will = will
         self.keepalive_s = keepalive_s
         self.clean = clean
@@ -168,47 +410,122 @@ class MQTTClient:
         self.max_backoff_s = max_backoff_s
         self.log = log or (lambda text: None)
         self.link_up = link_up  # the hardware layer's "is the network there?" (Wi-Fi, or the sim's cut)
-        # on_message(topic, payload) awaited, then PUBACK; with manual_ack on_message(topic,
-        # payload, token), and the PUBACK waits for ack([token, ...]) (token None: QoS 0)
-        self.manual_ack = manual_ack
         self.read_chunk = read_chunk  # bytes per read: small on a board, large for the agent's stream
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.is_reconnecting = reconnect
+        self.connect_timeout_s = connect_timeout_s
         self.oversized = 0
         self.on_oversized = _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
-        self._last_rx = 0
         self.is_up = False
+        self.up = asyncio.Event()  # set on each connect (the application clears it), as mqtt_as
+        self.down = asyncio.Event()  # set on each loss of a connection
         self.on_up = _nothing  # coroutine function called after each (re)connect
         self.connects = 0
         self.errors = 0
+        self.session_present = False
+        self.granted = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
         self._reader = None
         self._writer = None
         self._buffer = b""  # read from the broker, parsed up to _position
         self._position = 0
         self._next_id = 0
-        self._pending = {}  # packet id -> asyncio.Event set by PUBACK
+        self._queue = []  # _Outgoing not yet sent, oldest first
+        self._window = []  # _Outgoing sent (or to resend), unacknowledged, oldest first
+        self._requests = {}  # packet id -> _Request
+        self._qos2_ids = set()  # QoS 2 packet ids received, not yet released (PUBREL)
         self._stopped = False
-        self._drop_reason = None  # set by reconnect(): the serving loop drops the link
+        self._drop_reason = None  # set by reconnect() or a failed write: the serving loop drops
+        self._write_lock = asyncio.Lock()
+        self._last_tx_ms = ticks_ms()
+        self._pingresp_count = 0
+        self._reader_task = None
+        self._reader_error = None
+        self._on_up_task = None
         self._up_event = asyncio.Event()
+
+    # --- the application's surface -------------------------------------------------------
 
     async def wait_up(self, timeout_s):
         """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
         await asyncio.wait_for(self._up_event.wait(), timeout_s)
 
+    async def publish(self, topic, payload, qos=1, retain=False):
+        """Publish; with QoS 1 return once the broker acknowledged it (across reconnects when the
+        session is kept). Raise MQTTError ("down", "queue-full", "stopped") when it cannot."""
+        check_topic(topic)
+        if qos not in (0, 1):
+            raise ValueError("publish qos must be 0 or 1")
+        if self._stopped:
+            raise MQTTError("stopped")
+        if not self.is_up:
+            raise MQTTError("down", "not connected")
+        if not qos:
+            try:
+                await self._send(publish_packet(topic, payload, 0, retain, 0))
+            except OSError as error:
+                self.reconnect("write failed: %s" % error)
+                raise MQTTError("network", "write failed")
+            return
+        if len(self._queue) >= self.max_queued and len(self._window) >= self.max_inflight:
+            raise MQTTError("queue-full", "%d publishes wait" % len(self._queue))
+        packet = bytearray(publish_packet(topic, payload, 1, retain, 0))
+        id_at = len(packet) - len(payload) - 2
+        entry = _Outgoing(packet, id_at)
+        self._queue.append(entry)
+        try:
+            await self._pump()
+            await entry.done.wait()
+        except asyncio.CancelledError:
+            if entry in self._queue:  # never sent: withdrawn; one in flight stays in the session
+                self._queue.remove(entry)
+            raise
+        if entry.error:
+            raise entry.error
+
+    async def subscribe(self, topic_filter, qos=1):
+        """Subscribe (kept on every reconnect); return the granted QoS.
+
+        Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
+        subscribe_packet(1, [(topic_filter, qos)])
+        granted = await self._request("sub", [(topic_filter, qos)])
+        code = granted[0] if granted else SUBACK_FAILURE
+        self.granted[topic_filter] = code
+        if code == SUBACK_FAILURE:
+            raise MQTTError("subscription-refused", topic_filter)
+        if (topic_filter, qos) not in self.subscriptions:
+            self.subscriptions.append((topic_filter, qos))
+        return code
+
+    async def unsubscribe(self, topic_filter):
+        """Unsubscribe (and no longer subscribe on reconnect); return once UNSUBACK came."""
+        check_filter(topic_filter)
+        self.subscriptions = [s for s in self.subscriptions if s[0] != topic_filter]
+        self.granted.pop(topic_filter, None)
+        await self._request("unsub", [topic_filter])
+
     async def run(self):
-        """Connect, serve, and reconnect forever (until stop())."""
+        """Connect, serve, and reconnect (until stop(); once only with reconnect=False)."""
         backoff = min(0.5, self.max_backoff_s)
         while not self._stopped:
+            failure = None
             try:
                 await self._connect()
                 backoff = min(0.5, self.max_backoff_s)
-                if self.on_up:
-                    asyncio.create_task(self.on_up())
+                # kept: CPython's loop holds tasks weakly, and one unreferenced may vanish mid-run
+                self._on_up_task = asyncio.create_task(self._call_on_up())
                 await self._serve()
             except (OSError, MQTTError, EOFError, asyncio.TimeoutError, ValueError, IndexError) as error:
-                self.errors += 1
-                self.log("mqtt %s: %s %s" % (self.broker.key(), type(error).__name__, error))
+                failure = _as_mqtt_error(error)
+                if not self._stopped:
+                    self.errors += 1
+                    self.log("mqtt %s: %s" % (self.broker.key(), failure))
             self._drop()
             if self._stopped:
                 break
+            if not self.is_reconnecting:
+                self.stop()
+                raise failure or MQTTError("closed")
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.max_backoff_s)
 
@@ -217,14 +534,42 @@ class MQTTClient:
         self._drop_reason = reason
 
     def stop(self):
-        """Stop reconnecting and close the connection."""
+        """Send DISCONNECT (no will), close, stop reconnecting; what waits fails with "stopped"."""
+        if self._stopped:
+            return
         self._stopped = True
+        if self.is_up and self._writer is not None:
+            try:
+                # written straight to the socket (both interpreters write at once when nothing
+                # else is buffered); after it nothing more is sent (MQTT-3.14.4-2)
+                self._writer.write(bytes((DISCONNECT, 0)))
+            except OSError:
+                pass
         self._drop()
+        error = MQTTError("stopped")
+        for entry in self._queue + self._window:
+            entry.error = error
+            entry.done.set()
+        self._queue, self._window = [], []
+
+    # --- connection ------------------------------------------------------------------------
+
+    async def _call_on_up(self):
+        try:
+            await self.on_up()
+        except Exception as error:  # never a task whose error nobody retrieves
+            self.log("mqtt %s: on_up failed: %s %s" % (self.broker.key(), type(error).__name__, error))
 
     def _drop(self):
         was_up = self.is_up
         self.is_up = False
         self._up_event = asyncio.Event()
+        task = self._reader_task
+        self._reader_task = None
+        if task is not None:
+            # cancelled before its socket closes: under MicroPython a read woken by the close
+            # would end the task with EBADF, an error nobody retrieves
+            task.cancel()
         writer = self._writer
         self._reader = self._writer = None
         if writer:
@@ -237,65 +582,158 @@ class MQTTClient:
                     sock.close()
             except OSError:
                 pass
-        for event in self._pending.values():
-            event.set()  # wake waiters: they see is_up False and fail
+        down = MQTTError("down", "connection lost")
+        for request in self._requests.values():
+            request.error = down
+            request.done.set()
+        self._requests = {}
+        if self.clean or self._stopped:
+            # a clean session ends with its connection (MQTT-3.1.2-6): what it carried is lost
+            for entry in self._window + (self._queue if self._stopped else []):
+                entry.error = down if not self._stopped else MQTTError("stopped")
+                entry.done.set()
+            self._window = []
+            self._qos2_ids = set()
         if was_up:
+            self.down.set()
             self.log("mqtt %s: down" % self.broker.key())
 
     async def _connect(self):
-        if self.link_up and not self.link_up():
-            raise MQTTError("network down")
-        if self.broker.tls:
-            import ssl
+        if not self.broker.tls:
+            return await self._open()
+        try:
+            return await self._open()
+        except (OSError, ValueError) as error:
+            if _is_tls_error(error):
+                raise MQTTError("tls", "%s %s" % (type(error).__name__, error))
+            raise
 
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            # MicroPython's default is CERT_NONE even for a client: require the chain and the name
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(cadata=self.broker.ca)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.broker.host, self.broker.port, ssl=context), 10
+    async def _open(self):
+        if self.link_up and not self.link_up():
+            raise MQTTError("network", "network down")
+        context = self.broker.ssl_context() if self.broker.tls else None
+        if context is not None:
+            opening = asyncio.open_connection(
+                self.broker.host, self.broker.port, ssl=context, server_hostname=self.broker.server_hostname
             )
         else:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.broker.host, self.broker.port), 10
-            )
+            opening = asyncio.open_connection(self.broker.host, self.broker.port)
+        reader, writer = await asyncio.wait_for(opening, self.connect_timeout_s)
         self._reader, self._writer = reader, writer
+        if self._stopped:  # stop() came while the socket opened: run() closes it
+            raise MQTTError("stopped")
         self._buffer, self._position = b"", 0
+        self._reader_error = None
+        self._drop_reason = None
         # The will may be a function: a signed "offline" status must be fresh for each connection.
         will = self.will() if callable(self.will) else self.will
-        writer.write(
+        await self._send(
             connect_packet(
                 self.client_id, self.keepalive_s, self.clean, will, self.broker.user, self.broker.password
             )
         )
-        await writer.drain()
-        header, body = await asyncio.wait_for(self._next_packet(), 10)
-        kind = header & 0xF0
-        if kind != CONNACK or len(body) != 2:
-            raise MQTTError("expected CONNACK, got packet type 0x%02x" % kind)
+        try:
+            header, body = await asyncio.wait_for(self._next_packet(), self.connect_timeout_s)
+        except asyncio.TimeoutError:
+            raise MQTTError("timeout", "no CONNACK")
+        if header != CONNACK or len(body) != 2 or body[0] & 0xFE:
+            raise MQTTError("protocol", "expected CONNACK, got packet type 0x%02x" % header)
         if body[1] != 0:
-            raise MQTTError("broker refused the connection (CONNACK code %d)" % body[1])
-        for topic, qos in self.subscriptions:
-            self._next_id = self._next_id % 65535 + 1
-            body = struct.pack(">H", self._next_id) + _string(topic) + bytes((qos,))
-            writer.write(bytes((SUBSCRIBE | 0x02,)) + _remaining_length(len(body)) + body)
-        await writer.drain()
-        self._last_rx = time.time()
+            code = body[1]
+            raise MQTTError("refused", CONNACK_CODES.get(code, "code %d" % code), code)
+        if self._stopped:
+            raise MQTTError("stopped")
+        self.session_present = bool(body[0] & 1)
+        if self.clean and self.session_present:
+            raise MQTTError("protocol", "session present on a clean session")  # MQTT-3.2.2-1
+        # The session's unacknowledged PUBLISHes first, in order, same ids, DUP=1 (MQTT-4.4.0-1)
+        for entry in self._window:
+            if entry.is_sent:
+                entry.packet[0] |= 0x08
+            entry.is_sent = True
+            entry.sent_ms = ticks_ms()
+            await self._send(entry.packet)
+        if self.subscriptions:
+            packet_id = self._request_start("sub", list(self.subscriptions))[0]
+            await self._send(subscribe_packet(packet_id, self.subscriptions))
         self.is_up = True
         self.connects += 1
         self._up_event.set()
+        self.up.set()
+        self._reader_task = asyncio.create_task(self._read_forever())
         self.log("mqtt %s: up" % self.broker.key())
+        await self._pump()
+
+    def _new_id(self):
+        """A packet id no unacknowledged packet of ours holds (MQTT-2.3.1-1, MQTT-2.3.1-2)."""
+        used = [entry.packet_id for entry in self._window]
+        while True:
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._requests and self._next_id not in used:
+                return self._next_id
+
+    def _request_start(self, kind, items):
+        request = _Request(kind)
+        request.result = items
+        packet_id = self._new_id()
+        self._requests[packet_id] = request
+        return packet_id, request
+
+    async def _request(self, kind, items):
+        if self._stopped:
+            raise MQTTError("stopped")
+        if not self.is_up:
+            raise MQTTError("down", "not connected")
+        packet_id, request = self._request_start(kind, items)
+        packet = subscribe_packet(packet_id, items) if kind == "sub" else unsubscribe_packet(packet_id, items)
+        await self._send(packet)
+        try:
+            await asyncio.wait_for(request.done.wait(), self.ack_timeout_s)
+        except asyncio.TimeoutError:
+            self._requests.pop(packet_id, None)
+            self.reconnect(
+                "no %s within %.1f s" % ("SUBACK" if kind == "sub" else "UNSUBACK", self.ack_timeout_s)
+            )
+            raise MQTTError("timeout", "no acknowledgement of the request")
+        if request.error:
+            raise request.error
+        return request.result
+
+    async def _send(self, packet):
+        """Write one packet (or several, joined) whole: one writer at a time, so packets of
+        concurrent tasks never interleave and MicroPython's stream never drains twice at once."""
+        writer = self._writer
+        if writer is None:
+            raise MQTTError("down", "not connected")
+        async with self._write_lock:
+            if writer is not self._writer:  # the connection changed while this waited its turn
+                raise MQTTError("down", "connection lost")
+            writer.write(packet)
+            await writer.drain()
+            self._last_tx_ms = ticks_ms()
+
+    async def _pump(self):
+        """Send queued publishes while the window has room (each PUBACK makes room for one)."""
+        while self.is_up and self._queue and len(self._window) < self.max_inflight:
+            entry = self._queue.pop(0)
+            entry.packet_id = self._new_id()
+            struct.pack_into(">H", entry.packet, entry.id_at, entry.packet_id)
+            self._window.append(entry)
+            entry.is_sent = True
+            entry.sent_ms = ticks_ms()
+            try:
+                await self._send(entry.packet)
+            except (OSError, MQTTError) as error:  # it stays in the window: sent again on reconnect
+                self.reconnect("write failed: %s" % error)
+                return
+
+    # --- reading ---------------------------------------------------------------------------
 
     def _link(self):
         """The open connection's (reader, writer), or MQTTError when there is none."""
         if self._reader is None or self._writer is None:
-            raise MQTTError("not connected")
+            raise MQTTError("down", "not connected")
         return self._reader, self._writer
-
-    async def _send(self, packet):
-        writer = self._link()[1]
-        writer.write(packet)
-        await writer.drain()
 
     def _parse(self):
         """The next packet in the buffer as (first byte, body, remaining length), or None until
@@ -313,12 +751,13 @@ class MQTTClient:
             if not byte & 0x80:
                 break
         else:
-            raise MQTTError("remaining length longer than 4 bytes")
+            raise MQTTError("protocol", "remaining length longer than 4 bytes")
         header = buffer[start]
         if length > self.max_packet_bytes:
             if header & 0xF0 != PUBLISH:
                 raise MQTTError(
-                    "packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes)
+                    "protocol",
+                    "packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes),
                 )
             self._position = index
             return header, None, length
@@ -331,11 +770,10 @@ class MQTTClient:
         """Read what the broker has sent (up to read_chunk bytes) behind what is left unparsed."""
         chunk = await self._link()[0].read(self.read_chunk)
         if not chunk:
-            raise EOFError("connection closed by the broker")
+            raise MQTTError("closed", "connection closed by the broker")
         rest = self._buffer[self._position :]
         self._buffer = rest + chunk if rest else chunk
         self._position = 0
-        self._last_rx = time.time()
 
     async def _take(self, count):
         """`count` bytes: what the buffer holds first, then straight from the stream."""
@@ -363,10 +801,12 @@ class MQTTClient:
     async def _skip_publish(self, header, length):
         """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
         qos = (header >> 1) & 3
+        if qos == 3:
+            raise MQTTError("protocol", "PUBLISH with QoS 3")
         topic_length = struct.unpack(">H", await self._take(2))[0]
         fixed = 2 + topic_length + (2 if qos else 0)
         if fixed > length:
-            raise MQTTError("PUBLISH topic longer than the packet")
+            raise MQTTError("protocol", "PUBLISH topic longer than the packet")
         rest = await self._take(fixed - 2)
         left = length - fixed
         while left:
@@ -382,120 +822,187 @@ class MQTTClient:
             )
         )
         self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
-        if qos:
-            await self._send(bytes((PUBACK, 2)) + rest[topic_length : topic_length + 2])
-
-    async def _serve(self):
-        # A reader task takes whole packets; this loop watches the link and the keepalive, so a
-        # read is never cancelled half-way through a packet while the connection is meant to live.
-        reader = asyncio.create_task(self._read_forever())
-        ping_sent = None
-        self._drop_reason = None
-        try:
-            while True:
-                await asyncio.sleep(0.25)
-                if self._drop_reason:
-                    raise MQTTError(self._drop_reason)
-                if reader.done():
-                    await reader  # re-raises why the reader stopped
-                    raise MQTTError("reader stopped")
-                if self.link_up and not self.link_up():
-                    raise MQTTError("network down")
-                now = time.time()
-                if ping_sent is None and now - self._last_rx >= self.keepalive_s:
-                    await self._send(bytes((PINGREQ, 0)))
-                    ping_sent = now
-                elif ping_sent is not None:
-                    if self._last_rx >= ping_sent:
-                        ping_sent = None
-                    elif now - ping_sent > self.keepalive_s / 2:
-                        raise MQTTError("dead link: no answer to PINGREQ")
-        finally:
-            reader.cancel()
+        packet_id = rest[topic_length : topic_length + 2]
+        if qos == 1:
+            await self._send(PUBACK_2 + packet_id)
+        elif qos == 2:
+            self._qos2_received(packet_id)
+            await self._send(bytes((PUBREC, 2)) + packet_id)
 
     async def _read_forever(self):
-        while True:
-            header, body = await self._next_packet()
-            kind = header & 0xF0
-            if kind == PUBLISH:
-                await self._incoming(header, body)
-            elif kind == PUBACK:
-                if len(body) != 2:
-                    raise MQTTError("PUBACK with %d bytes" % len(body))
-                event = self._pending.get(struct.unpack(">H", body)[0])
-                if event:
-                    event.set()
-            elif kind == SUBACK:
-                if len(body) < 3:
-                    raise MQTTError("SUBACK too short")
-                for code in body[2:]:
-                    if code == 0x80:
-                        raise MQTTError("broker refused a subscription")
-            elif kind == PINGRESP:
-                if body:
-                    raise MQTTError("PINGRESP with a body")
-            else:
-                raise MQTTError("unexpected packet type 0x%02x from the broker" % kind)
+        # Never ends with an error: it keeps it for the serving loop, which drops the link.
+        try:
+            while True:
+                header, body = await self._next_packet()
+                await self._dispatch(header, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._reader_error = error
+
+    async def _dispatch(self, header, body):
+        kind = header & 0xF0
+        if kind == PUBLISH:
+            await self._incoming(header, body)
+            return
+        if header == PUBREL:
+            if len(body) != 2:
+                raise MQTTError("protocol", "PUBREL with %d bytes" % len(body))
+            self._qos2_ids.discard(bytes(body))
+            await self._send(bytes((PUBCOMP, 2)) + body)  # MQTT-4.3.3-2: for every PUBREL
+            return
+        if header & 0x0F:
+            # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
+            raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
+        if kind == PUBACK:
+            if len(body) != 2:
+                raise MQTTError("protocol", "PUBACK with %d bytes" % len(body))
+            packet_id = struct.unpack(">H", body)[0]
+            for index, entry in enumerate(self._window):
+                if entry.packet_id == packet_id:
+                    del self._window[index]
+                    entry.done.set()
+                    await self._pump()
+                    return
+            # a PUBACK for no message of ours (a late one after a resend): nothing to release
+        elif kind == SUBACK or kind == UNSUBACK:
+            if len(body) < 2 or (kind == UNSUBACK and len(body) != 2):
+                raise MQTTError(
+                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == SUBACK else "UNSUBACK", len(body))
+                )
+            request = self._requests.pop(struct.unpack(">H", body[:2])[0], None)
+            if request is None or request.kind != ("sub" if kind == SUBACK else "unsub"):
+                raise MQTTError("protocol", "acknowledgement of no request of ours")
+            if kind == SUBACK:
+                codes = bytes(body[2:])
+                if len(codes) != len(request.result):
+                    raise MQTTError(
+                        "protocol", "SUBACK with %d codes for %d filters" % (len(codes), len(request.result))
+                    )
+                for (topic_filter, _), code in zip(request.result, codes):
+                    if code not in (0, 1, 2, SUBACK_FAILURE):
+                        raise MQTTError("protocol", "SUBACK code 0x%02x" % code)
+                    self.granted[topic_filter] = code
+                    if code == SUBACK_FAILURE:
+                        self.log("mqtt %s: subscription to %s refused" % (self.broker.key(), topic_filter))
+                request.result = codes
+            request.done.set()
+        elif kind == PINGRESP:
+            if body:
+                raise MQTTError("protocol", "PINGRESP with a body")
+            self._pingresp_count += 1
+        else:
+            raise MQTTError("protocol", "unexpected packet type 0x%02x from the broker" % kind)
+
+    def _qos2_received(self, packet_id):
+        """Record a QoS 2 id; True when it is new (deliver), False for a resend (do not)."""
+        if packet_id in self._qos2_ids:
+            return False
+        if len(self._qos2_ids) >= MAX_QOS2_PENDING:
+            raise MQTTError("protocol", "more than %d QoS 2 messages unreleased" % MAX_QOS2_PENDING)
+        self._qos2_ids.add(bytes(packet_id))
+        return True
 
     async def _incoming(self, header, body):
         qos = (header >> 1) & 3
         if qos == 3 or len(body) < 2:
-            raise MQTTError("malformed PUBLISH")
+            raise MQTTError("protocol", "malformed PUBLISH")
         topic_length = struct.unpack(">H", body[:2])[0]
         end = 2 + topic_length
         if end + (2 if qos else 0) > len(body):
-            raise MQTTError("PUBLISH topic longer than the packet")
-        topic = str(body[2:end], "utf-8")
-        payload = body[end + 2 :] if qos else body[end:]
-        if self.manual_ack:
-            token = (self.connects, body[end : end + 2]) if qos else None
-            try:
-                if self.on_message:
-                    await self.on_message(topic, payload, token)
-            except Exception as error:  # an application error never takes the connection down
-                self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
+            raise MQTTError("protocol", "PUBLISH topic longer than the packet")
+        try:
+            topic = str(body[2:end], "utf-8")
+        except UnicodeError:
+            raise MQTTError("protocol", "PUBLISH topic is not UTF-8")  # MQTT-1.5.3-1
+        if not topic or "\x00" in topic or "+" in topic or "#" in topic:
+            # MQTT-1.5.3-2, MQTT-4.7.3-1, MQTT-3.3.2-2: a broker never sends such a topic name
+            raise MQTTError("protocol", "PUBLISH topic name %r is not valid" % topic[:64])
+        packet_id = body[end : end + 2]  # empty at QoS 0
+        message = Message(
+            topic, body[end + 2 :] if qos else body[end:], qos, bool(header & 1), bool(header & 8)
+        )
+        if qos == 2:
+            if self._qos2_received(packet_id):
+                await self._deliver(message)
+            await self._send(bytes((PUBREC, 2)) + packet_id)
             return
+        await self._received(message, packet_id if qos else None)
+
+    async def _received(self, message, packet_id):
+        """Hand a QoS 0/1 message to the application, then acknowledge a QoS 1 one (its id)."""
+        await self._deliver(message)
+        if packet_id is not None:
+            await self._send(PUBACK_2 + packet_id)
+
+    async def _deliver(self, message):
         if self.on_message:
             try:
-                await self.on_message(topic, payload)
-            except Exception as error:
+                await self.on_message(message)
+            except Exception as error:  # an application error never takes the connection down
                 self.log("mqtt message handler failed: %s %s" % (type(error).__name__, error))
-        if qos:
-            await self._send(bytes((PUBACK, 2)) + body[end : end + 2])
 
-    async def ack(self, tokens):
-        """Acknowledge messages received with manual_ack, in one write; return how many were sent.
+    # --- keepalive and the link ------------------------------------------------------------
 
-        Tokens of an earlier connection are left out: the broker delivers those messages again.
-        """
-        connects = self.connects
-        packet_ids = [packet_id for connection, packet_id in tokens if connection == connects]
-        if packet_ids and self.is_up:
-            await self._send(PUBACK_2 + PUBACK_2.join(packet_ids))  # PUBACK, length 2, the id
-            return len(packet_ids)
-        return 0
+    async def _serve(self):
+        # The reader task takes whole packets; this loop watches the link, the keepalive and the
+        # acknowledgements, so a read is never cancelled half-way through a packet.
+        ping_sent_ms = None
+        pings_answered = self._pingresp_count
+        keepalive_ms = int(self.keepalive_s * 1000)
+        ack_timeout_ms = int(self.ack_timeout_s * 1000)
+        tick_s = min(0.25, self.keepalive_s / 8) if self.keepalive_s else 0.25
+        while True:
+            await asyncio.sleep(tick_s)
+            if self._stopped:
+                return
+            if self._drop_reason:
+                raise MQTTError("dropped", self._drop_reason)
+            if self._reader_error is not None:
+                raise self._reader_error
+            if self.link_up and not self.link_up():
+                raise MQTTError("network", "network down")
+            now = ticks_ms()
+            if self._window and ticks_diff(now, self._window[0].sent_ms) > ack_timeout_ms:
+                raise MQTTError("timeout", "no PUBACK within %.1f s" % self.ack_timeout_s)
+            if not keepalive_ms:
+                continue
+            if ping_sent_ms is not None:
+                if self._pingresp_count != pings_answered:
+                    ping_sent_ms = None
+                elif ticks_diff(now, ping_sent_ms) > keepalive_ms // 2:
+                    raise MQTTError("timeout", "no PINGRESP within %.1f s" % (self.keepalive_s / 2))
+            if ping_sent_ms is None and ticks_diff(now, self._last_tx_ms) >= keepalive_ms // 2:
+                # counted from the last packet sent (MQTT-3.1.2-23), with half the interval to
+                # spare; the PINGRESP also proves that the broker still answers
+                pings_answered = self._pingresp_count
+                await self._send(bytes((PINGREQ, 0)))
+                ping_sent_ms = ticks_ms()
 
-    async def publish(self, topic, payload, qos=1, retain=False, dup=False):
-        """Publish; with QoS 1 wait for the PUBACK. Raise MQTTError if down or unacknowledged."""
-        if not self.is_up:
-            raise MQTTError("not connected")
-        packet_id = 0
-        event = None
-        if qos:
-            self._next_id = self._next_id % 65535 + 1
-            packet_id = self._next_id
-            event = asyncio.Event()
-            self._pending[packet_id] = event
-        try:
-            await self._send(publish_packet(topic, payload, qos, retain, packet_id, dup))
-            if event:
-                await asyncio.wait_for(event.wait(), self.ack_timeout_s)
-                if not self.is_up:
-                    raise MQTTError("connection lost before PUBACK")
-        except asyncio.TimeoutError:  # first: on CPython it is an OSError too
-            raise MQTTError("no PUBACK within %.1f s" % self.ack_timeout_s)
-        except OSError:
-            raise MQTTError("connection lost while publishing")
-        finally:
-            if packet_id:
-                self._pending.pop(packet_id, None)
+
+def _is_tls_error(error):
+    """An error of the TLS layer: CPython's ssl.SSLError; under MicroPython, mbedtls refusing a
+    certificate (ValueError) or failing the handshake (OSError with a negative mbedtls code)."""
+    try:
+        import ssl
+
+        if isinstance(error, getattr(ssl, "SSLError", ())):
+            return True
+    except ImportError:
+        return False
+    if isinstance(error, ValueError):
+        return not hasattr(ssl, "SSLError")
+    code = error.args[0] if error.args else 0
+    return isinstance(code, int) and code < 0
+
+
+def _as_mqtt_error(error):
+    if isinstance(error, MQTTError):
+        return error
+    if isinstance(error, asyncio.TimeoutError):
+        return MQTTError("timeout", "connect")
+    if isinstance(error, EOFError):
+        return MQTTError("closed", "connection closed by the broker")
+    if isinstance(error, OSError):
+        return MQTTError("network", "%s %s" % (type(error).__name__, error))
+    return MQTTError("protocol", "%s %s" % (type(error).__name__, error))

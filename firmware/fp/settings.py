@@ -34,7 +34,8 @@ PROVISION_KEYS = (
     "safe_mode_boots",
     "safe_mode_window_s",
 )
-BROKER_KEYS = ("name", "host", "port", "user", "password", "tls", "ca")
+TEXT_KEYS = ("user", "password", "ca", "client_cert", "client_key")
+BROKER_KEYS = ("name", "host", "port", "user", "password", "tls", "ca", "client_cert", "client_key")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 _HEX = "0123456789abcdefABCDEF"
 
@@ -120,7 +121,7 @@ def broker_problem(spec):
         return "host", "a host name or address", host
     if "port" in spec and not is_int(spec["port"], 1, 65535):
         return "port", "an integer 1..65535", spec["port"]
-    for key in ("user", "password", "ca"):
+    for key in TEXT_KEYS:
         if spec.get(key) is not None and not isinstance(spec[key], str):
             return key, "text", spec[key]
     if not isinstance(spec.get("tls", False), bool):
@@ -138,15 +139,30 @@ def destination_problem(spec, names):
 
 def _check_tls(spec):
     """(key, expected, found) when the TLS settings cannot work, else None."""
-    from fp.mqtt import der_from_pem
+    from fp import pem
 
     if spec.get("ca"):
         try:
-            der_from_pem(spec["ca"])
+            pem.certificates(spec["ca"])
         except ValueError:
-            return "ca", "one PEM certificate", "text that is not one"
+            return "ca", "PEM certificates", "text that holds none"
+    if spec.get("client_cert"):
+        try:
+            pem.certificates(spec["client_cert"])
+        except ValueError:
+            return "client_cert", "a PEM certificate", "text that is not one"
+    if spec.get("client_key"):
+        try:
+            pem.private_key(spec["client_key"])
+        except ValueError:
+            return "client_key", "one PEM private key", "text that is not one"
+    if bool(spec.get("client_cert")) != bool(spec.get("client_key")):
+        missing = "client_key" if spec.get("client_cert") else "client_cert"
+        return missing, "client_cert and client_key together", "only one of them"
     if spec.get("tls") and not spec.get("ca"):
         return "ca", "the broker's CA certificate (PEM) when tls is true", "none"
+    if spec.get("client_cert") and not spec.get("tls"):
+        return "tls", "true when a client certificate is given", "false"
     return None
 
 
@@ -167,7 +183,7 @@ def _check_vendor(log, path, vendor):
                 clean["port"] = value
             else:
                 problem(log, path, where, "an integer 1..65535", value, DEFAULT_MQTT_PORT)
-        elif key in ("user", "password", "ca"):
+        elif key in TEXT_KEYS:
             if isinstance(value, str):
                 clean[key] = value
             elif value is not None:

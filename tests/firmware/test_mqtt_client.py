@@ -106,80 +106,6 @@ print(json.dumps({{"errors": client.errors, "samples": samples, "up": client.is_
     assert max(rest) - first < 2048, f"heap grew across reconnects: {result['samples']}"
 
 
-# Runs unchanged under MicroPython and CPython: the board acknowledges as it receives, the host
-# agent (host_agent.bus) only what it has committed; both read past a PUBLISH too large to hold.
-ACK_SCENARIO = """
-import asyncio, json
-from fp.mqtt import MQTTClient, Broker
-PORT = %d
-got = []
-async def on_message(topic, payload, token):
-    got.append((topic, bytes(payload), token))
-receiver = MQTTClient(Broker("127.0.0.1", PORT), "receiver", on_message=on_message, clean=False,
-                      subscriptions=[("t/#", 1)], manual_ack=True, max_packet_bytes=8192, max_backoff_s=0.05)
-sender = MQTTClient(Broker("127.0.0.1", PORT), "sender", max_packet_bytes=8192)
-async def until(predicate, what):
-    for _ in range(200):
-        if predicate():
-            return
-        await asyncio.sleep(0.025)
-    raise RuntimeError("timed out waiting for " + what)
-def payloads():
-    return [p for _, p, _ in got]
-async def main():
-    out = {}
-    tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
-    await receiver.wait_up(5)
-    await sender.wait_up(5)
-    await asyncio.sleep(0.2)  # the SUBACK
-    for n in range(4):
-        await sender.publish("t/a", b"m%%d" %% n)
-    await sender.publish("t/big", b"x" * 20000)  # larger than the receiver holds
-    await sender.publish("t/a", b"after")
-    await until(lambda: len(got) == 5, "five messages")
-    out["first"] = [p.decode() for p in payloads()]
-    out["oversized"] = receiver.oversized
-    tokens = {p: t for _, p, t in got}
-    out["acked"] = await receiver.ack([tokens[b"m0"], tokens[b"m1"], tokens[b"after"]])
-    await asyncio.sleep(0.2)
-    del got[:]
-    first_connection = receiver.connects
-    receiver.reconnect("test")
-    await until(lambda: receiver.connects > first_connection and len(got) == 2, "the redelivery")
-    out["again"] = sorted(p.decode() for p in payloads())
-    out["stale"] = await receiver.ack([tokens[b"m2"]])  # a token of the first connection
-    out["acked_again"] = await receiver.ack([t for _, _, t in got])
-    await asyncio.sleep(0.2)
-    del got[:]
-    second_connection = receiver.connects
-    receiver.reconnect("test")
-    await until(lambda: receiver.connects > second_connection, "the third connection")
-    await asyncio.sleep(0.5)
-    out["third"] = payloads()
-    receiver.stop()
-    sender.stop()
-    for task in tasks:
-        task.cancel()
-    print(json.dumps(out))
-asyncio.run(main())
-"""
-
-
-def _check_ack_scenario(result: dict) -> None:
-    assert result["first"] == ["m0", "m1", "m2", "m3", "after"]
-    assert result["oversized"] == 1
-    assert result["acked"] == 3
-    assert result["again"] == ["m2", "m3"], "what was not acknowledged comes again, nothing else"
-    assert result["stale"] == 0, "a token of an earlier connection is not acknowledged on a later one"
-    assert result["acked_again"] == 2
-    assert result["third"] == [], "acknowledged (and the oversized one) never come back"
-
-
-@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
-def test_manual_acknowledgements_and_an_oversized_publish(micropython, mosquitto, interpreter):
-    _check_ack_scenario(_run(interpreter, ACK_SCENARIO % mosquitto.port, micropython, timeout=60))
-
-
 # Small packets, one whose remaining length takes two bytes and spans several of the board's
 # 512-byte reads, one beyond the client's 4,096-byte limit (read past, acknowledged), and more
 # small ones behind it, sent at once and then again in pieces of 1 to 7 bytes.
@@ -236,8 +162,8 @@ def test_packets_split_anywhere_across_reads_arrive_whole(micropython, interpret
 import asyncio, json
 from fp.mqtt import MQTTClient, Broker
 got = []
-async def on_message(topic, payload):
-    got.append([topic, bytes(payload).hex()])
+async def on_message(message):
+    got.append([message.topic, bytes(message.payload).hex()])
 client = MQTTClient(Broker("127.0.0.1", {port}), "split", on_message=on_message, max_packet_bytes=4096)
 async def main():
     task = asyncio.create_task(client.run())
@@ -257,3 +183,60 @@ print(json.dumps({{"got": got, "oversized": client.oversized, "errors": client.e
     assert result["got"] == expected * 2
     assert result["oversized"] == 2 and result["errors"] == 0
     assert acks and acks[0] == b"".join(b"\x40\x02" + n.to_bytes(2, "big") for _, _, n in DRIBBLED) * 2
+
+
+WILL_SCENARIO = """
+import asyncio, json
+from fp.mqtt import MQTTClient, Broker
+async def main():
+    client = MQTTClient(Broker("127.0.0.1", %d), %r, will=("will/%s", b"offline", 1, False), keepalive_s=30)
+    task = asyncio.create_task(client.run())
+    await client.wait_up(5)
+    await client.publish("will/up", b"%s")
+    if %r:
+        client.stop()  # DISCONNECT: the broker discards the will (MQTT-3.14.4-3)
+        await asyncio.sleep(0.3)
+    else:
+        import os, sys
+        # a crash: the process ends, the socket closes without DISCONNECT, and the will goes out
+        os._exit(0) if hasattr(os, "_exit") else sys.exit(0)
+asyncio.run(main())
+print(json.dumps({}))
+"""
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_a_planned_stop_sends_no_will_and_a_crash_does(micropython, mosquitto, interpreter):
+    import paho.mqtt.client as paho
+
+    seen: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe("will/#", qos=1)
+    watcher.on_subscribe = lambda *args: ready.set()
+    watcher.on_message = lambda c, u, m: seen.append((m.topic, bytes(m.payload)))
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.loop_start()
+    try:
+        assert ready.wait(5)
+        for name, is_planned in (("planned", True), ("crash", False)):
+            script = WILL_SCENARIO % (mosquitto.port, name, name, name, is_planned)
+            if interpreter == "micropython":
+                micropython(script, timeout=30)
+            else:
+                subprocess.run(
+                    [sys.executable, "-c", script],
+                    timeout=30,
+                    env={**os.environ, "PYTHONPATH": str(FIRMWARE)},
+                    check=True,
+                )
+        for _ in range(100):
+            if ("will/crash", b"offline") in seen:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert ("will/up", b"planned") in seen and ("will/up", b"crash") in seen
+    assert ("will/crash", b"offline") in seen, "a connection lost without DISCONNECT publishes the will"
+    assert ("will/planned", b"offline") not in seen, "a planned stop published the will"

@@ -185,7 +185,7 @@ def test_each_bad_value_is_one_line_naming_file_key_expected_found_and_default(i
         "provision.json: vendor.host: expected a host name or address, found None; cannot run",
         "provision.json: vendor.port: expected an integer 1..65535, found 'x'; using 1883",
         "provision.json: vendor.user: expected text, found 5; using none",
-        "provision.json: vendor.colour: expected one of host, port, user, password, tls, ca, found an unknown key",
+        "provision.json: vendor.colour: expected one of host, port, user, password, tls, ca, client_cert, client_key, found an unknown key",
         "provision.json: wifi: expected a map with ssid",
         "provision.json: owner: expected an Ed25519 public key as 64 hex digits, found 'abc'; using no owner",
         "provision.json: http_port: expected an integer 0..65535, found '80'; using 80",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import tty
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -172,3 +174,70 @@ def test_flash_with_a_vendor_ca_provisions_verified_tls(virtual_board, tmp_path,
     provision = json.loads((virtual_board.flash / "provision.json").read_text())
     assert provision["vendor"] == {"host": "127.0.0.1", "port": 8883, "tls": True, "ca": pem}
     assert "firmware running as" in out  # the firmware took the CA: a bad one stops it at boot
+
+
+def _device_identity(folder: Path, name: str) -> None:
+    """folder/name.crt and name.key, a device certificate signed by folder/ca.pem (made by openssl)."""
+    subprocess.run(
+        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"],
+        cwd=folder, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", f"{name}.crt", "-days", "2"],
+        cwd=folder, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_flash_refuses_a_client_key_that_is_not_the_certificates(tmp_path, capsys):
+    make_ca(tmp_path, "ca")
+    _device_identity(tmp_path, "one")
+    _device_identity(tmp_path, "two")
+    code, _, err = _flash(
+        capsys, "--board", "sim", "--port", "/dev/null", "--vendor", "h:8883", "--vendor-ca", str(tmp_path / "ca.pem"),
+        "--client-cert", str(tmp_path / "one.crt"), "--client-key", str(tmp_path / "two.key"),
+        "--owner-key", str(tmp_path / "k"),
+    )  # fmt: skip
+    _one_line_error(code, err, "two.key", "does not belong to client certificate")
+
+
+def test_flash_refuses_a_client_certificate_without_its_key_or_without_tls(tmp_path, capsys):
+    make_ca(tmp_path, "ca")
+    _device_identity(tmp_path, "one")
+    base = ["--board", "sim", "--port", "/dev/null", "--vendor", "h:8883", "--owner-key", str(tmp_path / "k")]
+    code, _, err = _flash(
+        capsys, *base, "--vendor-ca", str(tmp_path / "ca.pem"), "--client-cert", str(tmp_path / "one.crt")
+    )
+    _one_line_error(code, err, "--client-cert and --client-key go together")
+    code, _, err = _flash(
+        capsys, *base, "--client-cert", str(tmp_path / "one.crt"), "--client-key", str(tmp_path / "one.key")
+    )
+    _one_line_error(code, err, "--client-cert needs --vendor-ca")
+
+
+def test_flash_provisions_the_device_certificate_and_key_for_mutual_tls(virtual_board, tmp_path, capsys):
+    ca_pem = make_ca(tmp_path, "ca").read_text()
+    _device_identity(tmp_path, "dev")
+    # the key as DER, as some vendors' consoles hand it out: provisioned as PEM all the same
+    subprocess.run(
+        ["openssl", "pkey", "-in", "dev.key", "-outform", "DER", "-out", "dev.key.der"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    code, out, err = _flash(
+        capsys, "--board", "sim", "--port", virtual_board.port, "--vendor", "127.0.0.1:8883",
+        "--vendor-ca", str(tmp_path / "ca.pem"), "--client-cert", str(tmp_path / "dev.crt"),
+        "--client-key", str(tmp_path / "dev.key.der"), "--owner-key", str(tmp_path / "owner.key"),
+        "--card-out", str(tmp_path / "device.card"),
+    )  # fmt: skip
+    assert code == 0, err
+    vendor = json.loads((virtual_board.flash / "provision.json").read_text())["vendor"]
+    assert vendor["ca"] == ca_pem and vendor["tls"] is True
+    from fp import pem
+
+    assert pem.certificates(vendor["client_cert"]) == pem.certificates((tmp_path / "dev.crt").read_text())
+    assert pem.private_key(vendor["client_key"]) == (tmp_path / "dev.key.der").read_bytes()
+    assert "firmware running as" in out  # the firmware took them: a bad one stops it at boot
