@@ -82,6 +82,24 @@ class CardIn(BaseModel):
     card_hex: str = Field(pattern="^([0-9a-f]{2})+$", max_length=4096)
 
 
+class EnrolIn(BaseModel):
+    """A device's password for this agent's broker: with its card (`firstparty flash` sends both),
+    or fetched by the agent from the device's LAN API (`device_url`) while its claim window is open."""
+
+    card_hex: str | None = Field(None, pattern="^([0-9a-f]{2})+$", max_length=4096)
+    password: str | None = Field(None, pattern="^[0-9a-f]{32}$")
+    device_url: str | None = Field(
+        None, pattern=r"^http://[A-Za-z0-9.:\[\]-]+(:[0-9]{1,5})?/?$", max_length=300
+    )
+
+
+class RelayIn(BaseModel):
+    """A relay account for an owner's agent: it reads the readings of that owner's devices only."""
+
+    name: str = Field(pattern="^[a-z0-9][a-z0-9_-]{0,47}$")
+    owner_id: str = Field(pattern="^[a-z2-7]{24}$")
+
+
 class CommandIn(BaseModel):
     """A command; hand-over takes the new owner's key as `{"owner_hex": 64 hex digits}`."""
 
@@ -199,6 +217,24 @@ def build_app(agent) -> FastAPI:
         if card is not None and not who.can_see({"device_id": card.device_id, "owner_id": card.owner_id}):
             raise HTTPException(403, f"this token may not register {card.device_id}: not one of its devices")
         return await agent.register_card(data)
+
+    @app.post("/devices/enrol", status_code=201)
+    async def enrol(body: EnrolIn, who: Admin) -> dict[str, Any]:
+        """Let a device connect to the embedded broker: its card and password, or its LAN address."""
+        if body.device_url is not None and body.card_hex is None and body.password is None:
+            return await agent.enrol_from_device(body.device_url)
+        if body.device_url is None and body.card_hex is not None and body.password is not None:
+            return await agent.enrol(bytes.fromhex(body.card_hex), body.password)
+        raise HTTPException(422, "give card_hex and password, or device_url alone")
+
+    @app.post("/relays", status_code=201)
+    async def add_relay(body: RelayIn, who: Admin) -> dict[str, Any]:
+        """A relay account on the devices' listener; its password is shown this once."""
+        return await agent.add_relay(body.name, body.owner_id)
+
+    @app.delete("/relays/{name}")
+    async def remove_relay(name: str, who: Admin) -> dict[str, Any]:
+        return await agent.remove_relay(name)
 
     @app.get("/devices/{device_id}")
     async def device(device_id: str, who: Reader) -> dict[str, Any]:
