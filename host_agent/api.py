@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.errors import UserError
+from host_agent.store import CANNOT_COMMIT, DISK_FULL
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -157,6 +158,15 @@ def build_app(agent) -> FastAPI:
     delivered = prometheus_client.Gauge(
         "firstparty_outbox_delivered_total", "Forwards delivered since start", registry=registry
     )
+    store_state = prometheus_client.Gauge(
+        "firstparty_store_state",
+        "1 for the store's health now (ok, disk-full, cannot-commit), 0 for the others",
+        ["state"],
+        registry=registry,
+    )
+    broker_restarts = prometheus_client.Gauge(
+        "firstparty_broker_restarts_total", "Restarts of the embedded broker since start", registry=registry
+    )
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, error: UserError):
@@ -194,6 +204,9 @@ def build_app(agent) -> FastAPI:
             rejected.labels(reason).set(count)
         outbox_pending.set(await asyncio.to_thread(store.outbox_pending))
         delivered.set(status["outbox_delivered"])
+        for state in ("ok", DISK_FULL, CANNOT_COMMIT):
+            store_state.labels(state).set(1 if status["store"] == state else 0)
+        broker_restarts.set(status["broker_restarts"])
         return Response(
             prometheus_client.generate_latest(registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )

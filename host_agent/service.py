@@ -30,7 +30,7 @@ from host_agent.errors import UserError
 from host_agent.ingest import Ingest
 from host_agent.outbox import Outbox
 from host_agent.owner import Owner
-from host_agent.store import Store
+from host_agent.store import Store, write_problem
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
@@ -182,17 +182,19 @@ class Agent:
                         self.ingest.process, [(d.topic, d.payload) for d in batch]
                     )
                     break
-                except sqlite3.Error as error:
+                except (sqlite3.Error, OSError) as error:
                     # Disk full or locked: acknowledge nothing, keep the batch, try again. The broker
                     # stops sending once its in-flight window is full, so nothing is lost.
                     if self.health["store"] == "ok":
                         log.error("store cannot commit (%s): not acknowledging until it can", error)
-                    self.health["store"] = f"cannot commit: {error}"
+                    self.health["store"] = write_problem(error)
+                    self.health["store_detail"] = str(error)
                     await asyncio.sleep(pause_s)
                     pause_s = min(2.0, pause_s * 2)
             if self.health["store"] != "ok":
                 log.warning("store commits again")
                 self.health["store"] = "ok"
+                self.health.pop("store_detail", None)
             by_source: dict[Bus, list] = {}
             for delivery in batch:
                 by_source.setdefault(delivery.source, []).append(delivery)
@@ -455,12 +457,20 @@ class Agent:
             results.append(outcome.as_dict())
         return results
 
+    def store_health(self) -> str:
+        """ok, or why the store cannot write (disk-full, cannot-commit), as ingest or the outbox found."""
+        if self.health["store"] != "ok":
+            return self.health["store"]
+        if self.outbox and self.outbox.store_problem:
+            return self.outbox.store_problem
+        return "ok"
+
     def status(self) -> dict[str, Any]:
         """A snapshot for /healthz, `firstparty status` and the metrics."""
         return {
             "role": self.config.role,
             "owner_id": self.owner.owner_id,
-            "store": self.health["store"],
+            "store": self.store_health(),
             "broker": "connected" if self.bus and self.bus.is_connected else "disconnected",
             "broker_restarts": self.broker.restarts if self.broker else 0,
             "accepted": dict(self.ingest.counts),

@@ -106,12 +106,14 @@ class Webhook:
 
     def __init__(self):
         self.bodies: list[tuple[dict, bytes]] = []
+        self.posts = 0  # every POST, whatever the answer
         self.status = 200
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.posts += 1
                 if outer.status < 300:
                     outer.bodies.append((dict(self.headers), body))
                 self.send_response(outer.status)
