@@ -246,6 +246,8 @@ class Device:
         the window for claims, not for this: the owner enrols the device with their agent as part
         of claiming it.
         """
+        if self.hal.button_pressed():  # pressed since the main loop last looked
+            self.open_claim_window()
         if not self.claim_window_until or time.ticks_diff(self.claim_window_until, time.ticks_ms()) < 0:
             return None
         return ids.broker_password(self.seed, host, port)
