@@ -8,6 +8,7 @@ broker acknowledged is lost or stored twice.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ import paho.mqtt.client as mqtt
 
 from host_agent import tokens
 from host_agent.broker import AGENT_USER
+from host_agent.owner import Owner
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 from tests.agent.test_end_to_end import api
 from tests.agent.test_supervision import CountingPublisher
@@ -235,3 +237,70 @@ def test_vendor_roles_broker_binds_sessions_and_relays_read_only_their_owners_re
     assert admin.delete("/relays/alice-home").status_code == 200
     time.sleep(0.3)
     assert connect_outcome(port, "", relay["username"], relay["password"]).startswith("refused")
+
+
+def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_sees_the_password(
+    tmp_path, start_agent
+):
+    """The real firmware: flashed for the vendor, claimed by the owner, rerouted to the owner's broker."""
+    from host_agent.simdevice import SimDevice
+
+    vendor = start_agent(
+        role="vendor",
+        data_dir=str(tmp_path / "vendor"),
+        broker={"embedded": True, "port": 0, "client_id": "vendor-service"},
+    )
+    home_owner = Owner(tmp_path / "home" / "owner.key")
+    relay = asyncio.run_coroutine_threadsafe(
+        vendor.add_relay("home", home_owner.owner_id), vendor.loop
+    ).result(10)
+    vendor_host, vendor_port = vendor.devices_endpoint()
+    home = start_agent(
+        data_dir=str(tmp_path / "home"),
+        broker={
+            "embedded": True,
+            "port": 0,
+            "relay_brokers": [f"{vendor_host}:{vendor_port}"],
+            "relay_username": relay["username"],
+            "relay_password": relay["password"],
+        },
+    )
+    admin = api(home, tokens.issue(home.store, "admin", "admin"))
+    # what crosses the vendor's broker: the owner's commands, and what the device sends the vendor
+    commands: list[bytes] = []
+    send = home.commander.publish
+    home.commander.publish = lambda topic, payload: (commands.append(bytes(payload)), send(topic, payload))
+    device = SimDevice(tmp_path / "flash", (vendor_host, vendor_port)).start()
+    try:
+        device_id = device.device_id(20)
+        device.enrol(vendor)  # the vendor's factory: `firstparty flash --config vendor.toml`
+        wait_for(lambda: vendor.store.count_readings() >= 1, 30, "readings at the vendor")
+        wait_for(lambda: home.store.device(device_id), 20, "the device's card at the owner's agent (relay)")
+        url = f"http://127.0.0.1:{device.http_port}"
+        refused = admin.post("/devices/enrol", json={"device_url": url})
+        assert refused.status_code == 400 and "claim window is closed" in refused.json()["detail"]
+        device.press_button()
+        enrolled = admin.post("/devices/enrol", json={"device_url": url})
+        assert enrolled.status_code == 201, enrolled.text
+        claim = admin.post(f"/devices/{device_id}/commands", json={"op": "claim", "args": {}}).json()
+        assert claim["outcome"] == "applied", claim
+        assert admin.post(f"/pending/{device_id}/accept").status_code == 200
+        route = {
+            "name": "mine",
+            "destination": {"type": "file", "path": str(tmp_path / "mine.jsonl")},
+            "devices": [device_id],
+            "mode": "instead-of",
+        }
+        response = admin.post("/routes", json=route)
+        assert response.status_code == 201 and response.json()["device_commands"][0]["outcome"] == "applied"
+        before = home.store.count_readings()
+        wait_for(
+            lambda: home.store.count_readings() >= before + 3, 30, "readings through the owner's own broker"
+        )
+        home_password = device.broker_password(*home.devices_endpoint())
+        stored = b"".join(bytes(r[0]) for r in vendor.store.query("SELECT raw FROM messages"))
+        carried = b"".join(commands) + stored
+        assert len(commands) >= 2 and stored and home_password.encode() not in carried
+        assert bytes.fromhex(home_password) not in carried
+    finally:
+        device.stop()
