@@ -473,6 +473,8 @@ class Agent:
             "store": self.store_health(),
             "broker": "connected" if self.bus and self.bus.is_connected else "disconnected",
             "broker_restarts": self.broker.restarts if self.broker else 0,
+            # where devices log in to the embedded broker: the key of their password for it (None: not embedded)
+            "broker_endpoint": ":".join(map(str, self.devices_endpoint())) if self.broker else None,
             "accepted": dict(self.ingest.counts),
             "rejected": {k: v for k, v in self.ingest.rejected_counts.items() if v},
             "outbox_delivered": self.outbox.delivered if self.outbox else 0,
