@@ -37,6 +37,7 @@ from host_agent import routes as routing
 from host_agent import wire
 from host_agent.config import ApiConfig
 from host_agent.errors import UserError
+from host_agent.store import CANNOT_COMMIT, DISK_FULL
 
 bearer = HTTPBearer(auto_error=False)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: ids and audit sequence numbers
@@ -199,6 +200,24 @@ class CardIn(BaseModel):
     card_hex: str = Field(pattern="^([0-9a-f]{2})+$", max_length=4096)
 
 
+class EnrolIn(BaseModel):
+    """A device's password for this agent's broker: with its card (`firstparty flash` sends both),
+    or fetched by the agent from the device's LAN API (`device_url`) while its claim window is open."""
+
+    card_hex: str | None = Field(None, pattern="^([0-9a-f]{2})+$", max_length=4096)
+    password: str | None = Field(None, pattern="^[0-9a-f]{32}$")
+    device_url: str | None = Field(
+        None, pattern=r"^http://[A-Za-z0-9.:\[\]-]+(:[0-9]{1,5})?/?$", max_length=300
+    )
+
+
+class RelayIn(BaseModel):
+    """A relay account for an owner's agent: it reads the readings of that owner's devices only."""
+
+    name: str = Field(pattern="^[a-z0-9][a-z0-9_-]{0,47}$")
+    owner_id: str = Field(pattern="^[a-z2-7]{24}$")
+
+
 class CommandIn(BaseModel):
     """A command; hand-over takes the new owner's key as `{"owner_hex": 64 hex digits}`."""
 
@@ -271,6 +290,15 @@ def build_app(agent) -> FastAPI:
     )
     delivered = prometheus_client.Gauge(
         "firstparty_outbox_delivered_total", "Forwards delivered since start", registry=registry
+    )
+    store_state = prometheus_client.Gauge(
+        "firstparty_store_state",
+        "1 for the store's health now (ok, disk-full, cannot-commit), 0 for the others",
+        ["state"],
+        registry=registry,
+    )
+    broker_restarts = prometheus_client.Gauge(
+        "firstparty_broker_restarts_total", "Restarts of the embedded broker since start", registry=registry
     )
 
     @app.exception_handler(UserError)
@@ -359,6 +387,9 @@ def build_app(agent) -> FastAPI:
             rejected.labels(reason).set(count)
         outbox_pending.set(await asyncio.to_thread(store.outbox_pending))
         delivered.set(status["outbox_delivered"])
+        for state in ("ok", DISK_FULL, CANNOT_COMMIT):
+            store_state.labels(state).set(1 if status["store"] == state else 0)
+        broker_restarts.set(status["broker_restarts"])
         return Response(
             prometheus_client.generate_latest(registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )
@@ -382,6 +413,24 @@ def build_app(agent) -> FastAPI:
         if card is not None and not who.can_see({"device_id": card.device_id, "owner_id": card.owner_id}):
             raise HTTPException(403, f"this token may not register {card.device_id}: not one of its devices")
         return await agent.register_card(data)
+
+    @app.post("/devices/enrol", status_code=201)
+    async def enrol(body: EnrolIn, who: Admin) -> dict[str, Any]:
+        """Let a device connect to the embedded broker: its card and password, or its LAN address."""
+        if body.device_url is not None and body.card_hex is None and body.password is None:
+            return await agent.enrol_from_device(body.device_url)
+        if body.device_url is None and body.card_hex is not None and body.password is not None:
+            return await agent.enrol(bytes.fromhex(body.card_hex), body.password)
+        raise HTTPException(422, "give card_hex and password, or device_url alone")
+
+    @app.post("/relays", status_code=201)
+    async def add_relay(body: RelayIn, who: Admin) -> dict[str, Any]:
+        """A relay account on the devices' listener; its password is shown this once."""
+        return await agent.add_relay(body.name, body.owner_id)
+
+    @app.delete("/relays/{name}")
+    async def remove_relay(name: str, who: Admin) -> dict[str, Any]:
+        return await agent.remove_relay(name)
 
     @app.get("/devices/{device_id}")
     async def device(device_id: str, who: Reader) -> dict[str, Any]:

@@ -28,6 +28,9 @@ class BrokerConfig:
     # other brokers devices may still be on (the vendor's, before a device is rerouted): the agent
     # ingests from them too and sends commands through them ("host:port" each)
     relay_brokers: list[str] = field(default_factory=list)
+    # the account the vendor gave this agent on those brokers (a vendor role: POST /relays)
+    relay_username: str | None = None
+    relay_password: str | None = None
 
 
 @dataclass
@@ -81,6 +84,8 @@ _SCHEMA: dict[str, Any] = {
         "client_id": (str, None),
         "advertise_host": (str, None),
         "relay_brokers": (list, None),
+        "relay_username": (str, None),
+        "relay_password": (str, None),
     },
     "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None), "max_body_bytes": (int, None)},
     "store": {"path": (str, None), "retention_days": ((int, float), None), "max_page_count": (int, None)},

@@ -1,8 +1,10 @@
 """Run the live demo: the vendor's service, the owner's agent and three devices on the real firmware.
 
-Everything runs on 127.0.0.1 and is the real system: the vendor's MQTT broker with the agent in the
-vendor role, the owner's agent (its embedded mosquitto, SQLite store and HTTP API), and three sim
-boards running the firmware under the MicroPython unix port. The story of the mission plays on
+Everything runs on 127.0.0.1 and is the real system: the agent in the vendor role with its embedded
+mosquitto (the vendor's broker), the owner's agent (its embedded mosquitto, SQLite store and HTTP
+API), and three sim boards running the firmware under the MicroPython unix port. Every broker client
+logs in: each device with its own password per broker, the owner's agent on the vendor's broker
+with the relay account the vendor gave it. The story of the mission plays on
 screen: the devices report to the vendor by default; the owner claims one and reroutes it to their
 own service instead (the vendor stops receiving it), duplicates another to both under stated
 terms, and forged messages are refused with their reasons. Every owner action goes through the
@@ -12,6 +14,7 @@ agent's HTTP API, as a user's own scripts would.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -32,11 +35,12 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fp import messages, topics
+from fp import ids, messages, topics
 from host_agent import config as agent_config
 from host_agent import tokens, wire
 from host_agent.errors import UserError
-from host_agent.mosquitto import Mosquitto, free_port
+from host_agent.mosquitto import free_port
+from host_agent.owner import Owner
 from host_agent.paths import BOARDS
 from host_agent.service import Agent, start_in_thread
 from host_agent.simdevice import SimDevice
@@ -83,15 +87,41 @@ def _port_or_free(port: int) -> int:
 
 
 class Attacker:
-    """Someone on the vendor's broker publishing messages no device signed."""
+    """Someone with a device account of their own on the vendor's broker, sending what no device signed."""
 
-    def __init__(self, broker: Mosquitto):
+    def __init__(self, vendor: Agent):
+        assert vendor.broker is not None
+        self.seed = os.urandom(32)
+        self.sign = wire.nacl_signer(self.seed)
+        self.public = wire.nacl_public_key(self.seed)
+        self.device_id = ids.id_from_public_key(self.public)
+        host, port = vendor.devices_endpoint()
+        password = ids.broker_password(self.seed, host, port)
+        vendor.broker.add_device(self.device_id, password)  # any customer's device has an account
+        self.port = vendor.broker.port
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-attacker")
-        self.client.connect(broker.host, broker.port)
+        self.client.username_pw_set(self.device_id, password)
+        self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
+        card = messages.encode_card(self.sign, self.public, "sim", "0.1.0", int(time.time()), None)
+        self.publish(topics.topic(self.device_id, "card"), card)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def anonymous_refusal(self) -> str:
+        """Connect without an account, as the vendor service's own client id; return the broker's answer."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vendor-service", clean_session=False)
+        answer: list[str] = []
+        client.on_connect = lambda c, u, f, reason, p: answer.append(str(reason))
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        deadline = time.monotonic() + 5
+        while not answer and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.loop_stop()
+        client.disconnect()
+        return answer[0] if answer else "no answer"
 
     def stop(self) -> None:
         self.client.loop_stop()
@@ -119,10 +149,13 @@ class Demo:
 
     def start(self) -> None:
         """Bring everything up; whatever started is stopped by stop(), even if a later step fails."""
-        self.vendor_broker = Mosquitto(self._dir("vendor-broker")).start()
-        self._cleanups.append(self.vendor_broker.stop)
         self.vendor = self._start_agent(self._vendor_config())
-        self.home_config_path = self._write_home_config()
+        assert self.vendor.broker is not None
+        self.vendor_endpoint = self.vendor.devices_endpoint()
+        # the vendor gives the owner's agent a relay account: the owner's devices' readings only
+        home_owner = Owner(self._dir("home") / "owner.key")
+        relay = self._on_loop(self.vendor, self.vendor.add_relay("home", home_owner.owner_id))
+        self.home_config_path = self._write_home_config(relay["username"], relay["password"])
         self.home = self._start_agent(agent_config.load(self.home_config_path))
         write_runtime(self.home.config, self.home.api_port or API_PORT, self.home.store)  # for the CLI
         self.api_url = f"http://127.0.0.1:{self.home.api_port}"
@@ -131,18 +164,18 @@ class Demo:
             base_url=self.api_url, headers={"authorization": f"Bearer {self.token}"}, timeout=30
         )
         self._cleanups.append(self.api.close)
-        self.attacker = Attacker(self.vendor_broker)
+        self.attacker = Attacker(self.vendor)
         self._cleanups.append(self.attacker.stop)
         board = json.loads((BOARDS / "sim.json").read_text())
         for index, (label, sensors) in enumerate(DEVICES):
             device = SimDevice(
-                self._dir(f"device-{index}"),
-                (self.vendor_broker.host, self.vendor_broker.port),
-                {**board, "sensors": sensors},
+                self._dir(f"device-{index}"), self.vendor_endpoint, {**board, "sensors": sensors}
             )
             self._cleanups.append(device.stop)
             self.devices.append((label, device.start()))
         self.ids = [device.device_id() for _, device in self.devices]
+        for _, device in self.devices:  # the vendor's factory step: `firstparty flash --config vendor.toml`
+            device.enrol(self.vendor)
         self.routes = dict.fromkeys(self.ids, "vendor (default)")
 
     # --- set-up -------------------------------------------------------------------------------
@@ -157,6 +190,12 @@ class Demo:
         self._cleanups.append(stop)
         return agent
 
+    @staticmethod
+    def _on_loop(agent: Agent, coroutine) -> Any:
+        """Run one of an agent's coroutines on its loop, from this thread, and return its result."""
+        assert agent.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, agent.loop).result(30)
+
     def _dir(self, name: str) -> Path:
         path = self.data_dir / name
         path.mkdir(parents=True, exist_ok=True)
@@ -168,17 +207,12 @@ class Demo:
             {
                 "role": "vendor",
                 "data_dir": str(self._dir("vendor")),
-                "broker": {
-                    "embedded": False,
-                    "host": self.vendor_broker.host,
-                    "port": self.vendor_broker.port,
-                    "client_id": "vendor-service",
-                },
+                "broker": {"embedded": True, "port": 0, "client_id": "vendor-service"},
                 "api": {"port": 0},
             }
         )
 
-    def _write_home_config(self) -> Path:
+    def _write_home_config(self, relay_username: str, relay_password: str) -> Path:
         """The owner's agent: a real config file, so `firstparty serve --config` runs it again."""
         home = self._dir("home")
         path = home / "firstparty.toml"
@@ -191,7 +225,9 @@ class Demo:
             "embedded = true\n"
             "port = 0\n"
             'client_id = "home-agent"\n'
-            f'relay_brokers = ["{self.vendor_broker.host}:{self.vendor_broker.port}"]\n'
+            f'relay_brokers = ["{self.vendor_endpoint[0]}:{self.vendor_endpoint[1]}"]\n'
+            f'relay_username = "{relay_username}"\n'
+            f'relay_password = "{relay_password}"\n'
             "[api]\n"
             f"port = {_port_or_free(API_PORT)}\n"
         )
@@ -297,6 +333,9 @@ class Demo:
         self.say(f"owner presses the {name} device's button and claims it with their key")
         self.wait_for(lambda: self.home.store.device(device_id), 10, f"the {name} device at your agent")
         device.press_button()
+        # its password for the owner's broker crosses the owner's LAN, never the vendor's broker
+        self.call("POST", "/devices/enrol", {"device_url": f"http://127.0.0.1:{device.http_port}"})
+        self.say(f"your agent enrolled the {name} device from its LAN API (claim window open)")
         self.command(device_id, "claim")
         self.call("POST", f"/pending/{device_id}/accept")
         self.home.store.rename(device_id, name)
@@ -372,21 +411,35 @@ class Demo:
         self.wait_for(lambda: self._coop_lines() > 0, 15, "the garage's readings forwarded to the co-op")
         self.say(f"the co-op has its first signed readings ({self._coop_lines()}), byte for byte as signed")
 
-        self.say("an attacker publishes a forged reading for the attic device on the vendor's broker")
+        self.say(
+            "an attacker connects to the vendor's broker without an account, as the vendor service: "
+            + self.attacker.anonymous_refusal()
+        )
+        self.say(
+            "with a device account of their own, they publish under the attic's topic: the broker drops it"
+        )
         forger = wire.nacl_signer(os.urandom(32))
         forged = messages.encode_reading(forger, attic, 999, 1, [("chip", "Cel", 99.0)], int(time.time()))
         self.attacker.publish(topics.topic(attic, "reading"), forged)
+        self.say("...a reading for their own device, signed with another key")
+        own = self.attacker.device_id
+        forged = messages.encode_reading(forger, own, 999, 1, [("chip", "Cel", 99.0)], int(time.time()))
+        self.attacker.publish(topics.topic(own, "reading"), forged)
         genuine = self.vendor.store.query(
             "SELECT raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
             (garage,),
         )[0][0]
-        self.say("...and re-publishes a genuine garage reading under the attic's topic")
-        self.attacker.publish(topics.topic(attic, "reading"), bytes(genuine))
+        self.say("...and a genuine garage reading under their own topic")
+        self.attacker.publish(topics.topic(own, "reading"), bytes(genuine))
         self.wait_for(
             lambda: {"bad-signature", "wrong-topic"} <= {r[2] for r in self.rejections if r[0] == "vendor"},
             10,
             "the vendor refusing both",
         )
+        forged_stored = self.vendor.store.query(
+            "SELECT COUNT(*) FROM messages WHERE kind='reading' AND device_id=? AND boot=999", (attic,)
+        )[0][0]
+        self.say(f"readings stored for the attic from the attacker: {forged_stored}")
         self._save_samples()
         if duration_s is None:
             self.say("running until Ctrl-C")

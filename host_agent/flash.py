@@ -64,6 +64,11 @@ _o = storage.load_json(app.OWNER_FILE, None) or _p.get('owner')
 _o = ids.id_from_public_key(bytes.fromhex(_o)) if _o else None
 print('FP-CARD', messages.encode_card(_k.sign, _k.public, _b.get('name'), app.FIRMWARE_VERSION, None, _o).hex())
 """
+# Run on the device with the card: its password for the agent's broker, computed from its seed there
+# (the seed never leaves the board; the password crosses this serial line once, to be hashed).
+_PASSWORD = """
+print('FP-PASSWORD', ids.broker_password(storage.load_seed(), %r, %d))
+"""
 
 
 def say(step: str) -> None:
@@ -378,8 +383,11 @@ def flash(args: argparse.Namespace) -> int:
     say(
         f"provisioned: vendor {args.vendor}, owner key {owner.hex()[:16]}..., Wi-Fi {wifi['ssid'] if wifi else 'none'}"
     )
-    say("reading the device card")
-    card = read_card(port)
+    endpoint = agent_endpoint(args)
+    say(
+        "reading the device card" + (f" and its password for {endpoint[0]}:{endpoint[1]}" if endpoint else "")
+    )
+    card, password = read_card(port, endpoint)
     from host_agent import wire
 
     parsed = wire.parse_card(card)
@@ -394,15 +402,31 @@ def flash(args: argparse.Namespace) -> int:
         )
     say(f"firmware running as {booted_id}")
     try:
-        say(register(args, card, booted_id))
+        say(register(args, card, booted_id, password))
     except UserError as error:  # the board is flashed and runs; only the agent's side is missing
         say(f"flashed, but not registered: {error}; then `firstparty devices accept {booted_id}`")
         return 1
     return 0
 
 
-def register(args: argparse.Namespace, card: bytes, device_id: str) -> str:
-    """Register the device with the owner's agent as claimed; say what became of it."""
+def agent_endpoint(args: argparse.Namespace) -> tuple[str, int] | None:
+    """Where devices log in to the running agent's embedded broker (--config), or None."""
+    from host_agent.verbs.common import RUNTIME_FILE, call_agent, load_config
+
+    if args.owner_key and not args.config:
+        return None
+    config = load_config(args)
+    if not (config.data_dir / RUNTIME_FILE).exists():
+        return None
+    endpoint = call_agent(config, "GET", "/status", timeout_s=10).get("broker_endpoint")
+    if not endpoint:
+        return None
+    host, _, port = endpoint.rpartition(":")
+    return host, int(port)
+
+
+def register(args: argparse.Namespace, card: bytes, device_id: str, password: str | None = None) -> str:
+    """Register the device with the owner's agent as claimed and enrol it with its broker; say what became of it."""
     from host_agent.verbs.common import RUNTIME_FILE, call_agent, load_config
 
     if args.owner_key and not args.config:
@@ -417,15 +441,30 @@ def register(args: argparse.Namespace, card: bytes, device_id: str) -> str:
             f"accept it with `firstparty devices accept {device_id}`"
         )
     result = call_agent(config, "POST", "/devices", {"card_hex": card.hex()}, timeout_s=30)
-    return f"registered with the agent as claimed: {result['device_id']} {result['state']}"
+    said = f"registered with the agent as claimed: {result['device_id']} {result['state']}"
+    if password:
+        enrolled = call_agent(
+            config, "POST", "/devices/enrol", {"card_hex": card.hex(), "password": password}, timeout_s=30
+        )
+        said += f"; enrolled with its broker {enrolled['broker']} (the agent keeps a hash)"
+    return said
 
 
-def read_card(port: str) -> bytes:
-    out = mpremote(port, "exec", _CARD)
+def read_card(port: str, endpoint: tuple[str, int] | None = None) -> tuple[bytes, str | None]:
+    """The device's card, and its password for the broker at `endpoint` when one is given."""
+    script = _CARD + ("from fp import ids" + _PASSWORD % endpoint if endpoint else "")
+    out = mpremote(port, "exec", script)
+    card, password = None, None
     for line in out.splitlines():
         if line.startswith("FP-CARD "):
-            return bytes.fromhex(line.split()[1])
-    raise UserError(f"the board did not give its card: {out.strip()[-100:]!r}")
+            card = bytes.fromhex(line.split()[1])
+        elif line.startswith("FP-PASSWORD "):
+            password = line.split()[1]
+    if card is None:
+        raise UserError(f"the board did not give its card: {out.strip()[-100:]!r}")
+    if endpoint and password is None:
+        raise UserError("the board did not give its broker password: is its firmware this version?")
+    return card, password
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

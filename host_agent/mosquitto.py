@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# looked up here, in the parent: the child of a threaded process must not load libraries (locks)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGTERM when its parent dies, even by SIGKILL.
+
+    SIGTERM, not SIGKILL: mosquitto then saves its persistence file (the agent's queued messages)
+    on the way out. Linux only; elsewhere the next start reclaims the orphan (host_agent.broker).
+    """
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -50,14 +67,21 @@ class Mosquitto:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def command(self) -> list[str]:
+        """The command line this broker runs as (also how a stale one of ours is recognised)."""
+        return [self.binary, "-c", str(self.config)]
+
+    @property
     def probe_host(self) -> str:
         """Where a client on this machine reaches the listener (a wildcard address is reached on loopback)."""
         return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
 
     def start(self, timeout_s: float = 5.0) -> Mosquitto:
         """Start the broker and wait until it accepts connections."""
+        # the death signal follows the thread that forks: callers start it from a thread that
+        # lives as long as they do (the agent: its event loop's executor, shut down after stop())
         self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent
         )
         process = self.process
         deadline = time.monotonic() + timeout_s

@@ -4,6 +4,11 @@ The queue lives in SQLite (table `outbox`, filled by ingest in the same transact
 reading), so a SIGKILL loses nothing: what was not marked delivered is sent again after the
 restart. Every forward carries the original signed bytes unchanged and an idempotency key
 `<device>:<boot>:<seq>`, so a recipient can drop the rare second copy.
+
+When the store cannot write (a full disk), a forward a destination took but the store could not
+mark delivered is held in memory and only its mark is retried, never the delivery; the outbox
+delivers nothing new meanwhile and waits a capped exponential pause between tries (`store_problem`
+says why, for /healthz). Only a crash in that state sends those forwards a second time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import base64
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
 from binascii import b2a_base64
@@ -25,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fp import messages, topics
 from host_agent import routes as routing
-from host_agent.store import Store
+from host_agent.store import Store, write_problem
 from host_agent.tcp import no_nagle
 
 log = logging.getLogger("firstparty.outbox")
@@ -45,6 +51,14 @@ def backoff_s(attempts: int, cap_s: float, jitter: float | None = None) -> float
 
 class DeliveryError(Exception):
     """A destination did not take a forward; the outbox retries later."""
+
+
+class StoreWriteError(Exception):
+    """The store could not record what the outbox did (`reason`: disk-full or cannot-commit)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
 
 
 class MqttSink:
@@ -208,11 +222,23 @@ class Outbox:
         self.delivered = 0
         self.failed = 0
         self.next_due_s: float | None = None  # when the earliest waiting forward is due, from the last pass
+        # delivered, not yet marked so in the store: (route name, terms, outbox ids, keys), oldest first
+        self.unmarked: list[tuple[str, dict, list[int], list[str]]] = []
+        self.held: set[int] = set()  # their outbox ids: never delivered again while held
+        self.store_problem: str | None = None  # disk-full or cannot-commit while writes fail
+        self.store_failures = 0
 
     async def close(self) -> None:
         await self.http.aclose()
         for sink in self.sinks.values():
             await sink.stop()
+
+    async def _write(self, function, *args) -> Any:
+        """Run a store write in a thread; a failure becomes StoreWriteError with its health reason."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except (sqlite3.Error, OSError) as error:
+            raise StoreWriteError(write_problem(error), str(error)) from None
 
     async def run(self) -> None:
         while True:
@@ -220,6 +246,18 @@ class Outbox:
             self.wake.clear()
             try:
                 worked = await self.deliver_due()
+                if self.store_problem:
+                    log.warning("outbox: the store writes again")
+                self.store_problem, self.store_failures = None, 0
+            except StoreWriteError as error:
+                # new readings cannot help a store that cannot write: wait, whatever wakes us
+                if self.store_problem is None:
+                    log.error("outbox: %s; holding %d delivered forwards until it can", error, len(self.held))
+                self.store_problem = error.reason
+                pause_s = backoff_s(self.store_failures, self.backoff_max_s)
+                self.store_failures += 1
+                await asyncio.sleep(pause_s)
+                continue
             except Exception:  # a failing destination or query never stops the loop
                 log.exception("outbox pass failed")
                 worked, self.next_due_s = False, None
@@ -246,15 +284,28 @@ class Outbox:
             routes = await asyncio.to_thread(self.store.routes)
         expired = [r for r in routes if routing.is_expired(r)]
         for route in expired:
-            await asyncio.to_thread(self.store.remove_route, route["name"], "expired")
+            await self._write(self.store.remove_route, route["name"], "expired")
             log.info("route %s expired", route["name"])
         if expired and self.on_routes_changed:
             await self.on_routes_changed(expired)
         return {r["id"] for r in expired}
 
+    async def mark_held(self) -> None:
+        """Mark delivered what destinations took and the store has not recorded yet, oldest first."""
+        while self.unmarked:
+            route_name, terms, outbox_ids, keys = self.unmarked[0]
+            await self._write(self.store.mark_delivered, outbox_ids, route_name, terms, keys)
+            self.unmarked.pop(0)
+            self.held.difference_update(outbox_ids)
+
     async def deliver_due(self) -> bool:
-        routes_list, rows, self.next_due_s = await asyncio.to_thread(self._look, time.time())
+        await self.mark_held()  # before anything new goes out
+        if self.shared:  # claiming writes
+            routes_list, rows, self.next_due_s = await self._write(self._look, time.time())
+        else:
+            routes_list, rows, self.next_due_s = await asyncio.to_thread(self._look, time.time())
         expired = await self.expire_routes(routes_list)  # their queued forwards are gone with them
+        rows = [row for row in rows if row[0] not in self.held]
         if not rows:
             return False
         routes = {r["id"]: r for r in routes_list if r["id"] not in expired}
@@ -270,18 +321,16 @@ class Outbox:
             except Exception as error:  # noqa: BLE001 - any failure of a destination means retry
                 self.failed += len(items)
                 log.info("route %s: %s; retrying", route["name"], error)
-                for outbox_id, _route, _key, attempts, _raw, _device in items:
-                    next_at = time.time() + backoff_s(attempts, self.backoff_max_s)
-                    await asyncio.to_thread(self.store.mark_failed, outbox_id, next_at, str(error))
+                now_s = time.time()
+                retries = [(item[0], now_s + backoff_s(item[3], self.backoff_max_s)) for item in items]
+                await self._write(self.store.mark_failed, retries, str(error))
                 continue
             self.delivered += len(items)
-            await asyncio.to_thread(
-                self.store.mark_delivered,
-                [i[0] for i in items],
-                route["name"],
-                route.get("terms", {}),
-                [i[2] for i in items],
-            )
+            outbox_ids = [i[0] for i in items]
+            # held first: if the mark fails, these are not delivered again (only the mark is retried)
+            self.held.update(outbox_ids)
+            self.unmarked.append((route["name"], route.get("terms", {}), outbox_ids, [i[2] for i in items]))
+            await self.mark_held()
         return True
 
     async def deliver(self, route: dict[str, Any], items: list[tuple]) -> None:

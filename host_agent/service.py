@@ -30,11 +30,12 @@ from host_agent.errors import UserError
 from host_agent.ingest import Ingest
 from host_agent.outbox import Outbox
 from host_agent.owner import Owner
-from host_agent.store import Store, make_private_dir
+from host_agent.store import Store, make_private_dir, write_problem
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
 LIVE_QUEUE = 1000
+RELAY_CLAIMS_S = 1.0  # how soon a relay reads the readings of a device its owner just claimed
 # The cyclic garbage collector's thresholds while an agent runs. With CPython's (700, 10, 10) it
 # ran about 400 times per 20,000 readings, each pass walking the messages of the batch in hand
 # (alive until its commit), about 7 % of the agent's time; with these about 20 times, nearly all
@@ -94,6 +95,7 @@ class Agent:
             self.broker = EmbeddedBroker(config.data_dir / "broker", host, port)
             await asyncio.to_thread(self.broker.start)
             tasks.append(asyncio.create_task(self.broker.supervise(self.stopping)))
+            tasks.append(asyncio.create_task(self._relay_claims_forever()))
             # the agent's own listener, on loopback whatever address devices use (broker.port)
             host, port = "127.0.0.1", self.broker.agent_port
             username, password = self.broker.agent_credentials()
@@ -107,7 +109,15 @@ class Agent:
         self.relays = []
         for index, relay in enumerate(config.broker.relay_brokers):
             relay_host, _, relay_port = relay.rpartition(":")
-            relay_bus = Bus(relay_host, int(relay_port), f"{config.broker.client_id}-relay{index}", inbox)
+            relay_bus = Bus(
+                relay_host,
+                int(relay_port),
+                f"{config.broker.client_id}-relay{index}",
+                inbox,
+                None,
+                config.broker.relay_username,
+                config.broker.relay_password,
+            )
             relay_bus.start()
             self.relays.append(relay_bus)
         self.outbox = Outbox(
@@ -172,17 +182,19 @@ class Agent:
                         self.ingest.process, [(d.topic, d.payload) for d in batch]
                     )
                     break
-                except sqlite3.Error as error:
+                except (sqlite3.Error, OSError) as error:
                     # Disk full or locked: acknowledge nothing, keep the batch, try again. The broker
                     # stops sending once its in-flight window is full, so nothing is lost.
                     if self.health["store"] == "ok":
                         log.error("store cannot commit (%s): not acknowledging until it can", error)
-                    self.health["store"] = f"cannot commit: {error}"
+                    self.health["store"] = write_problem(error)
+                    self.health["store_detail"] = str(error)
                     await asyncio.sleep(pause_s)
                     pause_s = min(2.0, pause_s * 2)
             if self.health["store"] != "ok":
                 log.warning("store commits again")
                 self.health["store"] = "ok"
+                self.health.pop("store_detail", None)
             by_source: dict[Bus, list] = {}
             for delivery in batch:
                 by_source.setdefault(delivery.source, []).append(delivery)
@@ -261,10 +273,99 @@ class Agent:
         await self.set_device_state(card.device_id, "accepted")
         return {"device_id": card.device_id, "state": "accepted", "board": card.board}
 
+    def devices_endpoint(self) -> tuple[str, int]:
+        """The (host, port) devices dial to reach this agent's broker: the key of their password for it."""
+        home = self.home_destination("")
+        return home["host"], home["port"]
+
+    async def enrol(self, card_data: bytes, password: str) -> dict[str, Any]:
+        """Let the device of this card connect to the embedded broker with `password` (its hash is kept)."""
+        if self.broker is None:
+            raise UserError(
+                "the broker is not embedded (broker.embedded = false): give the device an account on your broker"
+            )
+        try:
+            card = wire.parse_card(card_data)
+        except ProtocolError as error:
+            raise UserError(f"not a valid device card: {error}") from None
+        await asyncio.to_thread(self.broker.add_device, card.device_id, password)
+        host, port = self.devices_endpoint()
+        await self.audit("device-enrolled", {"device": card.device_id, "broker": f"{host}:{port}"})
+        return {"device_id": card.device_id, "broker": f"{host}:{port}"}
+
+    async def enrol_from_device(self, device_url: str) -> dict[str, Any]:
+        """Enrol a device from its LAN API while its claim window is open (the owner pressed its button).
+
+        The password travels the owner's LAN once, never the vendor's broker; the card, signed by
+        the device, names whose password it is.
+        """
+        import httpx
+
+        host, port = self.devices_endpoint()
+        base = device_url.rstrip("/")
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                card = await client.get(base + "/card")
+                answer = await client.get(f"{base}/broker-password/{host}:{port}")
+        except httpx.HTTPError as error:
+            raise UserError(
+                f"cannot reach the device at {device_url}: {type(error).__name__} {error}"
+            ) from None
+        if answer.status_code == 403:
+            raise UserError("the device's claim window is closed: press its button, then enrol it again")
+        if card.status_code != 200 or answer.status_code != 200:
+            raise UserError(
+                f"the device at {device_url} answered {card.status_code}/{answer.status_code}: is it a Firstparty device?"
+            )
+        password = answer.text.strip()
+        if len(password) != 32 or any(c not in "0123456789abcdef" for c in password):
+            raise UserError(f"the device at {device_url} gave no usable password")
+        return await self.enrol(card.content, password)
+
+    async def add_relay(self, name: str, owner_id: str) -> dict[str, Any]:
+        """A relay account on the devices' listener (vendor role): an owner's agent's way to its devices."""
+        if self.broker is None:
+            raise UserError("relay accounts live on the embedded broker (broker.embedded = true)")
+        username, password = await asyncio.to_thread(self.broker.add_relay, name, owner_id)
+        await self._update_relay_claims()
+        await self.audit("relay-added", {"username": username, "owner": owner_id})
+        return {"username": username, "password": password, "owner_id": owner_id}
+
+    async def _update_relay_claims(self) -> None:
+        """Give each relay the readings of the devices whose card names its owner (and no others)."""
+        if self.broker is None or not self.broker.relays():
+            return
+        claims: dict[str, list[str]] = {}
+        for device in await asyncio.to_thread(self.store.devices):
+            if device["owner_id"] and device["state"] != "rejected":
+                claims.setdefault(device["owner_id"], []).append(device["device_id"])
+        await asyncio.to_thread(self.broker.set_claims, claims)
+
+    async def _relay_claims_forever(self) -> None:
+        while True:
+            try:
+                await self._update_relay_claims()
+            except sqlite3.Error as error:
+                log.warning("relay accounts not updated: %s", error)
+            await asyncio.sleep(RELAY_CLAIMS_S)
+
+    async def remove_relay(self, name: str) -> dict[str, Any]:
+        from host_agent.broker import RELAY_PREFIX
+
+        if self.broker is None or not await asyncio.to_thread(
+            self.broker.remove_account, RELAY_PREFIX + name
+        ):
+            raise UserError(f"no relay account {name!r}")
+        await self.audit("relay-removed", {"username": RELAY_PREFIX + name})
+        return {"username": RELAY_PREFIX + name, "removed": True}
+
     async def set_device_state(self, device_id: str, state: str) -> None:
         changed = await asyncio.to_thread(self.store.set_state, device_id, state)
         if not changed:
             raise UserError(f"no device {device_id}: see `firstparty devices list`")
+        if state == "rejected" and self.broker is not None:
+            # its password stops working at once: the broker refuses it, not only ingest
+            await asyncio.to_thread(self.broker.remove_account, device_id)
         known = self.ingest.known.get(device_id)
         if known:
             known.state = state
@@ -357,13 +458,24 @@ class Agent:
             results.append(outcome.as_dict())
         return results
 
+    def store_health(self) -> str:
+        """ok, or why the store cannot write (disk-full, cannot-commit), as ingest or the outbox found."""
+        if self.health["store"] != "ok":
+            return self.health["store"]
+        if self.outbox and self.outbox.store_problem:
+            return self.outbox.store_problem
+        return "ok"
+
     def status(self) -> dict[str, Any]:
         """A snapshot for /healthz, `firstparty status` and the metrics."""
         return {
             "role": self.config.role,
             "owner_id": self.owner.owner_id,
-            "store": self.health["store"],
+            "store": self.store_health(),
             "broker": "connected" if self.bus and self.bus.is_connected else "disconnected",
+            "broker_restarts": self.broker.restarts if self.broker else 0,
+            # where devices log in to the embedded broker: the key of their password for it (None: not embedded)
+            "broker_endpoint": ":".join(map(str, self.devices_endpoint())) if self.broker else None,
             "accepted": dict(self.ingest.counts),
             "rejected": {k: v for k, v in self.ingest.rejected_counts.items() if v},
             "outbox_delivered": self.outbox.delivered if self.outbox else 0,

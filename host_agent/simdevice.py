@@ -133,3 +133,22 @@ class SimDevice:
 
     def press_button(self) -> None:
         (self.flash / "button.press").touch()
+
+    def broker_password(self, host: str, port: int) -> str:
+        """Its password for the broker at host:port, read as `firstparty flash` reads it over the serial
+        line (computed from its seed, with the firmware's own fp.ids; the seed stays in its flash)."""
+        from fp.ids import broker_password
+
+        return broker_password((self.flash / "key.seed").read_bytes(), host, port)
+
+    def card(self) -> bytes:
+        """Its signed card, from its local HTTP API."""
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.http_port}/card", timeout=10).content
+
+    def enrol(self, agent) -> None:
+        """Enrol it with an agent's embedded broker, as `firstparty flash` does for the agent it names."""
+        host, port = agent.devices_endpoint()
+        assert agent.broker is not None, "enrol: the agent has no embedded broker"
+        agent.broker.add_device(self.device_id(), self.broker_password(host, port))

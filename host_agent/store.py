@@ -155,14 +155,29 @@ class _Transaction:
         try:
             if kind is None:
                 store.db.execute("COMMIT")
-            else:
-                store.db.execute("ROLLBACK")
+            elif store.db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL):
+                store.db.execute("ROLLBACK")  # a ROLLBACK then would hide the error that says why
         except sqlite3.Error:
             if store.db.in_transaction:
                 store.db.execute("ROLLBACK")
             raise
         finally:
             store.lock.release()
+
+
+DISK_FULL = "disk-full"
+CANNOT_COMMIT = "cannot-commit"
+
+
+def write_problem(error: BaseException) -> str:
+    """The health reason of a failed store write: disk-full (SQLITE_FULL, ENOSPC) or cannot-commit."""
+    import errno
+
+    if getattr(error, "sqlite_errorname", None) == "SQLITE_FULL" or "disk is full" in str(error):
+        return DISK_FULL
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DISK_FULL
+    return CANNOT_COMMIT
 
 
 class Store:
@@ -475,11 +490,16 @@ class Store:
             # one audit entry per delivered batch: which readings went to which recipient, on which terms
             self._audit(db, "shared", {"route": route_name, "terms": terms, "readings": keys})
 
-    def mark_failed(self, outbox_id: int, next_at: float, error: str) -> None:
+    def mark_failed(self, retries: list[tuple[int, float]], error: str) -> None:
+        """Count a failed attempt of each (outbox id, when to try it next), in one transaction.
+
+        One commit per batch, not per forward: each commit adds pages to the WAL, which a
+        failing destination would otherwise grow by megabytes (a full disk, in issue 15).
+        """
         with self.transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=? WHERE id=?",
-                (next_at, error[:200], outbox_id),
+                [(next_at, error[:200], outbox_id) for outbox_id, next_at in retries],
             )
 
     def outbox_pending(self) -> int:

@@ -173,7 +173,8 @@ class Device:
         self.provision = provision
         self.history = history
         self.is_safe = history is not None and history.is_safe
-        self.key = ed25519.SigningKey(storage.load_seed())
+        self.seed = storage.load_seed()  # also the key of the device's broker passwords
+        self.key = ed25519.SigningKey(self.seed)
         self.device_id = ids.id_from_public_key(self.key.public)
         self.boot = storage.next_boot()
         self.seq = 0
@@ -238,16 +239,33 @@ class Device:
     def broker_for(self, spec):
         if spec.get("name") == "vendor" and "host" not in spec:
             spec = self.provision["vendor"]
+        host, port = spec["host"], spec.get("port", 1883)
+        password = spec.get("password")
+        if password is None:  # its own password for each broker, from the seed (docs/security.md)
+            password = ids.broker_password(self.seed, host, port)
         return Broker(
-            spec["host"],
-            spec.get("port", 1883),
-            spec.get("user"),
-            spec.get("password"),
+            host,
+            port,
+            spec.get("user") or self.device_id,
+            password,
             spec.get("tls", False),
             spec.get("ca"),
             spec.get("client_cert"),
             spec.get("client_key"),
         )
+
+    def local_password(self, host, port):
+        """The broker password for host:port, for the owner on the LAN while the claim window is open.
+
+        The window is the owner's physical presence (the button); outside it, None. A claim ends
+        the window for claims, not for this: the owner enrols the device with their agent as part
+        of claiming it.
+        """
+        if self.hal.button_pressed():  # pressed since the main loop last looked
+            self.open_claim_window()
+        if not self.claim_window_until or time.ticks_diff(self.claim_window_until, time.ticks_ms()) < 0:
+            return None
+        return ids.broker_password(self.seed, host, port)
 
     def apply_destinations(self):
         wanted = {}

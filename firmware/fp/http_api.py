@@ -3,6 +3,9 @@
 GET /card, /status, /readings/latest (a CBOR map: sensor name -> that sensor's latest signed
 reading) and /readings/latest/<sensor> (the signed reading itself). Everything served is signed
 by the device, so a client trusts the signature, not the network (docs/device-api.md).
+GET /broker-password/<host>:<port> is the one answer that is not signed and not public: the
+device's password for that broker, only while its claim window is open (the owner pressed the
+button), so the owner's agent can enrol it without the password crossing the vendor's broker.
 
 A slow or hostile client cannot hold memory or the loop: at most MAX_CLIENTS connections are
 served at once (others get 503 at once), the request head must fit MAX_REQUEST_BYTES (one buffer
@@ -22,9 +25,11 @@ WRITE_TIMEOUT_S = 5
 CACHE_MS = 5000
 COSE = 'application/cose; cose-type="cose-sign1"'
 LATEST = "/readings/latest"
+PASSWORD = "/broker-password"  # /broker-password/<host>:<port>: the owner's enrolment (docs/security.md)
 _STATUS_TEXT = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -149,6 +154,14 @@ class HttpApi:
             return "application/cbor", cbor.encode(device.latest)
         if path.startswith(LATEST + "/") and path[len(LATEST) + 1 :] in device.latest:
             return COSE, device.latest[path[len(LATEST) + 1 :]]
+        if path.startswith(PASSWORD + "/"):
+            host, _, port = path[len(PASSWORD) + 1 :].rpartition(":")
+            if not host or len(host) > 253 or not port.isdigit() or not 0 < int(port) < 65536:
+                raise HttpError(400)
+            password = device.local_password(host, int(port))
+            if password is None:
+                raise HttpError(403)  # only while the claim window is open (the button)
+            return "text/plain", password.encode()
         raise HttpError(404)
 
     async def _write(self, writer, status, content_type, body):

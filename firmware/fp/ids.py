@@ -45,3 +45,28 @@ def check_key_matches_id(public_key, expected_id):
     """Raise ProtocolError('unknown-device') unless `public_key` hashes to `expected_id`."""
     if id_from_public_key(public_key) != expected_id:
         raise ProtocolError("unknown-device", "public key does not belong to id " + str(expected_id))
+
+
+BROKER_PASSWORD_LABEL = b"firstparty broker password v1\x00"
+
+
+def _hmac_sha256(key, message):
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = bytes(key) + bytes(64 - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(message)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def broker_password(seed, host, port):
+    """The device's MQTT password for the broker at host:port: HMAC-SHA256 of its secret seed.
+
+    Each broker gets its own (128 bits, as 32 hex digits), so what one broker learns (the vendor's)
+    opens no other (the owner's). The seed never leaves the device: the flashing machine or the
+    owner's agent asks the device for the password of one endpoint (docs/security.md).
+    """
+    realm = ("%s:%d" % (host, port)).encode()
+    return "".join("%02x" % b for b in _hmac_sha256(seed, BROKER_PASSWORD_LABEL + realm)[:16])

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from fp import messages, topics
-from fp.ids import id_from_public_key
+from fp.ids import broker_password, id_from_public_key
 from host_agent import config as agent_config
 from host_agent import wire
 from host_agent.service import start_in_thread
@@ -53,16 +53,37 @@ class FakeDevice:
     def topic(self, kind: str) -> str:
         return topics.topic(self.device_id, kind)
 
+    def password(self, port: int, host: str = "127.0.0.1") -> str:
+        """Its password for the broker at host:port, derived as the firmware derives it."""
+        return broker_password(self.seed, host, port)
+
+    def credentials(self, port: int, host: str = "127.0.0.1") -> tuple[str, str]:
+        return self.device_id, self.password(port, host)
+
 
 class Publisher:
     """A plain MQTT client on the test broker."""
 
-    def __init__(self, host: str, port: int, client_id: str = "", username: str | None = None):
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        clean_session: bool | None = None,
+    ):
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+        )
         if username:
-            self.client.username_pw_set(username)
+            self.client.username_pw_set(username, password)
         self.received: list[tuple[str, bytes]] = []
+        self.refusals: list[str] = []
         self.client.on_message = lambda c, u, m: self.received.append((m.topic, bytes(m.payload)))
+        self.client.on_connect = lambda c, u, f, reason, p: (
+            reason.is_failure and self.refusals.append(str(reason))
+        )
         self.client.connect(host, port)
         self.client.loop_start()
 
@@ -85,12 +106,14 @@ class Webhook:
 
     def __init__(self):
         self.bodies: list[tuple[dict, bytes]] = []
+        self.posts = 0  # every POST, whatever the answer
         self.status = 200
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.posts += 1
                 if outer.status < 300:
                     outer.bodies.append((dict(self.headers), body))
                 self.send_response(outer.status)

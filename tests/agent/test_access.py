@@ -13,7 +13,7 @@ from host_agent import config as agent_config
 from host_agent import tokens
 from host_agent.cli import main
 from host_agent.errors import UserError
-from tests.agent.conftest import FakeDevice, Publisher, wait_for
+from tests.agent.conftest import FakeDevice, wait_for
 from tests.agent.test_end_to_end import api
 
 
@@ -97,26 +97,6 @@ def test_vendor_role_shows_each_account_only_the_devices_it_claimed(start_agent,
     assert [d["device_id"] for d in as_alice.get("/devices").json()] == [alice.device_id]
     assert [i["device_id"] for i in as_alice.get("/readings").json()["items"]] == [alice.device_id]
     assert as_alice.get(f"/devices/{bob.device_id}").status_code == 404
-
-
-def test_embedded_broker_lets_a_device_publish_only_under_its_own_id(start_agent, tmp_path):
-    agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
-    device, victim = FakeDevice(os.urandom(32)), FakeDevice(os.urandom(32))
-    port = agent.broker.port
-    honest = Publisher("127.0.0.1", port, username=device.device_id)
-    anonymous = Publisher("127.0.0.1", port)
-    try:
-        honest.publish(device.topic("card"), device.card(), retain=True)
-        honest.publish(device.topic("reading"), device.reading())
-        wait_for(lambda: agent.store.count_readings() == 1, 10, "the device's own reading")
-        honest.publish(victim.topic("card"), victim.card(), retain=True)  # not its id: dropped by the ACL
-        anonymous.publish(device.topic("reading"), device.reading())
-        time.sleep(1.0)
-        assert agent.store.count_readings() == 1
-        assert agent.store.device(victim.device_id) is None
-    finally:
-        honest.close()
-        anonymous.close()
 
 
 def test_config_errors_name_file_key_expected_and_found(tmp_path):

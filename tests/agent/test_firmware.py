@@ -37,6 +37,7 @@ def test_real_device_in_addition_to_then_instead_of_the_vendor(start_agent, mosq
     device = SimDevice(tmp_path / "flash", (vendor.host, vendor.port), owner_key=agent.owner.public).start()
     try:
         device_id = device.device_id(20)
+        device.enrol(agent)  # as `firstparty flash --config` does: its password for the owner's broker
         vendor_view.subscribe(f"fp/v1/{device_id}/reading")
         other_view.subscribe(f"fp/v1/{device_id}/reading")
         wait_for(

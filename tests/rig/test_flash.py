@@ -241,3 +241,47 @@ def test_flash_provisions_the_device_certificate_and_key_for_mutual_tls(virtual_
     assert pem.certificates(vendor["client_cert"]) == pem.certificates((tmp_path / "dev.crt").read_text())
     assert pem.private_key(vendor["client_key"]) == (tmp_path / "dev.key.der").read_bytes()
     assert "firmware running as" in out  # the firmware took them: a bad one stops it at boot
+
+
+def test_flash_with_a_running_agent_enrols_the_device_with_its_broker_keeping_only_a_hash(
+    virtual_board, tmp_path, capsys
+):
+    import base64
+    import hashlib
+
+    from fp.ids import broker_password
+    from host_agent import config as agent_config
+    from host_agent import wire
+    from host_agent.service import start_in_thread
+    from host_agent.verbs.common import write_runtime
+
+    settings = {
+        "data_dir": str(tmp_path / "agent"),
+        "broker": {"embedded": True, "port": 0},
+        "api": {"port": 0},
+    }
+    agent, thread = start_in_thread(agent_config.from_dict(settings))
+    try:
+        config_path = tmp_path / "firstparty.toml"
+        config_path.write_text(f'data_dir = "{agent.config.data_dir}"\n')
+        write_runtime(agent.config, agent.api_port, agent.store)
+        card_path = tmp_path / "device.card"
+        code, out, err = _flash(
+            capsys,
+            "--board", "sim", "--port", virtual_board.port, "--vendor", "127.0.0.1:1883",
+            "--config", str(config_path), "--card-out", str(card_path),
+        )  # fmt: skip
+        assert code == 0, err
+        device_id = wire.parse_card(card_path.read_bytes()).device_id
+        host, port = agent.devices_endpoint()
+        assert f"enrolled with its broker {host}:{port}" in out
+        password = broker_password((virtual_board.flash / "key.seed").read_bytes(), host, port)
+        assert password not in out
+        hashed = agent.broker.accounts()[device_id]
+        _, kind, iterations, salt, digest = hashed.split("$")
+        assert kind == "7"
+        computed = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt), int(iterations))
+        assert base64.b64encode(computed).decode() == digest  # the device's own password, as a hash
+    finally:
+        agent.request_stop()
+        thread.join(15)

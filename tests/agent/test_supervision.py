@@ -1,0 +1,187 @@
+"""The embedded broker is supervised and never orphaned: restarted when it dies, gone with its agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from host_agent.broker import EmbeddedBroker
+from host_agent.mosquitto import free_port
+from host_agent.store import Store
+from tests.agent.conftest import FakeDevice, agent_settings, wait_for
+from tests.agent.test_durability import _serve, _toml
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class CountingPublisher:
+    """A device's MQTT connection that remembers every reading the broker acknowledged."""
+
+    def __init__(self, port: int, device: FakeDevice):
+        self.device = device
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="counting-" + device.device_id)
+        self.client.username_pw_set(*device.credentials(port))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.acknowledged: list[bytes] = []
+
+    def send(self, data: bytes, timeout_s: float = 2.0) -> bool:
+        """Publish with QoS 1; True (and counted) when the broker acknowledged it."""
+        try:
+            info = self.client.publish(self.device.topic("reading"), data, qos=1)
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        if info.is_published():
+            self.acknowledged.append(data)
+            return True
+        return False
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_supervisor_restarts_a_sigkilled_broker_and_readings_flow_again(start_agent):
+    agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
+    device = FakeDevice(os.urandom(32))
+    agent.broker.add_device(device.device_id, device.password(agent.broker.port))
+    publisher = CountingPublisher(agent.broker.port, device)
+    try:
+        publisher.client.publish(device.topic("card"), device.card(), qos=1, retain=True).wait_for_publish(5)
+        assert publisher.send(device.reading())
+        wait_for(lambda: agent.store.count_readings() == 1, 10, "the first reading stored")
+        first = agent.broker.mosquitto.process
+        first.send_signal(signal.SIGKILL)
+        first.wait(5)
+        wait_for(lambda: agent.broker.restarts == 1 and agent.broker.is_running, 10, "the broker restarted")
+        assert agent.broker.mosquitto.process.pid != first.pid
+        wait_for(lambda: agent.bus.is_connected, 15, "the agent back on its broker")
+        wait_for(lambda: publisher.client.is_connected(), 15, "the device back on the broker")
+        later = [device.reading() for _ in range(20)]
+        assert all(publisher.send(data, 5.0) for data in later)
+        wait_for(lambda: agent.store.count_readings() == 21, 15, "the readings after the restart stored")
+    finally:
+        publisher.close()
+
+
+def test_a_stale_broker_of_ours_is_reclaimed_and_a_strangers_process_left_alone(tmp_path):
+    port = free_port()
+    workdir = tmp_path / "broker"
+    first = EmbeddedBroker(workdir, "127.0.0.1", port)
+    # as a killed agent leaves it where PR_SET_PDEATHSIG is not available: running, in its own session
+    orphan = subprocess.Popen(first.mosquitto.command, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        first.pid_file.write_text(f"{orphan.pid}\n")
+        wait_for(lambda: _listening(port), 5, "the orphan listening")
+        second = EmbeddedBroker(workdir, "127.0.0.1", port)
+        second.start()
+        try:
+            assert orphan.wait(5) is not None  # reclaimed: stopped, and its port ours again
+            assert second.is_running
+            assert int(second.pid_file.read_text()) == second.mosquitto.process.pid
+        finally:
+            second.stop()
+        assert not second.pid_file.exists()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        first.pid_file.write_text(f"{stranger.pid}\n")  # a pid file outlives its process; the pid is reused
+        third = EmbeddedBroker(workdir, "127.0.0.1", port)
+        third.start()
+        third.stop()
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def test_sigkilled_agent_takes_its_broker_along_and_serves_again_at_once(tmp_path, mosquitto):
+    port = free_port()
+    settings = agent_settings(tmp_path, mosquitto, auto_accept=True)
+    settings["broker"] = {"embedded": True, "port": port, "client_id": "firstparty-agent"}
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(_toml(settings))
+    log = tmp_path / "agent.log"
+    runtime = tmp_path / "agent" / "agent.json"
+    pid_file = tmp_path / "agent" / "broker" / "mosquitto.pid"
+    device = FakeDevice(os.urandom(32))
+    process = _serve(config_path, log)
+    publisher = None
+    try:
+        wait_for(runtime.exists, 20, "the agent to serve")
+        _enrol(runtime, device, port)
+        publisher = CountingPublisher(port, device)
+        publisher.client.publish(device.topic("card"), device.card(), qos=1, retain=True).wait_for_publish(5)
+        sent = [device.reading() for _ in range(300)]
+        for index, data in enumerate(sent[:150]):
+            publisher.send(data, 0.5)
+            if index == 100:
+                broker_pid = int(pid_file.read_text())
+                process.send_signal(signal.SIGKILL)
+                process.wait(5)
+                # gone with its agent (PR_SET_PDEATHSIG), before any new start could reclaim it
+                wait_for(lambda pid=broker_pid: not _is_alive(pid), 5, "the killed agent's mosquitto gone")
+                runtime.unlink()
+                process = _serve(config_path, log)  # at once: no port left taken
+        wait_for(runtime.exists, 20, "the agent to serve again")
+        assert "is taken" not in log.read_text()
+        wait_for(lambda: publisher.client.is_connected(), 15, "the device back on the broker")
+        for data in sent[150:]:
+            publisher.send(data, 5.0)
+        acknowledged = set(publisher.acknowledged)
+        assert len(acknowledged) >= 250  # all but those sent while no broker listened
+        store = Store(tmp_path / "agent" / "firstparty.db")
+        try:
+
+            def stored() -> list[bytes]:
+                return [bytes(r[0]) for r in store.query("SELECT raw FROM messages WHERE kind='reading'")]
+
+            wait_for(lambda: acknowledged <= set(stored()), 30, "every acknowledged reading stored")
+            rows = stored()
+            assert len(rows) == len(set(rows))  # none twice
+            assert set(rows) <= set(sent)
+        finally:
+            store.close()
+    finally:
+        if publisher:
+            publisher.close()
+        process.terminate()
+        process.wait(10)
+    assert not pid_file.exists()  # a clean stop leaves nothing behind
+
+
+def _enrol(runtime: Path, device: FakeDevice, port: int) -> None:
+    import httpx
+
+    info = json.loads(runtime.read_text())
+    headers = {"authorization": f"Bearer {info['token']}"}
+    body = {"card_hex": device.card().hex(), "password": device.password(port)}
+    response = httpx.post(info["api"] + "/devices/enrol", json=body, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    time.sleep(0.3)  # the broker reloads its password file (SIGHUP)
