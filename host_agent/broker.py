@@ -2,7 +2,8 @@
 
 Two listeners (mosquitto per_listener_settings):
 - the device listener (the configured port): a device connects with its device id as username;
-  the ACL lets it publish only under fp/v1/<its id>/ and read only fp/v1/<its id>/command.
+  the ACL lets it publish only under fp/v1/<its id>/ and read only its own command and receipt
+  topics (fp/v1/<its id>/command, fp/v1/<its id>/receipt).
   Anonymous clients get nothing.
 - the agent listener (a free loopback port): the agent alone, with a generated password.
 The supervisor restarts mosquitto if it dies (same ports, so clients simply reconnect).
@@ -36,6 +37,7 @@ pattern write fp/v1/%u/status
 pattern write fp/v1/%u/card
 pattern write fp/v1/%u/ack
 pattern read fp/v1/%u/command
+pattern read fp/v1/%u/receipt
 """
 
 
