@@ -27,7 +27,7 @@ ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
 # receipt per RECEIPT_EVERY (16) readings or per second, so 32 keep the link busy meanwhile; and
 # it stays far below the recipient's replay window (1024), so what is sent again is never refused.
 RECEIPT_WINDOW = 32
-RESEND_MS = 5000  # no receipt for this long while messages wait: send them again from the head
+RESEND_MS = 2000  # no receipt for this long while messages wait: send them again from the head
 COVERED_RANGES = 8  # receipt ranges kept to skip covered messages in the flash ring
 OWNER_FILE = storage.OWNER_FILE
 COUNTER_FILE = storage.COUNTER_FILE
