@@ -244,6 +244,16 @@ def parse_endpoint(text: str) -> dict:
     return {"host": host, "port": int(port)}
 
 
+def read_receipt_key(text: str) -> str:
+    """The vendor agent's receipt key (receipt_key_hex of its GET /owner) as the device stores it."""
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise UserError(
+            f"--vendor-receipt-key: expected the vendor agent's receipt key as 64 hex digits "
+            f"(receipt_key_hex of its GET /owner), found {text[:70]!r}"
+        )
+    return text.lower()
+
+
 def owner_public_key(args: argparse.Namespace) -> bytes:
     from host_agent.owner import Owner
 
@@ -285,6 +295,8 @@ def flash(args: argparse.Namespace) -> int:
     ca = read_ca(args.vendor_ca)
     if ca:  # TLS to the vendor, verified against this CA (the board has no CA store of its own)
         provision["vendor"].update(tls=True, ca=ca)
+    if args.vendor_receipt_key:  # the vendor's agent signs receipts: the device keeps readings until then
+        provision["vendor"]["receipts"] = read_receipt_key(args.vendor_receipt_key)
     wifi = read_wifi(args.wifi)
     if wifi:
         provision["wifi"] = wifi
@@ -386,6 +398,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--vendor-ca",
         type=Path,
         help="the vendor broker's CA certificate (PEM): the device then speaks TLS to it and verifies it",
+    )
+    parser.add_argument(
+        "--vendor-receipt-key",
+        help="the vendor agent's receipt key (64 hex digits): the device keeps each reading until the"
+        " vendor's signed receipt says it is stored; without it, until the vendor broker's PUBACK",
     )
     parser.add_argument(
         "--wifi", type=Path, help='JSON file {"ssid": ..., "password": ...} (stays on this machine)'

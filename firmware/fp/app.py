@@ -422,12 +422,10 @@ class Device:
             keys[spec["name"]] = self.receipt_key_for(spec)
         for name in list(self.destinations):
             current = self.destinations[name]
-            if (
-                name not in wanted
-                or wanted[name].key() != current.broker.key()
-                or keys[name] != current.receipt_key
-            ):
-                self.destinations.pop(name).stop()
+            is_gone = name not in wanted or wanted[name].key() != current.broker.key()
+            if is_gone or keys[name] != current.receipt_key:
+                self.destinations.pop(name).stop()  # RAM to flash: a new rule keeps the queue
+            if is_gone:
                 # what was buffered for a broker the owner removed is not sent to its successor
                 for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
                     try:
