@@ -4,7 +4,8 @@ After each commit, ingest's outcomes go through `ReceiptBook.committed` (reading
 stored now or already stored: a message sent again is covered too). A device's counters gather
 into ranges (fp.receipts.Ranges) and leave as one signed receipt (fp.messages.encode_receipt)
 when RECEIPT_EVERY of them have gathered, or RECEIPT_INTERVAL_S after the first, whichever
-comes first. The device drops a message only once a receipt covers it, so a broker that dies
+comes first, with QoS 0: a receipt lost on the way (or sent while the device is away) only makes
+the device send those messages again, and it is covered by the next one. The device drops a message only once a receipt covers it, so a broker that dies
 with messages it had acknowledged loses nothing (docs/protocol.md section 11).
 
 The key is the agent's own (`receipt.key` in the data directory, mode 0600), not the owner's: a
@@ -75,5 +76,11 @@ class ReceiptBook:
         self.counter = max(self.counter + 1, int(time.time() * 1000))
         self.sent += 1
         return messages.encode_receipt(
-            self.sign, self.public, device_id, self.counter, ranges[: messages.MAX_RANGES], int(time.time())
+            self.sign,
+            self.public,
+            device_id,
+            self.counter,
+            ranges[: messages.MAX_RANGES],
+            int(time.time()),
+            self.key_id,
         )

@@ -249,8 +249,7 @@ class Agent:
     def _send_receipts(self, receipts: list[tuple[str, bytes]]) -> None:
         """Receipts go to the agent's own broker, where the devices that trust its key listen."""
         if self.bus:
-            for topic, payload in receipts:
-                self.bus.publish(topic, payload)
+            self.bus.publish_now(receipts)
 
     async def _receipts_forever(self) -> None:
         """Send the receipts that waited RECEIPT_INTERVAL_S for more counters."""

@@ -375,7 +375,7 @@ def counter_of(data):
     return int.from_bytes(data[end - 8 : end - 4], "big"), int.from_bytes(data[end - 4 : end], "big")
 
 
-def encode_receipt(sign, signer_public_key, device_id, counter, ranges, time_s=None):
+def encode_receipt(sign, signer_public_key, device_id, counter, ranges, time_s=None, signer_id=None):
     """Sign a receipt: the signer has committed every (boot, seq) of `ranges` for `device_id`.
 
     `ranges` is a list of [boot, first_seq, last_seq] (inclusive), 1..MAX_RANGES of them;
@@ -383,7 +383,8 @@ def encode_receipt(sign, signer_public_key, device_id, counter, ranges, time_s=N
     """
     if not 0 < len(ranges) <= MAX_RANGES:
         raise ValueError("a receipt holds 1..%d ranges" % MAX_RANGES)
-    claims = {ISS: id_from_public_key(signer_public_key), AUD: device_id, CTI: command_counter_id(counter)}
+    signer_id = signer_id or id_from_public_key(signer_public_key)  # the caller may have it already
+    claims = {ISS: signer_id, AUD: device_id, CTI: command_counter_id(counter)}
     if time_s is not None:
         claims[IAT] = int(time_s)
     header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_RECEIPT, cose.H_CWT_CLAIMS: claims}
