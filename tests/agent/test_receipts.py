@@ -172,3 +172,76 @@ def test_vendor_side_broker_sigkilled_three_times_under_load_loses_no_reading(
         _assert_each_stored_once(vendor, seen["produced"], webhook)
     finally:
         device.stop()
+
+
+def test_forged_foreign_replayed_receipts_are_ignored_and_counted_and_lose_nothing(
+    start_agent, mosquitto, tmp_path
+):
+    """A broker (here: anyone with the agent's listener) sends the device receipts that would make
+    it drop readings: signed by another key, for another device, with a broken signature, and a
+    genuine one again. Each is refused and counted; every reading is still stored."""
+    import paho.mqtt.client as mqtt
+
+    from fp import topics
+    from host_agent.wire import nacl_signer
+    from tests.agent.conftest import Publisher
+
+    agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
+    flash, device_id = _seeded_flash(tmp_path / "flash")
+    home = dict(agent.home_destination(device_id), name="home")
+    (flash / "config.json").write_text(json.dumps({"destinations": [home]}))
+    board = dict(FAST_BOARD, sensors=[{"name": SENSOR, "type": "counter", "interval_s": 0.2}])
+    device = SimDevice(
+        flash, (mosquitto.host, mosquitto.port), board=board, owner_key=agent.owner.public
+    ).start()
+    broker = agent.broker
+    # another device on the devices' listener may not read this device's receipts (ACL)
+    neighbour = Publisher(broker.host, broker.port, client_id="neighbour", username="b" * 24)
+    attacker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="attacker")
+    attacker.username_pw_set(*broker.agent_credentials())
+    genuine: list[bytes] = []
+    attacker.on_message = lambda c, u, m: genuine.append(bytes(m.payload))
+    attacker.connect("127.0.0.1", broker.agent_port)
+    attacker.loop_start()
+    try:
+        assert device.device_id(20) == device_id
+        topic = topics.topic(device_id, "receipt")
+        neighbour.subscribe(topic)
+        attacker.subscribe(topic, 1)
+        wait_for(lambda: genuine, 20, "a genuine receipt")
+        everything = [[boot, 0, 0xFFFFFFFF] for boot in range(4)]
+        other_seed = os.urandom(32)
+        forged = [
+            messages.encode_receipt(
+                nacl_signer(other_seed), nacl_public_key(other_seed), device_id, 2**62, everything
+            ),
+            agent.receipts.receipt("c" * 24, everything),  # the agent's key, for another device
+            agent.receipts.receipt(device_id, everything)[:-1] + b"\x00",  # signature broken
+            genuine[0],  # replayed: its counter is not above the last one taken
+            b"\xd2\x84garbage",
+        ]
+        for data in forged:
+            attacker.publish(topic, data, qos=1).wait_for_publish(5)
+
+        def refused():
+            info = run_on(agent, agent.command(device_id, "get-info", {})).result
+            return info["receipts"]["home"][1] >= len(forged) and info
+
+        info = wait_for(refused, 20, "every forged receipt refused")
+        assert info["dropped"] == 0 and info["delivery"] == {"home": "receipts"}
+        assert _status(device)["receipts_refused"] >= len(forged)
+        result = run_on(
+            agent, agent.command(device_id, "set-interval", {"sensor": SENSOR, "interval_s": 86400})
+        )
+        assert result.outcome == "applied"
+        time.sleep(0.5)
+        last = messages.parse_device_message(_http(device, f"/readings/latest/{SENSOR}"), "reading")
+        produced = int(last.body[0][2]) + 1
+        wait_for(lambda: agent.store.count_readings() >= produced, 30, "every reading stored")
+        assert sorted(_stored_values(agent)) == list(range(produced))
+        assert neighbour.received == []
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+        neighbour.close()
+        device.stop()
