@@ -24,9 +24,9 @@ FIRMWARE_VERSION = "0.1.0"
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
 ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
 # receipts rule: messages sent ahead of the first one not covered by a receipt. The agent sends a
-# receipt per RECEIPT_EVERY (16) readings or per second, so 32 keep the link busy meanwhile; and
+# receipt per RECEIPT_EVERY (32) readings or per second, so 64 keep the link busy meanwhile; and
 # it stays far below the recipient's replay window (1024), so what is sent again is never refused.
-RECEIPT_WINDOW = 32
+RECEIPT_WINDOW = 64
 RESEND_MS = 2000  # no receipt for this long while messages wait: send them again from the head
 COVERED_RANGES = 8  # receipt ranges kept to skip covered messages in the flash ring
 OWNER_FILE = storage.OWNER_FILE
