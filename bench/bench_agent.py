@@ -64,6 +64,7 @@ DEVICES_IN_STREAM = 100
 MAX_OUTSTANDING = 50_000  # QoS 1 messages the publisher has sent and not seen acknowledged
 TIME_S = 1764000000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RECEIPT_TOPIC_BYTES = len("fp/v1/") + 24 + len("/receipt")
 
 
 class Device:
@@ -181,6 +182,7 @@ def serve(config_path: Path, core: str | None) -> None:
                 "accepted": dict(agent.ingest.counts),
                 "rejected": {k: v for k, v in agent.ingest.rejected_counts.items() if v},
                 "delivered": agent.outbox.delivered if agent.outbox else 0,
+                "receipts_sent": agent.receipts.sent if agent.receipts else 0,
             }
         ),
         flush=True,
@@ -211,10 +213,11 @@ def bound(readings: int, core: set[int]) -> dict:
 # --- the scenarios -----------------------------------------------------------------------------
 
 
-def settings(workdir: Path, broker: Mosquitto, client_id: str, **broker_extra) -> dict:
+def settings(workdir: Path, broker: Mosquitto, client_id: str, receipts: bool = True, **broker_extra) -> dict:
     return {
         "data_dir": str(workdir),
         "auto_accept": True,
+        "receipts": receipts,
         "broker": {"embedded": False, "host": broker.host, "port": broker.port, "client_id": client_id}
         | broker_extra,
         "api": {"enabled": False},
@@ -337,14 +340,18 @@ def register(client: Client, store_path: Path, devices: list[Device]) -> None:
     wait_until(lambda: count(store_path, DEVICES) >= len(devices), 30, "the cards in the store")
 
 
-def end_to_end(root: Path, agent_core: set[int], total: int) -> dict:
-    """Readings of 100 devices, as fast as the publisher sends them, verified + stored + routed."""
+def end_to_end(root: Path, agent_core: set[int], total: int, receipts: bool = True) -> dict:
+    """Readings of 100 devices, as fast as the publisher sends them, verified + stored + routed.
+
+    With receipts (the agent's default) a client on the broker also takes the receipts the agent
+    sends the devices, to count their bytes.
+    """
     workdir = root / "agent"
     broker = Mosquitto(root / "broker", extra_config=BROKER_CONFIG).start()
     out = workdir / "forwards.jsonl"
     prepare_store(workdir / "firstparty.db", {"type": "file", "path": str(out)})
-    agent = AgentProcess(settings(workdir, broker, "bench-e2e"), workdir, "agent", agent_core)
-    client = Client(broker, "bench-e2e-publisher")
+    agent = AgentProcess(settings(workdir, broker, "bench-e2e", receipts), workdir, "agent", agent_core)
+    client = Client(broker, "bench-e2e-publisher", subscribe="fp/v1/+/receipt" if receipts else None)
     try:
         devices = make_devices(DEVICES_IN_STREAM)
         register(client, workdir / "firstparty.db", devices)
@@ -380,16 +387,21 @@ def end_to_end(root: Path, agent_core: set[int], total: int) -> dict:
         "published_s": published_s,
         "agent_cpu_share": used_s / elapsed_s,
         "lines": len(lines),
+        "receipts": final.get("receipts_sent", 0),
+        # payload and topic of each receipt the devices would get (MQTT framing adds 4-5 bytes)
+        "receipt_bytes": sum(len(data) + RECEIPT_TOPIC_BYTES for data in client.received),
     }
 
 
-def latency(root: Path, agent_core: set[int], rate: int, seconds: float, broker_extra: str = "") -> dict:
+def latency(
+    root: Path, agent_core: set[int], rate: int, seconds: float, broker_extra: str = "", receipts: bool = True
+) -> dict:
     """Publish -> agent -> MQTT destination, at a fixed rate."""
-    workdir = root / f"latency{len(broker_extra)}"
+    workdir = root / f"latency{len(broker_extra)}-{rate}-{receipts}"
     broker = Mosquitto(workdir / "broker", extra_config=BROKER_CONFIG + broker_extra).start()
     destination = {"type": "mqtt", "host": broker.host, "port": broker.port, "topic_prefix": "out"}
     prepare_store(workdir / "firstparty.db", destination)
-    agent = AgentProcess(settings(workdir, broker, "bench-latency"), workdir, "agent", agent_core)
+    agent = AgentProcess(settings(workdir, broker, "bench-latency", receipts), workdir, "agent", agent_core)
     client = Client(broker, "bench-latency-client", subscribe="out/#")
     try:
         devices = make_devices(DEVICES_IN_STREAM, 2_000_000)

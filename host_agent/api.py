@@ -565,7 +565,12 @@ def build_app(agent) -> FastAPI:
 
     @app.get("/owner")
     async def owner(who: Reader) -> dict[str, Any]:
-        return {"owner_id": agent.owner.owner_id, "public_key_hex": agent.owner.public.hex()}
+        receipt_key = agent.receipts.public.hex() if agent.receipts else None
+        return {
+            "owner_id": agent.owner.owner_id,
+            "public_key_hex": agent.owner.public.hex(),
+            "receipt_key_hex": receipt_key,  # the key devices trust for this agent's receipts
+        }
 
     @app.get("/rejections")
     async def rejections(who: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:

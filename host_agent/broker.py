@@ -6,8 +6,9 @@ Two listeners (mosquitto per_listener_settings), no anonymous client on either:
   or from the device's LAN API during its claim window; only the hash is kept, devices.passwd).
   `use_username_as_clientid` makes its client id its username: no client can take another's
   session (the agent's included). The ACL lets it publish only under fp/v1/<its id>/ and read
-  only fp/v1/<its id>/command. Relay accounts (another owner's agent reaching its devices on
-  the vendor's broker) read cards, statuses and acks and write commands, never readings.
+  only its own command and receipt topics (fp/v1/<its id>/command, fp/v1/<its id>/receipt).
+  Relay accounts (another owner's agent reaching its devices on the vendor's broker) read cards,
+  statuses and acks and write commands, never readings.
 - the agent listener (a free loopback port): the agent alone, with a generated password.
 The supervisor restarts mosquitto if it dies (same ports, so clients simply reconnect); a pid file
 lets the next start stop the broker of an agent that was killed (see EmbeddedBroker.start).
@@ -49,6 +50,7 @@ pattern write fp/v1/%u/status
 pattern write fp/v1/%u/card
 pattern write fp/v1/%u/ack
 pattern read fp/v1/%u/command
+pattern read fp/v1/%u/receipt
 """
 # A relay reads every device's card, status and acks (signed, no readings: how an owner finds and
 # claims a device) and writes commands (signed by an owner; a device obeys only its own), and

@@ -141,6 +141,22 @@ class Bus:
         self.sending.add(task)
         task.add_done_callback(self.sending.discard)
 
+    def publish_now(self, messages: list[tuple[str, bytes]]) -> None:
+        """Send these with QoS 0 if connected, in one task; if not, drop them (receipts: the device
+        sends again what no receipt covers, after it reconnects or 2 s without one)."""
+        if not self.client.is_up or not messages:
+            return
+        task = asyncio.create_task(self._publish_now(messages))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def _publish_now(self, messages: list[tuple[str, bytes]]) -> None:
+        try:
+            for topic, payload in messages:
+                await self.client.publish(topic, payload, qos=0)
+        except (OSError, mqtt.MQTTError) as error:
+            log.info("receipts to %s:%d not sent: %s", self.host, self.port, error)
+
     async def _publish(self, topic: str, payload: bytes) -> None:
         try:
             await self.client.wait_up(COMMAND_WAIT_S)

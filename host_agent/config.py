@@ -63,6 +63,7 @@ class Config:
     outbox_backoff_max_s: float = 30.0
     command_timeout_s: float = 10.0
     log_rejections_per_minute: int = 30
+    receipts: bool = True  # sign receipts of committed readings for the devices (host_agent.receipts)
 
 
 _SCHEMA: dict[str, Any] = {
@@ -74,6 +75,7 @@ _SCHEMA: dict[str, Any] = {
     "outbox_backoff_max_s": ((int, float), None),
     "command_timeout_s": ((int, float), None),
     "log_rejections_per_minute": (int, None),
+    "receipts": (bool, None),
     "broker": {
         "host": (str, None),
         "port": (int, None),

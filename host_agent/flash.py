@@ -298,6 +298,16 @@ def parse_endpoint(text: str) -> dict:
     return {"host": host, "port": int(port)}
 
 
+def read_receipt_key(text: str) -> str:
+    """The vendor agent's receipt key (receipt_key_hex of its GET /owner) as the device stores it."""
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise UserError(
+            f"--vendor-receipt-key: expected the vendor agent's receipt key as 64 hex digits "
+            f"(receipt_key_hex of its GET /owner), found {text[:70]!r}"
+        )
+    return text.lower()
+
+
 def owner_public_key(args: argparse.Namespace) -> bytes:
     from host_agent.owner import Owner
 
@@ -346,6 +356,8 @@ def flash(args: argparse.Namespace) -> int:
                 "--client-cert needs --vendor-ca: a client certificate is only sent over verified TLS"
             )
         provision["vendor"].update(identity)
+    if args.vendor_receipt_key:  # the vendor's agent signs receipts: the device keeps readings until then
+        provision["vendor"]["receipts"] = read_receipt_key(args.vendor_receipt_key)
     wifi = read_wifi(args.wifi)
     if wifi:
         provision["wifi"] = wifi
@@ -489,6 +501,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "devices by certificate (mutual TLS); needs --vendor-ca and --client-key",
     )
     parser.add_argument("--client-key", type=Path, help="the private key of --client-cert (PEM or DER)")
+    parser.add_argument(
+        "--vendor-receipt-key",
+        help="the vendor agent's receipt key (64 hex digits): the device keeps each reading until the"
+        " vendor's signed receipt says it is stored; without it, until the vendor broker's PUBACK",
+    )
     parser.add_argument(
         "--wifi", type=Path, help='JSON file {"ssid": ..., "password": ...} (stays on this machine)'
     )

@@ -304,8 +304,21 @@ class Ingest:
             return self._store(rows, topic, data, counter, message, known, now)
         except ProtocolError as error:
             device = check.device_id
-            if error.reason != "duplicate":
-                rows.rejections.append((now, error.reason, topic[:200], device, error.detail[:300]))
+            if error.reason == "duplicate" and check.message is not None:
+                # already stored: its counters, so that a receipt covers what was sent again
+                message = check.message
+                return Outcome(
+                    topic,
+                    "duplicate",
+                    error.detail,
+                    device,
+                    message.kind,
+                    None,
+                    None,
+                    message.boot,
+                    message.seq,
+                )
+            rows.rejections.append((now, error.reason, topic[:200], device, error.detail[:300]))
             return Outcome(topic, error.reason, error.detail, device)
 
     def _known_from_store(self, db, device_id: str, saved_known) -> Known | None:

@@ -13,6 +13,24 @@ from fp import ids, messages
 from host_agent.errors import UserError
 
 
+def load_or_create_seed(key_path: Path) -> bytes:
+    """Return the Ed25519 seed in `key_path`, created (mode 0600) on first use; refuse a readable one."""
+    if key_path.exists():
+        mode = key_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise UserError(f"{key_path} is readable by others (mode {mode:o}): chmod 600 it")
+        seed = key_path.read_bytes()
+        if len(seed) != 32:
+            raise UserError(f"{key_path} is not a 32-byte Ed25519 seed")
+        return seed
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    seed = os.urandom(32)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(seed)
+    return seed
+
+
 class Owner:
     """The owner of devices: signs commands with a counter that only ever grows."""
 
@@ -24,20 +42,7 @@ class Owner:
         self.owner_id = ids.id_from_public_key(self.public)
 
     def _load_or_create_seed(self) -> bytes:
-        if self.key_path.exists():
-            mode = self.key_path.stat().st_mode & 0o777
-            if mode & 0o077:
-                raise UserError(f"{self.key_path} is readable by others (mode {mode:o}): chmod 600 it")
-            seed = self.key_path.read_bytes()
-            if len(seed) != 32:
-                raise UserError(f"{self.key_path} is not a 32-byte Ed25519 seed")
-            return seed
-        self.key_path.parent.mkdir(parents=True, exist_ok=True)
-        seed = os.urandom(32)
-        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed)
-        return seed
+        return load_or_create_seed(self.key_path)
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(bytes(data)).signature

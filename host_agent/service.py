@@ -30,6 +30,7 @@ from host_agent.errors import UserError
 from host_agent.ingest import Ingest
 from host_agent.outbox import Outbox
 from host_agent.owner import Owner
+from host_agent.receipts import RECEIPT_KINDS, ReceiptBook
 from host_agent.store import Store, make_private_dir, write_problem
 
 log = logging.getLogger("firstparty.agent")
@@ -41,6 +42,8 @@ RELAY_CLAIMS_S = 1.0  # how soon a relay reads the readings of a device its owne
 # (alive until its commit), about 7 % of the agent's time; with these about 20 times, nearly all
 # at start-up (docs/benchmarks.md, "Host agent"). Reference counting frees the rest at once.
 GC_THRESHOLDS = (10_000, 20, 100)
+RECEIPT_KEY_FILE = "receipt.key"  # the agent's receipt key (host_agent.receipts), 0600
+RECEIPT_TICK_S = 0.2
 
 
 class Agent:
@@ -54,6 +57,8 @@ class Agent:
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )
+        # signed receipts of what was committed, for devices whose destination asks for them
+        self.receipts = ReceiptBook(config.data_dir / RECEIPT_KEY_FILE) if config.receipts else None
         self.health: dict[str, Any] = {"store": "ok", "broker": "starting"}
         self.live: set[asyncio.Queue] = set()
         self.recent_rejections: deque[dict[str, Any]] = deque(maxlen=100)
@@ -127,6 +132,8 @@ class Agent:
         tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
         tasks.append(asyncio.create_task(self.outbox.run()))
         tasks.append(asyncio.create_task(self._retention_forever()))
+        if self.receipts:
+            tasks.append(asyncio.create_task(self._receipts_forever()))
         server = None
         if config.api.enabled:
             import uvicorn
@@ -210,6 +217,20 @@ class Agent:
 
     def _after_commit(self, outcomes) -> None:
         has_readings = False
+        receipts = self.receipts
+        if receipts:
+            now_s = time.monotonic()
+            due = []
+            for outcome in outcomes:
+                if (
+                    outcome.kind in RECEIPT_KINDS
+                    and outcome.boot is not None
+                    and (outcome.reason is None or outcome.reason == "duplicate")
+                    and receipts.committed(outcome.device_id, outcome.boot, outcome.seq, now_s)
+                ):
+                    due.append(outcome.device_id)
+            if due:
+                self._send_receipts(receipts.due(now_s, due))
         for outcome in outcomes:
             if outcome.reason is not None:
                 if outcome.reason != "duplicate":
@@ -236,6 +257,18 @@ class Agent:
                         listener.put_nowait(event)
         if has_readings and self.outbox:
             self.outbox.wake.set()
+
+    def _send_receipts(self, receipts: list[tuple[str, bytes]]) -> None:
+        """Receipts go to the agent's own broker, where the devices that trust its key listen."""
+        if self.bus:
+            self.bus.publish_now(receipts)
+
+    async def _receipts_forever(self) -> None:
+        """Send the receipts that waited RECEIPT_INTERVAL_S for more counters."""
+        assert self.receipts
+        while True:
+            await asyncio.sleep(RECEIPT_TICK_S)
+            self._send_receipts(self.receipts.due(time.monotonic()))
 
     async def _retention_forever(self) -> None:
         while True:
@@ -388,6 +421,8 @@ class Agent:
         home: dict[str, Any] = {"host": broker.advertise_host or broker.host, "port": port}
         if self.broker:
             home["user"] = device_id
+        if self.receipts:  # the device keeps each reading until this agent's receipt covers it
+            home["receipts"] = self.receipts.public.hex()
         return home
 
     async def add_route(self, name: str, spec: dict) -> dict[str, Any]:

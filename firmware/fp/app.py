@@ -17,11 +17,18 @@ import time
 from fp import ed25519, ids, messages, safemode, storage, topics
 from fp.errors import ProtocolError
 from fp.mqtt import Broker, MQTTClient, MQTTError
+from fp.receipts import Ranges
 from fp.ringbuf import RingBuffer
 
 FIRMWARE_VERSION = "0.1.0"
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
 ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
+# receipts rule: messages sent ahead of the first one not covered by a receipt. The agent sends a
+# receipt per RECEIPT_EVERY (32) readings or per second, so 64 keep the link busy meanwhile; and
+# it stays far below the recipient's replay window (1024), so what is sent again is never refused.
+RECEIPT_WINDOW = 64
+RESEND_MS = 2000  # no receipt for this long while messages wait: send them again from the head
+COVERED_RANGES = 8  # receipt ranges kept to skip covered messages in the flash ring
 OWNER_FILE = storage.OWNER_FILE
 COUNTER_FILE = storage.COUNTER_FILE
 CONFIG_FILE = storage.CONFIG_FILE
@@ -65,9 +72,18 @@ class Destination:
     first, and drain from there ahead of anything newer. Acks jump the queue while the broker is
     up: the owner waits for them, and a backlog of readings must not make a command time out
     (each kind has its own replay window, so a recipient accepts them out of that order).
+
+    Two delivery rules, one per destination (docs/device-api.md, "Delivery"):
+    - "puback": a message leaves the FIFO when its broker acknowledges it (PUBACK).
+    - "receipts" (the destination has a receipt key): a message leaves the FIFO only when a
+      receipt signed with that key covers its (boot, seq), i.e. once the agent behind the broker
+      has committed it. Until then it stays where it is (RAM, or the flash ring once RAM is
+      full), up to RECEIPT_WINDOW sent ahead of the first one not covered; after a reconnect, or
+      RESEND_MS without a receipt, everything not covered is sent again from the head. A broker
+      that crashes with messages it acknowledged therefore loses nothing: they go again.
     """
 
-    def __init__(self, name, broker, client, ring, device_id):
+    def __init__(self, name, broker, client, ring, device_id, receipt_key=None):
         self.name = name
         self.broker = broker
         self.client = client
@@ -83,6 +99,24 @@ class Destination:
         # the connection (client.connects) that has carried the card and status: a recipient must
         # be able to verify the first reading it gets, so nothing else goes out before them
         self.announced = -1
+        self.receipt_key = receipt_key
+        self.ram_slots = RAM_SLOTS
+        if receipt_key is not None:
+            self.receipt_id = ids.id_from_public_key(receipt_key)
+            self.covered = Ranges(COVERED_RANGES)
+            self.receipt_counter = 0  # the highest accepted; RAM only (see docs/security.md)
+            self.receipts = 0
+            self.receipts_refused = 0
+            self.resent = 0
+            self.ram_sent = 0  # ram[:ram_sent] were sent and wait for a receipt
+            self.cursor = 0  # the next ring record to send (ring records below it wait)
+            self.rewound_for = -1  # the connection on which sending restarted from the head
+            self.progress_ms = time.ticks_ms()
+            self.ram_slots = RECEIPT_WINDOW + RAM_SLOTS
+
+    @property
+    def delivery(self):
+        return "puback" if self.receipt_key is None else "receipts"
 
     @property
     def buffered(self):
@@ -95,7 +129,7 @@ class Destination:
     def put(self, kind, payload):
         if kind == "ack" and self.client.is_up and len(self.acks) < ACK_SLOTS:
             self.acks.append(payload)
-        elif self.client.is_up and not self.ring.pending and len(self.ram) < RAM_SLOTS:
+        elif self.client.is_up and not self.ring.pending and len(self.ram) < self.ram_slots:
             self.ram.append((kind, payload))
         else:
             self.spill()
@@ -104,6 +138,10 @@ class Destination:
 
     def spill(self):
         """Move RAM messages to flash, oldest first, so a power cut cannot take them."""
+        if self.ram and self.receipt_key is not None:
+            # those already sent keep waiting for their receipt there, not sent again at once
+            self.cursor = self.ring.end + self.ram_sent
+            self.ram_sent = 0
         while self.ram:
             self._to_flash(*self.ram.pop(0))
         while self.acks:
@@ -116,6 +154,127 @@ class Destination:
             self.lost += 1
             log("destination %s: cannot buffer a %s: %s" % (self.name, kind, error))
 
+    # --- receipts -------------------------------------------------------------------------------
+
+    def on_receipt(self, data):
+        """Take a receipt: drop what it covers; refuse (and count) any that does not verify."""
+        try:
+            receipt = messages.parse_receipt(data)
+            messages.check_receipt(
+                receipt,
+                self.receipt_key,
+                self.receipt_id,
+                self.device_id,
+                self.receipt_counter,
+                ed25519.verify,
+            )
+        except ProtocolError as error:
+            self.receipts_refused += 1
+            log("destination %s: receipt refused: %s" % (self.name, error))
+            return
+        self.receipt_counter = receipt.counter
+        self.receipts += 1
+        head = (self.ram[0][1] if self.ram else None, self.ring.head)
+        for boot, first, last in receipt.ranges:
+            self.covered.add(boot, first, last)
+        ram = self.ram
+        index = 0
+        while index < len(ram):
+            if self._is_covered(ram[index][1]):
+                ram.pop(index)
+                if index < self.ram_sent:
+                    self.ram_sent -= 1
+            else:
+                index += 1
+        self._trim_ring()
+        if head != (self.ram[0][1] if self.ram else None, self.ring.head):
+            # the oldest waiting message is covered: the wait of the next one starts now. Only
+            # then: receipts for later messages must not hide one the broker lost (RESEND_MS)
+            self.progress_ms = time.ticks_ms()
+        self.wake.set()
+
+    def _counter(self, payload):
+        try:
+            return messages.counter_of(payload)
+        except ProtocolError:  # never one of ours: nothing can cover it, so it must not block
+            return None
+
+    def _is_covered(self, payload):
+        counter = self._counter(payload)
+        return counter is None or self.covered.covers(counter[0], counter[1])
+
+    def _trim_ring(self):
+        """Pop the covered messages at the head of the flash ring; return the head's boot."""
+        ring = self.ring
+        while True:
+            item = ring.peek()
+            if item is None:
+                return None
+            counter = self._counter(item[1])
+            if counter is not None and not self.covered.covers(counter[0], counter[1]):
+                return counter[0]
+            ring.pop()
+
+    def _rewind(self):
+        """Send again, from the head, everything no receipt covers yet."""
+        if self.ram_sent or self.cursor > self.ring.head:
+            self.resent += 1
+        self.ram_sent = 0
+        self.cursor = self.ring.head
+        self.progress_ms = time.ticks_ms()
+
+    def _next_receipted(self):
+        """The next message to send under the receipts rule, or None to wait.
+
+        Nothing of a later boot is sent while one of an earlier boot waits for its receipt: a
+        recipient refuses an older boot once it has seen a newer one (the replay rule), so the
+        earlier message, sent again, could never be stored.
+        """
+        connection = self.client.connects
+        waiting = self.ram_sent or self.cursor > self.ring.head
+        if self.rewound_for != connection or (
+            waiting and time.ticks_diff(time.ticks_ms(), self.progress_ms) > RESEND_MS
+        ):
+            self.rewound_for = connection
+            self._rewind()
+        if not self.ring.pending:
+            index = self.ram_sent
+            if index >= len(self.ram) or index >= RECEIPT_WINDOW:
+                return None
+            item = self.ram[index]
+            if index:
+                first, this = self._counter(self.ram[0][1]), self._counter(item[1])
+                if first and this and first[0] != this[0]:
+                    return None
+            return item
+        ring = self.ring
+        head_boot = self._trim_ring()
+        if self.cursor < ring.head:
+            self.cursor = ring.head
+        while self.cursor < ring.end and self.cursor - ring.head < RECEIPT_WINDOW:
+            item = ring.read(self.cursor)
+            counter = self._counter(item[1]) if item else None
+            if counter is None or self.covered.covers(counter[0], counter[1]):
+                self.cursor += 1  # torn, overwritten, or covered already: nothing to send
+                continue
+            if counter[0] != head_boot and self.cursor > ring.head:
+                return None
+            return item
+        return None
+
+    def _sent_receipted(self, item):
+        """A message of the receipts rule was acknowledged by the broker: it now waits for its receipt."""
+        if not self.ram_sent and self.cursor <= self.ring.head:
+            self.progress_ms = time.ticks_ms()  # the wait for a receipt starts now
+        if self.ring.pending:
+            if self.cursor < self.ring.end:
+                self.cursor += 1
+        elif self.ram_sent < len(self.ram) and self.ram[self.ram_sent] is item:
+            self.ram_sent += 1
+        # else a receipt covered it meanwhile, or the link dropped and spill() moved it
+
+    # --- the sender -----------------------------------------------------------------------------
+
     async def send_forever(self):
         while True:
             item = None
@@ -123,6 +282,8 @@ class Destination:
             if self.client.is_up and self.announced == self.client.connects:
                 if self.acks:
                     item, is_urgent = ("ack", self.acks[0]), True
+                elif self.receipt_key is not None:
+                    item = self._next_receipted()
                 else:
                     item = self.ram[0] if self.ram else self.ring.peek()
             elif not self.client.is_up:
@@ -145,6 +306,8 @@ class Destination:
                     self.acks.pop(0)
                 # else the link dropped meanwhile and spill() moved it to flash: it goes again
                 # from there, a harmless duplicate, and nothing else may be popped for it
+            elif self.receipt_key is not None:
+                self._sent_receipted(item)
             elif self.ram:
                 self.ram.pop(0)
             else:
@@ -218,7 +381,12 @@ class Device:
             "dropped": sum(d.dropped for d in self.destinations.values()),
             "refused": self.refused,
             "fw": FIRMWARE_VERSION,
+            # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
+            "delivery": {name: d.delivery for name, d in self.destinations.items()},
         }
+        refused = sum(d.receipts_refused for d in self.destinations.values() if d.receipt_key is not None)
+        if refused:
+            info["receipts_refused"] = refused
         if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
             info["mode"] = SAFE_MODE
         return messages.encode_status(self.key.sign, self.device_id, boot, seq, state, info, self.now())
@@ -235,6 +403,13 @@ class Device:
         )
 
     # --- destinations -------------------------------------------------------------------------
+
+    def receipt_key_for(self, spec):
+        """The receipt key this destination's agent signs with (bytes), or None: the PUBACK rule."""
+        if spec.get("name") == "vendor" and "host" not in spec:
+            spec = self.provision["vendor"]
+        key = spec.get("receipts")
+        return bytes.fromhex(key) if key else None
 
     def broker_for(self, spec):
         if spec.get("name") == "vendor" and "host" not in spec:
@@ -269,11 +444,16 @@ class Device:
 
     def apply_destinations(self):
         wanted = {}
+        keys = {}
         for spec in self.config["destinations"]:
             wanted[spec["name"]] = self.broker_for(spec)
+            keys[spec["name"]] = self.receipt_key_for(spec)
         for name in list(self.destinations):
-            if name not in wanted or wanted[name].key() != self.destinations[name].broker.key():
-                self.destinations.pop(name).stop()
+            current = self.destinations[name]
+            is_gone = name not in wanted or wanted[name].key() != current.broker.key()
+            if is_gone or keys[name] != current.receipt_key:
+                self.destinations.pop(name).stop()  # RAM to flash: a new rule keeps the queue
+            if is_gone:
                 # what was buffered for a broker the owner removed is not sent to its successor
                 for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
                     try:
@@ -283,25 +463,41 @@ class Device:
                 log("destination %s removed" % name)
         for name, broker in wanted.items():
             if name not in self.destinations:
-                self.destinations[name] = self._start_destination(name, broker)
-                log("destination %s -> %s" % (name, broker.key()))
+                destination = self._start_destination(name, broker, keys[name])
+                self.destinations[name] = destination
+                log("destination %s -> %s (%s)" % (name, broker.key(), destination.delivery))
 
-    def _start_destination(self, name, broker):
+    def _start_destination(self, name, broker, receipt_key=None):
         # One signed "offline" will per destination and boot: reconnect attempts burn no seq, and a
         # will delivered twice is the same bytes (a harmless duplicate).
         will = (topics.topic(self.device_id, "status"), self.status("offline"), 1, True)
+        subscriptions = [(topics.topic(self.device_id, "command"), 1)]
+        receipt_topic = topics.topic(self.device_id, "receipt")
+        if receipt_key is not None:
+            subscriptions.append((receipt_topic, 1))
+        destination = None
+
+        async def on_message(topic, payload):
+            if topic == receipt_topic:
+                if destination is not None and destination.receipt_key is not None:
+                    destination.on_receipt(bytes(payload))
+            else:
+                await self.on_message(topic, payload)
+
         client = MQTTClient(
             broker,
             "fp-" + self.device_id + "-" + name,
-            self.on_message,
+            on_message,
             will=will,
-            subscriptions=[(topics.topic(self.device_id, "command"), 1)],
+            subscriptions=subscriptions,
             keepalive_s=15,
             clean=False,  # persistent session: the broker queues QoS 1 commands while we are away
             log=log,
             link_up=self.hal.network_up,
         )
-        destination = Destination(name, broker, client, RingBuffer("q_" + name + ".bin"), self.device_id)
+        destination = Destination(
+            name, broker, client, RingBuffer("q_" + name + ".bin"), self.device_id, receipt_key
+        )
 
         async def on_up():
             # card and status are retained: each broker holds the latest for late subscribers
@@ -466,6 +662,12 @@ class Device:
                 "dropped": sum(d.dropped for d in self.destinations.values()),
                 "buffered": sum(d.buffered for d in self.destinations.values()),
                 "flash_writes": sum(d.ring.writes for d in self.destinations.values()),
+                "delivery": {name: d.delivery for name, d in self.destinations.items()},
+                "receipts": {
+                    name: [d.receipts, d.receipts_refused, d.resent]
+                    for name, d in self.destinations.items()
+                    if d.receipt_key is not None
+                },
                 "heap_bytes": heap_in_use(),
                 "mode": SAFE_MODE if self.is_safe else "normal",
                 "unstable_boots": self.history.unstable if self.history else 0,
@@ -489,6 +691,8 @@ class Device:
         await asyncio.sleep(0.5)
         if self.history:  # a reset the owner asked for is no crash; from safe mode, it tries normal
             self.history.mark_stable()
+        for destination in self.destinations.values():
+            destination.spill()  # what waits in RAM (for a PUBACK or a receipt) survives the reset
         self.hal.reset()
 
     # --- sensors --------------------------------------------------------------------------------

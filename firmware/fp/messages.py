@@ -1,4 +1,4 @@
-"""The signed message kinds of protocol v1: build and parse readings, status, acks, cards, commands.
+"""The signed message kinds of protocol v1: readings, status, acks, cards, commands, receipts.
 
 Every message is a COSE_Sign1 whose protected header carries alg, a content type that names its
 kind (so a signature made for one kind can never pass as another) and RFC 9597 CWT claims.
@@ -18,6 +18,7 @@ CT_CARD = 65203
 CT_STATUS = 65204
 CT_ENDORSEMENT = 65205
 CT_GRANT = 65206
+CT_RECEIPT = 65207
 KIND_OF = {
     CT_READING: "reading",
     CT_COMMAND: "command",
@@ -26,6 +27,7 @@ KIND_OF = {
     CT_STATUS: "status",
     CT_ENDORSEMENT: "endorsement",
     CT_GRANT: "grant",
+    CT_RECEIPT: "receipt",
 }
 MAX_BYTES = {
     "reading": 1024,
@@ -35,7 +37,9 @@ MAX_BYTES = {
     "command": 4096,
     "endorsement": 512,
     "grant": 4096,
+    "receipt": 512,
 }
+MAX_RANGES = 16  # (boot, first, last) ranges in one receipt: 16 of the widest fit 512 bytes
 
 ISS = 1
 SUB = 2
@@ -346,3 +350,104 @@ def check_command(command, owner_public_key, device_id, last_counter, now_s, ver
         raise ProtocolError("replay", "counter %d not above %d" % (command.counter, last_counter))
     if now_s is not None and command.expires_s <= now_s:
         raise ProtocolError("expired", "expired %d s ago" % (now_s - command.expires_s))
+
+
+def counter_of(data):
+    """Return (boot, seq) of a device message from its cti, without decoding the rest.
+
+    The device reads back the counters of messages it signed itself (its flash queue keeps bytes
+    only). In deterministic CBOR the cti claim (7) is the last entry of the claims map (15), the
+    last entry of the protected header, so its 8 bytes end the protected bstr: no decode, no
+    allocation but the two slices. Raise ProtocolError('malformed') for anything else.
+    """
+    if len(data) < 16 or data[0] != 0xD2 or data[1] != 0x84:
+        raise ProtocolError("malformed", "not a COSE_Sign1 array")
+    head = data[2]
+    if 0x40 <= head < 0x58:
+        start, length = 3, head - 0x40
+    elif head == 0x58:
+        start, length = 4, data[3]
+    else:
+        raise ProtocolError("malformed", "protected header of a device message is 10..255 bytes")
+    end = start + length
+    if length < 10 or end > len(data) or data[end - 10] != CTI or data[end - 9] != 0x48:
+        raise ProtocolError("malformed", "protected header does not end with an 8-byte cti")
+    return int.from_bytes(data[end - 8 : end - 4], "big"), int.from_bytes(data[end - 4 : end], "big")
+
+
+def encode_receipt(sign, signer_public_key, device_id, counter, ranges, time_s=None, signer_id=None):
+    """Sign a receipt: the signer has committed every (boot, seq) of `ranges` for `device_id`.
+
+    `ranges` is a list of [boot, first_seq, last_seq] (inclusive), 1..MAX_RANGES of them;
+    `counter` grows with every receipt of this signer (the device refuses one not above the last).
+    """
+    if not 0 < len(ranges) <= MAX_RANGES:
+        raise ValueError("a receipt holds 1..%d ranges" % MAX_RANGES)
+    signer_id = signer_id or id_from_public_key(signer_public_key)  # the caller may have it already
+    claims = {ISS: signer_id, AUD: device_id, CTI: command_counter_id(counter)}
+    if time_s is not None:
+        claims[IAT] = int(time_s)
+    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_RECEIPT, cose.H_CWT_CLAIMS: claims}
+    return cose.sign1(sign, header, cbor.encode([[r[0], r[1], r[2]] for r in ranges]))
+
+
+class Receipt:
+    """A receipt, parsed but not yet verified: `ranges` is a list of [boot, first_seq, last_seq]."""
+
+    __slots__ = ("message", "signer_id", "device_id", "counter", "time_s", "ranges")
+
+    def __init__(self, message, signer_id, device_id, counter, time_s, ranges):
+        self.message = message
+        self.signer_id = signer_id
+        self.device_id = device_id
+        self.counter = counter
+        self.time_s = time_s
+        self.ranges = ranges
+
+
+def _is_u32(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U32
+
+
+def parse_receipt(data):
+    """Parse a receipt into a Receipt; raise ProtocolError if a field is missing or mistyped."""
+    message = parse(data, "receipt")
+    claims = message.claims
+    signer_id = claims.get(ISS)
+    device_id = claims.get(AUD)
+    cti = claims.get(CTI)
+    if not is_valid_id(signer_id) or not is_valid_id(device_id):
+        raise ProtocolError("malformed", "receipt iss and aud must be ids")
+    if not isinstance(cti, bytes) or len(cti) != 8:
+        raise ProtocolError("malformed", "receipt cti must be an 8-byte counter")
+    for key in claims:
+        if key not in (ISS, AUD, IAT, CTI):
+            raise ProtocolError("malformed", "claim %r is not used in receipts" % (key,))
+    ranges = cbor.decode(message.payload)
+    if not isinstance(ranges, list) or not 0 < len(ranges) <= MAX_RANGES:
+        raise ProtocolError("malformed", "receipt payload must be a list of 1..%d ranges" % MAX_RANGES)
+    for entry in ranges:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not (_is_u32(entry[0]) and _is_u32(entry[1]) and _is_u32(entry[2]))
+            or entry[1] > entry[2]
+        ):
+            raise ProtocolError("malformed", "a receipt range is [boot, first_seq, last_seq], first <= last")
+    time_s = _int_or_none(claims.get(IAT), "iat")
+    return Receipt(message, signer_id, device_id, int.from_bytes(cti, "big"), time_s, ranges)
+
+
+def check_receipt(receipt, trusted_key, trusted_id, device_id, last_counter, verify):
+    """Judge a parsed receipt for this device; raise ProtocolError with the refusal reason.
+
+    `trusted_id` is id_from_public_key(trusted_key), computed once by the caller. The signature is
+    checked before the address and the counter, which the sender chose.
+    """
+    if receipt.signer_id != trusted_id:
+        raise ProtocolError("not-owner", "receipt signed by " + receipt.signer_id)
+    cose.verify_sign1(receipt.message, trusted_key, verify)
+    if receipt.device_id != device_id:
+        raise ProtocolError("not-for-me", "receipt for " + receipt.device_id)
+    if receipt.counter <= last_counter:
+        raise ProtocolError("replay", "receipt %d not above %d" % (receipt.counter, last_counter))

@@ -118,6 +118,26 @@ class RingBuffer:
         self._first = lowest if lowest is not None else self._next
 
     @property
+    def head(self):
+        """The record number of the oldest message waiting (== end when none)."""
+        return self._first
+
+    @property
+    def end(self):
+        """The record number the next append takes."""
+        return self._next
+
+    def read(self, number):
+        """Return (kind, payload) of waiting record `number`, or None (torn, overwritten, consumed)."""
+        if not self._first <= number < self._next:
+            return None
+        with open(self.path, "rb") as f:
+            record = self._read_slot(f, number % self.slots)
+        if record and record[0] == number:
+            return KINDS[record[1]], bytes(record[2])
+        return None
+
+    @property
     def pending(self):
         """How many messages wait (torn ones included until skipped)."""
         return self._next - self._first

@@ -35,7 +35,18 @@ PROVISION_KEYS = (
     "safe_mode_window_s",
 )
 TEXT_KEYS = ("user", "password", "ca", "client_cert", "client_key")
-BROKER_KEYS = ("name", "host", "port", "user", "password", "tls", "ca", "client_cert", "client_key")
+BROKER_KEYS = (
+    "name",
+    "host",
+    "port",
+    "user",
+    "password",
+    "tls",
+    "ca",
+    "client_cert",
+    "client_key",
+    "receipts",
+)
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 _HEX = "0123456789abcdefABCDEF"
 
@@ -114,6 +125,12 @@ def broker_problem(spec):
     for key in spec:
         if key not in BROKER_KEYS:
             return key, "one of " + ", ".join(BROKER_KEYS), "an unknown key"
+    if "receipts" in spec and not _is_hex_key(spec["receipts"]):
+        return (
+            "receipts",
+            "the receipt key of an agent that stores readings (64 hex digits)",
+            spec["receipts"],
+        )
     if name == "vendor" and "host" not in spec:
         return None  # the vendor endpoint from provision.json
     host = spec.get("host")
@@ -193,6 +210,11 @@ def _check_vendor(log, path, vendor):
                 clean["tls"] = value
             else:
                 problem(log, path, where, "true or false", value, "false")
+        elif key == "receipts":
+            if _is_hex_key(value):
+                clean["receipts"] = value
+            elif value is not None:
+                problem(log, path, where, "a receipt key as 64 hex digits", value, "PUBACK only")
         else:
             _unknown(log, path, where, BROKER_KEYS[1:])
     bad_tls = _check_tls(clean)

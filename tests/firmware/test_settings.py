@@ -116,7 +116,7 @@ out["not_a_map"] = settings.check_provision([1], "unix", log)
 out["no_vendor"] = settings.check_provision({}, "unix", log)
 key = "AB" * 32
 p = settings.check_provision(
-    {"vendor": {"host": "h", "port": "x", "user": 5, "password": "pw", "colour": 1},
+    {"vendor": {"host": "h", "port": "x", "user": 5, "password": "pw", "colour": 1, "receipts": "cd" * 31},
      "owner": "abc", "wifi": {"ssid": "s", "password": "hunter2" * 10}, "http_port": "80"}, "esp32", log)
 out["provision"] = p
 out["owner_upper_hex"] = settings.check_provision({"vendor": {"host": "h"}, "owner": key}, "unix", log)["owner"]
@@ -138,6 +138,9 @@ with open("cmd.cnt", "w") as f:
     f.write('"seven"')
 out["counter_damaged"] = settings.load_counter(log)
 out["broker_problem"] = list(settings.broker_problem({"name": "ok", "host": "h", "port": 0}))
+out["receipts_problem"] = list(settings.broker_problem({"name": "home", "host": "h", "receipts": 7}))
+out["receipts_ok"] = settings.broker_problem({"name": "home", "host": "h", "receipts": "cd" * 32})
+out["vendor_receipts"] = settings.check_provision({"vendor": {"host": "h", "receipts": "cd" * 32}}, "unix", log)["vendor"]
 out["lines"] = lines
 print(json.dumps(out))
 """
@@ -178,6 +181,13 @@ def test_each_bad_value_is_one_line_naming_file_key_expected_found_and_default(i
     assert out["owner_missing"] == "ab" * 32 and out["owner_damaged"] is None
     assert out["counter_damaged"] == 0
     assert out["broker_problem"] == ["port", "an integer 1..65535", 0]
+    assert out["receipts_problem"] == [
+        "receipts",
+        "the receipt key of an agent that stores readings (64 hex digits)",
+        7,
+    ]
+    assert out["receipts_ok"] is None
+    assert out["vendor_receipts"] == {"host": "h", "port": 1883, "receipts": "cd" * 32}
 
     lines = out["lines"]
     expected = [
@@ -185,7 +195,8 @@ def test_each_bad_value_is_one_line_naming_file_key_expected_found_and_default(i
         "provision.json: vendor.host: expected a host name or address, found None; cannot run",
         "provision.json: vendor.port: expected an integer 1..65535, found 'x'; using 1883",
         "provision.json: vendor.user: expected text, found 5; using none",
-        "provision.json: vendor.colour: expected one of host, port, user, password, tls, ca, client_cert, client_key, found an unknown key",
+        "provision.json: vendor.colour: expected one of host, port, user, password, tls, ca, client_cert, client_key, receipts, found an",
+        "provision.json: vendor.receipts: expected a receipt key as 64 hex digits, found 'cdcd",
         "provision.json: wifi: expected a map with ssid",
         "provision.json: owner: expected an Ed25519 public key as 64 hex digits, found 'abc'; using no owner",
         "provision.json: http_port: expected an integer 0..65535, found '80'; using 80",

@@ -7,6 +7,7 @@ from host_agent.wire import nacl_public_key, nacl_signer
 
 DEVICE_SEED = bytes(range(32))
 OWNER_SEED = bytes(range(32, 64))
+AGENT_SEED = bytes(range(64, 96))  # an agent's receipt key
 DEVICE_KEY = nacl_public_key(DEVICE_SEED)
 OWNER_KEY = nacl_public_key(OWNER_SEED)
 DEVICE_ID = ids.id_from_public_key(DEVICE_KEY)
@@ -35,6 +36,14 @@ def build() -> dict[str, bytes]:
         "command": command,
         "ack": messages.encode_ack(device, DEVICE_ID, 1, 3, parsed.digest(), 7, "applied", "", None, TIME_S),
         "card": messages.encode_card(device, DEVICE_KEY, "esp32-devkitc", "0.1.0", TIME_S, OWNER_ID),
+        "receipt": messages.encode_receipt(
+            nacl_signer(AGENT_SEED),
+            nacl_public_key(AGENT_SEED),
+            DEVICE_ID,
+            TIME_S * 1000,
+            [[1, 0, 4]],
+            TIME_S,
+        ),
         "status": messages.encode_status(
             device, DEVICE_ID, 1, 4, "online", {"buffered": 0, "dropped": 0}, TIME_S
         ),

@@ -283,6 +283,7 @@ from fp import ed25519, messages, cose, ids
 data = json.loads(sys.stdin.read())
 device = ed25519.SigningKey(bytes.fromhex(data["device_seed"]))
 owner = ed25519.SigningKey(bytes.fromhex(data["owner_seed"]))
+agent = ed25519.SigningKey(bytes.fromhex(data["agent_seed"]))
 device_id = ids.id_from_public_key(device.public)
 t = data["time"]
 command = messages.encode_command(owner.sign, owner.public, device_id, 7, t, t + 300, "set-interval", {"sensor": "temp", "interval_s": 30})
@@ -294,6 +295,7 @@ built = {
     "ack": messages.encode_ack(device.sign, device_id, 1, 3, parsed.digest(), 7, "applied", "", None, t),
     "card": messages.encode_card(device.sign, device.public, "esp32-devkitc", "0.1.0", t, ids.id_from_public_key(owner.public)),
     "status": messages.encode_status(device.sign, device_id, 1, 4, "online", {"buffered": 0, "dropped": 0}, t),
+    "receipt": messages.encode_receipt(agent.sign, agent.public, device_id, t * 1000, [[1, 0, 4]], t),
 }
 foreign = messages.parse(bytes.fromhex(data["pycose"]), "reading")
 cose.verify_sign1(foreign, device.public, ed25519.verify)
@@ -304,6 +306,7 @@ print(json.dumps({"built": {k: v.hex() for k, v in built.items()}, "card_id": ca
         {
             "device_seed": examples.DEVICE_SEED.hex(),
             "owner_seed": examples.OWNER_SEED.hex(),
+            "agent_seed": examples.AGENT_SEED.hex(),
             "time": examples.TIME_S,
             "pycose": pycose_bytes.hex(),
         }

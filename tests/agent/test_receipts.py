@@ -1,0 +1,247 @@
+"""Receipts end to end: the real firmware (unix port), a real agent, real mosquitto, real SQLite.
+
+The broker is SIGKILLed three times while the device publishes as fast as it can sign. Under the
+PUBACK rule the messages the broker had acknowledged and not yet delivered were lost with it
+(issue 15); under the receipts rule the device keeps each reading until the agent's signed
+receipt covers it, so every reading it produced is stored, exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fp import ids, messages
+from host_agent import tokens
+from host_agent.simdevice import SimDevice
+from host_agent.wire import nacl_public_key
+from tests.agent.conftest import wait_for
+from tests.agent.test_end_to_end import api
+from tests.agent.test_firmware import HAS_MICROPYTHON, run_on
+
+pytestmark = pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
+SENSOR = "n"  # the sim's counter sensor: its value is the sample number, so a gap is a lost reading
+FAST_BOARD = {
+    "name": "sim",
+    "port": "unix",
+    "pins": {},
+    "sensors": [{"name": SENSOR, "type": "counter", "interval_s": 0.04}],
+}
+KILLS = 3
+READINGS_BETWEEN_KILLS = 150
+
+
+def _seeded_flash(folder: Path) -> tuple[Path, str]:
+    """A flash folder whose device key is known in advance (the id goes into its destinations)."""
+    folder.mkdir(parents=True)
+    seed = os.urandom(32)
+    (folder / "key.seed").write_bytes(seed)
+    return folder, ids.id_from_public_key(nacl_public_key(seed))
+
+
+def _http(device: SimDevice, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{device.http_port}{path}", timeout=5) as response:
+        return response.read()
+
+
+def _status(device: SimDevice) -> dict:
+    return messages.parse_device_message(_http(device, "/status"), "status").body
+
+
+def _stored_values(agent) -> list[int]:
+    rows = agent.store.query("SELECT raw FROM messages WHERE kind='reading'")
+    return [int(messages.parse_device_message(bytes(r[0]), "reading").body[0][2]) for r in rows]
+
+
+def _sigkill_under_load(agent, device, kill_broker) -> dict:
+    """Kill the broker KILLS times under load, stop the sensor, wait; return what was observed."""
+    stored_before = agent.store.count_readings()
+    for _ in range(KILLS):
+        target = agent.store.count_readings() + READINGS_BETWEEN_KILLS
+        wait_for(lambda t=target: agent.store.count_readings() >= t, 60, "readings stored under load")
+        kill_broker()
+    wait_for(
+        lambda: agent.store.count_readings() >= stored_before + KILLS * READINGS_BETWEEN_KILLS, 60, "more"
+    )
+    # stop producing: the last value the sensor gave is then the device's own count
+    for _ in range(3):  # a command is not covered by receipts: the broker's restart may eat one
+        result = run_on(
+            agent, agent.command(device.device_id(), "set-interval", {"sensor": SENSOR, "interval_s": 86400})
+        )
+        if result.outcome == "applied":
+            break
+    assert result.outcome == "applied", (result, list(device.log)[-20:])
+    time.sleep(0.5)
+    last = messages.parse_device_message(_http(device, f"/readings/latest/{SENSOR}"), "reading")
+    produced = int(last.body[0][2]) + 1
+    try:
+        wait_for(lambda: agent.store.count_readings() >= produced, 60, f"all {produced} readings stored")
+    except AssertionError:
+        missing = sorted(set(range(produced)) - set(_stored_values(agent)))
+        info = run_on(agent, agent.command(device.device_id(), "get-info", {})).result
+        raise AssertionError(
+            f"{len(missing)} readings lost, first {missing[:10]}; the device says {info}"
+        ) from None
+    wait_for(lambda: _status(device)["buffered"] == 0, 30, "the device holding nothing any more")
+    return {"produced": produced, "status": _status(device)}
+
+
+def _assert_each_stored_once(agent, produced: int, webhook) -> None:
+    values = _stored_values(agent)
+    assert len(values) == produced, f"{len(values)} stored rows for {produced} readings"
+    assert sorted(values) == list(range(produced)), "a reading is missing or stored twice"
+    resent = agent.ingest.rejected_counts["duplicate"]  # delivered again, acknowledged as stored
+    wait_for(lambda: len(webhook.bodies) >= produced, 30, "every reading forwarded")
+    bodies = [body for _, body in webhook.bodies]
+    forwarded_twice = len(bodies) - len(set(bodies))
+    print(f"produced {produced}, stored once each, sent again {resent}, forwarded twice {forwarded_twice}")
+    assert forwarded_twice <= max(resent, produced) // 100
+
+
+def _add_webhook(agent, webhook) -> None:
+    admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
+    route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}}
+    assert admin.post("/routes", json=route).status_code == 201
+
+
+def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
+    start_agent, mosquitto, tmp_path, webhook
+):
+    agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
+    _add_webhook(agent, webhook)
+    flash, device_id = _seeded_flash(tmp_path / "flash")
+    home = dict(agent.home_destination(device_id), name="home")
+    assert home["receipts"] == agent.receipts.public.hex()
+    (flash / "config.json").write_text(json.dumps({"destinations": [home]}))
+    device = SimDevice(
+        flash, (mosquitto.host, mosquitto.port), board=FAST_BOARD, owner_key=agent.owner.public
+    ).start()
+    try:
+        assert device.device_id(20) == device_id
+        broker = agent.broker
+
+        def kill_broker():
+            restarts = broker.restarts
+            broker.mosquitto.process.send_signal(signal.SIGKILL)
+            wait_for(lambda: broker.restarts > restarts and broker.is_running, 20, "the supervisor's restart")
+
+        seen = _sigkill_under_load(agent, device, kill_broker)
+        assert broker.restarts == KILLS
+        status = seen["status"]
+        assert status["delivery"] == {"home": "receipts"} and status["dropped"] == 0
+        _assert_each_stored_once(agent, seen["produced"], webhook)
+        assert agent.receipts.sent > 0
+    finally:
+        device.stop()
+
+
+def test_vendor_side_broker_sigkilled_three_times_under_load_loses_no_reading(
+    start_agent, mosquitto, tmp_path, webhook
+):
+    vendor = start_agent(role="vendor")  # on the vendor's own (plain) broker, not an embedded one
+    _add_webhook(vendor, webhook)
+    flash, device_id = _seeded_flash(tmp_path / "flash")
+    endpoint = {"host": mosquitto.host, "port": mosquitto.port, "receipts": vendor.receipts.public.hex()}
+    # the vendor agent's key is the owner's here too: the test stops the sensor by command
+    device = SimDevice(
+        flash,
+        (mosquitto.host, mosquitto.port),
+        board=FAST_BOARD,
+        owner_key=vendor.owner.public,
+        provision={"vendor": endpoint},
+    )
+    device.start()
+    try:
+        assert device.device_id(20) == device_id
+
+        def kill_broker():  # nobody supervises this broker: the test starts it again
+            mosquitto.process.send_signal(signal.SIGKILL)
+            mosquitto.process.wait(5)
+            time.sleep(0.3)
+            mosquitto.start()
+
+        seen = _sigkill_under_load(vendor, device, kill_broker)
+        status = seen["status"]
+        assert status["delivery"] == {"vendor": "receipts"} and status["dropped"] == 0
+        _assert_each_stored_once(vendor, seen["produced"], webhook)
+    finally:
+        device.stop()
+
+
+def test_forged_foreign_replayed_receipts_are_ignored_and_counted_and_lose_nothing(
+    start_agent, mosquitto, tmp_path
+):
+    """A broker (here: anyone with the agent's listener) sends the device receipts that would make
+    it drop readings: signed by another key, for another device, with a broken signature, and a
+    genuine one again. Each is refused and counted; every reading is still stored."""
+    import paho.mqtt.client as mqtt
+
+    from fp import topics
+    from host_agent.wire import nacl_signer
+    from tests.agent.conftest import Publisher
+
+    agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
+    flash, device_id = _seeded_flash(tmp_path / "flash")
+    home = dict(agent.home_destination(device_id), name="home")
+    (flash / "config.json").write_text(json.dumps({"destinations": [home]}))
+    board = dict(FAST_BOARD, sensors=[{"name": SENSOR, "type": "counter", "interval_s": 0.2}])
+    device = SimDevice(
+        flash, (mosquitto.host, mosquitto.port), board=board, owner_key=agent.owner.public
+    ).start()
+    broker = agent.broker
+    # another device on the devices' listener may not read this device's receipts (ACL)
+    neighbour = Publisher(broker.host, broker.port, client_id="neighbour", username="b" * 24)
+    attacker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="attacker")
+    attacker.username_pw_set(*broker.agent_credentials())
+    genuine: list[bytes] = []
+    attacker.on_message = lambda c, u, m: genuine.append(bytes(m.payload))
+    attacker.connect("127.0.0.1", broker.agent_port)
+    attacker.loop_start()
+    try:
+        assert device.device_id(20) == device_id
+        topic = topics.topic(device_id, "receipt")
+        neighbour.subscribe(topic)
+        attacker.subscribe(topic, 1)
+        wait_for(lambda: genuine, 20, "a genuine receipt")
+        everything = [[boot, 0, 0xFFFFFFFF] for boot in range(4)]
+        other_seed = os.urandom(32)
+        forged = [
+            messages.encode_receipt(
+                nacl_signer(other_seed), nacl_public_key(other_seed), device_id, 2**62, everything
+            ),
+            agent.receipts.receipt("c" * 24, everything),  # the agent's key, for another device
+            agent.receipts.receipt(device_id, everything)[:-1] + b"\x00",  # signature broken
+            genuine[0],  # replayed: its counter is not above the last one taken
+            b"\xd2\x84garbage",
+        ]
+        for data in forged:
+            attacker.publish(topic, data, qos=1).wait_for_publish(5)
+
+        def refused():
+            info = run_on(agent, agent.command(device_id, "get-info", {})).result
+            return info["receipts"]["home"][1] >= len(forged) and info
+
+        info = wait_for(refused, 20, "every forged receipt refused")
+        assert info["dropped"] == 0 and info["delivery"] == {"home": "receipts"}
+        assert _status(device)["receipts_refused"] >= len(forged)
+        result = run_on(
+            agent, agent.command(device_id, "set-interval", {"sensor": SENSOR, "interval_s": 86400})
+        )
+        assert result.outcome == "applied"
+        time.sleep(0.5)
+        last = messages.parse_device_message(_http(device, f"/readings/latest/{SENSOR}"), "reading")
+        produced = int(last.body[0][2]) + 1
+        wait_for(lambda: agent.store.count_readings() >= produced, 30, "every reading stored")
+        assert sorted(_stored_values(agent)) == list(range(produced))
+        assert neighbour.received == []
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+        neighbour.close()
+        device.stop()
