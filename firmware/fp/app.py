@@ -477,12 +477,12 @@ class Device:
             subscriptions.append((receipt_topic, 1))
         destination = None
 
-        async def on_message(topic, payload):
-            if topic == receipt_topic:
+        async def on_message(message):
+            if message.topic == receipt_topic:
                 if destination is not None and destination.receipt_key is not None:
-                    destination.on_receipt(bytes(payload))
+                    destination.on_receipt(bytes(message.payload))
             else:
-                await self.on_message(topic, payload)
+                await self.on_message(message)
 
         client = MQTTClient(
             broker,
