@@ -11,6 +11,9 @@ A metric-limited token gets a reading's signed message only when every value in 
 its metrics; the others come cut to its metrics, without the message (`is_partial`).
 In the vendor role a token belongs to an account (an owner id) and sees only the devices whose
 card names that owner (the owner whose key signed the claim).
+The owner's console (host_agent.console) is mounted behind these routes, at `/` and
+`/console/...`: its pages want a session (signed in with a token), and its sign-in page
+/console/login and its static files /console/static hold no data.
 """
 
 import asyncio
@@ -334,4 +337,7 @@ def build_app(agent) -> FastAPI:
             "entries": await asyncio.to_thread(store.audit_entries, after_seq, limit),
         }
 
+    from host_agent.console import mount
+
+    mount(app, agent)  # last: its pages take every path the API does not
     return app
