@@ -96,7 +96,7 @@ def browser(tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def reading_at(device, values, time_s: float) -> bytes:
+def reading_at(device, values, time_s: float) -> bytes:  # noqa: F811
     """A reading of `device` signed with this time (FakeDevice.reading's time is fixed)."""
     from fp import messages
 
