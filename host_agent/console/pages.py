@@ -294,7 +294,8 @@ def build_console(ctx: Context) -> FastAPI:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"  # a sign-in link never leaves in a Referer
+        # a sign-in link never leaves in a Referer; "no-referrer" would make Chrome send `Origin: null`
+        response.headers["Referrer-Policy"] = "same-origin"
         if not request.url.path.startswith("/console/static/"):
             response.headers["Cache-Control"] = "no-store"
         return response
@@ -558,7 +559,9 @@ def build_console(ctx: Context) -> FastAPI:
         now = time.time()
         rows = []
         for device in devices:
-            names = await asyncio.to_thread(series.metrics, store, device["device_id"]) or ["*"]
+            # "*": the whole device (a route limited to metrics carries only readings made of them
+            # alone, since a signed reading cannot be cut), then each metric it has reported
+            names = ["*", *await asyncio.to_thread(series.metrics, store, device["device_id"])]
             is_instead = any(
                 r["mode"] == "instead-of"
                 and not routing.is_expired(r, now)
