@@ -57,6 +57,21 @@ NOTES = {
 }
 
 
+DEVICE_COLUMNS = "device_id, owner_id, name, board, firmware, state, first_seen, last_seen, last_status"
+DEVICE_KEYS = ("device_id", "owner_id", "name", "board", "firmware", "state", "first_seen", "last_seen")
+# the devices page's two queries: SEARCH by the primary key, and by devices_state (series.SCHEMA)
+DEVICES_AFTER = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?"
+ONE_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?"
+PENDING = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE state='pending' ORDER BY device_id LIMIT 1000"
+
+
+def _device(row: tuple) -> dict[str, Any]:
+    """A devices row as Store.devices gives it."""
+    item: dict[str, Any] = dict(zip(DEVICE_KEYS, row[:8], strict=True))
+    item["status"] = json.loads(row[8]) if row[8] else None
+    return item
+
+
 class SignInNeeded(Exception):
     """No session, or its token was revoked: the sign-in page, 401."""
 
@@ -171,7 +186,8 @@ def _parse_range(since_s: float | None, until_s: float | None, range_name: str |
 
 
 async def visible_device(ctx: Context, who: Principal, device_id: str) -> dict[str, Any]:
-    device = await asyncio.to_thread(ctx.agent.store.device, device_id)
+    rows = await asyncio.to_thread(ctx.agent.store.query, ONE_DEVICE, (device_id,))
+    device = _device(rows[0]) if rows else None
     if device is None or not who.can_see(device):
         raise Refused(404, f"no device {device_id} for this token")
     return device
@@ -387,10 +403,20 @@ def build_console(ctx: Context) -> FastAPI:
     # --- devices ---------------------------------------------------------------------------------
 
     async def device_lists(seen: Viewer, after: str) -> dict[str, Any]:
+        """Pending devices, then a page of the others in id order (index searches, no scan)."""
         store = agent.store
-        devices = [d for d in await asyncio.to_thread(store.devices) if seen.who.can_see(d)]
-        pending = [d for d in devices if d["state"] == "pending"]
-        others = [d for d in devices if d["state"] != "pending" and d["device_id"] > after]
+        pending = []
+        if seen.is_admin:
+            rows = await asyncio.to_thread(store.query, PENDING, ())
+            pending = [d for d in map(_device, rows) if seen.who.can_see(d)]
+        others: list[dict[str, Any]] = []
+        cursor = after
+        while len(others) <= DEVICES_PAGE:
+            rows = await asyncio.to_thread(store.query, DEVICES_AFTER, (cursor, DEVICES_PAGE + 1))
+            others += [d for d in map(_device, rows) if seen.who.can_see(d) and d["state"] != "pending"]
+            if len(rows) <= DEVICES_PAGE:
+                break
+            cursor = rows[-1][0]
         return {
             "pending": pending,
             "devices": others[:DEVICES_PAGE],
@@ -465,7 +491,11 @@ def build_console(ctx: Context) -> FastAPI:
 
     @console.get("/console/devices/{device_id}")
     async def device_page(
-        request: Request, device_id: str, seen: Seen, note: str | None = None
+        request: Request,
+        device_id: str,
+        seen: Seen,
+        note: str | None = None,
+        range: Annotated[str, Query(max_length=8)] = "1d",
     ) -> HTMLResponse:
         device = await visible_device(ctx, seen.who, device_id)
         store = agent.store
@@ -482,6 +512,7 @@ def build_console(ctx: Context) -> FastAPI:
             card_hex=card.hex() if card else "",
             is_online=is_online(device),
             ranges=list(RANGES_S),
+            selected_range=range if range in RANGES_S else "1d",
             note=NOTES.get(note or ""),
             owner_id=agent.owner.owner_id,
         )
