@@ -332,7 +332,9 @@ def build_console(ctx: Context) -> FastAPI:
                 env.get_template("_message.html").render(message=error.message, is_error=True),
                 status_code=error.status,
             )
-        if request.url.path in ("/console/series", "/console/session"):
+        is_page = "text/html" in request.headers.get("accept", "")
+        if request.url.path in ("/console/series", "/console/session") or not is_page:
+            # an API client on a path the API does not have gets the API's kind of answer
             return JSONResponse({"detail": error.message}, status_code=error.status)
         viewer = await _viewer_or_none(request)
         return page(request, "error.html", error.status, viewer=viewer, message=error.message)

@@ -48,6 +48,8 @@ def test_pages_answer_401_with_the_sign_in_page_without_a_session_or_with_a_forg
     # the API keeps its paths and its bearer tokens beside the console
     assert httpx.get(f"{anonymous.base_url}/devices").status_code == 401
     assert httpx.get(f"{anonymous.base_url}/healthz").status_code == 200
+    missing = httpx.get(f"{anonymous.base_url}/no-such-route")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
 
 
 def test_session_cookie_is_httponly_and_samesite_strict_and_pages_forbid_framing(start_agent, console_client):
