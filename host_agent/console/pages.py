@@ -731,6 +731,9 @@ def build_console(ctx: Context) -> FastAPI:
 
     @console.post("/console/tokens/{name}/revoke")
     async def revoke_token(name: str, seen: Changer) -> Response:
+        if seen.who.account is not None or seen.who.devices is not None:
+            # a limited token may not end the sessions of tokens beyond its limits (another account's)
+            raise Refused(403, "only an admin token without device or account limits revokes tokens")
         await asyncio.to_thread(tokens.revoke, agent.store, name)
         return RedirectResponse("/console/records?note=revoked", status_code=303)
 

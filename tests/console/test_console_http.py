@@ -149,6 +149,12 @@ def test_vendor_account_sees_only_its_devices_and_another_accounts_device_is_not
     routes = client.post("/console/routes", {"device": bob.device_id, "metric": "temp", "mode": "vendor"})
     assert routes.status_code == 404
     assert agent.store.device(bob.device_id)["name"] is None
+    tokens.issue(agent.store, "bob", "admin", account=bob_owner)
+    assert client.post("/console/tokens/bob/revoke").status_code == 403
+    assert [t["name"] for t in agent.store.tokens() if not t["revoked"]] == [
+        "alice",
+        "bob",
+    ]
 
 
 def test_a_device_name_with_markup_is_shown_as_text_on_every_page(
