@@ -678,7 +678,7 @@ def build_console(ctx: Context) -> FastAPI:
 
     # --- shares and records ----------------------------------------------------------------------
 
-    async def records_view() -> dict[str, Any]:
+    async def records_view(seen: Viewer) -> dict[str, Any]:
         store = agent.store
         bad = await asyncio.to_thread(store.audit_verify)
         last = (await asyncio.to_thread(store.query, "SELECT MAX(seq) FROM audit"))[0][0] or 0
@@ -690,7 +690,11 @@ def build_console(ctx: Context) -> FastAPI:
             "audit": list(reversed(entries)),
             "rejection_counts": {k: v for k, v in agent.ingest.rejected_counts.items() if v},
             "rejections": await asyncio.to_thread(store.rejections, 50),
-            "tokens": await asyncio.to_thread(store.tokens),
+            "tokens": [
+                t
+                for t in await asyncio.to_thread(store.tokens)
+                if seen.who.account is None or t["account"] == seen.who.account  # an account: its own
+            ],
             "scopes": tokens.SCOPES,
         }
 
@@ -704,7 +708,7 @@ def build_console(ctx: Context) -> FastAPI:
             viewer=seen,
             note=NOTES.get(note or ""),
             created=None,
-            **await records_view(),
+            **await records_view(seen),
         )
 
     @console.post("/console/tokens")
@@ -726,7 +730,7 @@ def build_console(ctx: Context) -> FastAPI:
             viewer=seen,
             note=None,
             created={"name": name, "secret": secret},
-            **await records_view(),
+            **await records_view(seen),
         )
 
     @console.post("/console/tokens/{name}/revoke")

@@ -151,6 +151,8 @@ def test_vendor_account_sees_only_its_devices_and_another_accounts_device_is_not
     assert agent.store.device(bob.device_id)["name"] is None
     tokens.issue(agent.store, "bob", "admin", account=bob_owner)
     assert client.post("/console/tokens/bob/revoke").status_code == 403
+    records = client.get("/console/records").text
+    assert "<td>alice</td>" in records and "<td>bob</td>" not in records  # an account sees its own tokens
     assert [t["name"] for t in agent.store.tokens() if not t["revoked"]] == [
         "alice",
         "bob",
