@@ -315,3 +315,45 @@ def test_tokens_made_in_the_console_are_shown_once_and_revoked_there(start_agent
     entries = agent.store.audit_entries()
     assert [e["kind"] for e in entries[-2:]] == ["token-granted", "token-revoked"]
     assert json.dumps(entries[-2]["data"]).count(secret) == 0
+
+
+def test_records_name_the_first_bad_audit_entry_and_the_reasons_of_refused_messages(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    _accepted_device(agent, publisher, device)
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    forger = FakeDevice(os.urandom(32))
+    forged = reading_at(forger, [("temp", "Cel", 99.0)], time.time())
+    publisher.publish(device.topic("reading"), forged)  # signed by another key, under this device's topic
+    wait_for(lambda: agent.store.rejections(), 10, "the refusal stored")
+    records = admin.get("/console/records").text
+    assert "The chain is intact" in records and "BROKEN" not in records
+    assert "wrong-topic" in records or "bad-signature" in records
+    with agent.store.lock:
+        agent.store.db.execute("UPDATE audit SET data='{\"name\":\"someone else\"}' WHERE seq=1")
+    broken = admin.get("/console/records").text
+    assert "The chain is BROKEN at entry 1: " in broken and '<tr class="bad"><td>1</td>' in broken
+
+
+def test_where_the_data_goes_shows_a_failing_destination_with_its_last_error(
+    start_agent, publisher, device, console_client, webhook
+):
+    agent = start_agent()
+    _accepted_device(agent, publisher, device)
+    webhook.status = 503
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    share = {
+        "device": device.device_id,
+        "metric": "*",
+        "mode": "in-addition-to",
+        "type": "webhook",
+        "url": webhook.url,
+    }
+    assert admin.post("/console/routes", share).status_code == 303
+    publisher.publish(device.topic("reading"), reading_at(device, [("temp", "Cel", 20.0)], time.time()))
+    wait_for(lambda: agent.outbox.failed >= 1, 10, "a failed delivery")
+    page = admin.get("/console/routes").text
+    assert "failing: 1 queued, 0 delivered; last error:" in page and "503" in page
+    webhook.status = 200
+    wait_for(lambda: "delivered: 0 queued, 1 delivered" in admin.get("/console/routes").text, 15, "delivered")
