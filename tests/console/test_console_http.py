@@ -357,3 +357,32 @@ def test_where_the_data_goes_shows_a_failing_destination_with_its_last_error(
     assert "failing: 1 queued, 0 delivered; last error:" in page and "503" in page
     webhook.status = 200
     wait_for(lambda: "delivered: 0 queued, 1 delivered" in admin.get("/console/routes").text, 15, "delivered")
+
+
+def test_reject_and_commands_go_through_the_agent_and_bad_arguments_are_refused(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent(command_timeout_s=1.0)
+    _accepted_device(agent, publisher, device)
+    stranger = FakeDevice(os.urandom(32))
+    publish_card(publisher, stranger)
+    wait_for(lambda: agent.store.device(stranger.device_id), 10, "the pending device")
+    publisher.subscribe(device.topic("command"))
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    rejected = admin.post(f"/console/devices/{stranger.device_id}/reject", headers={"hx-request": "true"})
+    assert rejected.status_code == 200 and "Device rejected." in rejected.text
+    assert agent.store.device(stranger.device_id)["state"] == "rejected"
+    assert admin.post(f"/console/devices/{stranger.device_id}/accept").status_code == 400  # not pending
+    path = f"/console/devices/{device.device_id}/command"
+    for fields in (
+        {"op": "erase-everything"},
+        {"op": "set-interval", "sensor": "env", "interval_s": "soon"},
+        {"op": "set-interval", "sensor": "env", "interval_s": "0"},
+        {"op": "hand-over", "owner_hex": "zz"},
+    ):
+        assert admin.post(path, fields).status_code == 400, fields
+    sent = admin.post(path, {"op": "reboot"})
+    assert sent.status_code == 200 and "no signed acknowledgement" in sent.text  # a fake device never answers
+    wait_for(lambda: publisher.received, 5, "the signed command on the device's topic")
+    audited = [e["data"] for e in agent.store.audit_entries() if e["kind"] == "command"]
+    assert [a["op"] for a in audited] == ["reboot"]
