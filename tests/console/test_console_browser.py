@@ -185,6 +185,7 @@ def test_a_read_only_token_has_no_buttons_and_its_posts_are_refused(
 
 def _fill_share(row, mode: str, fields: dict[str, str]) -> None:
     row.find_element(By.CSS_SELECTOR, f'input[name="mode"][value="{mode}"]').click()
+    row.find_element(By.CSS_SELECTOR, "details summary").click()
     for name, value in fields.items():
         if name == "type":
             row.find_element(
