@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import math
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
     " connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 )
+ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 COMMAND_OPS = ("claim", "set-interval", "reboot", "hand-over")
 NOTES = {
     "accepted": "Device accepted.",
@@ -653,12 +655,14 @@ def build_console(ctx: Context) -> FastAPI:
             "mode": mode,
             "terms": _terms(form),
         }
-        name = form.get("name") or f"{device_id[:8]}-{metric}".replace("*", "all")
+        name = form.get("name") or re.sub(
+            r"[^A-Za-z0-9._-]", "-", f"{device_id[:8]}-{metric}".replace("*", "all")
+        )
+        if not ROUTE_NAME.fullmatch(name):
+            raise Refused(400, "a route name is 1 to 64 letters, digits, '.', '_' or '-'")
         if own and not form.get("name"):
             await agent.change_route(own[0]["name"], spec)
             return RedirectResponse("/console/routes?note=route-changed", status_code=303)
-        if len(name) > 64:
-            raise Refused(400, "a route name has at most 64 characters")
         await agent.add_route(name, spec)
         return RedirectResponse("/console/routes?note=route-added", status_code=303)
 

@@ -291,6 +291,7 @@ def test_console_route_changes_are_the_agents_signed_and_audited_routes(
     bad = admin.post("/console/routes", dict(share, type="ftp"))
     assert bad.status_code == 400 and "destination type" in bad.text
     assert admin.post("/console/routes", dict(share, until="someday")).status_code == 400
+    assert admin.post("/console/routes", dict(share, name="../x")).status_code == 400
     assert admin.post("/console/routes", dict(share, mode="vendor")).status_code == 303
     assert agent.store.routes() == []
     kinds = [e["kind"] for e in agent.store.audit_entries()]
