@@ -293,6 +293,10 @@ def build_console(ctx: Context) -> FastAPI:
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     console.state.context = ctx
     console.mount("/console/static", StaticFiles(directory=STATIC), name="static")
+    if not (STATIC / "vendor" / "htmx.min.js").exists():
+        log.warning(
+            "console: htmx and uPlot are missing from %s: run `bash scripts/install`", STATIC / "vendor"
+        )
 
     def page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         viewer: Viewer | None = values.pop("viewer", None)
