@@ -18,6 +18,10 @@ Bad input gets a 4xx, never a 500: a body over `api.max_body_bytes` is refused w
 is read (BodyLimit), texts have length caps, numbers are range-checked and finite (422), and a
 live stream ends within STREAM_CHECK_S of its token's revocation. Route passwords never leave:
 GET /routes shows `has_password` instead (docs/security.md).
+
+The owner's console (host_agent.console) is mounted behind these routes, at `/` and
+`/console/...`: its pages want a session (signed in with a token), and its sign-in page
+/console/login and its static files /console/static hold no data.
 """
 
 import asyncio
@@ -592,4 +596,7 @@ def build_app(agent) -> FastAPI:
             "entries": await asyncio.to_thread(store.audit_entries, after_seq, limit),
         }
 
+    from host_agent.console import mount
+
+    mount(app, agent)  # last: its pages take every path the API does not
     return app

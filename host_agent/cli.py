@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "tokens": "host_agent.verbs.tokens",
     "audit": "host_agent.verbs.audit",
     "status": "host_agent.verbs.status",
+    "console-link": "host_agent.verbs.console_link",
     "virtual-board": "host_agent.virtual_board",
     "flash": "host_agent.flash",
     "api-spec": "host_agent.verbs.api_spec",

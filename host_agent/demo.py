@@ -38,6 +38,7 @@ from rich.table import Table
 from fp import ids, messages, topics
 from host_agent import config as agent_config
 from host_agent import tokens, wire
+from host_agent.console import auth
 from host_agent.errors import UserError
 from host_agent.mosquitto import free_port
 from host_agent.owner import Owner
@@ -164,6 +165,7 @@ class Demo:
             base_url=self.api_url, headers={"authorization": f"Bearer {self.token}"}, timeout=30
         )
         self._cleanups.append(self.api.close)
+        self.console_link = auth.link_url(self.api_url, auth.create_link_code(self.home.store, self.token))
         self.attacker = Attacker(self.vendor)
         self._cleanups.append(self.attacker.stop)
         board = json.loads((BOARDS / "sim.json").read_text())
@@ -345,6 +347,7 @@ class Demo:
     def play(self, duration_s: float | None) -> None:
         kitchen, garage, attic = self.ids
         self.say(f"your agent's API: {self.api_url}/docs (the CLI works too, see the end)")
+        self.say(f"your console: {self.api_url}/ - sign in once with {self.console_link}")
         self.say("three devices boot and report to the vendor's service, their factory default")
         self.wait_for(
             lambda: all(self._count(self.vendor, i) for i in self.ids),
@@ -520,6 +523,8 @@ class Demo:
                 "Where to look next:",
                 f"  data folder (agents' databases and log, brokers, device flash): {self.data_dir}",
                 f"  your agent's API while it runs: {self.api_url}, its OpenAPI page {self.api_url}/docs",
+                "  the console (web pages) of your agent run again: the address and a sign-in link that"
+                f" `serve` prints, or a new link: .venv/bin/firstparty console-link --config {config}",
                 "  run your agent again on the demo's data, then use the CLI and the API:",
                 f"    .venv/bin/firstparty serve --config {config}",
                 f"    .venv/bin/firstparty devices list --config {config}",

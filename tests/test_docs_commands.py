@@ -35,7 +35,7 @@ FIRSTPARTY = Path(sys.executable).with_name("firstparty")
 DOC_DEVICE_ID = "kzdvvj2umnduyauf35o36k6k"  # the device of docs/protocol.md: seed 000102...1f
 DOC_DEVICE_SEED = bytes(range(32))
 # verbs shown in the docs that the docs world runs for real, against the agent it started
-WORLD_VERBS = ("devices", "routes", "command", "tokens", "audit", "status")
+WORLD_VERBS = ("devices", "routes", "command", "tokens", "audit", "status", "console-link")
 # the home server's paths in docs/operations.md, played by the docs world's folder
 SERVER_DATA_DIR = "/var/lib/firstparty/"
 
@@ -207,6 +207,10 @@ class World:
             assert f"{args.op}: applied" in run.stdout, output
         if args.command == "routes" and args.action == "add" and args.instead_of_vendor:
             assert "set-destinations applied" in run.stdout, output
+        if args.command == "console-link":  # the link signs in once
+            link = run.stdout.strip()
+            assert httpx.get(link).headers.get("set-cookie", "").startswith("fp_session="), output
+            assert httpx.get(link).status_code == 401, f"{where}: the link signed in twice"
 
 
 @pytest.fixture(scope="module")

@@ -61,8 +61,8 @@ def open_store(config: agent_config.Config) -> Store:
     return Store(config.store.path)
 
 
-def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> None:
-    """Give the CLI on this machine an admin token for the running agent (file mode 0600)."""
+def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> str:
+    """Give the CLI on this machine an admin token for the running agent (file mode 0600); return it."""
     from host_agent import tokens
 
     path = config.data_dir / RUNTIME_FILE
@@ -76,6 +76,7 @@ def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> N
     with os.fdopen(fd, "w") as file:
         json.dump({"api": f"http://{config.api.host}:{api_port}", "token": token, "pid": os.getpid()}, file)
     os.replace(tmp, path)
+    return token
 
 
 def call_agent(

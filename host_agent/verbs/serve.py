@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from host_agent.console import auth
 from host_agent.service import Agent
 from host_agent.verbs.common import add_config_argument, load_config, write_runtime
 
@@ -29,10 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     def announce() -> None:
         if agent.ready.wait(60) and agent.api_port:
-            write_runtime(config, agent.api_port, agent.store)
+            token = write_runtime(config, agent.api_port, agent.store)
+            api = f"http://{config.api.host}:{agent.api_port}"
+            link = auth.link_url(api, auth.create_link_code(agent.store, token))
             print(
-                f"firstparty: {config.role} agent, owner {agent.owner.owner_id}, "
-                f"API http://{config.api.host}:{agent.api_port}",
+                f"firstparty: {config.role} agent, owner {agent.owner.owner_id}, API {api}\n"
+                f"firstparty: console {api}/ (sign in once with {link} within 10 minutes,"
+                " or later with `firstparty console-link`)",
                 flush=True,
             )
 

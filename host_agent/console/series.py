@@ -1,0 +1,199 @@
+"""Readings as time series: an index of every numeric value (device, metric, time) and the
+downsampled view the console's plots and GET /devices/{device_id}/series read.
+
+A reading's values live only in its signed bytes (store.reading_values decodes them), so a plot
+of a year cannot decode its readings on each request. The index holds each numeric value once,
+keyed (device_id, metric, t): a range of one metric of one device is one index search, and
+`buckets` folds it into at most `points` (min, avg, max) buckets in SQL. Plots of a month or
+more read hourly sums instead (series_hour: count, sum, min, max per hour), so a year of readings
+every minute is 8,760 rows instead of 525,600 (0.3-0.5 s of index walk, measured: see
+docs/benchmarks.md). The indexer follows the messages table by id (SEARCH by rowid), a batch at a
+time, off the ingest path.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from host_agent.store import Store, reading_values
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+  device_id TEXT NOT NULL, metric TEXT NOT NULL, t REAL NOT NULL, message_id INTEGER NOT NULL,
+  v REAL NOT NULL, PRIMARY KEY (device_id, metric, t, message_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series_hour (
+  device_id TEXT NOT NULL, metric TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,
+  total REAL NOT NULL, low REAL NOT NULL, high REAL NOT NULL, first_t REAL NOT NULL,
+  PRIMARY KEY (device_id, metric, hour)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series_state (
+  id INTEGER PRIMARY KEY CHECK (id = 1), last_message_id INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS devices_state ON devices (state, device_id);
+"""
+BATCH = 5000  # readings decoded per transaction of the indexer
+MAX_POINTS = 2000
+BUCKETS = (
+    "SELECT CAST((t - ?) / ? AS INTEGER) AS b, MIN(t), MIN(v), AVG(v), MAX(v), COUNT(*) FROM series"
+    " WHERE device_id=? AND metric=? AND t>=? AND t<? GROUP BY b ORDER BY b"
+)
+HOUR_S = 3600
+HOURLY_BUCKETS = (
+    "SELECT CAST((hour * 3600 - ?) / ? AS INTEGER) AS b, MIN(first_t), MIN(low), SUM(total) / SUM(n),"
+    " MAX(high), SUM(n) FROM series_hour WHERE device_id=? AND metric=? AND hour>=? AND hour<?"
+    " GROUP BY b ORDER BY b"
+)
+UPSERT_HOUR = (
+    "INSERT INTO series_hour VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, metric, hour) DO UPDATE SET"
+    " n=n+excluded.n, total=total+excluded.total, low=MIN(low, excluded.low),"
+    " high=MAX(high, excluded.high), first_t=MIN(first_t, excluded.first_t)"
+)
+METRICS = "SELECT DISTINCT metric FROM series WHERE device_id=?"
+
+
+def ensure_schema(store: Store) -> None:
+    with store.lock:
+        store.db.executescript(SCHEMA)
+
+
+@dataclass(slots=True, frozen=True)
+class Buckets:
+    """One metric of one device over [since_s, until_s) in buckets of `step_s` seconds."""
+
+    device_id: str
+    metric: str
+    since_s: float
+    until_s: float
+    step_s: float
+    t: list[float]  # each bucket's first time
+    min: list[float]
+    avg: list[float]
+    max: list[float]
+    count: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "metric": self.metric,
+            "since_s": self.since_s,
+            "until_s": self.until_s,
+            "step_s": self.step_s,
+            "t": self.t,
+            "min": self.min,
+            "avg": self.avg,
+            "max": self.max,
+            "count": self.count,
+        }
+
+
+def step_for(since_s: float, until_s: float, points: int) -> float:
+    """The bucket width that cuts [since_s, until_s) into at most `points` buckets: whole seconds,
+    or whole hours once a bucket is an hour or more (then the hourly sums answer)."""
+    step = max(1, math.ceil((until_s - since_s) / points))
+    if step >= HOUR_S:
+        step = math.ceil(step / HOUR_S) * HOUR_S
+    return float(step)
+
+
+def buckets(
+    store: Store, device_id: str, metric: str, since_s: float, until_s: float, points: int
+) -> Buckets:
+    """min/avg/max of `metric` per time step, at most `points` buckets, empty ones left out.
+
+    With steps of an hour or more the buckets are made of whole hours (UTC), from the hour that
+    holds `since_s`, to the hour that holds `until_s`.
+    """
+    step = step_for(since_s, until_s, points)
+    if step >= HOUR_S:
+        first_hour, end_hour = int(since_s // HOUR_S), int(math.ceil(until_s / HOUR_S))
+        since_s = float(first_hour * HOUR_S)
+        rows = store.query(HOURLY_BUCKETS, (since_s, step, device_id, metric, first_hour, end_hour))
+    else:
+        rows = store.query(BUCKETS, (since_s, step, device_id, metric, since_s, until_s))
+    return Buckets(
+        device_id,
+        metric,
+        since_s,
+        until_s,
+        step,
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
+    )
+
+
+def metrics(store: Store, device_id: str) -> list[str]:
+    """The metrics a device has reported numbers for, by name."""
+    return sorted(r[0] for r in store.query(METRICS, (device_id,)))
+
+
+def _numbers(body: str | None, raw: bytes) -> list[tuple[str, float]]:
+    return [
+        (name, float(value))
+        for name, _unit, value in reading_values(body, raw)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ]
+
+
+def catch_up(store: Store, batch: int = BATCH) -> int:
+    """Index the readings stored since the last call (up to `batch`); return how many were read."""
+    done = store.query("SELECT last_message_id FROM series_state WHERE id=1")
+    after = done[0][0] if done else 0
+    rows = store.query(
+        "SELECT id, device_id, COALESCE(time_s, received_s), body, raw FROM messages"
+        " WHERE id>? AND kind='reading' ORDER BY id LIMIT ?",
+        (after, batch),
+    )
+    if not rows:
+        return 0
+    values = []
+    hours: dict[tuple[str, str, int], list[float]] = {}  # n, total, low, high, first_t
+    for message_id, device_id, t, body, raw in rows:
+        try:
+            numbers = _numbers(body, raw)
+        except (ValueError, TypeError, KeyError):  # ingest verified it; a row it did not is skipped
+            continue
+        for name, v in numbers:
+            values.append((device_id, name, t, message_id, v))
+            cell = hours.get((device_id, name, int(t // HOUR_S)))
+            if cell is None:
+                hours[(device_id, name, int(t // HOUR_S))] = [1, v, v, v, t]
+            else:
+                cell[0] += 1
+                cell[1] += v
+                cell[2] = min(cell[2], v)
+                cell[3] = max(cell[3], v)
+                cell[4] = min(cell[4], t)
+    with store.transaction() as db:
+        db.executemany("INSERT OR IGNORE INTO series VALUES (?,?,?,?,?)", values)
+        db.executemany(UPSERT_HOUR, [(*key, *cell) for key, cell in hours.items()])
+        db.execute(
+            "INSERT INTO series_state (id, last_message_id) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET last_message_id=excluded.last_message_id",
+            (rows[-1][0],),
+        )
+    return len(rows)
+
+
+def prune(store: Store) -> int:
+    """Drop the values of readings the store no longer holds (retention); a scan, run rarely."""
+    with store.transaction() as db:
+        oldest = db.execute("SELECT MIN(id) FROM messages WHERE kind='reading'").fetchone()[0]
+        if oldest is None:
+            return 0
+        oldest_t = db.execute(
+            "SELECT COALESCE(time_s, received_s) FROM messages WHERE id=?", (oldest,)
+        ).fetchone()[0]
+        db.execute("DELETE FROM series_hour WHERE hour<?", (int(oldest_t // HOUR_S),))
+        return db.execute("DELETE FROM series WHERE message_id<?", (oldest,)).rowcount
+
+
+def query_plan(store: Store, sql: str, args: tuple) -> list[str]:
+    """EXPLAIN QUERY PLAN's detail lines (for the benchmark's check that no query scans a table)."""
+    try:
+        return [row[3] for row in store.query("EXPLAIN QUERY PLAN " + sql, args)]
+    except sqlite3.Error as error:
+        return [f"error: {error}"]
