@@ -35,8 +35,8 @@ def make_ca(folder: Path, name: str) -> Path:
 
 
 def micropython_binary() -> str:
-    """Return the path of the `micropython` command (the unix port), preferring the venv's."""
-    return venv_tool("micropython")
+    """Return the path of the `micropython` command (the unix port): $FP_MICROPYTHON, else the venv's."""
+    return os.environ.get("FP_MICROPYTHON") or venv_tool("micropython")
 
 
 def micropython_env(extra_path: list[Path] | None = None) -> dict[str, str]:

@@ -1,9 +1,14 @@
 """Ed25519 (RFC 8032) for MicroPython and CPython: sign with a fixed-base table, verify as libsodium.
 
-Field elements are Python integers kept loosely reduced modulo p = 2^255 - 19 with the identity
-2^255 = 19 (mod p): `(x & M) + 19 * (x >> 255)`, which is far cheaper than `%` on MicroPython's
-big integers. Points are in extended coordinates (X, Y, Z, T). [r]B uses a 12 KB table generated
-on the host (firmware/tools/gen_ed25519_table.py), read into one bytes object on first use.
+Points are in extended coordinates (X, Y, Z, T). [r]B uses a 12 KB table generated on the host
+(firmware/tools/gen_ed25519_table.py), read into one buffer on first use.
+
+Two field arithmetics. Where MicroPython has viper (unix port, ESP32), signing ([r]B and its
+encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer that also holds the table,
+so a signature allocates a few hundred bytes instead of ~466 KB of short-lived big integers.
+Elsewhere (CPython, the webassembly port), and for verify, field elements are Python integers kept
+loosely reduced modulo p = 2^255 - 19 with the identity 2^255 = 19 (mod p):
+`(x & M) + 19 * (x >> 255)`, far cheaper than `%` on MicroPython's big integers.
 
 verify() accepts exactly what libsodium's crypto_sign_verify_detached accepts: S < L, R and the
 public key not in libsodium's small-order blocklist, the public key canonical (y < p), and the
@@ -14,6 +19,11 @@ indexing leak timing); a device key is revocable, not hardware-bound (see docs/s
 """
 
 from fp.sha512 import SHA512
+
+try:
+    from fp import fe25519
+except (ImportError, SyntaxError):  # no viper here (CPython, the webassembly port): big integers
+    fe25519 = None
 
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
@@ -50,9 +60,10 @@ def load_table(path=None):
     if _TABLE is None:
         if path is None:
             path = _TABLE_PATH or (__file__.rsplit("/", 1)[0] + "/ed25519_base.bin")
-        data = bytearray(TABLE_BYTES)  # read straight into one buffer: no growing copies
+        # read straight into one buffer: no growing copies; with viper, the registers' buffer
+        data = fe25519.MEMORY if fe25519 else bytearray(TABLE_BYTES)
         with open(path, "rb") as f:
-            size = f.readinto(data)
+            size = f.readinto(memoryview(data)[:TABLE_BYTES])
             extra = f.read(1)
         if size != TABLE_BYTES or extra:
             raise ValueError(
@@ -220,6 +231,120 @@ def _base_mult(scalar):
     return X, Y, Z, T
 
 
+_DIGITS = bytearray(64)
+if fe25519:
+    _X, _Y, _Z, _T = (fe25519.reg(n) for n in range(4))
+    _R = [fe25519.reg(n) for n in range(4, 16)]  # scratch registers
+
+
+def _fast_set_identity():
+    memory = fe25519.MEMORY
+    for register in (_X, _Y, _Z, _T):
+        memory[2 * register : 2 * register + 32] = bytes(32)
+    memory[2 * _Y] = 1
+    memory[2 * _Z] = 1
+
+
+def _fast_double():
+    # as _double, in registers: X, Y, Z, T = [2](X, Y, Z)
+    f, m = fe25519, fe25519.MEMORY
+    xx, yy, zz, aa, h, g = _R[0], _R[1], _R[2], _R[3], _R[4], _R[5]
+    f.sqr(m, xx, _X)
+    f.sqr(m, yy, _Y)
+    f.sqr(m, zz, _Z)
+    f.add(m, aa, _X, _Y)
+    f.sqr(m, aa, aa)
+    f.add(m, h, yy, xx)
+    f.sub(m, g, yy, xx)
+    f.sub(m, aa, aa, h)  # e
+    f.add(m, zz, zz, zz)
+    f.sub(m, zz, zz, g)  # f
+    f.mul(m, _X, aa, zz)
+    f.mul(m, _Y, h, g)
+    f.mul(m, _Z, g, zz)
+    f.mul(m, _T, aa, h)
+
+
+def _fast_madd(offset, negative):
+    # as _madd, in registers, with the table entry at word `offset` of the buffer
+    f, m = fe25519, fe25519.MEMORY
+    a, b, c, d, e, h = _R[0], _R[1], _R[2], _R[3], _R[4], _R[5]
+    ypx, ymx = (offset + 16, offset) if negative else (offset, offset + 16)
+    f.add(m, a, _Y, _X)
+    f.mul(m, a, a, ypx)
+    f.sub(m, b, _Y, _X)
+    f.mul(m, b, b, ymx)
+    f.mul(m, c, _T, offset + 32)
+    f.add(m, d, _Z, _Z)
+    f.sub(m, e, a, b)
+    f.add(m, h, a, b)
+    if negative:
+        f.sub(m, a, d, c)  # g
+        f.add(m, b, d, c)  # f
+    else:
+        f.add(m, a, d, c)
+        f.sub(m, b, d, c)
+    f.mul(m, _X, e, b)
+    f.mul(m, _Y, h, a)
+    f.mul(m, _Z, a, b)
+    f.mul(m, _T, e, h)
+
+
+def _fast_invert(out, z):
+    # z^(p - 2) by ref10's addition chain (as _chain and _invert)
+    f, m = fe25519, fe25519.MEMORY
+    t0, t1, t2, t3 = _R[6], _R[7], _R[8], _R[9]
+    f.sqn(m, t0, z, 1)
+    f.sqn(m, t1, t0, 2)
+    f.mul(m, t1, z, t1)
+    f.mul(m, t0, t0, t1)
+    f.sqn(m, t2, t0, 1)
+    f.mul(m, t1, t1, t2)
+    f.sqn(m, t2, t1, 5)
+    f.mul(m, t1, t2, t1)
+    f.sqn(m, t2, t1, 10)
+    f.mul(m, t2, t2, t1)
+    f.sqn(m, t3, t2, 20)
+    f.mul(m, t2, t3, t2)
+    f.sqn(m, t2, t2, 10)
+    f.mul(m, t1, t2, t1)
+    f.sqn(m, t2, t1, 50)
+    f.mul(m, t2, t2, t1)
+    f.sqn(m, t3, t2, 100)
+    f.mul(m, t2, t3, t2)
+    f.sqn(m, t2, t2, 50)
+    f.mul(m, t1, t2, t1)
+    f.sqn(m, t1, t1, 5)
+    f.mul(m, out, t1, t0)
+
+
+def _fast_base_encode(scalar):
+    """Return the encoding of [scalar]B for 0 <= scalar < L, in fp.fe25519's registers."""
+    load_table()
+    f, m = fe25519, fe25519.MEMORY
+    digits = _DIGITS
+    _digits(scalar, digits)
+    _fast_set_identity()
+    for column in range(3, -1, -1):
+        if column != 3:
+            for _ in range(4):
+                _fast_double()
+        for row in range(16):
+            d = digits[4 * row + column] - 8
+            if d > 0:
+                _fast_madd(fe25519.entry(row * 8 + d - 1), False)
+            elif d < 0:
+                _fast_madd(fe25519.entry(row * 8 - d - 1), True)
+    zi, x, y = _R[10], _R[0], _R[1]
+    _fast_invert(zi, _Z)
+    f.mul(m, x, _X, zi)
+    f.mul(m, y, _Y, zi)
+    f.canonical(m, x)
+    f.canonical(m, y)
+    m[2 * y + 31] |= (m[2 * x] & 1) << 7
+    return bytes(memoryview(m)[2 * y : 2 * y + 32])
+
+
 def _encode(X, Y, Z):
     zi = _invert(Z)
     x = X * zi % P
@@ -268,14 +393,20 @@ class SigningKey:
 
     def __init__(self, seed):
         self._scalar, self._prefix = _expand(bytes(seed))
-        X, Y, Z, _ = _base_mult(self._scalar)
-        self.public = _encode(X, Y, Z)
+        if fe25519:
+            self.public = _fast_base_encode(self._scalar)
+        else:
+            X, Y, Z, _ = _base_mult(self._scalar)
+            self.public = _encode(X, Y, Z)
 
     def sign(self, message):
         """Return the 64-byte signature of `message`."""
         r = _hash_mod_l(self._prefix, message)
-        X, Y, Z, _ = _base_mult(r)
-        encoded_r = _encode(X, Y, Z)
+        if fe25519:
+            encoded_r = _fast_base_encode(r)
+        else:
+            X, Y, Z, _ = _base_mult(r)
+            encoded_r = _encode(X, Y, Z)
         k = _hash_mod_l(encoded_r, self.public, message)
         s = (r + k * self._scalar) % L
         return encoded_r + s.to_bytes(32, "little")
