@@ -78,3 +78,17 @@ def run_micropython(
             f"\nstderr:\n{result.stderr.decode(errors='replace')}"
         )
     return result.stdout.decode()
+
+
+WASM_PACKAGE = REPO / "build" / "npm" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
+
+
+def run_micropython_wasm(script: Path, code: Path, flash: Path, timeout: float = 120) -> str:
+    """Run `script` on the webassembly port from npm (32-bit) with `code` on its path and `flash` as
+    its working directory (firmware/tools/wasm_run.mjs); return stdout, or raise with stderr."""
+    runner = FIRMWARE / "tools" / "wasm_run.mjs"
+    command = ["node", str(runner), str(WASM_PACKAGE), str(code), str(flash), str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"the webassembly port exited {result.returncode}\n{result.stderr}")
+    return result.stdout

@@ -1,0 +1,44 @@
+"""The firmware's heap on a 32-bit interpreter: the webassembly port from npm (scripts/install)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from host_agent.build_firmware import compile_firmware
+from host_agent.paths import BOARDS
+from tests.helpers import FIRMWARE, WASM_PACKAGE, run_micropython_wasm
+
+# Measured 2026-12-05 with @micropython/micropython-webassembly-pyscript 1.29.0-6 (docs/benchmarks.md).
+# The budget is the figure plus a little slack: a change that loads more at boot fails here.
+BOOT_HEAP_BUDGET = {"api-on": 92 * 1024, "api-off-unclaimed": 92 * 1024}
+
+pytestmark = pytest.mark.skipif(
+    not WASM_PACKAGE.exists() or shutil.which("node") is None,
+    reason="the webassembly port is installed by scripts/install (node + npm)",
+)
+
+
+def _flash(tmp_path, provision):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "board.json").write_text((BOARDS / "sim.json").read_text())
+    (flash / "provision.json").write_text(json.dumps(provision))
+    (flash / "key.seed").write_bytes(bytes(range(32)))  # this port's os has no urandom
+    return flash
+
+
+@pytest.mark.parametrize(
+    ("case", "provision"),
+    [
+        ("api-on", {"vendor": {"host": "127.0.0.1", "port": 1883}, "http_port": 8080, "owner": "ab" * 32}),
+        ("api-off-unclaimed", {"vendor": {"host": "127.0.0.1", "port": 1883}}),
+    ],
+)
+def test_boot_heap_on_a_32_bit_interpreter_stays_within_budget(tmp_path, case, provision):
+    build = compile_firmware("none", tmp_path / "build")
+    flash = _flash(tmp_path, provision)
+    held = int(run_micropython_wasm(FIRMWARE / "tools" / "boot_heap.py", build.path, flash).strip())
+    assert 20 * 1024 < held <= BOOT_HEAP_BUDGET[case], held
