@@ -14,19 +14,30 @@ from array import array
 
 import micropython
 
-from fp.sha512 import _IV, _K
-
-_K32 = array("I", [0] * 160)
-for _i in range(80):
-    _K32[2 * _i] = _K[_i] >> 32
-    _K32[2 * _i + 1] = _K[_i] & 0xFFFFFFFF
-_IV32 = array("I", [0] * 16)
-for _i in range(8):
-    _IV32[2 * _i] = _IV[_i] >> 32
-    _IV32[2 * _i + 1] = _IV[_i] & 0xFFFFFFFF
-del _i
+# FIPS 180-4's constants as (high, low) 32-bit words in the machine's (little-endian) order: viper
+# reads them in place, and no 64-bit integer objects are made (fp.sha512 holds those)
+_K32 = bytes.fromhex(
+    "982f8a4222ae28d791443771cd65ef23cffbc0b52f3b4deca5dbb5e9bcdb89815bc2563938b548f3f111f15919d005b6"
+    "a4823f929b4f19afd55e1cab18816dda98aa07d8420203a3015b8312be6f7045be8531248cb2e44ec37d0c55e2b4ffd5"
+    "745dbe726f897bf2feb1de80b196163ba706dc9b3512c72574f19bc1942669cfc1699be4d24af19e8647beefe3254f38"
+    "c69dc10fb5d58c8bcca10c24659cac776f2ce92d75022b59aa84744a83e4a66edca9b05cd4fb41bdda88f976b5531183"
+    "52513e98abdf66ee6dc631a81032b42dc82703b03f21fb98c77f59bfe40eefbef30be0c6c28fa83d4791a7d525a70a93"
+    "5163ca066f8203e067292914706e0e0a850ab727fc2fd24638211b2e26c9265cfc6d2c4ded2ac45a130d3853dfb3959d"
+    "54730a65de63af8bbb0a6a76a8b2773c2ec9c281e6aeed47852c72923b358214a1e8bfa26403f14c4b661aa8013042bc"
+    "708b4bc29197f8d0a3516cc730be540619e892d11852efd6240699d610a9655585350ef42a20715770a06a10b8d1bb32"
+    "16c1a419c8d0d2b8086c371e53ab41514c77482799eb8edfb5bcb034a8489be1b30c1c39635ac9c54aaad84ecb8a41e3"
+    "4fca9c5b73e36377f36f2e68a3b8b2d6ee828f74fcb2ef5d6f63a578602f17431478c88472abf0a10802c78cec39641a"
+    "faffbe90281e6323eb6c50a4e9bd82def7a3f9be1579c6b2f27871c62b5372e3ce3e27ca9c6126eac7b886d107c2c021"
+    "d67ddaea1eebe0cd7f4f7df578d16eeeaa67f006ba6f1772c57d630aa698c8a204983f11ae0df9be350b711b1b471c13"
+    "f577db28847d04237babca329324c7400abe9e3cbcbec915c4671d434c0d109cbed4c54cb6423ecb9c297f592a7e65fc"
+    "ab6fcb5fecfad63a8c19446c1758474a"
+)
+_IV32 = bytes.fromhex(
+    "67e6096a08c9bcf385ae67bb3ba7ca8472f36e3c2bf894fe3af54fa5f1361d5f7f520e51d182e6ad8c68059b1f6c3e2b"
+    "abd9831f6bbd41fb19cde05b79217e13"
+)
 # The message schedule is scratch space, shared by every hash: compression never yields.
-_W = array("I", _K32)
+_W = array("I", bytes(640))
 
 
 @micropython.viper
