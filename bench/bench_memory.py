@@ -144,7 +144,7 @@ def start_up_peak(work: Path, build: Path, broker: Mosquitto, owner: Owner) -> i
 
 
 def wasm_boot_imports(work: Path) -> str:
-    from tests.helpers import WASM_PACKAGE, run_micropython_wasm
+    from tests.helpers import WASM_PACKAGE, build_romfs, run_micropython_wasm
 
     if not WASM_PACKAGE.exists():
         return "not measured (no build/npm: bash scripts/install)"
@@ -152,8 +152,16 @@ def wasm_boot_imports(work: Path) -> str:
     flash = work / "wasm-flash"
     SimDevice(flash, ("127.0.0.1", 1883), owner_key=bytes(32), http_port=8080)  # writes the files
     (flash / "key.seed").write_bytes(bytes(range(32)))  # this port's os has no urandom
-    held = int(run_micropython_wasm(REPO / "firmware" / "tools" / "boot_heap.py", build.path, flash))
-    return f"{held} bytes (HTTP API on, owner set; no viper there: big-integer Ed25519, plain SHA-512)"
+    script = REPO / "firmware" / "tools" / "boot_heap.py"
+    held = int(run_micropython_wasm(script, build.path, flash))
+    image = build_romfs(build.path, work / "firmware.romfs")
+    in_rom = int(run_micropython_wasm(script, build.path, flash, romfs=image))
+    return (
+        f"{held} bytes from .mpy, {in_rom} bytes with the code in a ROMFS image of "
+        f"{image.stat().st_size} bytes (ratio {held / in_rom:.2f}; ROMFS goal <= 40960: "
+        f"{'met' if in_rom <= 40960 else 'NOT met'}); HTTP API on, owner set; no viper on this port: "
+        "big-integer Ed25519 and plain SHA-512"
+    )
 
 
 def main() -> None:

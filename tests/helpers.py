@@ -83,12 +83,25 @@ def run_micropython(
 WASM_PACKAGE = REPO / "build" / "npm" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
 
-def run_micropython_wasm(script: Path, code: Path, flash: Path, timeout: float = 120) -> str:
+def run_micropython_wasm(
+    script: Path, code: Path, flash: Path, romfs: Path | None = None, timeout: float = 120
+) -> str:
     """Run `script` on the webassembly port from npm (32-bit) with `code` on its path and `flash` as
-    its working directory (firmware/tools/wasm_run.mjs); return stdout, or raise with stderr."""
+    its working directory (firmware/tools/wasm_run.mjs), code from the ROMFS image `romfs` first if
+    given; return stdout, or raise with stderr."""
     runner = FIRMWARE / "tools" / "wasm_run.mjs"
     command = ["node", str(runner), str(WASM_PACKAGE), str(code), str(flash), str(script)]
+    command += [str(romfs)] if romfs else []
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"the webassembly port exited {result.returncode}\n{result.stderr}")
     return result.stdout
+
+
+def build_romfs(build: Path, image: Path) -> Path:
+    """Pack a firmware build's fp/ folder into a ROMFS image with `mpremote romfs build`."""
+    source = image.with_suffix(".src")
+    shutil.copytree(build / "fp", source / "fp")
+    command = [venv_tool("mpremote"), "romfs", "--no-mpy", "-o", str(image), "build", str(source)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return image
