@@ -17,6 +17,9 @@ Limitation: MicroPython gives no constant-time guarantee (big-integer arithmetic
 indexing leak timing); a device key is revocable, not hardware-bound (see docs/security.md).
 """
 
+# pyright: reportOptionalMemberAccess=false
+# (fe25519 is None only where viper is missing, and then the _fast_ functions are never called)
+
 import sys
 
 try:
