@@ -55,3 +55,29 @@ def test_boot_heap_with_the_code_in_a_romfs_image_leaves_the_bytecode_out_of_the
     from_rom = int(run_micropython_wasm(script, build.path, flash, romfs=image).strip())
     assert from_rom <= ROMFS_BOOT_HEAP_BUDGET, from_rom
     assert from_mpy - from_rom > 30 * 1024, (from_mpy, from_rom)  # the code runs in place
+
+
+def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tmp_path):
+    """Boot the compiled firmware (viper, as boards run it) up to the event loop, HTTP API off and
+    no owner: the modules only a verify, the HTTP API, a release or the plain SHA-512 need stay
+    out of the heap, and so do the settings checks once the boot is done."""
+    import subprocess
+
+    from tests.helpers import micropython_binary
+
+    build = compile_firmware("x64", tmp_path / "build")
+    flash = _flash(tmp_path, {"vendor": {"host": "127.0.0.1", "port": 1883}})
+    script = (FIRMWARE / "tools" / "boot_heap.py").read_text() + "\nimport sys\nprint(sorted(sys.modules))\n"
+    result = subprocess.run(
+        [micropython_binary(), "-c", script],
+        cwd=flash,
+        env={"MICROPYPATH": f".frozen:{build.path}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "'fp.app'" in loaded and "'fp.fe25519'" in loaded  # the boot really ran, on viper
+    for unused in ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots"):
+        assert "'" + unused.rstrip("'") + "'" not in loaded, unused
