@@ -18,6 +18,7 @@ STATE_FILE = "slot.json"
 MANIFEST_FILE = "manifest.cose"
 FACTORY = ""  # the flash root
 SLOTS = ("slot_a", "slot_b")
+MAX_TRIES = 3  # boots a trial release gets to become stable before the active one boots again
 
 
 def default_state():
@@ -63,6 +64,28 @@ def confirmed(state):
 def staged(state, slot):
     """The state that makes the release in `slot` the trial: the atomic switch."""
     return {"active": state["active"], "trial": slot, "tries": 0}
+
+
+def boot_folder():
+    """Choose the release this boot runs, record the try, return (folder, event) (main.py)."""
+    state = load_state()
+    folder, chosen, event = choose_boot(state, MAX_TRIES)
+    if chosen != state:
+        save_state(chosen)
+    return folder, event
+
+
+def abandon_trial():
+    """The trial release could not even start: go back to the active release at once."""
+    state = load_state()
+    save_state({"active": state["active"], "trial": None, "tries": 0})
+
+
+def confirm_trial():
+    """The running trial release got stable: make it the active one (fp.safemode's mark_stable)."""
+    state = load_state()
+    if state["trial"] is not None:
+        save_state(confirmed(state))
 
 
 def load_state():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from fp import release, slots
+from host_agent.build_firmware import compile_firmware
+from tests.firmware.conftest import counter_board, wait_until
 from tests.helpers import FIRMWARE, micropython_binary, micropython_env
 
 VENDOR = SigningKey(bytes(range(1, 33)))
@@ -168,3 +171,64 @@ def test_a_corrupt_or_foreign_state_record_boots_the_factory_release():
         assert slots.choose_boot(state, MAX_TRIES)[0] in ("", "slot_a")
     assert slots.parse_state({"active": "../x"}) == slots.default_state()
     assert slots.parse_state({"active": "slot_a", "trial": "slot_a", "tries": 1})["trial"] is None
+
+
+def _install(flash: Path, files: dict[str, bytes], version: tuple[int, int, int]) -> None:
+    """Write `files` as the trial release with fp.slots' own installer (CPython, in the flash)."""
+    data = manifest_for(files, version)
+    cwd = Path.cwd()
+    os.chdir(flash)
+    try:
+        installer = slots.Installer(release, release.parse_release(data), data, slots.load_state())
+        installer.begin()
+        for index, offset, piece, digest in chunks_of(files):
+            installer.chunk(index, offset, bytes.fromhex(piece), bytes.fromhex(digest))
+        installer.commit()
+    finally:
+        os.chdir(cwd)
+
+
+def _state(flash: Path) -> dict:
+    return json.loads((flash / slots.STATE_FILE).read_text())
+
+
+def test_a_device_boots_a_trial_release_and_keeps_it_once_it_delivers(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    build = compile_firmware("x64", tmp_path / "build")
+    trial = {
+        p.relative_to(build.path).as_posix(): p.read_bytes() for p in build.path.rglob("*") if p.is_file()
+    }
+    vendor = collector_factory(mosquitto)
+    flash = tmp_path / "flash"
+    device = sim_devices(flash, (mosquitto.host, mosquitto.port), counter_board(), code=build.path)
+    device.start()
+    wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
+    device.stop()
+    _install(flash, trial, (0, 2, 0))
+    assert _state(flash)["trial"] == "slot_a"
+    before = len(vendor.values("n"))
+    device.start()
+    wait_until(lambda: len(vendor.values("n")) > before, 20, "a reading from the trial release")
+    assert "fp: boot release in slot_a (probation)" in device.log
+    wait_until(lambda: _state(flash) == {"active": "slot_a", "trial": None, "tries": 0}, 10, "confirmed")
+
+
+def test_a_trial_release_that_cannot_start_is_rolled_back_in_the_same_boot(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    build = compile_firmware("x64", tmp_path / "build")
+    broken = {
+        p.relative_to(build.path).as_posix(): p.read_bytes() for p in build.path.rglob("*") if p.is_file()
+    }
+    del broken["fp/app.mpy"]  # signed and whole, but its application fails as it loads
+    broken["fp/app.py"] = b"raise RuntimeError('this release is broken')\n"
+    vendor = collector_factory(mosquitto)
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    _install(flash, broken, (0, 2, 0))
+    device = sim_devices(flash, (mosquitto.host, mosquitto.port), counter_board(), code=build.path)
+    device.start()
+    wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
+    assert any(line.startswith("fp: release in slot_a cannot start") for line in device.log), device.log
+    assert _state(flash) == {"active": "", "trial": None, "tries": 0}
