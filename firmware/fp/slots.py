@@ -18,6 +18,7 @@ STATE_FILE = "slot.json"
 MANIFEST_FILE = "manifest.cose"
 FACTORY = ""  # the flash root
 SLOTS = ("slot_a", "slot_b")
+HISTORY_FILE = "boot.hist"  # fp.safemode's record (not imported: main.py loads this module alone)
 MAX_TRIES = 3  # boots a trial release gets to become stable before the active one boots again
 
 
@@ -72,6 +73,11 @@ def boot_folder():
     folder, chosen, event = choose_boot(state, MAX_TRIES)
     if chosen != state:
         save_state(chosen)
+    if event == "rolled-back":  # the unstable boots were the trial's: the old release starts afresh
+        try:
+            os.remove(HISTORY_FILE)
+        except OSError:
+            pass
     return folder, event
 
 

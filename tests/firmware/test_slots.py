@@ -232,3 +232,38 @@ def test_a_trial_release_that_cannot_start_is_rolled_back_in_the_same_boot(
     wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
     assert any(line.startswith("fp: release in slot_a cannot start") for line in device.log), device.log
     assert _state(flash) == {"active": "", "trial": None, "tries": 0}
+
+
+def test_a_trial_release_that_crashes_after_starting_is_rolled_back_after_max_tries_not_into_safe_mode(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    build = compile_firmware("x64", tmp_path / "build")
+    crashing = {
+        p.relative_to(build.path).as_posix(): p.read_bytes() for p in build.path.rglob("*") if p.is_file()
+    }
+    del crashing["fp/http_api.mpy"]  # imported once the device runs, with its HTTP API on
+    crashing["fp/http_api.py"] = b"raise RuntimeError('this release crashes')\n"
+    vendor = collector_factory(mosquitto)
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    _install(flash, crashing, (0, 2, 0))
+    device = sim_devices(
+        flash, ("127.0.0.1", 1), counter_board(), code=build.path, provision={"safe_mode_boots": MAX_TRIES}
+    )  # a vendor that never answers: nothing delivered, so only a crash decides
+    for _ in range(slots.MAX_TRIES):
+        device.start()
+        assert device.wait_exit() == 0, "\n".join(device.log)  # crash, then the sim's reset
+        assert "fp: boot release in slot_a (probation)" in device.log
+    device.stop()
+    device = sim_devices(
+        flash,
+        (mosquitto.host, mosquitto.port),
+        counter_board(),
+        code=build.path,
+        provision={"safe_mode_boots": MAX_TRIES},
+    )
+    device.start()
+    wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the previous release")
+    assert "fp: the trial release never got stable: rolled back" in device.log
+    assert not any("safe mode" in line for line in device.log)
+    assert _state(flash) == {"active": "", "trial": None, "tries": 0}
