@@ -1,8 +1,10 @@
 """Build the firmware for a board: the Ed25519 fixed-base table, and `.mpy` files from mpy-cross.
 
-Boards run precompiled `.mpy` (no compiler heap at import). Modules with viper code (fp.sha512)
-contain machine code, so a build is per architecture: `x64` for the unix port (board `sim`),
-`xtensawin` for ESP32 and ESP32-S3, `rv32imc` for ESP32-C3.
+Boards run precompiled `.mpy` (no compiler heap at import). Modules with viper code (fp.sha512v,
+fp.fe25519) contain machine code, so a build is per architecture: `x64` for the unix port (board
+`sim`), `x86` for a 32-bit unix port, `xtensawin` for ESP32 and ESP32-S3, `rv32imc` for ESP32-C3;
+`none` leaves the viper modules out (ports without a native emitter, such as the webassembly port:
+the firmware then falls back to plain Python for them).
 """
 
 from __future__ import annotations
@@ -18,7 +20,19 @@ from pathlib import Path
 from host_agent.errors import UserError
 from host_agent.paths import REPO, firmware_dir
 
-ARCHES = ("x64", "x86", "armv6m", "armv7m", "armv7emsp", "armv7emdp", "xtensa", "xtensawin", "rv32imc")
+NATIVE_MODULES = ("fe25519", "sha512v")  # viper: machine code, left out of an arch-free build
+ARCHES = (
+    "none",
+    "x64",
+    "x86",
+    "armv6m",
+    "armv7m",
+    "armv7emsp",
+    "armv7emdp",
+    "xtensa",
+    "xtensawin",
+    "rv32imc",
+)
 ENTRY_POINTS = ("main.py",)  # boards run these by name: they stay source, and stay tiny
 
 
@@ -58,11 +72,13 @@ def compile_firmware(arch: str, out: Path | None = None) -> Build:
     (out / "fp").mkdir(parents=True)
     mpy_bytes = files = 0
     for module in sorted((source / "fp").glob("*.py")):
+        if arch == "none" and module.stem in NATIVE_MODULES:
+            continue
         target = out / "fp" / (module.stem + ".mpy")
         result = subprocess.run(
             [
                 mpy_cross_command(),
-                f"-march={arch}",
+                *([] if arch == "none" else [f"-march={arch}"]),
                 "-o",
                 str(target),
                 "-s",

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "virtual-board": "host_agent.virtual_board",
     "flash": "host_agent.flash",
     "api-spec": "host_agent.verbs.api_spec",
+    "release": "host_agent.release_cli",
 }
 
 

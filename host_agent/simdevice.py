@@ -24,7 +24,11 @@ from host_agent.paths import BOARDS, firmware_dir
 
 
 def micropython_command() -> str:
-    """Return the unix port's path (the one installed beside this Python first)."""
+    """Return the unix port's path: $FP_MICROPYTHON (e.g. a 32-bit build, docs/benchmarks.md), else
+    the one installed beside this Python, else the one on PATH."""
+    chosen = os.environ.get("FP_MICROPYTHON")
+    if chosen:
+        return chosen
     beside = Path(sys.executable).with_name("micropython")
     if beside.exists():
         return str(beside)

@@ -35,8 +35,8 @@ def make_ca(folder: Path, name: str) -> Path:
 
 
 def micropython_binary() -> str:
-    """Return the path of the `micropython` command (the unix port), preferring the venv's."""
-    return venv_tool("micropython")
+    """Return the path of the `micropython` command (the unix port): $FP_MICROPYTHON, else the venv's."""
+    return os.environ.get("FP_MICROPYTHON") or venv_tool("micropython")
 
 
 def micropython_env(extra_path: list[Path] | None = None) -> dict[str, str]:
@@ -78,3 +78,32 @@ def run_micropython(
             f"\nstderr:\n{result.stderr.decode(errors='replace')}"
         )
     return result.stdout.decode()
+
+
+WASM_PACKAGE = (
+    REPO / "build" / "npm-wasm" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
+)
+
+
+def run_micropython_wasm(
+    script: Path, code: Path, flash: Path, romfs: Path | None = None, timeout: float = 120
+) -> str:
+    """Run `script` on the webassembly port from npm (32-bit) with `code` on its path and `flash` as
+    its working directory (firmware/tools/wasm_run.mjs), code from the ROMFS image `romfs` first if
+    given; return stdout, or raise with stderr."""
+    runner = FIRMWARE / "tools" / "wasm_run.mjs"
+    command = ["node", str(runner), str(WASM_PACKAGE), str(code), str(flash), str(script)]
+    command += [str(romfs)] if romfs else []
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"the webassembly port exited {result.returncode}\n{result.stderr}")
+    return result.stdout
+
+
+def build_romfs(build: Path, image: Path) -> Path:
+    """Pack a firmware build's fp/ folder into a ROMFS image with `mpremote romfs build`."""
+    source = image.with_suffix(".src")
+    shutil.copytree(build / "fp", source / "fp")
+    command = [venv_tool("mpremote"), "romfs", "--no-mpy", "-o", str(image), "build", str(source)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return image

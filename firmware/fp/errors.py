@@ -16,6 +16,16 @@ REASONS = (
     "not-owner",  # command not signed by the device's owner
     "unclaimed",  # device has no owner yet
     "bad-command",  # unknown operation or invalid arguments
+    # firmware releases (fp.release)
+    "unknown-key",  # release signed by a key the device does not trust
+    "not-approved",  # vendor release for a claimed device without its owner's approval
+    "wrong-arch",  # release built for another architecture
+    "too-old",  # the running version is older than the release's min_from
+    "rollback",  # anti-rollback counter older than the running release's (and not owner-signed)
+    "out-of-order",  # transfer chunk not at the next expected file and offset
+    "bad-chunk",  # chunk does not match its own SHA-256
+    "tampered",  # a received file does not match the manifest's SHA-256
+    "truncated",  # transfer ended before every file arrived whole
 )
 
 

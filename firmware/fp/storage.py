@@ -37,8 +37,8 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
-def load_seed(urandom=os.urandom):
-    """Return the device's Ed25519 seed, generating and storing it on first boot."""
+def load_seed(urandom=None):
+    """Return the device's Ed25519 seed, generating and storing it on first boot (os.urandom)."""
     try:
         with open(SEED_FILE, "rb") as f:
             seed = f.read()
@@ -46,7 +46,7 @@ def load_seed(urandom=os.urandom):
             return seed
     except OSError:
         pass
-    seed = urandom(32)
+    seed = (urandom or os.urandom)(32)  # looked up here: the webassembly port's os has none
     write_atomic(SEED_FILE, seed)
     return seed
 

@@ -1,0 +1,222 @@
+"""Field arithmetic modulo p = 2^255 - 19 in viper over preallocated 16-bit limbs (MicroPython only).
+
+One bytearray, `MEMORY`, holds the Ed25519 fixed-base table (12 KB, loaded by fp.ed25519) followed
+by the registers: a field element is 16 little-endian 16-bit limbs (32 bytes), so a table entry
+and a register have the same layout, the 32-byte encoding of a value is its register's bytes, and
+an operation allocates nothing: no big integer is ever created. Every operation leaves its result
+"normalised": each limb < 2^16 (the value < 2^256, reduced modulo p only by `canonical`).
+
+Written for 32-bit words (ESP32, the i386 unix port) and correct on 64-bit ones: a limb product is
+< 2^32, split into its low and high halves before it is summed, and every other value stays below
+2^31, so the signed 32-bit arithmetic of viper never overflows. Registers and the table are named
+by their offset in 16-bit words (`reg(n)`, `entry(i)`); the operations take (dest, a, b) offsets
+and the destination may be an operand.
+
+Importing this module fails where viper is missing (the webassembly port, CPython): fp.ed25519 then
+uses its big-integer arithmetic.
+"""
+
+import micropython
+from micropython import const
+
+TABLE_BYTES = const(12288)  # 16 rows x 8 multiples x 96 bytes (ypx, ymx, 2dxy)
+REGISTERS = const(24)
+_SCRATCH = const(6528)  # words: TABLE_BYTES / 2 + 16 * REGISTERS; 32 words of product scratch
+MEMORY = bytearray(TABLE_BYTES + 32 * REGISTERS + 64)
+
+
+def reg(n):
+    """Word offset of register n."""
+    return TABLE_BYTES // 2 + 16 * n
+
+
+def entry(index):
+    """Word offset of the table's entry `index` (ypx; ymx at +16, 2dxy at +32)."""
+    return 48 * index
+
+
+@micropython.viper
+def mul(memory, d: int, a: int, b: int):
+    """Register d = a * b."""
+    m = ptr16(memory)
+    k = 0
+    c = 0
+    hi_prev = 0
+    while k < 31:
+        lo = 0
+        hi = 0
+        i = k - 15 if k > 15 else 0
+        end = k if k < 15 else 15
+        j = b + k - i
+        i = a + i
+        end = a + end
+        while i <= end:
+            p = m[i] * m[j]
+            lo += p & 0xFFFF
+            hi += (p >> 16) & 0xFFFF
+            i += 1
+            j -= 1
+        s = c + lo + hi_prev
+        m[_SCRATCH + k] = s & 0xFFFF
+        c = s >> 16
+        hi_prev = hi
+        k += 1
+    m[_SCRATCH + 31] = (c + hi_prev) & 0xFFFF
+    c = 0
+    i = 0
+    while i < 16:
+        s = c + m[_SCRATCH + i] + 38 * m[_SCRATCH + 16 + i]
+        m[d + i] = s & 0xFFFF
+        c = s >> 16
+        i += 1
+    while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
+        c = c * 38
+        i = 0
+        while i < 16:
+            s = m[d + i] + c
+            m[d + i] = s & 0xFFFF
+            c = s >> 16
+            if c == 0:
+                break
+            i += 1
+
+
+@micropython.viper
+def sqr(memory, d: int, a: int):
+    """Register d = a * a (the cross products once, doubled)."""
+    m = ptr16(memory)
+    k = 0
+    c = 0
+    hi_prev = 0
+    while k < 31:
+        lo = 0
+        hi = 0
+        i = k - 15 if k > 15 else 0
+        j = k - i
+        while i < j:
+            p = m[a + i] * m[a + j]
+            lo += p & 0xFFFF
+            hi += (p >> 16) & 0xFFFF
+            i += 1
+            j -= 1
+        lo += lo
+        hi += hi
+        if i == j:
+            p = m[a + i] * m[a + i]
+            lo += p & 0xFFFF
+            hi += (p >> 16) & 0xFFFF
+        s = c + lo + hi_prev
+        m[_SCRATCH + k] = s & 0xFFFF
+        c = s >> 16
+        hi_prev = hi
+        k += 1
+    m[_SCRATCH + 31] = (c + hi_prev) & 0xFFFF
+    c = 0
+    i = 0
+    while i < 16:
+        s = c + m[_SCRATCH + i] + 38 * m[_SCRATCH + 16 + i]
+        m[d + i] = s & 0xFFFF
+        c = s >> 16
+        i += 1
+    while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
+        c = c * 38
+        i = 0
+        while i < 16:
+            s = m[d + i] + c
+            m[d + i] = s & 0xFFFF
+            c = s >> 16
+            if c == 0:
+                break
+            i += 1
+
+
+@micropython.viper
+def sqn(memory, d: int, a: int, n: int):
+    """Register d = a^(2^n), n >= 1."""
+    sqr(memory, d, a)
+    n -= 1
+    while n > 0:
+        sqr(memory, d, d)
+        n -= 1
+
+
+@micropython.viper
+def add(memory, d: int, a: int, b: int):
+    """Register d = a + b."""
+    m = ptr16(memory)
+    c = 0
+    i = 0
+    while i < 16:
+        s = c + m[a + i] + m[b + i]
+        m[d + i] = s & 0xFFFF
+        c = s >> 16
+        i += 1
+    while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
+        c = c * 38
+        i = 0
+        while i < 16:
+            s = m[d + i] + c
+            m[d + i] = s & 0xFFFF
+            c = s >> 16
+            if c == 0:
+                break
+            i += 1
+
+
+@micropython.viper
+def sub(memory, d: int, a: int, b: int):
+    """Register d = a - b, computed as a + 4p - b so that no limb goes negative."""
+    m = ptr16(memory)
+    # 4p = 2^257 - 76 as limbs that each exceed any normalised limb: 0x1FFB4, then 15 x 0x1FFFE
+    s = 0x1FFB4 + m[a] - m[b]
+    m[d] = s & 0xFFFF
+    c = s >> 16
+    i = 1
+    while i < 16:
+        s = c + 0x1FFFE + m[a + i] - m[b + i]
+        m[d + i] = s & 0xFFFF
+        c = s >> 16
+        i += 1
+    while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
+        c = c * 38
+        i = 0
+        while i < 16:
+            s = m[d + i] + c
+            m[d + i] = s & 0xFFFF
+            c = s >> 16
+            if c == 0:
+                break
+            i += 1
+
+
+@micropython.viper
+def copy(memory, d: int, a: int):
+    """Register d = a."""
+    m = ptr16(memory)
+    i = 0
+    while i < 16:
+        m[d + i] = m[a + i]
+        i += 1
+
+
+@micropython.viper
+def canonical(memory, d: int):
+    """Reduce register d to its value modulo p (< p): its bytes are then the value's encoding."""
+    m = ptr16(memory)
+    rounds = 0
+    while rounds < 2:  # a normalised value is < 2^256 = 2p + 38: at most two subtractions of p
+        # t = v + 19; v >= p exactly when t has bit 255 set or carries out of 2^256
+        c = 19
+        i = 0
+        while i < 16:
+            s = m[d + i] + c
+            m[_SCRATCH + i] = s & 0xFFFF
+            c = s >> 16
+            i += 1
+        if c or (m[_SCRATCH + 15] & 0x8000):
+            i = 0
+            while i < 15:
+                m[d + i] = m[_SCRATCH + i]
+                i += 1
+            m[d + 15] = m[_SCRATCH + 15] ^ 0x8000  # v - p = t - 2^255
+        rounds += 1

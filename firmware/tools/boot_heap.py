@@ -1,0 +1,25 @@
+# Boots the firmware as fp.app.main does, up to the event loop, and prints the heap it holds
+# (gc.mem_alloc after a collection, less the interpreter's own): the boot-import heap. Runs under
+# firmware/tools/wasm_run.mjs (its `# --- step` lines), with board.json and provision.json in the
+# working directory. The HTTP API is imported when provision.json turns it on, as run() does.
+import gc
+
+gc.collect()
+base = gc.mem_alloc()
+from fp import ed25519  # noqa: E402
+
+ed25519.load_table()
+# --- step
+from fp import app  # noqa: E402
+
+board, provision = app.load_settings()
+hal = app.load_hal(board, provision)
+history = app.safemode.BootHistory(provision["safe_mode_boots"], provision["safe_mode_window_s"])
+history.start(hal.time_s(), hal.is_power_on_boot())
+device = app.Device(hal, board, provision, history)
+app.unload("settings")
+if provision.get("http_port"):
+    from fp.http_api import HttpApi  # noqa: E402, F401
+# --- step
+gc.collect()
+print(gc.mem_alloc() - base)

@@ -1,0 +1,83 @@
+"""The firmware's heap on a 32-bit interpreter: the webassembly port from npm (scripts/install)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from host_agent.build_firmware import compile_firmware
+from host_agent.paths import BOARDS
+from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, run_micropython_wasm
+
+# Measured 2026-12-05 with @micropython/micropython-webassembly-pyscript 1.29.0-6 (docs/benchmarks.md).
+# The budget is the figure plus a little slack: a change that loads more at boot fails here.
+BOOT_HEAP_BUDGET = {"api-on": 92 * 1024, "api-off-unclaimed": 88 * 1024}
+ROMFS_BOOT_HEAP_BUDGET = 56 * 1024  # the same boot (HTTP API on) with the code in a ROMFS image
+
+pytestmark = pytest.mark.skipif(
+    not WASM_PACKAGE.exists() or shutil.which("node") is None,
+    reason="the webassembly port is installed by scripts/install (node + npm)",
+)
+
+
+def _flash(tmp_path, provision):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "board.json").write_text((BOARDS / "sim.json").read_text())
+    (flash / "provision.json").write_text(json.dumps(provision))
+    (flash / "key.seed").write_bytes(bytes(range(32)))  # this port's os has no urandom
+    return flash
+
+
+@pytest.mark.parametrize(
+    ("case", "provision"),
+    [
+        ("api-on", {"vendor": {"host": "127.0.0.1", "port": 1883}, "http_port": 8080, "owner": "ab" * 32}),
+        ("api-off-unclaimed", {"vendor": {"host": "127.0.0.1", "port": 1883}}),
+    ],
+)
+def test_boot_heap_on_a_32_bit_interpreter_stays_within_budget(tmp_path, case, provision):
+    build = compile_firmware("none", tmp_path / "build")
+    flash = _flash(tmp_path, provision)
+    held = int(run_micropython_wasm(FIRMWARE / "tools" / "boot_heap.py", build.path, flash).strip())
+    assert 20 * 1024 < held <= BOOT_HEAP_BUDGET[case], held
+
+
+def test_boot_heap_with_the_code_in_a_romfs_image_leaves_the_bytecode_out_of_the_heap(tmp_path):
+    provision = {"vendor": {"host": "127.0.0.1", "port": 1883}, "http_port": 8080, "owner": "ab" * 32}
+    build = compile_firmware("none", tmp_path / "build")
+    flash = _flash(tmp_path, provision)
+    image = build_romfs(build.path, tmp_path / "firmware.romfs")
+    script = FIRMWARE / "tools" / "boot_heap.py"
+    from_mpy = int(run_micropython_wasm(script, build.path, flash).strip())
+    from_rom = int(run_micropython_wasm(script, build.path, flash, romfs=image).strip())
+    assert from_rom <= ROMFS_BOOT_HEAP_BUDGET, from_rom
+    assert from_mpy - from_rom > 30 * 1024, (from_mpy, from_rom)  # the code runs in place
+
+
+def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tmp_path):
+    """Boot the compiled firmware (viper, as boards run it) up to the event loop, HTTP API off and
+    no owner: the modules only a verify, the HTTP API, a release or the plain SHA-512 need stay
+    out of the heap, and so do the settings checks once the boot is done."""
+    import subprocess
+
+    from tests.helpers import micropython_binary
+
+    build = compile_firmware("x64", tmp_path / "build")
+    flash = _flash(tmp_path, {"vendor": {"host": "127.0.0.1", "port": 1883}})
+    script = (FIRMWARE / "tools" / "boot_heap.py").read_text() + "\nimport sys\nprint(sorted(sys.modules))\n"
+    result = subprocess.run(
+        [micropython_binary(), "-c", script],
+        cwd=flash,
+        env={"MICROPYPATH": f".frozen:{build.path}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "'fp.app'" in loaded and "'fp.fe25519'" in loaded  # the boot really ran, on viper
+    for unused in ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots"):
+        assert "'" + unused.rstrip("'") + "'" not in loaded, unused
