@@ -16,6 +16,10 @@ REASONS = (
     "not-owner",  # command not signed by the device's owner
     "unclaimed",  # device has no owner yet
     "bad-command",  # unknown operation or invalid arguments
+    "wrong-proffer",  # an answer or termination that names another proffer than the one it is held against
+    "not-recipient",  # an answer signed by another key than the one the proffer names
+    "not-in-roster",  # a proffer of an agreement (id, version, text) the roster does not hold
+    "out-of-terms",  # proffer parameters the agreement does not allow, or a reading outside an agreement
 )
 
 

@@ -18,6 +18,10 @@ CT_CARD = 65203
 CT_STATUS = 65204
 CT_ENDORSEMENT = 65205
 CT_GRANT = 65206
+CT_PROFFER = 65207  # first-party terms (fp.terms): the owner proffers an agreement from the roster
+CT_ANSWER = 65208  # the second party's signed accept, alternative or decline of one proffer
+CT_TERMINATION = 65209  # the owner ends an agreement early
+CT_TERMINATION_ACK = 65210  # the second party's signed receipt of a termination
 KIND_OF = {
     CT_READING: "reading",
     CT_COMMAND: "command",
@@ -26,6 +30,10 @@ KIND_OF = {
     CT_STATUS: "status",
     CT_ENDORSEMENT: "endorsement",
     CT_GRANT: "grant",
+    CT_PROFFER: "proffer",
+    CT_ANSWER: "answer",
+    CT_TERMINATION: "termination",
+    CT_TERMINATION_ACK: "termination-ack",
 }
 MAX_BYTES = {
     "reading": 1024,
@@ -35,6 +43,10 @@ MAX_BYTES = {
     "command": 4096,
     "endorsement": 512,
     "grant": 4096,
+    "proffer": 4096,
+    "answer": 1024,
+    "termination": 1024,
+    "termination-ack": 1024,
 }
 
 ISS = 1
