@@ -208,6 +208,8 @@ class Outbox:
         self.delivered = 0
         self.failed = 0
         self.next_due_s: float | None = None  # when the earliest waiting forward is due, from the last pass
+        # a route that needs an agreement delivers only what the agreement carries (host_agent.terms)
+        self.gate = None
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -265,6 +267,10 @@ class Outbox:
             route = routes.get(route_id)
             if route is None:
                 continue
+            if route.get("needs_agreement"):
+                items = await self.gate(route, items) if self.gate else []
+                if not items:
+                    continue
             try:
                 await self.deliver(route, items)
             except Exception as error:  # noqa: BLE001 - any failure of a destination means retry

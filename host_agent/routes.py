@@ -2,7 +2,9 @@
 
 A route is a dict: {"destination": {...}, "devices": ["*"|id...], "metrics": ["*"|name...],
 "mode": "in-addition-to"|"instead-of", "terms": {"recipient", "purpose", "expires_s",
-"retention_days"}}. Validation happens once, here, when a route is created.
+"retention_days"}, "needs_agreement": bool}. A route that needs an agreement delivers only what an
+agreement both parties signed carries (host_agent.terms, docs/agreements.md); until then its
+forwards wait in the outbox. Validation happens once, here, when a route is created.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ TERM_KEYS = {"recipient": str, "purpose": str, "expires_s": (int, float), "reten
 
 def validate(spec: dict[str, Any]) -> dict[str, Any]:
     """Return a normalised route spec or raise UserError naming the bad key."""
-    allowed = {"destination", "devices", "metrics", "mode", "terms"}
+    allowed = {"destination", "devices", "metrics", "mode", "terms", "needs_agreement"}
     for key in spec:
         if key not in allowed:
             raise UserError(f"route: unknown key {key!r} (expected {', '.join(sorted(allowed))})")
@@ -61,7 +63,17 @@ def validate(spec: dict[str, Any]) -> dict[str, Any]:
             raise UserError(f"route: terms.{key} is unknown (expected {', '.join(TERM_KEYS)})")
         if not isinstance(value, TERM_KEYS[key]) or isinstance(value, bool):
             raise UserError(f"route: terms.{key} has the wrong type: {value!r}")
-    return {"destination": destination, "devices": devices, "metrics": metrics, "mode": mode, "terms": terms}
+    needs_agreement = spec.get("needs_agreement", False)
+    if not isinstance(needs_agreement, bool):
+        raise UserError(f"route: needs_agreement must be true or false, found {needs_agreement!r}")
+    return {
+        "destination": destination,
+        "devices": devices,
+        "metrics": metrics,
+        "mode": mode,
+        "terms": terms,
+        "needs_agreement": needs_agreement,
+    }
 
 
 def is_expired(route: dict[str, Any], now_s: float | None = None) -> bool:

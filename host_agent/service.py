@@ -31,6 +31,7 @@ from host_agent.ingest import Ingest
 from host_agent.outbox import Outbox
 from host_agent.owner import Owner
 from host_agent.store import Store
+from host_agent.terms.desk import TermsDesk
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
@@ -50,6 +51,7 @@ class Agent:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.store.path, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
+        self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )
@@ -113,6 +115,7 @@ class Agent:
         self.outbox = Outbox(
             self.store, config.outbox_backoff_max_s, self._routes_expired, bool(config.broker.shared_group)
         )
+        self.outbox.gate = self.terms.gate
         self.commander = Commander(self.owner, self._publish_command, self.audit, config.command_timeout_s)
         tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
         tasks.append(asyncio.create_task(self.outbox.run()))
@@ -156,6 +159,7 @@ class Agent:
             for bus in [self.bus, *self.relays]:
                 await bus.stop()
             await self.outbox.close()
+            await self.terms.close()
             if self.broker:
                 await asyncio.to_thread(self.broker.stop)
             await asyncio.to_thread(self.store.close)
@@ -273,6 +277,8 @@ class Agent:
             if self.outbox:
                 self.outbox.wake.set()
         await self.audit("device-" + state, {"device": device_id})
+        if state == "accepted":
+            self.terms.claimed(device_id)
 
     async def command(
         self, device_id: str, op: str, args: dict, timeout_s: float | None = None
