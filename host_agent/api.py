@@ -339,5 +339,5 @@ def build_app(agent) -> FastAPI:
 
     from host_agent.terms.api import add_routes as add_terms_routes
 
-    add_terms_routes(app, agent, admin)
+    add_terms_routes(app, agent)
     return app

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from binascii import b2a_base64
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ class Outbox:
         self.failed = 0
         self.next_due_s: float | None = None  # when the earliest waiting forward is due, from the last pass
         # a route that needs an agreement delivers only what the agreement carries (host_agent.terms)
-        self.gate = None
+        self.gate: Callable[[dict[str, Any], list[tuple]], Awaitable[list[tuple]]] | None = None
 
     async def close(self) -> None:
         await self.http.aclose()

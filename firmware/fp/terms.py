@@ -99,7 +99,7 @@ class Signed:
         self.signer_key = signer_key
         self.time_s = time_s
         self.nonce = nonce
-        self.body = body
+        self.body = body  # type: dict
 
     @property
     def raw(self):
@@ -232,6 +232,8 @@ def _parse(data, kind, needs_key, signer_key=None):
             raise ProtocolError("not-owner", "%s not issued by the expected signer" % kind)
         key = signer_key
     body = cbor.decode(message.payload)
+    if not isinstance(body, dict):
+        raise ProtocolError("malformed", kind + " payload must be a map")
     return message, signer_id, key, body
 
 

@@ -9,10 +9,11 @@ The owner's side (`/agreements...`) needs an admin token.
 
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from host_agent.api import Admin
 from host_agent.terms import roster
 from host_agent.terms.desk import COSE_TYPE, ProfferRequest, Refused
 
@@ -23,7 +24,10 @@ _COSE_BODY = {
         "content": {"application/cose": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
-_COSE_ANSWER = {200: {"content": {"application/cose": {}}, "description": "the signed reply"}}
+_COSE_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/cose": {}}, "description": "the signed reply"}
+}
+_CBOR_RECORD: dict[int | str, dict[str, Any]] = {200: {"content": {"application/cbor": {}}}}
 _HEX = "^([0-9a-f]{2})+$"
 
 
@@ -69,9 +73,8 @@ def _refused(error: Refused) -> HTTPException:
     return HTTPException(error.status, f"{error.reason}: {error.detail}")
 
 
-def add_routes(app: FastAPI, agent, admin) -> None:
-    """Add the terms routes to the agent's application; `admin` is its admin-scope dependency."""
-    Admin = Annotated[Any, Depends(admin)]
+def add_routes(app: FastAPI, agent) -> None:
+    """Add the terms routes to the agent's application (the `/agreements...` ones want an admin token)."""
 
     @app.get("/.well-known/firstparty-terms")
     async def published_terms() -> dict[str, Any]:
@@ -127,7 +130,7 @@ def add_routes(app: FastAPI, agent, admin) -> None:
         except Refused as error:
             raise _refused(error) from None
 
-    @app.get("/agreements/{agreement_id}/record", responses={200: {"content": {"application/cbor": {}}}})
+    @app.get("/agreements/{agreement_id}/record", responses=_CBOR_RECORD)
     async def agreement_record(agreement_id: str, who: Admin) -> Response:
         """The record both parties hold, byte for byte: the signed messages as one CBOR map."""
         try:

@@ -57,10 +57,18 @@ class ProfferRequest:
     retention_days: int | None = None
 
 
+def _payload(message) -> dict[str, Any]:
+    """The payload map of a stored or received terms message (its kind's parser checked it)."""
+    value = cbor.decode(message.payload)
+    if not isinstance(value, dict):
+        raise ProtocolError("malformed", "a terms payload is a map")
+    return value
+
+
 def describe(row: dict[str, Any]) -> dict[str, Any]:
     """A record as the API and the CLI show it (the signed messages decoded, times in seconds)."""
     proffer = messages.parse(row["proffer"], "proffer")
-    body = cbor.decode(proffer.payload)
+    body = _payload(proffer)
     out: dict[str, Any] = {
         "id": row["id"],
         "side": row["side"],
@@ -87,7 +95,7 @@ def describe(row: dict[str, Any]) -> dict[str, Any]:
     }
     if row["answer"] is not None:
         answer = messages.parse(row["answer"], "answer")
-        answer_body = cbor.decode(answer.payload)
+        answer_body = _payload(answer)
         alternative = answer_body["alternative"]
         out.update(
             answered_s=answer.claims[messages.IAT],
@@ -406,8 +414,7 @@ class TermsDesk:
         """Record the owner's early end of an agreement we accepted; return our signed acknowledgement."""
         try:
             message = messages.parse(bytes(data), "termination")
-            body = cbor.decode(message.payload)
-            named = body.get("proffer") if isinstance(body, dict) else None
+            named = _payload(message).get("proffer")
             row = (
                 await asyncio.to_thread(records.by_digest, self.store, named)
                 if isinstance(named, bytes)
@@ -515,7 +522,7 @@ class TermsDesk:
         for row in rows:
             if row["state"] not in ("accepted", "terminated"):
                 continue
-            body = cbor.decode(messages.parse(row["proffer"], "proffer").payload)
+            body = _payload(messages.parse(row["proffer"], "proffer"))
             ended_s = None
             if row["termination"] is not None:
                 ended_s = messages.parse(row["termination"], "termination").claims[messages.IAT]

@@ -82,7 +82,7 @@ def check_record(data: bytes) -> Checked:
 
 
 def _row(values: tuple) -> dict[str, Any]:
-    row = dict(zip(COLUMNS, values, strict=True))
+    row: dict[str, Any] = dict(zip(COLUMNS, values, strict=True))
     for part in PARTS:
         if row[part] is not None:
             row[part] = bytes(row[part])
