@@ -358,6 +358,8 @@ class Agent:
         results = []
         for device_id in devices:
             destinations = routing.device_destinations(routes, device_id, self.home_destination(device_id))
+            if await asyncio.to_thread(self.terms.is_vendor_dropped, device_id):  # it declined our terms
+                destinations = [d for d in destinations if d["name"] != "vendor"]
             outcome = await self.command(device_id, "set-destinations", {"destinations": destinations})
             results.append(outcome.as_dict())
         return results

@@ -27,6 +27,7 @@ from host_agent.terms import policy, records, roster
 log = logging.getLogger("firstparty.terms")
 COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
 MAX_FROM_ONE_OWNER = 1000  # records a second party keeps for one owner: a flood of proffers is bounded
+MAX_ANSWERED = 100_000  # and for all owners together (an owner id is only a fresh key away)
 DEFAULT_DAYS = 365
 STATE_OF = {"accept": "accepted", "alternative": "alternative", "decline": "declined"}
 
@@ -126,6 +127,7 @@ class TermsDesk:
         self.policy = policy.policy_from(list(accepts), config.alternative, self.roster)
         self.http = httpx.AsyncClient(timeout=10.0)
         self.tasks: set[asyncio.Task] = set()
+        self.max_from_one_owner, self.max_answered = MAX_FROM_ONE_OWNER, MAX_ANSWERED
         records.install(self.store)
 
     async def close(self) -> None:
@@ -381,9 +383,10 @@ class TermsDesk:
         agreement_id = proffer.nonce.hex()
         if await asyncio.to_thread(records.get, self.store, agreement_id) is not None:
             raise Refused(409, "replay", f"proffer id {agreement_id} is already used by another proffer")
-        if await asyncio.to_thread(records.count_from, self.store, proffer.signer_id) >= MAX_FROM_ONE_OWNER:
+        from_owner, answered = await asyncio.to_thread(records.counts, self.store, proffer.signer_id)
+        if from_owner >= self.max_from_one_owner or answered >= self.max_answered:
             raise Refused(
-                429, "too-many", f"{MAX_FROM_ONE_OWNER} proffers from {proffer.signer_id} are on record"
+                429, "too-many", f"{answered} proffers on record, {from_owner} from {proffer.signer_id}"
             )
         decision = policy.evaluate(self.policy, self.roster, proffer.body)
         answer = terms.encode_answer(
@@ -490,6 +493,17 @@ class TermsDesk:
                 outcome = await self.agent.command(device_id, "set-destinations", {"destinations": [home]})
                 data["device_outcome"] = outcome.outcome
             await self.agent.audit("terms-vendor-" + ("dropped" if action == "drop-vendor" else "kept"), data)
+
+    def is_vendor_dropped(self, device_id: str) -> bool:
+        """True when the vendor's latest answer for this device was not an accept and the owner's
+        policy drops the vendor then: the device's destinations leave the vendor out."""
+        if self.agent.config.terms.on_vendor_decline != "drop-vendor":
+            return False
+        latest = None
+        for row in records.all_records(self.store, ""):
+            if row["peer"] and _payload(messages.parse(row["proffer"], "proffer"))["devices"] == [device_id]:
+                latest = row
+        return latest is not None and latest["state"] in ("declined", "refused", "alternative")
 
     # --- records ------------------------------------------------------------------------------
 

@@ -120,10 +120,13 @@ def all_records(store: Store, route: str | None = None) -> list[dict[str, Any]]:
     return [_row(r) for r in store.query(sql + " ORDER BY created", args)]
 
 
-def count_from(store: Store, owner_id: str) -> int:
-    return store.query("SELECT COUNT(*) FROM agreements WHERE owner_id=? AND side='second'", (owner_id,))[0][
-        0
-    ]
+def counts(store: Store, owner_id: str) -> tuple[int, int]:
+    """Proffers this agent answered: from `owner_id`, and from everyone."""
+    rows = store.query(
+        "SELECT SUM(owner_id=?), COUNT(*) FROM agreements WHERE side='second'",
+        (owner_id,),
+    )
+    return int(rows[0][0] or 0), int(rows[0][1] or 0)
 
 
 def add(store: Store, row: dict[str, Any], audit_kind: str, **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def url(agent) -> str:
     return f"http://127.0.0.1:{agent.api_port}"
 
 
-def start_pair(start_agent, tmp_path, vendor_terms=None, owner_terms=None):
+def start_pair(start_agent, tmp_path, vendor_terms=None, owner_terms=None, **owner_extra):
     vendor = start_agent(
         role="vendor",
         data_dir=str(tmp_path / "vendor"),
@@ -272,6 +272,12 @@ def test_the_public_inboxes_refuse_what_is_not_a_valid_terms_message(start_agent
     assert refused.status_code == 400 and refused.json()["detail"].startswith("wrong-proffer")
     assert api(vendor).get("/agreements").json()[0]["state"] == "accepted"
     assert httpx.get(url(vendor) + "/agreements").status_code == 401
+    vendor.terms.max_from_one_owner = 1  # a flood of proffers from one owner stops at the cap
+    another = api(owner).post("/agreements", json=proffer_body(device)).json()
+    data = records.parse_record(api(owner).get(f"/agreements/{another['id']}/record").content)["proffer"]
+    flood = httpx.post(inbox, content=data)
+    assert flood.status_code == 429 and flood.json()["detail"].startswith("too-many")
+    assert len(api(vendor).get("/agreements").json()) == 1
 
 
 def test_claiming_a_device_proffers_the_owners_terms_to_the_vendor(start_agent, tmp_path, device):
@@ -279,6 +285,7 @@ def test_claiming_a_device_proffers_the_owners_terms_to_the_vendor(start_agent, 
     response = api(owner).post("/devices", json={"card_hex": device.card(owner.owner.owner_id).hex()})
     assert response.status_code == 201
     found = wait_for(lambda: api(vendor).get("/agreements").json(), 10, "the vendor's record")
+    assert not owner.terms.is_vendor_dropped(device.device_id)
     assert found[0]["state"] == "accepted" and found[0]["devices"] == [device.device_id]
     assert found[0]["agreement"] == "service-only@1"
     mine, theirs = records_of(owner, vendor, found[0]["id"])
@@ -308,6 +315,18 @@ def test_a_vendor_that_declines_is_dropped_from_the_device_by_the_owners_policy(
         assert [d["name"] for d in command.args["destinations"]] == ["home"]  # the vendor is gone
         wait_for(lambda: "terms-vendor-dropped" in audit_kinds(owner), 15, "the audit saying so")
         assert api(vendor).get("/agreements").json()[0]["state"] == "declined"
+        assert owner.terms.is_vendor_dropped(device.device_id)
+        # a route that would give the vendor back (an instead-of route removed) does not
+        route = {
+            "name": "r",
+            "destination": {"type": "file", "path": str(tmp_path / "r.jsonl")},
+            "mode": "instead-of",
+        }
+        assert api(owner).post("/routes", json={**route, "devices": [device.device_id]}).status_code == 201
+        assert api(owner).delete("/routes/r").status_code == 200
+        commands = wait_for(lambda: listener.received[2:], 10, "the destinations after the route is gone")
+        last = messages.parse_command(commands[-1][1])
+        assert [d["name"] for d in last.args["destinations"]] == ["home"]
     finally:
         listener.close()
 
