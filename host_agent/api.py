@@ -1,8 +1,10 @@
 """The open HTTP API (FastAPI): devices, cards, readings, live stream, routes, commands, audit.
 
-Every endpoint needs a bearer token (`firstparty tokens create`) but four: /healthz, and the
+Every endpoint needs a bearer token (`firstparty tokens create`) but these: /healthz; the
 description of the API, which holds no data: the OpenAPI document at /openapi.json and its pages
-/docs (Swagger UI) and /redoc. Scopes:
+/docs (Swagger UI) and /redoc; and first-party terms as a second party answers any owner
+(host_agent/terms/api.py): its policy at /.well-known/firstparty-terms, /terms/roster, and the
+inboxes /terms/proffers and /terms/terminations, which take only signed messages. Scopes:
 - `read`: GET endpoints, limited to the token's devices and metrics when it names them; pending
   devices do not exist for it;
 - `admin`: everything, including routes, commands, accept/reject; a token limited to devices
@@ -185,6 +187,7 @@ class RouteSpec(BaseModel):
     )
     mode: str = Field("in-addition-to", max_length=32)
     terms: Terms = Terms()
+    needs_agreement: bool = False  # deliver only what an agreement both parties signed carries
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -193,6 +196,7 @@ class RouteSpec(BaseModel):
             "metrics": self.metrics,
             "mode": self.mode,
             "terms": self.terms.model_dump(exclude_none=True),
+            "needs_agreement": self.needs_agreement,
         }
 
 
@@ -595,6 +599,10 @@ def build_app(agent) -> FastAPI:
             "first_bad": bad,
             "entries": await asyncio.to_thread(store.audit_entries, after_seq, limit),
         }
+
+    from host_agent.terms.api import add_routes as add_terms_routes
+
+    add_terms_routes(app, agent)
 
     from host_agent.console import mount
 

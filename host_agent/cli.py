@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "host_agent.verbs.serve",
     "devices": "host_agent.verbs.devices",
     "routes": "host_agent.verbs.routes",
+    "terms": "host_agent.verbs.terms",
     "command": "host_agent.verbs.command",
     "tokens": "host_agent.verbs.tokens",
     "audit": "host_agent.verbs.audit",

@@ -51,6 +51,17 @@ class StoreConfig:
 
 
 @dataclass
+class TermsConfig:
+    """First-party terms (docs/agreements.md): what this agent accepts, and what it proffers the vendor."""
+
+    accepts: list[str] | None = None  # roster refs (id@version); None: the role's default
+    alternative: str | None = None  # the one agreement offered instead of one not accepted
+    vendor_api: str | None = None  # the vendor agent's API: a claimed device's terms are proffered there
+    vendor_agreement: str = "service-only@1"
+    on_vendor_decline: str = "drop-vendor"  # or keep-vendor
+
+
+@dataclass
 class Config:
     role: str = "owner"  # owner or vendor
     data_dir: Path = Path(".")
@@ -60,6 +71,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    terms: TermsConfig = field(default_factory=TermsConfig)
     outbox_backoff_max_s: float = 30.0
     command_timeout_s: float = 10.0
     log_rejections_per_minute: int = 30
@@ -91,6 +103,13 @@ _SCHEMA: dict[str, Any] = {
     },
     "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None), "max_body_bytes": (int, None)},
     "store": {"path": (str, None), "retention_days": ((int, float), None), "max_page_count": (int, None)},
+    "terms": {
+        "accepts": (list, None),
+        "alternative": (str, None),
+        "vendor_api": (str, None),
+        "vendor_agreement": (str, None),
+        "on_vendor_decline": (str, ("drop-vendor", "keep-vendor")),
+    },
 }
 
 _TYPE_NAMES = {
@@ -136,7 +155,7 @@ def from_dict(data: dict, source: str = "<config>", base: Path | None = None) ->
     base = base or Path(".")
     config = Config()
     for key, value in data.items():
-        if key in ("broker", "api", "store"):
+        if key in ("broker", "api", "store", "terms"):
             section = getattr(config, key)
             for sub_key, sub_value in value.items():
                 setattr(section, sub_key, sub_value)
@@ -158,7 +177,24 @@ def from_dict(data: dict, source: str = "<config>", base: Path | None = None) ->
             raise UserError(f"{source}: broker.relay_brokers[{index}] must be 'host:port', found {relay!r}")
     if config.role == "vendor":
         config.auto_accept = True
+    _check_terms(source, config.terms)
     return config
+
+
+def _check_terms(source: str, terms: TermsConfig) -> None:
+    """Every agreement the terms section names must be in the roster (host_agent/terms/roster.json)."""
+    from host_agent.terms import roster
+
+    known = roster.load()
+    refs = [("terms.alternative", terms.alternative), ("terms.vendor_agreement", terms.vendor_agreement)]
+    refs += [(f"terms.accepts[{i}]", ref) for i, ref in enumerate(terms.accepts or [])]
+    for key, ref in refs:
+        if ref is None:
+            continue
+        try:
+            known.get(ref)
+        except UserError as error:
+            raise UserError(f"{source}: {key}: {error}") from None
 
 
 def load(path: Path) -> Config:

@@ -7,7 +7,10 @@ logs in: each device with its own password per broker, the owner's agent on the 
 with the relay account the vendor gave it. The story of the mission plays on
 screen: the devices report to the vendor by default; the owner claims one and reroutes it to their
 own service instead (the vendor stops receiving it), duplicates another to both under stated
-terms, and forged messages are refused with their reasons. Every owner action goes through the
+terms, and forged messages are refused with their reasons. Every recipient agrees to the owner's
+terms first (docs/agreements.md): the vendor's agent countersigns the baseline agreement for each
+claimed device, the co-op (no agent: a key of its own) countersigns the garage's terms before any
+reading leaves, and a data broker that asks to resell is refused and gets nothing. Every owner action goes through the
 agent's HTTP API, as a user's own scripts would.
 """
 
@@ -36,6 +39,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from fp import ids, messages, topics
+from fp import terms as fp_terms
 from host_agent import config as agent_config
 from host_agent import tokens, wire
 from host_agent.console import auth
@@ -46,6 +50,7 @@ from host_agent.paths import BOARDS
 from host_agent.service import Agent, start_in_thread
 from host_agent.simdevice import SimDevice
 from host_agent.store import reading_values
+from host_agent.terms import records, roster
 from host_agent.verbs.common import write_runtime
 
 # (label, sensors): three boards with different sensors and rates.
@@ -232,6 +237,8 @@ class Demo:
             f'relay_password = "{relay_password}"\n'
             "[api]\n"
             f"port = {_port_or_free(API_PORT)}\n"
+            "[terms]\n"  # a claimed device's terms go to the vendor's agent (docs/agreements.md)
+            f'vendor_api = "http://127.0.0.1:{self.vendor.api_port}"\n'
         )
         return path
 
@@ -358,6 +365,7 @@ class Demo:
         self.pump(2)
 
         self.claim(0)
+        self.vendor_terms(kitchen, "kitchen")
         home_path = self.data_dir / "home" / "kitchen.jsonl"
         self.say("owner reroutes the kitchen stream to their own service INSTEAD OF the vendor's")
         result = self.call(
@@ -383,10 +391,11 @@ class Demo:
         )
 
         self.claim(1)
+        self.vendor_terms(garage, "garage")
         expires = int(time.time()) + 30 * 86400
         terms = {
             "recipient": "energy co-op",
-            "purpose": "heating study",
+            "purpose": "energy-planning",
             "expires_s": expires,
             "retention_days": 30,
         }
@@ -401,6 +410,7 @@ class Demo:
                 "metrics": ["temp", "hum"],
                 "mode": "in-addition-to",
                 "terms": terms,
+                "needs_agreement": True,
             },
         )
         self.say(
@@ -411,6 +421,11 @@ class Demo:
         )
         self.routes[garage] = "vendor + you + co-op"
         (self._dir("samples") / "garage-coop.grant").write_bytes(bytes.fromhex(result["grant_hex"]))
+        self.say("the co-op route waits for the co-op to agree: its readings are held, none has left")
+        coop = self.offline_answer("community-energy@1", "garage-coop", "co-op", "accept")
+        (self._dir("samples") / "garage-coop.agreement").write_bytes(
+            self.api.get(f"/agreements/{coop}/record").content
+        )
         self.wait_for(lambda: self._coop_lines() > 0, 15, "the garage's readings forwarded to the co-op")
         self.say(f"the co-op has its first signed readings ({self._coop_lines()}), byte for byte as signed")
 
@@ -421,6 +436,24 @@ class Demo:
         self.say(
             "with a device account of their own, they publish under the attic's topic: the broker drops it"
         )
+
+        self.say("a data broker asks for the garage's readings too; the owner proffers research use")
+        self.call(
+            "POST",
+            "/routes",
+            {
+                "name": "garage-broker",
+                "destination": {"type": "file", "path": str(self._broker_path())},
+                "devices": [garage],
+                "metrics": ["temp", "hum"],
+                "terms": {"recipient": "data broker", "purpose": "research", "retention_days": 30},
+                "needs_agreement": True,
+            },
+        )
+        self.offline_answer(
+            "community-energy@1", "garage-broker", "data-broker", "alternative", "resale-same-terms@1"
+        )
+
         forger = wire.nacl_signer(os.urandom(32))
         forged = messages.encode_reading(forger, attic, 999, 1, [("chip", "Cel", 99.0)], int(time.time()))
         self.attacker.publish(topics.topic(attic, "reading"), forged)
@@ -444,6 +477,7 @@ class Demo:
         )[0][0]
         self.say(f"readings stored for the attic from the attacker: {forged_stored}")
         self._save_samples()
+        self.say(f"readings the data broker got: {self._broker_lines()} (offered nothing it may resell)")
         if duration_s is None:
             self.say("running until Ctrl-C")
             while True:
@@ -451,6 +485,56 @@ class Demo:
         remaining = duration_s - (time.monotonic() - self.started)
         if remaining > 0:
             self.pump(remaining)
+
+    def vendor_terms(self, device_id: str, name: str) -> None:
+        """Tell the agreement the owner's agent proffered the vendor's agent when the device was claimed."""
+        found = self.wait_for(
+            lambda: [
+                a for a in self.call("GET", "/agreements") if a["devices"] == [device_id] and a["answered_s"]
+            ],
+            10,
+            f"the vendor's answer to the {name}'s terms",
+        )[0]
+        theirs = records.get(self.vendor.store, found["id"])
+        mine = self.api.get(f"/agreements/{found['id']}/record").content
+        is_same = theirs is not None and records.record_bytes(theirs) == mine
+        self.say(
+            f"your agent proffered {found['agreement']} (only to deliver the service) for the {name} to the "
+            f"vendor's agent: {found['state']}, countersigned by {found['recipient_id'][:8]}; both records "
+            f"{'identical' if is_same else 'DIFFER'} ({len(mine)} bytes)"
+        )
+
+    def offline_answer(
+        self, agreement: str, route: str, who: str, decision: str, alternative: str | None = None
+    ) -> str:
+        """A recipient running nothing of ours: a key of its own, and `firstparty terms accept|offer`."""
+        proffered = self.call("POST", "/agreements", {"agreement": agreement, "route": route})
+        self.say(
+            f"owner proffers {agreement} to the {who}: {','.join(proffered['metrics'])} for "
+            f"{proffered['purpose']}, kept {proffered['retention_days']} days, signed by the owner key"
+        )
+        key = Owner(self._dir(who) / "terms.key")
+        record = records.parse_record(self.api.get(f"/agreements/{proffered['id']}/record").content)
+        ref = roster.parse_ref(alternative) if alternative else None
+        answer = fp_terms.encode_answer(
+            key.sign, key.public, record["proffer"], decision, int(time.time()), ref, f"the {who} decides"
+        )
+        result = self.call("POST", f"/agreements/{proffered['id']}/answer", {"message_hex": answer.hex()})
+        if decision == "accept":
+            self.say(f"the {who} countersigns with its own key {key.owner_id[:8]}: {result['state']}")
+        else:
+            self.say(f"the {who} will not take these terms and asks for {alternative} (resale) instead")
+            self.say(
+                f"your agent {result['state']} the counter-offer: the owner does not accept {alternative}"
+            )
+        return proffered["id"]
+
+    def _broker_path(self) -> Path:
+        return self._dir("broker") / "garage.jsonl"
+
+    def _broker_lines(self) -> int:
+        path = self._broker_path()
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
     def _coop_lines(self) -> int:
         path = self.data_dir / "coop" / "garage.jsonl"
@@ -535,6 +619,10 @@ class Demo:
                 "  as the co-op: check what it received against the card and the owner's signed terms:",
                 f"    .venv/bin/firstparty verify --card {samples / 'garage.card'} --grant {samples / 'garage-coop.grant'}"
                 f" --owner {self.home.owner.public.hex()} {self.data_dir / 'coop' / 'garage.jsonl'}",
+                "  as the co-op: check it against the agreement both of you signed (docs/agreements.md):",
+                f"    .venv/bin/firstparty verify --card {samples / 'garage.card'} --agreement {samples / 'garage-coop.agreement'}"
+                f" {self.data_dir / 'coop' / 'garage.jsonl'}",
+                f"    .venv/bin/firstparty terms list --config {config}",
                 "  flash a real board (docs/flashing.md):",
                 f"    .venv/bin/firstparty flash --board esp32-devkitc --vendor HOST:1883 --config {config}",
                 "  the wire format: docs/protocol.md; the API: docs/agent-api.md",

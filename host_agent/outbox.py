@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from binascii import b2a_base64
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,8 @@ class Outbox:
         self.held: set[int] = set()  # their outbox ids: never delivered again while held
         self.store_problem: str | None = None  # disk-full or cannot-commit while writes fail
         self.store_failures = 0
+        # a route that needs an agreement delivers only what the agreement carries (host_agent.terms)
+        self.gate: Callable[[dict[str, Any], list[tuple]], Awaitable[list[tuple]]] | None = None
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -316,6 +319,10 @@ class Outbox:
             route = routes.get(route_id)
             if route is None:
                 continue
+            if route.get("needs_agreement"):
+                items = await self.gate(route, items) if self.gate else []
+                if not items:
+                    continue
             try:
                 await self.deliver(route, items)
             except Exception as error:  # noqa: BLE001 - any failure of a destination means retry

@@ -2,7 +2,9 @@
 
 A route is a dict: {"destination": {...}, "devices": ["*"|id...], "metrics": ["*"|name...],
 "mode": "in-addition-to"|"instead-of", "terms": {"recipient", "purpose", "expires_s",
-"retention_days"}}. Validation happens once, here, when a route is created or changed: every
+"retention_days"}, "needs_agreement": bool}. A route that needs an agreement delivers only what an
+agreement both parties signed carries (host_agent.terms, docs/agreements.md); until then its
+forwards wait in the outbox. Validation happens once, here, when a route is created or changed: every
 text has a length cap, every number is finite and in range, ports are 1-65535, webhooks are
 http or https, and a file destination lies inside the agent's `files_dir`.
 """
@@ -113,7 +115,7 @@ def validate(spec: dict[str, Any], files_dir: Path | None = None) -> dict[str, A
     `files_dir`: the folder file destinations must lie in (the agent's `files_dir`); a relative
     path is taken inside it, and the spec holds the absolute path.
     """
-    allowed = {"destination", "devices", "metrics", "mode", "terms"}
+    allowed = {"destination", "devices", "metrics", "mode", "terms", "needs_agreement"}
     for key in spec:
         if key not in allowed:
             raise UserError(f"route: unknown key {key!r} (expected {', '.join(sorted(allowed))})")
@@ -153,7 +155,17 @@ def validate(spec: dict[str, Any], files_dir: Path | None = None) -> dict[str, A
             raise UserError(
                 f"route: terms.retention_days must be at most {MAX_RETENTION_DAYS}, found {value!r}"
             )
-    return {"destination": destination, "devices": devices, "metrics": metrics, "mode": mode, "terms": terms}
+    needs_agreement = spec.get("needs_agreement", False)
+    if not isinstance(needs_agreement, bool):
+        raise UserError(f"route: needs_agreement must be true or false, found {needs_agreement!r}")
+    return {
+        "destination": destination,
+        "devices": devices,
+        "metrics": metrics,
+        "mode": mode,
+        "terms": terms,
+        "needs_agreement": needs_agreement,
+    }
 
 
 def without_secrets(spec: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from host_agent.outbox import Outbox
 from host_agent.owner import Owner
 from host_agent.receipts import RECEIPT_KINDS, ReceiptBook
 from host_agent.store import Store, make_private_dir, write_problem
+from host_agent.terms.desk import TermsDesk
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
@@ -54,6 +55,7 @@ class Agent:
         make_private_dir(config.data_dir)  # 0700: the database, keys and broker passwords live here
         self.store = Store(config.store.path, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
+        self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )
@@ -128,6 +130,7 @@ class Agent:
         self.outbox = Outbox(
             self.store, config.outbox_backoff_max_s, self._routes_expired, bool(config.broker.shared_group)
         )
+        self.outbox.gate = self.terms.gate
         self.commander = Commander(self.owner, self._publish_command, self.audit, config.command_timeout_s)
         tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
         tasks.append(asyncio.create_task(self.outbox.run()))
@@ -173,6 +176,7 @@ class Agent:
             for bus in [self.bus, *self.relays]:
                 await bus.stop()
             await self.outbox.close()
+            await self.terms.close()
             if self.broker:
                 await asyncio.to_thread(self.broker.stop)
             await asyncio.to_thread(self.store.close)
@@ -407,6 +411,8 @@ class Agent:
             if self.outbox:
                 self.outbox.wake.set()
         await self.audit("device-" + state, {"device": device_id})
+        if state == "accepted":
+            self.terms.claimed(device_id)
 
     async def command(
         self, device_id: str, op: str, args: dict, timeout_s: float | None = None
@@ -489,6 +495,8 @@ class Agent:
         results = []
         for device_id in devices:
             destinations = routing.device_destinations(routes, device_id, self.home_destination(device_id))
+            if await asyncio.to_thread(self.terms.is_vendor_dropped, device_id):  # it declined our terms
+                destinations = [d for d in destinations if d["name"] != "vendor"]
             outcome = await self.command(device_id, "set-destinations", {"destinations": destinations})
             results.append(outcome.as_dict())
         return results

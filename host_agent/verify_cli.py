@@ -2,7 +2,8 @@
 
 Three sources: files each holding one signed message, JSON-lines files as the agent's file and
 webhook destinations write them ({"device_id", "message": base64}), or a live MQTT topic. With
-`--grant` and `--owner`, each reading must also fall within the owner's signed terms of sharing.
+`--grant` and `--owner`, each reading must also fall within the owner's signed terms of sharing; with
+`--agreement`, within an agreement both the owner and the recipient signed (docs/agreements.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
 from host_agent import grants
 from host_agent.errors import UserError
+from host_agent.terms import policy, records
 from host_agent.verifier import Verifier
 
 COSE_SIGN1_TAG = 0xD2  # CBOR tag 18, the first byte of every signed message
@@ -33,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=("reading", "status", "ack"), default="reading")
     parser.add_argument("--grant", type=Path, help="a share grant file: readings must fall within its terms")
     parser.add_argument("--owner", help="the owner's public key (64 hex digits), which signed the grant")
+    parser.add_argument(
+        "--agreement", type=Path, help="an agreement record (`terms export`): readings must fall within it"
+    )
     parser.add_argument(
         "--live", metavar="HOST:PORT", help="verify what arrives on an MQTT broker instead of files"
     )
@@ -84,6 +89,30 @@ def _load_grant(args: argparse.Namespace, verifier: Verifier) -> grants.Grant | 
     return grant
 
 
+def _load_agreement(args: argparse.Namespace, verifier: Verifier) -> records.Checked | None:
+    if args.agreement is None:
+        return None
+    try:
+        checked = records.check_record(_read(args.agreement))
+    except (ProtocolError, ValueError) as error:
+        raise UserError(f"{args.agreement} is not an agreement in force: {error}") from None
+    owner_id = checked.proffer.signer_id
+    for state in verifier.devices.values():
+        if state.card.owner_id not in (None, owner_id):
+            raise UserError(
+                f"device {state.card.device_id} belongs to {state.card.owner_id}, not to the agreement's owner {owner_id}"
+            )
+    body, window = checked.proffer.body, checked.window
+    print(
+        f"agreement {args.agreement}: {body['agreement'][0]}@{body['agreement'][1]} proffered by {owner_id}, "
+        f"accepted by {checked.answer.signer_id}: {','.join(body['devices'])} metrics {','.join(body['metrics'])} "
+        f"from {time.strftime('%Y-%m-%d %H:%M', time.gmtime(window.from_s))} "
+        f"until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(window.end_s))}"
+        + (" (terminated)" if checked.termination else "")
+    )
+    return checked
+
+
 def _messages(path: Path) -> Iterator[tuple[str, str | None, bytes]]:
     """(label, topic or None, signed bytes) for each message a file holds."""
     data = _read(path)
@@ -107,10 +136,17 @@ def _messages(path: Path) -> Iterator[tuple[str, str | None, bytes]]:
 class Report:
     """Checks messages one by one and prints one line each."""
 
-    def __init__(self, verifier: Verifier, kind: str, grant: grants.Grant | None):
+    def __init__(
+        self,
+        verifier: Verifier,
+        kind: str,
+        grant: grants.Grant | None,
+        agreement: records.Checked | None = None,
+    ):
         self.verifier = verifier
         self.kind = kind
         self.grant = grant
+        self.agreement = agreement
         self.verified = 0
         self.refused = 0
 
@@ -128,6 +164,13 @@ class Report:
                 if not self.grant.covers(message.device_id, names, at):
                     raise ProtocolError(
                         "not-granted", f"{','.join(names)} of {message.device_id} is outside the grant"
+                    )
+            if self.agreement and message.kind == "reading":
+                names = [name for name, _, _ in message.body]
+                at = message.time_s if message.time_s is not None else time.time()
+                if not policy.covers(self.agreement.window, message.device_id, names, at, at):
+                    raise ProtocolError(
+                        "out-of-terms", f"{','.join(names)} of {message.device_id} is outside the agreement"
                     )
         except ProtocolError as error:
             self.refused += 1
@@ -206,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give files or --live, not both")
     if not args.live and not args.messages:
         raise UserError("name the message files to verify, or --live HOST:PORT")
-    report = Report(verifier, args.kind, _load_grant(args, verifier))
+    report = Report(verifier, args.kind, _load_grant(args, verifier), _load_agreement(args, verifier))
     if args.live:
         _live(args, report)
     else:

@@ -68,6 +68,24 @@ def test_demo_plays_the_story_and_its_next_step_verifies(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"{len(lines)} verified, 0 refused" in checked.stdout
 
+    # first-party terms: the vendor countersigned the baseline, the co-op the owner's terms, and the
+    # data broker's counter-offer was refused, so it got nothing
+    assert re.search(
+        r"proffered service-only@1 .* for the kitchen to the vendor's agent: accepted, .* both records identical",
+        out,
+    )
+    assert "the co-op countersigns with its own key" in out
+    assert "your agent refused the counter-offer" in out
+    assert "readings the data broker got: 0" in out
+    assert not (data / "broker" / "garage.jsonl").exists()
+    agreed = re.search(r"firstparty (verify --card \S+ --agreement \S+ \S+)", out)
+    assert agreed, out
+    checked = subprocess.run(
+        [*_firstparty(), *agreed.group(1).split()], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{len(lines)} verified, 0 refused" in checked.stdout
+
     # the owner's agent left by the demo answers the CLI the summary shows
     config = str(home / "firstparty.toml")
     listed = subprocess.run(

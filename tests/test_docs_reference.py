@@ -34,6 +34,7 @@ TABLES = {
     "broker": agent_config.BrokerConfig,
     "api": agent_config.ApiConfig,
     "store": agent_config.StoreConfig,
+    "terms": agent_config.TermsConfig,
 }
 
 

@@ -19,6 +19,10 @@ CT_STATUS = 65204
 CT_ENDORSEMENT = 65205
 CT_GRANT = 65206
 CT_RECEIPT = 65207
+CT_PROFFER = 65212  # first-party terms (fp.terms): the owner proffers an agreement from the roster
+CT_ANSWER = 65213  # the second party's signed accept, alternative or decline of one proffer
+CT_TERMINATION = 65214  # the owner ends an agreement early
+CT_TERMINATION_ACK = 65215  # the second party's signed receipt of a termination
 KIND_OF = {
     CT_READING: "reading",
     CT_COMMAND: "command",
@@ -28,6 +32,10 @@ KIND_OF = {
     CT_ENDORSEMENT: "endorsement",
     CT_GRANT: "grant",
     CT_RECEIPT: "receipt",
+    CT_PROFFER: "proffer",
+    CT_ANSWER: "answer",
+    CT_TERMINATION: "termination",
+    CT_TERMINATION_ACK: "termination-ack",
 }
 MAX_BYTES = {
     "reading": 1024,
@@ -38,6 +46,10 @@ MAX_BYTES = {
     "endorsement": 512,
     "grant": 4096,
     "receipt": 512,
+    "proffer": 4096,
+    "answer": 1024,
+    "termination": 1024,
+    "termination-ack": 1024,
 }
 MAX_RANGES = 16  # (boot, first, last) ranges in one receipt: 16 of the widest fit 512 bytes
 

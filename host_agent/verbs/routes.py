@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--purpose", default="", help="why (terms of sharing)")
     add.add_argument("--for-days", type=float, help="how long: the route stops by itself after this")
     add.add_argument("--retention-days", type=float, help="how long the recipient may keep the data")
+    add.add_argument(
+        "--needs-agreement",
+        action="store_true",
+        help="deliver only what an agreement the recipient signed carries (firstparty terms)",
+    )
 
 
 def _host_port(text: str) -> dict:
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": args.metric or ["*"],
         "mode": "instead-of" if args.instead_of_vendor else "in-addition-to",
         "terms": terms,
+        "needs_agreement": args.needs_agreement,
     }
     result = call_agent(config, "POST", "/routes", body)
     print(f"route {args.name} added; share grant {result['grant_hex']}")

@@ -1,0 +1,578 @@
+"""The agent's side of first-party terms: proffer, answer, terminate, and hold a stream until agreed.
+
+Every agent plays both parts with its own key (the `owner_key` file): as first party it proffers
+the owner's terms to a recipient's agent (`POST {its API}/terms/proffers`) or writes them to a file
+for a recipient running nothing of ours; as second party it answers proffers by its published
+policy (`/.well-known/firstparty-terms`). The decisions are host_agent.terms.policy's; the
+records are host_agent.terms.records'. See docs/agreements.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from fp import cbor, messages, terms
+from fp.errors import ProtocolError
+from host_agent import wire
+from host_agent.errors import UserError
+from host_agent.terms import policy, records, roster
+
+log = logging.getLogger("firstparty.terms")
+COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
+MAX_FROM_ONE_OWNER = 1000  # records a second party keeps for one owner: a flood of proffers is bounded
+MAX_ANSWERED = 100_000  # and for all owners together (an owner id is only a fresh key away)
+DEFAULT_DAYS = 365
+STATE_OF = {"accept": "accepted", "alternative": "alternative", "decline": "declined"}
+
+
+class Refused(Exception):
+    """A terms message refused: `status` is the HTTP status, `reason` one of fp.errors.REASONS or 'too-many'."""
+
+    def __init__(self, status: int, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True, frozen=True)
+class ProfferRequest:
+    """What the owner asks for; unset parameters come from the route, when one is named."""
+
+    agreement: str
+    to: str | None = None  # the recipient agent's API; None: a file for an offline recipient
+    route: str | None = None
+    recipient: str | None = None
+    devices: list[str] | None = None
+    metrics: list[str] | None = None
+    purpose: str | None = None
+    from_s: int | None = None
+    until_s: int | None = None
+    retention_days: int | None = None
+
+
+def _payload(message) -> dict[str, Any]:
+    """The payload map of a stored or received terms message (its kind's parser checked it)."""
+    value = cbor.decode(message.payload)
+    if not isinstance(value, dict):
+        raise ProtocolError("malformed", "a terms payload is a map")
+    return value
+
+
+def describe(row: dict[str, Any]) -> dict[str, Any]:
+    """A record as the API and the CLI show it (the signed messages decoded, times in seconds)."""
+    proffer = messages.parse(row["proffer"], "proffer")
+    body = _payload(proffer)
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "side": row["side"],
+        "state": row["state"],
+        "peer": row["peer"],
+        "route": row["route"],
+        "agreement": f"{body['agreement'][0]}@{body['agreement'][1]}",
+        "owner_id": proffer.claims[messages.ISS],
+        "recipient": body["recipient"],
+        "devices": body["devices"],
+        "metrics": body["metrics"],
+        "purpose": body["purpose"],
+        "from_s": body["from"],
+        "until_s": body["until"],
+        "retention_days": body["retention_days"],
+        "proffered_s": proffer.claims[messages.IAT],
+        "answered_s": None,
+        "decision": None,
+        "alternative": None,
+        "reason": None,
+        "recipient_id": None,
+        "terminated_s": None,
+        "acknowledged_s": None,
+    }
+    if row["answer"] is not None:
+        answer = messages.parse(row["answer"], "answer")
+        answer_body = _payload(answer)
+        alternative = answer_body["alternative"]
+        out.update(
+            answered_s=answer.claims[messages.IAT],
+            decision=answer_body["decision"],
+            alternative=f"{alternative[0]}@{alternative[1]}" if alternative else None,
+            reason=answer_body["reason"],
+            recipient_id=answer.claims[messages.ISS],
+        )
+    if row["termination"] is not None:
+        out["terminated_s"] = messages.parse(row["termination"], "termination").claims[messages.IAT]
+    if row["termination_ack"] is not None:
+        out["acknowledged_s"] = messages.parse(row["termination_ack"], "termination-ack").claims[messages.IAT]
+    return out
+
+
+class TermsDesk:
+    """First-party terms for one agent: its policy, its records, and the outbox's gate."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+        self.store = agent.store
+        self.key = agent.owner  # this agent's own key signs proffers and answers alike
+        self.roster = roster.load()
+        config = agent.config.terms
+        accepts = config.accepts
+        if accepts is None:
+            accepts = [roster.BASELINE] if agent.config.role == "vendor" else []
+        self.policy = policy.policy_from(list(accepts), config.alternative, self.roster)
+        self.http = httpx.AsyncClient(timeout=10.0)
+        self.tasks: set[asyncio.Task] = set()
+        self.max_from_one_owner, self.max_answered = MAX_FROM_ONE_OWNER, MAX_ANSWERED
+        records.install(self.store)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.http.aclose()
+
+    def published(self) -> dict[str, Any]:
+        """What this agent tells the world it accepts (/.well-known/firstparty-terms)."""
+        return {
+            "key_id": self.key.owner_id,
+            "public_key_hex": self.key.public.hex(),
+            "role": self.agent.config.role,
+            **self.policy.published(self.roster),
+            "proffers": "/terms/proffers",
+            "terminations": "/terms/terminations",
+        }
+
+    # --- first party: the owner's agent ------------------------------------------------------
+
+    async def _recipient_key(self, url: str) -> str:
+        """The key id a recipient's agent publishes: the proffer names it, so no other key can accept."""
+        try:
+            response = await self.http.get(url.rstrip("/") + "/.well-known/firstparty-terms")
+            response.raise_for_status()
+            key_id = response.json()["key_id"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            raise UserError(f"cannot read the terms policy of {url}: {error}") from None
+        return str(key_id)
+
+    async def _parameters(self, request: ProfferRequest) -> dict[str, Any]:
+        route: dict[str, Any] = {}
+        if request.route:
+            routes = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
+            if request.route not in routes:
+                raise UserError(f"no route {request.route!r}: see `firstparty routes list`")
+            route = routes[request.route]
+        route_terms = route.get("terms", {})
+        now = int(time.time())
+        from_s = request.from_s if request.from_s is not None else now
+        until = request.until_s or route_terms.get("expires_s") or from_s + DEFAULT_DAYS * 86400
+        retention = (
+            request.retention_days
+            if request.retention_days is not None
+            else route_terms.get("retention_days")
+        )
+        return {
+            "recipient": request.recipient
+            if request.recipient is not None
+            else route_terms.get("recipient", ""),
+            "devices": request.devices or route.get("devices") or ["*"],
+            "metrics": request.metrics or route.get("metrics") or ["*"],
+            "purpose": request.purpose if request.purpose is not None else route_terms.get("purpose", ""),
+            "from": int(from_s),
+            "until": int(until),
+            "retention_days": None if retention is None else int(retention),
+            "route": request.route or "",
+        }
+
+    async def proffer(self, request: ProfferRequest) -> dict[str, Any]:
+        """Sign the owner's proffer, record it, and deliver it when the recipient has an agent."""
+        agreement = self.roster.get(request.agreement)
+        body = {
+            "agreement": [agreement.id, agreement.version],
+            "digest": agreement.digest,
+            "recipient_key": await self._recipient_key(request.to) if request.to else None,
+            **await self._parameters(request),
+        }
+        try:
+            policy.check_proffer(self.roster, body)
+            data = terms.encode_proffer(
+                self.key.sign, self.key.public, os.urandom(16), int(time.time()), body
+            )
+        except ProtocolError as error:
+            raise UserError(f"{agreement.ref} does not allow these terms: {error.detail}") from None
+        nonce = messages.parse(data, "proffer").claims[messages.CTI]
+        row = {
+            "id": nonce.hex(),
+            "side": "first",
+            "peer": request.to or "",
+            "route": body["route"],
+            "state": "proffered",
+            "proffer": data,
+            "owner_id": self.key.owner_id,
+        }
+        row = await asyncio.to_thread(
+            records.add, self.store, row, "terms-proffered", agreement=agreement.ref
+        )
+        if request.to:
+            return await self.deliver(row["id"])
+        return describe(row)
+
+    async def deliver(self, agreement_id: str) -> dict[str, Any]:
+        """Send a proffer to the recipient's agent and take its answer from the response."""
+        row = await self._own(agreement_id)
+        try:
+            response = await self.http.post(
+                row["peer"].rstrip("/") + "/terms/proffers",
+                content=row["proffer"],
+                headers={"content-type": COSE_TYPE},
+            )
+        except httpx.HTTPError as error:
+            raise UserError(
+                f"proffer {agreement_id} recorded but not delivered to {row['peer']}: {error}"
+            ) from None
+        if response.status_code != 200:
+            raise UserError(
+                f"proffer {agreement_id} recorded; {row['peer']} refused it: HTTP {response.status_code} {response.text[:200]}"
+            )
+        return await self.take_answer(agreement_id, response.content)
+
+    async def _own(self, agreement_id: str) -> dict[str, Any]:
+        row = await asyncio.to_thread(records.get, self.store, agreement_id)
+        if row is None or row["side"] != "first":
+            raise Refused(404, "unknown", f"no agreement {agreement_id} proffered by this agent")
+        return row
+
+    async def take_answer(self, agreement_id: str, data: bytes) -> dict[str, Any]:
+        """Check the recipient's answer against our proffer; record it; act on it."""
+        row = await self._own(agreement_id)
+        proffer = terms.parse_proffer(row["proffer"], wire.nacl_verify)
+        try:
+            answer = terms.parse_answer(bytes(data), proffer, wire.nacl_verify)
+            if row["state"] != "proffered":
+                raise ProtocolError(
+                    "replay", f"agreement {agreement_id} was already answered ({row['state']})"
+                )
+        except ProtocolError as error:
+            await self.agent.audit(
+                "terms-answer-refused",
+                {"agreement": agreement_id, "reason": error.reason, "detail": error.detail},
+            )
+            raise Refused(409 if error.reason == "replay" else 400, error.reason, error.detail) from None
+        decision = answer.body["decision"]
+        state = STATE_OF[decision]
+        extra: dict[str, Any] = {"recipient_id": answer.signer_id, "reason": answer.body["reason"]}
+        refused_alternative = None
+        if decision == "alternative":
+            alternative = "{}@{}".format(*answer.body["alternative"])
+            extra["alternative"] = alternative
+            if alternative not in self.policy.accepts:
+                state, refused_alternative = "refused", alternative
+                extra["why"] = f"{alternative} is not one the owner accepts"
+        updated = await asyncio.to_thread(
+            records.update,
+            self.store,
+            agreement_id,
+            {"state": state, "answer": bytes(data)},
+            "terms-" + state,
+            "proffered",
+            **extra,
+        )
+        if updated is None:
+            raise Refused(409, "replay", f"agreement {agreement_id} was answered meanwhile")
+        log.info("agreement %s: %s by %s", agreement_id, state, answer.signer_id)
+        if state == "accepted" and self.agent.outbox:
+            self.agent.outbox.wake.set()
+        result = describe(updated)
+        if decision == "alternative" and refused_alternative is None:
+            # the owner accepts the counter-offer: proffer it, same parameters, to the same agent
+            body = proffer.body
+            again = ProfferRequest(
+                extra["alternative"],
+                row["peer"] or None,
+                body["route"] or None,
+                body["recipient"],
+                body["devices"],
+                body["metrics"],
+                body["purpose"],
+                body["from"],
+                body["until"],
+                body["retention_days"],
+            )
+            result["followed_by"] = await self.proffer(again)
+        if row["route"] == "" and row["peer"] == self.agent.config.terms.vendor_api:
+            await self._vendor_answered(result, state)
+        return result
+
+    async def terminate(self, agreement_id: str, reason: str) -> dict[str, Any]:
+        """End an accepted agreement now: sign the termination, record it, and tell the recipient."""
+        row = await self._own(agreement_id)
+        if row["state"] != "accepted":
+            raise Refused(409, "replay", f"agreement {agreement_id} is {row['state']}, not accepted")
+        data = terms.encode_termination(
+            self.key.sign, self.key.public, row["proffer"], int(time.time()), reason
+        )
+        updated = await asyncio.to_thread(
+            records.update,
+            self.store,
+            agreement_id,
+            {"state": "terminated", "termination": data},
+            "terms-terminated",
+            "accepted",
+        )
+        if updated is None:
+            raise Refused(409, "replay", f"agreement {agreement_id} changed meanwhile")
+        if self.agent.outbox:
+            self.agent.outbox.wake.set()
+        if not row["peer"]:
+            return describe(updated)
+        try:
+            response = await self.http.post(
+                row["peer"].rstrip("/") + "/terms/terminations",
+                content=data,
+                headers={"content-type": COSE_TYPE},
+            )
+        except httpx.HTTPError as error:
+            log.warning("termination of %s not delivered: %s", agreement_id, error)
+            return describe(updated)
+        if response.status_code != 200:
+            log.warning("termination of %s refused: HTTP %s", agreement_id, response.status_code)
+            return describe(updated)
+        return await self.take_termination_ack(agreement_id, response.content)
+
+    async def take_termination_ack(self, agreement_id: str, data: bytes) -> dict[str, Any]:
+        row = await self._own(agreement_id)
+        if row["termination"] is None or row["answer"] is None:
+            raise Refused(409, "wrong-proffer", f"agreement {agreement_id} has no termination to acknowledge")
+        proffer = terms.parse_proffer(row["proffer"], wire.nacl_verify)
+        answer = terms.parse_answer(row["answer"], proffer, wire.nacl_verify)
+        termination = terms.parse_termination(row["termination"], proffer, wire.nacl_verify)
+        try:
+            ack = terms.parse_termination_ack(bytes(data), termination, answer, wire.nacl_verify)
+            if row["termination_ack"] is not None:
+                raise ProtocolError("replay", "the termination was already acknowledged")
+        except ProtocolError as error:
+            raise Refused(409 if error.reason == "replay" else 400, error.reason, error.detail) from None
+        updated = await asyncio.to_thread(
+            records.update,
+            self.store,
+            agreement_id,
+            {"termination_ack": bytes(data)},
+            "terms-termination-acknowledged",
+            "terminated",
+            acknowledged_by=ack.signer_id,
+        )
+        if updated is None:
+            raise Refused(409, "replay", f"agreement {agreement_id} changed meanwhile")
+        return describe(updated)
+
+    # --- second party: any agent, the vendor's in particular ----------------------------------
+
+    async def receive_proffer(self, data: bytes) -> bytes:
+        """Answer a proffer by this agent's policy; the answer is recorded before it is returned."""
+        try:
+            proffer = terms.parse_proffer(bytes(data), wire.nacl_verify)
+        except ProtocolError as error:
+            raise Refused(400, error.reason, error.detail) from None
+        same = await asyncio.to_thread(records.by_digest, self.store, terms.digest(proffer.raw))
+        if same is not None and same["side"] == "second" and same["answer"] is not None:
+            return same["answer"]  # the owner's retry of a proffer we answered: the same answer
+        agreement_id = proffer.nonce.hex()
+        if await asyncio.to_thread(records.get, self.store, agreement_id) is not None:
+            raise Refused(409, "replay", f"proffer id {agreement_id} is already used by another proffer")
+        from_owner, answered = await asyncio.to_thread(records.counts, self.store, proffer.signer_id)
+        if from_owner >= self.max_from_one_owner or answered >= self.max_answered:
+            raise Refused(
+                429, "too-many", f"{answered} proffers on record, {from_owner} from {proffer.signer_id}"
+            )
+        decision = policy.evaluate(self.policy, self.roster, proffer.body)
+        answer = terms.encode_answer(
+            self.key.sign,
+            self.key.public,
+            proffer.raw,
+            decision.decision,
+            int(time.time()),
+            decision.alternative,
+            decision.reason,
+        )
+        state = STATE_OF[decision.decision]
+        row = {
+            "id": agreement_id,
+            "side": "second",
+            "peer": proffer.signer_id,
+            "route": proffer.body["route"],
+            "state": state,
+            "proffer": proffer.raw,
+            "answer": answer,
+            "owner_id": proffer.signer_id,
+        }
+        await asyncio.to_thread(records.add, self.store, row, "terms-" + state, reason=decision.reason)
+        log.info("proffer %s from %s: %s (%s)", agreement_id, proffer.signer_id, state, decision.reason)
+        return answer
+
+    async def receive_termination(self, data: bytes) -> bytes:
+        """Record the owner's early end of an agreement we accepted; return our signed acknowledgement."""
+        try:
+            message = messages.parse(bytes(data), "termination")
+            named = _payload(message).get("proffer")
+            row = (
+                await asyncio.to_thread(records.by_digest, self.store, named)
+                if isinstance(named, bytes)
+                else None
+            )
+            if row is None or row["side"] != "second":
+                raise ProtocolError("wrong-proffer", "no agreement of ours is made from that proffer")
+            proffer = terms.parse_proffer(row["proffer"], wire.nacl_verify)
+            terms.parse_termination(bytes(data), proffer, wire.nacl_verify)
+            if row["termination"] is not None:
+                if row["termination"] == bytes(data):
+                    return row["termination_ack"]
+                raise ProtocolError("replay", "the agreement was already terminated")
+            if row["state"] != "accepted":
+                raise ProtocolError("wrong-proffer", f"the agreement is {row['state']}, not accepted")
+        except ProtocolError as error:
+            raise Refused(409 if error.reason == "replay" else 400, error.reason, error.detail) from None
+        ack = terms.encode_termination_ack(self.key.sign, self.key.public, bytes(data), int(time.time()))
+        updated = await asyncio.to_thread(
+            records.update,
+            self.store,
+            row["id"],
+            {"state": "terminated", "termination": bytes(data), "termination_ack": ack},
+            "terms-terminated",
+            "accepted",
+        )
+        if updated is None:
+            raise Refused(409, "replay", "the agreement changed meanwhile")
+        return ack
+
+    # --- the vendor's default stream ---------------------------------------------------------
+
+    def claimed(self, device_id: str) -> None:
+        """The owner took this device: proffer the owner's terms to the vendor (in the background)."""
+        config = self.agent.config
+        if config.role != "owner" or not config.terms.vendor_api:
+            return
+        task = asyncio.get_running_loop().create_task(self._proffer_vendor(device_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _proffer_vendor(self, device_id: str) -> None:
+        config = self.agent.config.terms
+        agreement = self.roster.get(config.vendor_agreement)
+        request = ProfferRequest(
+            agreement.ref,
+            config.vendor_api,
+            recipient="vendor",
+            devices=[device_id],
+            metrics=["*"],
+            purpose=agreement.purposes[0],
+            retention_days=agreement.max_retention_days,
+        )
+        try:
+            await self.proffer(request)
+        except (UserError, Refused) as error:
+            # no answer: the device keeps its factory default (the vendor) and the audit says so
+            log.warning("terms for %s not agreed with the vendor: %s", device_id, error)
+            await self.agent.audit(
+                "terms-vendor-unanswered",
+                {"device": device_id, "agreement": agreement.ref, "why": str(error)},
+            )
+
+    async def _vendor_answered(self, result: dict[str, Any], state: str) -> None:
+        """The vendor did not accept: the owner's policy (terms.on_vendor_decline) decides what follows."""
+        if state == "accepted" or result.get("followed_by"):
+            return
+        action = self.agent.config.terms.on_vendor_decline
+        for device_id in result["devices"]:
+            data = {"device": device_id, "agreement": result["agreement"], "answer": state, "action": action}
+            if action == "drop-vendor":
+                home = dict(self.agent.home_destination(device_id), name="home")
+                outcome = await self.agent.command(device_id, "set-destinations", {"destinations": [home]})
+                data["device_outcome"] = outcome.outcome
+            await self.agent.audit("terms-vendor-" + ("dropped" if action == "drop-vendor" else "kept"), data)
+
+    def is_vendor_dropped(self, device_id: str) -> bool:
+        """True when the vendor's latest answer for this device was not an accept and the owner's
+        policy drops the vendor then: the device's destinations leave the vendor out."""
+        if self.agent.config.terms.on_vendor_decline != "drop-vendor":
+            return False
+        latest = None
+        for row in records.all_records(self.store, ""):
+            if row["peer"] and _payload(messages.parse(row["proffer"], "proffer"))["devices"] == [device_id]:
+                latest = row
+        return latest is not None and latest["state"] in ("declined", "refused", "alternative")
+
+    # --- records ------------------------------------------------------------------------------
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [describe(row) for row in await asyncio.to_thread(records.all_records, self.store)]
+
+    async def get(self, agreement_id: str) -> dict[str, Any]:
+        row = await asyncio.to_thread(records.get, self.store, agreement_id)
+        if row is None:
+            raise Refused(404, "unknown", f"no agreement {agreement_id}")
+        return describe(row)
+
+    async def record(self, agreement_id: str) -> bytes:
+        row = await asyncio.to_thread(records.get, self.store, agreement_id)
+        if row is None:
+            raise Refused(404, "unknown", f"no agreement {agreement_id}")
+        return records.record_bytes(row)
+
+    # --- the outbox's gate --------------------------------------------------------------------
+
+    def _windows(self, route_name: str, now_s: float) -> tuple[list[policy.InForce], bool]:
+        """The agreements in force for a route, and whether one may still come.
+
+        One may come while nothing was proffered yet (the owner has not chosen terms), while a
+        proffer awaits its answer, or while an accepted one has not started.
+        """
+        rows = records.all_records(self.store, route_name)
+        in_force: list[policy.InForce] = []
+        is_awaited = not rows or any(row["state"] == "proffered" for row in rows)
+        for row in rows:
+            if row["state"] not in ("accepted", "terminated"):
+                continue
+            body = _payload(messages.parse(row["proffer"], "proffer"))
+            ended_s = None
+            if row["termination"] is not None:
+                ended_s = messages.parse(row["termination"], "termination").claims[messages.IAT]
+            window = policy.in_force(body, ended_s)
+            if policy.is_ended(window, now_s):
+                if row["state"] == "accepted":  # expiry ends it by itself, once, in the audit
+                    records.update(self.store, row["id"], {"state": "expired"}, "terms-expired", "accepted")
+                continue
+            is_awaited = is_awaited or now_s < window.from_s
+            in_force.append(window)
+        return in_force, is_awaited
+
+    def _sort(
+        self, route: dict[str, Any], items: list[tuple], now_s: float
+    ) -> tuple[list, list[int], list[int]]:
+        windows, is_awaited = self._windows(route["name"], now_s)
+        send, hold, drop = [], [], []
+        for item in items:
+            outbox_id, raw, device_id = item[0], item[4], item[5]
+            reading = messages.parse_device_message(bytes(raw), "reading")
+            names = [name for name, _, _ in reading.body]
+            made_s = reading.time_s if reading.time_s is not None else now_s
+            if any(policy.covers(w, device_id, names, made_s, now_s) for w in windows):
+                send.append(item)
+            elif is_awaited:
+                hold.append(outbox_id)
+            else:
+                drop.append(outbox_id)
+        return send, hold, drop
+
+    async def gate(self, route: dict[str, Any], items: list[tuple]) -> list[tuple]:
+        """The forwards of a route that an agreement both parties signed carries now; the rest are
+        held (an agreement may come) or withheld for good (the agreements ended, or never cover them)."""
+        send, hold, drop = await asyncio.to_thread(self._sort, route, items, time.time())
+        await asyncio.to_thread(records.hold, self.store, hold)
+        await asyncio.to_thread(
+            records.withhold, self.store, drop, route["name"], "no agreement in force covers them"
+        )
+        return send
