@@ -287,7 +287,7 @@ def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_
         assert admin.post(f"/pending/{device_id}/accept").status_code == 200
         route = {
             "name": "mine",
-            "destination": {"type": "file", "path": str(tmp_path / "mine.jsonl")},
+            "destination": {"type": "file", "path": "mine.jsonl"},  # inside files_dir
             "devices": [device_id],
             "mode": "instead-of",
         }
