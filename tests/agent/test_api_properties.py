@@ -25,6 +25,13 @@ ANSWER_BOUND = 256 * 1024  # any answer of this small store (the OpenAPI documen
 SKIPPED = {"/stream"}  # an endless answer by design: tests/agent/test_hostile_input.py covers it
 
 
+@schemathesis.serializer("application/cose")
+def _cose(context, value) -> bytes:
+    """The signed terms messages (host_agent.terms) are COSE bytes: generated values are sent as
+    bytes as they are (binary strings) or as their text, and the agent must refuse the junk with a 4xx."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 def _operations():
     schema = schemathesis.openapi.from_dict(openapi_spec())
     found = []

@@ -319,7 +319,7 @@ def test_a_vendor_that_declines_is_dropped_from_the_device_by_the_owners_policy(
         # a route that would give the vendor back (an instead-of route removed) does not
         route = {
             "name": "r",
-            "destination": {"type": "file", "path": str(tmp_path / "r.jsonl")},
+            "destination": {"type": "file", "path": "r.jsonl"},  # inside files_dir
             "mode": "instead-of",
         }
         assert api(owner).post("/routes", json={**route, "devices": [device.device_id]}).status_code == 201
