@@ -256,6 +256,7 @@ def test_switching_a_stream_to_instead_of_stops_it_at_the_vendors_broker(
         other_view.subscribe(f"fp/v1/{device_id}/reading")
         wait_for(lambda: admin.get("/pending").json(), 20, "the device pending")
         assert admin.post(f"/pending/{device_id}/accept").status_code == 200
+        device.enrol(agent)  # its password for the owner's broker, as `firstparty flash --config` enrols it
         agent.store.rename(device_id, "kitchen")
         base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
         browser.get(f"{base}/console/devices/{device_id}")

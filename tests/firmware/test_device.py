@@ -223,9 +223,11 @@ def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
     assert boots == sorted(boots), "a reading of the second boot overtook one of the first"
 
 
-# measured for the 64-bit unix port (docs/benchmarks.md): the peak while starting is about 150 KB,
-# so 160k ran out in about one boot in ten; 176k did in none of ten
-HEAP_BUDGET = "176k"
+# measured for the 64-bit unix port (docs/benchmarks.md). Before the 2026-12-05 merges the peak
+# while starting was about 150 KB and 176k was enough; with the conformant MQTT client, receipts,
+# the UTF-8 check and per-broker passwords, 176k no longer answers commands and 192k does (one run
+# each): 208k keeps the margin the budget had. Issue 20 tracks bringing it down.
+HEAP_BUDGET = "208k"
 
 
 @pytest.mark.slow

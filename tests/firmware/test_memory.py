@@ -13,8 +13,10 @@ from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, run_micropython_w
 
 # Measured 2026-12-05 with @micropython/micropython-webassembly-pyscript 1.29.0-6 (docs/benchmarks.md).
 # The budget is the figure plus a little slack: a change that loads more at boot fails here.
-BOOT_HEAP_BUDGET = {"api-on": 92 * 1024, "api-off-unclaimed": 88 * 1024}
-ROMFS_BOOT_HEAP_BUDGET = 56 * 1024  # the same boot (HTTP API on) with the code in a ROMFS image
+# Re-measured after the 2026-12-05 merges (MQTT client, receipts, UTF-8 check, broker passwords):
+# 108.3 KB with the HTTP API on, 104.7 KB off and unclaimed, 58.0 KB from ROMFS (docs/benchmarks.md).
+BOOT_HEAP_BUDGET = {"api-on": 112 * 1024, "api-off-unclaimed": 108 * 1024}
+ROMFS_BOOT_HEAP_BUDGET = 60 * 1024  # the same boot (HTTP API on) with the code in a ROMFS image
 
 pytestmark = pytest.mark.skipif(
     not WASM_PACKAGE.exists() or shutil.which("node") is None,
