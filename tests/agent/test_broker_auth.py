@@ -236,7 +236,16 @@ def test_vendor_roles_broker_binds_sessions_and_relays_read_only_their_owners_re
     assert (bobs.device_id, "reading") not in seen  # another owner's readings
     assert admin.delete("/relays/alice-home").status_code == 200
     time.sleep(0.3)
-    assert connect_outcome(port, "", relay["username"], relay["password"]).startswith("refused")
+
+    def revoked_outcome():
+        # in full-suite runs the reloaded broker once refused TCP connections for a moment
+        # (cause not found yet, docs/operations.md): ask again until it answers at all
+        try:
+            return connect_outcome(port, "", relay["username"], relay["password"])
+        except ConnectionRefusedError:
+            return None
+
+    assert wait_for(revoked_outcome, 10, "the reloaded broker's answer").startswith("refused")
 
 
 def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_sees_the_password(
