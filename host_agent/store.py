@@ -560,9 +560,13 @@ class Store:
         return out
 
     def token(self, token: str) -> dict[str, Any] | None:
+        return self.token_by_hash(token_hash(token))
+
+    def token_by_hash(self, hashed: str) -> dict[str, Any] | None:
+        """The live token with this hash, or None if unknown or revoked."""
         rows = self.query(
             "SELECT name, scope, devices, metrics, account FROM tokens WHERE token_hash=? AND revoked IS NULL",
-            (token_hash(token),),
+            (hashed,),
         )
         if not rows:
             return None

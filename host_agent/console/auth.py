@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -77,20 +76,7 @@ def is_csrf_ok(session: Session, sent: str | None) -> bool:
 
 def token_by_hash(store: Store, hashed: str) -> dict[str, Any] | None:
     """The live token with this hash (as Store.token gives it), or None if unknown or revoked."""
-    rows = store.query(
-        "SELECT name, scope, devices, metrics, account FROM tokens WHERE token_hash=? AND revoked IS NULL",
-        (hashed,),
-    )
-    if not rows:
-        return None
-    name, scope, devices, metrics, account = rows[0]
-    return {
-        "name": name,
-        "scope": scope,
-        "devices": json.loads(devices) if devices else None,
-        "metrics": json.loads(metrics) if metrics else None,
-        "account": account,
-    }
+    return store.token_by_hash(hashed)
 
 
 def _code_hash(code: str) -> str:

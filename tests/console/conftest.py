@@ -107,3 +107,15 @@ def reading_at(device, values, time_s: float) -> bytes:  # noqa: F811
 
 def publish_card(publisher, device, owner_id: str | None = None) -> None:  # noqa: F811
     publisher.publish(device.topic("card"), device.card(owner_id), retain=True)
+
+
+def accept_device(agent, publisher, device, readings=(), timeout_s: float = 15) -> None:  # noqa: F811
+    """Make `device` known and accepted by `agent`, then publish `readings` and wait until stored."""
+    publish_card(publisher, device)
+    wait_for(lambda: agent.store.device(device.device_id), 10, "the device's card")
+    agent.store.set_state(device.device_id, "accepted")
+    agent.ingest.known[device.device_id].state = "accepted"
+    for data in readings:
+        publisher.publish(device.topic("reading"), data)
+    if readings:
+        wait_for(lambda: agent.store.count_readings() >= len(readings), timeout_s, "the readings stored")

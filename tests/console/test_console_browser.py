@@ -22,7 +22,7 @@ from host_agent.simdevice import SimDevice
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 from tests.agent.test_end_to_end import api
 from tests.agent.test_firmware import HAS_MICROPYTHON
-from tests.console.conftest import publish_card, reading_at
+from tests.console.conftest import accept_device, publish_card, reading_at
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -46,17 +46,6 @@ def _until(browser, predicate, timeout_s: float = 15, what: str = "the page"):
     return WebDriverWait(browser, timeout_s, poll_frequency=0.1).until(
         lambda b: predicate(b), message=f"waiting for {what}"
     )
-
-
-def _accepted(agent, publisher, device, readings=()) -> None:
-    publish_card(publisher, device)
-    wait_for(lambda: agent.store.device(device.device_id), 10, "the device's card")
-    agent.store.set_state(device.device_id, "accepted")
-    agent.ingest.known[device.device_id].state = "accepted"
-    for data in readings:
-        publisher.publish(device.topic("reading"), data)
-    if readings:
-        wait_for(lambda: agent.store.count_readings() >= len(readings), 15, "the readings stored")
 
 
 def test_sign_in_with_a_token_and_accept_a_pending_device(start_agent, publisher, device, browser, tmp_path):
@@ -89,7 +78,7 @@ def test_a_new_reading_appears_on_the_plot_without_reloading(
         )
         for i in range(280)
     ]
-    _accepted(agent, publisher, device, history)
+    accept_device(agent, publisher, device, history)
     agent.store.rename(device.device_id, "kitchen")
     base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
     series = f"/devices/{device.device_id}/series"
@@ -116,7 +105,7 @@ def test_a_new_reading_appears_on_the_plot_without_reloading(
 
 def test_a_device_name_with_markup_is_text_in_the_browser(start_agent, publisher, device, browser, tmp_path):
     agent = start_agent()
-    _accepted(agent, publisher, device)
+    accept_device(agent, publisher, device)
     name = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
     agent.store.rename(device.device_id, name)
     base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
@@ -132,7 +121,7 @@ def test_a_device_name_with_markup_is_text_in_the_browser(start_agent, publisher
 
 def test_a_revoked_tokens_open_page_loses_access(start_agent, publisher, device, browser, tmp_path):
     agent = start_agent()
-    _accepted(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
+    accept_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
     base = _sign_in(browser, agent, tokens.issue(agent.store, "visitor", "read"))
     browser.get(f"{base}/console/devices/{device.device_id}")
     _until(
@@ -152,7 +141,7 @@ def test_a_read_only_token_has_no_buttons_and_its_posts_are_refused(
     start_agent, publisher, device, browser, tmp_path
 ):
     agent = start_agent()
-    _accepted(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
+    accept_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
     base = _sign_in(browser, agent, tokens.issue(agent.store, "viewer", "read"))
     assert "read-only" in browser.find_element(By.TAG_NAME, "header").text
     assert not browser.find_elements(By.CSS_SELECTOR, "main button, main form")
@@ -206,7 +195,7 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
 ):
     agent = start_agent()
     first = reading_at(device, [("temp", "Cel", 20.0)], time.time())
-    _accepted(agent, publisher, device, [first])
+    accept_device(agent, publisher, device, [first])
     base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
     browser.get(base + "/console/routes")
     row = browser.find_element(

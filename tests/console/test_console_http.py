@@ -13,20 +13,9 @@ from host_agent import tokens
 from host_agent.console import auth, series
 from tests.agent.conftest import FakeDevice, wait_for
 from tests.agent.test_end_to_end import api
-from tests.console.conftest import publish_card, reading_at
+from tests.console.conftest import accept_device, publish_card, reading_at
 
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
-
-
-def _accepted_device(agent, publisher, device, readings=()):
-    publish_card(publisher, device)
-    wait_for(lambda: agent.store.device(device.device_id), 10, "the device's card")
-    agent.store.set_state(device.device_id, "accepted")
-    agent.ingest.known[device.device_id].state = "accepted"
-    for data in readings:
-        publisher.publish(device.topic("reading"), data)
-    if readings:
-        wait_for(lambda: agent.store.count_readings() >= len(readings), 10, "the readings stored")
 
 
 def test_pages_answer_401_with_the_sign_in_page_without_a_session_or_with_a_forged_cookie(
@@ -93,7 +82,9 @@ def test_a_read_token_sees_no_buttons_and_every_change_it_posts_is_refused(
     start_agent, publisher, device, console_client
 ):
     agent = start_agent()
-    _accepted_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
+    accept_device(
+        agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())], timeout_s=10
+    )
     pending = FakeDevice(os.urandom(32))
     publish_card(publisher, pending)
     wait_for(lambda: agent.store.device(pending.device_id), 10, "the pending device")
@@ -163,7 +154,9 @@ def test_a_device_name_with_markup_is_shown_as_text_on_every_page(
     start_agent, publisher, device, console_client
 ):
     agent = start_agent()
-    _accepted_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
+    accept_device(
+        agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())], timeout_s=10
+    )
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     renamed = admin.post(f"/console/devices/{device.device_id}/rename", {"name": XSS}, follow_redirects=False)
     assert renamed.status_code == 303
@@ -181,7 +174,7 @@ def test_a_device_name_with_markup_is_shown_as_text_on_every_page(
 
 def test_a_revoked_tokens_session_and_open_stream_end_at_once(start_agent, publisher, device, console_client):
     agent = start_agent()
-    _accepted_device(agent, publisher, device)
+    accept_device(agent, publisher, device)
     client = console_client(agent, tokens.issue(agent.store, "soon-gone", "read"))
     assert client.get("/").status_code == 200
     with client.http.stream("GET", "/console/stream", params={"device": device.device_id}) as stream:
@@ -223,7 +216,7 @@ def test_series_buckets_hold_min_avg_max_and_the_hourly_sums_agree_with_the_read
     readings = [
         reading_at(device, [("temp", "Cel", float(i)), ("ok", None, True)], t) for i, t in enumerate(times)
     ]
-    _accepted_device(agent, publisher, device, readings)
+    accept_device(agent, publisher, device, readings, timeout_s=10)
     reader = api(agent, tokens.issue(agent.store, "reader", "read"))
     path = f"/devices/{device.device_id}/series"
 
@@ -266,7 +259,9 @@ def test_console_route_changes_are_the_agents_signed_and_audited_routes(
     start_agent, publisher, device, console_client, webhook
 ):
     agent = start_agent(command_timeout_s=1.0)
-    _accepted_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())])
+    accept_device(
+        agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], time.time())], timeout_s=10
+    )
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     wait_for(lambda: "temp" in admin.get("/console/routes").text, 10, "the temp stream listed")
     share = {
@@ -322,7 +317,7 @@ def test_records_name_the_first_bad_audit_entry_and_the_reasons_of_refused_messa
     start_agent, publisher, device, console_client
 ):
     agent = start_agent()
-    _accepted_device(agent, publisher, device)
+    accept_device(agent, publisher, device)
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     forger = FakeDevice(os.urandom(32))
     forged = reading_at(forger, [("temp", "Cel", 99.0)], time.time())
@@ -341,7 +336,7 @@ def test_where_the_data_goes_shows_a_failing_destination_with_its_last_error(
     start_agent, publisher, device, console_client, webhook
 ):
     agent = start_agent()
-    _accepted_device(agent, publisher, device)
+    accept_device(agent, publisher, device)
     webhook.status = 503
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     share = {
@@ -364,7 +359,7 @@ def test_reject_and_commands_go_through_the_agent_and_bad_arguments_are_refused(
     start_agent, publisher, device, console_client
 ):
     agent = start_agent(command_timeout_s=1.0)
-    _accepted_device(agent, publisher, device)
+    accept_device(agent, publisher, device)
     stranger = FakeDevice(os.urandom(32))
     publish_card(publisher, stranger)
     wait_for(lambda: agent.store.device(stranger.device_id), 10, "the pending device")
