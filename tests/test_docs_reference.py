@@ -335,3 +335,39 @@ def test_every_test_the_mqtt_conformance_table_names_exists():
         assert (REPO / path[0]).exists(), path[0]
         if path[1]:
             assert f"def {path[1]}(" in (REPO / path[0]).read_text(), path
+
+
+def test_every_content_type_in_the_protocol_is_the_codes():
+    """Each COSE content type the protocol names (its list and the terms table) is the constant's value."""
+    from fp import messages, release
+
+    text = (DOCS / "protocol.md").read_text()
+    flat = " ".join(text.split())
+    constants = {
+        "command": messages.CT_COMMAND,
+        "ack": messages.CT_ACK,
+        "card": messages.CT_CARD,
+        "status": messages.CT_STATUS,
+        "endorsement": messages.CT_ENDORSEMENT,
+        "share grant": messages.CT_GRANT,
+        "receipt": messages.CT_RECEIPT,
+        "proffer": messages.CT_PROFFER,
+        "answer": messages.CT_ANSWER,
+        "termination": messages.CT_TERMINATION,
+        "termination acknowledgement": messages.CT_TERMINATION_ACK,
+        "release manifest": release.CT_RELEASE,
+        "release approval": release.CT_APPROVAL,
+    }
+    for name, value in constants.items():
+        assert f"`{value}` {name}" in flat, (name, value)
+    table = {
+        "proffer": messages.CT_PROFFER,
+        "answer": messages.CT_ANSWER,
+        "termination": messages.CT_TERMINATION,
+        "termination-ack": messages.CT_TERMINATION_ACK,
+    }
+    for name, value in table.items():
+        assert f"| {name} | {value} |" in text, (name, value)
+    agreements = (DOCS / "agreements.md").read_text()
+    for word, value in (("proffer", messages.CT_PROFFER), ("answer", messages.CT_ANSWER)):
+        assert f"{word} ({value})" in agreements, (word, value)

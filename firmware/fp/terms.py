@@ -4,18 +4,18 @@ After IEEE 7012 ("MyTerms"): the owner (first party) proffers an agreement from 
 the second party answers with an accept, one alternative from the roster, or a decline. Each
 message is a COSE_Sign1 with its own content type (fp.messages), so none can pass as another.
 
-- proffer (65207), signed by the owner: claims {1 iss: owner id, 6 iat, 7 cti: 16-byte nonce,
+- proffer (65212), signed by the owner: claims {1 iss: owner id, 6 iat, 7 cti: 16-byte nonce,
   8 cnf: {1: COSE_Key}}, payload {"agreement": [id, version], "digest": SHA-256 of the roster
   entry's canonical bytes, "recipient": text, "recipient_key": id | null, "devices": [...],
   "metrics": [...], "purpose": text, "from": int, "until": int, "retention_days": int | null,
   "route": text}.
-- answer (65208), signed by the second party's own key: claims {1 iss: its id, 6 iat,
+- answer (65213), signed by the second party's own key: claims {1 iss: its id, 6 iat,
   8 cnf: {1: COSE_Key}}, payload {"proffer": SHA-256 of the proffer's exact bytes,
   "decision": "accept" | "alternative" | "decline", "alternative": [id, version] | null,
   "reason": text}. An accept is the countersignature: it binds those exact bytes.
-- termination (65209), signed by the owner: claims {1 iss, 6 iat}, payload {"proffer": digest,
+- termination (65214), signed by the owner: claims {1 iss, 6 iat}, payload {"proffer": digest,
   "reason": text}.
-- termination-ack (65210), signed by the second party: claims {1 iss, 6 iat, 8 cnf},
+- termination-ack (65215), signed by the second party: claims {1 iss, 6 iat, 8 cnf},
   payload {"termination": SHA-256 of the termination's exact bytes}.
 
 The parsers check signatures with the key the message carries and its binding to the id; who

@@ -167,7 +167,9 @@ class TermsDesk:
                 raise UserError(f"no route {request.route!r}: see `firstparty routes list`")
             route = routes[request.route]
         route_terms = route.get("terms", {})
-        now = int(time.time())
+        # a route's agreement starts, unless told otherwise, when the route did: the forwards it
+        # held while the proffer awaited its answer are then the ones the agreement carries
+        now = int(route["created"]) if route.get("created") else int(time.time())
         from_s = request.from_s if request.from_s is not None else now
         until = request.until_s or route_terms.get("expires_s") or from_s + DEFAULT_DAYS * 86400
         retention = (
