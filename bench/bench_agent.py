@@ -2,12 +2,12 @@
 
 Run: .venv/bin/python bench/bench_agent.py   (about a minute; all traffic on 127.0.0.1)
 Every agent is the real one (host_agent.service.Agent) in its own process, on its own mosquitto
-(host_agent.mosquitto, configured like the embedded broker: 4,000 messages in flight to the agent).
+(host_agent.rig.mosquitto, configured like the embedded broker: 4,000 messages in flight to the agent).
 On a machine with two cores or more, the agent and the bound run on one core (the faster in a
 short probe) and this script (publisher, subscriber) and mosquitto on the others.
 
 1. throughput: rounds of end to end, each between two runs of the bound, a bare loop of
-   decode + verify (host_agent.ingest.verify_only) over the same kind of readings; each round's
+   decode + verify (host_agent.ingest.intake.verify_only) over the same kind of readings; each round's
    ratio is against the mean of the bounds on either side, and the medians are reported. End to
    end: readings of 100 devices published with QoS 1 (this script's own garbage collector paused);
    the agent verifies, stores, acks after commit and forwards each through a route to a JSON-lines
@@ -48,14 +48,14 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from fp import messages, topics  # noqa: E402
 from fp.ids import id_from_public_key  # noqa: E402
-from host_agent import routes as routing  # noqa: E402
 from host_agent import wire  # noqa: E402
-from host_agent.ingest import Ingest, verify_only  # noqa: E402
-from host_agent.mosquitto import Mosquitto  # noqa: E402
-from host_agent.store import Store  # noqa: E402
-from host_agent.tcp import no_nagle  # noqa: E402
+from host_agent.bus.tcp import no_nagle  # noqa: E402
+from host_agent.ingest.intake import Ingest, verify_only  # noqa: E402
+from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
+from host_agent.routes import rules as routing  # noqa: E402
+from host_agent.store.sqlite import Store  # noqa: E402
 
-# as host_agent.broker configures the embedded broker; the queue is larger so that nothing a fast
+# as host_agent.bus.broker configures the embedded broker; the queue is larger so that nothing a fast
 # publisher sends is dropped while the agent works through it
 BROKER_CONFIG = "max_inflight_messages 4000\nmax_queued_messages 1000000\n"
 # mosquitto leaves Nagle's algorithm on by default: small packets wait for the peer's delayed ACK

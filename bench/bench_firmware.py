@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
 from fp import messages, topics  # noqa: E402
-from host_agent.build_firmware import compile_firmware  # noqa: E402
-from host_agent.mosquitto import Mosquitto  # noqa: E402
+from host_agent.board.build import compile_firmware  # noqa: E402
 from host_agent.owner import Owner  # noqa: E402
 from host_agent.paths import BOARDS  # noqa: E402
-from host_agent.simdevice import SimDevice  # noqa: E402
+from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
+from host_agent.rig.simdevice import SimDevice  # noqa: E402
 from tests.firmware.conftest import Collector, wait_until  # noqa: E402
 
 SECONDS = 10.0

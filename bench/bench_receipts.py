@@ -29,8 +29,8 @@ import bench_agent  # noqa: E402 (the bench's own helpers, beside this file)
 
 from fp import ids  # noqa: E402
 from host_agent import config as agent_config  # noqa: E402
+from host_agent.rig.simdevice import SimDevice  # noqa: E402
 from host_agent.service import start_in_thread  # noqa: E402
-from host_agent.simdevice import SimDevice  # noqa: E402
 from host_agent.wire import nacl_public_key  # noqa: E402
 
 DEVICE_BOARD = {

@@ -75,7 +75,7 @@ class Config:
     outbox_backoff_max_s: float = 30.0
     command_timeout_s: float = 10.0
     log_rejections_per_minute: int = 30
-    receipts: bool = True  # sign receipts of committed readings for the devices (host_agent.receipts)
+    receipts: bool = True  # sign receipts of committed readings for the devices (host_agent.ingest.receipts)
 
 
 _SCHEMA: dict[str, Any] = {

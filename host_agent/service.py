@@ -1,6 +1,6 @@
 """The agent service: broker -> ingest -> store -> routes -> outbox, plus commands and the API.
 
-One asyncio loop: the broker connections (host_agent.bus) read and acknowledge on it, and the
+One asyncio loop: the broker connections (host_agent.bus.connection) read and acknowledge on it, and the
 outbox's paho clients publish and read their acknowledgements on it too; SQLite work runs in
 threads (asyncio.to_thread).
 Start it with `Agent(config).run()` (blocking) or
@@ -20,18 +20,19 @@ from typing import Any
 
 from fp import topics
 from fp.errors import ProtocolError
-from host_agent import grants, wire
-from host_agent import routes as routing
-from host_agent.broker import EmbeddedBroker
-from host_agent.bus import Bus, Inbox
-from host_agent.commands import Commander, CommandResult
+from host_agent import wire
+from host_agent.bus.broker import EmbeddedBroker
+from host_agent.bus.connection import Bus, Inbox
+from host_agent.commands.control import Commander, CommandResult
 from host_agent.config import Config
 from host_agent.errors import UserError
-from host_agent.ingest import Ingest
-from host_agent.outbox import Outbox
+from host_agent.ingest.intake import Ingest
+from host_agent.ingest.receipts import RECEIPT_KINDS, ReceiptBook
+from host_agent.outbox.queue import Outbox
 from host_agent.owner import Owner
-from host_agent.receipts import RECEIPT_KINDS, ReceiptBook
-from host_agent.store import Store, make_private_dir, write_problem
+from host_agent.routes import grants
+from host_agent.routes import rules as routing
+from host_agent.store.sqlite import Store, make_private_dir, write_problem
 from host_agent.terms.desk import TermsDesk
 
 log = logging.getLogger("firstparty.agent")
@@ -43,7 +44,7 @@ RELAY_CLAIMS_S = 1.0  # how soon a relay reads the readings of a device its owne
 # (alive until its commit), about 7 % of the agent's time; with these about 20 times, nearly all
 # at start-up (docs/benchmarks.md, "Host agent"). Reference counting frees the rest at once.
 GC_THRESHOLDS = (10_000, 20, 100)
-RECEIPT_KEY_FILE = "receipt.key"  # the agent's receipt key (host_agent.receipts), 0600
+RECEIPT_KEY_FILE = "receipt.key"  # the agent's receipt key (host_agent.ingest.receipts), 0600
 RECEIPT_TICK_S = 0.2
 
 
@@ -141,7 +142,7 @@ class Agent:
         if config.api.enabled:
             import uvicorn
 
-            from host_agent.api import build_app
+            from host_agent.api.app import build_app
 
             uv_config = uvicorn.Config(
                 build_app(self),
@@ -387,7 +388,7 @@ class Agent:
             await asyncio.sleep(RELAY_CLAIMS_S)
 
     async def remove_relay(self, name: str) -> dict[str, Any]:
-        from host_agent.broker import RELAY_PREFIX
+        from host_agent.bus.broker import RELAY_PREFIX
 
         if self.broker is None or not await asyncio.to_thread(
             self.broker.remove_account, RELAY_PREFIX + name

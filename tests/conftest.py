@@ -64,7 +64,7 @@ def micropython():
 @pytest.fixture
 def mosquitto(tmp_path):
     """A real mosquitto on a free loopback port, stopped after the test."""
-    from host_agent.mosquitto import Mosquitto
+    from host_agent.rig.mosquitto import Mosquitto
 
     broker = Mosquitto(tmp_path).start()
     yield broker

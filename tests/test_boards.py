@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from host_agent import boards
-from host_agent.build_firmware import compile_firmware
+from host_agent.board import files as boards
+from host_agent.board.build import compile_firmware
 from host_agent.errors import UserError
 from host_agent.paths import BOARDS
 

@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host_agent.verifier import Verifier
+from host_agent.ingest.verifier import Verifier
 from tests.helpers import REPO
 
 
 def _firstparty() -> list[str]:
     script = Path(sys.executable).with_name("firstparty")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "host_agent.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "host_agent.cli.main"]
 
 
 def test_demo_plays_the_story_and_its_next_step_verifies(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host_agent.cli import SUBCOMMANDS, build_parser
+from host_agent.cli.main import SUBCOMMANDS, build_parser
 from tests.helpers import REPO
 
 DOCS = [REPO / "README.md", REPO / "boards" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -105,7 +105,7 @@ class World:
     """A running agent, a vendor broker and one real-firmware device, for the shown commands."""
 
     def __init__(self, root: Path):
-        from host_agent.mosquitto import Mosquitto
+        from host_agent.rig.mosquitto import Mosquitto
 
         self.root = root
         self.home = root / "home"  # DATA/home, as the demo leaves it; the shown commands run here
@@ -118,7 +118,7 @@ class World:
 
     def start(self) -> World:
         from host_agent.owner import Owner
-        from host_agent.simdevice import SimDevice
+        from host_agent.rig.simdevice import SimDevice
 
         with open(self.log, "w") as log:
             self.serve = subprocess.Popen(
@@ -161,13 +161,13 @@ class World:
         self.vendor.stop()
 
     def store(self):
-        from host_agent.store import Store
+        from host_agent.store.sqlite import Store
 
         return Store(self.home / "firstparty.db")
 
     def prepare(self, args: argparse.Namespace) -> None:
         """Put the world in the state a shown command expects, whatever the commands before it did."""
-        from host_agent import tokens
+        from host_agent.api import tokens
 
         action = getattr(args, "action", None)
         if args.command == "tokens" and action in ("create", "revoke"):

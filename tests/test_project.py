@@ -67,7 +67,7 @@ def test_a_test_is_in_the_unit_tier_only_by_its_file_and_never_when_it_starts_a_
 
 def test_firstparty_command_answers_help_and_version():
     firstparty = REPO / ".venv" / "bin" / "firstparty"
-    command = [str(firstparty)] if firstparty.exists() else [sys.executable, "-m", "host_agent.cli"]
+    command = [str(firstparty)] if firstparty.exists() else [sys.executable, "-m", "host_agent.cli.main"]
     version = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("firstparty ")
     bare = subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -8,7 +8,7 @@ import pytest
 
 from fp import ed25519, release
 from fp.errors import ProtocolError
-from host_agent.cli import main
+from host_agent.cli.main import main
 from host_agent.owner import Owner
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from fp import messages, topics
 from fp.ids import id_from_public_key
-from host_agent import grants, routes, wire
-from host_agent.mosquitto import Mosquitto
+from host_agent import wire
+from host_agent.rig.mosquitto import Mosquitto
+from host_agent.routes import grants
+from host_agent.routes import rules as routes
 from tests.agent.conftest import FakeDevice, Publisher
 from tests.helpers import venv_tool
 

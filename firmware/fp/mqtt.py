@@ -3,7 +3,7 @@
 Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
 backoff and jitter; the application sees the `up` and `down` events (and `is_up`), `publish()`,
 `subscribe()`, `unsubscribe()` and one callback, `on_message(message)` with a `Message`.
-It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/ackclient.py).
+It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/bus/ackclient.py).
 
 Session (clean=False): each QoS 1 PUBLISH stays in the client's session until its PUBACK. After a
 reconnect the ones sent and not acknowledged go again first, in their order, with their packet id

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from host_agent.store import Store, token_hash
+from host_agent.store.sqlite import Store, token_hash
 
 COOKIE = "fp_session"
 SESSION_IDLE_S = 12 * 3600

@@ -27,11 +27,11 @@ from fastapi.staticfiles import StaticFiles
 
 from fp import messages
 from fp.errors import ProtocolError
-from host_agent import routes as routing
-from host_agent import tokens
-from host_agent.api import Principal, Reader, limit_to_metrics
+from host_agent.api import tokens
+from host_agent.api.app import Principal, Reader, limit_to_metrics
 from host_agent.console import auth, series
 from host_agent.errors import UserError
+from host_agent.routes import rules as routing
 
 log = logging.getLogger("firstparty.console")
 HERE = Path(__file__).parent

@@ -18,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from host_agent.store import Store, reading_values
+from host_agent.store.sqlite import Store, reading_values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (

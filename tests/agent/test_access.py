@@ -10,8 +10,8 @@ import time
 import pytest
 
 from host_agent import config as agent_config
-from host_agent import tokens
-from host_agent.cli import main
+from host_agent.api import tokens
+from host_agent.cli.main import main
 from host_agent.errors import UserError
 from tests.agent.conftest import FakeDevice, wait_for
 from tests.agent.test_end_to_end import api

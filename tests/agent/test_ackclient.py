@@ -1,4 +1,4 @@
-"""The agent's manual-acknowledgement client (host_agent.ackclient) against real mosquitto: only what
+"""The agent's manual-acknowledgement client (host_agent.bus.ackclient) against real mosquitto: only what
 was acknowledged stays acknowledged, across reconnects, and an oversized PUBLISH is read past."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from fp.mqtt import Broker, MQTTClient
-from host_agent.ackclient import AckableMessage, ManualAckClient
+from host_agent.bus.ackclient import AckableMessage, ManualAckClient
 
 
 async def _until(predicate, what: str) -> None:

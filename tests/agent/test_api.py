@@ -15,15 +15,15 @@ import pytest
 from fastapi.routing import APIRoute
 
 from fp import messages, topics
-from host_agent import api as api_module
-from host_agent import tokens
-from host_agent.cli import main
-from host_agent.grants import parse_grant
-from host_agent.mosquitto import Mosquitto
-from host_agent.openapi_doc import build_offline_app
+from host_agent.api import app as api_module
+from host_agent.api import tokens
+from host_agent.api.openapi_doc import build_offline_app
+from host_agent.cli.common import load_config, write_runtime
+from host_agent.cli.main import main
 from host_agent.owner import Owner
-from host_agent.simdevice import SimDevice
-from host_agent.verbs.common import load_config, write_runtime
+from host_agent.rig.mosquitto import Mosquitto
+from host_agent.rig.simdevice import SimDevice
+from host_agent.routes.grants import parse_grant
 from tests.agent.conftest import FakeDevice, Publisher, Webhook, wait_for
 from tests.agent.test_end_to_end import api
 from tests.agent.test_firmware import HAS_MICROPYTHON
@@ -401,4 +401,4 @@ def test_only_healthz_and_the_api_description_answer_without_a_token_as_the_docs
     assert len(closed) >= 20
     doc = api_module.__doc__ or ""
     named = {path for path in open_paths if re.search(re.escape(path) + r"(?![\w/-])", doc)}
-    assert named == open_paths, f"the docstring of host_agent/api.py does not name {open_paths - named}"
+    assert named == open_paths, f"the docstring of host_agent/api/app.py does not name {open_paths - named}"

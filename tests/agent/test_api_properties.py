@@ -14,8 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from host_agent import tokens
-from host_agent.openapi_doc import openapi_spec
+from host_agent.api import tokens
+from host_agent.api.openapi_doc import openapi_spec
 from tests.agent.conftest import FakeDevice, wait_for
 from tests.agent.test_end_to_end import api
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from host_agent import tokens
-from host_agent.broker import AGENT_USER
+from host_agent.api import tokens
+from host_agent.bus.broker import AGENT_USER
 from host_agent.owner import Owner
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 from tests.agent.test_end_to_end import api
@@ -252,7 +252,7 @@ def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_
     tmp_path, start_agent
 ):
     """The real firmware: flashed for the vendor, claimed by the owner, rerouted to the owner's broker."""
-    from host_agent.simdevice import SimDevice
+    from host_agent.rig.simdevice import SimDevice
 
     vendor = start_agent(
         role="vendor",

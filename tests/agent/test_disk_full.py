@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from host_agent import tokens
+from host_agent.api import tokens
 from tests.agent.conftest import wait_for
 from tests.agent.test_end_to_end import api
 

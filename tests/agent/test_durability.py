@@ -12,9 +12,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from host_agent import tokens
-from host_agent.mosquitto import Mosquitto
-from host_agent.store import Store
+from host_agent.api import tokens
+from host_agent.rig.mosquitto import Mosquitto
+from host_agent.store.sqlite import Store
 from tests.agent.conftest import agent_settings, wait_for
 from tests.agent.test_end_to_end import api
 from tests.helpers import REPO
@@ -93,7 +93,7 @@ def _toml(settings: dict) -> str:
 def _serve(config_path: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'firmware'}")
     return subprocess.Popen(
-        [sys.executable, "-m", "host_agent.cli", "serve", "--config", str(config_path)],
+        [sys.executable, "-m", "host_agent.cli.main", "serve", "--config", str(config_path)],
         env=env,
         stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,

@@ -8,9 +8,9 @@ import httpx
 
 from fp import topics
 from fp.ids import id_from_public_key
-from host_agent import tokens
-from host_agent.grants import parse_grant
-from host_agent.verifier import Verifier
+from host_agent.api import tokens
+from host_agent.ingest.verifier import Verifier
+from host_agent.routes.grants import parse_grant
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 
 

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from host_agent import tokens
-from host_agent.mosquitto import Mosquitto
-from host_agent.simdevice import SimDevice, micropython_command
+from host_agent.api import tokens
+from host_agent.rig.mosquitto import Mosquitto
+from host_agent.rig.simdevice import SimDevice, micropython_command
 from tests.agent.conftest import Publisher, wait_for
 from tests.agent.test_end_to_end import api
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from host_agent import tokens
+from host_agent.api import tokens
 from tests.agent.conftest import Publisher, wait_for
 from tests.agent.test_end_to_end import api
 

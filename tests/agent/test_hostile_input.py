@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from host_agent import tokens
+from host_agent.api import tokens
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 from tests.agent.test_end_to_end import api
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from fp import ids, messages
-from host_agent import tokens
-from host_agent.simdevice import SimDevice
+from host_agent.api import tokens
+from host_agent.rig.simdevice import SimDevice
 from host_agent.wire import nacl_public_key
 from tests.agent.conftest import wait_for
 from tests.agent.test_end_to_end import api

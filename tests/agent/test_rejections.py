@@ -7,7 +7,7 @@ import os
 import time
 
 from fp import topics
-from host_agent import tokens
+from host_agent.api import tokens
 from tests.agent.conftest import FakeDevice, wait_for
 from tests.agent.test_end_to_end import api
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from host_agent import grants, routes
 from host_agent.errors import UserError
+from host_agent.routes import grants
+from host_agent.routes import rules as routes
 
 DEVICE = "a" * 24
 OTHER = "b" * 24

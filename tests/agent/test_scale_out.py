@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import time
 
-from host_agent import routes as routing
-from host_agent import tokens
-from host_agent.ingest import Ingest
-from host_agent.store import Store
+from host_agent.api import tokens
+from host_agent.ingest.intake import Ingest
+from host_agent.routes import rules as routing
+from host_agent.store.sqlite import Store
 from tests.agent.conftest import wait_for
 from tests.agent.test_end_to_end import api
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from fp.replay import ReplayWindow
-from host_agent.ingest import Ingest
-from host_agent.store import SCHEMA_VERSION, Store
+from host_agent.ingest.intake import Ingest
+from host_agent.store.sqlite import SCHEMA_VERSION, Store
 from tests.agent.conftest import FakeDevice
 
 # the two tables as 0.1.0 created them (schema version 0); the other tables did not change

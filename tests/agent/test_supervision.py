@@ -11,9 +11,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from host_agent.broker import EmbeddedBroker
-from host_agent.mosquitto import free_port
-from host_agent.store import Store
+from host_agent.bus.broker import EmbeddedBroker
+from host_agent.rig.mosquitto import free_port
+from host_agent.store.sqlite import Store
 from tests.agent.conftest import FakeDevice, agent_settings, wait_for
 from tests.agent.test_durability import _serve, _toml
 

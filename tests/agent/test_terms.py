@@ -10,7 +10,8 @@ import time
 import httpx
 
 from fp import messages, terms, topics
-from host_agent import tokens, wire
+from host_agent import wire
+from host_agent.api import tokens
 from host_agent.terms import records
 from tests.agent.conftest import FakeDevice, wait_for
 
@@ -336,8 +337,8 @@ def test_a_vendor_that_declines_is_dropped_from_the_device_by_the_owners_policy(
 def test_an_offline_recipient_answers_with_the_cli_and_verify_agreement_refuses_readings_outside_it(
     start_agent, tmp_path, device, publisher, webhook, capsys
 ):
-    from host_agent.cli import main
-    from host_agent.verbs.common import write_runtime
+    from host_agent.cli.common import write_runtime
+    from host_agent.cli.main import main
 
     owner, _vendor = start_pair(start_agent, tmp_path)
     write_runtime(owner.config, owner.api_port, owner.store)

@@ -16,9 +16,9 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from host_agent import tokens
-from host_agent.mosquitto import Mosquitto
-from host_agent.simdevice import SimDevice
+from host_agent.api import tokens
+from host_agent.rig.mosquitto import Mosquitto
+from host_agent.rig.simdevice import SimDevice
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 from tests.agent.test_end_to_end import api
 from tests.agent.test_firmware import HAS_MICROPYTHON

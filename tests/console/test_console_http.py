@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from host_agent import tokens
+from host_agent.api import tokens
 from host_agent.console import auth, series
 from tests.agent.conftest import FakeDevice, wait_for
 from tests.agent.test_end_to_end import api

@@ -9,8 +9,8 @@ import pytest
 
 from fp import messages, topics
 from host_agent import wire
-from host_agent.mosquitto import Mosquitto
 from host_agent.owner import Owner
+from host_agent.rig.mosquitto import Mosquitto
 from tests.firmware.conftest import counter_board, wait_until
 
 
@@ -236,7 +236,7 @@ def test_compiled_firmware_runs_in_its_heap_budget_without_growth(
 ):
     import os
 
-    from host_agent.build_firmware import compile_firmware
+    from host_agent.board.build import compile_firmware
 
     build = compile_firmware("x64", tmp_path / "build")
     vendor = collector_factory(mosquitto)

@@ -12,8 +12,8 @@ import pytest
 
 from fp import messages
 from host_agent import wire
+from host_agent.ingest.verifier import Verifier
 from host_agent.owner import Owner
-from host_agent.verifier import Verifier
 from tests.firmware.conftest import counter_board, owner_command, wait_until
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from host_agent.build_firmware import compile_firmware
+from host_agent.board.build import compile_firmware
 from host_agent.paths import BOARDS
 from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, run_micropython_wasm
 

@@ -14,7 +14,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from fp import release, slots
-from host_agent.build_firmware import compile_firmware
+from host_agent.board.build import compile_firmware
 from tests.firmware.conftest import counter_board, wait_until
 from tests.helpers import FIRMWARE, micropython_binary, micropython_env
 

@@ -16,13 +16,15 @@ import pytest
 import serial
 
 from fp import messages, topics
-from host_agent import boards, tokens, wire
 from host_agent import config as agent_config
-from host_agent.cli import main
-from host_agent.mosquitto import Mosquitto, free_port
+from host_agent import wire
+from host_agent.api import tokens
+from host_agent.board import files as boards
+from host_agent.cli.common import write_runtime
+from host_agent.cli.main import main
+from host_agent.rig.mosquitto import Mosquitto, free_port
+from host_agent.rig.virtual_board import VirtualBoard
 from host_agent.service import start_in_thread
-from host_agent.verbs.common import write_runtime
-from host_agent.virtual_board import VirtualBoard
 from tests.agent.conftest import Publisher, Webhook, agent_settings, wait_for
 from tests.agent.test_end_to_end import api
 
@@ -175,7 +177,7 @@ def test_2_first_signed_reading_is_verified_by_the_agent(rig):
     assert result["outcome"] == "applied", result
     wait_for(lambda: rig.stored_counters(), READING_WAIT_S, "a reading verified and stored by the agent")
     # and anyone holding only the card verifies the vendor's copy too
-    from host_agent.verifier import Verifier
+    from host_agent.ingest.verifier import Verifier
 
     verifier = Verifier()
     verifier.learn_card(rig.card)

@@ -16,7 +16,7 @@ import pytest
 from fp import cbor, cose, messages
 from fp.errors import ProtocolError
 from fp.receipts import Ranges
-from host_agent.receipts import ReceiptBook
+from host_agent.ingest.receipts import ReceiptBook
 from host_agent.wire import nacl_public_key, nacl_signer, nacl_verify
 from tests.helpers import FIRMWARE, micropython_binary, micropython_env
 from tests.protocol import examples

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from host_agent.virtual_board import VirtualBoard
+from host_agent.rig.virtual_board import VirtualBoard
 from tests.helpers import venv_tool
 
 

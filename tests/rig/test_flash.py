@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from host_agent import flash
-from host_agent.cli import main
+from host_agent.board import flash
+from host_agent.cli.main import main
 from host_agent.owner import Owner
 from tests.helpers import REPO, make_ca
 
@@ -252,8 +252,8 @@ def test_flash_with_a_running_agent_enrols_the_device_with_its_broker_keeping_on
     from fp.ids import broker_password
     from host_agent import config as agent_config
     from host_agent import wire
+    from host_agent.cli.common import write_runtime
     from host_agent.service import start_in_thread
-    from host_agent.verbs.common import write_runtime
 
     settings = {
         "data_dir": str(tmp_path / "agent"),

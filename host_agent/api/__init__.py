@@ -1,0 +1,1 @@
+"""The open HTTP API: FastAPI app, bearer tokens, and the OpenAPI document."""

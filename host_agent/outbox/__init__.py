@@ -1,0 +1,1 @@
+"""The durable outbox: queued forwards delivered to their destinations, at least once."""

@@ -1,0 +1,1 @@
+"""Test and demo rig: mosquitto on a free port, the simulated device, the virtual board, the live demo."""

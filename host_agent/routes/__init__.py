@@ -1,0 +1,1 @@
+"""Routes: which readings go where, on which terms, under the owner's signed grants."""

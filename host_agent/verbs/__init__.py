@@ -1,1 +1,0 @@
-"""The agent's command-line verbs, one module each (registered in host_agent.cli.SUBCOMMANDS)."""
