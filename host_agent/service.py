@@ -441,7 +441,11 @@ class Agent:
         except sqlite3.IntegrityError:
             raise UserError(f"a route named {name!r} exists: remove it first or pick another name") from None
         self.ingest.reload_routes()
-        result: dict[str, Any] = {"name": name, "grant_hex": grant.hex()}
+        result: dict[str, Any] = {
+            "name": name,
+            "grant_hex": grant.hex(),
+            "needs_agreement": spec["needs_agreement"],
+        }
         if spec["mode"] == "instead-of":
             result["device_commands"] = await self._apply_device_destinations(spec["devices"])
         return result

@@ -187,7 +187,11 @@ class RouteSpec(BaseModel):
     )
     mode: str = Field("in-addition-to", max_length=32)
     terms: Terms = Terms()
-    needs_agreement: bool = False  # deliver only what an agreement both parties signed carries
+    needs_agreement: bool | None = Field(
+        default=None,
+        description="deliver only what an agreement both parties signed carries; left out: true, "
+        "except for a file route; false states that the destination is the owner's own",
+    )
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -196,7 +200,7 @@ class RouteSpec(BaseModel):
             "metrics": self.metrics,
             "mode": self.mode,
             "terms": self.terms.model_dump(exclude_none=True),
-            "needs_agreement": self.needs_agreement,
+            **({} if self.needs_agreement is None else {"needs_agreement": self.needs_agreement}),
         }
 
 

@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--for-days", type=float, help="how long: the route stops by itself after this")
     add.add_argument("--retention-days", type=float, help="how long the recipient may keep the data")
     add.add_argument(
-        "--needs-agreement",
+        "--own",
         action="store_true",
-        help="deliver only what an agreement the recipient signed carries (firstparty terms)",
+        help="the destination is your own (no second party): deliver without an agreement; "
+        "otherwise nothing flows until the recipient accepts your terms (firstparty terms proffer)",
     )
 
 
@@ -88,10 +89,16 @@ def run(args: argparse.Namespace) -> int:
         "metrics": args.metric or ["*"],
         "mode": "instead-of" if args.instead_of_vendor else "in-addition-to",
         "terms": terms,
-        "needs_agreement": args.needs_agreement,
     }
+    if args.own:
+        body["needs_agreement"] = False
     result = call_agent(config, "POST", "/routes", body)
     print(f"route {args.name} added; share grant {result['grant_hex']}")
+    if result.get("needs_agreement"):
+        print(
+            f"  its readings are held until the recipient accepts your terms: "
+            f"firstparty terms proffer AGREEMENT --route {args.name}"
+        )
     for outcome in result.get("device_commands", []):
         print(f"  {outcome['device_id']}: set-destinations {outcome['outcome']} {outcome['detail']}".rstrip())
     return 0

@@ -658,6 +658,7 @@ def build_console(ctx: Context) -> FastAPI:
             "metrics": [metric],
             "mode": mode,
             "terms": _terms(form),
+            **({"needs_agreement": False} if form.get("own") == "on" else {}),  # the owner's own: no agreement
         }
         name = form.get("name") or re.sub(
             r"[^A-Za-z0-9._-]", "-", f"{device_id[:8]}-{metric}".replace("*", "all")
@@ -679,7 +680,8 @@ def build_console(ctx: Context) -> FastAPI:
             await agent.remove_route(name)
             return RedirectResponse("/console/routes?note=route-removed", status_code=303)
         if action in routing.MODES:
-            spec = {key: routes[name][key] for key in ("destination", "devices", "metrics", "terms")}
+            keys = ("destination", "devices", "metrics", "terms", "needs_agreement")
+            spec = {key: routes[name][key] for key in keys}
             await agent.change_route(name, dict(spec, mode=action))
             return RedirectResponse("/console/routes?note=route-changed", status_code=303)
         raise Refused(404, f"no action {action!r}")

@@ -4,7 +4,8 @@ A route is a dict: {"destination": {...}, "devices": ["*"|id...], "metrics": ["*
 "mode": "in-addition-to"|"instead-of", "terms": {"recipient", "purpose", "expires_s",
 "retention_days"}, "needs_agreement": bool}. A route that needs an agreement delivers only what an
 agreement both parties signed carries (host_agent.terms, docs/agreements.md); until then its
-forwards wait in the outbox. Validation happens once, here, when a route is created or changed: every
+forwards wait in the outbox. Every route needs one unless the owner states that the destination is
+their own (`needs_agreement` false: no second party to agree), and a file route always is one. Validation happens once, here, when a route is created or changed: every
 text has a length cap, every number is finite and in range, ports are 1-65535, webhooks are
 http or https, and a file destination lies inside the agent's `files_dir`.
 """
@@ -36,6 +37,7 @@ MAX_TEXT_DEFAULT = 256  # every other text of a route (topic prefixes, user name
 MAX_LIST = 256  # devices or metrics of one route
 MAX_EXPIRES_S = 2**53  # a time any clock can hold (float exactly, int64, CBOR)
 MAX_RETENTION_DAYS = 36500
+OWN_DESTINATION_TYPES = ("file",)  # always the owner's own: a file inside the agent's files_dir
 SECRETS = ("password",)  # never in the audit nor in an API answer: only whether one is set
 
 
@@ -155,7 +157,9 @@ def validate(spec: dict[str, Any], files_dir: Path | None = None) -> dict[str, A
             raise UserError(
                 f"route: terms.retention_days must be at most {MAX_RETENTION_DAYS}, found {value!r}"
             )
-    needs_agreement = spec.get("needs_agreement", False)
+    needs_agreement = spec.get("needs_agreement")
+    if needs_agreement is None:  # no stream to a second party without an agreement it signed
+        needs_agreement = destination["type"] not in OWN_DESTINATION_TYPES
     if not isinstance(needs_agreement, bool):
         raise UserError(f"route: needs_agreement must be true or false, found {needs_agreement!r}")
     return {

@@ -67,6 +67,7 @@ def test_expired_route_stops_by_itself(start_agent, device, publisher, webhook):
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
     route = {
         "name": "brief",
+        "needs_agreement": False,  # the test's own destination
         "destination": {"type": "webhook", "url": webhook.url},
         "terms": {"recipient": "visitor", "purpose": "demo", "expires_s": time.time() + 1.5},
     }

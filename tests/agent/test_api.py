@@ -56,6 +56,7 @@ def test_put_route_with_a_bad_body_keeps_the_route_and_a_good_one_replaces_it_in
     try:
         route = {
             "name": "coop",
+            "needs_agreement": False,  # the test's own destination
             "destination": {"type": "webhook", "url": webhook.url},
             "devices": [device.device_id],
             "terms": {"recipient": "co-op", "purpose": "study"},
@@ -73,6 +74,7 @@ def test_put_route_with_a_bad_body_keeps_the_route_and_a_good_one_replaces_it_in
         changed = admin.put(
             "/routes/coop",
             json={
+                "needs_agreement": False,  # the test's own destination
                 "destination": {"type": "webhook", "url": later.url},
                 "devices": [device.device_id],
                 "mode": "instead-of",
@@ -95,7 +97,9 @@ def test_put_route_with_a_bad_body_keeps_the_route_and_a_good_one_replaces_it_in
         assert webhook.bodies == []
 
         # instead-of -> in-addition-to: the device gets the vendor back
-        back = admin.put("/routes/coop", json={"destination": {"type": "webhook", "url": later.url}})
+        back = admin.put(
+            "/routes/coop", json={"destination": {"type": "webhook", "url": later.url}, "needs_agreement": False}
+        )
         assert back.status_code == 200 and len(back.json()["device_commands"]) == 1
         wait_for(lambda: len(_commands_seen(publisher, device)) == 2, 5, "a second set-destinations")
         names = [d["name"] for d in _commands_seen(publisher, device)[1].args["destinations"]]
@@ -117,6 +121,7 @@ def test_put_route_keeps_the_undelivered_forwards_the_new_route_still_carries(
     webhook.status = 503
     route = {
         "name": "hook",
+        "needs_agreement": False,  # the test's own destination
         "destination": {"type": "webhook", "url": webhook.url},
         "metrics": ["temp", "hum"],
     }
@@ -126,7 +131,9 @@ def test_put_route_keeps_the_undelivered_forwards_the_new_route_still_carries(
     for data in (hum_only, temp_only):
         publisher.publish(device.topic("reading"), data)
     wait_for(lambda: agent.outbox.failed >= 2, 10, "both forwards failing while the webhook is down")
-    changed = admin.put("/routes/hook", json={"destination": route["destination"], "metrics": ["temp"]})
+    changed = admin.put(
+        "/routes/hook", json={"destination": route["destination"], "metrics": ["temp"], "needs_agreement": False}
+    )
     assert changed.status_code == 200, changed.text
     webhook.status = 200
     wait_for(lambda: webhook.bodies, 15, "the backlog delivered")

@@ -51,7 +51,7 @@ def test_real_device_in_addition_to_then_instead_of_the_vendor(start_agent, mosq
         assert result["outcome"] == "applied", result
 
         # in addition to: the agent forwards what it reads; the vendor keeps receiving
-        admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}})
+        admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
         wait_for(lambda: len(webhook.bodies) >= 2, 20, "readings forwarded to the webhook")
         wait_for(lambda: len(vendor_view.received) >= 2, 10, "the vendor receiving")
 
@@ -60,6 +60,7 @@ def test_real_device_in_addition_to_then_instead_of_the_vendor(start_agent, mosq
             "/routes",
             json={
                 "name": "coop",
+                "needs_agreement": False,  # the test's own destination
                 "destination": {"type": "mqtt", "host": other.host, "port": other.port},
                 "mode": "instead-of",
                 "metrics": ["temp", "hum", "press"],  # the sim's env sensor: a BME280

@@ -22,6 +22,7 @@ def test_home_assistant_gets_a_discovery_config_per_metric_and_retained_states(
             "/routes",
             json={
                 "name": "ha",
+                "needs_agreement": False,  # the test's own destination
                 "destination": {
                     "type": "homeassistant",
                     "host": mosquitto.host,

@@ -90,7 +90,7 @@ def test_a_100_mb_post_without_a_token_is_refused_before_it_is_read_and_memory_s
 def test_the_body_cap_is_configurable_and_a_long_purpose_is_refused_under_it(start_agent, webhook):
     agent = start_agent(api={"max_body_bytes": 8 * MB})
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    route = {"name": "big", "destination": {"type": "webhook", "url": webhook.url}}
+    route = {"name": "big", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False}
     too_big = admin.post("/routes", json=dict(route, terms={"purpose": "p" * (9 * MB)}))
     assert too_big.status_code == 413
     too_long = admin.post("/routes", json=dict(route, terms={"purpose": "p" * (2 * MB)}))
@@ -210,8 +210,10 @@ def test_a_device_limited_admin_token_makes_and_changes_routes_only_for_its_devi
     assert limited.post("/routes", json={"name": "grab", "destination": hook}).status_code == 403  # default *
     assert agent.store.routes() == []
 
-    assert admin.post("/routes", json={"name": "all", "destination": hook}).status_code == 201
-    own = limited.post("/routes", json={"name": "own", "destination": hook, "devices": [mine.device_id]})
+    assert admin.post("/routes", json={"name": "all", "destination": hook, "needs_agreement": False}).status_code == 201
+    own = limited.post(
+        "/routes", json={"name": "own", "destination": hook, "devices": [mine.device_id], "needs_agreement": False}
+    )
     assert own.status_code == 201
     widen = limited.put("/routes/own", json={"destination": hook, "devices": ["*"]})
     assert widen.status_code == 403

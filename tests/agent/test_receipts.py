@@ -106,7 +106,7 @@ def _assert_each_stored_once(agent, produced: int, webhook) -> None:
 
 def _add_webhook(agent, webhook) -> None:
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}}
+    route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False}
     assert admin.post("/routes", json=route).status_code == 201
 
 

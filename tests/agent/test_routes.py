@@ -65,3 +65,26 @@ def test_instead_of_drops_the_vendor_on_the_device_and_in_addition_keeps_it():
 def test_a_bad_route_names_the_key(spec, words):
     with pytest.raises(UserError, match=words):
         routes.validate(spec)
+
+
+@pytest.mark.parametrize(
+    ("destination", "given", "expected"),
+    [
+        ({"type": "webhook", "url": "https://coop.example/in"}, None, True),
+        ({"type": "mqtt", "host": "broker.example"}, None, True),
+        ({"type": "homeassistant", "host": "ha.local"}, None, True),
+        ({"type": "file", "path": "/tmp/x.jsonl"}, None, False),
+        ({"type": "webhook", "url": "https://my.nas/in"}, False, False),
+        ({"type": "file", "path": "/tmp/x.jsonl"}, True, True),
+    ],
+)
+def test_a_route_to_a_second_party_needs_an_agreement_unless_the_owner_says_it_is_their_own(
+    destination, given, expected
+):
+    spec = {"destination": destination} | ({} if given is None else {"needs_agreement": given})
+    assert routes.validate(spec)["needs_agreement"] is expected
+
+
+def test_needs_agreement_must_be_a_boolean():
+    with pytest.raises(UserError, match="needs_agreement must be true or false"):
+        routes.validate({"destination": {"type": "file", "path": "x"}, "needs_agreement": "no"})

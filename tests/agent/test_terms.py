@@ -153,8 +153,7 @@ def test_no_forward_leaves_before_the_countersignature_and_held_ones_follow_it(
         "destination": {"type": "webhook", "url": webhook.url},
         "devices": [device.device_id],
         "terms": {"recipient": "energy co-op", "purpose": "energy-planning", "retention_days": 30},
-        "needs_agreement": True,
-    }
+    }  # needs_agreement left out: a route to a second party needs one
     assert admin.post("/routes", json=route).status_code == 201
     publisher.publish(device.topic("card"), device.card(), retain=True)
     sent = [now_reading(device) for _ in range(3)]

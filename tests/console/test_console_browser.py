@@ -184,6 +184,9 @@ def _fill_share(row, mode: str, fields: dict[str, str]) -> None:
                 if option.text == value:
                     option.click()
             continue
+        if name == "own":  # the checkbox: the owner's own destination, no agreement to wait for
+            row.find_element(By.NAME, "own").click()
+            continue
         box = row.find_element(By.NAME, name)
         box.clear()
         box.send_keys(value)
@@ -202,11 +205,12 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
         By.CSS_SELECTOR, f'tr.stream[data-device="{device.device_id}"][data-metric="*"]'
     )
     assert "vendor" in row.find_element(By.CSS_SELECTOR, ".mode").text
-    fields = {"type": "webhook", "url": webhook.url, "recipient": "energy co-op", "purpose": "heating study"}
+    fields = {"type": "webhook", "url": webhook.url, "recipient": "my server", "purpose": "my records", "own": "on"}
     _fill_share(row, "in-addition-to", fields)
     _until(browser, lambda b: "Share added" in b.page_source, 10, "the share added")
     [route] = agent.store.routes()
-    assert route["mode"] == "in-addition-to" and route["terms"]["recipient"] == "energy co-op"
+    assert route["mode"] == "in-addition-to" and route["terms"]["recipient"] == "my server"
+    assert route["needs_agreement"] is False
     later = reading_at(device, [("temp", "Cel", 21.0), ("hum", "%RH", 40)], time.time())
     publisher.publish(device.topic("reading"), later)
     wait_for(lambda: webhook.bodies, 15, "the forward at the destination")
@@ -264,6 +268,7 @@ def test_switching_a_stream_to_instead_of_stops_it_at_the_vendors_broker(
             "port": str(other.port),
             "recipient": "me",
             "purpose": "mine",
+            "own": "on",
         }
         _fill_share(row, "instead-of", fields)
         _until(browser, lambda b: "Share added" in b.page_source, 20, "the switch")

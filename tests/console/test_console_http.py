@@ -280,6 +280,7 @@ def test_console_route_changes_are_the_agents_signed_and_audited_routes(
     assert route["grant_hex"] and route["devices"] == [device.device_id] and route["metrics"] == ["temp"]
     page = admin.get("/console/routes").text
     assert "who: co-op" in page and "why: study" in page and "2099-12-31" in page
+    assert route["needs_agreement"] and "only under an agreement the recipient signed" in page
     assert admin.post("/console/routes", dict(share, mode="instead-of")).status_code == 303
     [changed] = agent.store.routes()
     assert changed["mode"] == "instead-of" and changed["id"] == route["id"]
@@ -345,6 +346,7 @@ def test_where_the_data_goes_shows_a_failing_destination_with_its_last_error(
         "mode": "in-addition-to",
         "type": "webhook",
         "url": webhook.url,
+        "own": "on",
     }
     assert admin.post("/console/routes", share).status_code == 303
     publisher.publish(device.topic("reading"), reading_at(device, [("temp", "Cel", 20.0)], time.time()))

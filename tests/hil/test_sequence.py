@@ -193,6 +193,7 @@ def test_3_owner_reroutes_to_home_instead_of_the_vendor(rig):
         "/routes",
         json={
             "name": "home",
+            "needs_agreement": False,  # the test's own destination
             "destination": {"type": "webhook", "url": rig.webhook.url},
             "mode": "instead-of",
         },
@@ -209,7 +210,11 @@ def test_3_owner_reroutes_to_home_instead_of_the_vendor(rig):
 def test_4_duplicates_to_both_in_addition_to_the_vendor(rig):
     response = rig.admin.put(
         "/routes/home",
-        json={"destination": {"type": "webhook", "url": rig.webhook.url}, "mode": "in-addition-to"},
+        json={
+            "destination": {"type": "webhook", "url": rig.webhook.url},
+            "mode": "in-addition-to",
+            "needs_agreement": False,
+        },
     )
     assert response.status_code == 200, response.text
     vendor_count, stored = len(rig.vendor_readings()), len(rig.stored_counters())
