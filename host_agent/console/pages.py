@@ -658,7 +658,9 @@ def build_console(ctx: Context) -> FastAPI:
             "metrics": [metric],
             "mode": mode,
             "terms": _terms(form),
-            **({"needs_agreement": False} if form.get("own") == "on" else {}),  # the owner's own: no agreement
+            **(
+                {"needs_agreement": False} if form.get("own") == "on" else {}
+            ),  # the owner's own: no agreement
         }
         name = form.get("name") or re.sub(
             r"[^A-Za-z0-9._-]", "-", f"{device_id[:8]}-{metric}".replace("*", "all")

@@ -98,7 +98,8 @@ def test_put_route_with_a_bad_body_keeps_the_route_and_a_good_one_replaces_it_in
 
         # instead-of -> in-addition-to: the device gets the vendor back
         back = admin.put(
-            "/routes/coop", json={"destination": {"type": "webhook", "url": later.url}, "needs_agreement": False}
+            "/routes/coop",
+            json={"destination": {"type": "webhook", "url": later.url}, "needs_agreement": False},
         )
         assert back.status_code == 200 and len(back.json()["device_commands"]) == 1
         wait_for(lambda: len(_commands_seen(publisher, device)) == 2, 5, "a second set-destinations")
@@ -132,7 +133,8 @@ def test_put_route_keeps_the_undelivered_forwards_the_new_route_still_carries(
         publisher.publish(device.topic("reading"), data)
     wait_for(lambda: agent.outbox.failed >= 2, 10, "both forwards failing while the webhook is down")
     changed = admin.put(
-        "/routes/hook", json={"destination": route["destination"], "metrics": ["temp"], "needs_agreement": False}
+        "/routes/hook",
+        json={"destination": route["destination"], "metrics": ["temp"], "needs_agreement": False},
     )
     assert changed.status_code == 200, changed.text
     webhook.status = 200

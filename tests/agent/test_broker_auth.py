@@ -91,7 +91,14 @@ def assert_nothing_lost(agent, acknowledged: set[bytes], sent: list[bytes]) -> N
 def test_no_client_takes_the_agents_or_a_devices_session_and_nothing_is_lost(start_agent, webhook):
     agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
+    admin.post(
+        "/routes",
+        json={
+            "name": "hook",
+            "destination": {"type": "webhook", "url": webhook.url},
+            "needs_agreement": False,
+        },
+    )
     port = agent.broker.port
     honest, other = FakeDevice(os.urandom(32)), FakeDevice(os.urandom(32))
     for device in (honest, other):

@@ -51,7 +51,14 @@ def test_full_disk_backs_off_resends_nothing_and_health_says_disk_full(
     agent = start_agent(auto_accept=True, data_dir=str(small_disk / "agent"))
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
     reader = api(agent, tokens.issue(agent.store, "reader", "read"))
-    admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
+    admin.post(
+        "/routes",
+        json={
+            "name": "hook",
+            "destination": {"type": "webhook", "url": webhook.url},
+            "needs_agreement": False,
+        },
+    )
     webhook.status = 503  # forwards pile up in the outbox while the disk still has room
     publisher.publish(device.topic("card"), device.card(), retain=True)
     sent = [device.reading() for _ in range(300)]

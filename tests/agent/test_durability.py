@@ -23,7 +23,14 @@ from tests.helpers import REPO
 def test_destination_down_then_back_loses_nothing(start_agent, device, publisher, webhook):
     agent = start_agent(auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
+    admin.post(
+        "/routes",
+        json={
+            "name": "hook",
+            "destination": {"type": "webhook", "url": webhook.url},
+            "needs_agreement": False,
+        },
+    )
     publisher.publish(device.topic("card"), device.card(), retain=True)
     webhook.status = 503
     sent = [device.reading() for _ in range(20)]
@@ -54,7 +61,12 @@ def test_mqtt_destination_down_then_back_loses_nothing(start_agent, device, publ
         agent = start_agent(auto_accept=True)
         admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
         destination = {"type": "mqtt", "host": vendor.host, "port": vendor.port, "topic_prefix": "out"}
-        assert admin.post("/routes", json={"name": "vendor", "destination": destination, "needs_agreement": False}).status_code == 201
+        assert (
+            admin.post(
+                "/routes", json={"name": "vendor", "destination": destination, "needs_agreement": False}
+            ).status_code
+            == 201
+        )
         publisher.publish(device.topic("card"), device.card(), retain=True)
         before = [device.reading() for _ in range(5)]
         for data in before:
@@ -116,7 +128,11 @@ def test_sigkill_mid_stream_stores_each_reading_once_and_delivers_each_at_least_
         import httpx
 
         headers = {"authorization": f"Bearer {info['token']}"}
-        route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False}
+        route = {
+            "name": "hook",
+            "destination": {"type": "webhook", "url": webhook.url},
+            "needs_agreement": False,
+        }
         assert httpx.post(info["api"] + "/routes", json=route, headers=headers).status_code == 201
         publisher.publish(device.topic("card"), device.card(), retain=True)
         total = 400

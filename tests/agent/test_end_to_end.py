@@ -95,7 +95,14 @@ def test_reading_is_verified_stored_and_forwarded_unchanged_to_mqtt_and_webhook(
 def test_pending_device_readings_are_held_then_forwarded_on_accept(start_agent, device, publisher, webhook):
     agent = start_agent()
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
+    admin.post(
+        "/routes",
+        json={
+            "name": "hook",
+            "destination": {"type": "webhook", "url": webhook.url},
+            "needs_agreement": False,
+        },
+    )
     publisher.publish(device.topic("card"), device.card(), retain=True)
     for _ in range(3):
         publisher.publish(device.topic("reading"), device.reading())

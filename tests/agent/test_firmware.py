@@ -51,7 +51,14 @@ def test_real_device_in_addition_to_then_instead_of_the_vendor(start_agent, mosq
         assert result["outcome"] == "applied", result
 
         # in addition to: the agent forwards what it reads; the vendor keeps receiving
-        admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
+        admin.post(
+            "/routes",
+            json={
+                "name": "hook",
+                "destination": {"type": "webhook", "url": webhook.url},
+                "needs_agreement": False,
+            },
+        )
         wait_for(lambda: len(webhook.bodies) >= 2, 20, "readings forwarded to the webhook")
         wait_for(lambda: len(vendor_view.received) >= 2, 10, "the vendor receiving")
 

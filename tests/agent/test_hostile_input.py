@@ -210,9 +210,13 @@ def test_a_device_limited_admin_token_makes_and_changes_routes_only_for_its_devi
     assert limited.post("/routes", json={"name": "grab", "destination": hook}).status_code == 403  # default *
     assert agent.store.routes() == []
 
-    assert admin.post("/routes", json={"name": "all", "destination": hook, "needs_agreement": False}).status_code == 201
+    assert (
+        admin.post("/routes", json={"name": "all", "destination": hook, "needs_agreement": False}).status_code
+        == 201
+    )
     own = limited.post(
-        "/routes", json={"name": "own", "destination": hook, "devices": [mine.device_id], "needs_agreement": False}
+        "/routes",
+        json={"name": "own", "destination": hook, "devices": [mine.device_id], "needs_agreement": False},
     )
     assert own.status_code == 201
     widen = limited.put("/routes/own", json={"destination": hook, "devices": ["*"]})

@@ -17,7 +17,14 @@ def test_bad_messages_are_rejected_with_reasons_and_nothing_is_stored_or_forward
 ):
     agent = start_agent(auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post("/routes", json={"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False})
+    admin.post(
+        "/routes",
+        json={
+            "name": "hook",
+            "destination": {"type": "webhook", "url": webhook.url},
+            "needs_agreement": False,
+        },
+    )
     publisher.publish(device.topic("card"), device.card(), retain=True)
     genuine = device.reading()
     publisher.publish(device.topic("reading"), genuine)

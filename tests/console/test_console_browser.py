@@ -205,7 +205,13 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
         By.CSS_SELECTOR, f'tr.stream[data-device="{device.device_id}"][data-metric="*"]'
     )
     assert "vendor" in row.find_element(By.CSS_SELECTOR, ".mode").text
-    fields = {"type": "webhook", "url": webhook.url, "recipient": "my server", "purpose": "my records", "own": "on"}
+    fields = {
+        "type": "webhook",
+        "url": webhook.url,
+        "recipient": "my server",
+        "purpose": "my records",
+        "own": "on",
+    }
     _fill_share(row, "in-addition-to", fields)
     _until(browser, lambda b: "Share added" in b.page_source, 10, "the share added")
     [route] = agent.store.routes()
