@@ -33,6 +33,7 @@ from host_agent.owner import Owner
 from host_agent.routes import grants
 from host_agent.routes import rules as routing
 from host_agent.store.sqlite import Store, make_private_dir, write_problem
+from host_agent.terms import mqtt as terms_mqtt
 from host_agent.terms.desk import TermsDesk
 
 log = logging.getLogger("firstparty.agent")
@@ -111,9 +112,16 @@ class Agent:
             username, password = config.broker.username, config.broker.password
         inbox = Inbox()
         self.bus = Bus(
-            host, port, config.broker.client_id, inbox, config.broker.shared_group, username, password
+            host,
+            port,
+            config.broker.client_id,
+            inbox,
+            config.broker.shared_group,
+            username,
+            password,
+            terms_mqtt.PREFIX,
+            terms_mqtt.recipient_filters(),  # proffers to this agent over its own broker
         )
-        self.bus.start()
         self.relays = []
         for index, relay in enumerate(config.broker.relay_brokers):
             relay_host, _, relay_port = relay.rpartition(":")
@@ -125,9 +133,19 @@ class Agent:
                 None,
                 config.broker.relay_username,
                 config.broker.relay_password,
+                terms_mqtt.PREFIX,
+                terms_mqtt.owner_filters(self.owner.owner_id),  # answers to this owner's proffers
             )
-            relay_bus.start()
             self.relays.append(relay_bus)
+        relays = {
+            terms_mqtt.SCHEME + relay: bus
+            for relay, bus in zip(config.broker.relay_brokers, self.relays, strict=True)
+        }
+        self.terms.courier = terms_mqtt.TermsCourier(self.terms, self.bus, relays)
+        for bus in [self.bus, *self.relays]:
+            bus.on_side_message = self.terms.courier.on_message
+            bus.start()
+        self.terms.courier.publish_policy()
         self.outbox = Outbox(
             self.store, config.outbox_backoff_max_s, self._routes_expired, bool(config.broker.shared_group)
         )

@@ -55,11 +55,18 @@ pattern read fp/v1/%u/receipt
 # A relay reads every device's card, status and acks (signed, no readings: how an owner finds and
 # claims a device) and writes commands (signed by an owner; a device obeys only its own), and
 # reads the readings of the devices whose card names the relay's owner, listed after these lines.
+# It proffers its owner's terms to the vendor's agent and reads the answers, under its owner's id
+# only (host_agent.terms.mqtt), and reads the policy the vendor's agent publishes.
 RELAY_ACL = """user {name}
 topic read fp/v1/+/card
 topic read fp/v1/+/status
 topic read fp/v1/+/ack
 topic write fp/v1/+/command
+topic write fp/v1/terms/{owner}/proffer
+topic write fp/v1/terms/{owner}/termination
+topic read fp/v1/terms/{owner}/answer
+topic read fp/v1/terms/{owner}/termination-ack
+topic read fp/v1/terms/policy
 """
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 
@@ -189,7 +196,7 @@ class EmbeddedBroker:
         owners = self.relays()
         acl = DEVICE_ACL
         for name in sorted(n for n in accounts if n.startswith(RELAY_PREFIX)):
-            acl += RELAY_ACL.format(name=name)
+            acl += RELAY_ACL.format(name=name, owner=owners.get(name, "-"))
             acl += "".join(
                 f"topic read fp/v1/{d}/reading\n" for d in self.claims.get(owners.get(name, ""), [])
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +78,16 @@ class Bus:
         shared_group: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        side_prefix: str = "",
+        side_filters: list[str] | None = None,
     ):
         self.host, self.port = host, port
         self.inbox = inbox
         self.shared_group = shared_group
+        # topics under `side_prefix` are not device messages (first-party terms:
+        # host_agent.terms.mqtt): handed to `on_side_message`, acknowledged once it returns
+        self.side_prefix, self.side_filters = side_prefix, side_filters or []
+        self.on_side_message: Callable[[Bus, str, bytes], Awaitable[None]] | None = None
         self.client = ManualAckClient(
             mqtt.Broker(host, port, username, password),
             client_id,
@@ -106,7 +113,7 @@ class Bus:
 
     def filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
-        return [prefix + topics.wildcard(kind) for kind in INGEST_KINDS]
+        return [prefix + f for f in [topics.wildcard(kind) for kind in INGEST_KINDS] + self.side_filters]
 
     def start(self) -> None:
         """Connect and keep connecting (on the running event loop)."""
@@ -120,7 +127,22 @@ class Bus:
         await asyncio.gather(*(t for t in [self.task, *self.sending] if t), return_exceptions=True)
 
     async def _on_message(self, message: AckableMessage) -> None:
+        if self.side_prefix and self.on_side_message and message.topic.startswith(self.side_prefix):
+            task = asyncio.create_task(self._side_message(message))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+            return
         self.inbox.put(Delivery(message.topic, message.payload, message.token, self))
+
+    async def _side_message(self, message: AckableMessage) -> None:
+        assert self.on_side_message is not None
+        try:
+            await self.on_side_message(self, message.topic, bytes(message.payload))
+        except Exception:  # noqa: BLE001 - one bad message never stops the bus; it is not acknowledged
+            log.exception("message on %s not handled", message.topic)
+            return
+        if message.token is not None:
+            await self.ack([Delivery(message.topic, b"", message.token, self)])
 
     def _on_oversized(self, topic: bytes, size: int) -> None:
         # already acknowledged by the client: nothing to acknowledge after the commit (token None)
@@ -135,9 +157,9 @@ class Bus:
             except (OSError, mqtt.MQTTError) as error:  # the broker sends them again
                 log.info("acknowledgements to %s:%d lost: %s", self.host, self.port, error)
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Send a command with QoS 1, once connected (waiting up to COMMAND_WAIT_S for that)."""
-        task = asyncio.create_task(self._publish(topic, payload))
+        task = asyncio.create_task(self._publish(topic, payload, retain))
         self.sending.add(task)
         task.add_done_callback(self.sending.discard)
 
@@ -157,9 +179,9 @@ class Bus:
         except (OSError, mqtt.MQTTError) as error:
             log.info("receipts to %s:%d not sent: %s", self.host, self.port, error)
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
+    async def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
             await self.client.wait_up(COMMAND_WAIT_S)
-            await self.client.publish(topic, payload, qos=1)
+            await self.client.publish(topic, payload, qos=1, retain=retain)
         except (TimeoutError, OSError, mqtt.MQTTError) as error:
             log.warning("could not send %s to %s:%d: %s", topic, self.host, self.port, error)

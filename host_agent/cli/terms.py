@@ -30,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     published.add_argument("--url", help="another agent's API: read its /.well-known/firstparty-terms")
     proffer = sub.add("proffer", help="sign and proffer the owner's terms (the agent must be running)")
     proffer.add_argument("agreement", help="the roster agreement, id@version")
-    proffer.add_argument("--to", metavar="URL", help="the recipient agent's API (else: --out, for a file)")
+    proffer.add_argument(
+        "--to",
+        metavar="URL",
+        help="the recipient agent's API, or mqtt://HOST:PORT of a relay broker (else: --out, for a file)",
+    )
     proffer.add_argument("--route", help="the route it covers: devices, metrics and terms come from it")
     proffer.add_argument("--recipient", help="who receives")
     proffer.add_argument("--device", action="append", help="device id (repeatable)")

@@ -36,7 +36,9 @@ class ProfferIn(BaseModel):
 
     agreement: str = Field(min_length=3, max_length=100, description="roster entry, id@version")
     to: str | None = Field(
-        default=None, max_length=300, description="the recipient agent's API; unset: offline"
+        default=None,
+        max_length=300,
+        description="the recipient agent's API (https://...), or mqtt://HOST:PORT, one of the relay brokers; unset: offline",
     )
     route: str | None = Field(default=None, max_length=64)
     recipient: str | None = Field(default=None, max_length=200)

@@ -1,8 +1,8 @@
 """The agent's side of first-party terms: proffer, answer, terminate, and hold a stream until agreed.
 
 Every agent plays both parts with its own key (the `owner_key` file): as first party it proffers
-the owner's terms to a recipient's agent (`POST {its API}/terms/proffers`) or writes them to a file
-for a recipient running nothing of ours; as second party it answers proffers by its published
+the owner's terms to a recipient's agent (`POST {its API}/terms/proffers`, or over the recipient's
+broker: host_agent.terms.mqtt) or writes them to a file for a recipient running nothing of ours; as second party it answers proffers by its published
 policy (`/.well-known/firstparty-terms`). The decisions are host_agent.terms.policy's; the
 records are host_agent.terms.records'. See docs/agreements.md.
 """
@@ -22,7 +22,7 @@ from fp import cbor, messages, terms
 from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.errors import UserError
-from host_agent.terms import policy, records, roster
+from host_agent.terms import mqtt, policy, records, roster
 
 log = logging.getLogger("firstparty.terms")
 COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
@@ -47,7 +47,7 @@ class ProfferRequest:
     """What the owner asks for; unset parameters come from the route, when one is named."""
 
     agreement: str
-    to: str | None = None  # the recipient agent's API; None: a file for an offline recipient
+    to: str | None = None  # the recipient agent's API, or mqtt://its broker; None: a file (offline)
     route: str | None = None
     recipient: str | None = None
     devices: list[str] | None = None
@@ -128,6 +128,7 @@ class TermsDesk:
         self.http = httpx.AsyncClient(timeout=10.0)
         self.tasks: set[asyncio.Task] = set()
         self.max_from_one_owner, self.max_answered = MAX_FROM_ONE_OWNER, MAX_ANSWERED
+        self.courier: mqtt.TermsCourier | None = None  # set by the service once its buses run
         records.install(self.store)
 
     async def close(self) -> None:
@@ -149,8 +150,15 @@ class TermsDesk:
 
     # --- first party: the owner's agent ------------------------------------------------------
 
+    def _courier(self) -> mqtt.TermsCourier:
+        if self.courier is None:
+            raise UserError("terms over MQTT need the agent's buses running")
+        return self.courier
+
     async def _recipient_key(self, url: str) -> str:
         """The key id a recipient's agent publishes: the proffer names it, so no other key can accept."""
+        if mqtt.is_mqtt(url):
+            return self._courier().recipient_key(url)
         try:
             response = await self.http.get(url.rstrip("/") + "/.well-known/firstparty-terms")
             response.raise_for_status()
@@ -224,8 +232,12 @@ class TermsDesk:
         return describe(row)
 
     async def deliver(self, agreement_id: str) -> dict[str, Any]:
-        """Send a proffer to the recipient's agent and take its answer from the response."""
+        """Send a proffer to the recipient's agent and take its answer from the response (over
+        MQTT the answer comes later, on the owner's answer topic: take_mqtt_reply)."""
         row = await self._own(agreement_id)
+        if mqtt.is_mqtt(row["peer"]):
+            self._courier().send(row["peer"], "proffer", row["proffer"])
+            return describe(row)
         try:
             response = await self.http.post(
                 row["peer"].rstrip("/") + "/terms/proffers",
@@ -331,6 +343,9 @@ class TermsDesk:
             self.agent.outbox.wake.set()
         if not row["peer"]:
             return describe(updated)
+        if mqtt.is_mqtt(row["peer"]):
+            self._courier().send(row["peer"], "termination", data)
+            return describe(updated)
         try:
             response = await self.http.post(
                 row["peer"].rstrip("/") + "/terms/terminations",
@@ -373,10 +388,39 @@ class TermsDesk:
 
     # --- second party: any agent, the vendor's in particular ----------------------------------
 
-    async def receive_proffer(self, data: bytes) -> bytes:
-        """Answer a proffer by this agent's policy; the answer is recorded before it is returned."""
+    async def take_mqtt_reply(self, kind: str, data: bytes) -> dict[str, Any]:
+        """An answer or a termination acknowledgement that came over MQTT: find what it answers."""
+        try:
+            message = messages.parse(bytes(data), kind)
+            named = _payload(message).get("termination" if kind == "termination-ack" else "proffer")
+        except ProtocolError as error:
+            raise Refused(400, error.reason, error.detail) from None
+        if kind == "answer":
+            row = (
+                await asyncio.to_thread(records.by_digest, self.store, named)
+                if isinstance(named, bytes)
+                else None
+            )
+            if row is not None and row["side"] == "first":
+                return await self.take_answer(row["id"], data)
+        else:
+            for row in await asyncio.to_thread(records.all_records, self.store):
+                if (
+                    row["side"] == "first"
+                    and row["termination"]
+                    and terms.digest(row["termination"]) == named
+                ):
+                    return await self.take_termination_ack(row["id"], data)
+        raise Refused(400, "wrong-proffer", f"no {kind} of ours is answered by it")
+
+    async def receive_proffer(self, data: bytes, topic_owner: str | None = None) -> bytes:
+        """Answer a proffer by this agent's policy; the answer is recorded before it is returned.
+
+        `topic_owner`: over MQTT, the owner id its topic names, which must be the signer's."""
         try:
             proffer = terms.parse_proffer(bytes(data), wire.nacl_verify)
+            if topic_owner is not None and proffer.signer_id != topic_owner:
+                raise ProtocolError("not-owner", f"signed by {proffer.signer_id}, sent as {topic_owner}")
         except ProtocolError as error:
             raise Refused(400, error.reason, error.detail) from None
         same = await asyncio.to_thread(records.by_digest, self.store, terms.digest(proffer.raw))
