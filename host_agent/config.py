@@ -56,7 +56,7 @@ class TermsConfig:
 
     accepts: list[str] | None = None  # roster refs (id@version); None: the role's default
     alternative: str | None = None  # the one agreement offered instead of one not accepted
-    vendor_api: str | None = None  # the vendor agent's API: a claimed device's terms are proffered there
+    vendor_api: str | None = None  # the vendor agent's API or relay broker (mqtt://): a claimed device's terms go there
     vendor_agreement: str = "service-only@1"
     on_vendor_decline: str = "drop-vendor"  # or keep-vendor
 

@@ -158,7 +158,7 @@ class TermsDesk:
     async def _recipient_key(self, url: str) -> str:
         """The key id a recipient's agent publishes: the proffer names it, so no other key can accept."""
         if mqtt.is_mqtt(url):
-            return self._courier().recipient_key(url)
+            return await self._courier().recipient_key(url)
         try:
             response = await self.http.get(url.rstrip("/") + "/.well-known/firstparty-terms")
             response.raise_for_status()

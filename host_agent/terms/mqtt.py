@@ -18,8 +18,10 @@ Each message is acknowledged to the broker after its record is committed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from fp.ids import is_valid_id
@@ -34,6 +36,7 @@ POLICY_TOPIC = PREFIX + "policy"
 TO_RECIPIENT = ("proffer", "termination")
 TO_OWNER = ("answer", "termination-ack")
 SCHEME = "mqtt://"
+POLICY_WAIT_S = 5.0
 
 
 def topic(owner_id: str, kind: str) -> str:
@@ -89,11 +92,15 @@ class TermsCourier:
             raise UserError(f"{peer} is not a relay broker of this agent; relay brokers: {known}")
         return bus
 
-    def recipient_key(self, peer: str) -> str:
-        """The key id the recipient's agent published on its broker (retained)."""
+    async def recipient_key(self, peer: str) -> str:
+        """The key id the recipient's agent published on its broker (retained; a relay that just
+        connected gets it within moments, so this waits up to POLICY_WAIT_S for it)."""
         from host_agent.errors import UserError
 
         self.bus_for(peer)
+        deadline = time.monotonic() + POLICY_WAIT_S
+        while peer not in self.policies and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         published = self.policies.get(peer)
         if not published or not isinstance(published.get("key_id"), str):
             raise UserError(f"no terms policy published on {peer} yet ({POLICY_TOPIC})")

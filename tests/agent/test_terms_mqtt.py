@@ -147,6 +147,44 @@ def test_a_relay_cannot_proffer_as_another_owner_nor_read_its_answers(vendor_and
         spy.disconnect()
 
 
+def test_claiming_a_device_proffers_the_owners_terms_to_the_vendor_over_its_broker(start_agent, tmp_path):
+    """terms.vendor_api = mqtt://...: the vendor's default stream is agreed through the relay."""
+    vendor = start_agent(
+        role="vendor",
+        data_dir=str(tmp_path / "vendor"),
+        broker={"embedded": True, "port": 0, "client_id": "vendor-service"},
+    )
+    home_owner = Owner(tmp_path / "home" / "owner.key")
+    relay = _relay(vendor, "home", home_owner.owner_id)
+    host, port = vendor.devices_endpoint()
+    home = start_agent(
+        data_dir=str(tmp_path / "home"),
+        broker={
+            "embedded": True,
+            "port": 0,
+            "relay_brokers": [f"{host}:{port}"],
+            "relay_username": relay["username"],
+            "relay_password": relay["password"],
+        },
+        terms={"vendor_api": f"mqtt://{host}:{port}"},
+    )
+    device = FakeDevice(os.urandom(32))
+    response = api(home).post("/devices", json={"card_hex": device.card(home.owner.owner_id).hex()})
+    assert response.status_code == 201, response.text
+    found = wait_for(lambda: api(vendor).get("/agreements").json(), 15, "the vendor's record")
+    assert found[0]["state"] == "accepted" and found[0]["devices"] == [device.device_id]
+    agreement_id = found[0]["id"]
+    wait_for(
+        lambda: api(home).get(f"/agreements/{agreement_id}").json()["state"] == "accepted",
+        15,
+        "the answer home",
+    )
+    assert not home.terms.is_vendor_dropped(device.device_id)
+    assert api(home).get(f"/agreements/{agreement_id}/record").content == (
+        api(vendor).get(f"/agreements/{agreement_id}/record").content
+    )
+
+
 def test_a_proffer_to_a_broker_that_is_not_a_relay_is_refused_with_the_relays_named(vendor_and_home):
     _vendor, home, peer = vendor_and_home
     refused = api(home).post(
