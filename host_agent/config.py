@@ -56,7 +56,8 @@ class TermsConfig:
 
     accepts: list[str] | None = None  # roster refs (id@version); None: the role's default
     alternative: str | None = None  # the one agreement offered instead of one not accepted
-    vendor_api: str | None = None  # the vendor agent's API or relay broker (mqtt://): a claimed device's terms go there
+    # the vendor agent's API, or its broker when reached by a relay (mqtt://): a claimed device's terms go there
+    vendor_api: str | None = None
     vendor_agreement: str = "service-only@1"
     on_vendor_decline: str = "drop-vendor"  # or keep-vendor
 
