@@ -66,11 +66,14 @@ def device_run(root: Path, receipts: bool, seconds: float) -> dict:
     device.start()
     try:
         device.device_id(20)
+        device.enrol(agent)  # the embedded broker takes authenticated devices only (issue 15)
         time.sleep(seconds)
         assert agent.loop is not None
         info = asyncio.run_coroutine_threadsafe(agent.command(device_id, "get-info", {}), agent.loop).result(
             30
         )
+        if info.result is None:
+            raise SystemExit(f"the device did not answer get-info ({info.outcome}): {list(device.log)[-5:]}")
         stored = agent.store.count_readings()
         sent = agent.receipts.sent if agent.receipts else 0
         receipt_bytes = len(agent.receipts.receipt(device_id, [[1, 0, 1]])) if agent.receipts else 0

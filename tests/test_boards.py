@@ -31,6 +31,12 @@ def test_every_board_file_follows_the_schema_and_the_required_boards_exist():
         (lambda b: b.update(colour="blue"), "colour"),
         (lambda b: b.pop("flash_bytes"), "flash_bytes"),
         (lambda b: b.update(name="other"), "name"),
+        (lambda b: b.update(queue_slots=8), "queue_slots"),
+        (lambda b: b.update(queue_slots=1025), "queue_slots"),
+        (lambda b: b.update(queue_slots="1024"), "queue_slots"),
+        (lambda b: b.update(queue_slots=True), "queue_slots"),
+        # 1024 slots of 512 bytes for 4 destinations is 2 MB: more than half of a 2 MB flash
+        (lambda b: b.update(queue_slots=1024, flash_bytes=2 * 1024 * 1024), "queue_slots"),
     ],
 )
 def test_a_bad_board_file_is_one_error_naming_file_key_expected_and_found(tmp_path, change, key):
@@ -62,3 +68,11 @@ def test_the_esp32_hardware_layer_compiles_for_every_board_architecture(tmp_path
         build = compile_firmware(arch, tmp_path / arch)
         for module in ("hal_esp32", "bme280", "app", "sha512", "ed25519"):
             assert (build.path / "fp" / f"{module}.mpy").stat().st_size > 0
+
+
+def test_a_board_may_size_its_flash_queues_within_the_devices_cap():
+    board = json.loads((BOARDS / "esp32-devkitc.json").read_text())
+    assert "queue_slots" not in board  # the device's default, 128
+    for slots in (16, 512, 1024):
+        board["queue_slots"] = slots
+        assert boards.validate(BOARDS / "esp32-devkitc.json", board)["queue_slots"] == slots

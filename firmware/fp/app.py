@@ -21,6 +21,7 @@ from fp.receipts import Ranges
 from fp.ringbuf import RingBuffer
 
 FIRMWARE_VERSION = "0.1.0"
+RING_SLOTS = 128  # each destination's flash queue when board.json does not say (fp.settings)
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
 ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
 # receipts rule: messages sent ahead of the first one not covered by a receipt. The agent sends a
@@ -495,9 +496,10 @@ class Device:
             log=log,
             link_up=self.hal.network_up,
         )
-        destination = Destination(
-            name, broker, client, RingBuffer("q_" + name + ".bin"), self.device_id, receipt_key
-        )
+        ring = RingBuffer("q_" + name + ".bin", self.board.get("queue_slots", RING_SLOTS))
+        if ring.dropped:
+            log("destination %s: queue resized, %d oldest messages dropped" % (name, ring.dropped))
+        destination = Destination(name, broker, client, ring, self.device_id, receipt_key)
 
         async def on_up():
             # card and status are retained: each broker holds the latest for late subscribers

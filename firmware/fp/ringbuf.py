@@ -1,6 +1,7 @@
 """A bounded ring buffer of signed messages in flash: survives reboot and power loss.
 
-One file of SLOTS fixed-size slots. A record is written into slot (number % SLOTS) with a header
+One file of `slots` fixed-size slots (board.json queue_slots; a file of another size, from before
+a change of that setting, is rewritten to the new size at start with what waits in it). A record is written into slot (number % SLOTS) with a header
 (magic, kind, length, record number, CRC-32 over all of it), so a torn write damages only that
 slot and is detected by its CRC. The highest consumed record number lives in a second file of two
 CRC-protected slots written alternately (as the boot counter). Nothing is kept in RAM but two
@@ -22,6 +23,7 @@ except ImportError:  # pragma: no cover
 MAGIC = 0xF5
 HEADER = 12  # magic u8, kind u8, length u16, number u32, crc u32
 POINTER_BATCH = 16
+SLOT_BYTES = 512  # a signed reading with its header fits with room to spare
 KINDS = ("reading", "ack", "status")
 
 
@@ -33,10 +35,17 @@ def _exists(path):
         return False
 
 
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return 0
+
+
 class RingBuffer:
     """FIFO of (kind, payload) in flash; `peek`, then `pop` once the message is delivered."""
 
-    def __init__(self, path, slots=128, slot_bytes=512):
+    def __init__(self, path, slots=128, slot_bytes=SLOT_BYTES):
         self.path = path
         self.pointer_path = path + ".ptr"
         self.slots = slots
@@ -46,15 +55,46 @@ class RingBuffer:
         self.writes = 0
         self._unsaved_pops = 0
         self._slot = bytearray(slot_bytes)  # the one buffer every slot is read into
-        if not _exists(path):
-            with open(path + ".tmp", "wb") as f:
-                for _ in range(slots):  # slot by slot: never the whole file in RAM
-                    f.write(self._slot)
+        size = _size(path)
+        if not size or size % slot_bytes:
+            self._fill(path + ".tmp", slots)
             os.rename(path + ".tmp", path)
+            size = slots * slot_bytes
         self._consumed = self._load_pointer()
         self._next = self._consumed + 1
         self._first = self._next
+        self.slots = size // slot_bytes  # the file's own: a board may have changed queue_slots
         self._recover()
+        if self.slots != slots:
+            self._resize(slots)
+
+    def _fill(self, path, slots):
+        with open(path, "wb") as f:
+            for _ in range(slots):  # slot by slot: never the whole file in RAM
+                f.write(bytes(self.slot_bytes))
+
+    def _resize(self, slots):
+        """Move the waiting records into a file of `slots` slots (board.json queue_slots changed).
+
+        When more wait than the new size holds, the oldest go and are counted in `dropped`. A
+        power cut before the rename leaves the old file whole: the next boot does it again.
+        """
+        keep_from = max(self._first, self._next - slots)
+        staging = self.path + ".new"
+        self._fill(staging, slots)
+        with open(self.path, "rb") as old, open(staging, "r+b") as new:
+            for number in range(keep_from, self._next):
+                record = self._read_slot(old, number % self.slots)
+                if record and record[0] == number:  # torn ones stay behind, as peek would skip them
+                    new.seek((number % slots) * self.slot_bytes)
+                    new.write(self._slot)
+        os.rename(staging, self.path)
+        self.slots = slots
+        if keep_from > self._first:
+            self.dropped += keep_from - self._first
+            self._first = keep_from
+            self._consumed = keep_from - 1
+            self._save_pointer()
 
     # --- the consumed pointer: two CRC-protected slots -----------------------------------------
 

@@ -19,6 +19,13 @@ DEFAULT_MQTT_PORT = 1883
 DEFAULT_CLAIM_WINDOW_S = 120
 DEFAULT_SAFE_MODE_BOOTS = 5
 DEFAULT_SAFE_MODE_WINDOW_S = 600
+# board.json queue_slots: messages each destination's flash queue holds (fp.ringbuf, 512 bytes a
+# slot). 128 (64 KB) rides out about two minutes of outage at a reading a second; a board that
+# reports faster sets more. 1024 (512 KB per destination) is the cap (host_agent.boards checks
+# it against the board's flash_bytes too).
+DEFAULT_QUEUE_SLOTS = 128
+MIN_QUEUE_SLOTS = 16
+MAX_QUEUE_SLOTS = 1024
 # the sensor types each hardware layer can read (fp.hal_esp32, fp.hal_sim)
 SENSOR_TYPES = {
     "esp32": ("internal-temp", "adc", "dht22", "bme280"),
@@ -337,6 +344,9 @@ def check_board(raw, log):
             problem(log, path, "pins." + pin, "a GPIO number 0..48 or null", value, "null")
             value = None
         board["pins"][pin] = value
+    board["queue_slots"] = _int_setting(
+        log, path, board, "queue_slots", MIN_QUEUE_SLOTS, MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
+    )
     sensors = board.get("sensors")
     if not isinstance(sensors, list):
         problem(log, path, "sensors", "a list of sensors", sensors, "no sensors")

@@ -24,6 +24,10 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "pins": (dict, "led, button, i2c_sda, i2c_scl: GPIO numbers or null"),
     "sensors": (list, "the sensors fitted: name, type, interval_s, and pin or i2c_address"),
 }
+# optional keys, the device's default when absent
+OPTIONAL_FIELDS: dict[str, tuple[type, str]] = {
+    "queue_slots": (int, "messages each destination's flash queue holds (default 128)"),
+}
 PINS = ("led", "button", "i2c_sda", "i2c_scl")
 
 
@@ -36,8 +40,8 @@ def validate(path: Path, data: object) -> dict:
     if not isinstance(data, dict):
         raise _fail(path, "(top level)", "an object", type(data).__name__)
     for key in data:
-        if key not in FIELDS:
-            raise _fail(path, key, "one of " + ", ".join(FIELDS), "an unknown key")
+        if key not in FIELDS and key not in OPTIONAL_FIELDS:
+            raise _fail(path, key, "one of " + ", ".join([*FIELDS, *OPTIONAL_FIELDS]), "an unknown key")
     for key, (kind, meaning) in FIELDS.items():
         if key not in data:
             raise _fail(
@@ -57,6 +61,8 @@ def validate(path: Path, data: object) -> dict:
             not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 48
         ):
             raise _fail(path, f"pins.{pin}", "a GPIO number 0..48 or null", value)
+    if "queue_slots" in data:
+        _check_queue_slots(path, data)
     names = set()
     for index, sensor in enumerate(data["sensors"]):
         where = f"sensors[{index}]"
@@ -88,3 +94,23 @@ def load(name: str, folder: Path = BOARDS) -> dict:
 
 def names(folder: Path = BOARDS) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.json"))
+
+
+def _check_queue_slots(path: Path, data: dict) -> None:
+    """The device's own range (fp.settings), and every destination's queue within half the flash."""
+    from fp import ringbuf, settings
+
+    slots = data["queue_slots"]
+    low, high = settings.MIN_QUEUE_SLOTS, settings.MAX_QUEUE_SLOTS
+    if not isinstance(slots, int) or isinstance(slots, bool) or not low <= slots <= high:
+        raise _fail(path, "queue_slots", f"an integer {low}..{high}", slots)
+    queues_bytes = slots * ringbuf.SLOT_BYTES * settings.MAX_DESTINATIONS
+    if queues_bytes > data["flash_bytes"] // 2:
+        raise _fail(
+            path,
+            "queue_slots",
+            f"at most {data['flash_bytes'] // 2 // (ringbuf.SLOT_BYTES * settings.MAX_DESTINATIONS)} "
+            f"(the queues of {settings.MAX_DESTINATIONS} destinations, {ringbuf.SLOT_BYTES} bytes a slot, "
+            f"within half of flash_bytes {data['flash_bytes']})",
+            slots,
+        )

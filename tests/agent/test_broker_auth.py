@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from host_agent.api import tokens
 from host_agent.bus.broker import AGENT_USER
@@ -320,3 +321,59 @@ def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_
         assert bytes.fromhex(home_password) not in carried
     finally:
         device.stop()
+
+
+@pytest.mark.parametrize("role", ["owner", "vendor"])
+def test_a_device_can_neither_read_nor_forge_another_devices_receipts(start_agent, role):
+    """Each device authenticated as itself on the embedded broker: the receipts the agent signs
+    for one device reach that device only, and a receipt another device publishes onto its topic
+    never reaches it (the broker's ACL, not the device's signature check, stops it)."""
+    from fp import ed25519, messages
+
+    agent = start_agent(role=role, broker={"embedded": True, "port": 0}, auto_accept=True)
+    assert agent.receipts is not None
+    port = agent.broker.port
+    mallory, victim = FakeDevice(os.urandom(32)), FakeDevice(os.urandom(32))
+    for each in (mallory, victim):
+        agent.broker.add_device(each.device_id, each.password(port))
+    attacker = Publisher("127.0.0.1", port, "", *mallory.credentials(port))
+    honest = Publisher("127.0.0.1", port, "", *victim.credentials(port))
+    try:
+        assert attacker.refusals == [] and honest.refusals == []
+        for topic_filter in (victim.topic("receipt"), "fp/v1/+/receipt", "#"):
+            attacker.subscribe(topic_filter)
+        honest.subscribe(victim.topic("receipt"))
+        for each, client in ((victim, honest), (mallory, attacker)):
+            client.publish(each.topic("card"), each.card(), retain=True)
+            for _ in range(3):
+                client.publish(each.topic("reading"), each.reading())
+        wait_for(lambda: agent.store.count_readings() == 6, 10, "both devices' readings stored")
+
+        def receipts_for(client, device) -> list[bytes]:
+            return [payload for topic, payload in client.received if topic == device.topic("receipt")]
+
+        # the control: each device does get its own receipts on this broker
+        wait_for(lambda: receipts_for(honest, victim), 10, "the victim's receipt")
+        wait_for(lambda: receipts_for(attacker, mallory), 10, "mallory's own receipt")
+        forged = messages.encode_receipt(
+            mallory.sign, mallory.public, victim.device_id, 2**62, [[1, 0, 0xFFFFFFFF]]
+        )
+        attacker.publish(victim.topic("receipt"), forged)
+        for genuine in receipts_for(attacker, mallory):  # signed by the agent, but for mallory
+            attacker.publish(victim.topic("receipt"), genuine)
+        time.sleep(1.5)
+        assert receipts_for(attacker, victim) == [], "it read another device's receipts"
+        assert all(topic == mallory.topic("receipt") for topic, _ in attacker.received)
+        got = receipts_for(honest, victim)
+        assert forged not in got and len(got) == len(honest.received)
+        covered = set()
+        for data in got:  # only the agent's genuine receipts, for the victim's own readings
+            receipt = messages.parse_receipt(data)
+            messages.check_receipt(
+                receipt, agent.receipts.public, agent.receipts.key_id, victim.device_id, 0, ed25519.verify
+            )
+            covered |= {(boot, seq) for boot, first, last in receipt.ranges for seq in range(first, last + 1)}
+        assert covered == {(1, 0), (1, 1), (1, 2)}
+    finally:
+        attacker.close()
+        honest.close()

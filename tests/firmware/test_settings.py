@@ -126,8 +126,11 @@ out["five"] = [d["name"] for d in settings.check_config(
     {"destinations": [{"name": "d%d" % i, "host": "h"} for i in range(5)]}, ["t"], log)["destinations"]]
 out["none_usable"] = settings.check_config({"destinations": [{"name": "x"}]}, ["t"], log)["destinations"]
 board = settings.check_board({"name": 3, "port": "zephyr", "pins": {"led": 2, "button": 99}, "sensors": [
-    {"name": "t", "type": "bme280", "i2c_address": 300}, {"name": "c", "type": "counter"}]}, log)
-out["board"] = [board["name"], board["port"], board["pins"], board["sensors"]]
+    {"name": "t", "type": "bme280", "i2c_address": 300}, {"name": "c", "type": "counter"}],
+    "queue_slots": 5000}, log)
+out["board"] = [board["name"], board["port"], board["pins"], board["sensors"], board["queue_slots"]]
+out["queue_slots"] = [settings.check_board({"name": "b", "port": "unix", "sensors": [], "queue_slots": n}, log)["queue_slots"]
+    for n in (1024, 16, None)]
 out["esp32_has_no_counter"] = len(settings.check_board(
     {"name": "b", "port": "esp32", "sensors": [{"name": "c", "type": "counter"}]}, log)["sensors"])
 out["owner_missing"] = settings.load_owner(log, key).hex()
@@ -170,8 +173,9 @@ def test_each_bad_value_is_one_line_naming_file_key_expected_found_and_default(i
     assert out["first_boot_config"] == {"destinations": [{"name": "vendor"}], "intervals": {}}
     assert out["five"] == ["d0", "d1", "d2", "d3"]
     assert out["none_usable"] == [{"name": "vendor"}]
-    name, port, pins, sensors = out["board"]
-    assert name == "unknown" and port == "unix"
+    name, port, pins, sensors, queue_slots = out["board"]
+    assert name == "unknown" and port == "unix" and queue_slots == 128
+    assert out["queue_slots"] == [1024, 16, 128]
     assert pins == {"led": 2, "button": None, "i2c_sda": None, "i2c_scl": None}
     assert sensors == [
         {"name": "t", "type": "bme280", "i2c_address": 0x76, "interval_s": 10},
@@ -206,6 +210,8 @@ def test_each_bad_value_is_one_line_naming_file_key_expected_found_and_default(i
         "board.json: name: expected the board's name, found 3; using 'unknown'",
         "board.json: port: expected esp32 or unix, found 'zephyr'; using unix (this interpreter)",
         "board.json: pins.button: expected a GPIO number 0..48 or null, found 99; using null",
+        "board.json: queue_slots: expected an integer 16..1024, found 5000; using 128",
+        "board.json: queue_slots: expected an integer 16..1024, found None; using 128",
         "board.json: sensors[0].i2c_address: expected an I2C address 0..127, found 300; using 118",
         "board.json: sensors[0].type: expected one of internal-temp, adc, dht22, bme280, found 'counter'",
         "owner.key: (whole file): expected 64 hex digits, found 'not json'; using no owner",

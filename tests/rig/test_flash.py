@@ -285,3 +285,87 @@ def test_flash_with_a_running_agent_enrols_the_device_with_its_broker_keeping_on
     finally:
         agent.request_stop()
         thread.join(15)
+
+
+def test_flash_with_a_vendor_receipt_key_makes_the_device_keep_readings_for_that_keys_receipts_only(
+    virtual_board, mosquitto, tmp_path, capsys
+):
+    """The flashed device (the real firmware on the virtual board) reports to a vendor agent on a
+    plain broker: it takes the receipts that agent signs, refuses receipts signed by any other
+    key (counted, nothing dropped), and every reading it made is stored once."""
+    import asyncio
+
+    import paho.mqtt.client as mqtt
+
+    from fp import messages, topics
+    from host_agent import config as agent_config
+    from host_agent import wire
+    from host_agent.service import start_in_thread
+    from tests.agent.conftest import agent_settings, wait_for
+
+    vendor, thread = start_in_thread(
+        agent_config.from_dict(agent_settings(tmp_path, mosquitto, role="vendor"))
+    )
+    attacker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="attacker")
+    try:
+        assert vendor.receipts is not None
+        key_hex = vendor.receipts.public.hex()
+        code, out, err = _flash(
+            capsys, "--board", "sim", "--port", virtual_board.port, "--vendor", f"127.0.0.1:{mosquitto.port}",
+            "--vendor-receipt-key", key_hex.upper(), "--owner-key", str(vendor.config.owner_key),
+            "--card-out", str(tmp_path / "device.card"),
+        )  # fmt: skip
+        assert code == 0, err
+        provision = json.loads((virtual_board.flash / "provision.json").read_text())
+        assert provision["vendor"] == {"host": "127.0.0.1", "port": mosquitto.port, "receipts": key_hex}
+        device_id = wire.parse_card((tmp_path / "device.card").read_bytes()).device_id
+
+        def command(op: str, args: dict):
+            future = asyncio.run_coroutine_threadsafe(vendor.command(device_id, op, args), vendor.loop)
+            return future.result(30)
+
+        wait_for(lambda: vendor.store.device(device_id), 30, "the device's card at the vendor")
+        assert command("set-interval", {"sensor": "chip", "interval_s": 1}).outcome == "applied"
+
+        def info() -> dict:
+            result = command("get-info", {})
+            assert result.outcome == "applied", result
+            return result.result
+
+        first = info()
+        assert first["delivery"] == {"vendor": "receipts"}
+        # the vendor's own receipts are taken: the device lets go of what they cover
+        wait_for(lambda: info()["receipts"]["vendor"][0] >= 2, 30, "the vendor's receipts taken")
+        other_seed = os.urandom(32)
+        everything = [[boot, 0, 0xFFFFFFFF] for boot in range(first["boot"] + 1)]
+        forged = [
+            messages.encode_receipt(
+                wire.nacl_signer(other_seed), wire.nacl_public_key(other_seed), device_id, 2**62, everything
+            ),
+            # the other key naming itself as the vendor's: the signature does not hold
+            messages.encode_receipt(
+                wire.nacl_signer(other_seed), vendor.receipts.public, device_id, 2**62, everything
+            ),
+        ]
+        attacker.connect(mosquitto.host, mosquitto.port)
+        attacker.loop_start()
+        before = info()["receipts"]["vendor"]
+        for data in forged:
+            attacker.publish(topics.topic(device_id, "receipt"), data, qos=1).wait_for_publish(5)
+        after = wait_for(
+            lambda: (seen := info()["receipts"]["vendor"])[1] >= before[1] + len(forged) and seen,
+            20,
+            "both forged receipts refused",
+        )
+        assert after[1] == before[1] + len(forged)
+        assert command("set-interval", {"sensor": "chip", "interval_s": 86400}).outcome == "applied"
+        last = wait_for(lambda: (now := info())["buffered"] == 0 and now, 30, "nothing left on the device")
+        assert last["dropped"] == 0 and last["receipts"]["vendor"][0] > before[0]
+        rows = vendor.store.query("SELECT raw FROM messages WHERE kind='reading'")
+        counters = [messages.counter_of(bytes(row[0])) for row in rows]
+        assert len(counters) == len(set(counters)) and len(counters) >= 3
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+        vendor.request_stop()
+        thread.join(15)
