@@ -21,7 +21,7 @@ DEFAULT_SAFE_MODE_BOOTS = 5
 DEFAULT_SAFE_MODE_WINDOW_S = 600
 # board.json queue_slots: messages each destination's flash queue holds (fp.ringbuf, 512 bytes a
 # slot). 128 (64 KB) rides out about two minutes of outage at a reading a second; a board that
-# reports faster sets more. 1024 (512 KB per destination) is the cap (host_agent.boards checks
+# reports faster sets more. 1024 (512 KB per destination) is the cap (host_agent.board.files checks
 # it against the board's flash_bytes too).
 DEFAULT_QUEUE_SLOTS = 128
 MIN_QUEUE_SLOTS = 16
