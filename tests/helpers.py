@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,3 +108,27 @@ def build_romfs(build: Path, image: Path) -> Path:
     command = [venv_tool("mpremote"), "romfs", "--no-mpy", "-o", str(image), "build", str(source)]
     subprocess.run(command, check=True, capture_output=True, text=True)
     return image
+
+
+def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+async def wait_for_async(predicate, timeout_s: float = 10.0, what: str = "condition"):
+    """wait_for on a running event loop: the loop runs while this polls."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")

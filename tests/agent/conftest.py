@@ -3,12 +3,17 @@ with the firmware's own codec (byte-identical to what boards send), and loopback
 
 from __future__ import annotations
 
+import asyncio
 import http.server
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -16,18 +21,10 @@ from fp import messages, topics
 from fp.ids import broker_password, id_from_public_key
 from host_agent import config as agent_config
 from host_agent import wire
+from host_agent.api import tokens
+from host_agent.rig.simdevice import micropython_command
 from host_agent.service import start_in_thread
-
-
-def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+from tests.helpers import REPO, wait_for
 
 
 class FakeDevice:
@@ -188,3 +185,76 @@ def webhook():
     server = Webhook()
     yield server
     server.close()
+
+
+def api(agent, token: str | None = None) -> httpx.Client:
+    """An HTTP client of the agent's API with `token`, or with a new admin token of its own."""
+    if token is None:
+        token = tokens.issue(agent.store, "admin-" + os.urandom(3).hex(), "admin")
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{agent.api_port}",
+        headers={"authorization": f"Bearer {token}"},
+        timeout=20,
+    )
+
+
+def run_on(agent, coroutine):
+    """Run a coroutine on the agent's event loop (it runs in a thread) and return its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, agent.loop).result(30)
+
+
+try:
+    micropython_command()
+    HAS_MICROPYTHON = True
+except FileNotFoundError:
+    HAS_MICROPYTHON = False
+
+
+class CountingPublisher:
+    """A device's MQTT connection that remembers every reading the broker acknowledged."""
+
+    def __init__(self, port: int, device: FakeDevice):
+        self.device = device
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="counting-" + device.device_id)
+        self.client.username_pw_set(*device.credentials(port))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.acknowledged: list[bytes] = []
+
+    def send(self, data: bytes, timeout_s: float = 2.0) -> bool:
+        """Publish with QoS 1; True (and counted) when the broker acknowledged it."""
+        try:
+            info = self.client.publish(self.device.topic("reading"), data, qos=1)
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        if info.is_published():
+            self.acknowledged.append(data)
+            return True
+        return False
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def agent_toml(settings: dict) -> str:
+    lines = []
+    tables = {k: v for k, v in settings.items() if isinstance(v, dict)}
+    for key, value in settings.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def serve_process(config_path: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'firmware'}")
+    return subprocess.Popen(
+        [sys.executable, "-m", "host_agent.cli.main", "serve", "--config", str(config_path)],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+    )

@@ -13,8 +13,7 @@ from host_agent import config as agent_config
 from host_agent.api import tokens
 from host_agent.cli.main import main
 from host_agent.errors import UserError
-from tests.agent.conftest import FakeDevice, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import FakeDevice, api, wait_for
 
 
 def test_read_only_token_cannot_change_routes_or_see_other_devices(start_agent, publisher):

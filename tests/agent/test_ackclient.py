@@ -7,14 +7,7 @@ import asyncio
 
 from fp.mqtt import Broker, MQTTClient
 from host_agent.bus.ackclient import AckableMessage, ManualAckClient
-
-
-async def _until(predicate, what: str) -> None:
-    for _ in range(400):
-        if predicate():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError("timed out waiting for " + what)
+from tests.helpers import wait_for_async
 
 
 def test_only_acknowledged_messages_stay_acknowledged_across_reconnects(mosquitto):
@@ -33,12 +26,12 @@ def test_only_acknowledged_messages_stay_acknowledged_across_reconnects(mosquitt
         tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
         await receiver.wait_up(5)
         await sender.wait_up(5)
-        await _until(lambda: "t/#" in receiver.granted, "the SUBACK")
+        await wait_for_async(lambda: "t/#" in receiver.granted, 10, "the SUBACK")
         for n in range(4):
             await sender.publish("t/a", b"m%d" % n)
         await sender.publish("t/big", b"x" * 20000)  # larger than the receiver holds
         await sender.publish("t/a", b"after")
-        await _until(lambda: len(got) == 5, "five messages")
+        await wait_for_async(lambda: len(got) == 5, 10, "five messages")
         out: dict = {"first": [bytes(m.payload).decode() for m in got], "oversized": receiver.oversized}
         tokens = {bytes(m.payload): m.token for m in got}
         out["acked"] = await receiver.ack([tokens[b"m0"], tokens[b"m1"], tokens[b"after"]])
@@ -46,7 +39,9 @@ def test_only_acknowledged_messages_stay_acknowledged_across_reconnects(mosquitt
         del got[:]
         first_connection = receiver.connects
         receiver.reconnect("test")
-        await _until(lambda: receiver.connects > first_connection and len(got) == 2, "the redelivery")
+        await wait_for_async(
+            lambda: receiver.connects > first_connection and len(got) == 2, 10, "the redelivery"
+        )
         out["again"] = sorted(bytes(m.payload).decode() for m in got)
         out["stale"] = await receiver.ack([tokens[b"m2"]])  # a token of the first connection
         out["acked_again"] = await receiver.ack([m.token for m in got if m.token])
@@ -54,7 +49,7 @@ def test_only_acknowledged_messages_stay_acknowledged_across_reconnects(mosquitt
         del got[:]
         second_connection = receiver.connects
         receiver.reconnect("test")
-        await _until(lambda: receiver.connects > second_connection, "the third connection")
+        await wait_for_async(lambda: receiver.connects > second_connection, 10, "the third connection")
         await asyncio.sleep(0.5)
         out["third"] = [bytes(m.payload) for m in got]
         receiver.stop()

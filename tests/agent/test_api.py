@@ -24,9 +24,7 @@ from host_agent.owner import Owner
 from host_agent.rig.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from host_agent.routes.grants import parse_grant
-from tests.agent.conftest import FakeDevice, Publisher, Webhook, wait_for
-from tests.agent.test_end_to_end import api
-from tests.agent.test_firmware import HAS_MICROPYTHON
+from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, Webhook, api, wait_for
 
 MIXED = (("temp", "Cel", 20.0), ("hum", "%RH", 40))
 TEMP_ONLY = (("temp", "Cel", 21.0),)

@@ -16,8 +16,7 @@ from schemathesis import GenerationMode
 
 from host_agent.api import tokens
 from host_agent.api.openapi_doc import openapi_spec
-from tests.agent.conftest import FakeDevice, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import FakeDevice, api, wait_for
 
 MAX_EXAMPLES = 30
 ERROR_BOUND = 16 * 1024  # a 4xx answer: a few lines naming the problem, never the input

@@ -20,9 +20,7 @@ import pytest
 from host_agent.api import tokens
 from host_agent.bus.broker import AGENT_USER
 from host_agent.owner import Owner
-from tests.agent.conftest import FakeDevice, Publisher, wait_for
-from tests.agent.test_end_to_end import api
-from tests.agent.test_supervision import CountingPublisher
+from tests.agent.conftest import CountingPublisher, FakeDevice, Publisher, api, wait_for
 
 
 def connect_outcome(port: int, client_id: str = "", username=None, password=None, clean=None) -> str:

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from host_agent.api import tokens
-from tests.agent.conftest import wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import api, wait_for
 
 
 @pytest.fixture

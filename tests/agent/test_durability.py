@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from host_agent.api import tokens
 from host_agent.rig.mosquitto import Mosquitto
 from host_agent.store.sqlite import Store
-from tests.agent.conftest import agent_settings, wait_for
-from tests.agent.test_end_to_end import api
-from tests.helpers import REPO
+from tests.agent.conftest import agent_settings, agent_toml, api, serve_process, wait_for
 
 
 def test_destination_down_then_back_loses_nothing(start_agent, device, publisher, webhook):
@@ -90,37 +84,15 @@ def test_mqtt_destination_down_then_back_loses_nothing(start_agent, device, publ
         vendor.stop()
 
 
-def _toml(settings: dict) -> str:
-    lines = []
-    tables = {k: v for k, v in settings.items() if isinstance(v, dict)}
-    for key, value in settings.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {json.dumps(value)}")
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _serve(config_path: Path, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'firmware'}")
-    return subprocess.Popen(
-        [sys.executable, "-m", "host_agent.cli.main", "serve", "--config", str(config_path)],
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
-        stderr=subprocess.STDOUT,
-    )
-
-
 def test_sigkill_mid_stream_stores_each_reading_once_and_delivers_each_at_least_once(
     tmp_path, mosquitto, device, publisher, webhook
 ):
     settings = agent_settings(tmp_path, mosquitto, auto_accept=True)
     settings["api"] = {"port": 0}
     config_path = tmp_path / "agent.toml"
-    config_path.write_text(_toml(settings))
+    config_path.write_text(agent_toml(settings))
     log = tmp_path / "agent.log"
-    process = _serve(config_path, log)
+    process = serve_process(config_path, log)
     try:
         runtime = tmp_path / "agent" / "agent.json"
         wait_for(runtime.exists, 20, "the agent to serve")
@@ -145,7 +117,7 @@ def test_sigkill_mid_stream_stores_each_reading_once_and_delivers_each_at_least_
                 process.wait(5)
         time.sleep(0.5)
         runtime.unlink()
-        process = _serve(config_path, log)
+        process = serve_process(config_path, log)
         wait_for(runtime.exists, 20, "the agent to serve again")
         store = Store(tmp_path / "agent" / "firstparty.db")
         wait_for(lambda: store.count_readings() == total, 30, f"{total} readings stored")

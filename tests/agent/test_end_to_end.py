@@ -11,15 +11,7 @@ from fp.ids import id_from_public_key
 from host_agent.api import tokens
 from host_agent.ingest.verifier import Verifier
 from host_agent.routes.grants import parse_grant
-from tests.agent.conftest import FakeDevice, Publisher, wait_for
-
-
-def api(agent, token):
-    return httpx.Client(
-        base_url=f"http://127.0.0.1:{agent.api_port}",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=10,
-    )
+from tests.agent.conftest import FakeDevice, Publisher, api, wait_for
 
 
 def test_reading_is_verified_stored_and_forwarded_unchanged_to_mqtt_and_webhook(

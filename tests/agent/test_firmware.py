@@ -3,25 +3,12 @@ instead of the vendor, carried out on the device by a signed set-destinations co
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from host_agent.api import tokens
 from host_agent.rig.mosquitto import Mosquitto
-from host_agent.rig.simdevice import SimDevice, micropython_command
-from tests.agent.conftest import Publisher, wait_for
-from tests.agent.test_end_to_end import api
-
-try:
-    micropython_command()
-    HAS_MICROPYTHON = True
-except FileNotFoundError:
-    HAS_MICROPYTHON = False
-
-
-def run_on(agent, coroutine):
-    return asyncio.run_coroutine_threadsafe(coroutine, agent.loop).result(30)
+from host_agent.rig.simdevice import SimDevice
+from tests.agent.conftest import HAS_MICROPYTHON, Publisher, api, wait_for
 
 
 @pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from host_agent.api import tokens
-from tests.agent.conftest import Publisher, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import Publisher, api, wait_for
 
 
 def test_home_assistant_gets_a_discovery_config_per_metric_and_retained_states(

@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from host_agent.api import tokens
-from tests.agent.conftest import FakeDevice, Publisher, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import FakeDevice, Publisher, api, wait_for
 
 MB = 1024 * 1024
 

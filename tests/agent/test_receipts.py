@@ -21,9 +21,7 @@ from fp import ids, messages
 from host_agent.api import tokens
 from host_agent.rig.simdevice import SimDevice
 from host_agent.wire import nacl_public_key
-from tests.agent.conftest import wait_for
-from tests.agent.test_end_to_end import api
-from tests.agent.test_firmware import HAS_MICROPYTHON, run_on
+from tests.agent.conftest import HAS_MICROPYTHON, api, run_on, wait_for
 
 pytestmark = pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
 SENSOR = "n"  # the sim's counter sensor: its value is the sample number, so a gap is a lost reading

@@ -8,8 +8,7 @@ import time
 
 from fp import topics
 from host_agent.api import tokens
-from tests.agent.conftest import FakeDevice, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import FakeDevice, api, wait_for
 
 
 def test_bad_messages_are_rejected_with_reasons_and_nothing_is_stored_or_forwarded(

@@ -10,8 +10,7 @@ from host_agent.api import tokens
 from host_agent.ingest.intake import Ingest
 from host_agent.routes import rules as routing
 from host_agent.store.sqlite import Store
-from tests.agent.conftest import wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import api, wait_for
 
 
 def test_two_agents_on_a_shared_subscription_split_the_stream_without_loss_or_duplicates(

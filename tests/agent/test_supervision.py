@@ -9,13 +9,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from host_agent.bus.broker import EmbeddedBroker
 from host_agent.rig.mosquitto import free_port
 from host_agent.store.sqlite import Store
-from tests.agent.conftest import FakeDevice, agent_settings, wait_for
-from tests.agent.test_durability import _serve, _toml
+from tests.agent.conftest import (
+    CountingPublisher,
+    FakeDevice,
+    agent_settings,
+    agent_toml,
+    serve_process,
+    wait_for,
+)
 
 
 def _is_alive(pid: int) -> bool:
@@ -24,34 +28,6 @@ def _is_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-class CountingPublisher:
-    """A device's MQTT connection that remembers every reading the broker acknowledged."""
-
-    def __init__(self, port: int, device: FakeDevice):
-        self.device = device
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="counting-" + device.device_id)
-        self.client.username_pw_set(*device.credentials(port))
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.acknowledged: list[bytes] = []
-
-    def send(self, data: bytes, timeout_s: float = 2.0) -> bool:
-        """Publish with QoS 1; True (and counted) when the broker acknowledged it."""
-        try:
-            info = self.client.publish(self.device.topic("reading"), data, qos=1)
-            info.wait_for_publish(timeout_s)
-        except (RuntimeError, ValueError):
-            return False
-        if info.is_published():
-            self.acknowledged.append(data)
-            return True
-        return False
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_supervisor_restarts_a_sigkilled_broker_and_readings_flow_again(start_agent):
@@ -126,12 +102,12 @@ def test_sigkilled_agent_takes_its_broker_along_and_serves_again_at_once(tmp_pat
     settings = agent_settings(tmp_path, mosquitto, auto_accept=True)
     settings["broker"] = {"embedded": True, "port": port, "client_id": "firstparty-agent"}
     config_path = tmp_path / "agent.toml"
-    config_path.write_text(_toml(settings))
+    config_path.write_text(agent_toml(settings))
     log = tmp_path / "agent.log"
     runtime = tmp_path / "agent" / "agent.json"
     pid_file = tmp_path / "agent" / "broker" / "mosquitto.pid"
     device = FakeDevice(os.urandom(32))
-    process = _serve(config_path, log)
+    process = serve_process(config_path, log)
     publisher = None
     try:
         wait_for(runtime.exists, 20, "the agent to serve")
@@ -148,7 +124,7 @@ def test_sigkilled_agent_takes_its_broker_along_and_serves_again_at_once(tmp_pat
                 # gone with its agent (PR_SET_PDEATHSIG), before any new start could reclaim it
                 wait_for(lambda pid=broker_pid: not _is_alive(pid), 5, "the killed agent's mosquitto gone")
                 runtime.unlink()
-                process = _serve(config_path, log)  # at once: no port left taken
+                process = serve_process(config_path, log)  # at once: no port left taken
         wait_for(runtime.exists, 20, "the agent to serve again")
         assert "is taken" not in log.read_text()
         wait_for(lambda: publisher.client.is_connected(), 15, "the device back on the broker")

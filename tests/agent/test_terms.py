@@ -11,18 +11,8 @@ import httpx
 
 from fp import messages, terms, topics
 from host_agent import wire
-from host_agent.api import tokens
 from host_agent.terms import records
-from tests.agent.conftest import FakeDevice, wait_for
-
-
-def api(agent) -> httpx.Client:
-    token = tokens.issue(agent.store, "admin-" + os.urandom(3).hex(), "admin")
-    return httpx.Client(
-        base_url=f"http://127.0.0.1:{agent.api_port}",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=20,
-    )
+from tests.agent.conftest import FakeDevice, api, wait_for
 
 
 def url(agent) -> str:

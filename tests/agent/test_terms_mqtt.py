@@ -14,8 +14,7 @@ from fp import terms
 from host_agent import wire
 from host_agent.owner import Owner
 from host_agent.terms import mqtt as terms_mqtt
-from tests.agent.conftest import FakeDevice, wait_for
-from tests.agent.test_terms import api
+from tests.agent.conftest import FakeDevice, api, wait_for
 
 
 def _relay(vendor, name: str, owner_id: str) -> dict:

@@ -19,9 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from host_agent.api import tokens
 from host_agent.rig.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
-from tests.agent.conftest import FakeDevice, Publisher, wait_for
-from tests.agent.test_end_to_end import api
-from tests.agent.test_firmware import HAS_MICROPYTHON
+from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

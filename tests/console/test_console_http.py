@@ -11,8 +11,7 @@ import httpx
 
 from host_agent.api import tokens
 from host_agent.console import auth, series
-from tests.agent.conftest import FakeDevice, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import FakeDevice, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at
 
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -16,6 +15,9 @@ from host_agent.ingest.verifier import Verifier
 from host_agent.paths import BOARDS
 from host_agent.rig.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
+from tests.helpers import wait_for
+
+HEAP_BUDGET = "208k"  # the soak's heap (tests/firmware/test_device.py, test_mqtt_soak.py)
 
 
 class Collector:
@@ -71,14 +73,6 @@ class Collector:
         self.client.disconnect()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def counter_board(interval_s: float = 0.2) -> dict:
     board = json.loads((BOARDS / "sim.json").read_text())
     board["sensors"] = [{"name": "n", "type": "counter", "interval_s": interval_s}]
@@ -119,5 +113,5 @@ def owner_command(owner, collector: Collector, device_id: str, op: str, args: di
     data = owner.command(device_id, op, args)
     digest = messages.parse_command(data).digest()
     collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
-    wait_until(lambda: digest in collector.acks, timeout_s, f"the ack of {op}")
+    wait_for(lambda: digest in collector.acks, timeout_s, f"the ack of {op}")
     return collector.acks[digest]

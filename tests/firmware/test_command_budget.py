@@ -6,7 +6,7 @@ import time
 
 from fp import topics
 from host_agent.owner import Owner
-from tests.firmware.conftest import counter_board, owner_command, wait_until
+from tests.firmware.conftest import counter_board, owner_command, wait_for
 
 BURST = 8  # fp.app.REFUSAL_ACK_BURST
 REFILL_S = 1.0  # fp.app.REFUSAL_ACK_MS
@@ -21,7 +21,7 @@ def test_50_junk_commands_get_a_bounded_number_of_signed_acks_and_the_owner_is_s
         tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
     )
     device_id = device.start().device_id()
-    wait_until(lambda: vendor.values("n"), 15, "the device up")
+    wait_for(lambda: vendor.values("n"), 15, "the device up")
 
     started = time.monotonic()
     for index in range(50):
@@ -39,5 +39,5 @@ def test_50_junk_commands_get_a_bounded_number_of_signed_acks_and_the_owner_is_s
     time.sleep(2 * REFILL_S)
     count = len(vendor.ack_log)
     vendor.client.publish(topics.topic(device_id, "command"), b"\xd2\x84junk again", qos=1)
-    wait_until(lambda: len(vendor.ack_log) > count, 10, "an ack for the refused command")
+    wait_for(lambda: len(vendor.ack_log) > count, 10, "an ack for the refused command")
     assert vendor.ack_log[count]["outcome"] == "malformed"

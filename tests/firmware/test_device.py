@@ -11,7 +11,7 @@ from fp import messages, topics
 from host_agent import wire
 from host_agent.owner import Owner
 from host_agent.rig.mosquitto import Mosquitto
-from tests.firmware.conftest import counter_board, wait_until
+from tests.firmware.conftest import HEAP_BUDGET, counter_board, wait_for
 
 
 def test_sim_device_publishes_signed_readings_that_verify_with_pynacl(
@@ -20,7 +20,7 @@ def test_sim_device_publishes_signed_readings_that_verify_with_pynacl(
     vendor = collector_factory(mosquitto)
     device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board()).start()
     device_id = device.device_id()
-    wait_until(lambda: len(vendor.values("n")) >= 5, 15, "five verified readings")
+    wait_for(lambda: len(vendor.values("n")) >= 5, 15, "five verified readings")
     assert vendor.rejections == []
     card = vendor.verifier.devices[device_id].card
     assert card.device_id == device_id and card.board == "sim"
@@ -39,7 +39,7 @@ def test_counters_strictly_increase_across_power_cuts_and_no_boot_seq_is_reused(
     for _ in range(3):
         device.start()
         before = len(vendor.readings)
-        wait_until(lambda before=before: len(vendor.readings) >= before + 3, 15, "readings after boot")
+        wait_for(lambda before=before: len(vendor.readings) >= before + 3, 15, "readings after boot")
         device.power_cut()
     seen = [(reading.boot, reading.seq) for reading in vendor.readings]
     assert len(seen) == len(set(seen)), "a (boot, seq) was reused"
@@ -58,12 +58,12 @@ def test_broker_outage_delivers_every_reading_oldest_first(collector_factory, si
         vendor = collector_factory(broker, client_id="outage-collector")
         device = sim_devices(tmp_path / "flash", (broker.host, broker.port), counter_board()).start()
         device.device_id()
-        wait_until(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
+        wait_for(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
         broker.stop()
         before = len(vendor.values("n"))
         time.sleep(3.0)  # about 15 readings are taken while the broker is down
         broker.start()
-        wait_until(lambda: len(vendor.values("n")) >= before + 25, 30, "the buffered readings and new ones")
+        wait_for(lambda: len(vendor.values("n")) >= before + 25, 30, "the buffered readings and new ones")
         values = vendor.values("n")
         # none missing, none out of order: those of the outage came from the device's queue
         assert values == list(range(len(values))), "a reading is missing or out of order"
@@ -74,12 +74,12 @@ def test_broker_outage_delivers_every_reading_oldest_first(collector_factory, si
 def test_network_cut_buffers_and_drains_in_order(mosquitto, collector_factory, sim_devices, tmp_path):
     vendor = collector_factory(mosquitto)
     device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board()).start()
-    wait_until(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
+    wait_for(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
     device.cut_network()
     time.sleep(2.5)
     during = len(vendor.values("n"))
     device.restore_network()
-    wait_until(lambda: len(vendor.values("n")) >= during + 15, 30, "the drain after the network returns")
+    wait_for(lambda: len(vendor.values("n")) >= during + 15, 30, "the drain after the network returns")
     values = vendor.values("n")
     assert values == list(range(values[0], values[0] + len(values)))
 
@@ -88,7 +88,7 @@ def _command(owner: Owner, collector, broker_client, device_id: str, op: str, ar
     data = owner.command(device_id, op, args)
     digest = messages.parse_command(data).digest()
     broker_client.publish(topics.topic(device_id, "command"), data, qos=1)
-    wait_until(lambda: digest in collector.acks, 10, f"the ack of {op}")
+    wait_for(lambda: digest in collector.acks, 10, f"the ack of {op}")
     return collector.acks[digest]
 
 
@@ -103,14 +103,14 @@ def test_owner_switches_destinations_instead_of_and_in_addition_to(
             tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
         ).start()
         device_id = device.device_id()
-        wait_until(lambda: len(vendor.values("n")) >= 3, 15, "readings at the vendor")
+        wait_for(lambda: len(vendor.values("n")) >= 3, 15, "readings at the vendor")
         home_spec = {"name": "home", "host": home_broker.host, "port": home_broker.port}
 
         ack = _command(
             owner, vendor, vendor.client, device_id, "set-destinations", {"destinations": [home_spec]}
         )
         assert ack["outcome"] == "applied"
-        wait_until(lambda: len(home.values("n")) >= 3, 15, "readings at home")
+        wait_for(lambda: len(home.values("n")) >= 3, 15, "readings at home")
         time.sleep(0.5)
         vendor_count = len(vendor.values("n"))
         time.sleep(2.0)
@@ -125,7 +125,7 @@ def test_owner_switches_destinations_instead_of_and_in_addition_to(
             {"destinations": [{"name": "vendor"}, home_spec]},
         )
         assert ack["outcome"] == "applied"
-        wait_until(lambda: len(vendor.values("n")) >= vendor_count + 5, 15, "readings at the vendor again")
+        wait_for(lambda: len(vendor.values("n")) >= vendor_count + 5, 15, "readings at the vendor again")
         home_before, vendor_before = len(home.values("n")), len(vendor.values("n"))
         time.sleep(1.5)
         assert len(home.values("n")) > home_before and len(vendor.values("n")) > vendor_before
@@ -145,7 +145,7 @@ def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_noth
         tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
     )
     device_id = device.start().device_id()
-    wait_until(lambda: len(vendor.acks) == 0 and vendor.values("n"), 15, "the device up")
+    wait_for(lambda: len(vendor.acks) == 0 and vendor.values("n"), 15, "the device up")
 
     applied = owner.command(device_id, "get-info", {})
     now = int(time.time())
@@ -181,7 +181,7 @@ def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_noth
         digest = hashlib.sha256(data).digest()
         count = len(vendor.ack_log)
         vendor.client.publish(topics.topic(device_id, "command"), data, qos=1)
-        wait_until(lambda: len(vendor.ack_log) > count, 10, "an ack")
+        wait_for(lambda: len(vendor.ack_log) > count, 10, "an ack")
         ack = vendor.ack_log[count]
         assert ack["cmd"] == digest
         return ack
@@ -204,14 +204,14 @@ def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
     vendor = collector_factory(mosquitto)
     device = sim_devices(tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board())
     device.start()
-    wait_until(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
+    wait_for(lambda: len(vendor.values("n")) >= 3, 15, "first readings")
     device.cut_network()
     time.sleep(2.5)  # about 12 readings go to the flash ring buffer
     device.power_cut()
     device.start()  # boots again, still without network, and keeps buffering
     time.sleep(1.0)
     device.restore_network()
-    wait_until(
+    wait_for(
         lambda: len({r.boot for r in vendor.readings}) == 2 and len(vendor.values("n")) >= 20, 30, "the drain"
     )
     time.sleep(0.5)
@@ -227,9 +227,6 @@ def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
 # while starting was about 150 KB and 176k was enough; with the conformant MQTT client, receipts,
 # the UTF-8 check and per-broker passwords, 176k no longer answers commands and 192k does (one run
 # each): 208k keeps the margin the budget had. Issue 20 tracks bringing it down.
-HEAP_BUDGET = "208k"
-
-
 @pytest.mark.slow
 def test_compiled_firmware_runs_in_its_heap_budget_without_growth(
     mosquitto, collector_factory, sim_devices, tmp_path

@@ -14,7 +14,7 @@ from fp import messages
 from host_agent import wire
 from host_agent.ingest.verifier import Verifier
 from host_agent.owner import Owner
-from tests.firmware.conftest import counter_board, owner_command, wait_until
+from tests.firmware.conftest import counter_board, owner_command, wait_for
 
 
 def _get(device, path: str) -> tuple[int, str, bytes]:
@@ -58,7 +58,7 @@ def running(mosquitto, collector_factory, sim_devices, tmp_path):
         tmp_path / "flash", (mosquitto.host, mosquitto.port), _board(), owner_key=owner.public
     ).start()
     device_id = device.device_id()
-    wait_until(lambda: len(vendor.values("n")) >= 3 and vendor.values("slow"), 15, "readings at the vendor")
+    wait_for(lambda: len(vendor.values("n")) >= 3 and vendor.values("slow"), 15, "readings at the vendor")
     return vendor, owner, device, device_id
 
 
@@ -84,7 +84,7 @@ def test_card_latest_readings_and_status_over_http_verify_with_pynacl(running):
     assert messages.parse_device_message(latest["n"], "reading").seq >= published_before
     assert messages.parse_device_message(latest["slow"], "reading").body[0][2] == 0
     # ...and the very bytes that went over MQTT
-    wait_until(lambda: latest["n"] in {r.raw for r in vendor.readings}, 5, "the same reading over MQTT")
+    wait_for(lambda: latest["n"] in {r.raw for r in vendor.readings}, 5, "the same reading over MQTT")
 
     status, content_type, one = _get(device, "/readings/latest/slow")
     assert status == 200 and content_type.startswith("application/cose") and one == latest["slow"]
@@ -128,7 +128,7 @@ def test_bad_requests_get_errors_within_the_timeouts_and_the_device_keeps_publis
             connection.close()
 
     # none of it stopped the device: readings kept coming, in order, and the API still answers
-    wait_until(lambda: len(vendor.values("n")) >= before + 20, 15, "readings during the bad requests")
+    wait_for(lambda: len(vendor.values("n")) >= before + 20, 15, "readings during the bad requests")
     values = vendor.values("n")
     assert values == list(range(values[0], values[0] + len(values)))
     assert _get(device, "/card")[0] == 200
@@ -142,5 +142,5 @@ def test_http_port_zero_turns_the_api_off(mosquitto, collector_factory, sim_devi
         tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), http_port=0
     ).start()
     device.device_id()
-    wait_until(lambda: len(vendor.values("n")) >= 3, 15, "readings")
+    wait_for(lambda: len(vendor.values("n")) >= 3, 15, "readings")
     assert not [line for line in device.log if "http" in line]

@@ -20,8 +20,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from host_agent.rig.mosquitto import Mosquitto, free_port
+from tests.firmware.conftest import HEAP_BUDGET
 from tests.firmware.fakebroker import run_client
-from tests.firmware.test_device import HEAP_BUDGET
 
 MESSAGES = int(os.environ.get("FP_MQTT_SOAK_MESSAGES", "3000"))
 CUT_EVERY_S = float(os.environ.get("FP_MQTT_SOAK_CUT_S", "0.25"))

@@ -12,7 +12,7 @@ import pytest
 
 from host_agent.owner import Owner
 from host_agent.paths import firmware_dir
-from tests.firmware.conftest import counter_board, owner_command, wait_until
+from tests.firmware.conftest import counter_board, owner_command, wait_for
 from tests.helpers import FIRMWARE, micropython_binary, micropython_env
 
 BOOTS = 3  # provision.json safe_mode_boots
@@ -55,10 +55,10 @@ def test_a_crash_loop_ends_in_safe_mode_which_still_obeys_the_owner_and_reboots_
     statuses_before = len(vendor.statuses)
     device.start()  # boot BOOTS + 1
     device_id = device.device_id()
-    wait_until(lambda: _lines(device, f"fp: safe mode: {BOOTS} boots in a row"), 10, "safe mode")
+    wait_for(lambda: _lines(device, f"fp: safe mode: {BOOTS} boots in a row"), 10, "safe mode")
     # its first connection ever (the crashed boots never got that far): a command sent before its
     # subscription is in place would find no session at the broker, so wait for its status
-    wait_until(lambda: len(vendor.statuses) > statuses_before, 10, "the device online in safe mode")
+    wait_for(lambda: len(vendor.statuses) > statuses_before, 10, "the device online in safe mode")
     info = owner_command(owner, vendor, device_id, "get-info", {})
     assert info["outcome"] == "applied"
     assert info["result"]["mode"] == "safe-mode" and info["result"]["unstable_boots"] == BOOTS + 1
@@ -71,15 +71,15 @@ def test_a_crash_loop_ends_in_safe_mode_which_still_obeys_the_owner_and_reboots_
     # a power cut does not end safe mode
     device.power_cut()
     device.start()
-    wait_until(lambda: len(_lines(device, "fp: safe mode")) == 2, 10, "safe mode again")
+    wait_for(lambda: len(_lines(device, "fp: safe mode")) == 2, 10, "safe mode again")
 
     # the owner has the module repaired (flashing) and asks for a reboot: the next boot is normal
     module.write_bytes(good)
     assert owner_command(owner, vendor, device_id, "reboot", {})["outcome"] == "applied"
     assert device.wait_exit() == 0
     device.start()
-    wait_until(lambda: len(vendor.values("n")) >= 3, 15, "readings after the reboot")
-    wait_until(lambda: _lines(device, "fp: boot "), 5, "the boot marked stable")
+    wait_for(lambda: len(vendor.values("n")) >= 3, 15, "readings after the reboot")
+    wait_for(lambda: _lines(device, "fp: boot "), 5, "the boot marked stable")
     assert len(_lines(device, "fp: safe mode")) == 2
     info = owner_command(owner, vendor, device_id, "get-info", {})["result"]
     assert info["mode"] == "normal" and info["unstable_boots"] == 0
@@ -100,15 +100,15 @@ def test_a_healthy_device_power_cut_and_rebooted_again_and_again_never_enters_sa
     for boot in range(5):
         device.start()
         device_id = device.device_id()
-        wait_until(lambda boot=boot: len(_lines(device, "fp: boot ")) == boot + 1, 15, "a stable boot")
+        wait_for(lambda boot=boot: len(_lines(device, "fp: boot ")) == boot + 1, 15, "a stable boot")
         if boot == 2:
             assert owner_command(owner, vendor, device_id, "reboot", {})["outcome"] == "applied"
             assert device.wait_exit() == 0
         else:
             device.power_cut()
     device.start()
-    wait_until(lambda: len({r.boot for r in vendor.readings}) == 6, 15, "readings from all six boots")
-    wait_until(lambda: len(_lines(device, "fp: boot ")) == 6, 5, "the sixth boot stable")
+    wait_for(lambda: len({r.boot for r in vendor.readings}) == 6, 15, "readings from all six boots")
+    wait_for(lambda: len(_lines(device, "fp: boot ")) == 6, 5, "the sixth boot stable")
     info = owner_command(owner, vendor, device.device_id(), "get-info", {})["result"]
     assert info["mode"] == "normal" and info["unstable_boots"] == 0
     assert not _lines(device, "fp: safe mode") and not _lines(device, "fp: crash")

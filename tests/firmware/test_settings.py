@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from host_agent.owner import Owner
-from tests.firmware.conftest import counter_board, owner_command, wait_until
+from tests.firmware.conftest import counter_board, owner_command, wait_for
 from tests.helpers import FIRMWARE, micropython_binary, micropython_env
 
 # (file, key) of every problem planted below: each must be named by exactly one log line
@@ -80,7 +80,7 @@ def test_a_device_with_many_bad_settings_logs_one_line_each_and_runs_on_the_defa
     (device.flash / "config.json").write_text(json.dumps(config))
     device_id = device.start().device_id()
 
-    wait_until(lambda: len(vendor.values("n")) >= 10 and len(vendor.values("m")) >= 2, 15, "readings")
+    wait_for(lambda: len(vendor.values("n")) >= 10 and len(vendor.values("m")) >= 2, 15, "readings")
     lines = [line[4:] for line in device.log if re.match(r"fp: \S+\.json: ", line)]
     for path, key in PROBLEMS:
         named = [line for line in lines if line.startswith(f"{path}: {key}: expected ")]

@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 
 from fp import release, slots
 from host_agent.board.build import compile_firmware
-from tests.firmware.conftest import counter_board, wait_until
+from tests.firmware.conftest import counter_board, wait_for
 from tests.helpers import FIRMWARE, micropython_binary, micropython_env
 
 VENDOR = SigningKey(bytes(range(1, 33)))
@@ -203,15 +203,15 @@ def test_a_device_boots_a_trial_release_and_keeps_it_once_it_delivers(
     flash = tmp_path / "flash"
     device = sim_devices(flash, (mosquitto.host, mosquitto.port), counter_board(), code=build.path)
     device.start()
-    wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
+    wait_for(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
     device.stop()
     _install(flash, trial, (0, 2, 0))
     assert _state(flash)["trial"] == "slot_a"
     before = len(vendor.values("n"))
     device.start()
-    wait_until(lambda: len(vendor.values("n")) > before, 20, "a reading from the trial release")
+    wait_for(lambda: len(vendor.values("n")) > before, 20, "a reading from the trial release")
     assert "fp: boot release in slot_a (probation)" in device.log
-    wait_until(lambda: _state(flash) == {"active": "slot_a", "trial": None, "tries": 0}, 10, "confirmed")
+    wait_for(lambda: _state(flash) == {"active": "slot_a", "trial": None, "tries": 0}, 10, "confirmed")
 
 
 def test_a_trial_release_that_cannot_start_is_rolled_back_in_the_same_boot(
@@ -229,7 +229,7 @@ def test_a_trial_release_that_cannot_start_is_rolled_back_in_the_same_boot(
     _install(flash, broken, (0, 2, 0))
     device = sim_devices(flash, (mosquitto.host, mosquitto.port), counter_board(), code=build.path)
     device.start()
-    wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
+    wait_for(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the factory release")
     assert any(line.startswith("fp: release in slot_a cannot start") for line in device.log), device.log
     assert _state(flash) == {"active": "", "trial": None, "tries": 0}
 
@@ -263,7 +263,7 @@ def test_a_trial_release_that_crashes_after_starting_is_rolled_back_after_max_tr
         provision={"safe_mode_boots": MAX_TRIES},
     )
     device.start()
-    wait_until(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the previous release")
+    wait_for(lambda: len(vendor.values("n")) >= 1, 20, "a reading from the previous release")
     assert "fp: the trial release never got stable: rolled back" in device.log
     assert not any("safe mode" in line for line in device.log)
     assert _state(flash) == {"active": "", "trial": None, "tries": 0}

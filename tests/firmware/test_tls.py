@@ -9,7 +9,7 @@ import time
 import pytest
 
 from host_agent.rig.mosquitto import Mosquitto, free_port
-from tests.firmware.conftest import counter_board, wait_until
+from tests.firmware.conftest import counter_board, wait_for
 from tests.helpers import make_ca
 
 
@@ -60,11 +60,11 @@ def test_a_device_verifies_its_broker_with_the_provisioned_ca_and_refuses_anothe
     good_id = trusting.start().device_id()
     bad_id = fooled.start().device_id()
 
-    wait_until(lambda: len(collector.values("n")) >= 3, 20, "readings over TLS")
+    wait_for(lambda: len(collector.values("n")) >= 3, 20, "readings over TLS")
     assert {r.device_id for r in collector.readings} == {good_id}
     time.sleep(2)
     assert bad_id not in {r.device_id for r in collector.readings}, "connected to a broker it cannot verify"
-    wait_until(
+    wait_for(
         lambda: any("not correctly signed by the trusted CA" in line for line in fooled.log),
         10,
         "the refusal",

@@ -2,8 +2,8 @@
 
 flash -> boot -> first signed reading verified by the agent -> owner reroutes to the home broker
 instead of the vendor -> duplicates to both -> reset -> counters continue, no (boot, seq) reused
--> outage -> buffered readings drain -> forged command refused. The steps share one rig and run
-in file order; a step that fails leaves the later ones failing on its rig state, named below.
+-> outage -> buffered readings drain -> forged command refused. One scenario: the steps share one
+rig and run in the order of STEPS; the first that fails ends it, named in the failure.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from host_agent.cli.main import main
 from host_agent.rig.mosquitto import Mosquitto, free_port
 from host_agent.rig.virtual_board import VirtualBoard
 from host_agent.service import start_in_thread
-from tests.agent.conftest import Publisher, Webhook, agent_settings, wait_for
-from tests.agent.test_end_to_end import api
+from tests.agent.conftest import Publisher, Webhook, agent_settings, api, wait_for
 
 READING_WAIT_S = 20
 
@@ -140,14 +139,14 @@ class Rig:
         self.vendor.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rig(request, tmp_path_factory):
     built = Rig(request.config, tmp_path_factory.mktemp("hil"))
     yield built
     built.close()
 
 
-def test_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig, capsys):
+def step_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig, capsys):
     args = ["flash", "--board", rig.board_name, "--vendor", rig.vendor_endpoint]
     args += ["--config", str(rig.config_path), "--card-out", str(rig.workdir / "device.card")]
     if rig.port:
@@ -166,7 +165,7 @@ def test_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig,
     assert rig.agent.store.device(card.device_id)["state"] == "accepted"
 
 
-def test_2_first_signed_reading_is_verified_by_the_agent(rig):
+def step_2_first_signed_reading_is_verified_by_the_agent(rig):
     assert rig.device_id, "flash failed"
     # registered as claimed at flash time: no pending step
     assert rig.admin.get("/pending").json() == []
@@ -188,7 +187,7 @@ def test_2_first_signed_reading_is_verified_by_the_agent(rig):
     assert verifier.check(topic, copies[0]).device_id == rig.device_id
 
 
-def test_3_owner_reroutes_to_home_instead_of_the_vendor(rig):
+def step_3_owner_reroutes_to_home_instead_of_the_vendor(rig):
     response = rig.admin.post(
         "/routes",
         json={
@@ -207,7 +206,7 @@ def test_3_owner_reroutes_to_home_instead_of_the_vendor(rig):
     assert len(rig.stored_counters()) >= stored + 2, "home stopped receiving:\n" + rig.tail()
 
 
-def test_4_duplicates_to_both_in_addition_to_the_vendor(rig):
+def step_4_duplicates_to_both_in_addition_to_the_vendor(rig):
     response = rig.admin.put(
         "/routes/home",
         json={
@@ -224,7 +223,7 @@ def test_4_duplicates_to_both_in_addition_to_the_vendor(rig):
     assert {(m.boot, m.seq) for m in rig.vendor_readings()[-2:]} <= home | set(rig.stored_counters())
 
 
-def test_5_after_a_reset_counters_continue_and_no_boot_seq_is_reused(rig):
+def step_5_after_a_reset_counters_continue_and_no_boot_seq_is_reused(rig):
     before = rig.stored_counters()
     last_boot = max(boot for boot, _ in before)
     rig.reset()
@@ -247,7 +246,7 @@ def test_5_after_a_reset_counters_continue_and_no_boot_seq_is_reused(rig):
     assert "replay" not in rig.agent.store.rejection_counts()
 
 
-def test_6_a_broker_outage_buffers_on_the_device_and_drains_oldest_first(rig):
+def step_6_a_broker_outage_buffers_on_the_device_and_drains_oldest_first(rig):
     # in addition-to mode (test 4) the device publishes to the vendor and to home: the vendor's
     # broker goes down, home stays up and sees every reading taken meanwhile
     boot = max(b for b, _ in rig.stored_counters())
@@ -282,7 +281,7 @@ def test_6_a_broker_outage_buffers_on_the_device_and_drains_oldest_first(rig):
     assert len(stored) == len(set(stored)), "a drained reading was stored twice"
 
 
-def test_7_a_forged_command_is_refused_and_changes_nothing(rig):
+def step_7_a_forged_command_is_refused_and_changes_nothing(rig):
     forger_seed = os.urandom(32)
     forger = wire.nacl_public_key(forger_seed)
     now = int(time.time())
@@ -307,3 +306,19 @@ def test_7_a_forged_command_is_refused_and_changes_nothing(rig):
     stored = len(rig.stored_counters())
     time.sleep(3)
     assert len(rig.stored_counters()) >= stored + 1, "the forged 3600 s interval took effect"
+
+
+STEPS = [
+    step_2_first_signed_reading_is_verified_by_the_agent,
+    step_3_owner_reroutes_to_home_instead_of_the_vendor,
+    step_4_duplicates_to_both_in_addition_to_the_vendor,
+    step_5_after_a_reset_counters_continue_and_no_boot_seq_is_reused,
+    step_6_a_broker_outage_buffers_on_the_device_and_drains_oldest_first,
+    step_7_a_forged_command_is_refused_and_changes_nothing,
+]
+
+
+def test_the_sequence_from_flash_to_a_refused_forgery(rig, capsys):
+    step_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig, capsys)
+    for step in STEPS:
+        step(rig)
