@@ -224,7 +224,7 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
     row = browser.find_element(
         By.CSS_SELECTOR, f'tr.stream[data-device="{device.device_id}"][data-metric="*"]'
     )
-    assert "who: energy co-op" in row.text and "why: heating study" in row.text
+    assert "who: my server" in row.text and "why: my records" in row.text
     _until(
         browser,
         lambda b: b.refresh() or "delivered: 0 queued, 1 delivered" in b.page_source,
