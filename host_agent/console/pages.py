@@ -697,6 +697,7 @@ def build_console(ctx: Context) -> FastAPI:
         entries = await asyncio.to_thread(store.audit_entries, max(0, last - 50), 50)
         return {
             "grants": await asyncio.to_thread(store.routes, True),
+            "agreements": await agent.terms.list(),  # both sides' signed records (docs/agreements.md)
             "audit_bad": bad,
             "audit_count": last,
             "audit": list(reversed(entries)),

@@ -383,3 +383,22 @@ def test_reject_and_commands_go_through_the_agent_and_bad_arguments_are_refused(
     wait_for(lambda: publisher.received, 5, "the signed command on the device's topic")
     audited = [e["data"] for e in agent.store.audit_entries() if e["kind"] == "command"]
     assert [a["op"] for a in audited] == ["reboot"]
+
+
+def test_records_list_the_agreements_with_their_terms_and_state(start_agent, console_client, device):
+    agent = start_agent()
+    body = {
+        "agreement": "service-only@1",
+        "recipient": "vendor <b>co</b>",
+        "devices": [device.device_id],
+        "metrics": ["temp"],
+        "purpose": "service",
+        "retention_days": 7,
+    }
+    made = api(agent).post("/agreements", json=body)  # no `to`: it waits for an answer as a file
+    assert made.status_code == 201, made.text
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    page = admin.get("/console/records").text
+    row = page.split(f'data-agreement="{made.json()["id"]}"')[1].split("</tr>")[0]
+    assert "service-only@1" in row and "temp" in row and ">proffered<" in row
+    assert "vendor &lt;b&gt;co&lt;/b&gt;" in row and "<b>co</b>" not in row  # the recipient's name as text
