@@ -69,9 +69,10 @@ class RingBuffer:
             self._resize(slots)
 
     def _fill(self, path, slots):
+        empty = bytes(self.slot_bytes)
         with open(path, "wb") as f:
             for _ in range(slots):  # slot by slot: never the whole file in RAM
-                f.write(bytes(self.slot_bytes))
+                f.write(empty)
 
     def _resize(self, slots):
         """Move the waiting records into a file of `slots` slots (board.json queue_slots changed).
