@@ -88,6 +88,7 @@ class EmbeddedBroker:
                 file.write(secrets.token_urlsafe(24))
         self.password = secret_file.read_text().strip()
         self.restarts = 0
+        self.last_exit: str | None = None  # how the broker before the last restart ended
         self.mosquitto = Mosquitto(self.workdir, self.port, "", host=host)
         self.devices_passwd = self.workdir / "devices.passwd"
         self.relays_file = self.workdir / "relays.json"  # relay username -> the owner id it serves
@@ -321,9 +322,8 @@ class EmbeddedBroker:
             else:
                 pause_s = RESTART_PAUSE_S
             self.restarts += 1
-            log.error(
-                "embedded mosquitto died (%s); restarting (restart %d)", self._exit_status(), self.restarts
-            )
+            self.last_exit = self._exit_status()
+            log.error("embedded mosquitto died (%s); restarting (restart %d)", self.last_exit, self.restarts)
             try:
                 await asyncio.to_thread(self.start)
             except UserError as error:
