@@ -1,11 +1,11 @@
 """A bounded ring buffer of signed messages in flash: survives reboot and power loss.
 
-One file of `slots` fixed-size slots (board.json queue_slots; a file of another size, from before
-a change of that setting, is rewritten to the new size at start with what waits in it). A record is written into slot (number % SLOTS) with a header
-(magic, kind, length, record number, CRC-32 over all of it), so a torn write damages only that
-slot and is detected by its CRC. The highest consumed record number lives in a second file of two
-CRC-protected slots written alternately (as the boot counter). Nothing is kept in RAM but two
-numbers: payloads are read back from flash when sent.
+One file of `slots` fixed-size slots (board.json queue_slots; a file of another size, from before a
+change of that setting, is rewritten to the new size at start with what waits in it). A record is
+written into slot (number % slots) with a header (magic, kind, length, record number, CRC-32 over
+all of it), so a torn write damages only that slot and is detected by its CRC. The highest consumed
+record number lives in a second file of two CRC-protected slots written alternately (as the boot
+counter). Nothing is kept in RAM but two numbers: payloads are read back from flash when sent.
 
 Flash writes: one slot (header + message) per message buffered, only while its destination is
 unreachable; the consumed pointer once per POINTER_BATCH messages drained and when the buffer
@@ -69,9 +69,10 @@ class RingBuffer:
             self._resize(slots)
 
     def _fill(self, path, slots):
+        empty = bytes(self.slot_bytes)
         with open(path, "wb") as f:
             for _ in range(slots):  # slot by slot: never the whole file in RAM
-                f.write(bytes(self.slot_bytes))
+                f.write(empty)
 
     def _resize(self, slots):
         """Move the waiting records into a file of `slots` slots (board.json queue_slots changed).

@@ -41,6 +41,7 @@ RESTART_PAUSE_S = 0.5
 RESTART_PAUSE_MAX_S = 30.0
 POLL_S = 0.2
 STABLE_S = 10.0  # a broker up this long has its restart pause reset
+HANDLER_WAIT_S = 5.0  # at most this long for a just-started mosquitto to handle SIGHUP
 
 RELAY_PREFIX = "relay-"  # relay account names: never a device id (base32, no hyphen), never the agent's
 HASH_ITERATIONS = 101  # mosquitto_passwd's; the passwords are 128 random bits, not words to guess
@@ -94,6 +95,7 @@ class EmbeddedBroker:
                 file.write(secrets.token_urlsafe(24))
         self.password = secret_file.read_text().strip()
         self.restarts = 0
+        self.last_exit: str | None = None  # how the broker before the last restart ended
         self.mosquitto = Mosquitto(self.workdir, self.port, "", host=host)
         self.devices_passwd = self.workdir / "devices.passwd"
         self.relays_file = self.workdir / "relays.json"  # relay username -> the owner id it serves
@@ -200,12 +202,25 @@ class EmbeddedBroker:
             acl += "".join(
                 f"topic read fp/v1/{d}/reading\n" for d in self.claims.get(owners.get(name, ""), [])
             )
-        (self.workdir / "devices.acl").write_text(acl)
+        # whole or not at all: a reload signalled by another call may be reading it right now
+        acl_staging = self.workdir / "devices.acl.tmp"
+        acl_staging.write_text(acl)
+        os.replace(acl_staging, self.workdir / "devices.acl")
 
     def reload(self) -> None:
-        """SIGHUP: mosquitto reads its password files and ACLs again (new and revoked accounts)."""
+        """SIGHUP: mosquitto reads its password files and ACLs again (new and revoked accounts).
+
+        A reload never restarts mosquitto and never closes its listeners (mosquitto.conf(5):
+        `listener` is "not reloaded on reload signal"): clients connecting meanwhile wait in the
+        kernel's backlog. But SIGHUP's default action is to terminate, and mosquitto installs its
+        handler only after it has opened its listeners: a reload sent to a broker that has just
+        (re)started waits until the handler is there (`_catches_sighup`).
+        """
         process = self.mosquitto.process
         if process is not None and process.poll() is None:
+            deadline = time.monotonic() + HANDLER_WAIT_S
+            while not _catches_sighup(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
             process.send_signal(signal.SIGHUP)
 
     def _write_config(self) -> None:
@@ -314,9 +329,8 @@ class EmbeddedBroker:
             else:
                 pause_s = RESTART_PAUSE_S
             self.restarts += 1
-            log.error(
-                "embedded mosquitto died (%s); restarting (restart %d)", self._exit_status(), self.restarts
-            )
+            self.last_exit = self._exit_status()
+            log.error("embedded mosquitto died (%s); restarting (restart %d)", self.last_exit, self.restarts)
             try:
                 await asyncio.to_thread(self.start)
             except UserError as error:
@@ -329,6 +343,18 @@ class EmbeddedBroker:
         if code is None:
             return "gone"
         return f"signal {-code}" if code < 0 else f"exit status {code}"
+
+
+def _catches_sighup(pid: int) -> bool:
+    """True once process `pid` has a SIGHUP handler (SigCgt of /proc/<pid>/status); True off Linux."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone (send_signal then does nothing), or no /proc: nothing better to wait for
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return True
 
 
 def _is_our_process(pid: int, command: list[str]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -240,18 +241,33 @@ def test_vendor_roles_broker_binds_sessions_and_relays_read_only_their_owners_re
     seen = {(topic.split("/")[2], topic.rsplit("/", 1)[1]) for topic, _ in watcher.received}
     assert (alices.device_id, "reading") in seen and (bobs.device_id, "card") in seen
     assert (bobs.device_id, "reading") not in seen  # another owner's readings
+    broker = vendor.broker
+    broker_pid, restarts = broker.mosquitto.process.pid, broker.restarts
     assert admin.delete("/relays/alice-home").status_code == 200
     time.sleep(0.3)
 
     def revoked_outcome():
-        # in full-suite runs the reloaded broker once refused TCP connections for a moment
-        # (cause not found yet, docs/operations.md): ask again until it answers at all
         try:
             return connect_outcome(port, "", relay["username"], relay["password"])
         except ConnectionRefusedError:
+            # a reload (SIGHUP) neither restarts mosquitto nor closes its listener: a refused TCP
+            # connection means the process is gone (mosquitto 2.0.11 itself has crashed on a
+            # reload under load, docs/operations.md) and the supervisor is starting the next
+            process = broker.mosquitto.process
+            if process is not None and process.pid == broker_pid:
+                try:  # it has ended, or is ending (its sockets close before it can be reaped)
+                    process.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError("a running broker refused a TCP connection") from None
             return None
 
-    assert wait_for(revoked_outcome, 10, "the reloaded broker's answer").startswith("refused")
+    assert wait_for(revoked_outcome, 10, "the broker's answer").startswith("refused")
+    if broker.mosquitto.process.pid != broker_pid:  # the crash above: restarted once, by the supervisor
+        assert broker.restarts == restarts + 1 and broker.last_exit in ("signal 11", "signal 6"), (
+            broker.restarts,
+            broker.last_exit,
+        )
+        print(f"mosquitto crashed on the reload ({broker.last_exit}) and was restarted")
 
 
 def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_sees_the_password(

@@ -161,3 +161,33 @@ def _enrol(runtime: Path, device: FakeDevice, port: int) -> None:
     response = httpx.post(info["api"] + "/devices/enrol", json=body, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
     time.sleep(0.3)  # the broker reloads its password file (SIGHUP)
+
+
+# mosquitto's order at start (src/mosquitto.c main: listeners__start, then signal__setup): a
+# client can connect before SIGHUP is handled, and until then SIGHUP's default action kills it
+LATE_HANDLER = """
+import signal, sys, time
+time.sleep(0.5)
+signal.signal(signal.SIGHUP, lambda *a: print("reloaded", flush=True))
+time.sleep(5)
+"""
+
+
+def test_a_reload_sent_while_the_broker_is_still_starting_waits_for_its_handler(tmp_path):
+    import sys
+
+    broker = EmbeddedBroker(tmp_path / "broker", "127.0.0.1", 0)
+    broker.mosquitto.process = subprocess.Popen(  # a stand-in for a mosquitto in that window
+        [sys.executable, "-c", LATE_HANDLER], stdout=subprocess.PIPE, text=True
+    )
+    process = broker.mosquitto.process
+    try:
+        started = time.monotonic()
+        broker.reload()
+        assert 0.3 < time.monotonic() - started < 5  # it waited for the handler, boundedly
+        time.sleep(0.2)
+        assert process.poll() is None, "the reload killed a broker that was starting"
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=5)
+    assert output == "reloaded\n"
