@@ -24,6 +24,7 @@ UNIT_FILES = {
     "tests/firmware/test_ringbuf.py",
     "tests/test_boards.py",
     "tests/test_project.py",
+    "tests/agent/test_accept_core.py",
 }
 DOCS_FILES = {"tests/test_docs_commands.py", "tests/test_docs_reference.py"}
 PROCESS_FIXTURES = {"mosquitto", "sim_devices", "start_agent", "publisher", "virtual_board"}
