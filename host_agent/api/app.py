@@ -3,7 +3,7 @@
 Every endpoint needs a bearer token (`firstparty tokens create`) but these: /healthz; the
 description of the API, which holds no data: the OpenAPI document at /openapi.json and its pages
 /docs (Swagger UI) and /redoc; and first-party terms as a second party answers any owner
-(host_agent/terms/api.py): its policy at /.well-known/firstparty-terms, /terms/roster, and the
+(host_agent/api/terms.py): its policy at /.well-known/firstparty-terms, /terms/roster, and the
 inboxes /terms/proffers and /terms/terminations, which take only signed messages. Scopes:
 - `read`: GET endpoints, limited to the token's devices and metrics when it names them; pending
   devices do not exist for it;
@@ -21,8 +21,8 @@ is read (BodyLimit), texts have length caps, numbers are range-checked and finit
 live stream ends within STREAM_CHECK_S of its token's revocation. Route passwords never leave:
 GET /routes shows `has_password` instead (docs/security.md).
 
-The owner's console (host_agent.console) is mounted behind these routes, at `/` and
-`/console/...`: its pages want a session (signed in with a token), and its sign-in page
+The owner's console (host_agent.console) is mounted behind these routes by host_agent.webapp, at
+`/` and `/console/...`: its pages want a session (signed in with a token), and its sign-in page
 /console/login and its static files /console/static hold no data.
 """
 
@@ -34,18 +34,19 @@ import prometheus_client
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fp import cbor
 from fp.errors import ProtocolError
 from host_agent import wire
+from host_agent.api.auth import Admin, Principal, Reader, bearer, limit_to_metrics
+from host_agent.api.terms import add_routes as add_terms_routes
 from host_agent.config import ApiConfig
 from host_agent.errors import UserError
 from host_agent.routes import rules as routing
 from host_agent.store.sqlite import CANNOT_COMMIT, DISK_FULL
 
-bearer = HTTPBearer(auto_error=False)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: ids and audit sequence numbers
 STREAM_CHECK_S = 0.5  # a live stream looks again at its token this often
 MAX_COMMAND_ARGS_BYTES = 3072  # a command's arguments as CBOR; the signed command is at most 4096
@@ -114,40 +115,6 @@ class _TooLarge(HTTPException):
 
     def __init__(self):
         super().__init__(413, "request body too large")
-
-
-class Principal(BaseModel):
-    name: str
-    scope: str
-    devices: list[str] | None = None
-    metrics: list[str] | None = None
-    account: str | None = None
-
-    def can_see(self, device: dict[str, Any]) -> bool:
-        """True when this token may know of the device (a pending one: admin tokens only)."""
-        if self.account is not None and device.get("owner_id") != self.account:
-            return False
-        if device.get("state") == "pending" and self.scope != "admin":
-            return False
-        return self.devices is None or device["device_id"] in self.devices
-
-
-def limit_to_metrics(item: dict[str, Any], metrics: list[str] | None) -> dict[str, Any] | None:
-    """Return a reading as a token limited to `metrics` may see it, or None if it carries none of them.
-
-    A signed message cannot be cut without breaking its signature, and it holds every value: a
-    reading that carries other metrics too comes with the allowed values only, without
-    `message_hex`, and `is_partial` true.
-    """
-    if metrics is None:
-        return dict(item, is_partial=False)
-    values = [v for v in item["values"] if v["n"] in metrics]
-    if not values:
-        return None
-    if len(values) == len(item["values"]):
-        return dict(item, is_partial=False)
-    cut = {key: value for key, value in item.items() if key != "message_hex"}
-    return dict(cut, values=values, is_partial=True)
 
 
 # finite numbers from 0 up to a bound: an integer stays an integer
@@ -246,32 +213,6 @@ class CommandIn(BaseModel):
         if size > MAX_COMMAND_ARGS_BYTES:
             raise ValueError(f"args take {size} bytes as CBOR, more than {MAX_COMMAND_ARGS_BYTES}")
         return args
-
-
-async def principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    """The token's holder, or 401."""
-    if credentials is None:
-        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-    token = await asyncio.to_thread(request.app.state.store.token, credentials.credentials)
-    if token is None:
-        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(**token)
-
-
-Reader = Annotated[Principal, Depends(principal)]
-
-
-async def admin(who: Reader) -> Principal:
-    """The token's holder if the token has the admin scope, or 403."""
-    if who.scope != "admin":
-        raise HTTPException(403, "this token is read-only: use an admin token")
-    return who
-
-
-Admin = Annotated[Principal, Depends(admin)]
 
 
 def build_app(agent) -> FastAPI:
@@ -600,11 +541,5 @@ def build_app(agent) -> FastAPI:
             "entries": await asyncio.to_thread(store.audit_entries, after_seq, limit),
         }
 
-    from host_agent.terms.api import add_routes as add_terms_routes
-
     add_terms_routes(app, agent)
-
-    from host_agent.console import mount
-
-    mount(app, agent)  # last: its pages take every path the API does not
     return app

@@ -13,7 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from host_agent.api import tokens
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.store.sqlite import Store
 from tests.agent.conftest import agent_settings, wait_for
 from tests.agent.test_end_to_end import api

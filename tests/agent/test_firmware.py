@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from host_agent.api import tokens
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice, micropython_command
 from tests.agent.conftest import Publisher, wait_for
 from tests.agent.test_end_to_end import api

@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from host_agent.bus.broker import EmbeddedBroker
-from host_agent.rig.mosquitto import free_port
+from host_agent.bus.mosquitto import free_port
 from host_agent.store.sqlite import Store
 from tests.agent.conftest import FakeDevice, agent_settings, wait_for
 from tests.agent.test_durability import _serve, _toml

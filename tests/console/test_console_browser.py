@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from host_agent.api import tokens
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from tests.agent.conftest import FakeDevice, Publisher, wait_for
 from tests.agent.test_end_to_end import api
