@@ -49,9 +49,9 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from fp import messages, topics  # noqa: E402
 from fp.ids import id_from_public_key  # noqa: E402
 from host_agent import wire  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.bus.tcp import no_nagle  # noqa: E402
 from host_agent.ingest.intake import Ingest, verify_only  # noqa: E402
-from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.routes import rules as routing  # noqa: E402
 from host_agent.store.sqlite import Store  # noqa: E402
 

@@ -28,8 +28,8 @@ sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
 from fp import messages, topics  # noqa: E402
 from host_agent.board.build import compile_firmware  # noqa: E402
-from host_agent.owner import Owner  # noqa: E402
 from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
+from host_agent.owner import Owner  # noqa: E402
 from host_agent.rig.simdevice import SimDevice, micropython_command  # noqa: E402
 from tests.firmware.conftest import Collector, wait_until  # noqa: E402
 

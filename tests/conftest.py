@@ -26,6 +26,7 @@ UNIT_FILES = {
     "tests/test_project.py",
     "tests/agent/test_accept_core.py",
     "tests/test_layers.py",
+    "tests/agent/test_outbox_sinks.py",
 }
 DOCS_FILES = {"tests/test_docs_commands.py", "tests/test_docs_reference.py"}
 PROCESS_FIXTURES = {"mosquitto", "sim_devices", "start_agent", "publisher", "virtual_board"}

@@ -18,7 +18,7 @@ from host_agent import config as agent_config
 from host_agent.errors import UserError
 from host_agent.store.sqlite import Store
 
-__all__ = ["RUNTIME_FILE", "call_agent", "write_runtime"]
+__all__ = ["RUNTIME_FILE", "call_agent", "request_agent", "write_runtime"]
 
 RUNTIME_FILE = "agent.json"  # written by `serve`: where its API listens, and the CLI's token
 
@@ -41,9 +41,9 @@ def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> s
     return token
 
 
-def call_agent(
+def request_agent(
     config: agent_config.Config, method: str, path: str, body: Any = None, timeout_s: float = 60
-) -> Any:
+) -> httpx.Response:
     """Call the running agent's API with the CLI's token; raise UserError with what to do."""
     runtime = config.data_dir / RUNTIME_FILE
     if not runtime.exists():
@@ -67,4 +67,11 @@ def call_agent(
         except ValueError:
             detail = response.text
         raise UserError(f"the agent refused: {detail}")
-    return response.json()
+    return response
+
+
+def call_agent(
+    config: agent_config.Config, method: str, path: str, body: Any = None, timeout_s: float = 60
+) -> Any:
+    """Call the running agent's API; return its JSON answer (request_agent says what can go wrong)."""
+    return request_agent(config, method, path, body, timeout_s).json()

@@ -696,7 +696,7 @@ def build_console(ctx: Context) -> FastAPI:
             "audit_bad": bad,
             "audit_count": last,
             "audit": list(reversed(entries)),
-            "rejection_counts": {k: v for k, v in agent.ingest.rejected_counts.items() if v},
+            "rejection_counts": {k: v for k, v in agent.rejection_counts().items() if v},
             "rejections": await asyncio.to_thread(store.rejections, 50),
             "tokens": [
                 t

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from host_agent.bus.mosquitto import free_port
+from host_agent.bus.mosquitto import free_port, stop_process
 from host_agent.paths import BOARDS, firmware_dir, tool_beside
 
 
@@ -110,12 +110,8 @@ class SimDevice:
             self.process.wait(timeout=5)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.power_cut()
+        if self.process:
+            stop_process(self.process)
 
     def cut_network(self) -> None:
         (self.flash / "net.down").touch()
