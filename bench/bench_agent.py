@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_agent.py   (about a minute; all traffic on 127.0.0.1)
 Every agent is the real one (host_agent.service.Agent) in its own process, on its own mosquitto
-(host_agent.rig.mosquitto, configured like the embedded broker: 4,000 messages in flight to the agent).
+(host_agent.bus.mosquitto, configured like the embedded broker: 4,000 messages in flight to the agent).
 On a machine with two cores or more, the agent and the bound run on one core (the faster in a
 short probe) and this script (publisher, subscriber) and mosquitto on the others.
 
@@ -49,9 +49,9 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from fp import messages, topics  # noqa: E402
 from fp.ids import id_from_public_key  # noqa: E402
 from host_agent import wire  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.bus.tcp import no_nagle  # noqa: E402
 from host_agent.ingest.intake import Ingest, verify_only  # noqa: E402
-from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
 from host_agent.routes import rules as routing  # noqa: E402
 from host_agent.store.sqlite import Store  # noqa: E402
 

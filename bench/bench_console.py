@@ -34,8 +34,8 @@ from fp.ids import id_from_public_key  # noqa: E402
 from host_agent import config as agent_config  # noqa: E402
 from host_agent import wire  # noqa: E402
 from host_agent.api import tokens  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.console import auth, pages, series  # noqa: E402
-from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
 from host_agent.service import start_in_thread  # noqa: E402
 from host_agent.store.sqlite import Store  # noqa: E402
 

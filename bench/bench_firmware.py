@@ -18,11 +18,12 @@ sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
 from fp import messages, topics  # noqa: E402
 from host_agent.board.build import compile_firmware  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.owner import Owner  # noqa: E402
 from host_agent.paths import BOARDS  # noqa: E402
-from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
 from host_agent.rig.simdevice import SimDevice  # noqa: E402
-from tests.firmware.conftest import Collector, wait_until  # noqa: E402
+from tests.firmware.conftest import Collector  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
 
 SECONDS = 10.0
 
@@ -31,7 +32,7 @@ def command(owner: Owner, collector: Collector, device_id: str, op: str, args: d
     data = owner.command(device_id, op, args)
     digest = messages.parse_command(data).digest()
     collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
-    wait_until(lambda: digest in collector.acks, 30, op)  # acks queue behind buffered readings
+    wait_for(lambda: digest in collector.acks, 30, op)  # acks queue behind buffered readings
     return collector.acks[digest]["result"]
 
 
@@ -50,7 +51,7 @@ def main() -> None:
     device.start()
     device_id = device.device_id()
     try:
-        wait_until(lambda: len(collector.readings) >= 20, 20, "first readings")
+        wait_for(lambda: len(collector.readings) >= 20, 20, "first readings")
         start_count, start = len(collector.readings), time.monotonic()
         time.sleep(SECONDS)
         rate = (len(collector.readings) - start_count) / (time.monotonic() - start)
@@ -63,8 +64,8 @@ def main() -> None:
         device.cut_network()
         time.sleep(6.0)
         device.restore_network()
-        wait_until(lambda: len(collector.values("n")) > before + 3, 60, "readings after the cut")
-        wait_until(
+        wait_for(lambda: len(collector.values("n")) > before + 3, 60, "readings after the cut")
+        wait_for(
             lambda: command(owner, collector, device_id, "get-info", {})["buffered"] == 0, 60, "the drain"
         )
         after = command(owner, collector, device_id, "get-info", {})

@@ -28,10 +28,11 @@ sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
 from fp import messages, topics  # noqa: E402
 from host_agent.board.build import compile_firmware  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.owner import Owner  # noqa: E402
-from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
 from host_agent.rig.simdevice import SimDevice, micropython_command  # noqa: E402
-from tests.firmware.conftest import Collector, wait_until  # noqa: E402
+from tests.firmware.conftest import Collector  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
 
 BOOTS = 3
 GOAL_STEADY = 64 * 1024
@@ -90,7 +91,7 @@ def boot(work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsize: str
     )
     device.start()
     try:
-        wait_until(lambda: len(collector.readings) >= 1, wait_s, "a first reading")
+        wait_for(lambda: len(collector.readings) >= 1, wait_s, "a first reading")
     except (AssertionError, TimeoutError):
         device.stop()
         collector.stop()
@@ -109,7 +110,7 @@ def steady_heap(work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsi
         digest = messages.parse_command(data).digest()
         collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
         try:
-            wait_until(lambda: digest in collector.acks, 30, "get-info")
+            wait_for(lambda: digest in collector.acks, 30, "get-info")
         except AssertionError:
             raise AssertionError("no get-info ack; device log:\n" + "\n".join(device.log)) from None
         return collector.acks[digest]["result"]["heap_bytes"]

@@ -25,7 +25,7 @@ sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
 import paho.mqtt.client as paho  # noqa: E402
 
-from host_agent.rig.mosquitto import Mosquitto  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from tests.helpers import micropython_binary, micropython_env  # noqa: E402
 
 WINDOW = 16

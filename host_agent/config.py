@@ -7,12 +7,15 @@ so a typo never silently falls back to a default. See docs/configuration.md.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from host_agent.errors import UserError
+
+DEFAULT_CONFIG = "firstparty.toml"
 
 
 @dataclass
@@ -178,24 +181,24 @@ def from_dict(data: dict, source: str = "<config>", base: Path | None = None) ->
             raise UserError(f"{source}: broker.relay_brokers[{index}] must be 'host:port', found {relay!r}")
     if config.role == "vendor":
         config.auto_accept = True
-    _check_terms(source, config.terms)
     return config
 
 
-def _check_terms(source: str, terms: TermsConfig) -> None:
-    """Every agreement the terms section names must be in the roster (host_agent/terms/roster.json)."""
-    from host_agent.terms import roster
+def locate(path: Path | None) -> Path | None:
+    """The file to read: `path`, else $FIRSTPARTY_CONFIG, else ./firstparty.toml; None: the defaults."""
+    if path is None and "FIRSTPARTY_CONFIG" in os.environ:
+        path = Path(os.environ["FIRSTPARTY_CONFIG"])
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = Path(DEFAULT_CONFIG)
+    return path
 
-    known = roster.load()
-    refs = [("terms.alternative", terms.alternative), ("terms.vendor_agreement", terms.vendor_agreement)]
-    refs += [(f"terms.accepts[{i}]", ref) for i, ref in enumerate(terms.accepts or [])]
-    for key, ref in refs:
-        if ref is None:
-            continue
-        try:
-            known.get(ref)
-        except UserError as error:
-            raise UserError(f"{source}: {key}: {error}") from None
+
+def resolve(path: Path | None) -> Config:
+    """The configuration `locate` finds, or the defaults (data in ~/.firstparty)."""
+    found = locate(path)
+    if found is None:
+        return from_dict({"data_dir": str(Path.home() / ".firstparty")})
+    return load(found)
 
 
 def load(path: Path) -> Config:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,3 +18,9 @@ def firmware_dir() -> Path:
             f"firmware sources not found at {FIRMWARE}: install Firstparty from a git checkout (pip install -e .)"
         )
     return FIRMWARE
+
+
+def tool_beside(name: str) -> str | None:
+    """The command `name` installed beside this Python (in .venv by scripts/install), else on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else shutil.which(name)

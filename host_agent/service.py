@@ -76,6 +76,9 @@ class Agent:
         self.commander: Commander | None = None
         self.api_port: int | None = None
         self.started_s = time.time()
+        self._tasks: list[asyncio.Task[Any]] = []  # the loops _start began; _shut_down cancels them
+        self._server: Any = None  # uvicorn.Server while the API runs
+        self._server_task: asyncio.Task[Any] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -95,21 +98,19 @@ class Agent:
             self.loop.call_soon_threadsafe(self.stopping.set)
 
     async def run_async(self) -> None:
+        """Start every stage, run until request_stop(), then shut them down in reverse order."""
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
+        try:
+            await self._start()
+            await self.stopping.wait()
+        finally:
+            await self._shut_down()
+
+    async def _start(self) -> None:
+        """Broker and connections, outbox, commands, the loops, then the API; `ready` when all run."""
         config = self.config
-        host, port = config.broker.host, config.broker.port
-        tasks: list[asyncio.Task] = []
-        if config.broker.embedded:
-            self.broker = EmbeddedBroker(config.data_dir / "broker", host, port)
-            await asyncio.to_thread(self.broker.start)
-            tasks.append(asyncio.create_task(self.broker.supervise(self.stopping)))
-            tasks.append(asyncio.create_task(self._relay_claims_forever()))
-            # the agent's own listener, on loopback whatever address devices use (broker.port)
-            host, port = "127.0.0.1", self.broker.agent_port
-            username, password = self.broker.agent_credentials()
-        else:
-            username, password = config.broker.username, config.broker.password
+        host, port, username, password = await self._start_broker()
         inbox = Inbox()
         self.bus = Bus(
             host,
@@ -151,54 +152,74 @@ class Agent:
         )
         self.outbox.gate = self.terms.gate
         self.commander = Commander(self.owner, self._publish_command, self.audit, config.command_timeout_s)
-        tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
-        tasks.append(asyncio.create_task(self.outbox.run()))
-        tasks.append(asyncio.create_task(self._retention_forever()))
+        self._tasks.append(asyncio.create_task(self._ingest_forever(inbox)))
+        self._tasks.append(asyncio.create_task(self.outbox.run()))
+        self._tasks.append(asyncio.create_task(self._retention_forever()))
         if self.receipts:
-            tasks.append(asyncio.create_task(self._receipts_forever()))
-        server = None
+            self._tasks.append(asyncio.create_task(self._receipts_forever()))
         if config.api.enabled:
-            import uvicorn
-
-            from host_agent.api.app import build_app
-
-            uv_config = uvicorn.Config(
-                build_app(self),
-                host=config.api.host,
-                port=config.api.port,
-                log_level="warning",
-                lifespan="off",
-            )
-            server = uvicorn.Server(uv_config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-            tasks.append(asyncio.create_task(server.serve()))
-            while not server.started:
-                await asyncio.sleep(0.02)
-                if tasks[-1].done():
-                    tasks[-1].result()
-            sockets = [s for srv in server.servers for s in srv.sockets]
-            self.api_port = sockets[0].getsockname()[1] if sockets else config.api.port
+            await self._start_api()
         self.ready.set()
         devices_reach = (
             f"{self.broker.host}:{self.broker.port} (embedded)" if self.broker else f"{host}:{port}"
         )
         log.info("agent %s role, owner %s, broker %s", config.role, self.owner.owner_id, devices_reach)
-        try:
-            await self.stopping.wait()
-        finally:
-            if server:
-                server.should_exit = True
-            for task in tasks:
-                if server is None or task is not tasks[-1]:
-                    task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for bus in [self.bus, *self.relays]:
-                await bus.stop()
+
+    async def _start_broker(self) -> tuple[str, int, str | None, str | None]:
+        """Start the embedded broker if configured; return where and as whom the agent connects."""
+        broker = self.config.broker
+        if not broker.embedded:
+            return broker.host, broker.port, broker.username, broker.password
+        self.broker = EmbeddedBroker(self.config.data_dir / "broker", broker.host, broker.port)
+        await asyncio.to_thread(self.broker.start)
+        assert self.stopping is not None
+        self._tasks.append(asyncio.create_task(self.broker.supervise(self.stopping)))
+        self._tasks.append(asyncio.create_task(self._relay_claims_forever()))
+        # the agent's own listener, on loopback whatever address devices use (broker.port)
+        username, password = self.broker.agent_credentials()
+        return "127.0.0.1", self.broker.agent_port, username, password
+
+    async def _start_api(self) -> None:
+        """Serve the API and the console (uvicorn on this loop); return once it listens."""
+        import uvicorn
+
+        from host_agent.webapp import build_webapp
+
+        config = self.config
+        uv_config = uvicorn.Config(
+            build_webapp(self),
+            host=config.api.host,
+            port=config.api.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = self._server = uvicorn.Server(uv_config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server_task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+            if self._server_task.done():
+                self._server_task.result()
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        self.api_port = sockets[0].getsockname()[1] if sockets else config.api.port
+
+    async def _shut_down(self) -> None:
+        """Stop what _start started, whatever it got to: the API lets its requests end, the rest is cancelled."""
+        if self._server:
+            self._server.should_exit = True
+        for task in self._tasks:
+            task.cancel()
+        tasks = [*self._tasks, *([self._server_task] if self._server_task else [])]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks, self._server, self._server_task = [], None, None
+        for bus in [bus for bus in [self.bus, *self.relays] if bus is not None]:
+            await bus.stop()
+        if self.outbox:
             await self.outbox.close()
-            await self.terms.close()
-            if self.broker:
-                await asyncio.to_thread(self.broker.stop)
-            await asyncio.to_thread(self.store.close)
+        await self.terms.close()
+        if self.broker:
+            await asyncio.to_thread(self.broker.stop)
+        await asyncio.to_thread(self.store.close)
 
     # --- ingest --------------------------------------------------------------------------------
 
@@ -531,6 +552,10 @@ class Agent:
         if self.outbox and self.outbox.store_problem:
             return self.outbox.store_problem
         return "ok"
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Messages refused since start, by reason: every reason of the closed set, zeros too."""
+        return dict(self.ingest.rejected_counts)
 
     def status(self) -> dict[str, Any]:
         """A snapshot for /healthz, `firstparty status` and the metrics."""

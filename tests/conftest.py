@@ -24,6 +24,9 @@ UNIT_FILES = {
     "tests/firmware/test_ringbuf.py",
     "tests/test_boards.py",
     "tests/test_project.py",
+    "tests/agent/test_accept_core.py",
+    "tests/test_layers.py",
+    "tests/agent/test_outbox_sinks.py",
 }
 DOCS_FILES = {"tests/test_docs_commands.py", "tests/test_docs_reference.py"}
 PROCESS_FIXTURES = {"mosquitto", "sim_devices", "start_agent", "publisher", "virtual_board"}
@@ -64,7 +67,7 @@ def micropython():
 @pytest.fixture
 def mosquitto(tmp_path):
     """A real mosquitto on a free loopback port, stopped after the test."""
-    from host_agent.rig.mosquitto import Mosquitto
+    from host_agent.bus.mosquitto import Mosquitto
 
     broker = Mosquitto(tmp_path).start()
     yield broker

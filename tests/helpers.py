@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from host_agent.paths import tool_beside
+
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
 BENCH = REPO / "bench"
@@ -16,10 +18,7 @@ BENCH = REPO / "bench"
 
 def venv_tool(name: str) -> str:
     """The path of a command the install step puts in .venv (beside this interpreter), else on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    found = tool_beside(name)
     if not found:
         raise RuntimeError(f"the {name} command is missing: run `bash scripts/install`")
     return found

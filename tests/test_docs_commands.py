@@ -105,7 +105,7 @@ class World:
     """A running agent, a vendor broker and one real-firmware device, for the shown commands."""
 
     def __init__(self, root: Path):
-        from host_agent.rig.mosquitto import Mosquitto
+        from host_agent.bus.mosquitto import Mosquitto
 
         self.root = root
         self.home = root / "home"  # DATA/home, as the demo leaves it; the shown commands run here

@@ -18,8 +18,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from host_agent import config as agent_config
-from host_agent.api.openapi_doc import build_offline_app, openapi_text
 from host_agent.cli.main import build_parser
+from host_agent.webapp import build_offline_app, openapi_text
 from tests.helpers import REPO
 
 DOCS = REPO / "docs"

@@ -13,7 +13,7 @@ from pathlib import Path
 from fp import messages, topics
 from fp.ids import id_from_public_key
 from host_agent import wire
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.routes import grants
 from host_agent.routes import rules as routes
 from tests.agent.conftest import FakeDevice, Publisher

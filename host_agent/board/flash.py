@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from host_agent import config as agent_config
+from host_agent.api.client import RUNTIME_FILE, call_agent
 from host_agent.board import files as boards
 from host_agent.board.build import compile_firmware
 from host_agent.errors import UserError
+from host_agent.paths import tool_beside
 
 # Where the base image goes: ESP32 has its second-stage bootloader at 0x1000, the newer chips at 0.
 IMAGE_OFFSETS = {"esp32": 0x1000}
@@ -126,8 +128,7 @@ def check_chip(board: dict, probe: Probe) -> None:
 
 
 def mpremote_command() -> str:
-    beside = Path(sys.executable).with_name("mpremote")
-    found = str(beside) if beside.exists() else shutil.which("mpremote")
+    found = tool_beside("mpremote")
     if not found:
         raise UserError("mpremote is missing: run `bash scripts/install`")
     return found
@@ -313,9 +314,7 @@ def owner_public_key(args: argparse.Namespace) -> bytes:
 
     if args.owner_key:
         return Owner(args.owner_key).public
-    from host_agent.cli.common import load_config
-
-    return Owner(load_config(args).owner_key).public
+    return Owner(agent_config.resolve(args.config).owner_key).public
 
 
 def wait_for_boot(port: str, timeout_s: float = BOOT_TIMEOUT_S) -> str:
@@ -423,11 +422,9 @@ def flash(args: argparse.Namespace) -> int:
 
 def agent_endpoint(args: argparse.Namespace) -> tuple[str, int] | None:
     """Where devices log in to the running agent's embedded broker (--config), or None."""
-    from host_agent.cli.common import RUNTIME_FILE, call_agent, load_config
-
     if args.owner_key and not args.config:
         return None
-    config = load_config(args)
+    config = agent_config.resolve(args.config)
     if not (config.data_dir / RUNTIME_FILE).exists():
         return None
     endpoint = call_agent(config, "GET", "/status", timeout_s=10).get("broker_endpoint")
@@ -439,14 +436,12 @@ def agent_endpoint(args: argparse.Namespace) -> tuple[str, int] | None:
 
 def register(args: argparse.Namespace, card: bytes, device_id: str, password: str | None = None) -> str:
     """Register the device with the owner's agent as claimed and enrol it with its broker; say what became of it."""
-    from host_agent.cli.common import RUNTIME_FILE, call_agent, load_config
-
     if args.owner_key and not args.config:
         return (
             f"not registered with an agent (--owner-key without --config): `firstparty devices accept "
             f"{device_id}` once its card reaches yours"
         )
-    config = load_config(args)
+    config = agent_config.resolve(args.config)
     if not (config.data_dir / RUNTIME_FILE).exists():
         return (
             f"the agent is not running: {device_id} goes to its pending list when its card arrives; "
@@ -477,46 +472,3 @@ def read_card(port: str, endpoint: tuple[str, int] | None = None) -> tuple[bytes
     if endpoint and password is None:
         raise UserError("the board did not give its broker password: is its firmware this version?")
     return card, password
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from host_agent.cli.common import add_config_argument
-
-    parser.add_argument(
-        "--board", required=True, choices=boards.names(), help="board name (a file in boards/)"
-    )
-    parser.add_argument("--port", help="serial port; default: the only USB serial port there is")
-    parser.add_argument(
-        "--vendor", required=True, help="vendor MQTT endpoint HOST:PORT (the default destination)"
-    )
-    parser.add_argument(
-        "--vendor-ca",
-        type=Path,
-        help="the vendor broker's CA certificate (PEM): the device then speaks TLS to it and verifies it",
-    )
-    parser.add_argument(
-        "--client-cert",
-        type=Path,
-        help="the device's certificate the vendor issued (PEM or DER), for vendors that authenticate "
-        "devices by certificate (mutual TLS); needs --vendor-ca and --client-key",
-    )
-    parser.add_argument("--client-key", type=Path, help="the private key of --client-cert (PEM or DER)")
-    parser.add_argument(
-        "--vendor-receipt-key",
-        help="the vendor agent's receipt key (64 hex digits): the device keeps each reading until the"
-        " vendor's signed receipt says it is stored; without it, until the vendor broker's PUBACK",
-    )
-    parser.add_argument(
-        "--wifi", type=Path, help='JSON file {"ssid": ..., "password": ...} (stays on this machine)'
-    )
-    parser.add_argument("--owner-key", type=Path, help="owner key file (default: the agent's, from --config)")
-    parser.add_argument("--image", type=Path, help="MicroPython image (.bin) to write first with esptool")
-    parser.add_argument(
-        "--card-out", type=Path, help="where to save the device card (default ./<device_id>.card)"
-    )
-    add_config_argument(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Flash a board: image, firmware, board file and provisioning; read back its card."""
-    return flash(args)

@@ -32,8 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from host_agent.bus.mosquitto import Mosquitto, free_port
 from host_agent.errors import UserError
-from host_agent.rig.mosquitto import Mosquitto, free_port
 
 log = logging.getLogger("firstparty.broker")
 AGENT_USER = "firstparty-agent"

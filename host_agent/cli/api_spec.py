@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from host_agent.api.openapi_doc import openapi_text
 from host_agent.errors import UserError
+from host_agent.webapp import openapi_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from host_agent import config as agent_config
+from host_agent.api.client import RUNTIME_FILE, call_agent, write_runtime
+from host_agent.config import DEFAULT_CONFIG
 from host_agent.errors import UserError
 from host_agent.store.sqlite import Store
+from host_agent.terms import roster
 
-DEFAULT_CONFIG = "firstparty.toml"
-RUNTIME_FILE = "agent.json"  # written by `serve`: where its API listens, and the CLI's token
+__all__ = [
+    "RUNTIME_FILE",
+    "ActionAdder",
+    "add_config_argument",
+    "call_agent",
+    "load_config",
+    "open_store",
+    "write_runtime",
+]
 
 
 def add_config_argument(parser: argparse.ArgumentParser, is_action: bool = False) -> None:
@@ -43,14 +47,11 @@ class ActionAdder:
 
 
 def load_config(args: argparse.Namespace) -> agent_config.Config:
-    path = args.config or (
-        Path(os.environ["FIRSTPARTY_CONFIG"]) if "FIRSTPARTY_CONFIG" in os.environ else None
-    )
-    if path is None and Path(DEFAULT_CONFIG).exists():
-        path = Path(DEFAULT_CONFIG)
-    if path is None:
-        return agent_config.from_dict({"data_dir": str(Path.home() / ".firstparty")})
-    return agent_config.load(path)
+    """The configuration --config names, else $FIRSTPARTY_CONFIG, ./firstparty.toml or the defaults."""
+    path = agent_config.locate(args.config)
+    config = agent_config.resolve(path)
+    roster.check_terms_config(str(path or "config"), config.terms)
+    return config
 
 
 def open_store(config: agent_config.Config) -> Store:
@@ -59,50 +60,3 @@ def open_store(config: agent_config.Config) -> Store:
             f"no agent database at {config.store.path}: start the agent with `firstparty serve` first"
         )
     return Store(config.store.path)
-
-
-def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> str:
-    """Give the CLI on this machine an admin token for the running agent (file mode 0600); return it."""
-    from host_agent.api import tokens
-
-    path = config.data_dir / RUNTIME_FILE
-    name = "cli-" + secrets.token_hex(4)
-    token = tokens.issue(store, name, "admin")
-    for old in store.tokens():
-        if old["name"].startswith("cli-") and old["name"] != name and old["revoked"] is None:
-            store.revoke_token(old["name"])
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump({"api": f"http://{config.api.host}:{api_port}", "token": token, "pid": os.getpid()}, file)
-    os.replace(tmp, path)
-    return token
-
-
-def call_agent(
-    config: agent_config.Config, method: str, path: str, body: Any = None, timeout_s: float = 60
-) -> Any:
-    """Call the running agent's API with the CLI's token; raise UserError with what to do."""
-    runtime = config.data_dir / RUNTIME_FILE
-    if not runtime.exists():
-        raise UserError(f"the agent is not running (no {runtime}): start it with `firstparty serve`")
-    info = json.loads(runtime.read_text())
-    try:
-        response = httpx.request(
-            method,
-            info["api"] + path,
-            json=body,
-            headers={"authorization": f"Bearer {info['token']}"},
-            timeout=timeout_s,
-        )
-    except httpx.HTTPError as error:
-        raise UserError(
-            f"cannot reach the agent at {info['api']} ({error}): is `firstparty serve` running?"
-        ) from None
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text
-        raise UserError(f"the agent refused: {detail}")
-    return response.json()

@@ -13,7 +13,7 @@ from host_agent.errors import UserError
 SUBCOMMANDS: dict[str, str] = {
     "demo": "host_agent.rig.demo",
     "verify": "host_agent.cli.verify",
-    "build": "host_agent.board.build",
+    "build": "host_agent.cli.build",
     "serve": "host_agent.cli.serve",
     "devices": "host_agent.cli.devices",
     "routes": "host_agent.cli.routes",
@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "status": "host_agent.cli.status",
     "console-link": "host_agent.cli.console_link",
     "virtual-board": "host_agent.rig.virtual_board",
-    "flash": "host_agent.board.flash",
+    "flash": "host_agent.cli.flash",
     "api-spec": "host_agent.cli.api_spec",
     "release": "host_agent.cli.release",
 }

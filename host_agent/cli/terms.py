@@ -321,20 +321,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _record(config, agreement_id: str) -> bytes:
     """The record bytes from the running agent (GET /agreements/{id}/record)."""
-    from host_agent.cli.common import RUNTIME_FILE
+    from host_agent.api.client import request_agent
 
-    runtime = config.data_dir / RUNTIME_FILE
-    if not runtime.exists():
-        raise UserError(f"the agent is not running (no {runtime}): start it with `firstparty serve`")
-    info = json.loads(runtime.read_text())
-    try:
-        response = httpx.get(
-            f"{info['api']}/agreements/{agreement_id}/record",
-            headers={"authorization": f"Bearer {info['token']}"},
-            timeout=30,
-        )
-    except httpx.HTTPError as error:
-        raise UserError(f"cannot reach the agent at {info['api']}: {error}") from None
-    if response.status_code != 200:
-        raise UserError(f"the agent refused: {response.text[:200]}")
+    response = request_agent(config, "GET", f"/agreements/{agreement_id}/record", timeout_s=30)
     return response.content

@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from fp import messages
 from fp.errors import ProtocolError
 from host_agent.api import tokens
-from host_agent.api.app import Principal, Reader, limit_to_metrics
+from host_agent.api.auth import Principal, Reader, limit_to_metrics
 from host_agent.console import auth, series
 from host_agent.errors import UserError
 from host_agent.routes import rules as routing
@@ -701,7 +701,7 @@ def build_console(ctx: Context) -> FastAPI:
             "audit_bad": bad,
             "audit_count": last,
             "audit": list(reversed(entries)),
-            "rejection_counts": {k: v for k, v in agent.ingest.rejected_counts.items() if v},
+            "rejection_counts": {k: v for k, v in agent.rejection_counts().items() if v},
             "rejections": await asyncio.to_thread(store.rejections, 50),
             "tokens": [
                 t

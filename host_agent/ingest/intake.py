@@ -18,14 +18,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from fp import cose, messages, replay, topics
+from fp import messages, replay
 from fp.errors import REASONS, ProtocolError
-from host_agent import wire
+from host_agent.ingest import verifier
 from host_agent.routes import rules as routing
 from host_agent.store.sqlite import Store
 
 log = logging.getLogger("firstparty.ingest")
-DEVICE_KINDS = ("reading", "status", "ack")
 MESSAGE_INSERT = (
     "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -222,23 +221,15 @@ class Ingest:
         try:
             if isinstance(data, int):
                 raise ProtocolError("oversized", f"{data} bytes, beyond the MQTT packet limit, never held")
-            device_id, kind = topics.parse(topic)
+            device_id, kind = verifier.read_topic(topic)
             if kind == "card":
                 return Check(device_id=device_id, kind=kind)
-            if kind not in DEVICE_KINDS:
-                raise ProtocolError("wrong-kind", f"{kind} is not a device message")
-            message = messages.parse_device_message(data, kind)
-            if message.device_id != device_id:
-                raise ProtocolError(
-                    "wrong-topic", f"signed by {message.device_id}, published under {device_id}"
-                )
+            message = verifier.open_message(device_id, kind, data)
             known = self.known.get(device_id)
             if known is None or (self.shared and known.state != "accepted"):
                 # its card may be earlier in the batch or in the store
                 return Check(None, device_id, kind, message)
-            if known.state == "rejected":
-                raise ProtocolError("unknown-device", f"{device_id} was rejected by the owner")
-            cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
+            verifier.check_signer(message, known.public_key, is_rejected=known.state == "rejected")
             return Check(None, device_id, kind, message, known)
         except ProtocolError as error:
             return Check(error, device_id, kind)
@@ -257,11 +248,12 @@ class Ingest:
                 known = self.known.get(device_id)
                 if known is None or (self.shared and known.state != "accepted"):
                     known = self._known_from_store(db, device_id, saved_known)
-                if known is None:
-                    raise ProtocolError("unknown-device", f"no card for {device_id}")
-                if known.state == "rejected":
-                    raise ProtocolError("unknown-device", f"{device_id} was rejected by the owner")
-                cose.verify_sign1(message.message, known.public_key, wire.nacl_verify)
+                verifier.check_signer(
+                    message,
+                    known.public_key if known else None,
+                    is_rejected=known is not None and known.state == "rejected",
+                )
+                assert known is not None
             key = (device_id, kind)
             window = self.windows.get(key)
             if key not in saved_windows:
@@ -281,25 +273,18 @@ class Ingest:
             elif window is None:
                 window = self.windows[key] = replay.ReplayWindow()
             counter = (device_id, kind, message.boot, message.seq)
-            try:
-                window.accept(message.boot, message.seq)
-            except ProtocolError:
-                # the same bytes again (a redelivery) have the same counters: the store, or this
-                # batch, holds those bytes under them; other bytes with those counters are a replay
+
+            def held() -> bytes | None:
+                # the bytes accepted under these counters: in this batch, or in the store
                 held = rows.counters.get(counter)
                 if held is None:
                     row = db.execute(
                         "SELECT raw FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?", counter
                     ).fetchone()
                     held = bytes(row[0]) if row else None
-                if held == data:
-                    raise ProtocolError("duplicate", f"boot {message.boot} seq {message.seq} again") from None
-                # Several consumers of one $share/ group reorder a device's stream by more than the
-                # window; there the store, which holds every accepted (boot, seq), is the authority
-                # for counters that fell behind the window in the current boot.
-                is_behind = message.boot == window.boot and window.top - message.seq >= replay.WINDOW
-                if not (self.shared and is_behind) or held is not None:
-                    raise
+                return None if held is None else verifier.digest(held)
+
+            verifier.admit_counters(window, message, data, held, is_store_authority=self.shared)
             rows.windows[key] = window
             return self._store(rows, topic, data, counter, message, known, now)
         except ProtocolError as error:
@@ -333,9 +318,7 @@ class Ingest:
         return known
 
     def _card(self, db, topic, data, device_id, now, saved_known) -> Outcome:
-        card = wire.parse_card(data)
-        if card.device_id != device_id:
-            raise ProtocolError("wrong-topic", f"card of {card.device_id} on {topic}")
+        card = verifier.check_card(topic, data)
         known = self.known.get(device_id) or self._known_from_store(db, device_id, saved_known)
         saved_known.setdefault(device_id, known)
         if known is None:
@@ -462,7 +445,7 @@ _to_json = json.JSONEncoder(default=_jsonable).encode  # json.dumps(default=...)
 
 def verify_only(verifier_keys: dict[str, bytes], topic: str, data: bytes) -> messages.DeviceMessage:
     """The bare decode + verify path (the benchmark's bound)."""
-    device_id, kind = topics.parse(topic)
-    message = messages.parse_device_message(data, kind)
-    cose.verify_sign1(message.message, verifier_keys[device_id], wire.nacl_verify)
+    device_id, kind = verifier.read_topic(topic)
+    message = verifier.open_message(device_id, kind, data)
+    verifier.check_signer(message, verifier_keys[device_id])
     return message

@@ -1,1 +1,1 @@
-"""Test and demo rig: mosquitto on a free port, the simulated device, the virtual board, the live demo."""
+"""Test and demo rig: the simulated device, the virtual board, the live demo (mosquitto runs from host_agent.bus.mosquitto)."""

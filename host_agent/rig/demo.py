@@ -43,12 +43,12 @@ from fp import terms as fp_terms
 from host_agent import config as agent_config
 from host_agent import wire
 from host_agent.api import tokens
-from host_agent.cli.common import write_runtime
+from host_agent.api.client import write_runtime
+from host_agent.bus.mosquitto import free_port
 from host_agent.console import auth
 from host_agent.errors import UserError
 from host_agent.owner import Owner
 from host_agent.paths import BOARDS
-from host_agent.rig.mosquitto import free_port
 from host_agent.rig.simdevice import SimDevice
 from host_agent.service import Agent, start_in_thread
 from host_agent.store.sqlite import reading_values

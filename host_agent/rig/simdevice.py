@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
-from host_agent.paths import BOARDS, firmware_dir
+from host_agent.bus.mosquitto import free_port, stop_process
+from host_agent.paths import BOARDS, firmware_dir, tool_beside
 
 
 def micropython_command() -> str:
@@ -29,20 +27,10 @@ def micropython_command() -> str:
     chosen = os.environ.get("FP_MICROPYTHON")
     if chosen:
         return chosen
-    beside = Path(sys.executable).with_name("micropython")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
+    found = tool_beside("micropython")
     if not found:
         raise FileNotFoundError("the micropython command is missing: run `bash scripts/install`")
     return found
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on (now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class SimDevice:
@@ -122,12 +110,8 @@ class SimDevice:
             self.process.wait(timeout=5)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.power_cut()
+        if self.process:
+            stop_process(self.process)
 
     def cut_network(self) -> None:
         (self.flash / "net.down").touch()

@@ -22,6 +22,7 @@ from fp import cbor, messages, terms
 from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.errors import UserError
+from host_agent.outbox.forward import Forward
 from host_agent.terms import mqtt, policy, records, roster
 
 log = logging.getLogger("firstparty.terms")
@@ -121,6 +122,7 @@ class TermsDesk:
         self.key = agent.owner  # this agent's own key signs proffers and answers alike
         self.roster = roster.load()
         config = agent.config.terms
+        roster.check_terms_config("config", config)
         accepts = config.accepts
         if accepts is None:
             accepts = [roster.BASELINE] if agent.config.role == "vendor" else []
@@ -596,13 +598,15 @@ class TermsDesk:
         return in_force, is_awaited
 
     def _sort(
-        self, route: dict[str, Any], items: list[tuple], now_s: float
-    ) -> tuple[list, list[int], list[int]]:
+        self, route: dict[str, Any], items: list[Forward], now_s: float
+    ) -> tuple[list[Forward], list[int], list[int]]:
         windows, is_awaited = self._windows(route["name"], now_s)
-        send, hold, drop = [], [], []
+        send: list[Forward] = []
+        hold: list[int] = []
+        drop: list[int] = []
         for item in items:
-            outbox_id, raw, device_id = item[0], item[4], item[5]
-            reading = messages.parse_device_message(bytes(raw), "reading")
+            outbox_id, device_id = item.outbox_id, item.device_id
+            reading = messages.parse_device_message(item.raw, "reading")
             names = [name for name, _, _ in reading.body]
             made_s = reading.time_s if reading.time_s is not None else now_s
             if any(policy.covers(w, device_id, names, made_s, now_s) for w in windows):
@@ -613,7 +617,7 @@ class TermsDesk:
                 drop.append(outbox_id)
         return send, hold, drop
 
-    async def gate(self, route: dict[str, Any], items: list[tuple]) -> list[tuple]:
+    async def gate(self, route: dict[str, Any], items: list[Forward]) -> list[Forward]:
         """The forwards of a route that an agreement both parties signed carries now; the rest are
         held (an agreement may come) or withheld for good (the agreements ended, or never cover them)."""
         send, hold, drop = await asyncio.to_thread(self._sort, route, items, time.time())

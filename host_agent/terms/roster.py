@@ -142,3 +142,21 @@ def load(path: Path = ROSTER_PATH) -> Roster:
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read the roster {path}: {error}") from None
     return parse(data, str(path))
+
+
+def check_terms_config(source: str, terms: Any) -> None:
+    """Every agreement a config's [terms] section names must be in the roster (roster.json).
+
+    `terms` is the config's TermsConfig; its file is `source`. Run where a configuration starts an
+    agent or a verb (TermsDesk, the CLI's load_config), above the config module, which knows no roster.
+    """
+    known = load()
+    refs = [("terms.alternative", terms.alternative), ("terms.vendor_agreement", terms.vendor_agreement)]
+    refs += [(f"terms.accepts[{i}]", ref) for i, ref in enumerate(terms.accepts or [])]
+    for key, ref in refs:
+        if ref is None:
+            continue
+        try:
+            known.get(ref)
+        except UserError as error:
+            raise UserError(f"{source}: {key}: {error}") from None

@@ -17,13 +17,13 @@ from fastapi.routing import APIRoute
 from fp import messages, topics
 from host_agent.api import app as api_module
 from host_agent.api import tokens
-from host_agent.api.openapi_doc import build_offline_app
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.cli.common import load_config, write_runtime
 from host_agent.cli.main import main
 from host_agent.owner import Owner
-from host_agent.rig.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from host_agent.routes.grants import parse_grant
+from host_agent.webapp import build_offline_app
 from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, Webhook, api, wait_for
 
 MIXED = (("temp", "Cel", 20.0), ("hum", "%RH", 40))

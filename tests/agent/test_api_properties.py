@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from host_agent.api import tokens
-from host_agent.api.openapi_doc import openapi_spec
+from host_agent.webapp import openapi_spec
 from tests.agent.conftest import FakeDevice, api, wait_for
 
 MAX_EXAMPLES = 30

@@ -9,7 +9,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from host_agent.api import tokens
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.store.sqlite import Store
 from tests.agent.conftest import agent_settings, agent_toml, api, serve_process, wait_for
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from host_agent.api import tokens
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from tests.agent.conftest import HAS_MICROPYTHON, Publisher, api, wait_for
 

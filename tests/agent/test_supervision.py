@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from host_agent.bus.broker import EmbeddedBroker
-from host_agent.rig.mosquitto import free_port
+from host_agent.bus.mosquitto import free_port
 from host_agent.store.sqlite import Store
 from tests.agent.conftest import (
     CountingPublisher,

@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from host_agent.api import tokens
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at

@@ -11,9 +11,9 @@ import pytest
 
 from fp import messages, topics
 from fp.errors import ProtocolError
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.ingest.verifier import Verifier
 from host_agent.paths import BOARDS
-from host_agent.rig.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from tests.helpers import wait_for
 

@@ -9,8 +9,9 @@ import pytest
 
 from fp import messages, topics
 from host_agent import wire
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.owner import Owner
-from host_agent.rig.mosquitto import Mosquitto
+from host_agent.bus.mosquitto import Mosquitto
 from tests.firmware.conftest import HEAP_BUDGET, counter_board, wait_for
 
 

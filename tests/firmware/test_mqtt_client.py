@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from fp.mqtt import publish_packet
-from host_agent.rig.mosquitto import free_port
+from host_agent.bus.mosquitto import free_port
 from tests.helpers import FIRMWARE
 
 # What the hostile broker sends after reading the client's CONNECT, one behaviour per connection.

@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from host_agent.rig.mosquitto import Mosquitto, free_port
+from host_agent.bus.mosquitto import Mosquitto, free_port
 from tests.firmware.conftest import HEAP_BUDGET
 from tests.firmware.fakebroker import run_client
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host_agent.rig.mosquitto import Mosquitto, free_port
+from host_agent.bus.mosquitto import Mosquitto, free_port
 from tests.firmware.fakebroker import run_client
 from tests.helpers import make_ca
 

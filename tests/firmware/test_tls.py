@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from host_agent.rig.mosquitto import Mosquitto, free_port
+from host_agent.bus.mosquitto import Mosquitto, free_port
 from tests.firmware.conftest import counter_board, wait_for
 from tests.helpers import make_ca
 

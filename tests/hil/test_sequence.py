@@ -20,9 +20,9 @@ from host_agent import config as agent_config
 from host_agent import wire
 from host_agent.api import tokens
 from host_agent.board import files as boards
+from host_agent.bus.mosquitto import Mosquitto, free_port
 from host_agent.cli.common import write_runtime
 from host_agent.cli.main import main
-from host_agent.rig.mosquitto import Mosquitto, free_port
 from host_agent.rig.virtual_board import VirtualBoard
 from host_agent.service import start_in_thread
 from tests.agent.conftest import Publisher, Webhook, agent_settings, api, wait_for

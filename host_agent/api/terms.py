@@ -13,7 +13,7 @@ from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from host_agent.api.app import Admin
+from host_agent.api.auth import Admin
 from host_agent.terms import roster
 from host_agent.terms.desk import COSE_TYPE, ProfferRequest, Refused
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # looked up here, in the parent: the child of a threaded process must not load libraries (locks)
@@ -26,6 +27,18 @@ def die_with_parent() -> None:
     """
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:
+    """SIGTERM (so it saves what it must), then SIGKILL if it has not ended within `timeout_s`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
@@ -98,11 +111,6 @@ class Mosquitto:
 
     def stop(self) -> None:
         """Stop the broker (an outage, as far as clients can tell)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process)
         self.process = None

@@ -1,0 +1,58 @@
+"""What a token may see and change, looked up in the store: devices, routes (404 or 403 otherwise)."""
+
+import asyncio
+from typing import Any
+
+from fastapi import HTTPException
+
+from host_agent.api.auth import Principal
+from host_agent.errors import UserError
+from host_agent.store.sqlite import Store
+
+__all__ = ["check_route_devices", "one_device", "route_of", "visible_devices", "visible_routes"]
+
+
+async def route_devices_allowed(store: Store, who: Principal, devices: list[str]) -> bool:
+    """True when this token may see, make or change a route of these devices."""
+    if who.devices is None and who.account is None:
+        return True
+    if "*" in devices:
+        return False
+    for device_id in devices:
+        device = await asyncio.to_thread(store.device, device_id)
+        if not who.can_see(device or {"device_id": device_id, "owner_id": None}):
+            return False
+    return True
+
+
+async def check_route_devices(store: Store, who: Principal, devices: list[str]) -> None:
+    if not await route_devices_allowed(store, who, devices):
+        raise HTTPException(
+            403, "this token is limited to its devices: a route may name only those, one by one"
+        )
+
+
+async def route_of(store: Store, name: str, who: Principal) -> dict[str, Any]:
+    for route in await asyncio.to_thread(store.routes):
+        if route["name"] == name and await route_devices_allowed(store, who, route["devices"]):
+            return route
+    raise UserError(f"no route {name!r}: see `firstparty routes list`")
+
+
+async def visible_routes(store: Store, who: Principal) -> list[dict[str, Any]]:
+    return [
+        route
+        for route in await asyncio.to_thread(store.routes, True)
+        if await route_devices_allowed(store, who, route["devices"])
+    ]
+
+
+async def visible_devices(store: Store, who: Principal) -> list[dict[str, Any]]:
+    return [d for d in await asyncio.to_thread(store.devices) if who.can_see(d)]
+
+
+async def one_device(store: Store, device_id: str, who: Principal) -> dict[str, Any]:
+    device = await asyncio.to_thread(store.device, device_id)
+    if device is None or not who.can_see(device):
+        raise HTTPException(404, f"no device {device_id} for this token")
+    return device
