@@ -24,6 +24,7 @@ from host_agent import wire
 from host_agent.errors import UserError
 from host_agent.outbox.forward import Forward
 from host_agent.terms import mqtt, policy, records, roster
+from host_agent.terms.refused import Refused
 
 log = logging.getLogger("firstparty.terms")
 COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
@@ -31,16 +32,6 @@ MAX_FROM_ONE_OWNER = 1000  # records a second party keeps for one owner: a flood
 MAX_ANSWERED = 100_000  # and for all owners together (an owner id is only a fresh key away)
 DEFAULT_DAYS = 365
 STATE_OF = {"accept": "accepted", "alternative": "alternative", "decline": "declined"}
-
-
-class Refused(Exception):
-    """A terms message refused: `status` is the HTTP status, `reason` one of fp.errors.REASONS or 'too-many'."""
-
-    def __init__(self, status: int, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.status = status
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(slots=True, frozen=True)

@@ -22,13 +22,13 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fp.ids import is_valid_id
+from host_agent.terms.refused import Refused
 
 if TYPE_CHECKING:
     from host_agent.bus.connection import Bus
-    from host_agent.terms.desk import TermsDesk
 
 log = logging.getLogger("firstparty.terms")
 PREFIX = "fp/v1/terms/"
@@ -37,6 +37,22 @@ TO_RECIPIENT = ("proffer", "termination")
 TO_OWNER = ("answer", "termination-ack")
 SCHEME = "mqtt://"
 POLICY_WAIT_S = 5.0
+
+
+class Desk(Protocol):
+    """What the courier needs of the terms desk (host_agent.terms.desk.TermsDesk)."""
+
+    key: Any  # the agent's key: .owner_id
+    agent: Any  # the running agent: .audit(kind, data)
+
+    def published(self) -> dict[str, Any]: ...
+
+    async def receive_proffer(self, data: bytes, topic_owner: str | None = None) -> bytes: ...
+
+    async def receive_termination(self, data: bytes) -> bytes: ...
+
+    async def take_mqtt_reply(self, kind: str, data: bytes) -> dict[str, Any]: ...
+
 
 
 def topic(owner_id: str, kind: str) -> str:
@@ -72,7 +88,7 @@ def owner_filters(owner_id: str) -> list[str]:
 class TermsCourier:
     """Carries terms messages between the desk and the agent's buses (its own and its relays)."""
 
-    def __init__(self, desk: TermsDesk, own: Bus | None, relays: dict[str, Bus]):
+    def __init__(self, desk: Desk, own: Bus | None, relays: dict[str, Bus]):
         self.desk = desk
         self.own = own  # the broker this agent serves: proffers to it arrive here
         self.relays = relays  # "mqtt://host:port" -> the relay bus to that broker
@@ -111,8 +127,6 @@ class TermsCourier:
 
     async def on_message(self, bus: Bus, text: str, payload: bytes) -> None:
         """A terms message arrived on `bus`; its record is committed when this returns."""
-        from host_agent.terms.desk import Refused
-
         if text == POLICY_TOPIC:
             peer = next((p for p, b in self.relays.items() if b is bus), None)
             try:

@@ -11,7 +11,6 @@ from fp import messages, topics
 from host_agent import wire
 from host_agent.bus.mosquitto import Mosquitto
 from host_agent.owner import Owner
-from host_agent.bus.mosquitto import Mosquitto
 from tests.firmware.conftest import HEAP_BUDGET, counter_board, wait_for
 
 
