@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,26 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
   prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agreements (
+  id TEXT PRIMARY KEY, side TEXT NOT NULL, peer TEXT NOT NULL, route TEXT NOT NULL,
+  state TEXT NOT NULL, proffer BLOB NOT NULL, proffer_digest BLOB NOT NULL, answer BLOB,
+  termination BLOB, termination_ack BLOB, owner_id TEXT NOT NULL, created REAL, updated REAL);
+CREATE INDEX IF NOT EXISTS agreements_route ON agreements (route, side);
+CREATE UNIQUE INDEX IF NOT EXISTS agreements_digest ON agreements (proffer_digest);
 """
+# the signed parts of an agreement's record (host_agent.terms.records), and its columns
+AGREEMENT_PARTS = ("proffer", "answer", "termination", "termination_ack")
+AGREEMENT_COLUMNS = (
+    "id",
+    "side",
+    "peer",
+    "route",
+    "state",
+    *AGREEMENT_PARTS,
+    "owner_id",
+    "created",
+    "updated",
+)
 
 
 # outbox_pending walks the undelivered rows in order and stops at the limit; through outbox_due,
@@ -102,7 +122,7 @@ def _table_sql(schema: str, table: str) -> str:
     return schema[start : schema.index(";", start)].replace(" IF NOT EXISTS", "")
 
 
-def _rebuild(db: sqlite3.Connection, table: str) -> None:
+def _rebuild(db: Tx, table: str) -> None:
     """Recreate `table` with this version's definition and indexes, keeping every row (and the
     columns this version still has)."""
     db.execute(_table_sql(SCHEMA, table).replace(f"TABLE {table} (", f"TABLE {table}_new (", 1))
@@ -131,16 +151,132 @@ def _names(metrics: str | None) -> list[str]:
     return [name for name in (metrics or "").split(",") if name]
 
 
+MESSAGE_INSERT = (
+    "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+OUTBOX_INSERT = (
+    "INSERT OR IGNORE INTO outbox (route_id, message_id, idempotency_key, next_at) VALUES (?,?,?,?)"
+)
+
+
+def _agreement(values: tuple) -> dict[str, Any]:
+    row: dict[str, Any] = dict(zip(AGREEMENT_COLUMNS, values, strict=True))
+    for part in AGREEMENT_PARTS:
+        if row[part] is not None:
+            row[part] = bytes(row[part])
+    return row
+
+
+class Tx:
+    """One open transaction: the reads and writes of a batch (ingest), named for what they do.
+
+    Only the store's modules hold its connection; ingest and the others call these methods.
+    """
+
+    __slots__ = ("db",)
+
+    def __init__(self, db: Any):
+        self.db = db
+
+    def execute(self, sql: str, args: tuple | list = ()) -> Any:
+        return self.db.execute(sql, args)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            self.db.executemany(sql, rows)
+
+    # --- ingest's reads -------------------------------------------------------------------------
+
+    def new_message_ids(self, count: int) -> list[int]:
+        """`count` ids for messages this transaction may insert (as SQLite would pick them)."""
+        largest = self.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+        return list(range(largest + 1, largest + 1 + count))
+
+    def replay_window(self, device_id: str, kind: str) -> tuple[int, int, bytes] | None:
+        """The stored (boot, top, seen) of a device's replay window for one kind of message."""
+        row = self.execute(
+            "SELECT boot, top, seen FROM replay WHERE device_id=? AND kind=?", (device_id, kind)
+        ).fetchone()
+        return (row[0], row[1], bytes(row[2])) if row else None
+
+    def message_bytes(self, device_id: str, kind: str, boot: int, seq: int) -> bytes | None:
+        """The signed bytes stored under a message's counters, if any."""
+        row = self.execute(
+            "SELECT raw FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?",
+            (device_id, kind, boot, seq),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def device_key(self, device_id: str) -> tuple[bytes, str, str | None] | None:
+        """A device's (public key, state, owner id), or None for a device without a card."""
+        row = self.execute(
+            "SELECT public_key, state, owner_id FROM devices WHERE device_id=?", (device_id,)
+        ).fetchone()
+        return (bytes(row[0]), row[1], row[2]) if row else None
+
+    def newest_card(self, device_id: str) -> tuple[int | None, str | None]:
+        """(time of the newest card held, its owner id); (None, None) for an unknown device."""
+        row = self.execute("SELECT card_time_s, owner_id FROM devices WHERE device_id=?", (device_id,))
+        return row.fetchone() or (None, None)
+
+    # --- ingest's writes ------------------------------------------------------------------------
+
+    def add_device(
+        self, device_id, public_key, card, owner_id, board, firmware, state, now, card_time_s
+    ) -> None:
+        self.execute(
+            "INSERT INTO devices (device_id, public_key, card, owner_id, board, firmware, state,"
+            " first_seen, last_seen, card_time_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (device_id, public_key, card, owner_id, board, firmware, state, now, now, card_time_s),
+        )
+
+    def update_card(self, device_id, card, owner_id, board, firmware, now, card_time_s) -> None:
+        """Keep a device's newest card and its details; the card time held only grows."""
+        self.execute(
+            "UPDATE devices SET card=?, owner_id=?, board=?, firmware=?, last_seen=?,"
+            " card_time_s=MAX(COALESCE(card_time_s, ?), COALESCE(?, card_time_s)) WHERE device_id=?",
+            (card, owner_id, board, firmware, now, card_time_s, card_time_s, device_id),
+        )
+
+    def insert_messages(self, rows: list[tuple]) -> None:
+        """(id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held) rows."""
+        self.executemany(MESSAGE_INSERT, rows)
+
+    def queue_forwards(self, rows: list[tuple]) -> None:
+        """(route id, message id, idempotency key, next_at) rows; a forward already queued stays."""
+        self.executemany(OUTBOX_INSERT, rows)
+
+    def save_replay_windows(self, rows: list[tuple]) -> None:
+        """(device_id, kind, boot, top, seen) rows, replacing the stored windows."""
+        self.executemany("INSERT OR REPLACE INTO replay VALUES (?,?,?,?,?)", rows)
+
+    def mark_seen(self, rows: list[tuple]) -> None:
+        """(last_seen, device_id) rows."""
+        self.executemany("UPDATE devices SET last_seen=? WHERE device_id=?", rows)
+
+    def mark_statuses(self, rows: list[tuple]) -> None:
+        """(last_seen, status JSON, device_id) rows."""
+        self.executemany("UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?", rows)
+
+    def add_rejections(self, rows: list[tuple]) -> None:
+        """(at, reason, topic, device_id, detail) rows."""
+        self.executemany(
+            "INSERT INTO rejections (at, reason, topic, device_id, detail) VALUES (?,?,?,?,?)", rows
+        )
+
+
 class _Transaction:
     """What Store.transaction() returns; one class for all (a class made per call is a reference
     cycle of a dozen objects that only the garbage collector frees: thousands a second)."""
 
-    __slots__ = ("store",)
+    __slots__ = ("store", "tx")
 
     def __init__(self, store: Store):
         self.store = store
+        self.tx = Tx(store.db)
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Tx:
         store = self.store
         store.lock.acquire()
         try:
@@ -148,7 +284,7 @@ class _Transaction:
         except BaseException:
             store.lock.release()
             raise
-        return store.db
+        return self.tx
 
     def __exit__(self, kind, error, tb) -> None:
         store = self.store
@@ -193,6 +329,7 @@ class Store:
                 make_private_file(Path(f"{self.path}{suffix}"))
         self.lock = threading.RLock()
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._transaction = _Transaction(self)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process kill
         self.db.executescript(SCHEMA)
@@ -254,7 +391,28 @@ class Store:
 
     def transaction(self) -> _Transaction:
         """Context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; holds the lock."""
-        return _Transaction(self)
+        return self._transaction
+
+    # --- ingest --------------------------------------------------------------------------------
+
+    def device_keys(self) -> list[tuple[str, bytes, str, str | None]]:
+        """(device_id, public key, state, owner id) of every device with a card."""
+        rows = self.query("SELECT device_id, public_key, state, owner_id FROM devices")
+        return [(device_id, bytes(key), state, owner) for device_id, key, state, owner in rows]
+
+    def replay_windows(self) -> list[tuple[str, str, int, int, bytes]]:
+        """(device_id, kind, boot, top, seen) of every stored replay window."""
+        rows = self.query("SELECT device_id, kind, boot, top, seen FROM replay")
+        return [(device_id, kind, boot, top, bytes(seen)) for device_id, kind, boot, top, seen in rows]
+
+    def unforwarded_readings(self, device_id: str) -> list[tuple[int, int, int, list[str]]]:
+        """(message id, boot, seq, metric names) of a device's readings no forward was queued for."""
+        rows = self.query(
+            "SELECT id, boot, seq, metrics FROM messages WHERE device_id=? AND kind='reading'"
+            " AND id NOT IN (SELECT message_id FROM outbox)",
+            (device_id,),
+        )
+        return [(message_id, boot, seq, _names(metrics)) for message_id, boot, seq, metrics in rows]
 
     # --- registry ------------------------------------------------------------------------------
 
@@ -356,8 +514,25 @@ class Store:
             )
         return out
 
-    def count_readings(self) -> int:
-        return self.query("SELECT COUNT(*) FROM messages WHERE kind='reading'")[0][0]
+    def count_readings(
+        self, device_id: str | None = None, since_s: float | None = None, boot: int | None = None
+    ) -> int:
+        """Readings stored (of one device, received since `since_s`, of one boot, when given)."""
+        sql = "SELECT COUNT(*) FROM messages WHERE kind='reading'"
+        args: list[Any] = []
+        for column, value in (("device_id=?", device_id), ("received_s>=?", since_s), ("boot=?", boot)):
+            if value is not None:
+                sql += " AND " + column
+                args.append(value)
+        return self.query(sql, tuple(args))[0][0]
+
+    def latest_reading(self, device_id: str) -> tuple[str | None, bytes] | None:
+        """The (body, signed bytes) of a device's newest reading, for reading_values()."""
+        rows = self.query(
+            "SELECT body, raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
+            (device_id,),
+        )
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
 
     def apply_retention(self, retention_days: float, now_s: float | None = None) -> int:
         """Delete messages received before the retention period whose forwards are all done."""
@@ -378,6 +553,12 @@ class Store:
         )
         keys = ("id", "at", "reason", "topic", "device_id", "detail")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def rejections_after(self, after_id: int) -> list[tuple[int, str, str, str]]:
+        """(id, reason, topic, detail) of the rejections recorded after `after_id`, oldest first."""
+        return self.query(
+            "SELECT id, reason, topic, detail FROM rejections WHERE id>? ORDER BY id", (after_id,)
+        )
 
     def rejection_counts(self) -> dict[str, int]:
         return dict(self.query("SELECT reason, COUNT(*) FROM rejections GROUP BY reason"))
@@ -581,7 +762,7 @@ class Store:
 
     # --- audit ---------------------------------------------------------------------------------
 
-    def _audit(self, db: sqlite3.Connection, kind: str, data: dict) -> None:
+    def _audit(self, db: Tx, kind: str, data: dict) -> None:
         last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
         at = round(time.time(), 6)
@@ -605,6 +786,104 @@ class Store:
             for r in rows
         ]
 
+    def audit_count(self) -> int:
+        return self.query("SELECT COUNT(*) FROM audit")[0][0]
+
     def audit_verify(self) -> tuple[int, str] | None:
         rows = self.query("SELECT seq, at, kind, data, prev, hash FROM audit ORDER BY seq")
         return audit.first_bad(rows)
+
+    # --- agreements (host_agent.terms.records) -----------------------------------------------------
+
+    def agreement(self, agreement_id: str) -> dict[str, Any] | None:
+        rows = self.query(
+            f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements WHERE id=?", (agreement_id,)
+        )
+        return _agreement(rows[0]) if rows else None
+
+    def agreement_by_digest(self, digest: bytes) -> dict[str, Any] | None:
+        rows = self.query(
+            f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements WHERE proffer_digest=?", (digest,)
+        )
+        return _agreement(rows[0]) if rows else None
+
+    def agreements(self, route: str | None = None) -> list[dict[str, Any]]:
+        """Every record, oldest first; with `route`, the first party's records of that route."""
+        sql = f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements"
+        args: tuple = ()
+        if route is not None:
+            sql += " WHERE route=? AND side='first'"
+            args = (route,)
+        return [_agreement(r) for r in self.query(sql + " ORDER BY created", args)]
+
+    def answered_counts(self, owner_id: str) -> tuple[int, int]:
+        """Proffers this agent answered: from `owner_id`, and from everyone."""
+        rows = self.query(
+            "SELECT SUM(CASE WHEN owner_id=? THEN 1 ELSE 0 END), COUNT(*) FROM agreements WHERE side='second'",
+            (owner_id,),
+        )
+        return int(rows[0][0] or 0), int(rows[0][1] or 0)
+
+    def add_agreement(self, row: dict[str, Any], digest: bytes, audit_kind: str, audit_data: dict) -> None:
+        """Insert a record (every column of AGREEMENT_COLUMNS) and its audit entry in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO agreements ({', '.join(AGREEMENT_COLUMNS)}, proffer_digest)"
+                f" VALUES ({','.join('?' * (len(AGREEMENT_COLUMNS) + 1))})",
+                (*(row[c] for c in AGREEMENT_COLUMNS), digest),
+            )
+            self._audit(db, audit_kind, audit_data)
+
+    def update_agreement(
+        self,
+        agreement_id: str,
+        changes: dict[str, Any],
+        expect_state: str | None,
+        audit_kind: str,
+        audit_data: Callable[[dict[str, Any]], dict],
+    ) -> dict[str, Any] | None:
+        """Change a record (only from `expect_state`, when given) and audit it, in one transaction.
+
+        `audit_data(row)` makes the audit entry's data from the changed record. On an accept, the
+        forwards held for the agreement's route wait no longer.
+        """
+        if not set(changes) <= set(AGREEMENT_COLUMNS) - {"id"}:
+            raise ValueError(f"not agreement columns: {sorted(set(changes) - set(AGREEMENT_COLUMNS))}")
+        with self.transaction() as db:
+            found = db.execute(
+                f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements WHERE id=?", (agreement_id,)
+            ).fetchone()
+            if found is None:
+                return None
+            row = _agreement(found)
+            if expect_state is not None and row["state"] != expect_state:
+                return None
+            row.update(changes, updated=time.time())
+            assignments = ", ".join(f"{c}=?" for c in [*changes, "updated"])
+            db.execute(
+                f"UPDATE agreements SET {assignments} WHERE id=?",
+                (*changes.values(), row["updated"], agreement_id),
+            )
+            if changes.get("state") == "accepted":
+                db.execute(
+                    "UPDATE outbox SET next_at=? WHERE delivered_at IS NULL AND route_id IN"
+                    " (SELECT id FROM routes WHERE name=? AND active=1)",
+                    (time.time(), row["route"]),
+                )
+            self._audit(db, audit_kind, audit_data(row))
+        return row
+
+    def postpone_forwards(self, outbox_ids: list[int], next_at: float) -> None:
+        """Leave forwards queued, not due before `next_at`."""
+        if outbox_ids:
+            with self.transaction() as db:
+                db.executemany("UPDATE outbox SET next_at=? WHERE id=?", [(next_at, i) for i in outbox_ids])
+
+    def drop_forwards(self, outbox_ids: list[int], audit_kind: str, audit_data: dict) -> None:
+        """Delete forwards not yet delivered, with an audit entry saying why, in one transaction."""
+        if outbox_ids:
+            with self.transaction() as db:
+                db.executemany(
+                    "DELETE FROM outbox WHERE id=? AND delivered_at IS NULL", [(i,) for i in outbox_ids]
+                )
+                self._audit(db, audit_kind, audit_data)

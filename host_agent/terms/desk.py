@@ -128,7 +128,6 @@ class TermsDesk:
         self.http = httpx.AsyncClient(timeout=10.0)
         self.tasks: set[asyncio.Task] = set()
         self.max_from_one_owner, self.max_answered = MAX_FROM_ONE_OWNER, MAX_ANSWERED
-        records.install(self.store)
 
     async def close(self) -> None:
         for task in list(self.tasks):
