@@ -43,7 +43,7 @@ from host_agent import wire
 from host_agent.config import ApiConfig
 from host_agent.errors import UserError
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import CANNOT_COMMIT, DISK_FULL
+from host_agent.store.base import CANNOT_COMMIT, DISK_FULL
 
 bearer = HTTPBearer(auto_error=False)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: ids and audit sequence numbers

@@ -13,7 +13,8 @@ import httpx
 
 from host_agent import config as agent_config
 from host_agent.errors import UserError
-from host_agent.store.sqlite import Store
+from host_agent.store import Store
+from host_agent.store import open_store as open_backend
 
 DEFAULT_CONFIG = "firstparty.toml"
 RUNTIME_FILE = "agent.json"  # written by `serve`: where its API listens, and the CLI's token
@@ -54,11 +55,11 @@ def load_config(args: argparse.Namespace) -> agent_config.Config:
 
 
 def open_store(config: agent_config.Config) -> Store:
-    if not config.store.path.exists():
+    if config.store.url is None and not config.store.path.exists():
         raise UserError(
             f"no agent database at {config.store.path}: start the agent with `firstparty serve` first"
         )
-    return Store(config.store.path)
+    return open_backend(config.store.path, config.store.url)
 
 
 def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from fp import cose, messages, replay, topics
 from fp.errors import REASONS, ProtocolError
 from host_agent import wire
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import Store, Tx
+from host_agent.store.base import Store, Tx
 
 log = logging.getLogger("firstparty.ingest")
 DEVICE_KINDS = ("reading", "status", "ack")
@@ -149,7 +148,7 @@ class Ingest:
     # --- the batch ------------------------------------------------------------------------------
 
     def process(self, batch: list[tuple[str, bytes | int]]) -> list[Outcome]:
-        """Verify and commit a batch; raise sqlite3.Error (state unchanged) if it cannot commit.
+        """Verify and commit a batch; raise the store's error (state unchanged) if it cannot commit.
 
         A payload given as an int is the size of a message too large to receive: 'oversized'.
         """
@@ -168,7 +167,7 @@ class Ingest:
                 for (topic, data), check in zip(items, checks, strict=True):
                     outcomes.append(self._one(db, rows, topic, data, check, now, saved_windows, saved_known))
                 rows.write(db, now)
-        except sqlite3.Error:
+        except self.store.errors:
             for key, state in saved_windows.items():
                 if state is None:
                     self.windows.pop(key, None)

@@ -18,7 +18,6 @@ import base64
 import json
 import logging
 import random
-import sqlite3
 import threading
 import time
 from binascii import b2a_base64
@@ -33,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fp import messages, topics
 from host_agent.bus.tcp import no_nagle
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import Store, write_problem
+from host_agent.store.base import Store, write_problem
 
 log = logging.getLogger("firstparty.outbox")
 BACKOFF_BASE_S = 0.5
@@ -240,7 +239,7 @@ class Outbox:
         """Run a store write in a thread; a failure becomes StoreWriteError with its health reason."""
         try:
             return await asyncio.to_thread(function, *args)
-        except (sqlite3.Error, OSError) as error:
+        except (*self.store.errors, OSError) as error:
             raise StoreWriteError(write_problem(error), str(error)) from None
 
     async def run(self) -> None:

@@ -51,7 +51,7 @@ from host_agent.paths import BOARDS
 from host_agent.rig.mosquitto import free_port
 from host_agent.rig.simdevice import SimDevice
 from host_agent.service import Agent, start_in_thread
-from host_agent.store.sqlite import reading_values
+from host_agent.store.base import reading_values
 from host_agent.terms import records, roster
 
 # (label, sensors): three boards with different sensors and rates.

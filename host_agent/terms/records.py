@@ -16,7 +16,7 @@ from typing import Any
 from fp import cbor, terms
 from fp.errors import ProtocolError
 from host_agent import wire
-from host_agent.store.sqlite import AGREEMENT_PARTS, Store
+from host_agent.store.base import AGREEMENT_PARTS, Store
 from host_agent.terms import policy
 
 PARTS = AGREEMENT_PARTS

@@ -44,7 +44,7 @@ def test_an_older_genuine_card_cannot_put_back_a_former_owner(start_agent, devic
 def test_a_database_of_the_first_release_gains_the_card_time_column(tmp_path):
     import sqlite3
 
-    from host_agent.store.sqlite import Store
+    from host_agent.store.sqlite import SQLiteStore
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
@@ -56,7 +56,7 @@ def test_a_database_of_the_first_release_gains_the_card_time_column(tmp_path):
         db.execute(
             "INSERT INTO devices (device_id, public_key, card, state) VALUES ('d', x'00', x'00', 'accepted')"
         )
-    store = Store(path)
+    store = SQLiteStore(path)
     try:
         assert store.query("SELECT device_id, card_time_s FROM devices") == [("d", None)]
     finally:

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 
 from host_agent.bus.broker import EmbeddedBroker
 from host_agent.rig.mosquitto import free_port
-from host_agent.store.sqlite import Store
+from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import FakeDevice, agent_settings, wait_for
 from tests.agent.test_durability import _serve, _toml
 
@@ -156,7 +156,7 @@ def test_sigkilled_agent_takes_its_broker_along_and_serves_again_at_once(tmp_pat
             publisher.send(data, 5.0)
         acknowledged = set(publisher.acknowledged)
         assert len(acknowledged) >= 250  # all but those sent while no broker listened
-        store = Store(tmp_path / "agent" / "firstparty.db")
+        store = SQLiteStore(tmp_path / "agent" / "firstparty.db")
         try:
 
             def stored() -> list[bytes]:
