@@ -163,6 +163,8 @@ class Ingest:
         checks = [self._check(topic, data) for topic, data in items]
         try:
             with self.store.transaction() as db:
+                if self.shared:  # the other agents of the group wait for these devices, no others
+                    db.lock_devices([c.device_id for c in checks if c.device_id is not None])
                 rows = Rows(db.new_message_ids(len(items)))
                 for (topic, data), check in zip(items, checks, strict=True):
                     outcomes.append(self._one(db, rows, topic, data, check, now, saved_windows, saved_known))

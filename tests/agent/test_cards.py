@@ -6,7 +6,9 @@ import os
 
 from fp import messages
 from fp.ids import id_from_public_key
-from tests.agent.conftest import FakeDevice, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, wait_for
+
+pytestmark = BOTH_STORES
 
 T = 1796000000
 

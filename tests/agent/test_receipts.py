@@ -21,11 +21,14 @@ from fp import ids, messages
 from host_agent.api import tokens
 from host_agent.rig.simdevice import SimDevice
 from host_agent.wire import nacl_public_key
-from tests.agent.conftest import wait_for
+from tests.agent.conftest import BOTH_STORES, wait_for
 from tests.agent.test_end_to_end import api
 from tests.agent.test_firmware import HAS_MICROPYTHON, run_on
 
-pytestmark = pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
+pytestmark = [
+    BOTH_STORES,
+    pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed"),
+]
 SENSOR = "n"  # the sim's counter sensor: its value is the sample number, so a gap is a lost reading
 FAST_BOARD = {
     "name": "sim",

@@ -8,8 +8,10 @@ import time
 
 from fp import topics
 from host_agent.api import tokens
-from tests.agent.conftest import FakeDevice, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, wait_for
 from tests.agent.test_end_to_end import api
+
+pytestmark = BOTH_STORES
 
 
 def test_bad_messages_are_rejected_with_reasons_and_nothing_is_stored_or_forwarded(

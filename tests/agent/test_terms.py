@@ -13,7 +13,9 @@ from fp import messages, terms, topics
 from host_agent import wire
 from host_agent.api import tokens
 from host_agent.terms import records
-from tests.agent.conftest import FakeDevice, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, wait_for
+
+pytestmark = BOTH_STORES
 
 
 def api(agent) -> httpx.Client:
