@@ -15,8 +15,7 @@ import pytest
 from host_agent.ingest.intake import Ingest
 from host_agent.routes import rules as routing
 from host_agent.store.postgres import PostgresStore
-from tests.agent.conftest import agent_settings, wait_for
-from tests.agent.test_durability import _serve, _toml
+from tests.agent.conftest import agent_settings, agent_toml, serve_process, wait_for
 
 pytestmark = pytest.mark.postgresql
 
@@ -43,10 +42,10 @@ class Fleet:
             store={"url": self.url},
         )
         config_path = self.tmp_path / f"{name}.toml"
-        config_path.write_text(_toml(settings))
+        config_path.write_text(agent_toml(settings))
         runtime = self.tmp_path / name / "agent" / "agent.json"
         runtime.unlink(missing_ok=True)
-        self.processes[name] = _serve(config_path, self.tmp_path / f"{name}.log")
+        self.processes[name] = serve_process(config_path, self.tmp_path / f"{name}.log")
         wait_for(runtime.exists, 30, f"agent {name} to serve")
         return json.loads(runtime.read_text())
 
