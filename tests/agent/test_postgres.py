@@ -73,7 +73,7 @@ def _start_fleet(fleet: Fleet, count: int, webhook, device, publisher) -> list[d
     """The first agent takes the route (the others load it at start), then the rest join the group."""
     first = fleet.start("a")
     headers = {"authorization": f"Bearer {first['token']}"}
-    route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}}
+    route = {"name": "hook", "destination": {"type": "webhook", "url": webhook.url}, "needs_agreement": False}
     assert httpx.post(first["api"] + "/routes", json=route, headers=headers).status_code == 201
     infos = [first] + [fleet.start(name) for name in "bcdef"[: count - 1]]
     time.sleep(0.5)  # every subscription in place
