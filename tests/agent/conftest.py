@@ -281,6 +281,16 @@ class CountingPublisher:
         self.client.disconnect()
 
 
+def add_own_webhook(admin: httpx.Client, url: str, name: str = "hook") -> dict:
+    """Route every reading to a webhook the owner states is their own (no agreement to wait for)."""
+    response = admin.post(
+        "/routes",
+        json={"name": name, "destination": {"type": "webhook", "url": url}, "needs_agreement": False},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 def agent_toml(settings: dict) -> str:
     lines = []
     tables = {k: v for k, v in settings.items() if isinstance(v, dict)}

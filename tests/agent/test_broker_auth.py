@@ -21,7 +21,7 @@ import pytest
 from host_agent.api import tokens
 from host_agent.bus.broker import AGENT_USER
 from host_agent.owner import Owner
-from tests.agent.conftest import CountingPublisher, FakeDevice, Publisher, api, wait_for
+from tests.agent.conftest import CountingPublisher, FakeDevice, Publisher, add_own_webhook, api, wait_for
 
 
 def connect_outcome(port: int, client_id: str = "", username=None, password=None, clean=None) -> str:
@@ -91,14 +91,7 @@ def assert_nothing_lost(agent, acknowledged: set[bytes], sent: list[bytes]) -> N
 def test_no_client_takes_the_agents_or_a_devices_session_and_nothing_is_lost(start_agent, webhook):
     agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post(
-        "/routes",
-        json={
-            "name": "hook",
-            "destination": {"type": "webhook", "url": webhook.url},
-            "needs_agreement": False,
-        },
-    )
+    add_own_webhook(admin, webhook.url)
     port = agent.broker.port
     honest, other = FakeDevice(os.urandom(32)), FakeDevice(os.urandom(32))
     for device in (honest, other):

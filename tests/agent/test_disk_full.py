@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from host_agent.api import tokens
-from tests.agent.conftest import api, wait_for
+from tests.agent.conftest import add_own_webhook, api, wait_for
 
 
 @pytest.fixture
@@ -50,14 +50,7 @@ def test_full_disk_backs_off_resends_nothing_and_health_says_disk_full(
     agent = start_agent(auto_accept=True, data_dir=str(small_disk / "agent"))
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
     reader = api(agent, tokens.issue(agent.store, "reader", "read"))
-    admin.post(
-        "/routes",
-        json={
-            "name": "hook",
-            "destination": {"type": "webhook", "url": webhook.url},
-            "needs_agreement": False,
-        },
-    )
+    add_own_webhook(admin, webhook.url)
     webhook.status = 503  # forwards pile up in the outbox while the disk still has room
     publisher.publish(device.topic("card"), device.card(), retain=True)
     sent = [device.reading() for _ in range(300)]

@@ -11,20 +11,13 @@ import paho.mqtt.client as mqtt
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
 from host_agent.store.sqlite import SQLiteStore
-from tests.agent.conftest import agent_settings, agent_toml, api, serve_process, wait_for
+from tests.agent.conftest import add_own_webhook, agent_settings, agent_toml, api, serve_process, wait_for
 
 
 def test_destination_down_then_back_loses_nothing(start_agent, device, publisher, webhook):
     agent = start_agent(auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post(
-        "/routes",
-        json={
-            "name": "hook",
-            "destination": {"type": "webhook", "url": webhook.url},
-            "needs_agreement": False,
-        },
-    )
+    add_own_webhook(admin, webhook.url)
     publisher.publish(device.topic("card"), device.card(), retain=True)
     webhook.status = 503
     sent = [device.reading() for _ in range(20)]

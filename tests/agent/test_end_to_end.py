@@ -11,7 +11,7 @@ from fp.ids import id_from_public_key
 from host_agent.api import tokens
 from host_agent.ingest.verifier import Verifier
 from host_agent.routes.grants import parse_grant
-from tests.agent.conftest import BOTH_STORES, FakeDevice, Publisher, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, Publisher, add_own_webhook, api, wait_for
 
 pytestmark = BOTH_STORES
 
@@ -89,14 +89,7 @@ def test_reading_is_verified_stored_and_forwarded_unchanged_to_mqtt_and_webhook(
 def test_pending_device_readings_are_held_then_forwarded_on_accept(start_agent, device, publisher, webhook):
     agent = start_agent()
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post(
-        "/routes",
-        json={
-            "name": "hook",
-            "destination": {"type": "webhook", "url": webhook.url},
-            "needs_agreement": False,
-        },
-    )
+    add_own_webhook(admin, webhook.url)
     publisher.publish(device.topic("card"), device.card(), retain=True)
     for _ in range(3):
         publisher.publish(device.topic("reading"), device.reading())

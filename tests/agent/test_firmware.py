@@ -8,7 +8,7 @@ import pytest
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
-from tests.agent.conftest import HAS_MICROPYTHON, Publisher, api, wait_for
+from tests.agent.conftest import HAS_MICROPYTHON, Publisher, add_own_webhook, api, wait_for
 
 
 @pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
@@ -38,14 +38,7 @@ def test_real_device_in_addition_to_then_instead_of_the_vendor(start_agent, mosq
         assert result["outcome"] == "applied", result
 
         # in addition to: the agent forwards what it reads; the vendor keeps receiving
-        admin.post(
-            "/routes",
-            json={
-                "name": "hook",
-                "destination": {"type": "webhook", "url": webhook.url},
-                "needs_agreement": False,
-            },
-        )
+        add_own_webhook(admin, webhook.url)
         wait_for(lambda: len(webhook.bodies) >= 2, 20, "readings forwarded to the webhook")
         wait_for(lambda: len(vendor_view.received) >= 2, 10, "the vendor receiving")
 

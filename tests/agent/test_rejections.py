@@ -8,7 +8,7 @@ import time
 
 from fp import topics
 from host_agent.api import tokens
-from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, add_own_webhook, api, wait_for
 
 pytestmark = BOTH_STORES
 
@@ -18,14 +18,7 @@ def test_bad_messages_are_rejected_with_reasons_and_nothing_is_stored_or_forward
 ):
     agent = start_agent(auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    admin.post(
-        "/routes",
-        json={
-            "name": "hook",
-            "destination": {"type": "webhook", "url": webhook.url},
-            "needs_agreement": False,
-        },
-    )
+    add_own_webhook(admin, webhook.url)
     publisher.publish(device.topic("card"), device.card(), retain=True)
     genuine = device.reading()
     publisher.publish(device.topic("reading"), genuine)
