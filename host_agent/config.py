@@ -1,27 +1,56 @@
 """The agent's configuration: one TOML file, validated once at start, every problem named.
 
-Each error names the file, the key, what was expected and what was found; unknown keys are refused
-so a typo never silently falls back to a default. See docs/configuration.md.
+The pydantic models below are the one definition of the file: its keys, types, choices, limits and
+defaults. `from_dict` turns each problem pydantic finds into a line naming the file, the key, what was
+expected and what was found; unknown keys are refused so a typo never silently falls back to a
+default. See docs/configuration.md (tests/test_docs_reference.py checks it against these models).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from host_agent.errors import UserError
 
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ApiConfig",
+    "BrokerConfig",
+    "Config",
+    "StoreConfig",
+    "TermsConfig",
+    "from_dict",
+    "load",
+    "locate",
+    "resolve",
+]
+
 DEFAULT_CONFIG = "firstparty.toml"
 
+# TOML gives typed values, so nothing is coerced: "8480" is not a port and true is not 1.
+# A path is the one exception: it is written as text and becomes a Path.
+Count = Annotated[int, Field(ge=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: a free one
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PathText = Annotated[Path, Field(strict=False)]
+TextList = Annotated[tuple[str, ...], Field(strict=False)]  # a TOML array of strings, kept immutable
 
-@dataclass
-class BrokerConfig:
+
+class _Table(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Table):
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: Port = 1883
     embedded: bool = True  # start and supervise our own mosquitto when true
     username: str | None = None
     password: str | None = None
@@ -30,169 +59,162 @@ class BrokerConfig:
     advertise_host: str | None = None  # how devices reach this broker (for set-destinations)
     # other brokers devices may still be on (the vendor's, before a device is rerouted): the agent
     # ingests from them too and sends commands through them ("host:port" each)
-    relay_brokers: list[str] = field(default_factory=list)
+    relay_brokers: TextList = ()
     # the account the vendor gave this agent on those brokers (a vendor role: POST /relays)
     relay_username: str | None = None
     relay_password: str | None = None
 
+    @field_validator("relay_brokers")
+    @classmethod
+    def _host_and_port(cls, relays: tuple[str, ...]) -> tuple[str, ...]:
+        for index, relay in enumerate(relays):
+            host, _, port = relay.rpartition(":")
+            if not host or not port.isdigit():
+                raise _Refused((index,), "must be 'host:port'", relay)
+        return relays
 
-@dataclass
-class ApiConfig:
+
+class ApiConfig(_Table):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 8480
+    port: Port = 8480
     # the largest request body taken; a larger one gets 413 before it is read (a card, a route or
     # a command is at most a few KiB)
-    max_body_bytes: int = 64 * 1024
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
 
 
-@dataclass
-class StoreConfig:
-    path: Path = Path("firstparty.db")
-    retention_days: float = 365.0
-    max_page_count: int | None = None  # caps the database size (tests of a full disk)
+class StoreConfig(_Table):
+    path: PathText = Path("firstparty.db")
+    retention_days: Seconds = 365.0
+    max_page_count: Count | None = None  # caps the database size (tests of a full disk)
     url: str | None = None  # postgresql://...: the PostgreSQL store instead of the SQLite file at `path`
 
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise _Refused((), "must be a PostgreSQL URL (postgresql://user@host:port/database)", url)
+        return url
 
-@dataclass
-class TermsConfig:
+
+class TermsConfig(_Table):
     """First-party terms (docs/agreements.md): what this agent accepts, and what it proffers the vendor."""
 
-    accepts: list[str] | None = None  # roster refs (id@version); None: the role's default
+    accepts: TextList | None = None
     alternative: str | None = None  # the one agreement offered instead of one not accepted
     # the vendor agent's API, or its broker when reached by a relay (mqtt://): a claimed device's terms go there
     vendor_api: str | None = None
     vendor_agreement: str = "service-only@1"
-    on_vendor_decline: str = "drop-vendor"  # or keep-vendor
+    on_vendor_decline: Literal["drop-vendor", "keep-vendor"] = "drop-vendor"
 
 
-@dataclass
-class Config:
-    role: str = "owner"  # owner or vendor
-    data_dir: Path = Path(".")
-    owner_key: Path = Path("owner.key")
-    files_dir: Path = Path("files")  # file destinations of routes are written inside this folder only
+class Config(_Table):
+    role: Literal["owner", "vendor"] = "owner"
+    data_dir: PathText = Path(".")
+    owner_key: PathText = Path("owner.key")
+    files_dir: PathText = Path("files")  # file destinations of routes are written inside this folder only
     auto_accept: bool = False  # new devices go to the pending list unless true (vendor: always)
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
-    api: ApiConfig = field(default_factory=ApiConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    terms: TermsConfig = field(default_factory=TermsConfig)
-    outbox_backoff_max_s: float = 30.0
-    command_timeout_s: float = 10.0
-    log_rejections_per_minute: int = 30
+    broker: BrokerConfig = BrokerConfig()
+    api: ApiConfig = ApiConfig()
+    store: StoreConfig = StoreConfig()
+    terms: TermsConfig = TermsConfig()
+    outbox_backoff_max_s: Seconds = 30.0
+    command_timeout_s: Seconds = 10.0
+    log_rejections_per_minute: Count = 30
     receipts: bool = True  # sign receipts of committed readings for the devices (host_agent.ingest.receipts)
 
+    def with_role(self, role: Literal["owner", "vendor"]) -> Config:
+        """This configuration in another role (serve --role); a vendor accepts every device."""
+        return self.model_copy(update={"role": role, "auto_accept": self.auto_accept or role == "vendor"})
 
-_SCHEMA: dict[str, Any] = {
-    "role": (str, ("owner", "vendor")),
-    "data_dir": (str, None),
-    "owner_key": (str, None),
-    "files_dir": (str, None),
-    "auto_accept": (bool, None),
-    "outbox_backoff_max_s": ((int, float), None),
-    "command_timeout_s": ((int, float), None),
-    "log_rejections_per_minute": (int, None),
-    "receipts": (bool, None),
-    "broker": {
-        "host": (str, None),
-        "port": (int, None),
-        "embedded": (bool, None),
-        "username": (str, None),
-        "password": (str, None),
-        "shared_group": (str, None),
-        "client_id": (str, None),
-        "advertise_host": (str, None),
-        "relay_brokers": (list, None),
-        "relay_username": (str, None),
-        "relay_password": (str, None),
-    },
-    "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None), "max_body_bytes": (int, None)},
-    "store": {
-        "path": (str, None),
-        "retention_days": ((int, float), None),
-        "max_page_count": (int, None),
-        "url": (str, None),
-    },
-    "terms": {
-        "accepts": (list, None),
-        "alternative": (str, None),
-        "vendor_api": (str, None),
-        "vendor_agreement": (str, None),
-        "on_vendor_decline": (str, ("drop-vendor", "keep-vendor")),
-    },
+
+class _Refused(ValueError):
+    """A validator's refusal: where below the field (a list index), what was expected, what was found."""
+
+    def __init__(self, where: tuple[int | str, ...], expected: str, found: object) -> None:
+        super().__init__(expected)
+        self.where, self.expected, self.found = where, expected, found
+
+
+# pydantic's error type -> what the key had to be, in the words of docs/configuration.md
+_EXPECTED = {
+    "string_type": "text",
+    "path_type": "text",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "list_type": "a list",
 }
-
-_TYPE_NAMES = {
-    str: "text",
-    int: "an integer",
-    bool: "true or false",
-    (int, float): "a number",
-    list: "a list",
-}
+_TABLE_TYPES = {"model_type", "model_attributes_type", "dict_type"}
 
 
-def _check(source: str, data: dict, schema: dict, prefix: str, problems: list[str]) -> None:
-    for key, value in data.items():
-        name = prefix + key
-        if key not in schema:
-            problems.append(f"{source}: unknown key {name!r} (expected one of {', '.join(sorted(schema))})")
-            continue
-        rule = schema[key]
-        if isinstance(rule, dict):
-            if not isinstance(value, dict):
-                problems.append(f"{source}: {name} must be a table [{name}], found {type(value).__name__}")
-            else:
-                _check(source, value, rule, name + ".", problems)
-            continue
-        kind, choices = rule
-        is_bool = isinstance(value, bool)
-        if (kind is not bool and is_bool) or not isinstance(value, kind):
-            problems.append(
-                f"{source}: {name} must be {_TYPE_NAMES[kind]}, found {type(value).__name__} {value!r}"
-            )
-        elif choices and value not in choices:
-            problems.append(f"{source}: {name} must be one of {', '.join(choices)}, found {value!r}")
-        elif kind in (int, (int, float)) and not is_bool and not (0 <= value < math.inf):
-            problems.append(f"{source}: {name} must be a finite number, not negative, found {value!r}")
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model of the table at `loc` (a path of table names from the top)."""
+    model: type[BaseModel] = Config
+    for key in loc:
+        annotation = model.model_fields[str(key)].annotation
+        assert isinstance(annotation, type) and issubclass(annotation, BaseModel), loc
+        model = annotation
+    return model
 
 
-def from_dict(data: dict, source: str = "<config>", base: Path | None = None) -> Config:
-    """Validate a configuration mapping and return a Config; raise UserError naming every problem."""
-    problems: list[str] = []
-    _check(source, data, _SCHEMA, "", problems)
-    if problems:
-        raise UserError("; ".join(problems))
-    base = base or Path(".")
-    config = Config()
-    for key, value in data.items():
-        if key in ("broker", "api", "store", "terms"):
-            section = getattr(config, key)
-            for sub_key, sub_value in value.items():
-                setattr(section, sub_key, sub_value)
-        else:
-            setattr(config, key, value)
-    config.data_dir = (base / Path(config.data_dir)).resolve()
-    if not Path(config.owner_key).is_absolute():
-        config.owner_key = config.data_dir / config.owner_key
-    config.files_dir = config.data_dir / config.files_dir  # an absolute files_dir stays as it is
-    if config.api.max_body_bytes < 1024:
-        raise UserError(
-            f"{source}: api.max_body_bytes must be at least 1024, found {config.api.max_body_bytes}"
-        )
-    if not Path(config.store.path).is_absolute():
-        config.store.path = config.data_dir / config.store.path
-    if config.store.url is not None and not config.store.url.startswith(("postgresql://", "postgres://")):
-        raise UserError(
-            f"{source}: store.url must be a PostgreSQL URL (postgresql://user@host:port/database),"
-            f" found {config.store.url!r}"
-        )
-    for index, relay in enumerate(config.broker.relay_brokers):
-        host, _, port = str(relay).rpartition(":")
-        if not host or not port.isdigit():
-            raise UserError(f"{source}: broker.relay_brokers[{index}] must be 'host:port', found {relay!r}")
-    if config.role == "vendor":
-        config.auto_accept = True
-    return config
+def _choices(loc: tuple[int | str, ...]) -> list[str]:
+    annotation = _model_at(loc[:-1]).model_fields[str(loc[-1])].annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # an optional choice: X | None
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return [str(choice) for choice in typing.get_args(annotation)]
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in loc).lstrip(".")
+
+
+def _problem(source: str, error: ErrorDetails) -> str:
+    """One problem as the user reads it: file, dotted key, what was expected, what was found."""
+    loc, kind, found, context = error["loc"], error["type"], error["input"], error.get("ctx") or {}
+    name = _dotted(loc)
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(_model_at(loc[:-1]).model_fields))
+        return f"{source}: unknown key {name!r} (expected one of {known})"
+    if kind in _TABLE_TYPES:
+        return f"{source}: {name} must be a table [{name}], found {type(found).__name__}"
+    if kind in _EXPECTED:
+        return f"{source}: {name} must be {_EXPECTED[kind]}, found {type(found).__name__} {found!r}"
+    if kind == "literal_error":
+        return f"{source}: {name} must be one of {', '.join(_choices(loc))}, found {found!r}"
+    if kind == "finite_number" or (kind == "greater_than_equal" and context.get("ge") == 0):
+        return f"{source}: {name} must be a finite number, not negative, found {found!r}"
+    if kind == "greater_than_equal":
+        return f"{source}: {name} must be at least {context['ge']}, found {found!r}"
+    if kind == "less_than_equal":
+        return f"{source}: {name} must be at most {context['le']}, found {found!r}"
+    refused = context.get("error")
+    if isinstance(refused, _Refused):
+        return f"{source}: {_dotted((*loc, *refused.where))} {refused.expected}, found {refused.found!r}"
+    return f"{source}: {name}: {error['msg']}, found {found!r}"
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a configuration mapping and return a Config; raise UserError naming every problem.
+
+    Relative paths are resolved: `data_dir` against `base` (the file's folder), `owner_key`,
+    `files_dir` and `store.path` against `data_dir`.
+    """
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        raise UserError("; ".join(_problem(source, problem) for problem in error.errors())) from None
+    data_dir = ((base or Path(".")) / config.data_dir).resolve()
+    return config.model_copy(
+        update={
+            "data_dir": data_dir,
+            "owner_key": data_dir / config.owner_key,  # an absolute path stays as it is
+            "files_dir": data_dir / config.files_dir,
+            "store": config.store.model_copy(update={"path": data_dir / config.store.path}),
+            "auto_accept": config.auto_accept or config.role == "vendor",
+        }
+    )
 
 
 def locate(path: Path | None) -> Path | None:

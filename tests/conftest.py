@@ -27,6 +27,7 @@ UNIT_FILES = {
     "tests/agent/test_accept_core.py",
     "tests/test_layers.py",
     "tests/agent/test_outbox_sinks.py",
+    "tests/agent/test_config.py",
 }
 DOCS_FILES = {"tests/test_docs_commands.py", "tests/test_docs_reference.py"}
 PROCESS_FIXTURES = {

@@ -8,6 +8,7 @@ module, the ones inside functions too, so a lazy import cannot hide a back-reach
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -121,3 +122,23 @@ def test_the_architecture_page_states_the_same_layers():
     rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", page, re.M)
     stated = [tuple(name.strip(" `") for name in names.split(",")) for _, names in rows]
     assert stated == LAYERS, "docs/architecture.md's layer table differs from tests/test_layers.py"
+
+
+def test_every_package_of_host_agent_declares_what_it_offers_in_all():
+    """Each package names its offer in __all__ (empty: its modules are imported by path), and has it."""
+    problems = []
+    for path in sorted(PACKAGE.rglob("__init__.py")):
+        name = ".".join(path.relative_to(REPO).parent.parts)
+        package = importlib.import_module(name)
+        offered = getattr(package, "__all__", None)
+        if not isinstance(offered, list) or not all(isinstance(entry, str) for entry in offered):
+            problems.append(f"{name}: no __all__ list of names")
+            continue
+        problems += [
+            f"{name}: __all__ names {entry!r}, which it lacks"
+            for entry in offered
+            if not hasattr(package, entry)
+        ]
+        if not offered and "imported by path" not in (package.__doc__ or ""):
+            problems.append(f"{name}: an empty __all__ and a docstring that does not say how it is used")
+    assert not problems, "\n".join(problems)

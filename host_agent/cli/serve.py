@@ -22,9 +22,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = load_config(args)
     if args.role:
-        config.role = args.role
-        if args.role == "vendor":
-            config.auto_accept = True
+        config = config.with_role(args.role)
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
 
