@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import httpx
 
@@ -388,3 +389,190 @@ def test_an_offline_recipient_answers_with_the_cli_and_verify_agreement_refuses_
     forged[-10] ^= 1
     record_file.write_bytes(bytes(forged))
     assert main(["verify", "--card", str(card), "--agreement", str(record_file), files[0]]) == 2
+
+
+def cli_run(main, capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `firstparty ARGV` in this process; its exit status, stdout and stderr."""
+    capsys.readouterr()
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_the_cli_walks_proffers_through_policy_answers_list_show_termination_and_acknowledgement(
+    start_agent, tmp_path, device, capsys
+):
+    import json
+
+    from host_agent.cli.common import write_runtime
+    from host_agent.cli.main import main
+
+    owner, vendor = start_pair(start_agent, tmp_path)
+    owner_toml, vendor_toml = tmp_path / "owner.toml", tmp_path / "vendor.toml"
+    owner_toml.write_text(f'data_dir = "{owner.config.data_dir}"\n')
+    vendor_toml.write_text(f'role = "vendor"\ndata_dir = "{vendor.config.data_dir}"\n')
+    for agent in (owner, vendor):
+        write_runtime(agent.config, agent.api_port, agent.store)
+    mine, theirs = ["--config", str(owner_toml)], ["--config", str(vendor_toml)]
+
+    def run(*argv: str, status: int = 0) -> str:
+        got, out, err = cli_run(main, capsys, *argv)
+        assert got == status, f"firstparty {' '.join(argv)} -> {got}: {out}{err}"
+        return out + err
+
+    # the policy: the vendor's own, as its configuration says, and as another agent reads it
+    published = httpx.get(url(vendor) + "/.well-known/firstparty-terms").json()
+    local = json.loads(run("terms", "policy", *theirs))
+    assert [a["id"] for a in local["accepts"]] == ["service-only"]
+    assert all(published[key] == value for key, value in local.items())
+    assert json.loads(run("terms", "policy", "--url", url(vendor), *mine)) == published
+    assert json.loads(run("terms", "policy", *mine))["accepts"] == []  # an owner accepts nothing unasked
+    unreachable = run("terms", "policy", "--url", "http://127.0.0.1:9", *mine, status=2)
+    assert "cannot read the terms policy of http://127.0.0.1:9" in unreachable
+    assert "Traceback" not in unreachable
+
+    # proffered to the vendor's agent: accepted at once; listed and shown on both sides
+    out = run(
+        "terms",
+        "proffer",
+        "service-only@1",
+        "--to",
+        url(vendor),
+        "--recipient",
+        "vendor",
+        "--device",
+        device.device_id,
+        "--metric",
+        "temp",
+        "--purpose",
+        "service",
+        "--retention-days",
+        "30",
+        *mine,
+    )
+    agreed = api(owner).get("/agreements").json()
+    assert len(agreed) == 1 and agreed[0]["state"] == "accepted"
+    vendor_id = agreed[0]["id"]
+    assert f"agreement {vendor_id}: service-only@1" in out and "- accepted" in out
+    assert f"-> vendor ({vendor.owner.owner_id})" in out
+    listed = run("terms", "list", *mine).splitlines()
+    assert len(listed) == 1 and listed[0].split()[:4] == [vendor_id, "first", "accepted", "service-only@1"]
+    assert run("terms", "list", *theirs).split()[:3] == [vendor_id, "second", "accepted"]
+    shown = run("terms", "show", vendor_id, *mine)
+    assert f"devices {device.device_id} metrics temp" in shown and ": accept" in shown
+    assert "retention 30 days" in shown and "terminated" not in shown
+    assert "no agreement 00ff" in run("terms", "show", "00ff", *mine, status=2)
+
+    # terminated early with the CLI: the vendor's agent acknowledges, both records stay alike
+    out = run("terms", "terminate", vendor_id, "--reason", "moving out", *mine)
+    assert "- terminated" in out and "acknowledged -" not in out
+    assert api(vendor).get(f"/agreements/{vendor_id}").json()["state"] == "terminated"
+    assert records_of(owner, vendor, vendor_id)[0] == records_of(owner, vendor, vendor_id)[1]
+    assert "not accepted" in run("terms", "terminate", vendor_id, *mine, status=2)
+
+    # a recipient that runs nothing of ours: decline, one alternative, accept then acknowledge
+    key = tmp_path / "coop.key"
+    coop_id = run("terms", "keygen", "--key", str(key)).split()[1]
+
+    def offline_proffer(name: str) -> tuple[str, Path]:
+        path = tmp_path / f"{name}.cbor"
+        run(
+            "terms",
+            "proffer",
+            "community-energy@1",
+            "--recipient",
+            "energy co-op",
+            "--device",
+            device.device_id,
+            "--metric",
+            "temp",
+            "--purpose",
+            "research",
+            "--retention-days",
+            "30",
+            "--out",
+            str(path),
+            *mine,
+        )
+        parts = records.parse_record(path.read_bytes())
+        return terms.parse_proffer(parts["proffer"], wire.nacl_verify).nonce.hex(), path
+
+    declined_id, declined_file = offline_proffer("declined")
+    answer = tmp_path / "decline.cose"
+    out = run(
+        "terms", "decline", str(declined_file), "--key", str(key), "--reason", "no need", "--out", str(answer)
+    )
+    assert out.startswith(f"decline of {declined_id} signed by {coop_id}")
+    out = run("terms", "import", declined_id, str(answer), *mine)
+    assert "- declined" in out and ": decline (no need)" in out
+
+    countered_id, countered_file = offline_proffer("countered")
+    answer = tmp_path / "offer.cose"
+    unknown = run(
+        "terms", "offer", str(countered_file), "nosuch@9", "--key", str(key), "--out", str(answer), status=2
+    )
+    assert "nosuch@9" in unknown and not answer.exists()
+    out = run(
+        "terms",
+        "offer",
+        str(countered_file),
+        "research-open-models@1",
+        "--key",
+        str(key),
+        "--out",
+        str(answer),
+    )
+    assert out.startswith(f"alternative of {countered_id} signed by {coop_id}")
+    out = run("terms", "import", countered_id, str(answer), *mine)
+    # the owner accepts no alternative it did not list: the counter-offer is refused, nothing follows
+    assert "- refused" in out and ": alternative research-open-models@1" in out
+
+    accepted_id, accepted_file = offline_proffer("accepted")
+    answer = tmp_path / "accept.cose"
+    run("terms", "accept", str(accepted_file), "--key", str(key), "--out", str(answer))
+    assert "- accepted" in run("terms", "import", accepted_id, str(answer), *mine)
+    ended, ack = tmp_path / "ended.cbor", tmp_path / "ack.cose"
+    out = run("terms", "terminate", accepted_id, "--reason", "done", "--out", str(ended), *mine)
+    assert "- terminated" in out and "acknowledged -" in out and str(ended) in out
+    wrong = run(
+        "terms",
+        "acknowledge",
+        str(ended),
+        "--proffer",
+        str(countered_file),
+        "--key",
+        str(key),
+        "--out",
+        str(ack),
+        status=2,
+    )
+    assert "the termination does not hold" in wrong and not ack.exists()
+    run(
+        "terms",
+        "acknowledge",
+        str(ended),
+        "--proffer",
+        str(accepted_file),
+        "--key",
+        str(key),
+        "--out",
+        str(ack),
+    )
+    out = run("terms", "import", accepted_id, str(ack), *mine)
+    assert "acknowledged -" not in out and "acknowledged 20" in out
+    assert "replay" in run("terms", "import", accepted_id, str(ack), *mine, status=2)
+
+    states = {a["id"]: a["state"] for a in api(owner).get("/agreements").json()}
+    assert states == {
+        vendor_id: "terminated",
+        declined_id: "declined",
+        countered_id: "refused",
+        accepted_id: "terminated",
+    }
+    listed = run("terms", "list", *mine).splitlines()
+    assert sorted(line.split()[0] for line in listed) == sorted(states)
+    record = records.parse_record(api(owner).get(f"/agreements/{accepted_id}/record").content)
+    assert set(record) == set(records.PARTS)  # proffer, answer, termination and its acknowledgement
+    proffer = terms.parse_proffer(record["proffer"], wire.nacl_verify)
+    assert terms.parse_answer(record["answer"], proffer, wire.nacl_verify).signer_id == coop_id
+    assert owner.store.audit_verify() is None
