@@ -326,6 +326,50 @@ def test_a_vendor_that_declines_is_dropped_from_the_device_by_the_owners_policy(
         listener.close()
 
 
+def test_a_vendor_that_declines_keeps_the_device_when_the_owners_policy_says_keep_vendor(
+    start_agent, tmp_path, device, mosquitto
+):
+    from tests.agent.conftest import Publisher
+
+    owner, vendor = start_pair(
+        start_agent,
+        tmp_path,
+        vendor_terms={"accepts": []},
+        owner_terms={"vendor_api": "VENDOR", "on_vendor_decline": "keep-vendor"},
+    )
+    listener = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        listener.subscribe(topics.topic(device.device_id, "command"))
+        claim = api(owner).post("/devices", json={"card_hex": device.card(owner.owner.owner_id).hex()})
+        assert claim.status_code == 201
+        wait_for(lambda: "terms-vendor-kept" in audit_kinds(owner), 15, "the audit saying so")
+        kept = [e["data"] for e in owner.store.audit_entries(0, 1000) if e["kind"] == "terms-vendor-kept"]
+        assert kept == [
+            {
+                "device": device.device_id,
+                "agreement": "service-only@1",
+                "answer": "declined",
+                "action": "keep-vendor",
+            }
+        ]
+        assert "terms-vendor-dropped" not in audit_kinds(owner)
+        assert api(vendor).get("/agreements").json()[0]["state"] == "declined"
+        assert not owner.terms.is_vendor_dropped(device.device_id)
+        time.sleep(1.0)
+        assert listener.received == []  # no set-destinations: the device still sends to the vendor
+        # an instead-of route takes the vendor off the device; once it is gone, the vendor is back
+        route = {"name": "r", "destination": {"type": "file", "path": "r.jsonl"}, "mode": "instead-of"}
+        assert api(owner).post("/routes", json={**route, "devices": [device.device_id]}).status_code == 201
+        assert api(owner).delete("/routes/r").status_code == 200
+        commands = wait_for(lambda: listener.received[1:], 10, "the destinations after the route is gone")
+        first = messages.parse_command(listener.received[0][1])
+        assert [d["name"] for d in first.args["destinations"]] == ["home"]
+        last = messages.parse_command(commands[-1][1])
+        assert [d["name"] for d in last.args["destinations"]] == ["vendor", "home"]
+    finally:
+        listener.close()
+
+
 def test_an_offline_recipient_answers_with_the_cli_and_verify_agreement_refuses_readings_outside_it(
     start_agent, tmp_path, device, publisher, webhook, capsys
 ):
