@@ -620,3 +620,52 @@ def test_the_cli_walks_proffers_through_policy_answers_list_show_termination_and
     proffer = terms.parse_proffer(record["proffer"], wire.nacl_verify)
     assert terms.parse_answer(record["answer"], proffer, wire.nacl_verify).signer_id == coop_id
     assert owner.store.audit_verify() is None
+
+
+def test_a_read_token_can_neither_change_nor_read_agreements_but_reads_the_public_terms(
+    start_agent, tmp_path, device
+):
+    from host_agent.api import tokens
+
+    owner, vendor = start_pair(start_agent, tmp_path)
+    admin = api(owner)
+    accepted = admin.post("/agreements", json=proffer_body(device, to=url(vendor))).json()
+    offline = admin.post("/agreements", json=proffer_body(device, recipient="energy co-op")).json()
+    assert (accepted["state"], offline["state"]) == ("accepted", "proffered")
+    proffer = records.parse_record(admin.get(f"/agreements/{offline['id']}/record").content)["proffer"]
+    coop_seed = os.urandom(32)
+    accept = terms.encode_answer(
+        wire.nacl_signer(coop_seed), wire.nacl_public_key(coop_seed), proffer, "accept", int(time.time())
+    )
+
+    def terms_kinds(agent) -> list[str]:
+        return [kind for kind in audit_kinds(agent) if kind.startswith("terms-")]
+
+    before = (admin.get("/agreements").json(), terms_kinds(owner), terms_kinds(vendor))
+
+    reader = api(owner, tokens.issue(owner.store, "reader", "read"))
+    answer = {"message_hex": accept.hex()}
+    for method, path, body in (
+        ("GET", "/agreements", None),
+        ("GET", f"/agreements/{accepted['id']}", None),
+        ("GET", f"/agreements/{accepted['id']}/record", None),
+        ("POST", "/agreements", proffer_body(device, to=url(vendor))),
+        ("POST", f"/agreements/{offline['id']}/answer", answer),
+        ("POST", f"/agreements/{accepted['id']}/terminate", {"reason": "a reader says so"}),
+        ("POST", f"/agreements/{accepted['id']}/termination-ack", answer),
+    ):
+        refused = reader.request(method, path, json=body)
+        assert refused.status_code == 403, (method, path, refused.text)
+        assert refused.json()["detail"] == "this token is read-only: use an admin token"
+    vendor_reader = api(vendor, tokens.issue(vendor.store, "reader", "read"))
+    assert vendor_reader.get("/agreements").status_code == 403
+    assert vendor_reader.get(f"/agreements/{accepted['id']}/record").status_code == 403
+    # nothing changed: no record, no state, no terms entry in the audit of either agent
+    assert (admin.get("/agreements").json(), terms_kinds(owner), terms_kinds(vendor)) == before
+
+    # what any party may read, a reader may too: the published policy and the roster
+    for path in ("/.well-known/firstparty-terms", "/terms/roster"):
+        assert reader.get(path).json() == httpx.get(url(owner) + path).json()
+    assert reader.get("/terms/roster").json()["agreements"][0]["id"] == "service-only"
+    # the refused answer was sound: an admin token's same request takes it
+    assert admin.post(f"/agreements/{offline['id']}/answer", json=answer).json()["state"] == "accepted"
