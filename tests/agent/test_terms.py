@@ -475,6 +475,10 @@ def test_the_cli_walks_proffers_through_policy_answers_list_show_termination_and
     assert "cannot read the terms policy of http://127.0.0.1:9" in unreachable
     assert "Traceback" not in unreachable
 
+    listed = run("terms", "roster").splitlines()[::2]  # each agreement: a title line, a terms line
+    known = httpx.get(url(owner) + "/terms/roster").json()["agreements"]
+    assert [line.split(":")[0] for line in listed] == [f"{a['id']}@{a['version']}" for a in known]
+
     # proffered to the vendor's agent: accepted at once; listed and shown on both sides
     out = run(
         "terms",
