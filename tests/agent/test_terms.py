@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import httpx
 
@@ -325,6 +326,50 @@ def test_a_vendor_that_declines_is_dropped_from_the_device_by_the_owners_policy(
         listener.close()
 
 
+def test_a_vendor_that_declines_keeps_the_device_when_the_owners_policy_says_keep_vendor(
+    start_agent, tmp_path, device, mosquitto
+):
+    from tests.agent.conftest import Publisher
+
+    owner, vendor = start_pair(
+        start_agent,
+        tmp_path,
+        vendor_terms={"accepts": []},
+        owner_terms={"vendor_api": "VENDOR", "on_vendor_decline": "keep-vendor"},
+    )
+    listener = Publisher(mosquitto.host, mosquitto.port)
+    try:
+        listener.subscribe(topics.topic(device.device_id, "command"))
+        claim = api(owner).post("/devices", json={"card_hex": device.card(owner.owner.owner_id).hex()})
+        assert claim.status_code == 201
+        wait_for(lambda: "terms-vendor-kept" in audit_kinds(owner), 15, "the audit saying so")
+        kept = [e["data"] for e in owner.store.audit_entries(0, 1000) if e["kind"] == "terms-vendor-kept"]
+        assert kept == [
+            {
+                "device": device.device_id,
+                "agreement": "service-only@1",
+                "answer": "declined",
+                "action": "keep-vendor",
+            }
+        ]
+        assert "terms-vendor-dropped" not in audit_kinds(owner)
+        assert api(vendor).get("/agreements").json()[0]["state"] == "declined"
+        assert not owner.terms.is_vendor_dropped(device.device_id)
+        time.sleep(1.0)
+        assert listener.received == []  # no set-destinations: the device still sends to the vendor
+        # an instead-of route takes the vendor off the device; once it is gone, the vendor is back
+        route = {"name": "r", "destination": {"type": "file", "path": "r.jsonl"}, "mode": "instead-of"}
+        assert api(owner).post("/routes", json={**route, "devices": [device.device_id]}).status_code == 201
+        assert api(owner).delete("/routes/r").status_code == 200
+        commands = wait_for(lambda: listener.received[1:], 10, "the destinations after the route is gone")
+        first = messages.parse_command(listener.received[0][1])
+        assert [d["name"] for d in first.args["destinations"]] == ["home"]
+        last = messages.parse_command(commands[-1][1])
+        assert [d["name"] for d in last.args["destinations"]] == ["vendor", "home"]
+    finally:
+        listener.close()
+
+
 def test_an_offline_recipient_answers_with_the_cli_and_verify_agreement_refuses_readings_outside_it(
     start_agent, tmp_path, device, publisher, webhook, capsys
 ):
@@ -388,3 +433,243 @@ def test_an_offline_recipient_answers_with_the_cli_and_verify_agreement_refuses_
     forged[-10] ^= 1
     record_file.write_bytes(bytes(forged))
     assert main(["verify", "--card", str(card), "--agreement", str(record_file), files[0]]) == 2
+
+
+def cli_run(main, capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `firstparty ARGV` in this process; its exit status, stdout and stderr."""
+    capsys.readouterr()
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_the_cli_walks_proffers_through_policy_answers_list_show_termination_and_acknowledgement(
+    start_agent, tmp_path, device, capsys
+):
+    import json
+
+    from host_agent.cli.common import write_runtime
+    from host_agent.cli.main import main
+
+    owner, vendor = start_pair(start_agent, tmp_path)
+    owner_toml, vendor_toml = tmp_path / "owner.toml", tmp_path / "vendor.toml"
+    owner_toml.write_text(f'data_dir = "{owner.config.data_dir}"\n')
+    vendor_toml.write_text(f'role = "vendor"\ndata_dir = "{vendor.config.data_dir}"\n')
+    for agent in (owner, vendor):
+        write_runtime(agent.config, agent.api_port, agent.store)
+    mine, theirs = ["--config", str(owner_toml)], ["--config", str(vendor_toml)]
+
+    def run(*argv: str, status: int = 0) -> str:
+        got, out, err = cli_run(main, capsys, *argv)
+        assert got == status, f"firstparty {' '.join(argv)} -> {got}: {out}{err}"
+        return out + err
+
+    # the policy: the vendor's own, as its configuration says, and as another agent reads it
+    published = httpx.get(url(vendor) + "/.well-known/firstparty-terms").json()
+    local = json.loads(run("terms", "policy", *theirs))
+    assert [a["id"] for a in local["accepts"]] == ["service-only"]
+    assert all(published[key] == value for key, value in local.items())
+    assert json.loads(run("terms", "policy", "--url", url(vendor), *mine)) == published
+    assert json.loads(run("terms", "policy", *mine))["accepts"] == []  # an owner accepts nothing unasked
+    unreachable = run("terms", "policy", "--url", "http://127.0.0.1:9", *mine, status=2)
+    assert "cannot read the terms policy of http://127.0.0.1:9" in unreachable
+    assert "Traceback" not in unreachable
+
+    listed = run("terms", "roster").splitlines()[::2]  # each agreement: a title line, a terms line
+    known = httpx.get(url(owner) + "/terms/roster").json()["agreements"]
+    assert [line.split(":")[0] for line in listed] == [f"{a['id']}@{a['version']}" for a in known]
+
+    # proffered to the vendor's agent: accepted at once; listed and shown on both sides
+    out = run(
+        "terms",
+        "proffer",
+        "service-only@1",
+        "--to",
+        url(vendor),
+        "--recipient",
+        "vendor",
+        "--device",
+        device.device_id,
+        "--metric",
+        "temp",
+        "--purpose",
+        "service",
+        "--retention-days",
+        "30",
+        *mine,
+    )
+    agreed = api(owner).get("/agreements").json()
+    assert len(agreed) == 1 and agreed[0]["state"] == "accepted"
+    vendor_id = agreed[0]["id"]
+    assert f"agreement {vendor_id}: service-only@1" in out and "- accepted" in out
+    assert f"-> vendor ({vendor.owner.owner_id})" in out
+    listed = run("terms", "list", *mine).splitlines()
+    assert len(listed) == 1 and listed[0].split()[:4] == [vendor_id, "first", "accepted", "service-only@1"]
+    assert run("terms", "list", *theirs).split()[:3] == [vendor_id, "second", "accepted"]
+    shown = run("terms", "show", vendor_id, *mine)
+    assert f"devices {device.device_id} metrics temp" in shown and ": accept" in shown
+    assert "retention 30 days" in shown and "terminated" not in shown
+    assert "no agreement 00ff" in run("terms", "show", "00ff", *mine, status=2)
+
+    # terminated early with the CLI: the vendor's agent acknowledges, both records stay alike
+    out = run("terms", "terminate", vendor_id, "--reason", "moving out", *mine)
+    assert "- terminated" in out and "acknowledged -" not in out
+    assert api(vendor).get(f"/agreements/{vendor_id}").json()["state"] == "terminated"
+    assert records_of(owner, vendor, vendor_id)[0] == records_of(owner, vendor, vendor_id)[1]
+    assert "not accepted" in run("terms", "terminate", vendor_id, *mine, status=2)
+
+    # a recipient that runs nothing of ours: decline, one alternative, accept then acknowledge
+    key = tmp_path / "coop.key"
+    coop_id = run("terms", "keygen", "--key", str(key)).split()[1]
+
+    def offline_proffer(name: str) -> tuple[str, Path]:
+        path = tmp_path / f"{name}.cbor"
+        run(
+            "terms",
+            "proffer",
+            "community-energy@1",
+            "--recipient",
+            "energy co-op",
+            "--device",
+            device.device_id,
+            "--metric",
+            "temp",
+            "--purpose",
+            "research",
+            "--retention-days",
+            "30",
+            "--out",
+            str(path),
+            *mine,
+        )
+        parts = records.parse_record(path.read_bytes())
+        return terms.parse_proffer(parts["proffer"], wire.nacl_verify).nonce.hex(), path
+
+    declined_id, declined_file = offline_proffer("declined")
+    answer = tmp_path / "decline.cose"
+    out = run(
+        "terms", "decline", str(declined_file), "--key", str(key), "--reason", "no need", "--out", str(answer)
+    )
+    assert out.startswith(f"decline of {declined_id} signed by {coop_id}")
+    out = run("terms", "import", declined_id, str(answer), *mine)
+    assert "- declined" in out and ": decline (no need)" in out
+
+    countered_id, countered_file = offline_proffer("countered")
+    answer = tmp_path / "offer.cose"
+    unknown = run(
+        "terms", "offer", str(countered_file), "nosuch@9", "--key", str(key), "--out", str(answer), status=2
+    )
+    assert "nosuch@9" in unknown and not answer.exists()
+    out = run(
+        "terms",
+        "offer",
+        str(countered_file),
+        "research-open-models@1",
+        "--key",
+        str(key),
+        "--out",
+        str(answer),
+    )
+    assert out.startswith(f"alternative of {countered_id} signed by {coop_id}")
+    out = run("terms", "import", countered_id, str(answer), *mine)
+    # the owner accepts no alternative it did not list: the counter-offer is refused, nothing follows
+    assert "- refused" in out and ": alternative research-open-models@1" in out
+
+    accepted_id, accepted_file = offline_proffer("accepted")
+    answer = tmp_path / "accept.cose"
+    run("terms", "accept", str(accepted_file), "--key", str(key), "--out", str(answer))
+    assert "- accepted" in run("terms", "import", accepted_id, str(answer), *mine)
+    ended, ack = tmp_path / "ended.cbor", tmp_path / "ack.cose"
+    out = run("terms", "terminate", accepted_id, "--reason", "done", "--out", str(ended), *mine)
+    assert "- terminated" in out and "acknowledged -" in out and str(ended) in out
+    wrong = run(
+        "terms",
+        "acknowledge",
+        str(ended),
+        "--proffer",
+        str(countered_file),
+        "--key",
+        str(key),
+        "--out",
+        str(ack),
+        status=2,
+    )
+    assert "the termination does not hold" in wrong and not ack.exists()
+    run(
+        "terms",
+        "acknowledge",
+        str(ended),
+        "--proffer",
+        str(accepted_file),
+        "--key",
+        str(key),
+        "--out",
+        str(ack),
+    )
+    out = run("terms", "import", accepted_id, str(ack), *mine)
+    assert "acknowledged -" not in out and "acknowledged 20" in out
+    assert "replay" in run("terms", "import", accepted_id, str(ack), *mine, status=2)
+
+    states = {a["id"]: a["state"] for a in api(owner).get("/agreements").json()}
+    assert states == {
+        vendor_id: "terminated",
+        declined_id: "declined",
+        countered_id: "refused",
+        accepted_id: "terminated",
+    }
+    listed = run("terms", "list", *mine).splitlines()
+    assert sorted(line.split()[0] for line in listed) == sorted(states)
+    record = records.parse_record(api(owner).get(f"/agreements/{accepted_id}/record").content)
+    assert set(record) == set(records.PARTS)  # proffer, answer, termination and its acknowledgement
+    proffer = terms.parse_proffer(record["proffer"], wire.nacl_verify)
+    assert terms.parse_answer(record["answer"], proffer, wire.nacl_verify).signer_id == coop_id
+    assert owner.store.audit_verify() is None
+
+
+def test_a_read_token_can_neither_change_nor_read_agreements_but_reads_the_public_terms(
+    start_agent, tmp_path, device
+):
+    from host_agent.api import tokens
+
+    owner, vendor = start_pair(start_agent, tmp_path)
+    admin = api(owner)
+    accepted = admin.post("/agreements", json=proffer_body(device, to=url(vendor))).json()
+    offline = admin.post("/agreements", json=proffer_body(device, recipient="energy co-op")).json()
+    assert (accepted["state"], offline["state"]) == ("accepted", "proffered")
+    proffer = records.parse_record(admin.get(f"/agreements/{offline['id']}/record").content)["proffer"]
+    coop_seed = os.urandom(32)
+    accept = terms.encode_answer(
+        wire.nacl_signer(coop_seed), wire.nacl_public_key(coop_seed), proffer, "accept", int(time.time())
+    )
+
+    def terms_kinds(agent) -> list[str]:
+        return [kind for kind in audit_kinds(agent) if kind.startswith("terms-")]
+
+    before = (admin.get("/agreements").json(), terms_kinds(owner), terms_kinds(vendor))
+
+    reader = api(owner, tokens.issue(owner.store, "reader", "read"))
+    answer = {"message_hex": accept.hex()}
+    for method, path, body in (
+        ("GET", "/agreements", None),
+        ("GET", f"/agreements/{accepted['id']}", None),
+        ("GET", f"/agreements/{accepted['id']}/record", None),
+        ("POST", "/agreements", proffer_body(device, to=url(vendor))),
+        ("POST", f"/agreements/{offline['id']}/answer", answer),
+        ("POST", f"/agreements/{accepted['id']}/terminate", {"reason": "a reader says so"}),
+        ("POST", f"/agreements/{accepted['id']}/termination-ack", answer),
+    ):
+        refused = reader.request(method, path, json=body)
+        assert refused.status_code == 403, (method, path, refused.text)
+        assert refused.json()["detail"] == "this token is read-only: use an admin token"
+    vendor_reader = api(vendor, tokens.issue(vendor.store, "reader", "read"))
+    assert vendor_reader.get("/agreements").status_code == 403
+    assert vendor_reader.get(f"/agreements/{accepted['id']}/record").status_code == 403
+    # nothing changed: no record, no state, no terms entry in the audit of either agent
+    assert (admin.get("/agreements").json(), terms_kinds(owner), terms_kinds(vendor)) == before
+
+    # what any party may read, a reader may too: the published policy and the roster
+    for path in ("/.well-known/firstparty-terms", "/terms/roster"):
+        assert reader.get(path).json() == httpx.get(url(owner) + path).json()
+    assert reader.get("/terms/roster").json()["agreements"][0]["id"] == "service-only"
+    # the refused answer was sound: an admin token's same request takes it
+    assert admin.post(f"/agreements/{offline['id']}/answer", json=answer).json()["state"] == "accepted"
