@@ -4,6 +4,7 @@ escaping, sign-in links, and the downsampled series the plots draw."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import time
 
@@ -402,3 +403,93 @@ def test_records_list_the_agreements_with_their_terms_and_state(start_agent, con
     row = page.split(f'data-agreement="{made.json()["id"]}"')[1].split("</tr>")[0]
     assert "service-only@1" in row and "temp" in row and ">proffered<" in row
     assert "vendor &lt;b&gt;co&lt;/b&gt;" in row and "<b>co</b>" not in row  # the recipient's name as text
+
+
+def _device_row(html: str, device_id: str) -> list[str]:
+    """The cells of the device's row in the devices list, as text."""
+    table = html.split('<table id="device-list">')[1].split("</table>")[0]
+    [row] = [r for r in table.split("<tr>") if f"<code>{device_id}</code>" in r]
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+
+
+def _status(device, state: str, buffered: int, dropped: int) -> bytes:
+    from fp import messages
+
+    seq = device.seq
+    device.seq += 1
+    info = {"buffered": buffered, "dropped": dropped}
+    return messages.encode_status(
+        device.sign, device.device_id, device.boot, seq, state, info, int(time.time())
+    )
+
+
+def test_devices_list_shows_last_seen_the_link_and_the_buffered_and_dropped_counters_of_the_signed_status(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    accept_device(agent, publisher, device)
+    silent = FakeDevice(os.urandom(32))
+    accept_device(agent, publisher, silent)
+    with agent.store.lock:  # its card came 2 hours ago
+        agent.store.db.execute(
+            "UPDATE devices SET last_seen=? WHERE device_id=?", (time.time() - 7300, silent.device_id)
+        )
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    columns = ["Last seen", "Link", "Buffered", "Dropped"]
+    header = admin.get("/").text.split('<table id="device-list">')[1].split("</thead>")[0]
+    assert [c for c in re.findall(r"<th>(.*?)</th>", header) if c in columns] == columns
+    # cells 6..9: last seen, link, buffered, dropped
+    assert _device_row(admin.get("/").text, silent.device_id)[6:] == ["2 h ago", "offline", "-", "-"]
+    publisher.publish(device.topic("status"), _status(device, "online", 3, 1), retain=True)
+    wait_for(lambda: (agent.store.device(device.device_id) or {}).get("last_seen"), 10, "the status stored")
+    wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "online", 10, "online")
+    last_seen, link, buffered, dropped = _device_row(admin.get("/").text, device.device_id)[6:]
+    assert re.fullmatch(r"\d s ago", last_seen) and (link, buffered, dropped) == ("online", "3", "1")
+    # its will: the broker publishes it when the device drops off; the counters are the will's
+    publisher.publish(device.topic("status"), _status(device, "offline", 7, 2), retain=True)
+    wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "offline", 10, "offline")
+    assert _device_row(admin.get("/").text, device.device_id)[8:] == ["7", "2"]
+    assert _device_row(admin.get("/").text, silent.device_id)[6:] == ["2 h ago", "offline", "-", "-"]
+
+
+def _dl(section: str) -> dict[str, str]:
+    """The <dt>/<dd> pairs of a section of a page, as text."""
+    pairs = re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", section, re.S)
+    return {re.sub(r"<[^>]+>", "", k).strip(): re.sub(r"<[^>]+>", "", v).strip() for k, v in pairs}
+
+
+def test_a_device_page_shows_its_card_and_id_and_its_status_panel_follows_the_signed_status(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    accept_device(agent, publisher, device)
+    agent.store.rename(device.device_id, "kitchen")
+    publisher.publish(device.topic("status"), _status(device, "online", 4, 0), retain=True)
+    wait_for(lambda: (agent.store.device(device.device_id) or {}).get("status"), 10, "the status stored")
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    html = admin.get(f"/console/devices/{device.device_id}").text
+    assert f'<span id="device-title">kitchen</span> <code>{device.device_id}</code>' in html
+    card = _dl(html.split('<section class="card-info">')[1].split("</section>")[0])
+    stored = agent.store.card(device.device_id)
+    assert stored == device.card()
+    assert card["Id"] == device.device_id and card["Board"] == "sim" and card["Firmware"] == "0.1.0"
+    assert card["Claimed"] == "no"
+    assert card["Signed card"].startswith(stored.hex()[:48] + "...")
+    assert f"({len(stored)} bytes, GET /devices/{device.device_id}/card)" in card["Signed card"]
+    panel = _dl(html.split('<div id="status"')[1].split("</div>")[0])
+    assert panel["State"] == "accepted" and panel["Link"] == "online"
+    assert panel["buffered"] == "4" and panel["dropped"] == "0" and panel["state"] == "online"
+    assert re.fullmatch(r"\d s ago \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", panel["Last seen"])
+    # the panel the page polls: the will turns it offline
+    publisher.publish(device.topic("status"), _status(device, "offline", 5, 1), retain=True)
+    fragment = f"/console/devices/{device.device_id}/status"
+    wait_for(lambda: _dl(admin.get(fragment).text)["Link"] == "offline", 10, "the panel offline")
+    assert {k: v for k, v in _dl(admin.get(fragment).text).items() if k in ("buffered", "dropped")} == {
+        "buffered": "5",
+        "dropped": "1",
+    }
+    claimed = FakeDevice(os.urandom(32))
+    publish_card(publisher, claimed, agent.owner.owner_id)
+    wait_for(lambda: agent.store.device(claimed.device_id), 10, "the claimed device's card")
+    page = admin.get(f"/console/devices/{claimed.device_id}").text
+    assert _dl(page.split('<section class="card-info">')[1].split("</section>")[0])["Claimed"] == "by you"
