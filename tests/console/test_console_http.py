@@ -4,8 +4,8 @@ escaping, sign-in links, and the downsampled series the plots draw."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import time
 
 import httpx
