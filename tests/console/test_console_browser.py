@@ -307,3 +307,41 @@ def test_a_pending_device_of_another_owner_is_listed_with_its_claim(
     row = browser.find_element(By.ID, f"pending-{theirs.device_id}")
     assert "by cccccccccccc..." in row.text
     _screenshot(browser, tmp_path, "claimed-elsewhere")
+
+
+def test_the_range_picker_reloads_each_plot_over_the_range_clicked(
+    start_agent, publisher, device, browser, tmp_path
+):
+    agent = start_agent()
+    now = time.time()
+    # a reading every 20 minutes for 3 days: 72 in the last day, 3 in the last hour, 216 in a week
+    times = [now - 3 * 86400 + 300 + i * 1200 for i in range(216)]
+    accept_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], t) for t in times])
+    reader = api(agent, tokens.issue(agent.store, "reader", "read"))
+    series = f"/devices/{device.device_id}/series"
+    week = {"metric": "temp", "since_s": now - 7 * 86400}
+    wait_for(lambda: sum(reader.get(series, params=week).json()["count"]) == 216, 10, "indexed")
+    base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
+    browser.get(f"{base}/console/devices/{device.device_id}")
+    temp = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="temp"]')
+
+    def drawn(range_name: str) -> tuple[int, float, list[str]]:
+        _until(browser, lambda b: b.execute_script("return document.body.dataset.plotsDrawn"), 10, range_name)
+        asked = browser.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => e.name)"
+            ".filter((n) => n.includes('/console/series?'))"
+        )
+        selected = browser.find_elements(By.CSS_SELECTOR, "button.range.selected")
+        assert [b.get_attribute("data-range") for b in selected] == [range_name]
+        return int(temp.get_attribute("data-points")), float(temp.get_attribute("data-step")), asked
+
+    points, step_s, asked = drawn("1d")
+    assert (points, step_s) == (72, 144.0) and len(asked) == 1 and "range=1d" in asked[0]
+    browser.find_element(By.CSS_SELECTOR, 'button.range[data-range="7d"]').click()
+    points, step_s, asked = drawn("7d")
+    assert (points, step_s) == (216, 1008.0) and len(asked) == 2 and "range=7d" in asked[1]
+    _screenshot(browser, tmp_path, "range-7d")
+    browser.find_element(By.CSS_SELECTOR, 'button.range[data-range="1h"]').click()
+    points, step_s, asked = drawn("1h")
+    assert (points, step_s) == (3, 6.0) and len(asked) == 3 and "range=1h" in asked[2]
+    assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
