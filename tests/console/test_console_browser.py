@@ -18,6 +18,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
+from host_agent.owner import Owner
 from host_agent.rig.simdevice import SimDevice
 from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at
@@ -345,3 +346,81 @@ def test_the_range_picker_reloads_each_plot_over_the_range_clicked(
     points, step_s, asked = drawn("1h")
     assert (points, step_s) == (3, 6.0) and len(asked) == 3 and "range=1h" in asked[2]
     assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
+
+
+def _ack_after(browser, button_id: str, op: str) -> str:
+    """Click a command's button and return the acknowledgement the page shows for it."""
+    browser.execute_script("document.getElementById('ack').replaceChildren()")
+    browser.find_element(By.ID, button_id).click()
+    return _until(
+        browser,
+        lambda b: (text := b.find_element(By.ID, "ack").text).startswith(op + ":") and text,
+        20,
+        f"the {op} acknowledgement",
+    )
+
+
+def _card_claimed(browser) -> str:
+    return browser.find_element(
+        By.XPATH, "//section[@class='card-info']//dt[.='Claimed']/following-sibling::dd[1]"
+    ).text
+
+
+@pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
+def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
+    start_agent, mosquitto, browser, tmp_path
+):
+    agent = start_agent(auto_accept=True)
+    new_owner = Owner(tmp_path / "new-owner" / "owner.key")
+    device = SimDevice(tmp_path / "flash", (mosquitto.host, mosquitto.port)).start()  # no owner yet
+    try:
+        device_id = device.device_id(20)
+        wait_for(lambda: agent.store.device(device_id), 20, "the device's card")
+        assert agent.store.device(device_id)["owner_id"] is None
+        base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
+        browser.get(f"{base}/console/devices/{device_id}")
+        assert _card_claimed(browser) == "no"
+        unclaimed = _ack_after(browser, "cmd-claim", "claim")
+        assert "signed acknowledgement from the device: unclaimed" in unclaimed  # the button not pressed
+        device.press_button()
+        claimed = _ack_after(browser, "cmd-claim", "claim")
+        assert "signed acknowledgement from the device: applied" in claimed, claimed
+        wait_for(
+            lambda: agent.store.device(device_id)["owner_id"] == agent.owner.owner_id,
+            15,
+            "its card naming us",
+        )
+        browser.refresh()
+        assert _card_claimed(browser) == "by you"
+
+        browser.find_element(By.NAME, "owner_hex").send_keys(new_owner.public.hex())
+        browser.find_element(By.ID, "cmd-hand-over").click()
+        _until(browser, lambda b: b.switch_to.alert, 5, "the confirmation").accept()
+        handed = _until(
+            browser,
+            lambda b: (text := b.find_element(By.ID, "ack").text).startswith("hand-over:") and text,
+            20,
+            "the hand-over acknowledgement",
+        )
+        assert "signed acknowledgement from the device: applied" in handed, handed
+        wait_for(
+            lambda: agent.store.device(device_id)["owner_id"] == new_owner.owner_id,
+            15,
+            "its new owner's card",
+        )
+        browser.refresh()
+        assert _card_claimed(browser) == f"by {new_owner.owner_id}"
+        _screenshot(browser, tmp_path, "handed-over")
+        refused = _ack_after(browser, "cmd-reboot", "reboot")  # our key no longer commands it
+        assert "signed acknowledgement from the device: not-owner" in refused, refused
+        acks = [
+            (e["data"]["op"], e["data"]["outcome"]) for e in agent.store.audit_entries() if e["kind"] == "ack"
+        ]
+        assert acks == [
+            ("claim", "unclaimed"),
+            ("claim", "applied"),
+            ("hand-over", "applied"),
+            ("reboot", "not-owner"),
+        ]
+    finally:
+        device.stop()
