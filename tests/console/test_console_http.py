@@ -455,7 +455,7 @@ def test_devices_list_shows_last_seen_the_link_and_the_buffered_and_dropped_coun
     wait_for(lambda: (agent.store.device(device.device_id) or {}).get("last_seen"), 10, "the status stored")
     wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "online", 10, "online")
     last_seen, link, buffered, dropped = _device_row(admin.get("/").text, device.device_id)[6:]
-    assert re.fullmatch(r"\d s ago", last_seen) and (link, buffered, dropped) == ("online", "3", "1")
+    assert re.fullmatch(r"\d{1,2} s ago", last_seen) and (link, buffered, dropped) == ("online", "3", "1")
     # its will: the broker publishes it when the device drops off; the counters are the will's
     publisher.publish(device.topic("status"), _status(device, "offline", 7, 2), retain=True)
     wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "offline", 10, "offline")
@@ -490,7 +490,7 @@ def test_a_device_page_shows_its_card_and_id_and_its_status_panel_follows_the_si
     panel = _dl(html.split('<div id="status"')[1].split("</div>")[0])
     assert panel["State"] == "accepted" and panel["Link"] == "online"
     assert panel["buffered"] == "4" and panel["dropped"] == "0" and panel["state"] == "online"
-    assert re.fullmatch(r"\d s ago \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", panel["Last seen"])
+    assert re.fullmatch(r"\d{1,2} s ago \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", panel["Last seen"])
     # the panel the page polls: the will turns it offline
     publisher.publish(device.topic("status"), _status(device, "offline", 5, 1), retain=True)
     fragment = f"/console/devices/{device.device_id}/status"
