@@ -4,6 +4,7 @@ the user to do next (verify a reading as a third party) works."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import sqlite3
@@ -39,7 +40,13 @@ def test_demo_plays_the_story_and_its_next_step_verifies(tmp_path):
     assert re.search(r"vendor refused .*: bad-signature", out)
     assert re.search(r"vendor refused .*: wrong-topic", out)
     assert "Traceback" not in out + result.stderr
-    assert re.search(r"your agent's API: http://127\.0\.0\.1:\d+/docs", out)
+    api_line = re.search(r"your agent's API: (http://127\.0\.0\.1:\d+)/docs", out)
+    assert api_line
+    # the console: the same address as the API, and a one-time sign-in link to it
+    console = re.search(
+        r"your console: (\S+)/ - sign in once with (\S+)/console/link\?code=(fpl_[\w-]+)\n", out
+    )
+    assert console and console.group(1) == console.group(2) == api_line.group(1), out
 
     # the co-op got the garage's temp and hum, the original signed bytes, verifiable with its card
     home = data / "home"
@@ -85,6 +92,15 @@ def test_demo_plays_the_story_and_its_next_step_verifies(tmp_path):
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"{len(lines)} verified, 0 refused" in checked.stdout
+
+    # the link's code is the home agent's, for a live token, still unused (the demo never opens it)
+    with sqlite3.connect(home / "firstparty.db") as db:
+        link = db.execute(
+            "SELECT t.revoked, l.expires_s > unixepoch() FROM console_links l JOIN tokens t ON t.token_hash=l.token_hash"
+            " WHERE l.code_hash=?",
+            (hashlib.sha256(console.group(3).encode()).hexdigest(),),
+        ).fetchall()
+    assert link == [(None, 1)], link  # not revoked, not expired
 
     # the owner's agent left by the demo answers the CLI the summary shows
     config = str(home / "firstparty.toml")

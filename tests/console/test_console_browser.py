@@ -18,6 +18,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
+from host_agent.owner import Owner
 from host_agent.rig.simdevice import SimDevice
 from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at
@@ -307,3 +308,119 @@ def test_a_pending_device_of_another_owner_is_listed_with_its_claim(
     row = browser.find_element(By.ID, f"pending-{theirs.device_id}")
     assert "by cccccccccccc..." in row.text
     _screenshot(browser, tmp_path, "claimed-elsewhere")
+
+
+def test_the_range_picker_reloads_each_plot_over_the_range_clicked(
+    start_agent, publisher, device, browser, tmp_path
+):
+    agent = start_agent()
+    now = time.time()
+    # a reading every 20 minutes for 3 days: 72 in the last day, 3 in the last hour, 216 in a week
+    times = [now - 3 * 86400 + 300 + i * 1200 for i in range(216)]
+    accept_device(agent, publisher, device, [reading_at(device, [("temp", "Cel", 20.0)], t) for t in times])
+    reader = api(agent, tokens.issue(agent.store, "reader", "read"))
+    series = f"/devices/{device.device_id}/series"
+    week = {"metric": "temp", "since_s": now - 7 * 86400}
+    wait_for(lambda: sum(reader.get(series, params=week).json()["count"]) == 216, 10, "indexed")
+    base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
+    browser.get(f"{base}/console/devices/{device.device_id}")
+    temp = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="temp"]')
+
+    def drawn(range_name: str) -> tuple[int, float, list[str]]:
+        _until(browser, lambda b: b.execute_script("return document.body.dataset.plotsDrawn"), 10, range_name)
+        asked = browser.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => e.name)"
+            ".filter((n) => n.includes('/console/series?'))"
+        )
+        selected = browser.find_elements(By.CSS_SELECTOR, "button.range.selected")
+        assert [b.get_attribute("data-range") for b in selected] == [range_name]
+        return int(temp.get_attribute("data-points")), float(temp.get_attribute("data-step")), asked
+
+    points, step_s, asked = drawn("1d")
+    assert (points, step_s) == (72, 144.0) and len(asked) == 1 and "range=1d" in asked[0]
+    browser.find_element(By.CSS_SELECTOR, 'button.range[data-range="7d"]').click()
+    points, step_s, asked = drawn("7d")
+    assert (points, step_s) == (216, 1008.0) and len(asked) == 2 and "range=7d" in asked[1]
+    _screenshot(browser, tmp_path, "range-7d")
+    browser.find_element(By.CSS_SELECTOR, 'button.range[data-range="1h"]').click()
+    points, step_s, asked = drawn("1h")
+    assert (points, step_s) == (3, 6.0) and len(asked) == 3 and "range=1h" in asked[2]
+    assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
+
+
+def _ack_after(browser, button_id: str, op: str) -> str:
+    """Click a command's button and return the acknowledgement the page shows for it."""
+    browser.execute_script("document.getElementById('ack').replaceChildren()")
+    browser.find_element(By.ID, button_id).click()
+    return _until(
+        browser,
+        lambda b: (text := b.find_element(By.ID, "ack").text).startswith(op + ":") and text,
+        20,
+        f"the {op} acknowledgement",
+    )
+
+
+def _card_claimed(browser) -> str:
+    return browser.find_element(
+        By.XPATH, "//section[@class='card-info']//dt[.='Claimed']/following-sibling::dd[1]"
+    ).text
+
+
+@pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
+def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
+    start_agent, mosquitto, browser, tmp_path
+):
+    agent = start_agent(auto_accept=True)
+    new_owner = Owner(tmp_path / "new-owner" / "owner.key")
+    device = SimDevice(tmp_path / "flash", (mosquitto.host, mosquitto.port)).start()  # no owner yet
+    try:
+        device_id = device.device_id(20)
+        wait_for(lambda: agent.store.device(device_id), 20, "the device's card")
+        assert agent.store.device(device_id)["owner_id"] is None
+        base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
+        browser.get(f"{base}/console/devices/{device_id}")
+        assert _card_claimed(browser) == "no"
+        unclaimed = _ack_after(browser, "cmd-claim", "claim")
+        assert "signed acknowledgement from the device: unclaimed" in unclaimed  # the button not pressed
+        device.press_button()
+        claimed = _ack_after(browser, "cmd-claim", "claim")
+        assert "signed acknowledgement from the device: applied" in claimed, claimed
+        wait_for(
+            lambda: agent.store.device(device_id)["owner_id"] == agent.owner.owner_id,
+            15,
+            "its card naming us",
+        )
+        browser.refresh()
+        assert _card_claimed(browser) == "by you"
+
+        browser.find_element(By.NAME, "owner_hex").send_keys(new_owner.public.hex())
+        browser.find_element(By.ID, "cmd-hand-over").click()
+        _until(browser, lambda b: b.switch_to.alert, 5, "the confirmation").accept()
+        handed = _until(
+            browser,
+            lambda b: (text := b.find_element(By.ID, "ack").text).startswith("hand-over:") and text,
+            20,
+            "the hand-over acknowledgement",
+        )
+        assert "signed acknowledgement from the device: applied" in handed, handed
+        wait_for(
+            lambda: agent.store.device(device_id)["owner_id"] == new_owner.owner_id,
+            15,
+            "its new owner's card",
+        )
+        browser.refresh()
+        assert _card_claimed(browser) == f"by {new_owner.owner_id}"
+        _screenshot(browser, tmp_path, "handed-over")
+        refused = _ack_after(browser, "cmd-reboot", "reboot")  # our key no longer commands it
+        assert "signed acknowledgement from the device: not-owner" in refused, refused
+        acks = [
+            (e["data"]["op"], e["data"]["outcome"]) for e in agent.store.audit_entries() if e["kind"] == "ack"
+        ]
+        assert acks == [
+            ("claim", "unclaimed"),
+            ("claim", "applied"),
+            ("hand-over", "applied"),
+            ("reboot", "not-owner"),
+        ]
+    finally:
+        device.stop()

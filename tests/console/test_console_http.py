@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import time
 
 import httpx
+import pytest
 
+from host_agent import config as agent_config
 from host_agent.api import tokens
 from host_agent.console import auth, series
-from tests.agent.conftest import FakeDevice, api, wait_for
+from tests.agent.conftest import (
+    FakeDevice,
+    add_own_webhook,
+    agent_settings,
+    agent_toml,
+    api,
+    serve_process,
+    wait_for,
+)
 from tests.console.conftest import accept_device, publish_card, reading_at
 
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
@@ -402,3 +414,227 @@ def test_records_list_the_agreements_with_their_terms_and_state(start_agent, con
     row = page.split(f'data-agreement="{made.json()["id"]}"')[1].split("</tr>")[0]
     assert "service-only@1" in row and "temp" in row and ">proffered<" in row
     assert "vendor &lt;b&gt;co&lt;/b&gt;" in row and "<b>co</b>" not in row  # the recipient's name as text
+
+
+def _device_row(html: str, device_id: str) -> list[str]:
+    """The cells of the device's row in the devices list, as text."""
+    table = html.split('<table id="device-list">')[1].split("</table>")[0]
+    [row] = [r for r in table.split("<tr>") if f"<code>{device_id}</code>" in r]
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+
+
+def _status(device, state: str, buffered: int, dropped: int) -> bytes:
+    from fp import messages
+
+    seq = device.seq
+    device.seq += 1
+    info = {"buffered": buffered, "dropped": dropped}
+    return messages.encode_status(
+        device.sign, device.device_id, device.boot, seq, state, info, int(time.time())
+    )
+
+
+def test_devices_list_shows_last_seen_the_link_and_the_buffered_and_dropped_counters_of_the_signed_status(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    accept_device(agent, publisher, device)
+    silent = FakeDevice(os.urandom(32))
+    accept_device(agent, publisher, silent)
+    with agent.store.lock:  # its card came 2 hours ago
+        agent.store.db.execute(
+            "UPDATE devices SET last_seen=? WHERE device_id=?", (time.time() - 7300, silent.device_id)
+        )
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    columns = ["Last seen", "Link", "Buffered", "Dropped"]
+    header = admin.get("/").text.split('<table id="device-list">')[1].split("</thead>")[0]
+    assert [c for c in re.findall(r"<th>(.*?)</th>", header) if c in columns] == columns
+    # cells 6..9: last seen, link, buffered, dropped
+    assert _device_row(admin.get("/").text, silent.device_id)[6:] == ["2 h ago", "offline", "-", "-"]
+    publisher.publish(device.topic("status"), _status(device, "online", 3, 1), retain=True)
+    wait_for(lambda: (agent.store.device(device.device_id) or {}).get("last_seen"), 10, "the status stored")
+    wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "online", 10, "online")
+    last_seen, link, buffered, dropped = _device_row(admin.get("/").text, device.device_id)[6:]
+    assert re.fullmatch(r"\d{1,2} s ago", last_seen) and (link, buffered, dropped) == ("online", "3", "1")
+    # its will: the broker publishes it when the device drops off; the counters are the will's
+    publisher.publish(device.topic("status"), _status(device, "offline", 7, 2), retain=True)
+    wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "offline", 10, "offline")
+    assert _device_row(admin.get("/").text, device.device_id)[8:] == ["7", "2"]
+    assert _device_row(admin.get("/").text, silent.device_id)[6:] == ["2 h ago", "offline", "-", "-"]
+
+
+def _dl(section: str) -> dict[str, str]:
+    """The <dt>/<dd> pairs of a section of a page, as text."""
+    pairs = re.findall(r"<dt>(.*?)</dt>\s*<dd>(.*?)</dd>", section, re.S)
+    return {re.sub(r"<[^>]+>", "", k).strip(): re.sub(r"<[^>]+>", "", v).strip() for k, v in pairs}
+
+
+def test_a_device_page_shows_its_card_and_id_and_its_status_panel_follows_the_signed_status(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    accept_device(agent, publisher, device)
+    agent.store.rename(device.device_id, "kitchen")
+    publisher.publish(device.topic("status"), _status(device, "online", 4, 0), retain=True)
+    wait_for(lambda: (agent.store.device(device.device_id) or {}).get("status"), 10, "the status stored")
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    html = admin.get(f"/console/devices/{device.device_id}").text
+    assert f'<span id="device-title">kitchen</span> <code>{device.device_id}</code>' in html
+    card = _dl(html.split('<section class="card-info">')[1].split("</section>")[0])
+    stored = agent.store.card(device.device_id)
+    assert stored == device.card()
+    assert card["Id"] == device.device_id and card["Board"] == "sim" and card["Firmware"] == "0.1.0"
+    assert card["Claimed"] == "no"
+    assert card["Signed card"].startswith(stored.hex()[:48] + "...")
+    assert f"({len(stored)} bytes, GET /devices/{device.device_id}/card)" in card["Signed card"]
+    panel = _dl(html.split('<div id="status"')[1].split("</div>")[0])
+    assert panel["State"] == "accepted" and panel["Link"] == "online"
+    assert panel["buffered"] == "4" and panel["dropped"] == "0" and panel["state"] == "online"
+    assert re.fullmatch(r"\d{1,2} s ago \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", panel["Last seen"])
+    # the panel the page polls: the will turns it offline
+    publisher.publish(device.topic("status"), _status(device, "offline", 5, 1), retain=True)
+    fragment = f"/console/devices/{device.device_id}/status"
+    wait_for(lambda: _dl(admin.get(fragment).text)["Link"] == "offline", 10, "the panel offline")
+    assert {k: v for k, v in _dl(admin.get(fragment).text).items() if k in ("buffered", "dropped")} == {
+        "buffered": "5",
+        "dropped": "1",
+    }
+    claimed = FakeDevice(os.urandom(32))
+    publish_card(publisher, claimed, agent.owner.owner_id)
+    wait_for(lambda: agent.store.device(claimed.device_id), 10, "the claimed device's card")
+    page = admin.get(f"/console/devices/{claimed.device_id}").text
+    assert _dl(page.split('<section class="card-info">')[1].split("</section>")[0])["Claimed"] == "by you"
+
+
+def _table_rows(html: str, table_id: str) -> list[list[str]]:
+    """The body rows of a table of a page, each as its cells' text."""
+    body = html.split(f'<table id="{table_id}">')[1].split("<tbody>")[1].split("</tbody>")[0]
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        for row in body.split("</tr>")
+        if "<td" in row
+    ]
+
+
+def test_records_list_each_share_grant_with_its_terms_its_signed_grant_and_whether_it_is_active(
+    start_agent, publisher, device, console_client, webhook
+):
+    agent = start_agent()
+    accept_device(agent, publisher, device)
+    admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
+    assert _table_rows(admin.get("/console/records").text, "grants") == [["No shares."]]
+    bearer = api(agent, tokens.issue(agent.store, "api", "admin"))
+    share = {
+        "name": "coop",
+        "destination": {"type": "webhook", "url": webhook.url},
+        "devices": [device.device_id],
+        "metrics": ["temp"],
+        "terms": {"recipient": "co-op", "purpose": "study", "expires_s": 4102444799},
+    }
+    assert bearer.post("/routes", json=share).status_code == 201
+    add_own_webhook(bearer, webhook.url, "mine")
+    assert bearer.delete("/routes/mine").status_code == 200
+    routes = {r["name"]: r for r in agent.store.routes(True)}
+    rows = {row[0]: row for row in _table_rows(admin.get("/console/records").text, "grants")}
+    assert rows["coop"] == [
+        "coop",
+        "co-op",
+        "study",
+        "2099-12-31 23:59:59 UTC",
+        "yes",
+        routes["coop"]["grant_hex"][:24] + "...",
+    ]
+    assert rows["mine"] == ["mine", "-", "-", "no end", "no", routes["mine"]["grant_hex"][:24] + "..."]
+    assert routes["coop"]["grant_hex"] != routes["mine"]["grant_hex"] and len(rows) == 2
+
+
+def test_a_token_limited_to_devices_sees_only_those_devices_in_the_console(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    other = FakeDevice(os.urandom(32))
+    for each in (device, other):
+        accept_device(agent, publisher, each)
+        publisher.publish(each.topic("reading"), reading_at(each, [("temp", "Cel", 20.0)], time.time()))
+    wait_for(lambda: agent.store.count_readings() == 2, 10, "both readings")
+    for scope in ("read", "admin"):
+        limited = console_client(agent, tokens.issue(agent.store, f"one-{scope}", scope, [device.device_id]))
+        listing = limited.get("/").text
+        assert device.device_id in listing and other.device_id not in listing, scope
+        assert limited.get(f"/console/devices/{device.device_id}").status_code == 200
+        assert limited.get(f"/console/devices/{other.device_id}").status_code == 404
+        assert limited.get(f"/console/devices/{other.device_id}/status").status_code == 404
+        for path in ("/console/series", "/console/stream"):
+            params = {"device": other.device_id, "metric": "temp"}
+            assert limited.get(path, params=params).status_code == 404, (scope, path)
+        mine = limited.get("/console/series", params={"device": device.device_id, "metric": "temp"})
+        assert mine.status_code == 200, scope
+    routes = limited.get("/console/routes").text  # the admin one: only its device's streams
+    assert f'data-device="{device.device_id}"' in routes and other.device_id not in routes
+    changed = limited.post(f"/console/devices/{other.device_id}/rename", {"name": "not yours"})
+    assert changed.status_code == 404 and agent.store.device(other.device_id)["name"] is None
+
+
+def test_a_token_limited_to_metrics_sees_only_those_metrics_in_plots_and_live_readings(
+    start_agent, publisher, device, console_client
+):
+    agent = start_agent()
+    both = [("temp", "Cel", 20.0), ("hum", "%RH", 40.0)]
+    accept_device(agent, publisher, device, [reading_at(device, both, time.time())])
+    client = console_client(agent, tokens.issue(agent.store, "hum-only", "read", metrics=["hum"]))
+    full = console_client(agent, tokens.issue(agent.store, "all", "read"))
+    path = f"/console/devices/{device.device_id}"
+    wait_for(lambda: "temp" in full.get(path).text, 10, "the metrics indexed")
+    assert "data-metrics='[\"hum\"]'" in client.get(path).text
+    assert 'data-metrics=\'["hum", "temp"]\'' in full.get(path).text
+    query = {"device": device.device_id}
+    assert client.get("/console/series", params={**query, "metric": "temp"}).status_code == 403
+    hum = client.get("/console/series", params={**query, "metric": "hum"})
+    assert hum.status_code == 200 and sum(hum.json()["count"]) == 1
+    with client.http.stream("GET", "/console/stream", params=query) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith(": firstparty console live readings")
+        publisher.publish(device.topic("reading"), reading_at(device, [("temp", "Cel", 21.0)], time.time()))
+        publisher.publish(device.topic("reading"), reading_at(device, both, time.time()))
+        data = next(line for line in lines if line.startswith("data: "))
+    item = json.loads(data.removeprefix("data: "))  # the temp-only reading is not sent at all
+    assert [v["n"] for v in item["values"]] == ["hum"] and item["is_partial"] is True
+    assert "message_hex" not in item and "temp" not in data
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its network, if it has one (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_serve_puts_the_console_on_loopback_when_the_config_names_no_address(tmp_path, mosquitto):
+    settings = agent_settings(tmp_path, mosquitto)
+    settings["api"] = {"port": 0}  # no host: the default
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(agent_toml(settings))
+    assert agent_config.load(config_path).api.host == "127.0.0.1"
+    log = tmp_path / "agent.log"
+    process = serve_process(config_path, log)
+    try:
+        announced = r"firstparty: console http://([0-9.]+):(\d+)/ \(sign in once with (\S+) within"
+        wait_for(lambda: re.search(announced, log.read_text()), 20, "the console's address printed")
+        found = re.search(announced, log.read_text())
+        assert found
+        host, port, link = found.group(1), int(found.group(2)), found.group(3)
+        assert host == "127.0.0.1" and link.startswith(f"http://127.0.0.1:{port}/console/link?code=fpl_")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as browser:
+            assert browser.get(link).status_code == 200 and browser.cookies.get(auth.COOKIE)
+            assert '<b id="who-name">' in browser.get("/").text  # the link signed it in
+        lan = _lan_address()
+        if lan is not None:  # the port is not open on the machine's network address
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://{lan}:{port}/console/login", timeout=2)
+    finally:
+        process.terminate()
+        process.wait(20)
