@@ -5,6 +5,8 @@ both parties signed, expiry and early termination, and both parties' records com
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import httpx
 
 from fp import messages, terms, topics
 from host_agent import wire
+from host_agent.bus.mosquitto import free_port
 from host_agent.terms import records
 from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
 
@@ -673,3 +676,64 @@ def test_a_read_token_can_neither_change_nor_read_agreements_but_reads_the_publi
     assert reader.get("/terms/roster").json()["agreements"][0]["id"] == "service-only"
     # the refused answer was sound: an admin token's same request takes it
     assert admin.post(f"/agreements/{offline['id']}/answer", json=answer).json()["state"] == "accepted"
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed server certificate for localhost (EC P-256), made by openssl."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        cwd=folder, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+def _tls_front(cert: Path, key: Path, api_port: int) -> tuple[subprocess.Popen, int]:
+    """HTTPS in front of an agent's API, as a reverse proxy would put it (socat: TLS to plain TCP)."""
+    port = free_port()
+    front = subprocess.Popen(
+        ["socat", f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={cert},key={key},verify=0",
+         f"TCP:127.0.0.1:{api_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(lambda: _accepts(port), 10, "the HTTPS front")
+    return front, port
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_proffer_over_https_reaches_a_recipient_whose_certificate_is_trusted_and_no_other(
+    start_agent, tmp_path, device, monkeypatch
+):
+    trusted = _self_signed(tmp_path, "vendor")
+    stranger = _self_signed(tmp_path, "stranger")  # the same name, a key nobody trusts
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted[0]))  # the owner's agent trusts the vendor's
+    owner, vendor = start_pair(start_agent, tmp_path)
+    good, good_port = _tls_front(*trusted, vendor.api_port)
+    bad, bad_port = _tls_front(*stranger, vendor.api_port)
+    try:
+        refused = api(owner).post(
+            "/agreements", json=proffer_body(device, to=f"https://localhost:{bad_port}")
+        )
+        assert refused.status_code == 400 and "CERTIFICATE_VERIFY_FAILED" in refused.text, refused.text
+        assert api(vendor).get("/agreements").json() == []  # nothing reached the vendor
+
+        result = api(owner).post(
+            "/agreements", json=proffer_body(device, to=f"https://localhost:{good_port}")
+        )
+        assert result.status_code == 201, result.text
+        agreement = result.json()
+        assert agreement["state"] == "accepted" and agreement["recipient_id"] == vendor.owner.owner_id
+        mine, theirs = records_of(owner, vendor, agreement["id"])
+        assert mine == theirs
+    finally:
+        for front in (good, bad):
+            front.terminate()
+            front.wait(10)
