@@ -2,7 +2,8 @@
 mosquitto and to amqtt (a second broker implementation, from PyPI), under MicroPython and CPython:
 every message arrives at the broker's subscriber, and the only second copies are those MQTT 3.1.1
 allows (a PUBLISH the broker had forwarded when the cut took its PUBACK: at most the in-flight
-window per cut). FP_MQTT_SOAK_MESSAGES sets the count (default 3,000; docs/benchmarks.md has the
+window per cut), and the proxy, reading what it forwards, shows each is a DUP=1 resend of the
+session, never a message published again. FP_MQTT_SOAK_MESSAGES sets the count (default 3,000; docs/benchmarks.md has the
 100,000 run)."""
 
 from __future__ import annotations
