@@ -256,7 +256,7 @@ def test_incoming_qos1_is_acknowledged_and_qos2_is_delivered_once_per_pubrel(int
         expect(packet(0x70, pid(7))),
         send(publish("in/b", b"three", 2, 7)),  # the id free again: a new message
         expect(packet(0x50, pid(7))),
-        send(packet(0x60, pid(7))),  # PUBREL with wrong flags: malformed (MQTT-3.6.1-1)
+        send(packet(0x60, pid(7))),  # PUBREL flags are 0010 (MQTT-3.6.1-1): invalid flags close (MQTT-2.2.2-2)
         eof(within_s=2),
     ]])  # fmt: skip
     result = run_client(interpreter, broker.port, """
@@ -370,3 +370,28 @@ async def scenario():
 """)  # fmt: skip
     broker.finish()
     assert result == {"ended": "protocol", "got": []}
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_a_suback_with_a_reserved_return_code_closes_the_connection(interpreter):
+    # MQTT-3.9.3-2: a broker answers 0x00, 0x01, 0x02 or 0x80; any other code breaks the protocol
+    broker = FakeBroker([[
+        expect(connect("s", 0x02, 0)),
+        send(CONNACK),
+        expect(packet(0x82, pid(1), string("a"), b"\x01")),
+        send(packet(0x90, pid(1), b"\x03")),
+        eof(within_s=3),
+    ]])  # fmt: skip
+    result = run_client(interpreter, broker.port, """
+async def scenario():
+    client = MQTTClient(Broker("127.0.0.1", PORT), "s", keepalive_s=0, subscriptions=[("a", 1)],
+                        reconnect=False)
+    try:
+        await client.run()
+    except MQTTError as error:
+        out["ended"] = error.reason
+    out["granted"] = client.granted
+""")  # fmt: skip
+    broker.finish()
+    assert result["ended"] == "protocol"
+    assert result["granted"] == {}
