@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from host_agent.bus.broker import EmbeddedBroker
+from host_agent.bus.broker import RESTART_PAUSE_S, STABLE_S, EmbeddedBroker, restart_pause
 from host_agent.bus.mosquitto import free_port
 from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import (
@@ -52,6 +52,29 @@ def test_supervisor_restarts_a_sigkilled_broker_and_readings_flow_again(start_ag
         wait_for(lambda: agent.store.count_readings() == 21, 15, "the readings after the restart stored")
     finally:
         publisher.close()
+
+
+def test_restart_pause_doubles_while_the_broker_keeps_dying_up_to_30_s_and_resets_once_it_ran_10_s():
+    waits, pause_s = [], RESTART_PAUSE_S
+    for _ in range(9):  # each broker died 1 s after its start
+        wait_s, pause_s = restart_pause(pause_s, 1.0)
+        waits.append(wait_s)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert restart_pause(pause_s, STABLE_S) == (0.0, RESTART_PAUSE_S)  # ran long enough: at once
+    assert restart_pause(RESTART_PAUSE_S, STABLE_S - 0.1) == (0.5, 1.0)
+
+
+def test_supervisor_restarts_a_broker_that_keeps_dying_after_growing_pauses(start_agent):
+    agent = start_agent(broker={"embedded": True, "port": 0}, auto_accept=True)
+    broker = agent.broker
+    for kill in range(1, 4):  # each dies well within STABLE_S of its start
+        process = broker.mosquitto.process
+        process.send_signal(signal.SIGKILL)
+        process.wait(5)
+        wait_for(lambda k=kill: broker.restarts == k and broker.is_running, 15, f"restart {kill}")
+        assert broker.mosquitto.process.pid != process.pid and broker.last_exit == "signal 9"
+    assert list(broker.restart_pauses) == [0.5, 1.0, 2.0]  # the supervisor's own schedule, not wall time
+    wait_for(lambda: agent.bus.is_connected, 15, "the agent back on its broker")
 
 
 def test_a_stale_broker_of_ours_is_reclaimed_and_a_strangers_process_left_alone(tmp_path):
