@@ -279,3 +279,36 @@ def test_forged_foreign_replayed_receipts_are_ignored_and_counted_and_lose_nothi
         attacker.loop_stop()
         attacker.disconnect()
         device.stop()
+
+
+def test_a_destination_without_a_receipt_key_reports_puback_delivery_beside_one_with_receipts(
+    start_agent, mosquitto, tmp_path
+):
+    """Each destination states its own rule: the agent's (receipt key) "receipts", a plain MQTT
+    broker (none) "puback", in the device's status and get-info; both drain what they were sent."""
+    agent = start_agent(role="vendor")
+    flash, device_id = _seeded_flash(tmp_path / "flash")
+    home = {"name": "home", "host": mosquitto.host, "port": mosquitto.port}
+    home["receipts"] = agent.receipts.public.hex()
+    plain = {"name": "plain", "host": mosquitto.host, "port": mosquitto.port}
+    (flash / "config.json").write_text(json.dumps({"destinations": [home, plain]}))
+    board = dict(FAST_BOARD, sensors=[{"name": SENSOR, "type": "counter", "interval_s": 0.2}])
+    device = SimDevice(
+        flash, (mosquitto.host, mosquitto.port), board=board, owner_key=agent.owner.public
+    ).start()
+    try:
+        assert device.device_id(20) == device_id
+        wait_for(lambda: agent.store.count_readings() >= 5, 20, "readings stored")
+        info = run_on(agent, agent.command(device_id, "get-info", {})).result
+        assert info["delivery"] == {"home": "receipts", "plain": "puback"}, info
+        assert set(info["receipts"]) == {"home"}  # receipt counters only where receipts are the rule
+        assert _status(device)["delivery"] == {"home": "receipts", "plain": "puback"}
+        assert info["dropped"] == 0
+        result = run_on(
+            agent, agent.command(device_id, "set-interval", {"sensor": SENSOR, "interval_s": 86400})
+        )
+        assert result.outcome == "applied"
+        # no receipt ever names "plain": what it holds leaves on its broker's PUBACK alone
+        wait_for(lambda: _status(device)["buffered"] == 0, 20, "both destinations drained")
+    finally:
+        device.stop()
