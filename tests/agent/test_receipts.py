@@ -312,3 +312,80 @@ def test_a_destination_without_a_receipt_key_reports_puback_delivery_beside_one_
         wait_for(lambda: _status(device)["buffered"] == 0, 20, "both destinations drained")
     finally:
         device.stop()
+
+
+def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive_a_power_cut(
+    start_agent, mosquitto, tmp_path
+):
+    """A broker that is up and acknowledges everything, but no receipt comes back (the agent
+    behind it is slow or gone): past the RAM slots the device keeps what waits in its flash
+    ring, so a power cut then loses none of it, and a receipt at last lets it all go."""
+    import paho.mqtt.client as mqtt
+
+    from fp import topics
+    from fp.app import ACK_SLOTS, RAM_SLOTS, RECEIPT_WINDOW
+    from host_agent.bus.mosquitto import Mosquitto
+    from host_agent.wire import nacl_signer
+
+    agent = start_agent(role="vendor")  # on `mosquitto`: the device's commands and get-info
+    lagging_broker = Mosquitto(tmp_path / "lagging").start()  # no agent on it: receipts never come
+    flash, device_id = _seeded_flash(tmp_path / "flash")
+    seed = os.urandom(32)  # the lagging destination's receipt key: the test signs with it at the end
+    destinations = [
+        {"name": "vendor", "host": mosquitto.host, "port": mosquitto.port},
+        {
+            "name": "lagging",
+            "host": lagging_broker.host,
+            "port": lagging_broker.port,
+            "receipts": nacl_public_key(seed).hex(),
+        },
+    ]
+    (flash / "config.json").write_text(json.dumps({"destinations": destinations}))
+    board = dict(FAST_BOARD, sensors=[{"name": SENSOR, "type": "counter", "interval_s": 0.01}])
+    device = SimDevice(flash, (mosquitto.host, mosquitto.port), board=board, owner_key=agent.owner.public)
+    seen: list[tuple[int, int]] = []  # (boot, seq) of each reading the lagging broker carried
+
+    def on_message(client, userdata, message):
+        reading = messages.parse_device_message(bytes(message.payload), "reading")
+        seen.append((reading.boot, reading.seq))
+
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+    watcher.on_message = on_message
+    watcher.connect(lagging_broker.host, lagging_broker.port)
+    watcher.subscribe(topics.topic(device_id, "reading"), 1)
+    watcher.loop_start()
+    device.start()
+    # at most this many wait in RAM: the receipt window and RAM slots of the lagging destination,
+    # the RAM slots of the plain one, and the acks of both
+    in_ram = RECEIPT_WINDOW + 2 * RAM_SLOTS + 2 * ACK_SLOTS
+    try:
+        assert device.device_id(20) == device_id
+        wait_for(lambda: len(seen) >= 10, 20, "readings on the lagging broker: its destination is up")
+        wait_for(lambda: _status(device)["buffered"] >= 3 * in_ram, 30, "readings waiting for receipts")
+        info = run_on(agent, agent.command(device_id, "get-info", {})).result
+        assert info["delivery"] == {"vendor": "puback", "lagging": "receipts"}
+        assert info["buffered"] >= 3 * in_ram and info["dropped"] == 0
+        assert info["flash_writes"] >= info["buffered"] - in_ram, info  # beyond RAM: in flash
+        first_boot = max(boot for boot, _ in seen)
+        device.power_cut()  # nothing flushed: only what the ring holds survives
+        carried = len(seen)
+        device.start()
+        # after the reboot, readings of the boot before it go out again: from flash, RAM is gone
+        wait_for(
+            lambda: any(boot == first_boot for boot, _ in seen[carried:]),
+            30,
+            "the old boot's readings resent",
+        )
+        result = run_on(
+            agent, agent.command(device_id, "set-interval", {"sensor": SENSOR, "interval_s": 86400})
+        )
+        assert result.outcome == "applied"
+        everything = [[boot, 0, 0xFFFFFFFF] for boot in range(first_boot + 2)]
+        receipt = messages.encode_receipt(nacl_signer(seed), nacl_public_key(seed), device_id, 1, everything)
+        watcher.publish(topics.topic(device_id, "receipt"), receipt, qos=1).wait_for_publish(5)
+        wait_for(lambda: _status(device)["buffered"] == 0, 20, "the receipt letting everything go")
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        device.stop()
+        lagging_broker.stop()
