@@ -30,6 +30,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from host_agent.bus.mosquitto import Mosquitto, free_port
@@ -41,6 +42,7 @@ RESTART_PAUSE_S = 0.5
 RESTART_PAUSE_MAX_S = 30.0
 POLL_S = 0.2
 STABLE_S = 10.0  # a broker up this long has its restart pause reset
+RESTARTS_KEPT = 16  # EmbeddedBroker.restart_pauses: the wait before each of the last this many restarts
 HANDLER_WAIT_S = 5.0  # at most this long for a just-started mosquitto to handle SIGHUP
 
 RELAY_PREFIX = "relay-"  # relay account names: never a device id (base32, no hyphen), never the agent's
@@ -72,6 +74,18 @@ topic read fp/v1/terms/policy
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 
 
+def restart_pause(pause_s: float, ran_s: float) -> tuple[float, float]:
+    """(the wait before restarting a broker that ran `ran_s`, the pause for the next death).
+
+    A broker that ran STABLE_S or more is restarted at once and the pause starts again at
+    RESTART_PAUSE_S; one that died sooner waits `pause_s`, and the next pause is twice that, up to
+    RESTART_PAUSE_MAX_S: a broker that cannot run is restarted at most every 30 s.
+    """
+    if ran_s >= STABLE_S:
+        return 0.0, RESTART_PAUSE_S
+    return pause_s, min(pause_s * 2, RESTART_PAUSE_MAX_S)
+
+
 def password_hash(password: str) -> str:
     """mosquitto's password file hash ($7$: PBKDF2-SHA512), as mosquitto_passwd writes it."""
     salt = secrets.token_bytes(12)
@@ -96,6 +110,7 @@ class EmbeddedBroker:
         self.password = secret_file.read_text().strip()
         self.restarts = 0
         self.last_exit: str | None = None  # how the broker before the last restart ended
+        self.restart_pauses: deque[float] = deque(maxlen=RESTARTS_KEPT)  # the wait before each restart
         self.mosquitto = Mosquitto(self.workdir, self.port, "", host=host)
         self.devices_passwd = self.workdir / "devices.passwd"
         self.relays_file = self.workdir / "relays.json"  # relay username -> the owner id it serves
@@ -310,8 +325,8 @@ class EmbeddedBroker:
         """Restart mosquitto whenever it dies, until the agent stops; back off while it keeps failing.
 
         A broker that ran STABLE_S or more is restarted at once. One that died (or failed to
-        start) sooner waits a pause that doubles each time, 0.5 s up to 30 s, so a broker that
-        cannot run is not restarted in a tight loop.
+        start) sooner waits a pause that doubles each time, 0.5 s up to 30 s (restart_pause), so
+        a broker that cannot run is not restarted in a tight loop.
         """
         pause_s = RESTART_PAUSE_S
         started_s = time.monotonic()
@@ -319,18 +334,22 @@ class EmbeddedBroker:
             await asyncio.sleep(POLL_S)
             if self.is_running or stopping.is_set():
                 continue
-            if time.monotonic() - started_s < STABLE_S:
+            wait_s, pause_s = restart_pause(pause_s, time.monotonic() - started_s)
+            if wait_s:
                 try:
-                    await asyncio.wait_for(stopping.wait(), pause_s)
+                    await asyncio.wait_for(stopping.wait(), wait_s)
                     break
                 except TimeoutError:
                     pass
-                pause_s = min(pause_s * 2, RESTART_PAUSE_MAX_S)
-            else:
-                pause_s = RESTART_PAUSE_S
             self.restarts += 1
+            self.restart_pauses.append(wait_s)
             self.last_exit = self._exit_status()
-            log.error("embedded mosquitto died (%s); restarting (restart %d)", self.last_exit, self.restarts)
+            log.error(
+                "embedded mosquitto died (%s); restarting after %.1f s (restart %d)",
+                self.last_exit,
+                wait_s,
+                self.restarts,
+            )
             try:
                 await asyncio.to_thread(self.start)
             except UserError as error:

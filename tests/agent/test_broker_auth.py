@@ -194,9 +194,10 @@ def test_wrong_missing_foreign_or_revoked_passwords_are_refused(start_agent):
     assert connect_outcome(port, "", *device.credentials(port)).startswith("refused")
 
 
-def test_vendor_roles_broker_binds_sessions_and_relays_read_only_their_owners_readings(start_agent):
+def test_vendor_roles_broker_binds_sessions_and_relays_read_only_their_owners_readings(start_agent, webhook):
     vendor = start_agent(role="vendor", broker={"embedded": True, "port": 0, "client_id": "vendor-service"})
     admin = api(vendor, tokens.issue(vendor.store, "admin", "admin"))
+    add_own_webhook(admin, webhook.url)  # the vendor's own: duplicates forwarded are counted there
     port = vendor.broker.port
     alices, bobs, intruder = (FakeDevice(os.urandom(32)) for _ in range(3))
     for each in (alices, bobs, intruder):
@@ -231,6 +232,10 @@ def test_vendor_roles_broker_binds_sessions_and_relays_read_only_their_owners_re
         )
     stored = stored_readings(vendor)
     assert len(stored) == len(set(stored)) and set(stored) <= set(streams[0].sent + streams[1].sent)
+    every_acknowledged = acknowledged[0] | acknowledged[1]
+    wait_for(lambda: {b for _, b in webhook.bodies} >= every_acknowledged, 20, "every reading forwarded")
+    forwarded = [b for _, b in webhook.bodies]
+    assert len(forwarded) - len(set(forwarded)) <= len(every_acknowledged) // 100  # duplicates within 1 %
     seen = {(topic.split("/")[2], topic.rsplit("/", 1)[1]) for topic, _ in watcher.received}
     assert (alices.device_id, "reading") in seen and (bobs.device_id, "card") in seen
     assert (bobs.device_id, "reading") not in seen  # another owner's readings
