@@ -384,7 +384,7 @@ class Agent:
             async with httpx.AsyncClient(timeout=10.0) as client:
                 card = await client.get(base + "/card")
                 answer = await client.get(f"{base}/broker-password/{host}:{port}")
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise UserError(
                 f"cannot reach the device at {device_url}: {type(error).__name__} {error}"
             ) from None

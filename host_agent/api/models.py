@@ -3,6 +3,7 @@ responses whose shape is fixed."""
 
 from typing import Annotated, Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fp import cbor
@@ -101,6 +102,18 @@ class EnrolIn(BaseModel):
     device_url: str | None = Field(
         None, pattern=r"^http://[A-Za-z0-9.:\[\]-]+(:[0-9]{1,5})?/?$", max_length=300
     )
+
+    @field_validator("device_url")
+    @classmethod
+    def _a_url_with_a_port_that_exists(cls, url: str | None) -> str | None:
+        if url is not None:
+            try:
+                port = httpx.URL(url).port  # the pattern lets any "host:port" through
+            except (httpx.InvalidURL, ValueError) as error:
+                raise ValueError(f"not a device URL: {error}") from None
+            if port is not None and not 1 <= port <= 65535:
+                raise ValueError(f"not a device URL: port {port} is not 1-65535")
+        return url
 
 
 class RelayIn(BaseModel):

@@ -180,8 +180,11 @@ def test_wrong_missing_foreign_or_revoked_passwords_are_refused(start_agent):
         {"card_hex": card.hex(), "password": "short"},
         {},
         {"password": "0" * 32},
+        {"device_url": "http://a:y"},  # the schema-driven pass found this one: a port that is no number
+        {"device_url": "http://a:99999"},
+        {"device_url": "file:///etc/passwd"},
     ):
-        assert admin.post("/devices/enrol", json=body).status_code == 422
+        assert admin.post("/devices/enrol", json=body).status_code == 422, body
     assert admin.post("/devices/enrol", json={"card_hex": "00", "password": "0" * 32}).status_code == 400
     reader = api(agent, tokens.issue(agent.store, "reader", "read"))
     assert (
