@@ -14,6 +14,8 @@ empties. When full, the oldest message is overwritten and counted in `dropped`.
 import os
 import struct
 
+from fp.storage import exists
+
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover
@@ -23,14 +25,6 @@ MAGIC = 0xF5
 HEADER = 12  # magic u8, kind u8, length u16, number u32, crc u32
 POINTER_BATCH = 16
 KINDS = ("reading", "ack", "status")
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class RingBuffer:
@@ -46,7 +40,7 @@ class RingBuffer:
         self.writes = 0
         self._unsaved_pops = 0
         self._slot = bytearray(slot_bytes)  # the one buffer every slot is read into
-        if not _exists(path):
+        if not exists(path):
             with open(path + ".tmp", "wb") as f:
                 for _ in range(slots):  # slot by slot: never the whole file in RAM
                     f.write(self._slot)
@@ -76,7 +70,7 @@ class RingBuffer:
     def _save_pointer(self):
         record = struct.pack("<I", self._consumed)
         record += struct.pack("<I", crc32(record) & 0xFFFFFFFF)
-        if not _exists(self.pointer_path):
+        if not exists(self.pointer_path):
             with open(self.pointer_path, "wb") as f:
                 f.write(bytes(16))
         # alternate slots by parity, so the previous value survives a torn write
