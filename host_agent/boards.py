@@ -1,16 +1,21 @@
-"""Board data files (boards/<name>.json): one schema, validated once, every error naming the key."""
+"""Board data files (boards/<name>.json): one schema, validated once, every error naming the key.
+
+The host checks what only it reads (chip, sizes, the MicroPython image) and then runs the device's
+own board check (fp.settings.check_board) in strict mode: whatever the device would log and drop
+at boot (a sensor type its port cannot read, a missing pin) is an error here, before flashing.
+Sensor types are defined once, in fp.sensor_types."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from fp import sensor_types, settings
 from host_agent.build_firmware import ARCHES
 from host_agent.errors import UserError
 from host_agent.paths import BOARDS
 
-SENSOR_TYPES = ("internal-temp", "adc", "dht22", "bme280", "counter")
-PORTS = ("esp32", "unix")
+PORTS = sensor_types.PORTS
 # key -> (python type(s), meaning) for the top level of a board file
 FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "name": (str, "the board's name, equal to the file name"),
@@ -24,7 +29,6 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "pins": (dict, "led, button, i2c_sda, i2c_scl: GPIO numbers or null"),
     "sensors": (list, "the sensors fitted: name, type, interval_s, and pin or i2c_address"),
 }
-PINS = ("led", "button", "i2c_sda", "i2c_scl")
 
 
 def _fail(path: Path, key: str, expected: str, found: object) -> UserError:
@@ -51,26 +55,19 @@ def validate(path: Path, data: object) -> dict:
         raise _fail(path, "port", " or ".join(PORTS), data["port"])
     if data["mpy_arch"] not in ARCHES:
         raise _fail(path, "mpy_arch", "one of " + ", ".join(ARCHES), data["mpy_arch"])
-    for pin in PINS:
-        value = data["pins"].get(pin, "missing")
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 48
-        ):
-            raise _fail(path, f"pins.{pin}", "a GPIO number 0..48 or null", value)
-    names = set()
-    for index, sensor in enumerate(data["sensors"]):
-        where = f"sensors[{index}]"
-        if not isinstance(sensor, dict) or not isinstance(sensor.get("name"), str) or not sensor["name"]:
-            raise _fail(path, where + ".name", "a sensor name", sensor)
-        if sensor["name"] in names:
-            raise _fail(path, where + ".name", "a name not used by another sensor", sensor["name"])
-        names.add(sensor["name"])
-        if sensor.get("type") not in SENSOR_TYPES:
-            raise _fail(path, where + ".type", "one of " + ", ".join(SENSOR_TYPES), sensor.get("type"))
-        interval = sensor.get("interval_s")
-        if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 86400:
-            raise _fail(path, where + ".interval_s", "seconds in (0, 86400]", interval)
+    _check_as_the_device_does(path, data)
     return data
+
+
+def _check_as_the_device_does(path: Path, data: dict) -> None:
+    """Run fp.settings.check_board on the board file; its first complaint is the error."""
+    complaints: list[str] = []
+    settings.check_board(data, complaints.append)
+    if complaints:
+        # "board.json: KEY: expected ..., found ...; using DEFAULT": the device would go on with the
+        # default, and lose what the file meant; the host refuses the file instead
+        line = complaints[0].split(": ", 1)[-1].split("; using ", 1)[0]
+        raise UserError(f"{path}: {line}")
 
 
 def load(name: str, folder: Path = BOARDS) -> dict:
