@@ -17,12 +17,14 @@ Safe mode lasts until the owner's `reboot` command (which marks the boot stable,
 is normal) or until someone deletes `boot.hist` at the REPL; a power cycle does not end it.
 """
 
-import sys
+import time
 
 from fp import storage
+from fp.runtime import unload
 
 HISTORY_FILE = "boot.hist"
 MAX_COUNT = 255
+SAFE_MODE = "safe-mode"  # the mode the status message and get-info report
 
 
 class BootHistory:
@@ -70,7 +72,15 @@ class BootHistory:
         from fp import slots  # a release on probation (fp.slots) has proved itself: keep it
 
         slots.confirm_trial()
-        sys.modules.pop("fp.slots", None)  # used once a boot: code from .mpy lives in the heap
-        package = sys.modules.get("fp")
-        if package is not None and hasattr(package, "slots"):
-            delattr(package, "slots")
+        unload("slots")  # used once a boot: code from .mpy lives in the heap
+
+    def check_stable(self, has_delivered, started_ms):
+        """Mark this boot stable once a broker has taken a message from it, or after the window.
+
+        Return True when this call marked it."""
+        if self.is_safe or self.is_stable:
+            return False
+        if has_delivered or time.ticks_diff(time.ticks_ms(), started_ms) >= 1000 * self.window_s:
+            self.mark_stable()
+            return True
+        return False

@@ -21,7 +21,8 @@ OWNER_FILE = "owner.key"  # the owner's key after a claim or hand-over
 COUNTER_FILE = "cmd.cnt"  # the last accepted owner command counter
 
 
-def _exists(path):
+def exists(path):
+    """True when `path` is in the flash filesystem (MicroPython's os has no path.exists)."""
     try:
         os.stat(path)
         return True

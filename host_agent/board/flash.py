@@ -56,15 +56,10 @@ stat = os.statvfs('/')
 print('FP-PROBE', sys.platform, stat[0] * stat[3] + _fp_size('fp'), '|' + machine)
 """
 
-# Run on the device after the copy: the card, computed exactly as the firmware does.
+# Run on the device after the copy: the card, computed by the firmware's own code (fp.identity).
 _CARD = """
-from fp import app, ed25519, ids, messages, storage
-_b = storage.load_json('board.json', None)
-_p = storage.load_json('provision.json', None)
-_k = ed25519.SigningKey(storage.load_seed())
-_o = storage.load_json(app.OWNER_FILE, None) or _p.get('owner')
-_o = ids.id_from_public_key(bytes.fromhex(_o)) if _o else None
-print('FP-CARD', messages.encode_card(_k.sign, _k.public, _b.get('name'), app.FIRMWARE_VERSION, None, _o).hex())
+from fp import identity
+print('FP-CARD', identity.card_at_flash().hex())
 """
 # Run on the device with the card: its password for the agent's broker, computed from its seed there
 # (the seed never leaves the board; the password crosses this serial line once, to be hashed).
@@ -459,7 +454,7 @@ def register(args: argparse.Namespace, card: bytes, device_id: str, password: st
 
 def read_card(port: str, endpoint: tuple[str, int] | None = None) -> tuple[bytes, str | None]:
     """The device's card, and its password for the broker at `endpoint` when one is given."""
-    script = _CARD + ("from fp import ids" + _PASSWORD % endpoint if endpoint else "")
+    script = _CARD + ("from fp import ids, storage" + _PASSWORD % endpoint if endpoint else "")
     out = mpremote(port, "exec", script)
     card, password = None, None
     for line in out.splitlines():

@@ -54,7 +54,6 @@ class Desk(Protocol):
     async def take_mqtt_reply(self, kind: str, data: bytes) -> dict[str, Any]: ...
 
 
-
 def topic(owner_id: str, kind: str) -> str:
     if kind not in TO_RECIPIENT + TO_OWNER:
         raise ValueError(f"unknown terms topic kind {kind}")

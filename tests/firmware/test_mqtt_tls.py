@@ -91,7 +91,9 @@ def raw(name):
 FOLDER = %r
 async def scenario():
     try:
-        broker = Broker("127.0.0.1", PORT, tls=True, ca=%s, client_cert=%s, client_key=%s,
+        from fp import pem  # PEM (or DER) to DER at the edge, as fp.destinations does
+        ca, cert, key = pem.tls_der(%s, %s, %s)
+        broker = Broker("127.0.0.1", PORT, tls=True, ca=ca, client_cert=cert, client_key=key,
                         server_hostname=%r)
     except ValueError as error:
         out["outcome"] = "invalid: %%s" %% error
@@ -198,7 +200,8 @@ def test_sni_and_alpn_are_offered_as_aws_iot_on_port_443_wants(pki):
     thread.start()
     script = """
 async def scenario():
-    broker = Broker("127.0.0.1", PORT, tls=True, ca=open(CA).read(), server_hostname="localhost",
+    from fp import pem
+    broker = Broker("127.0.0.1", PORT, tls=True, ca=pem.certificates(open(CA).read()), server_hostname="localhost",
                     alpn=["x-amzn-mqtt-ca"])
     client = MQTTClient(broker, "a", keepalive_s=0)
     asyncio.create_task(client.run())
@@ -216,8 +219,9 @@ async def scenario():
 def test_micropython_refuses_alpn_it_cannot_offer(pki, micropython):
     out = micropython(
         "from fp.mqtt import Broker\n"
+        "from fp import pem\n"
         "try:\n"
-        "    Broker('h', 443, tls=True, ca=open(%r).read(), alpn=['x-amzn-mqtt-ca'])\n"
+        "    Broker('h', 443, tls=True, ca=pem.certificates(open(%r).read()), alpn=['x-amzn-mqtt-ca'])\n"
         "    print('accepted')\n"
         "except ValueError as e:\n"
         "    print(e)\n".replace("%r", repr(str(pki / "ca.pem")))
