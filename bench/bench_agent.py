@@ -53,7 +53,7 @@ from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.bus.tcp import no_nagle  # noqa: E402
 from host_agent.ingest.intake import Ingest, verify_only  # noqa: E402
 from host_agent.routes import rules as routing  # noqa: E402
-from host_agent.store.sqlite import Store  # noqa: E402
+from host_agent.store.sqlite import SQLiteStore  # noqa: E402
 
 # as host_agent.bus.broker configures the embedded broker; the queue is larger so that nothing a fast
 # publisher sends is dropped while the agent works through it
@@ -226,7 +226,7 @@ def settings(workdir: Path, broker: Mosquitto, client_id: str, receipts: bool = 
 
 def prepare_store(path: Path, destination: dict | None) -> None:
     """The store an agent starts on; with one active route to `destination` for every device."""
-    store = Store(path)
+    store = SQLiteStore(path)
     if destination:
         spec = {"destination": destination, "devices": ["*"], "metrics": ["*"], "needs_agreement": False}
         spec = routing.validate(spec)
@@ -442,7 +442,7 @@ def memory(root: Path, count_devices: int) -> dict:
     store_path = workdir / "firstparty.db"
     prepare_store(store_path, None)
     devices = make_devices(count_devices, 3_000_000)
-    ingest = Ingest(Store(store_path), auto_accept=True)
+    ingest = Ingest(SQLiteStore(store_path), auto_accept=True)
     for first in range(0, count_devices, 500):
         batch = devices[first : first + 500]
         outcomes = ingest.process([(d.topic("card"), d.card()) for d in batch])

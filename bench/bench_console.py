@@ -37,7 +37,7 @@ from host_agent.api import tokens  # noqa: E402
 from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.console import auth, pages, series  # noqa: E402
 from host_agent.service import start_in_thread  # noqa: E402
-from host_agent.store.sqlite import Store  # noqa: E402
+from host_agent.store.sqlite import SQLiteStore  # noqa: E402
 
 DEVICES = 1000
 READINGS = 1_000_000
@@ -48,7 +48,7 @@ RUNS = 5
 
 def build(path: Path) -> str:
     """Write the store; return the plotted device's id."""
-    store = Store(path)
+    store = SQLiteStore(path)
     now = int(time.time())
     seeds = [os.urandom(32) for _ in range(DEVICES)]
     signers = [(wire.nacl_signer(seed), wire.nacl_public_key(seed)) for seed in seeds]
@@ -105,7 +105,7 @@ def build(path: Path) -> str:
     return ids[0]
 
 
-def sql_ms(store: Store, sql: str, args: tuple) -> float:
+def sql_ms(store: SQLiteStore, sql: str, args: tuple) -> float:
     times = []
     for _ in range(RUNS):
         started = time.perf_counter()
@@ -127,7 +127,7 @@ def main() -> int:
         marker.write_text(build(data / "firstparty.db"))
     device_id = marker.read_text().strip()
 
-    store = Store(data / "firstparty.db")
+    store = SQLiteStore(data / "firstparty.db")
     now = time.time()
     since, until = now - YEAR_S, now
     step = series.step_for(since, until, pages.DEFAULT_POINTS)

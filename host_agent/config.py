@@ -51,6 +51,7 @@ class StoreConfig:
     path: Path = Path("firstparty.db")
     retention_days: float = 365.0
     max_page_count: int | None = None  # caps the database size (tests of a full disk)
+    url: str | None = None  # postgresql://...: the PostgreSQL store instead of the SQLite file at `path`
 
 
 @dataclass
@@ -106,7 +107,12 @@ _SCHEMA: dict[str, Any] = {
         "relay_password": (str, None),
     },
     "api": {"enabled": (bool, None), "host": (str, None), "port": (int, None), "max_body_bytes": (int, None)},
-    "store": {"path": (str, None), "retention_days": ((int, float), None), "max_page_count": (int, None)},
+    "store": {
+        "path": (str, None),
+        "retention_days": ((int, float), None),
+        "max_page_count": (int, None),
+        "url": (str, None),
+    },
     "terms": {
         "accepts": (list, None),
         "alternative": (str, None),
@@ -175,6 +181,11 @@ def from_dict(data: dict, source: str = "<config>", base: Path | None = None) ->
         )
     if not Path(config.store.path).is_absolute():
         config.store.path = config.data_dir / config.store.path
+    if config.store.url is not None and not config.store.url.startswith(("postgresql://", "postgres://")):
+        raise UserError(
+            f"{source}: store.url must be a PostgreSQL URL (postgresql://user@host:port/database),"
+            f" found {config.store.url!r}"
+        )
     for index, relay in enumerate(config.broker.relay_brokers):
         host, _, port = str(relay).rpartition(":")
         if not host or not port.isdigit():

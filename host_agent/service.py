@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -32,7 +31,8 @@ from host_agent.outbox.queue import Outbox
 from host_agent.owner import Owner
 from host_agent.routes import grants
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import Store, make_private_dir, write_problem
+from host_agent.store import open_store
+from host_agent.store.base import make_private_dir, write_problem
 from host_agent.terms import mqtt as terms_mqtt
 from host_agent.terms.desk import TermsDesk
 
@@ -55,7 +55,7 @@ class Agent:
     def __init__(self, config: Config):
         self.config = config
         make_private_dir(config.data_dir)  # 0700: the database, keys and broker passwords live here
-        self.store = Store(config.store.path, config.store.max_page_count)
+        self.store = open_store(config.store.path, config.store.url, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
         self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
         self.ingest = Ingest(
@@ -233,7 +233,7 @@ class Agent:
                         self.ingest.process, [(d.topic, d.payload) for d in batch]
                     )
                     break
-                except (sqlite3.Error, OSError) as error:
+                except (*self.store.errors, OSError) as error:
                     # Disk full or locked: acknowledge nothing, keep the batch, try again. The broker
                     # stops sending once its in-flight window is full, so nothing is lost.
                     if self.health["store"] == "ok":
@@ -318,7 +318,7 @@ class Agent:
         while True:
             try:
                 await asyncio.to_thread(self.store.apply_retention, self.config.store.retention_days)
-            except sqlite3.Error as error:
+            except self.store.errors as error:
                 log.warning("retention pass failed: %s", error)
             await asyncio.sleep(3600)
 
@@ -422,7 +422,7 @@ class Agent:
         while True:
             try:
                 await self._update_relay_claims()
-            except sqlite3.Error as error:
+            except self.store.errors as error:
                 log.warning("relay accounts not updated: %s", error)
             await asyncio.sleep(RELAY_CLAIMS_S)
 
@@ -477,7 +477,7 @@ class Agent:
         grant = grants.encode_grant(self.owner.sign, self.owner.public, name, spec, int(time.time()))
         try:
             await asyncio.to_thread(self.store.add_route, name, spec, grant)
-        except sqlite3.IntegrityError:
+        except self.store.integrity_errors:
             raise UserError(f"a route named {name!r} exists: remove it first or pick another name") from None
         self.ingest.reload_routes()
         result: dict[str, Any] = {

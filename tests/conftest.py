@@ -30,7 +30,15 @@ UNIT_FILES = {
     "tests/agent/test_outbox_sinks.py",
 }
 DOCS_FILES = {"tests/test_docs_commands.py", "tests/test_docs_reference.py"}
-PROCESS_FIXTURES = {"mosquitto", "sim_devices", "start_agent", "publisher", "virtual_board"}
+PROCESS_FIXTURES = {
+    "mosquitto",
+    "sim_devices",
+    "start_agent",
+    "publisher",
+    "virtual_board",
+    "postgres_server",
+    "pg_url",
+}
 
 
 def _tier(relative_path: str, fixture_names=()) -> str:

@@ -161,9 +161,9 @@ class World:
         self.vendor.stop()
 
     def store(self):
-        from host_agent.store.sqlite import Store
+        from host_agent.store.sqlite import SQLiteStore
 
-        return Store(self.home / "firstparty.db")
+        return SQLiteStore(self.home / "firstparty.db")
 
     def prepare(self, args: argparse.Namespace) -> None:
         """Put the world in the state a shown command expects, whatever the commands before it did."""

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 
 from host_agent.commands.control import CommandResult
 from host_agent.owner import Owner
-from host_agent.store.sqlite import Store
+from host_agent.store.base import Store
 
 __all__ = ["AgentApi", "AgentDep", "ReceiptKey", "agent_of"]
 

@@ -16,7 +16,7 @@ import httpx
 
 from host_agent import config as agent_config
 from host_agent.errors import UserError
-from host_agent.store.sqlite import Store
+from host_agent.store.base import Store
 
 __all__ = ["RUNTIME_FILE", "call_agent", "request_agent", "write_runtime"]
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from host_agent.api.agent import AgentDep
 from host_agent.api.auth import Admin, Reader
 from host_agent.api.models import AuditOut, HealthOut, RejectionsOut
-from host_agent.store.sqlite import CANNOT_COMMIT, DISK_FULL
+from host_agent.store.base import CANNOT_COMMIT, DISK_FULL
 
 __all__ = ["MAX_ID", "Gauges", "router"]
 

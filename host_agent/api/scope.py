@@ -7,7 +7,7 @@ from fastapi import HTTPException
 
 from host_agent.api.auth import Principal
 from host_agent.errors import UserError
-from host_agent.store.sqlite import Store
+from host_agent.store.base import Store
 
 __all__ = ["check_route_devices", "one_device", "route_of", "visible_devices", "visible_routes"]
 

@@ -6,7 +6,7 @@ import secrets
 
 from fp.ids import is_valid_id
 from host_agent.errors import UserError
-from host_agent.store.sqlite import Store
+from host_agent.store.base import Store
 
 SCOPES = ("read", "admin")
 

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(load_config(args))
     if args.action == "verify":
         bad = store.audit_verify()
-        count = store.query("SELECT COUNT(*) FROM audit")[0][0]
+        count = store.audit_count()
         if bad is None:
             print(f"audit log intact: {count} entries")
             return 0

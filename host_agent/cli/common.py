@@ -9,7 +9,8 @@ from host_agent import config as agent_config
 from host_agent.api.client import RUNTIME_FILE, call_agent, write_runtime
 from host_agent.config import DEFAULT_CONFIG
 from host_agent.errors import UserError
-from host_agent.store.sqlite import Store
+from host_agent.store import Store
+from host_agent.store import open_store as open_backend
 from host_agent.terms import roster
 
 __all__ = [
@@ -55,8 +56,8 @@ def load_config(args: argparse.Namespace) -> agent_config.Config:
 
 
 def open_store(config: agent_config.Config) -> Store:
-    if not config.store.path.exists():
+    if config.store.url is None and not config.store.path.exists():
         raise UserError(
             f"no agent database at {config.store.path}: start the agent with `firstparty serve` first"
         )
-    return Store(config.store.path)
+    return open_backend(config.store.path, config.store.url)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from host_agent.store.sqlite import Store, token_hash
+from host_agent.store.base import Store, token_hash
 
 COOKIE = "fp_session"
 SESSION_IDLE_S = 12 * 3600
@@ -87,8 +87,7 @@ def create_link_code(store: Store, token: str, now_s: float | None = None) -> st
     """A one-time code that signs in as `token` (a live token), for the link the CLI prints."""
     now = now_s if now_s is not None else time.time()
     code = "fpl_" + secrets.token_urlsafe(24)
-    with store.lock:
-        store.db.executescript(LINKS_SCHEMA)
+    store.create_tables(LINKS_SCHEMA)
     with store.transaction() as db:
         db.execute("DELETE FROM console_links WHERE expires_s<?", (now,))
         db.execute(
@@ -101,8 +100,7 @@ def create_link_code(store: Store, token: str, now_s: float | None = None) -> st
 def redeem_link_code(store: Store, code: str, now_s: float | None = None) -> str | None:
     """The token hash a link code signs in as, used up; None when unknown, used or expired."""
     now = now_s if now_s is not None else time.time()
-    with store.lock:
-        store.db.executescript(LINKS_SCHEMA)
+    store.create_tables(LINKS_SCHEMA)
     with store.transaction() as db:
         row = db.execute(
             "SELECT token_hash, expires_s FROM console_links WHERE code_hash=?", (_code_hash(code),)

@@ -124,7 +124,7 @@ class Indexer:
                     await asyncio.to_thread(series.prune, store)
             except sqlite3.ProgrammingError:
                 return  # the store is closed: the agent is stopping
-            except sqlite3.Error as error:
+            except store.errors as error:
                 log.warning("series index: %s (tries again)", error)
                 count = 0
             if count < series.BATCH:

@@ -14,11 +14,10 @@ time, off the ingest path.
 from __future__ import annotations
 
 import math
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from host_agent.store.sqlite import Store, reading_values
+from host_agent.store.base import Store, reading_values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -53,8 +52,7 @@ METRICS = "SELECT DISTINCT metric FROM series WHERE device_id=?"
 
 
 def ensure_schema(store: Store) -> None:
-    with store.lock:
-        store.db.executescript(SCHEMA)
+    store.create_tables(SCHEMA)
 
 
 @dataclass(slots=True, frozen=True)
@@ -195,5 +193,5 @@ def query_plan(store: Store, sql: str, args: tuple) -> list[str]:
     """EXPLAIN QUERY PLAN's detail lines (for the benchmark's check that no query scans a table)."""
     try:
         return [row[3] for row in store.query("EXPLAIN QUERY PLAN " + sql, args)]
-    except sqlite3.Error as error:
+    except store.errors as error:
         return [f"error: {error}"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,16 +21,10 @@ from fp import messages, replay
 from fp.errors import REASONS, ProtocolError
 from host_agent.ingest import verifier
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import Store
+from host_agent.store.base import Store, Tx
 
 log = logging.getLogger("firstparty.ingest")
-MESSAGE_INSERT = (
-    "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-OUTBOX_INSERT = (
-    "INSERT OR IGNORE INTO outbox (route_id, message_id, idempotency_key, next_at) VALUES (?,?,?,?)"
-)
+DEVICE_KINDS = ("reading", "status", "ack")
 
 
 @dataclass(slots=True)
@@ -60,13 +53,13 @@ class Outcome:
 class Rows:
     """What one batch writes, gathered while its messages are checked, written just before the commit.
 
-    One executemany per table instead of four statements per message, and one replay and last_seen
+    One write per table instead of four statements per message, and one replay and last_seen
     row per device however many of its messages the batch holds. Until then the rows are not in
     the tables, so the checks of later messages in the batch look here too (counters and their bytes).
     """
 
-    def __init__(self, max_id: int):
-        self.next_id = max_id  # ids as SQLite picks them (largest + 1); the forwards refer to them
+    def __init__(self, message_ids: list[int]):
+        self.message_ids = iter(message_ids)  # reserved by the store; the forwards refer to them
         self.messages: list[tuple] = []
         self.outbox: list[tuple] = []
         self.rejections: list[tuple] = []
@@ -76,31 +69,15 @@ class Rows:
         self.seen: set[str] = set()
         self.statuses: dict[str, str] = {}
 
-    def write(self, db, now: float) -> None:
-        if self.messages:
-            db.executemany(MESSAGE_INSERT, self.messages)
-        if self.outbox:
-            db.executemany(OUTBOX_INSERT, self.outbox)
-        if self.windows:
-            db.executemany(
-                "INSERT OR REPLACE INTO replay VALUES (?,?,?,?,?)",
-                [(device_id, kind, *_window_row(w)) for (device_id, kind), w in self.windows.items()],
-            )
-        if self.seen:
-            db.executemany(
-                "UPDATE devices SET last_seen=? WHERE device_id=?",
-                [(now, device_id) for device_id in self.seen if device_id not in self.statuses],
-            )
-        if self.statuses:
-            db.executemany(
-                "UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?",
-                [(now, status, device_id) for device_id, status in self.statuses.items()],
-            )
-        if self.rejections:
-            db.executemany(
-                "INSERT INTO rejections (at, reason, topic, device_id, detail) VALUES (?,?,?,?,?)",
-                self.rejections,
-            )
+    def write(self, db: Tx, now: float) -> None:
+        db.insert_messages(self.messages)
+        db.queue_forwards(self.outbox)
+        db.save_replay_windows(
+            [(device_id, kind, *_window_row(w)) for (device_id, kind), w in self.windows.items()]
+        )
+        db.mark_seen([(now, device_id) for device_id in self.seen if device_id not in self.statuses])
+        db.mark_statuses([(now, status, device_id) for device_id, status in self.statuses.items()])
+        db.add_rejections(self.rejections)
 
 
 def _window_row(window: replay.ReplayWindow) -> tuple[int, int, bytes]:
@@ -159,13 +136,9 @@ class Ingest:
 
     def load(self) -> None:
         """(Re)load device keys, replay windows and active routes from the store."""
-        for device_id, key, state, owner in self.store.query(
-            "SELECT device_id, public_key, state, owner_id FROM devices"
-        ):
-            self.known[device_id] = Known(bytes(key), state, owner)
-        for device_id, kind, boot, top, seen in self.store.query(
-            "SELECT device_id, kind, boot, top, seen FROM replay"
-        ):
+        for device_id, key, state, owner in self.store.device_keys():
+            self.known[device_id] = Known(key, state, owner)
+        for device_id, kind, boot, top, seen in self.store.replay_windows():
             self.windows[(device_id, kind)] = replay.ReplayWindow(boot, top, int.from_bytes(seen, "big"))
         self.reload_routes()
 
@@ -175,7 +148,7 @@ class Ingest:
     # --- the batch ------------------------------------------------------------------------------
 
     def process(self, batch: list[tuple[str, bytes | int]]) -> list[Outcome]:
-        """Verify and commit a batch; raise sqlite3.Error (state unchanged) if it cannot commit.
+        """Verify and commit a batch; raise the store's error (state unchanged) if it cannot commit.
 
         A payload given as an int is the size of a message too large to receive: 'oversized'.
         """
@@ -190,11 +163,13 @@ class Ingest:
         checks = [self._check(topic, data) for topic, data in items]
         try:
             with self.store.transaction() as db:
-                rows = Rows(db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+                if self.shared:  # the other agents of the group wait for these devices, no others
+                    db.lock_devices([c.device_id for c in checks if c.device_id is not None])
+                rows = Rows(db.new_message_ids(len(items)))
                 for (topic, data), check in zip(items, checks, strict=True):
                     outcomes.append(self._one(db, rows, topic, data, check, now, saved_windows, saved_known))
                 rows.write(db, now)
-        except sqlite3.Error:
+        except self.store.errors:
             for key, state in saved_windows.items():
                 if state is None:
                     self.windows.pop(key, None)
@@ -262,9 +237,7 @@ class Ingest:
                 # another process may have moved this window since; BEGIN IMMEDIATE keeps it still
                 # from here to the commit, so one read per transaction is enough
                 rows.windows_read.add(key)
-                row = db.execute(
-                    "SELECT boot, top, seen FROM replay WHERE device_id=? AND kind=?", (device_id, kind)
-                ).fetchone()
+                row = db.replay_window(device_id, kind)
                 window = self.windows[key] = (
                     replay.ReplayWindow(row[0], row[1], int.from_bytes(row[2], "big"))
                     if row
@@ -278,10 +251,7 @@ class Ingest:
                 # the bytes accepted under these counters: in this batch, or in the store
                 held = rows.counters.get(counter)
                 if held is None:
-                    row = db.execute(
-                        "SELECT raw FROM messages WHERE device_id=? AND kind=? AND boot=? AND seq=?", counter
-                    ).fetchone()
-                    held = bytes(row[0]) if row else None
+                    held = db.message_bytes(*counter)
                 return None if held is None else verifier.digest(held)
 
             verifier.admit_counters(window, message, data, held, is_store_authority=self.shared)
@@ -308,13 +278,11 @@ class Ingest:
 
     def _known_from_store(self, db, device_id: str, saved_known) -> Known | None:
         """A card another process of a $share group ingested, or an accept made elsewhere."""
-        row = db.execute(
-            "SELECT public_key, state, owner_id FROM devices WHERE device_id=?", (device_id,)
-        ).fetchone()
+        row = db.device_key(device_id)
         if row is None:
             return None
         saved_known.setdefault(device_id, self.known.get(device_id))
-        known = self.known[device_id] = Known(bytes(row[0]), row[1], row[2])
+        known = self.known[device_id] = Known(*row)
         return known
 
     def _card(self, db, topic, data, device_id, now, saved_known) -> Outcome:
@@ -323,31 +291,22 @@ class Ingest:
         saved_known.setdefault(device_id, known)
         if known is None:
             state = "accepted" if self.auto_accept else "pending"
-            db.execute(
-                "INSERT INTO devices (device_id, public_key, card, owner_id, board, firmware, state,"
-                " first_seen, last_seen, card_time_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    device_id,
-                    card.public_key,
-                    data,
-                    card.owner_id,
-                    card.board,
-                    card.firmware,
-                    state,
-                    now,
-                    now,
-                    card.time_s,
-                ),
+            db.add_device(
+                device_id,
+                card.public_key,
+                data,
+                card.owner_id,
+                card.board,
+                card.firmware,
+                state,
+                now,
+                card.time_s,
             )
             self.known[device_id] = Known(card.public_key, state, card.owner_id)
         else:
             if card.owner_id != known.owner_id:
                 self._check_newer(db, card)
-            db.execute(
-                "UPDATE devices SET card=?, owner_id=?, board=?, firmware=?, last_seen=?,"
-                " card_time_s=MAX(COALESCE(card_time_s, ?), COALESCE(?, card_time_s)) WHERE device_id=?",
-                (data, card.owner_id, card.board, card.firmware, now, card.time_s, card.time_s, device_id),
-            )
+            db.update_card(device_id, data, card.owner_id, card.board, card.firmware, now, card.time_s)
             self.known[device_id] = Known(known.public_key, known.state, card.owner_id)
         return Outcome(topic, None, device_id=device_id, kind="card", body=card, raw=data)
 
@@ -361,8 +320,7 @@ class Ingest:
         the card that announces a new owner always carries one. Card times are whole seconds: a
         card of the same second as the newest counts as newer (a hand-over right after a boot).
         """
-        row = db.execute("SELECT card_time_s, owner_id FROM devices WHERE device_id=?", (card.device_id,))
-        newest_s, held_owner = row.fetchone() or (None, None)
+        newest_s, held_owner = db.newest_card(card.device_id)
         if card.time_s is None or (newest_s is not None and card.time_s < newest_s):
             raise ProtocolError(
                 "replay", f"card naming owner {card.owner_id} is not newer than the one held ({held_owner})"
@@ -378,8 +336,7 @@ class Ingest:
         else:
             encoded_body = _to_json(body)
         is_held = known.state != "accepted"
-        rows.next_id += 1
-        message_id = rows.next_id
+        message_id = next(rows.message_ids)
         rows.messages.append(
             (
                 message_id,
@@ -418,19 +375,15 @@ class Ingest:
     def enqueue(self, db, message_id, device_id, boot, seq, metric_names, now) -> None:
         """Queue one forward per matching route now (readings released after an accept)."""
         body = [(name,) for name in metric_names]
-        db.executemany(OUTBOX_INSERT, self.forwards(message_id, device_id, boot, seq, body, now))
+        db.queue_forwards(self.forwards(message_id, device_id, boot, seq, body, now))
 
     def release_held(self, device_id: str) -> int:
         """After an accept: queue forwards of the readings that were held for this device."""
-        rows = self.store.query(
-            "SELECT id, boot, seq, metrics FROM messages WHERE device_id=? AND kind='reading'"
-            " AND id NOT IN (SELECT message_id FROM outbox)",
-            (device_id,),
-        )
+        rows = self.store.unforwarded_readings(device_id)
         now = time.time()
         with self.store.transaction() as db:
-            for message_id, boot, seq, metrics in rows:
-                self.enqueue(db, message_id, device_id, boot, seq, metrics.strip(",").split(","), now)
+            for message_id, boot, seq, metric_names in rows:
+                self.enqueue(db, message_id, device_id, boot, seq, metric_names, now)
         return len(rows)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +25,7 @@ import httpx
 from host_agent.outbox.forward import DeliveryError, Forward
 from host_agent.outbox.sinks import Sink, make_sink
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import Store, write_problem
+from host_agent.store.base import Store, write_problem
 
 log = logging.getLogger("firstparty.outbox")
 BACKOFF_BASE_S = 0.5
@@ -84,7 +83,7 @@ class Outbox:
         """Run a store write in a thread; a failure becomes StoreWriteError with its health reason."""
         try:
             return await asyncio.to_thread(function, *args)
-        except (sqlite3.Error, OSError) as error:
+        except (*self.store.errors, OSError) as error:
             raise StoreWriteError(write_problem(error), str(error)) from None
 
     async def run(self) -> None:

@@ -51,7 +51,7 @@ from host_agent.owner import Owner
 from host_agent.paths import BOARDS
 from host_agent.rig.simdevice import SimDevice
 from host_agent.service import Agent, start_in_thread
-from host_agent.store.sqlite import reading_values
+from host_agent.store.base import reading_values
 from host_agent.terms import records, roster
 
 # (label, sensors): three boards with different sensors and rates.
@@ -247,21 +247,15 @@ class Demo:
 
     @staticmethod
     def _count(agent: Agent, device_id: str, since_s: float = 0.0) -> int:
-        return agent.store.query(
-            "SELECT COUNT(*) FROM messages WHERE kind='reading' AND device_id=? AND received_s>=?",
-            (device_id, since_s),
-        )[0][0]
+        return agent.store.count_readings(device_id, since_s)
 
     @staticmethod
     def _latest(agent: Agent, device_id: str) -> str:
-        rows = agent.store.query(
-            "SELECT body, raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
-            (device_id,),
-        )
-        if not rows:
+        latest = agent.store.latest_reading(device_id)
+        if latest is None:
             return ""
         return ", ".join(
-            f"{name} {value:.1f} {unit or ''}".strip() for name, unit, value in reading_values(*rows[0])
+            f"{name} {value:.1f} {unit or ''}".strip() for name, unit, value in reading_values(*latest)
         )
 
     def _rate(self, device_id: str) -> float:
@@ -271,10 +265,7 @@ class Demo:
     def _collect_rejections(self) -> None:
         """Tell the story of every message an agent refused (its rejections table) since the last look."""
         for who, agent in (("vendor", self.vendor), ("home", self.home)):
-            rows = agent.store.query(
-                "SELECT id, reason, topic, detail FROM rejections WHERE id>? ORDER BY id",
-                (self.seen_rejections[who],),
-            )
+            rows = agent.store.rejections_after(self.seen_rejections[who])
             for row_id, reason, topic, detail in rows:
                 self.seen_rejections[who] = row_id
                 if reason == "duplicate":
@@ -462,10 +453,9 @@ class Demo:
         own = self.attacker.device_id
         forged = messages.encode_reading(forger, own, 999, 1, [("chip", "Cel", 99.0)], int(time.time()))
         self.attacker.publish(topics.topic(own, "reading"), forged)
-        genuine = self.vendor.store.query(
-            "SELECT raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
-            (garage,),
-        )[0][0]
+        latest = self.vendor.store.latest_reading(garage)
+        assert latest is not None, "the vendor holds the garage's readings by now"
+        genuine = latest[1]
         self.say("...and a genuine garage reading under their own topic")
         self.attacker.publish(topics.topic(own, "reading"), bytes(genuine))
         self.wait_for(
@@ -473,9 +463,7 @@ class Demo:
             10,
             "the vendor refusing both",
         )
-        forged_stored = self.vendor.store.query(
-            "SELECT COUNT(*) FROM messages WHERE kind='reading' AND device_id=? AND boot=999", (attic,)
-        )[0][0]
+        forged_stored = self.vendor.store.count_readings(attic, boot=999)
         self.say(f"readings stored for the attic from the attacker: {forged_stored}")
         self._save_samples()
         self.say(f"readings the data broker got: {self._broker_lines()} (offered nothing it may resell)")
@@ -546,13 +534,10 @@ class Demo:
         samples = self._dir("samples")
         attic = self.ids[2]
         card = self.vendor.store.card(attic)
-        reading = self.vendor.store.query(
-            "SELECT raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
-            (attic,),
-        )
+        reading = self.vendor.store.latest_reading(attic)
         if card and reading:
             (samples / "attic.card").write_bytes(bytes(card))
-            (samples / "attic.reading").write_bytes(bytes(reading[0][0]))
+            (samples / "attic.reading").write_bytes(reading[1])
         garage_card = self.home.store.card(self.ids[1])
         if garage_card:
             (samples / "garage.card").write_bytes(bytes(garage_card))

@@ -122,7 +122,6 @@ class TermsDesk:
         self.tasks: set[asyncio.Task] = set()
         self.max_from_one_owner, self.max_answered = MAX_FROM_ONE_OWNER, MAX_ANSWERED
         self.courier: mqtt.TermsCourier | None = None  # set by the service once its buses run
-        records.install(self.store)
 
     async def close(self) -> None:
         for task in list(self.tasks):

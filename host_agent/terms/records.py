@@ -1,4 +1,4 @@
-"""The agreements table: each party's record of a proffer and what came of it (a thin SQLite adapter).
+"""The agreements table: each party's record of a proffer and what came of it (kept by the store).
 
 Both parties keep the same signed messages (proffer, answer, termination, its acknowledgement);
 `record_bytes` packs them as deterministic CBOR, so the two records are byte-identical and either
@@ -16,26 +16,11 @@ from typing import Any
 from fp import cbor, terms
 from fp.errors import ProtocolError
 from host_agent import wire
-from host_agent.store.sqlite import Store
+from host_agent.store.base import AGREEMENT_PARTS, Store
 from host_agent.terms import policy
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS agreements (
-  id TEXT PRIMARY KEY, side TEXT NOT NULL, peer TEXT NOT NULL, route TEXT NOT NULL,
-  state TEXT NOT NULL, proffer BLOB NOT NULL, proffer_digest BLOB NOT NULL, answer BLOB,
-  termination BLOB, termination_ack BLOB, owner_id TEXT NOT NULL, created REAL, updated REAL);
-CREATE INDEX IF NOT EXISTS agreements_route ON agreements (route, side);
-CREATE UNIQUE INDEX IF NOT EXISTS agreements_digest ON agreements (proffer_digest);
-"""
-PARTS = ("proffer", "answer", "termination", "termination_ack")
-COLUMNS = ("id", "side", "peer", "route", "state", *PARTS, "owner_id", "created", "updated")
+PARTS = AGREEMENT_PARTS
 HOLD_S = 3600.0  # a held forward is looked at again this late, or as soon as an agreement arrives
-
-
-def install(store: Store) -> None:
-    """Create the table on the agent's store (idempotent)."""
-    with store.lock:
-        store.db.executescript(SCHEMA)
 
 
 def record_bytes(row: dict[str, Any]) -> bytes:
@@ -81,14 +66,6 @@ def check_record(data: bytes) -> Checked:
     return Checked(proffer, answer, termination, window)
 
 
-def _row(values: tuple) -> dict[str, Any]:
-    row: dict[str, Any] = dict(zip(COLUMNS, values, strict=True))
-    for part in PARTS:
-        if row[part] is not None:
-            row[part] = bytes(row[part])
-    return row
-
-
 def _audit_data(row: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "agreement": row["id"],
@@ -102,31 +79,20 @@ def _audit_data(row: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def get(store: Store, agreement_id: str) -> dict[str, Any] | None:
-    rows = store.query(f"SELECT {', '.join(COLUMNS)} FROM agreements WHERE id=?", (agreement_id,))
-    return _row(rows[0]) if rows else None
+    return store.agreement(agreement_id)
 
 
 def by_digest(store: Store, digest: bytes) -> dict[str, Any] | None:
-    rows = store.query(f"SELECT {', '.join(COLUMNS)} FROM agreements WHERE proffer_digest=?", (digest,))
-    return _row(rows[0]) if rows else None
+    return store.agreement_by_digest(digest)
 
 
 def all_records(store: Store, route: str | None = None) -> list[dict[str, Any]]:
-    sql = f"SELECT {', '.join(COLUMNS)} FROM agreements"
-    args: tuple = ()
-    if route is not None:
-        sql += " WHERE route=? AND side='first'"
-        args = (route,)
-    return [_row(r) for r in store.query(sql + " ORDER BY created", args)]
+    return store.agreements(route)
 
 
 def counts(store: Store, owner_id: str) -> tuple[int, int]:
     """Proffers this agent answered: from `owner_id`, and from everyone."""
-    rows = store.query(
-        "SELECT SUM(owner_id=?), COUNT(*) FROM agreements WHERE side='second'",
-        (owner_id,),
-    )
-    return int(rows[0][0] or 0), int(rows[0][1] or 0)
+    return store.answered_counts(owner_id)
 
 
 def add(store: Store, row: dict[str, Any], audit_kind: str, **extra: Any) -> dict[str, Any]:
@@ -135,12 +101,7 @@ def add(store: Store, row: dict[str, Any], audit_kind: str, **extra: Any) -> dic
     row = dict(row, created=now, updated=now)
     for part in PARTS:
         row.setdefault(part, None)
-    with store.transaction() as db:
-        db.execute(
-            f"INSERT INTO agreements ({', '.join(COLUMNS)}, proffer_digest) VALUES ({','.join('?' * (len(COLUMNS) + 1))})",
-            (*(row[c] for c in COLUMNS), terms.digest(row["proffer"])),
-        )
-        store._audit(db, audit_kind, _audit_data(row, **extra))
+    store.add_agreement(row, terms.digest(row["proffer"]), audit_kind, _audit_data(row, **extra))
     return row
 
 
@@ -153,45 +114,18 @@ def update(
     **extra: Any,
 ) -> dict[str, Any] | None:
     """Change a record (only from `expect_state`, when given) and audit it, in one transaction."""
-    with store.transaction() as db:
-        found = db.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM agreements WHERE id=?", (agreement_id,)
-        ).fetchone()
-        if found is None:
-            return None
-        row = _row(found)
-        if expect_state is not None and row["state"] != expect_state:
-            return None
-        row.update(changes, updated=time.time())
-        assignments = ", ".join(f"{c}=?" for c in [*changes, "updated"])
-        db.execute(
-            f"UPDATE agreements SET {assignments} WHERE id=?",
-            (*changes.values(), row["updated"], agreement_id),
-        )
-        if changes.get("state") in ("accepted",):
-            # forwards held for this route wait no longer
-            db.execute(
-                "UPDATE outbox SET next_at=? WHERE delivered_at IS NULL AND route_id IN"
-                " (SELECT id FROM routes WHERE name=? AND active=1)",
-                (time.time(), row["route"]),
-            )
-        store._audit(db, audit_kind, _audit_data(row, **extra))
-    return row
+    return store.update_agreement(
+        agreement_id, changes, expect_state, audit_kind, lambda row: _audit_data(row, **extra)
+    )
 
 
 def hold(store: Store, outbox_ids: list[int]) -> None:
     """Leave forwards queued, out of the way until an agreement arrives (or HOLD_S passes)."""
-    if outbox_ids:
-        with store.transaction() as db:
-            next_at = time.time() + HOLD_S
-            db.executemany("UPDATE outbox SET next_at=? WHERE id=?", [(next_at, i) for i in outbox_ids])
+    store.postpone_forwards(outbox_ids, time.time() + HOLD_S)
 
 
 def withhold(store: Store, outbox_ids: list[int], route: str, why: str) -> None:
     """Drop forwards no agreement will ever carry, and audit how many and why."""
-    if outbox_ids:
-        with store.transaction() as db:
-            db.executemany(
-                "DELETE FROM outbox WHERE id=? AND delivered_at IS NULL", [(i,) for i in outbox_ids]
-            )
-            store._audit(db, "terms-withheld", {"route": route, "forwards": len(outbox_ids), "why": why})
+    store.drop_forwards(
+        outbox_ids, "terms-withheld", {"route": route, "forwards": len(outbox_ids), "why": why}
+    )

@@ -149,12 +149,55 @@ def agent_settings(tmp_path: Path, test_broker, **extra) -> dict:
     return settings
 
 
+# Modules whose agents run on both store backends say so with `pytestmark = BOTH_STORES`: each of
+# their tests that starts an agent runs twice, and the PostgreSQL run carries the `postgresql`
+# marker (`pytest -m postgresql` counts or runs them).
+BOTH_STORES = pytest.mark.both_stores
+
+
+def pytest_generate_tests(metafunc):
+    if "store_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize(
+            "store_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL for the session (loopback, a free port, an unprivileged user), removed after."""
+    from host_agent.rig.postgres import Postgres
+
+    server = Postgres().start()
+    yield server
+    server.remove()
+
+
 @pytest.fixture
-def start_agent(tmp_path, mosquitto):
-    """Start agents (in threads) on the test broker; all stopped at the end."""
+def store_url(request) -> str | None:
+    """None: the agent's SQLite file; with BOTH_STORES, also an empty PostgreSQL database's URL."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    server = request.getfixturevalue("postgres_server")
+    server.reset()
+    return server.url
+
+
+@pytest.fixture
+def start_agent(request, tmp_path, mosquitto, store_url):
+    """Start agents (in threads) on the test broker and the test's store; all stopped at the end.
+
+    On PostgreSQL, agents of one data_dir share a database (a $share/ group, or an agent started
+    again) and agents of another data_dir (a vendor and an owner) each have their own."""
     started = []
+    databases: dict[str, str] = {}
 
     def start(**extra):
+        if store_url is not None:
+            data_dir = str(extra.get("data_dir", tmp_path / "agent"))
+            if data_dir not in databases:
+                server = request.getfixturevalue("postgres_server")
+                databases[data_dir] = server.create_database(len(databases)) if databases else store_url
+            extra["store"] = {"url": databases[data_dir], **extra.get("store", {})}
         config = agent_config.from_dict(agent_settings(tmp_path, mosquitto, **extra))
         agent, thread = start_in_thread(config)
         wait_for(lambda: agent.bus.is_connected, 10, "agent connected to the broker")

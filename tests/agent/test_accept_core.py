@@ -11,7 +11,7 @@ from fp import replay, topics
 from fp.errors import ProtocolError
 from host_agent.ingest import verifier
 from host_agent.ingest.intake import Ingest
-from host_agent.store.sqlite import Store
+from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import FakeDevice
 
 
@@ -65,7 +65,7 @@ def _verdict(recipient: verifier.Verifier, topic: str, data: bytes) -> str | Non
 def test_ingest_and_an_in_memory_recipient_refuse_the_same_messages_for_the_same_reasons(tmp_path):
     device = FakeDevice(os.urandom(32))
     stream = _stream(device)
-    store = Store(tmp_path / "agent.db")
+    store = SQLiteStore(tmp_path / "agent.db")
     try:
         ingest = Ingest(store, auto_accept=True)
         by_ingest = [outcome.reason for outcome in ingest.process(list(stream[:1]))]

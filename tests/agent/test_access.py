@@ -4,7 +4,6 @@ and the configuration's named errors."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 
 import pytest
@@ -13,7 +12,9 @@ from host_agent import config as agent_config
 from host_agent.api import tokens
 from host_agent.cli.main import main
 from host_agent.errors import UserError
-from tests.agent.conftest import FakeDevice, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
+
+pytestmark = BOTH_STORES
 
 
 def test_read_only_token_cannot_change_routes_or_see_other_devices(start_agent, publisher):
@@ -46,17 +47,16 @@ def test_audit_tampering_is_detected_and_the_first_bad_entry_named(start_agent, 
     for name in ("a", "b", "c"):
         tokens.issue(agent.store, name, "read")
     config = tmp_path / "agent.toml"
-    config.write_text(f'data_dir = "{tmp_path / "agent"}"\n')
+    store_line = f'[store]\nurl = "{agent.config.store.url}"\n' if agent.config.store.url else ""
+    config.write_text(f'data_dir = "{tmp_path / "agent"}"\n' + store_line)
     assert main(["audit", "verify", "--config", str(config)]) == 0
     assert "intact: 3 entries" in capsys.readouterr().out
-    db = sqlite3.connect(tmp_path / "agent" / "firstparty.db")
-    db.execute("UPDATE audit SET data=replace(data, '\"b\"', '\"z\"') WHERE seq=2")
-    db.commit()
+    # someone with the database's files (or its password) edits an entry, then removes one
+    agent.store.query("UPDATE audit SET data=replace(data, '\"b\"', '\"z\"') WHERE seq=2")
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert "BROKEN at entry 2: its content was changed" in capsys.readouterr().out
-    db.execute("UPDATE audit SET data=replace(data, '\"z\"', '\"b\"') WHERE seq=2")
-    db.execute("DELETE FROM audit WHERE seq=2")
-    db.commit()
+    agent.store.query("UPDATE audit SET data=replace(data, '\"z\"', '\"b\"') WHERE seq=2")
+    agent.store.query("DELETE FROM audit WHERE seq=2")
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert "BROKEN at entry 3" in capsys.readouterr().out
 

@@ -6,7 +6,9 @@ import os
 
 from fp import messages
 from fp.ids import id_from_public_key
-from tests.agent.conftest import FakeDevice, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, wait_for
+
+pytestmark = BOTH_STORES
 
 T = 1796000000
 
@@ -44,7 +46,7 @@ def test_an_older_genuine_card_cannot_put_back_a_former_owner(start_agent, devic
 def test_a_database_of_the_first_release_gains_the_card_time_column(tmp_path):
     import sqlite3
 
-    from host_agent.store.sqlite import Store
+    from host_agent.store.sqlite import SQLiteStore
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
@@ -56,7 +58,7 @@ def test_a_database_of_the_first_release_gains_the_card_time_column(tmp_path):
         db.execute(
             "INSERT INTO devices (device_id, public_key, card, state) VALUES ('d', x'00', x'00', 'accepted')"
         )
-    store = Store(path)
+    store = SQLiteStore(path)
     try:
         assert store.query("SELECT device_id, card_time_s FROM devices") == [("d", None)]
     finally:

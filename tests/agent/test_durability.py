@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
-from host_agent.store.sqlite import Store
+from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import agent_settings, agent_toml, api, serve_process, wait_for
 
 
@@ -119,7 +119,7 @@ def test_sigkill_mid_stream_stores_each_reading_once_and_delivers_each_at_least_
         runtime.unlink()
         process = serve_process(config_path, log)
         wait_for(runtime.exists, 20, "the agent to serve again")
-        store = Store(tmp_path / "agent" / "firstparty.db")
+        store = SQLiteStore(tmp_path / "agent" / "firstparty.db")
         wait_for(lambda: store.count_readings() == total, 30, f"{total} readings stored")
         stored = [bytes(r[0]) for r in store.query("SELECT raw FROM messages WHERE kind='reading'")]
         assert sorted(stored) == sorted(sent)  # each exactly once

@@ -11,7 +11,9 @@ from fp.ids import id_from_public_key
 from host_agent.api import tokens
 from host_agent.ingest.verifier import Verifier
 from host_agent.routes.grants import parse_grant
-from tests.agent.conftest import FakeDevice, Publisher, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, Publisher, api, wait_for
+
+pytestmark = BOTH_STORES
 
 
 def test_reading_is_verified_stored_and_forwarded_unchanged_to_mqtt_and_webhook(

@@ -21,9 +21,12 @@ from fp import ids, messages
 from host_agent.api import tokens
 from host_agent.rig.simdevice import SimDevice
 from host_agent.wire import nacl_public_key
-from tests.agent.conftest import HAS_MICROPYTHON, api, run_on, wait_for
+from tests.agent.conftest import BOTH_STORES, HAS_MICROPYTHON, api, run_on, wait_for
 
-pytestmark = pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
+pytestmark = [
+    BOTH_STORES,
+    pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed"),
+]
 SENSOR = "n"  # the sim's counter sensor: its value is the sample number, so a gap is a lost reading
 MIN_RATE = 100  # readings/s made while the broker is killed (issue 15 saw losses at 100-150/s)
 # a 5 ms pause between samples, plus the signing: about 130 readings/s. A broker down for 2-4 s

@@ -8,7 +8,9 @@ import time
 
 from fp import topics
 from host_agent.api import tokens
-from tests.agent.conftest import FakeDevice, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
+
+pytestmark = BOTH_STORES
 
 
 def test_bad_messages_are_rejected_with_reasons_and_nothing_is_stored_or_forwarded(

@@ -9,7 +9,7 @@ import time
 from host_agent.api import tokens
 from host_agent.ingest.intake import Ingest
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import Store
+from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import api, wait_for
 
 
@@ -47,7 +47,7 @@ def test_two_agents_on_a_shared_subscription_split_the_stream_without_loss_or_du
 
 
 def test_a_claimed_forward_is_left_to_its_agent_for_the_lease_then_due_again(tmp_path, device):
-    store = Store(tmp_path / "firstparty.db")
+    store = SQLiteStore(tmp_path / "firstparty.db")
     spec = routing.validate({"destination": {"type": "file", "path": str(tmp_path / "f")}})
     store.add_route("file", spec, None)
     ingest = Ingest(store, auto_accept=True, shared=True)

@@ -6,7 +6,7 @@ import sqlite3
 
 from fp.replay import ReplayWindow
 from host_agent.ingest.intake import Ingest
-from host_agent.store.sqlite import SCHEMA_VERSION, Store
+from host_agent.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.agent.conftest import FakeDevice
 
 # the two tables as 0.1.0 created them (schema version 0); the other tables did not change
@@ -43,7 +43,7 @@ def test_a_0_1_0_store_keeps_its_rows_and_takes_the_new_schema(tmp_path, device:
     raw = device.reading(seq=1)
     _old_store(path, device, raw)
 
-    store = Store(path)
+    store = SQLiteStore(path)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     columns = [row[1] for row in store.db.execute("PRAGMA table_info(messages)")]
     assert "digest" not in columns
@@ -64,7 +64,7 @@ def test_a_0_1_0_store_keeps_its_rows_and_takes_the_new_schema(tmp_path, device:
     store.close()
 
     # opened again: nothing to do, nothing lost
-    store = Store(path)
+    store = SQLiteStore(path)
     assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 1
     store.close()
 
@@ -72,7 +72,7 @@ def test_a_0_1_0_store_keeps_its_rows_and_takes_the_new_schema(tmp_path, device:
 def test_readings_keep_no_copy_of_their_values_and_read_them_from_the_signed_bytes(tmp_path, device):
     path = tmp_path / "firstparty.db"
     _old_store(path, device, device.reading(seq=1))  # a row with the JSON copy an older agent wrote
-    store = Store(path)
+    store = SQLiteStore(path)
     ingest = Ingest(store, auto_accept=True)
     ingest.process([(device.topic("card"), device.card())])
     raw = device.reading((("temp", "Cel", 22.25), ("door", None, True), ("mode", None, "eco")), seq=2)
@@ -92,7 +92,7 @@ def test_readings_keep_no_copy_of_their_values_and_read_them_from_the_signed_byt
 
 
 def test_a_redelivery_is_told_from_a_replay_by_the_bytes_stored_under_its_counters(tmp_path, device):
-    store = Store(tmp_path / "firstparty.db")
+    store = SQLiteStore(tmp_path / "firstparty.db")
     ingest = Ingest(store, auto_accept=True)
     ingest.process([(device.topic("card"), device.card())])
     first = device.reading(seq=1)

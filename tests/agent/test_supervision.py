@@ -11,7 +11,7 @@ from pathlib import Path
 
 from host_agent.bus.broker import EmbeddedBroker
 from host_agent.bus.mosquitto import free_port
-from host_agent.store.sqlite import Store
+from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import (
     CountingPublisher,
     FakeDevice,
@@ -132,7 +132,7 @@ def test_sigkilled_agent_takes_its_broker_along_and_serves_again_at_once(tmp_pat
             publisher.send(data, 5.0)
         acknowledged = set(publisher.acknowledged)
         assert len(acknowledged) >= 250  # all but those sent while no broker listened
-        store = Store(tmp_path / "agent" / "firstparty.db")
+        store = SQLiteStore(tmp_path / "agent" / "firstparty.db")
         try:
 
             def stored() -> list[bytes]:

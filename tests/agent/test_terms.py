@@ -12,7 +12,9 @@ import httpx
 from fp import messages, terms, topics
 from host_agent import wire
 from host_agent.terms import records
-from tests.agent.conftest import FakeDevice, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
+
+pytestmark = BOTH_STORES
 
 
 def url(agent) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent.conftest import device, publisher, start_agent, wait_for, webhook  # noqa: F401
+from tests.agent.conftest import device, publisher, start_agent, store_url, wait_for, webhook  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

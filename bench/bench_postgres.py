@@ -1,0 +1,174 @@
+"""Agents on PostgreSQL against one on SQLite: the store's cost at fleet scale, as ratios of one run.
+
+Run: .venv/bin/python bench/bench_postgres.py   (a few minutes; all traffic on 127.0.0.1)
+Each scenario starts its own mosquitto (configured as bench_agent.py's), real agent processes on one
+`$share/` group (bench_agent.py --serve), and a route to a JSON-lines file; readings of 100 devices
+are published with QoS 1 and the clock stops when the last forward is marked delivered.
+
+1. one agent on SQLite (the baseline)
+2. one agent on PostgreSQL (host_agent.rig.postgres: a cluster of its own, fsync on)
+3. two agents on PostgreSQL, one database
+
+Reported: readings stored + routed per second, per agent CPU-second, PostgreSQL's CPU-seconds per
+1,000 readings, and bytes stored per reading (messages and outbox). Goals (issue 22): 2 >= 70 % of 1;
+3 >= 1.3x 2 in total, and per agent CPU-second within 15 % of 2's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+
+import bench_agent as ba  # noqa: E402
+
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
+from host_agent.rig.postgres import Postgres  # noqa: E402
+from host_agent.routes import rules as routing  # noqa: E402
+from host_agent.store import open_store  # noqa: E402
+
+PG_SIZES = (
+    "SELECT COALESCE(SUM(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits"
+    " WHERE inhparent = 'messages'::regclass"
+)
+
+
+def postgres_cpu_s(server: Postgres) -> float:
+    """CPU seconds of the cluster's processes (postmaster and its children) so far."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    total = ba.cpu_s(postmaster)
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                total += ba.cpu_s(int(status.parent.name))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def scenario(
+    root: Path, name: str, processes: int, total: int, url: str | None, server: Postgres | None
+) -> dict:
+    workdir = root / name
+    workdir.mkdir(parents=True)
+    broker = Mosquitto(root / f"{name}-broker", extra_config=ba.BROKER_CONFIG).start()
+    out = workdir / "forwards.jsonl"
+    store = open_store(workdir / "firstparty.db", url)
+    spec = routing.validate(
+        {"destination": {"type": "file", "path": str(out)}, "devices": ["*"], "metrics": ["*"]}
+    )
+    store.add_route("bench", spec, None)
+
+    def count(sql: str) -> int:
+        return store.query(sql)[0][0]
+
+    agents = []
+    client = None
+    try:
+        for i in range(processes):
+            settings = ba.settings(workdir / f"agent{i}", broker, f"bench-{name}-{i}", shared_group="bench")
+            settings["store"] = {"url": url} if url else {"path": str(workdir / "firstparty.db")}
+            agents.append(ba.AgentProcess(settings, workdir, f"agent{i}"))
+        client = ba.Client(broker, f"bench-{name}-publisher")
+        devices = ba.make_devices(ba.DEVICES_IN_STREAM, 5_000_000 + processes * 1000 + (1 if url else 0))
+        for device in devices:
+            client.publish(device.topic("card"), device.card())
+        ba.wait_until(lambda: count(ba.DEVICES) >= len(devices), 30, "the cards in the store")
+        stream = ba.interleaved(devices, total)
+        agent_cpu0 = [ba.cpu_s(a.pid) for a in agents]
+        pg_cpu0 = postgres_cpu_s(server) if server else 0.0
+        with ba.collector_paused():
+            start_s = time.perf_counter()
+            for topic, data in stream:
+                client.publish(topic, data)
+            deadline = time.monotonic() + 300
+            while count(ba.STORED) < total and time.monotonic() < deadline:
+                time.sleep(0.02)
+            while count(ba.UNDELIVERED) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            elapsed_s = time.perf_counter() - start_s
+        agent_cpu = [ba.cpu_s(a.pid) - c for a, c in zip(agents, agent_cpu0, strict=True)]
+        pg_cpu = postgres_cpu_s(server) - pg_cpu0 if server else 0.0
+        stored, delivered = count(ba.STORED), count(ba.DELIVERED)
+        if url:
+            messages_bytes = count(PG_SIZES)
+            outbox_bytes = count("SELECT pg_total_relation_size('outbox')")
+        else:
+            page = count("PRAGMA page_size")
+            messages_bytes = (
+                sum(r[0] for r in store.query("SELECT pgsize FROM dbstat WHERE name LIKE 'messages%'"))
+                if _has_dbstat(store)
+                else count("PRAGMA page_count") * page
+            )
+            outbox_bytes = (
+                sum(r[0] for r in store.query("SELECT pgsize FROM dbstat WHERE name LIKE 'outbox%'"))
+                if _has_dbstat(store)
+                else 0
+            )
+    finally:
+        if client:
+            client.close()
+        finals = [agent.stop() for agent in agents]
+        store.close()
+        broker.stop()
+    if stored != total or delivered != total:
+        raise RuntimeError(f"{name}: {stored} stored and {delivered} delivered of {total} readings")
+    lines = out.read_text().splitlines()
+    if len(lines) != total:
+        raise RuntimeError(f"{name}: {len(lines)} lines in the file for {total} readings")
+    return {
+        "rate": total / elapsed_s,
+        "per_agent_cpu_s": total / sum(agent_cpu),
+        "agent_cpu_s": agent_cpu,
+        "pg_cpu_s_per_1000": 1000 * pg_cpu / total,
+        "messages_bytes_per_reading": messages_bytes / total,
+        "outbox_bytes_per_reading": outbox_bytes / total,
+        "split": [f.get("accepted", {}).get("reading", 0) for f in finals],
+    }
+
+
+def _has_dbstat(store) -> bool:
+    try:
+        store.query("SELECT 1 FROM dbstat LIMIT 1")
+        return True
+    except Exception:  # noqa: BLE001 - SQLite built without the dbstat table
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=20000, help="readings in each scenario")
+    args = parser.parse_args()
+    server = Postgres(fsync=True).start()
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="fp-bench-pg-") as tmp:
+            root = Path(tmp)
+            results["sqlite1"] = scenario(root, "sqlite1", 1, args.readings, None, None)
+            results["pg1"] = scenario(root, "pg1", 1, args.readings, server.create_database(1), server)
+            results["pg2"] = scenario(root, "pg2", 2, args.readings, server.create_database(2), server)
+    finally:
+        server.remove()
+    s1, p1, p2 = results["sqlite1"], results["pg1"], results["pg2"]
+    for name, r in results.items():
+        print(
+            f"{name:8} {r['rate']:8,.0f} readings/s  {r['per_agent_cpu_s']:7,.0f} per agent CPU-s"
+            f"  postgres {r['pg_cpu_s_per_1000']:.3f} CPU-s/1000  stored {r['messages_bytes_per_reading']:.0f}"
+            f" + {r['outbox_bytes_per_reading']:.0f} B/reading  split {r['split']}"
+        )
+    print(
+        f"one agent on PostgreSQL / one on SQLite: {p1['rate'] / s1['rate']:.2f} (goal >= 0.70)\n"
+        f"two agents on PostgreSQL / one: {p2['rate'] / p1['rate']:.2f}x total (goal >= 1.3),"
+        f" per agent CPU-second {p2['per_agent_cpu_s'] / p1['per_agent_cpu_s']:.2f} (goal within 0.85-1.15)"
+    )
+    print(json.dumps(results, default=float))
+
+
+if __name__ == "__main__":
+    main()

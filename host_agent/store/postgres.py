@@ -1,0 +1,189 @@
+"""The store on PostgreSQL (psycopg 3): for a vendor's fleet, any number of agents on one database.
+
+The statements are the shared ones of host_agent.store.base, rewritten by the PostgreSQL dialect.
+What several agents on one database need: a batch holds its devices with advisory locks (replay
+windows and cards; no global lock), due forwards are claimed with FOR UPDATE SKIP LOCKED, message
+ids come from a sequence, and readings are partitioned by week so that retention drops whole
+partitions. A connection lost (PostgreSQL restarted) is opened again by the next call; the call
+that found it lost fails with psycopg.Error, and ingest keeps its batch unacknowledged meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from host_agent.store.base import Store, Tx
+from host_agent.store.dialect import POSTGRES
+from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("firstparty.store")
+PARTITIONS_AHEAD = 2  # weekly partitions made ahead of time, so that readings seldom land in the default
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(1718, 1)"  # one agent creates or migrates the schema at a time
+
+
+class _PgTx(Tx):
+    __slots__ = ()
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            with self.db.cursor() as cursor:
+                cursor.executemany(self.dialect.sql(sql), rows)
+
+
+class _Transaction:
+    __slots__ = ("store", "tx")
+
+    def __init__(self, store: PostgresStore):
+        self.store = store
+        self.tx: _PgTx | None = None
+
+    def __enter__(self) -> Tx:
+        store = self.store
+        store.lock.acquire()
+        try:
+            connection = store.connection()
+            connection.execute("BEGIN")
+        except BaseException:
+            store.lock.release()
+            raise
+        self.tx = _PgTx(connection, POSTGRES)
+        return self.tx
+
+    def __exit__(self, kind, error, tb) -> None:
+        db = self.store.db
+        try:
+            if kind is None:
+                db.execute("COMMIT")  # a failed COMMIT leaves nothing behind: PostgreSQL rolled back
+            elif not db.closed and not db.broken:
+                try:
+                    db.execute("ROLLBACK")
+                except psycopg.Error as rollback_error:  # the error on its way up says why
+                    log.info("rollback failed: %s", rollback_error)
+        finally:
+            self.tx = None
+            self.store.lock.release()
+
+
+class PostgresStore(Store):
+    """One PostgreSQL database, shared by every agent that names it; safe to call from several threads."""
+
+    dialect = POSTGRES
+    errors = (psycopg.Error,)
+    integrity_errors = (psycopg.IntegrityError,)
+
+    def __init__(self, url: str, connect_timeout_s: float = 10.0):
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self.lock = threading.RLock()
+        self.db: Any = None
+        self.connection()
+        self._create_schema()
+        self.ensure_partitions()
+
+    def connection(self) -> Any:
+        """The open connection, opened again if PostgreSQL dropped it (a restart)."""
+        if self.db is None or self.db.closed or self.db.broken:
+            if self.db is not None:
+                log.warning("store connection lost: connecting again")
+                self.db.close()
+            self.db = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
+            )
+        return self.db
+
+    def _create_schema(self) -> None:
+        with self.transaction() as db:
+            db.execute(SCHEMA_LOCK)
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0] if row and row[0] is not None else 0
+            if version >= SCHEMA_VERSION:
+                return
+            if version == 0:  # a new database: version 2's tables, then the steps after it
+                for statement in statements(POSTGRES.schema(SCHEMA)):
+                    db.execute(statement)
+            for step, script in MIGRATIONS:
+                if step > version:
+                    for statement in statements(POSTGRES.schema(script)):
+                        db.execute(statement)
+            db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of one statement (in SQLite's words, rewritten; the other modules call the named methods)."""
+        with self.lock:
+            cursor = self.connection().execute(POSTGRES.sql(sql), args)
+            return cursor.fetchall() if cursor.description else []
+
+    def transaction(self) -> _Transaction:
+        """Context manager: BEGIN ... COMMIT, or ROLLBACK on error; holds this process's lock."""
+        return _Transaction(self)
+
+    # --- partitions of the readings --------------------------------------------------------------
+
+    def ensure_partitions(self, now_s: float | None = None) -> None:
+        """Make the readings' partitions of this week and the next PARTITIONS_AHEAD weeks."""
+        span = POSTGRES.PARTITION_S
+        start = int((now_s or time.time()) // span) * span
+        with self.transaction() as db:
+            db.execute(SCHEMA_LOCK)
+            for week in range(PARTITIONS_AHEAD + 1):
+                low = start + week * span
+                name = f"messages_p{low}"
+                exists = db.execute("SELECT 1 FROM pg_class WHERE relname=?", (name,)).fetchone()
+                if exists:
+                    continue
+                # rows of this range already in the default partition (an agent that ran ahead of
+                # its partitions) move into the new one
+                db.execute(f"CREATE TABLE {name} (LIKE messages INCLUDING DEFAULTS)")
+                db.execute(
+                    f"WITH moved AS (DELETE FROM messages_default WHERE received_s >= {low}"
+                    f" AND received_s < {low + span} RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+                )
+                db.execute(
+                    f"ALTER TABLE messages ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({low + span})"
+                )
+
+    def partitions(self) -> list[tuple[str, float, float]]:
+        """(name, low, high) of each week's partition of the readings, oldest first."""
+        rows = self.query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid=i.inhrelid"
+            " JOIN pg_class p ON p.oid=i.inhparent WHERE p.relname='messages' AND c.relname LIKE 'messages_p%'"
+        )
+        lows = sorted(int(name[len("messages_p") :]) for (name,) in rows)
+        return [(f"messages_p{low}", float(low), float(low + POSTGRES.PARTITION_S)) for low in lows]
+
+    def apply_retention(self, retention_days: float, now_s: float | None = None) -> int:
+        """Drop each week's partition wholly past the retention period whose forwards are all done;
+        then delete, row by row, the older messages left elsewhere (as the SQLite store does)."""
+        now_s = now_s or time.time()
+        cutoff = now_s - retention_days * 86400
+        removed = 0
+        for name, _low, high in self.partitions():
+            if high > cutoff:
+                break
+            with self.transaction() as db:
+                db.execute(SCHEMA_LOCK)
+                pending = db.execute(
+                    f"SELECT 1 FROM outbox o JOIN {name} m ON m.id=o.message_id"
+                    " WHERE o.delivered_at IS NULL LIMIT 1"
+                ).fetchone()
+                if pending:
+                    continue
+                count = db.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
+                db.execute(f"ALTER TABLE messages DETACH PARTITION {name}")
+                db.execute(f"DROP TABLE {name}")
+                removed += count
+        self.ensure_partitions(now_s)
+        return removed + super().apply_retention(retention_days, now_s)

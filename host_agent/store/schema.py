@@ -1,0 +1,69 @@
+"""The store's tables, written once for both backends (host_agent.store.dialect renders them).
+
+`SCHEMA` is version 2 in SQLite's words; `MIGRATIONS` are the steps after it, in order, applied by
+both backends (SQLite counts in PRAGMA user_version, PostgreSQL in the schema_version table).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION"]
+
+# Version 2 dropped messages.digest and its UNIQUE index (the same bytes have the same counters,
+# which messages_counter holds: a redelivery is told from a replay by comparing the bytes stored
+# under them) and keys the outbox by (route, message) instead of (route, idempotency key): both
+# indexes were written at random places, so each commit copied a page per reading to the WAL
+# (docs/benchmarks.md, "Host agent").
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+  device_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, card BLOB NOT NULL, owner_id TEXT,
+  name TEXT, board TEXT, firmware TEXT, state TEXT NOT NULL, first_seen REAL, last_seen REAL,
+  last_status TEXT, card_time_s INTEGER);
+CREATE TABLE IF NOT EXISTS replay (
+  device_id TEXT, kind TEXT, boot INTEGER, top INTEGER, seen BLOB, PRIMARY KEY (device_id, kind));
+CREATE TABLE IF NOT EXISTS messages (
+  id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, kind TEXT NOT NULL, boot INTEGER, seq INTEGER,
+  time_s INTEGER, received_s REAL, raw BLOB NOT NULL, body TEXT,
+  metrics TEXT, held INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS messages_device ON messages (device_id, kind, id);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_counter ON messages (device_id, kind, boot, seq);
+CREATE TABLE IF NOT EXISTS rejections (
+  id INTEGER PRIMARY KEY, at REAL, reason TEXT, topic TEXT, device_id TEXT, detail TEXT);
+CREATE TABLE IF NOT EXISTS routes (
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, created REAL,
+  active INTEGER NOT NULL DEFAULT 1, grant_bytes BLOB);
+CREATE UNIQUE INDEX IF NOT EXISTS routes_active_name ON routes (name) WHERE active=1;
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY, route_id INTEGER NOT NULL, message_id INTEGER NOT NULL,
+  idempotency_key TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+  delivered_at REAL, last_error TEXT, UNIQUE (route_id, message_id));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_at);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS tokens (
+  id INTEGER PRIMARY KEY, token_hash TEXT UNIQUE NOT NULL, name TEXT, scope TEXT NOT NULL,
+  devices TEXT, metrics TEXT, account TEXT, created REAL, revoked REAL);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL);
+"""
+
+# (version, statements): each brings a store of the version before up to this one.
+MIGRATIONS: list[tuple[int, str]] = [
+    # 3: the agreements (host_agent.terms.records), which the terms desk used to create itself
+    (
+        3,
+        """
+CREATE TABLE IF NOT EXISTS agreements (
+  id TEXT PRIMARY KEY, side TEXT NOT NULL, peer TEXT NOT NULL, route TEXT NOT NULL,
+  state TEXT NOT NULL, proffer BLOB NOT NULL, proffer_digest BLOB NOT NULL, answer BLOB,
+  termination BLOB, termination_ack BLOB, owner_id TEXT NOT NULL, created REAL, updated REAL);
+CREATE INDEX IF NOT EXISTS agreements_route ON agreements (route, side);
+CREATE UNIQUE INDEX IF NOT EXISTS agreements_digest ON agreements (proffer_digest);
+""",
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a script (none of ours has a ';' inside a literal)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
