@@ -32,6 +32,7 @@ COVERED_RANGES = 8  # receipt ranges kept to skip covered messages in the flash 
 OWNER_FILE = storage.OWNER_FILE
 COUNTER_FILE = storage.COUNTER_FILE
 CONFIG_FILE = storage.CONFIG_FILE
+UPDATE_FILE = "update.json"  # fp.ota's: the update state the status reports
 SAFE_MODE = "safe-mode"
 OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 # Signed answers to refused commands, a token bucket: a burst of this many, then one per
@@ -93,6 +94,9 @@ class Destination:
         self.acks = []  # acks waiting while the broker is up, sent before anything else
         self.lost = 0  # messages that could not even be buffered (flash error or too big)
         self.sent = 0
+        # the newest boot whose reading was delivered (per the delivery rule): a reading of this
+        # boot confirms a release on probation (fp.ota), not one an earlier release left queued
+        self.reading_boot = -1
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None  # annotations in functions are never evaluated
         self.sender: asyncio.Task | None = None
@@ -181,6 +185,7 @@ class Destination:
         index = 0
         while index < len(ram):
             if self._is_covered(ram[index][1]):
+                self._delivered(*ram[index])
                 ram.pop(index)
                 if index < self.ram_sent:
                     self.ram_sent -= 1
@@ -199,6 +204,11 @@ class Destination:
         except ProtocolError:  # never one of ours: nothing can cover it, so it must not block
             return None
 
+    def _delivered(self, kind, payload):
+        counter = self._counter(payload) if kind == "reading" else None
+        if counter is not None and counter[0] > self.reading_boot:
+            self.reading_boot = counter[0]
+
     def _is_covered(self, payload):
         counter = self._counter(payload)
         return counter is None or self.covered.covers(counter[0], counter[1])
@@ -213,6 +223,7 @@ class Destination:
             counter = self._counter(item[1])
             if counter is not None and not self.covered.covers(counter[0], counter[1]):
                 return counter[0]
+            self._delivered(*item)
             ring.pop()
 
     def _rewind(self):
@@ -313,6 +324,8 @@ class Destination:
             else:
                 self.ring.pop()
             self.sent += 1
+            if self.receipt_key is None:  # the PUBACK rule: the broker's acknowledgement delivers it
+                self._delivered(kind, payload)
 
     def stop(self):
         self.client.stop()
@@ -358,6 +371,13 @@ class Device:
         self.interval_changed = {}  # sensor name -> Event: a new interval applies at once
         self.http = None
         self.started_ms = time.ticks_ms()
+        self.release_keys = [bytes.fromhex(key) for key in provision.get("release_keys", ())]
+        self.ota = None  # the update transfer in progress (fp.ota)
+        self.update = storage.load_json(UPDATE_FILE, None)  # the update state in the status (fp.ota)
+        if self.update or "slot_a" in sys.path or "slot_b" in sys.path:  # main.py booted a slot
+            from fp import ota
+
+            self.update = ota.at_boot(self.update)
 
     def next_counter(self):
         if self.seq > messages.U32:
@@ -389,6 +409,8 @@ class Device:
             info["receipts_refused"] = refused
         if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
             info["mode"] = SAFE_MODE
+        if self.update:
+            info["update"] = self.update
         return messages.encode_status(self.key.sign, self.device_id, boot, seq, state, info, self.now())
 
     def card(self):
@@ -472,6 +494,7 @@ class Device:
         # will delivered twice is the same bytes (a harmless duplicate).
         will = (topics.topic(self.device_id, "status"), self.status("offline"), 1, True)
         subscriptions = [(topics.topic(self.device_id, "command"), 1)]
+        subscriptions.append((topics.topic(self.device_id, "update"), 1))  # fp.ota
         receipt_topic = topics.topic(self.device_id, "receipt")
         if receipt_key is not None:
             subscriptions.append((receipt_topic, 1))
@@ -526,6 +549,10 @@ class Device:
     async def on_message(self, message):
         if message.topic == topics.topic(self.device_id, "command"):
             self.handle_command(bytes(message.payload))
+        elif message.topic == topics.topic(self.device_id, "update"):
+            from fp import ota  # loaded only while an update runs (fp.ota unloads itself)
+
+            ota.on_message(self, bytes(message.payload), FIRMWARE_VERSION)
 
     def may_answer_refusal(self):
         """Take one token from the refusal-ack bucket (refilled one per REFUSAL_ACK_MS); False: none left."""
@@ -748,6 +775,14 @@ class Device:
                 self.open_claim_window()
             if history is not None and not history.is_safe and not history.is_stable:
                 self._check_stable(history)
+            if (  # a release on probation is confirmed by its first delivered reading (fp.ota)
+                self.update
+                and self.update.get("state") == "installed-on-probation"
+                and any(destination.reading_boot >= self.boot for destination in self.destinations.values())
+            ):
+                from fp import ota
+
+                ota.check_probation(self)
             await asyncio.sleep(0.2)
 
 
