@@ -308,6 +308,12 @@ def build_app(agent) -> FastAPI:
     broker_restarts = prometheus_client.Gauge(
         "firstparty_broker_restarts_total", "Restarts of the embedded broker since start", registry=registry
     )
+    device_update = prometheus_client.Gauge(
+        "firstparty_device_update",
+        "1 for each device's update state (idle, receiving, installed-on-probation, confirmed, rolled-back, refused:REASON)",
+        ["device_id", "state"],
+        registry=registry,
+    )
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, error: UserError):
@@ -398,6 +404,9 @@ def build_app(agent) -> FastAPI:
         for state in ("ok", DISK_FULL, CANNOT_COMMIT):
             store_state.labels(state).set(1 if status["store"] == state else 0)
         broker_restarts.set(status["broker_restarts"])
+        device_update.clear()
+        for device in await visible_devices(who):
+            device_update.labels(device["device_id"], device["update"].split(" ")[0]).set(1)
         return Response(
             prometheus_client.generate_latest(registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
         )
@@ -603,6 +612,10 @@ def build_app(agent) -> FastAPI:
     from host_agent.terms.api import add_routes as add_terms_routes
 
     add_terms_routes(app, agent)
+
+    from host_agent.update_api import add_routes as add_update_routes
+
+    add_update_routes(app, agent)
 
     from host_agent.console import mount
 

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "flash": "host_agent.flash",
     "api-spec": "host_agent.verbs.api_spec",
     "release": "host_agent.release_cli",
+    "update": "host_agent.verbs.update",
 }
 
 

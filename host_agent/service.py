@@ -33,6 +33,7 @@ from host_agent.owner import Owner
 from host_agent.receipts import RECEIPT_KINDS, ReceiptBook
 from host_agent.store import Store, make_private_dir, write_problem
 from host_agent.terms.desk import TermsDesk
+from host_agent.update_desk import UpdateDesk
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
@@ -56,6 +57,8 @@ class Agent:
         self.store = Store(config.store.path, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
         self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
+        # releases on offer and their transfers to devices (fp.ota)
+        self.updates = UpdateDesk(config.data_dir, self.owner, self.store, self._publish_command, self.audit)
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )
@@ -177,6 +180,7 @@ class Agent:
                 await bus.stop()
             await self.outbox.close()
             await self.terms.close()
+            await self.updates.close()
             if self.broker:
                 await asyncio.to_thread(self.broker.stop)
             await asyncio.to_thread(self.store.close)
@@ -244,6 +248,8 @@ class Agent:
                 continue
             if outcome.kind == "ack" and self.commander:
                 self.commander.resolve(outcome.body)
+            if outcome.kind == "status":
+                self.updates.on_status(outcome.device_id, outcome.body)
             if outcome.kind == "reading":
                 has_readings = True
                 if not self.live:

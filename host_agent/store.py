@@ -20,6 +20,7 @@ from typing import Any
 from fp import messages
 from host_agent import audit
 from host_agent import routes as routing
+from host_agent.update import summary as update_summary
 
 log = logging.getLogger("firstparty.store")
 CHECKPOINT_S = 1.0
@@ -268,6 +269,8 @@ class Store:
         for row in rows:
             item: dict[str, Any] = dict(zip(keys, row[:8], strict=True))
             item["status"] = json.loads(row[8]) if row[8] else None
+            status = item["status"]  # fp.ota's update state, from the device's last status
+            item["update"] = update_summary(status.get("update") if isinstance(status, dict) else None)
             out.append(item)
         return out
 
