@@ -26,11 +26,10 @@ class ApprovalIn(BaseModel):
 
 
 def add_routes(app: FastAPI, agent) -> None:
-    desk = agent.updates
-    store = agent.store
+    # looked up per request: the offline app of the OpenAPI document has no agent behind it
 
     async def one_device(device_id: str, who: Principal) -> dict[str, Any]:
-        device = await asyncio.to_thread(store.device, device_id)
+        device = await asyncio.to_thread(agent.store.device, device_id)
         if device is None or not who.can_see(device):
             raise HTTPException(404, f"no device {device_id} for this token")
         return device
@@ -46,14 +45,14 @@ def add_routes(app: FastAPI, agent) -> None:
     @app.get("/releases")
     async def releases(who: Reader) -> list[dict[str, Any]]:
         """The releases this agent offers (the vendor's, to its devices and their owners)."""
-        return await asyncio.to_thread(desk.releases)
+        return await asyncio.to_thread(agent.updates.releases)
 
     @app.post("/releases/{tag}/approve")
     async def approve(tag: str, who: Admin) -> dict[str, Any]:
         """The agent's owner approves the release: the approval that goes with its transfers."""
         if who.account is not None:
             raise HTTPException(403, "an account's token approves with its own agent (POST .../approvals)")
-        approval = await asyncio.to_thread(release_or_404, desk.approve, tag)
+        approval = await asyncio.to_thread(release_or_404, agent.updates.approve, tag)
         await agent.audit("approve", {"release": tag})
         return {"release": tag, "owner_id": agent.owner.owner_id, "approval_hex": approval.hex()}
 
@@ -61,10 +60,10 @@ def add_routes(app: FastAPI, agent) -> None:
     async def add_approval(tag: str, body: ApprovalIn, who: Admin) -> dict[str, Any]:
         """Keep an owner's approval of the release, made by that owner's agent (POST .../approve)."""
         approval = bytes.fromhex(body.approval_hex)
-        owner_id = await asyncio.to_thread(release_or_404, desk.approval_owner, tag, approval)
+        owner_id = await asyncio.to_thread(release_or_404, agent.updates.approval_owner, tag, approval)
         if who.account is not None and owner_id != who.account:
             raise HTTPException(403, f"this token is {who.account}'s: it may not approve for {owner_id}")
-        await asyncio.to_thread(release_or_404, desk.add_approval, tag, approval)
+        await asyncio.to_thread(release_or_404, agent.updates.add_approval, tag, approval)
         await agent.audit("approval", {"release": tag, "owner": owner_id})
         return {"release": tag, "owner_id": owner_id}
 
@@ -73,14 +72,14 @@ def add_routes(app: FastAPI, agent) -> None:
         """Send a release to the device (resumes where the device's flash left off)."""
         device = await one_device(device_id, who)
         try:
-            await desk.start(device, body.release)
+            await agent.updates.start(device, body.release)
         except LookupError as error:
             raise HTTPException(404, str(error)) from None
         except UserError as error:
             raise HTTPException(409, str(error)) from None
-        return desk.progress(device)
+        return agent.updates.progress(device)
 
     @app.get("/devices/{device_id}/update")
     async def update_progress(device_id: str, who: Reader) -> dict[str, Any]:
         """The device's update state and the transfer to it."""
-        return desk.progress(await one_device(device_id, who))
+        return agent.updates.progress(await one_device(device_id, who))

@@ -2,7 +2,8 @@
 
 flash -> boot -> first signed reading verified by the agent -> owner reroutes to the home broker
 instead of the vendor -> duplicates to both -> reset -> counters continue, no (boot, seq) reused
--> outage -> buffered readings drain -> forged command refused. The steps share one rig and run
+-> outage -> buffered readings drain -> forged command refused -> an update confirmed by its
+first delivered reading -> a release that cannot start rolled back. The steps share one rig and run
 in file order; a step that fails leaves the later ones failing on its rig state, named below.
 """
 
@@ -300,3 +301,66 @@ def test_7_a_forged_command_is_refused_and_changes_nothing(rig):
     stored = len(rig.stored_counters())
     time.sleep(3)
     assert len(rig.stored_counters()) >= stored + 1, "the forged 3600 s interval took effect"
+
+
+def _owner_release(rig, name: str, version: str, counter: int, broken: bool = False):
+    """A release of the firmware for the board, signed by the owner alone (`firstparty release`);
+    `broken`: its application raises as it is imported (signed and whole, but it cannot start)."""
+    import hashlib
+    import json
+
+    folder = rig.workdir / name
+    arch = boards.load(rig.board_name)["mpy_arch"]
+    assert (
+        main(
+            ["release", "build", str(folder), "--arch", arch, "--version", version, "--counter", str(counter)]
+        )
+        == 0
+    )
+    if broken:
+        (folder / "files" / "fp" / "app.mpy").unlink()
+        (folder / "files" / "fp" / "app.py").write_text("raise RuntimeError('this release is broken')\n")
+        listing = json.loads((folder / "release.json").read_text())
+        listing["files"] = [
+            [
+                p.relative_to(folder / "files").as_posix(),
+                p.stat().st_size,
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            ]
+            for p in sorted((folder / "files").rglob("*"))
+            if p.is_file()
+        ]
+        (folder / "release.json").write_text(json.dumps(listing))
+    assert main(["release", "sign", str(folder), "--key", str(rig.agent.config.owner_key)]) == 0
+    return folder
+
+
+def _update_state(rig) -> str:
+    return rig.admin.get(f"/devices/{rig.device_id}/update").json()["state"]
+
+
+def test_8_an_update_boots_on_probation_and_its_first_delivered_reading_confirms_it(rig, capsys):
+    folder = _owner_release(rig, "release-0.2.0", "0.2.0", 1)
+    code = main(["update", rig.device_id, "--release", str(folder), "--config", str(rig.config_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err + rig.tail()
+    assert "installed-on-probation" in out
+    wait_for(lambda: _update_state(rig) == "confirmed", 60, "the new release confirmed\n" + rig.tail())
+    update = rig.admin.get(f"/devices/{rig.device_id}/update").json()["update"]
+    assert update["version"] == [0, 2, 0]
+    stored = len(rig.stored_counters())
+    wait_for(lambda: len(rig.stored_counters()) > stored, READING_WAIT_S, "readings from the new release")
+
+
+def test_9_a_release_that_cannot_start_rolls_back_by_itself(rig, capsys):
+    folder = _owner_release(rig, "release-0.3.0-broken", "0.3.0", 2, broken=True)
+    code = main(["update", rig.device_id, "--release", str(folder), "--config", str(rig.config_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err + rig.tail()
+    wait_for(lambda: _update_state(rig) == "rolled-back", 60, "the broken release rolled back\n" + rig.tail())
+    update = rig.admin.get(f"/devices/{rig.device_id}/update").json()["update"]
+    assert update["version"] == [0, 3, 0]  # the release that was refused its place
+    stored = len(rig.stored_counters())
+    wait_for(
+        lambda: len(rig.stored_counters()) > stored, READING_WAIT_S, "readings from the previous release"
+    )
