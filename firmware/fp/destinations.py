@@ -8,7 +8,8 @@ RAM and flash, and its delivery rule (PUBACK, or the agent's signed receipts).
 import asyncio
 import os
 
-from fp import ids, topics
+from fp import ids, messages, topics
+from fp.errors import ProtocolError
 from fp.mqtt import Broker, MQTTClient, MQTTError
 from fp.ringbuf import RingBuffer
 from fp.runtime import log, unload
@@ -45,6 +46,9 @@ class Destination:
         self.acks = []  # acks waiting while the broker is up, sent before anything else
         self.lost = 0  # messages that could not even be buffered (flash error or too big)
         self.sent = 0
+        # the newest boot whose reading was delivered (per the delivery rule): a reading of this
+        # boot confirms a release on probation (fp.ota), not one an earlier release left queued
+        self.reading_boot = -1
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None  # annotations in functions are never evaluated
         self.sender: asyncio.Task | None = None
@@ -90,11 +94,23 @@ class Destination:
         return self.ram[0] if self.ram else self.ring.peek()
 
     def _sent(self, item):
-        """The broker acknowledged `item`: it leaves the FIFO."""
+        """The broker acknowledged `item`: it leaves the FIFO, delivered (the PUBACK rule)."""
         if self.ram:
             self.ram.pop(0)
         else:
             self.ring.pop()
+        self._delivered(*item)
+
+    def _counter(self, payload):
+        try:
+            return messages.counter_of(payload)
+        except ProtocolError:  # never one of ours: nothing can cover it, so it must not block
+            return None
+
+    def _delivered(self, kind, payload):
+        counter = self._counter(payload) if kind == "reading" else None
+        if counter is not None and counter[0] > self.reading_boot:
+            self.reading_boot = counter[0]
 
     # --- the sender -----------------------------------------------------------------------------
 
@@ -185,7 +201,7 @@ class Destinations:
     """The device's destinations by name, as config.json lists them.
 
     `device` gives what each connection announces and where commands go: `identity`, `provision`,
-    `hal` (is the network up), `card()`, `status(state)` and `on_command(data)`.
+    `hal` (is the network up), `card()`, `status(state)`, `on_command(data)` and `on_update(data)`.
     """
 
     def __init__(self, device):
@@ -248,7 +264,8 @@ class Destinations:
         # will delivered twice is the same bytes (a harmless duplicate).
         will = (topics.topic(device_id, "status"), device.status("offline"), 1, True)
         command_topic = topics.topic(device_id, "command")
-        subscriptions = [(command_topic, 1)]
+        update_topic = topics.topic(device_id, "update")  # fp.ota
+        subscriptions = [(command_topic, 1), (update_topic, 1)]
         receipt_topic = topics.topic(device_id, "receipt")
         if receipt_key is not None:
             subscriptions.append((receipt_topic, 1))
@@ -260,6 +277,8 @@ class Destinations:
                     built[0].on_receipt(bytes(message.payload))
             elif message.topic == command_topic:
                 device.on_command(bytes(message.payload))
+            elif message.topic == update_topic:
+                device.on_update(bytes(message.payload))
 
         client = MQTTClient(
             broker,

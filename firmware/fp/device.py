@@ -2,11 +2,13 @@
 
 Each concern has its module: fp.identity (key, id, counters, owner, card), fp.destinations
 (brokers and their queues), fp.sampling (the sensor loop), fp.command (the command interpreter,
-loaded only while a command is handled), fp.safemode (boot stability). This module owns the state
-they share and the main loop: watchdog, button, stability.
+loaded only while a command is handled), fp.ota (updates over the air, loaded only while one runs
+or a release is on probation), fp.safemode (boot stability). This module owns the state they share
+and the main loop: watchdog, button, stability, the confirmation of a release on probation.
 """
 
 import asyncio
+import sys
 import time
 
 from fp import ids, messages, safemode, storage
@@ -43,6 +45,12 @@ class Device:
         self.interval_events = {}  # sensor name -> Event: a new interval applies at once
         self.http = None
         self.started_ms = time.ticks_ms()
+        self.ota = None  # the update transfer in progress (fp.ota)
+        self.update = storage.load_json(storage.UPDATE_FILE, None)  # the update state in the status
+        if self.update or "slot_a" in sys.path or "slot_b" in sys.path:  # main.py booted a slot
+            from fp import ota
+
+            self.update = ota.at_boot(self.update)
 
     def now(self):
         return self.hal.time_s()
@@ -71,6 +79,8 @@ class Device:
             info["receipts_refused"] = refused
         if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
             info["mode"] = safemode.SAFE_MODE
+        if self.update:
+            info["update"] = self.update
         return messages.encode_status(
             identity.key.sign, identity.device_id, boot, seq, state, info, self.now()
         )
@@ -145,6 +155,20 @@ class Device:
         finally:
             unload("command")
 
+    def on_update(self, data):
+        """Handle one update message (fp.ota, loaded while an update runs and dropped after)."""
+        from fp import ota
+
+        ota.on_message(self, data, FIRMWARE_VERSION)
+
+    def _is_on_probation_and_delivered(self):
+        """True once a reading of this boot was delivered while its release is on probation."""
+        update = self.update
+        if not update or update.get("state") != "installed-on-probation":
+            return False
+        boot = self.identity.boot
+        return any(destination.reading_boot >= boot for destination in self.destinations.values())
+
     # --- the main loop --------------------------------------------------------------------------
 
     async def run(self):
@@ -174,4 +198,8 @@ class Device:
                 self.open_claim_window()
             if history is not None and history.check_stable(self.destinations.total("sent"), self.started_ms):
                 log("boot %d is stable" % self.identity.boot)
+            if self._is_on_probation_and_delivered():  # confirmed by its first delivered reading
+                from fp import ota
+
+                ota.check_probation(self)
             await asyncio.sleep(0.2)

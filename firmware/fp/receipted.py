@@ -76,7 +76,7 @@ class ReceiptedDestination(Destination):
         index = 0
         while index < len(ram):
             if self._is_covered(ram[index][1]):
-                ram.pop(index)
+                self._delivered(*ram.pop(index))
                 if index < self.ram_sent:
                     self.ram_sent -= 1
             else:
@@ -87,12 +87,6 @@ class ReceiptedDestination(Destination):
             # then: receipts for later messages must not hide one the broker lost (RESEND_MS)
             self.progress_ms = time.ticks_ms()
         self.wake.set()
-
-    def _counter(self, payload):
-        try:
-            return messages.counter_of(payload)
-        except ProtocolError:  # never one of ours: nothing can cover it, so it must not block
-            return None
 
     def _is_covered(self, payload):
         counter = self._counter(payload)
@@ -108,6 +102,7 @@ class ReceiptedDestination(Destination):
             counter = self._counter(item[1])
             if counter is not None and not self.covered.covers(counter[0], counter[1]):
                 return counter[0]
+            self._delivered(*item)
             ring.pop()
 
     def _rewind(self):

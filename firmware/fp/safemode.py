@@ -11,7 +11,8 @@ survived the reset), unstable boots that started more than `window_s` before thi
 count. A power-on boot (the hardware layer can tell on an ESP32) does not count the boot it
 ended: a power cut is not a crash.
 
-A stable boot also confirms a release on probation (fp.slots): an update proves itself the same way.
+A stable boot does not confirm a release on probation (fp.slots): only its first delivered reading
+does (fp.ota.confirm); a trial that never delivers one rolls back after fp.slots.MAX_TRIES boots.
 
 Safe mode lasts until the owner's `reboot` command (which marks the boot stable, so the next one
 is normal) or until someone deletes `boot.hist` at the REPL; a power cycle does not end it.
@@ -20,7 +21,6 @@ is normal) or until someone deletes `boot.hist` at the REPL; a power cycle does 
 import time
 
 from fp import storage
-from fp.runtime import unload
 
 HISTORY_FILE = "boot.hist"
 MAX_COUNT = 255
@@ -69,10 +69,6 @@ class BootHistory:
         self.is_stable = True
         self.unstable = 0
         storage.save_json(self.path, {"unstable": 0, "first_s": None})
-        from fp import slots  # a release on probation (fp.slots) has proved itself: keep it
-
-        slots.confirm_trial()
-        unload("slots")  # used once a boot: code from .mpy lives in the heap
 
     def check_stable(self, has_delivered, started_ms):
         """Mark this boot stable once a broker has taken a message from it, or after the window.

@@ -36,6 +36,7 @@ PROVISION_KEYS = (
     "http_port",
     "safe_mode_boots",
     "safe_mode_window_s",
+    "release_keys",
 )
 TEXT_KEYS = ("user", "password", "ca", "client_cert", "client_key")
 BROKER_KEYS = (
@@ -260,6 +261,16 @@ def _check_owner(log, path, owner):
     return None
 
 
+def _check_release_keys(log, path, keys):
+    """The vendor's release keys the device trusts (fp.ota); none: only its owner's releases."""
+    if keys is None:
+        return []
+    if isinstance(keys, list) and len(keys) <= 4 and all(_is_hex_key(key) for key in keys):
+        return keys
+    problem(log, path, "release_keys", "a list of up to 4 Ed25519 public keys as 64 hex digits", keys, "[]")
+    return []
+
+
 def check_provision(raw, port, log):
     """Return provision.json with every value usable, or None when the vendor endpoint is not.
 
@@ -280,6 +291,7 @@ def check_provision(raw, port, log):
         "vendor": vendor,
         "wifi": _check_wifi(log, path, raw.get("wifi")),
         "owner": _check_owner(log, path, raw.get("owner")),
+        "release_keys": _check_release_keys(log, path, raw.get("release_keys")),
         "claim_window_s": _int_setting(log, path, raw, "claim_window_s", 10, 3600, DEFAULT_CLAIM_WINDOW_S),
         "http_port": _int_setting(log, path, raw, "http_port", 0, 65535, 80 if port == "esp32" else 0),
         "safe_mode_boots": _int_setting(log, path, raw, "safe_mode_boots", 2, 100, DEFAULT_SAFE_MODE_BOOTS),

@@ -19,6 +19,7 @@ PROVISION_FILE = "provision.json"  # vendor endpoint, Wi-Fi, owner key...: writt
 CONFIG_FILE = "config.json"  # destinations and intervals: written by owner commands only
 OWNER_FILE = "owner.key"  # the owner's key after a claim or hand-over
 COUNTER_FILE = "cmd.cnt"  # the last accepted owner command counter
+UPDATE_FILE = "update.json"  # the update state the status reports, kept across reboots (fp.ota)
 
 
 def exists(path):

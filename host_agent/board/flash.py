@@ -304,6 +304,18 @@ def read_receipt_key(text: str) -> str:
     return text.lower()
 
 
+def read_release_keys(keys: list[str]) -> list[str]:
+    """The vendor's release keys as the device stores them (fp.settings checks them again)."""
+    if len(keys) > 4:
+        raise UserError(f"--release-key: at most 4 keys, found {len(keys)}")
+    for text in keys:
+        if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise UserError(
+                f"--release-key: expected an Ed25519 public key as 64 hex digits, found {text[:70]!r}"
+            )
+    return [text.lower() for text in keys]
+
+
 def owner_public_key(args: argparse.Namespace) -> bytes:
     from host_agent.owner import Owner
 
@@ -357,6 +369,8 @@ def flash(args: argparse.Namespace) -> int:
         provision["wifi"] = wifi
     owner = owner_public_key(args)
     provision["owner"] = owner.hex()
+    if args.release_key:  # the vendor's release keys: with its owner's approval, their releases install
+        provision["release_keys"] = read_release_keys(args.release_key)
     if args.image:
         say(f"writing {args.image} with esptool (chip {board['chip']})")
         write_image(board, port, args.image)
