@@ -35,6 +35,7 @@ from host_agent.store import open_store
 from host_agent.store.base import make_private_dir, write_problem
 from host_agent.terms import mqtt as terms_mqtt
 from host_agent.terms.desk import TermsDesk
+from host_agent.updates.desk import UpdateDesk
 
 log = logging.getLogger("firstparty.agent")
 MAX_BATCH = 2000  # readings per commit at most; the embedded broker keeps twice this in flight
@@ -58,6 +59,8 @@ class Agent:
         self.store = open_store(config.store.path, config.store.url, config.store.max_page_count)
         self.owner = Owner(config.owner_key)
         self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
+        # releases on offer and their transfers to devices (fp.ota)
+        self.updates = UpdateDesk(config.data_dir, self.owner, self.store, self._publish_command, self.audit)
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )
@@ -217,6 +220,7 @@ class Agent:
         if self.outbox:
             await self.outbox.close()
         await self.terms.close()
+        await self.updates.close()
         if self.broker:
             await asyncio.to_thread(self.broker.stop)
         await asyncio.to_thread(self.store.close)
@@ -284,6 +288,8 @@ class Agent:
                 continue
             if outcome.kind == "ack" and self.commander:
                 self.commander.resolve(outcome.body)
+            if outcome.kind == "status":
+                self.updates.on_status(outcome.device_id, outcome.body)
             if outcome.kind == "reading":
                 has_readings = True
                 if not self.live:

@@ -22,6 +22,7 @@ UNIT_FILES = {
     "tests/protocol",
     "tests/firmware/test_settings.py",
     "tests/firmware/test_ringbuf.py",
+    "tests/firmware/test_layout.py",
     "tests/test_boards.py",
     "tests/test_project.py",
     "tests/agent/test_accept_core.py",

@@ -76,3 +76,26 @@ def test_a_board_may_size_its_flash_queues_within_the_devices_cap():
     for slots in (16, 512, 1024):
         board["queue_slots"] = slots
         assert boards.validate(BOARDS / "esp32-devkitc.json", board)["queue_slots"] == slots
+
+
+@pytest.mark.parametrize(
+    ("sensor", "key"),
+    [
+        ({"name": "n", "type": "counter", "interval_s": 1}, "sensors[3].type"),  # the sim's only
+        ({"name": "dark", "type": "adc", "interval_s": 1}, "sensors[3].pin"),  # no pin
+        ({"name": "air", "type": "dht22", "interval_s": 1, "pin": 99}, "sensors[3].pin"),
+        ({"name": "chip", "type": "internal-temp", "interval_s": 1}, "sensors[3].name"),  # taken
+    ],
+)
+def test_a_board_file_the_device_would_boot_without_a_sensor_is_refused_on_the_host(tmp_path, sensor, key):
+    """The host runs the device's own board check (fp.settings) in strict mode: what the device
+    would drop at boot with a log line is an error before anything is flashed."""
+    board = json.loads((BOARDS / "esp32-devkitc.json").read_text())
+    assert len(board["sensors"]) == 3
+    board["sensors"].append(sensor)
+    (tmp_path / "esp32-devkitc.json").write_text(json.dumps(board))
+    with pytest.raises(UserError) as error:
+        boards.load("esp32-devkitc", tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'esp32-devkitc.json'}: {key}: expected "), message
+    assert "; using" not in message

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("wire", "owner", "config"),
     ("bus", "routes"),
     ("store",),
-    ("ingest", "outbox", "commands"),
+    ("ingest", "outbox", "commands", "updates"),
     ("terms",),
     ("api",),
     ("console",),

@@ -26,6 +26,8 @@ REASONS = (
     "bad-chunk",  # chunk does not match its own SHA-256
     "tampered",  # a received file does not match the manifest's SHA-256
     "truncated",  # transfer ended before every file arrived whole
+    "on-probation",  # an update offered while the running release is still on probation
+    "flash-error",  # the update could not be written to flash (full, failing)
     "wrong-proffer",  # an answer or termination that names another proffer than the one it is held against
     "not-recipient",  # an answer signed by another key than the one the proffer names
     "not-in-roster",  # a proffer of an agreement (id, version, text) the roster does not hold

@@ -7,6 +7,8 @@ import esp32
 import machine
 import network
 
+from fp import sensor_types
+
 WATCHDOG_MS = 30000
 # MicroPython's embedded ports may count time from 2000; the protocol speaks Unix time.
 _EPOCH_OFFSET = 0 if time.gmtime(0)[0] == 1970 else 946684800
@@ -91,45 +93,58 @@ class Esp32Board:
             machine.RTC().datetime((now[0], now[1], now[2], now[6], now[3], now[4], now[5], 0))
             self._time_known = True
 
-    def _make_driver(self, sensor):
-        kind = sensor["type"]
-        if kind == "adc":
-            adc = machine.ADC(machine.Pin(sensor["pin"]))
-            adc.atten(machine.ADC.ATTN_11DB)
-            return adc
-        if kind == "dht22":
-            import dht
-
-            return dht.DHT22(machine.Pin(sensor["pin"]))
-        if kind == "bme280":
-            from fp.bme280 import BME280
-
-            if self.i2c is None:
-                raise OSError("bme280 needs i2c_sda and i2c_scl pins")
-            return BME280(self.i2c, sensor.get("i2c_address", 0x76))
-        if kind == "internal-temp":
-            return kind
-        raise ValueError("no driver for sensor type " + str(kind))
-
     def read(self, sensor):
         """Return [(name, unit, value), ...] from one fitted sensor."""
+        return sensor_types.read(self, sensor)
+
+    def _driver(self, sensor, make):
+        """The sensor's driver object, made on first read: a missing sensor fails only its own reads."""
         name = sensor["name"]
-        if name not in self._drivers:  # made on first read: a missing sensor fails only its own reads
-            self._drivers[name] = self._make_driver(sensor)
-        driver = self._drivers[name]
-        kind = sensor["type"]
-        if kind == "internal-temp":
-            mcu_temperature = getattr(esp32, "mcu_temperature", None)  # ESP32-S2, -S3, -C3
-            if mcu_temperature is not None:
-                return [(name, "Cel", float(mcu_temperature()))]
-            return [(name, "Cel", (esp32.raw_temperature() - 32) / 1.8)]  # ESP32: Fahrenheit
-        if kind == "adc":
-            return [(name, "V", driver.read_uv() / 1000000)]
-        if kind == "dht22":
-            driver.measure()
-            return [("temp", "Cel", float(driver.temperature())), ("hum", "%RH", float(driver.humidity()))]
+        if name not in self._drivers:
+            self._drivers[name] = make(sensor)
+        return self._drivers[name]
+
+    # The drivers (fp.sensor_types): raw values in the order of the type's metrics.
+
+    def read_internal_temp(self, sensor):
+        mcu_temperature = getattr(esp32, "mcu_temperature", None)  # ESP32-S2, -S3, -C3
+        if mcu_temperature is not None:
+            return (float(mcu_temperature()),)
+        return ((esp32.raw_temperature() - 32) / 1.8,)  # ESP32: Fahrenheit
+
+    def read_adc(self, sensor):
+        return (self._driver(sensor, _open_adc).read_uv() / 1000000,)
+
+    def read_dht22(self, sensor):
+        driver = self._driver(sensor, _open_dht22)
+        driver.measure()
+        return (float(driver.temperature()), float(driver.humidity()))
+
+    def read_bme280(self, sensor):
+        if self.i2c is None:
+            raise OSError("bme280 needs i2c_sda and i2c_scl pins")
+        i2c = self.i2c
+        driver = self._driver(sensor, lambda s: _open_bme280(i2c, s))
         temperature, pressure, humidity = driver.read()
-        return [("temp", "Cel", temperature), ("hum", "%RH", humidity), ("press", "hPa", pressure)]
+        return (temperature, humidity, pressure)
 
     def reset(self):
         machine.reset()
+
+
+def _open_adc(sensor):
+    adc = machine.ADC(machine.Pin(sensor["pin"]))
+    adc.atten(machine.ADC.ATTN_11DB)
+    return adc
+
+
+def _open_dht22(sensor):
+    import dht
+
+    return dht.DHT22(machine.Pin(sensor["pin"]))
+
+
+def _open_bme280(i2c, sensor):
+    from fp.bme280 import BME280
+
+    return BME280(i2c, sensor.get("i2c_address", sensor_types.DEFAULT_I2C_ADDRESS))

@@ -7,16 +7,11 @@ import math
 import os
 import time
 
+from fp import sensor_types
+from fp.storage import exists
+
 NET_DOWN_FILE = "net.down"
 BUTTON_FILE = "button.press"
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class SimBoard:
@@ -46,10 +41,10 @@ class SimBoard:
         """The host's clock is always known."""
 
     def network_up(self):
-        return not _exists(NET_DOWN_FILE)
+        return not exists(NET_DOWN_FILE)
 
     def button_pressed(self):
-        if _exists(BUTTON_FILE):
+        if exists(BUTTON_FILE):
             os.remove(BUTTON_FILE)
             return True
         return False
@@ -59,25 +54,31 @@ class SimBoard:
 
     def read(self, sensor):
         """Return [(name, unit, value), ...] for a fitted sensor: deterministic by sample count."""
+        return sensor_types.read(self, sensor)
+
+    def _phase(self, sensor):
         n = self._samples.get(sensor["name"], 0)
         self._samples[sensor["name"]] = n + 1
-        kind = sensor["type"]
-        phase = n / 10.0
-        if kind == "internal-temp":
-            return [(sensor["name"], "Cel", 40.0 + 2.0 * math.sin(phase))]
-        if kind == "bme280":
-            return [
-                ("temp", "Cel", 21.0 + math.sin(phase)),
-                ("hum", "%RH", 45.0 + 5.0 * math.cos(phase)),
-                ("press", "hPa", 1013.25 + math.sin(phase / 3)),
-            ]
-        if kind == "dht22":
-            return [("temp", "Cel", 22.5 + math.cos(phase)), ("hum", "%RH", 50.0 + 3.0 * math.sin(phase))]
-        if kind == "counter":  # the sample number itself: lets tests see that none is missing
-            return [(sensor["name"], None, n)]
-        if kind == "adc":
-            return [(sensor["name"], "V", 1.65 + 1.0 * math.sin(phase))]
-        raise ValueError("sim board has no sensor of type " + str(kind))
+        return n
+
+    # The drivers (fp.sensor_types): raw values in the order of the type's metrics.
+
+    def read_internal_temp(self, sensor):
+        return (40.0 + 2.0 * math.sin(self._phase(sensor) / 10.0),)
+
+    def read_bme280(self, sensor):
+        phase = self._phase(sensor) / 10.0
+        return (21.0 + math.sin(phase), 45.0 + 5.0 * math.cos(phase), 1013.25 + math.sin(phase / 3))
+
+    def read_dht22(self, sensor):
+        phase = self._phase(sensor) / 10.0
+        return (22.5 + math.cos(phase), 50.0 + 3.0 * math.sin(phase))
+
+    def read_counter(self, sensor):
+        return (self._phase(sensor),)
+
+    def read_adc(self, sensor):
+        return (1.65 + 1.0 * math.sin(self._phase(sensor) / 10.0),)
 
     def reset(self):
         raise SystemExit(0)  # the unix port exits where a board resets; the launcher restarts it

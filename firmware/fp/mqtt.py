@@ -224,9 +224,9 @@ def unsubscribe_packet(packet_id, topic_filters):
 class Broker:
     """Where and how to connect: validated once, used by MQTTClient.
 
-    TLS: `ca` is the PEM text of the CA certificate(s) the broker's chain must end at (a bundle:
-    every certificate in it is trusted); `client_cert` and `client_key` the device's own (PEM text,
-    or DER bytes) for brokers that authenticate devices by certificate; `server_hostname` the name
+    TLS: `ca` is the DER of each CA certificate the broker's chain may end at (a list: every one
+    is trusted); `client_cert` and `client_key` the device's own, DER bytes, for brokers that
+    authenticate devices by certificate (PEM text becomes DER at the edge: fp.pem.tls_der); `server_hostname` the name
     sent as SNI and checked against the broker's certificate (default: `host`); `alpn` the protocol
     names offered (AWS IoT on port 443 wants ["x-amzn-mqtt-ca"]) - CPython only: the MicroPython
     ssl module has no ALPN, and a Broker asking for it is refused there.
@@ -257,7 +257,7 @@ class Broker:
         self.password = password
         if tls and not ca:
             # MicroPython's ssl verifies nothing unless told to, and a board has no CA store
-            raise ValueError("tls needs the broker's CA certificate (ca, PEM)")
+            raise ValueError("tls needs the broker's CA certificate (ca)")
         if (client_cert is None) != (client_key is None):
             raise ValueError("client_cert and client_key go together")
         if (client_cert or server_hostname or alpn) and not tls:
@@ -267,12 +267,13 @@ class Broker:
                 raise ValueError("alpn must be a list of protocol names")
             if not _has_alpn():
                 raise ValueError("alpn: this interpreter's ssl module has no ALPN")
+        for der in list(ca or ()) + [client_cert or b"\x30", client_key or b"\x30"]:
+            if not isinstance(der, (bytes, bytearray)) or der[:1] != b"\x30":
+                raise ValueError("ca, client_cert and client_key are DER (fp.pem.tls_der reads PEM)")
         self.tls = tls
-        from fp import pem
-
-        self.ca = pem.certificates(ca) if ca else None  # DER, each trusted
-        self.client_cert = pem.der_or_pem(client_cert, "certificate") if client_cert else None
-        self.client_key = pem.der_or_pem(client_key, "key") if client_key else None
+        self.ca = list(ca) if ca else None  # DER, each trusted
+        self.client_cert = client_cert
+        self.client_key = client_key
         self.server_hostname = server_hostname or host
         self.alpn = list(alpn) if alpn else None
 

@@ -77,6 +77,16 @@ def der_or_pem(data, kind):
     return certificates(data)[0]
 
 
+def tls_der(ca=None, client_cert=None, client_key=None):
+    """(ca, client_cert, client_key) as fp.mqtt.Broker takes them: the DER of every CA certificate
+    in `ca`, the client's certificate and key as DER; each given as PEM text or DER bytes, or None."""
+    return (
+        certificates(ca) if ca else None,
+        der_or_pem(client_cert, "certificate") if client_cert else None,
+        der_or_pem(client_key, "key") if client_key else None,
+    )
+
+
 def key_label(der):
     """The PEM label of private key DER: PKCS#8, SEC 1 (EC) or PKCS#1 (RSA)."""
     header = 4 if der[1] == 0x82 else 3 if der[1] == 0x81 else 2

@@ -215,6 +215,11 @@ class Transfer:
             self._hash = hashlib.sha256()
         return self.index == len(self.files)
 
+    def restore(self, index, offset, hash_state):
+        """Continue after what is already written: file `index` at `offset`, hashed into `hash_state`
+        (fp.ota, after a reboot mid-transfer)."""
+        self.index, self.offset, self._hash = index, offset, hash_state
+
     def resume_point(self):
         """(file index, offset) the sender continues from."""
         return self.index, self.offset

@@ -15,6 +15,8 @@ empties. When full, the oldest message is overwritten and counted in `dropped`.
 import os
 import struct
 
+from fp.storage import exists
+
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover
@@ -25,14 +27,6 @@ HEADER = 12  # magic u8, kind u8, length u16, number u32, crc u32
 POINTER_BATCH = 16
 SLOT_BYTES = 512  # a signed reading with its header fits with room to spare
 KINDS = ("reading", "ack", "status")
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _size(path):
@@ -117,7 +111,7 @@ class RingBuffer:
     def _save_pointer(self):
         record = struct.pack("<I", self._consumed)
         record += struct.pack("<I", crc32(record) & 0xFFFFFFFF)
-        if not _exists(self.pointer_path):
+        if not exists(self.pointer_path):
             with open(self.pointer_path, "wb") as f:
                 f.write(bytes(16))
         # alternate slots by parity, so the previous value survives a torn write

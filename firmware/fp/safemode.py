@@ -11,18 +11,20 @@ survived the reset), unstable boots that started more than `window_s` before thi
 count. A power-on boot (the hardware layer can tell on an ESP32) does not count the boot it
 ended: a power cut is not a crash.
 
-A stable boot also confirms a release on probation (fp.slots): an update proves itself the same way.
+A stable boot does not confirm a release on probation (fp.slots): only its first delivered reading
+does (fp.ota.confirm); a trial that never delivers one rolls back after fp.slots.MAX_TRIES boots.
 
 Safe mode lasts until the owner's `reboot` command (which marks the boot stable, so the next one
 is normal) or until someone deletes `boot.hist` at the REPL; a power cycle does not end it.
 """
 
-import sys
+import time
 
 from fp import storage
 
 HISTORY_FILE = "boot.hist"
 MAX_COUNT = 255
+SAFE_MODE = "safe-mode"  # the mode the status message and get-info report
 
 
 class BootHistory:
@@ -67,10 +69,14 @@ class BootHistory:
         self.is_stable = True
         self.unstable = 0
         storage.save_json(self.path, {"unstable": 0, "first_s": None})
-        from fp import slots  # a release on probation (fp.slots) has proved itself: keep it
 
-        slots.confirm_trial()
-        sys.modules.pop("fp.slots", None)  # used once a boot: code from .mpy lives in the heap
-        package = sys.modules.get("fp")
-        if package is not None and hasattr(package, "slots"):
-            delattr(package, "slots")
+    def check_stable(self, has_delivered, started_ms):
+        """Mark this boot stable once a broker has taken a message from it, or after the window.
+
+        Return True when this call marked it."""
+        if self.is_safe or self.is_stable:
+            return False
+        if has_delivered or time.ticks_diff(time.ticks_ms(), started_ms) >= 1000 * self.window_s:
+            self.mark_stable()
+            return True
+        return False

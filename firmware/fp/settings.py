@@ -10,6 +10,7 @@ The reference of every key is docs/device-api.md. The device loads this module f
 import json
 import sys
 
+from fp import sensor_types
 from fp.storage import BOARD_FILE, CONFIG_FILE, COUNTER_FILE, OWNER_FILE, PROVISION_FILE
 
 DEFAULT_INTERVAL_S = 10
@@ -26,11 +27,6 @@ DEFAULT_SAFE_MODE_WINDOW_S = 600
 DEFAULT_QUEUE_SLOTS = 128
 MIN_QUEUE_SLOTS = 16
 MAX_QUEUE_SLOTS = 1024
-# the sensor types each hardware layer can read (fp.hal_esp32, fp.hal_sim)
-SENSOR_TYPES = {
-    "esp32": ("internal-temp", "adc", "dht22", "bme280"),
-    "unix": ("internal-temp", "adc", "dht22", "bme280", "counter"),
-}
 PINS = ("led", "button", "i2c_sda", "i2c_scl")
 PROVISION_KEYS = (
     "vendor",
@@ -40,6 +36,7 @@ PROVISION_KEYS = (
     "http_port",
     "safe_mode_boots",
     "safe_mode_window_s",
+    "release_keys",
 )
 TEXT_KEYS = ("user", "password", "ca", "client_cert", "client_key")
 BROKER_KEYS = (
@@ -163,7 +160,23 @@ def destination_problem(spec, names):
 
 def _check_tls(spec):
     """(key, expected, found) when the TLS settings cannot work, else None."""
-    from fp import pem
+    if spec.get("ca") or spec.get("client_cert") or spec.get("client_key"):
+        found = _check_pem(spec)
+        if found is not None:
+            return found
+    if bool(spec.get("client_cert")) != bool(spec.get("client_key")):
+        missing = "client_key" if spec.get("client_cert") else "client_cert"
+        return missing, "client_cert and client_key together", "only one of them"
+    if spec.get("tls") and not spec.get("ca"):
+        return "ca", "the broker's CA certificate (PEM) when tls is true", "none"
+    if spec.get("client_cert") and not spec.get("tls"):
+        return "tls", "true when a client certificate is given", "false"
+    return None
+
+
+def _check_pem(spec):
+    """(key, expected, found) for TLS text that is not PEM, else None."""
+    from fp import pem  # only a TLS destination loads it (and fp.runtime.unload drops it after)
 
     if spec.get("ca"):
         try:
@@ -180,13 +193,6 @@ def _check_tls(spec):
             pem.private_key(spec["client_key"])
         except ValueError:
             return "client_key", "one PEM private key", "text that is not one"
-    if bool(spec.get("client_cert")) != bool(spec.get("client_key")):
-        missing = "client_key" if spec.get("client_cert") else "client_cert"
-        return missing, "client_cert and client_key together", "only one of them"
-    if spec.get("tls") and not spec.get("ca"):
-        return "ca", "the broker's CA certificate (PEM) when tls is true", "none"
-    if spec.get("client_cert") and not spec.get("tls"):
-        return "tls", "true when a client certificate is given", "false"
     return None
 
 
@@ -255,6 +261,16 @@ def _check_owner(log, path, owner):
     return None
 
 
+def _check_release_keys(log, path, keys):
+    """The vendor's release keys the device trusts (fp.ota); none: only its owner's releases."""
+    if keys is None:
+        return []
+    if isinstance(keys, list) and len(keys) <= 4 and all(_is_hex_key(key) for key in keys):
+        return keys
+    problem(log, path, "release_keys", "a list of up to 4 Ed25519 public keys as 64 hex digits", keys, "[]")
+    return []
+
+
 def check_provision(raw, port, log):
     """Return provision.json with every value usable, or None when the vendor endpoint is not.
 
@@ -275,6 +291,7 @@ def check_provision(raw, port, log):
         "vendor": vendor,
         "wifi": _check_wifi(log, path, raw.get("wifi")),
         "owner": _check_owner(log, path, raw.get("owner")),
+        "release_keys": _check_release_keys(log, path, raw.get("release_keys")),
         "claim_window_s": _int_setting(log, path, raw, "claim_window_s", 10, 3600, DEFAULT_CLAIM_WINDOW_S),
         "http_port": _int_setting(log, path, raw, "http_port", 0, 65535, 80 if port == "esp32" else 0),
         "safe_mode_boots": _int_setting(log, path, raw, "safe_mode_boots", 2, 100, DEFAULT_SAFE_MODE_BOOTS),
@@ -309,12 +326,16 @@ def _check_sensor(log, path, index, sensor, types, names):
         problem(log, path, where + ".interval_s", "seconds in (0, 86400]", interval, DEFAULT_INTERVAL_S)
         interval = DEFAULT_INTERVAL_S
     clean["interval_s"] = interval
-    if kind in ("adc", "dht22") and not is_int(sensor.get("pin"), 0, 48):
+    needs = sensor_types.needs(kind)
+    if needs == "pin" and not is_int(sensor.get("pin"), 0, 48):
         problem(log, path, where + ".pin", "a GPIO number 0..48", sensor.get("pin"), "no such sensor")
         return None
-    if kind == "bme280" and not is_int(sensor.get("i2c_address", 0x76), 0, 127):
-        problem(log, path, where + ".i2c_address", "an I2C address 0..127", sensor["i2c_address"], 0x76)
-        clean["i2c_address"] = 0x76
+    default_address = sensor_types.DEFAULT_I2C_ADDRESS
+    if needs == "i2c" and not is_int(sensor.get("i2c_address", default_address), 0, 127):
+        problem(
+            log, path, where + ".i2c_address", "an I2C address 0..127", sensor["i2c_address"], default_address
+        )
+        clean["i2c_address"] = default_address
     return clean
 
 
@@ -328,7 +349,7 @@ def check_board(raw, log):
     if not isinstance(board.get("name"), str) or not board["name"]:
         problem(log, path, "name", "the board's name", board.get("name"), "'unknown'")
         board["name"] = "unknown"
-    if board.get("port") not in SENSOR_TYPES:
+    if board.get("port") not in sensor_types.PORTS:
         detected = "esp32" if sys.platform == "esp32" else "unix"
         problem(log, path, "port", "esp32 or unix", board.get("port"), detected + " (this interpreter)")
         board["port"] = detected
@@ -351,7 +372,7 @@ def check_board(raw, log):
     if not isinstance(sensors, list):
         problem(log, path, "sensors", "a list of sensors", sensors, "no sensors")
         sensors = []
-    types = SENSOR_TYPES[board["port"]]
+    types = sensor_types.for_port(board["port"])
     board["sensors"] = []
     names = []
     for index, sensor in enumerate(sensors):

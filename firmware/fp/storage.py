@@ -19,9 +19,11 @@ PROVISION_FILE = "provision.json"  # vendor endpoint, Wi-Fi, owner key...: writt
 CONFIG_FILE = "config.json"  # destinations and intervals: written by owner commands only
 OWNER_FILE = "owner.key"  # the owner's key after a claim or hand-over
 COUNTER_FILE = "cmd.cnt"  # the last accepted owner command counter
+UPDATE_FILE = "update.json"  # the update state the status reports, kept across reboots (fp.ota)
 
 
-def _exists(path):
+def exists(path):
+    """True when `path` is in the flash filesystem (MicroPython's os has no path.exists)."""
     try:
         os.stat(path)
         return True

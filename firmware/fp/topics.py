@@ -5,8 +5,9 @@ from fp.ids import is_valid_id
 
 PREFIX = "fp/v1/"
 # kind -> last topic level. Readings, acknowledgements, status and card come from the device;
-# commands and receipts go to it; endorsements are published by the owner or vendor about it.
-KINDS = ("reading", "command", "ack", "status", "card", "endorsement", "receipt")
+# commands, receipts and update messages (fp.ota) go to it; endorsements are published by the owner
+# or vendor about it.
+KINDS = ("reading", "command", "ack", "status", "card", "endorsement", "receipt", "update")
 
 
 def topic(device_id, kind):

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from host_agent.commands.control import CommandResult
 from host_agent.owner import Owner
 from host_agent.store.base import Store
+from host_agent.updates.desk import UpdateDesk
 
 __all__ = ["AgentApi", "AgentDep", "ReceiptKey", "agent_of"]
 
@@ -27,6 +28,7 @@ class AgentApi(Protocol):
     store: Store
     owner: Owner
     live: set[asyncio.Queue[Any]]
+    updates: UpdateDesk
 
     @property
     def receipts(self) -> ReceiptKey | None: ...
@@ -34,6 +36,8 @@ class AgentApi(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def rejection_counts(self) -> dict[str, int]: ...
+
+    async def audit(self, kind: str, data: dict[str, Any]) -> None: ...
 
     async def register_card(self, data: bytes) -> dict[str, Any]: ...
 

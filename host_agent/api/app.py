@@ -37,7 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fp.errors import ProtocolError
-from host_agent.api import devices, health, readings, routes
+from host_agent.api import devices, health, readings, routes, updates
 from host_agent.api.body_limit import BodyLimit
 from host_agent.api.terms import add_routes as add_terms_routes
 from host_agent.config import ApiConfig
@@ -90,7 +90,7 @@ def build_app(agent: Any) -> FastAPI:
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(ProtocolError, _protocol_error)
-    for area in (health, devices, readings, routes):
+    for area in (health, devices, readings, routes, updates):
         # the routers' routes themselves, in order: this FastAPI's include_router would wrap each
         # router in one lazy entry, and app.routes (the docs' checks, the console's fallback
         # behind every API path) must list each route

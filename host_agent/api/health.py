@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from host_agent.api.agent import AgentDep
 from host_agent.api.auth import Admin, Reader
 from host_agent.api.models import AuditOut, HealthOut, RejectionsOut
+from host_agent.api.scope import visible_devices
 from host_agent.store.base import CANNOT_COMMIT, DISK_FULL
 
 __all__ = ["MAX_ID", "Gauges", "router"]
@@ -45,6 +46,13 @@ class Gauges:
             "Restarts of the embedded broker since start",
             registry=registry,
         )
+        self.device_update = prometheus_client.Gauge(
+            "firstparty_device_update",
+            "1 for each device's update state (idle, receiving, installed-on-probation, confirmed,"
+            " rolled-back, refused:REASON)",
+            ["device_id", "state"],
+            registry=registry,
+        )
 
 
 @router.get(
@@ -75,6 +83,9 @@ async def metrics(request: Request, who: Reader, agent: AgentDep) -> Response:
     for state in ("ok", DISK_FULL, CANNOT_COMMIT):
         gauges.store_state.labels(state).set(1 if status["store"] == state else 0)
     gauges.broker_restarts.set(status["broker_restarts"])
+    gauges.device_update.clear()
+    for device in await visible_devices(agent.store, who):
+        gauges.device_update.labels(device["device_id"], device["update"].split(" ")[0]).set(1)
     return Response(
         prometheus_client.generate_latest(gauges.registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
     )

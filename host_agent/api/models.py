@@ -12,6 +12,7 @@ from host_agent.routes import rules as routing
 
 __all__ = [
     "MAX_COMMAND_ARGS_BYTES",
+    "ApprovalIn",
     "AuditOut",
     "CardIn",
     "CommandIn",
@@ -26,6 +27,7 @@ __all__ = [
     "RouteSpec",
     "StateChangeOut",
     "Terms",
+    "UpdateIn",
 ]
 
 MAX_COMMAND_ARGS_BYTES = 3072  # a command's arguments as CBOR; the signed command is at most 4096
@@ -143,6 +145,20 @@ class CommandIn(BaseModel):
         if size > MAX_COMMAND_ARGS_BYTES:
             raise ValueError(f"args take {size} bytes as CBOR, more than {MAX_COMMAND_ARGS_BYTES}")
         return args
+
+
+class UpdateIn(BaseModel):
+    """A release to send to a device, by its tag (GET /releases)."""
+
+    release: str = Field(pattern="^[0-9a-f]{16}$", description="a release's tag, from GET /releases")
+
+
+class ApprovalIn(BaseModel):
+    """An owner's approval of a release, made by that owner's agent (POST /releases/{tag}/approve)."""
+
+    approval_hex: str = Field(
+        pattern="^([0-9a-f]{2})+$", max_length=1024, description="an owner's approval (content type 65211)"
+    )
 
 
 # --- responses ---------------------------------------------------------------------------------

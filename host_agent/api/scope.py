@@ -1,13 +1,14 @@
 """What a token may see and change, looked up in the store: devices, routes (404 or 403 otherwise)."""
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException
 
 from host_agent.api.auth import Principal
 from host_agent.errors import UserError
 from host_agent.store.base import Store
+from host_agent.updates.sender import summary
 
 __all__ = ["check_route_devices", "one_device", "route_of", "visible_devices", "visible_routes"]
 
@@ -47,12 +48,21 @@ async def visible_routes(store: Store, who: Principal) -> list[dict[str, Any]]:
     ]
 
 
+def _with_update(device: dict[str, Any]) -> dict[str, Any]:
+    """The device with its update state in one word (fp.ota's, from its last signed status)."""
+    status = device.get("status")
+    device["update"] = summary(
+        cast("dict[str, Any]", status).get("update") if isinstance(status, dict) else None
+    )
+    return device
+
+
 async def visible_devices(store: Store, who: Principal) -> list[dict[str, Any]]:
-    return [d for d in await asyncio.to_thread(store.devices) if who.can_see(d)]
+    return [_with_update(d) for d in await asyncio.to_thread(store.devices) if who.can_see(d)]
 
 
 async def one_device(store: Store, device_id: str, who: Principal) -> dict[str, Any]:
     device = await asyncio.to_thread(store.device, device_id)
     if device is None or not who.can_see(device):
         raise HTTPException(404, f"no device {device_id} for this token")
-    return device
+    return _with_update(device)

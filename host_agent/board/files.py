@@ -1,16 +1,21 @@
-"""Board data files (boards/<name>.json): one schema, validated once, every error naming the key."""
+"""Board data files (boards/<name>.json): one schema, validated once, every error naming the key.
+
+The host checks what only it reads (chip, sizes, the MicroPython image) and then runs the device's
+own board check (fp.settings.check_board) in strict mode: whatever the device would log and drop
+at boot (a sensor type its port cannot read, a missing pin) is an error here, before flashing.
+Sensor types are defined once, in fp.sensor_types."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from fp import ringbuf, sensor_types, settings
 from host_agent.board.build import ARCHES
 from host_agent.errors import UserError
 from host_agent.paths import BOARDS
 
-SENSOR_TYPES = ("internal-temp", "adc", "dht22", "bme280", "counter")
-PORTS = ("esp32", "unix")
+PORTS = sensor_types.PORTS
 # key -> (python type(s), meaning) for the top level of a board file
 FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "name": (str, "the board's name, equal to the file name"),
@@ -28,7 +33,6 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
 OPTIONAL_FIELDS: dict[str, tuple[type, str]] = {
     "queue_slots": (int, "messages each destination's flash queue holds (default 128)"),
 }
-PINS = ("led", "button", "i2c_sda", "i2c_scl")
 
 
 def _fail(path: Path, key: str, expected: str, found: object) -> UserError:
@@ -55,28 +59,20 @@ def validate(path: Path, data: object) -> dict:
         raise _fail(path, "port", " or ".join(PORTS), data["port"])
     if data["mpy_arch"] not in ARCHES:
         raise _fail(path, "mpy_arch", "one of " + ", ".join(ARCHES), data["mpy_arch"])
-    for pin in PINS:
-        value = data["pins"].get(pin, "missing")
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 48
-        ):
-            raise _fail(path, f"pins.{pin}", "a GPIO number 0..48 or null", value)
-    if "queue_slots" in data:
-        _check_queue_slots(path, data)
-    names = set()
-    for index, sensor in enumerate(data["sensors"]):
-        where = f"sensors[{index}]"
-        if not isinstance(sensor, dict) or not isinstance(sensor.get("name"), str) or not sensor["name"]:
-            raise _fail(path, where + ".name", "a sensor name", sensor)
-        if sensor["name"] in names:
-            raise _fail(path, where + ".name", "a name not used by another sensor", sensor["name"])
-        names.add(sensor["name"])
-        if sensor.get("type") not in SENSOR_TYPES:
-            raise _fail(path, where + ".type", "one of " + ", ".join(SENSOR_TYPES), sensor.get("type"))
-        interval = sensor.get("interval_s")
-        if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 86400:
-            raise _fail(path, where + ".interval_s", "seconds in (0, 86400]", interval)
+    _check_as_the_device_does(path, data)
+    _check_queues_fit_the_flash(path, data)
     return data
+
+
+def _check_as_the_device_does(path: Path, data: dict) -> None:
+    """Run fp.settings.check_board on the board file; its first complaint is the error."""
+    complaints: list[str] = []
+    settings.check_board(data, complaints.append)
+    if complaints:
+        # "board.json: KEY: expected ..., found ...; using DEFAULT": the device would go on with the
+        # default, and lose what the file meant; the host refuses the file instead
+        line = complaints[0].split(": ", 1)[-1].split("; using ", 1)[0]
+        raise UserError(f"{path}: {line}")
 
 
 def load(name: str, folder: Path = BOARDS) -> dict:
@@ -96,20 +92,15 @@ def names(folder: Path = BOARDS) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.json"))
 
 
-def _check_queue_slots(path: Path, data: dict) -> None:
-    """The device's own range (fp.settings), and every destination's queue within half the flash."""
-    from fp import ringbuf, settings
-
-    slots = data["queue_slots"]
-    low, high = settings.MIN_QUEUE_SLOTS, settings.MAX_QUEUE_SLOTS
-    if not isinstance(slots, int) or isinstance(slots, bool) or not low <= slots <= high:
-        raise _fail(path, "queue_slots", f"an integer {low}..{high}", slots)
-    queues_bytes = slots * ringbuf.SLOT_BYTES * settings.MAX_DESTINATIONS
-    if queues_bytes > data["flash_bytes"] // 2:
+def _check_queues_fit_the_flash(path: Path, data: dict) -> None:
+    """Every destination's queue within half the flash (the slot range is the device's check)."""
+    slots = data.get("queue_slots", settings.DEFAULT_QUEUE_SLOTS)
+    slot_bytes = ringbuf.SLOT_BYTES * settings.MAX_DESTINATIONS
+    if slots * slot_bytes > data["flash_bytes"] // 2:
         raise _fail(
             path,
             "queue_slots",
-            f"at most {data['flash_bytes'] // 2 // (ringbuf.SLOT_BYTES * settings.MAX_DESTINATIONS)} "
+            f"at most {data['flash_bytes'] // 2 // slot_bytes} "
             f"(the queues of {settings.MAX_DESTINATIONS} destinations, {ringbuf.SLOT_BYTES} bytes a slot, "
             f"within half of flash_bytes {data['flash_bytes']})",
             slots,

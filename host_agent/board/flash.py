@@ -56,15 +56,10 @@ stat = os.statvfs('/')
 print('FP-PROBE', sys.platform, stat[0] * stat[3] + _fp_size('fp'), '|' + machine)
 """
 
-# Run on the device after the copy: the card, computed exactly as the firmware does.
+# Run on the device after the copy: the card, computed by the firmware's own code (fp.identity).
 _CARD = """
-from fp import app, ed25519, ids, messages, storage
-_b = storage.load_json('board.json', None)
-_p = storage.load_json('provision.json', None)
-_k = ed25519.SigningKey(storage.load_seed())
-_o = storage.load_json(app.OWNER_FILE, None) or _p.get('owner')
-_o = ids.id_from_public_key(bytes.fromhex(_o)) if _o else None
-print('FP-CARD', messages.encode_card(_k.sign, _k.public, _b.get('name'), app.FIRMWARE_VERSION, None, _o).hex())
+from fp import identity
+print('FP-CARD', identity.card_at_flash().hex())
 """
 # Run on the device with the card: its password for the agent's broker, computed from its seed there
 # (the seed never leaves the board; the password crosses this serial line once, to be hashed).
@@ -309,6 +304,18 @@ def read_receipt_key(text: str) -> str:
     return text.lower()
 
 
+def read_release_keys(keys: list[str]) -> list[str]:
+    """The vendor's release keys as the device stores them (fp.settings checks them again)."""
+    if len(keys) > 4:
+        raise UserError(f"--release-key: at most 4 keys, found {len(keys)}")
+    for text in keys:
+        if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise UserError(
+                f"--release-key: expected an Ed25519 public key as 64 hex digits, found {text[:70]!r}"
+            )
+    return [text.lower() for text in keys]
+
+
 def owner_public_key(args: argparse.Namespace) -> bytes:
     from host_agent.owner import Owner
 
@@ -362,6 +369,8 @@ def flash(args: argparse.Namespace) -> int:
         provision["wifi"] = wifi
     owner = owner_public_key(args)
     provision["owner"] = owner.hex()
+    if args.release_key:  # the vendor's release keys: with its owner's approval, their releases install
+        provision["release_keys"] = read_release_keys(args.release_key)
     if args.image:
         say(f"writing {args.image} with esptool (chip {board['chip']})")
         write_image(board, port, args.image)
@@ -459,7 +468,7 @@ def register(args: argparse.Namespace, card: bytes, device_id: str, password: st
 
 def read_card(port: str, endpoint: tuple[str, int] | None = None) -> tuple[bytes, str | None]:
     """The device's card, and its password for the broker at `endpoint` when one is given."""
-    script = _CARD + ("from fp import ids" + _PASSWORD % endpoint if endpoint else "")
+    script = _CARD + ("from fp import ids, storage" + _PASSWORD % endpoint if endpoint else "")
     out = mpremote(port, "exec", script)
     card, password = None, None
     for line in out.splitlines():

@@ -54,6 +54,7 @@ pattern write fp/v1/%u/card
 pattern write fp/v1/%u/ack
 pattern read fp/v1/%u/command
 pattern read fp/v1/%u/receipt
+pattern read fp/v1/%u/update
 """
 # A relay reads every device's card, status and acks (signed, no readings: how an owner finds and
 # claims a device) and writes commands (signed by an owner; a device obeys only its own), and

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wifi", type=Path, help='JSON file {"ssid": ..., "password": ...} (stays on this machine)'
     )
     parser.add_argument("--owner-key", type=Path, help="owner key file (default: the agent's, from --config)")
+    parser.add_argument(
+        "--release-key",
+        action="append",
+        help="a vendor's release key (64 hex digits) the device trusts for updates; repeat for more (at most 4)",
+    )
     parser.add_argument("--image", type=Path, help="MicroPython image (.bin) to write first with esptool")
     parser.add_argument(
         "--card-out", type=Path, help="where to save the device card (default ./<device_id>.card)"

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "flash": "host_agent.cli.flash",
     "api-spec": "host_agent.cli.api_spec",
     "release": "host_agent.cli.release",
+    "update": "host_agent.cli.update",
 }
 
 

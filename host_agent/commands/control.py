@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fp import topics
+from fp.command import OPS as OPS  # the device's own list of operations, for the CLI and the API
 from host_agent.errors import UserError
 from host_agent.owner import Owner
 
-OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 KEY_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 

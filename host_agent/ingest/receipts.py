@@ -23,10 +23,10 @@ from fp.receipts import Ranges
 from host_agent import wire
 from host_agent.owner import load_or_create_seed
 
-RECEIPT_EVERY = 32  # counters per receipt at most (the device keeps 64 in flight: fp.app); one
+RECEIPT_EVERY = 32  # counters per receipt at most (the device keeps 64 in flight: fp.receipted); one
 # signature per 32 readings is about 1 us of the agent per reading (docs/benchmarks.md, "Receipts")
 RECEIPT_INTERVAL_S = 1.0  # and at most this long after the first committed one
-RECEIPT_KINDS = ("reading", "ack")  # what a device queues (fp.app.Destination); status is retained
+RECEIPT_KINDS = ("reading", "ack")  # what a device queues (fp.destinations.Destination); status is retained
 
 
 @dataclass(slots=True)

@@ -40,6 +40,9 @@ RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WRITE_WAIT_S = 2.0
 OUTPUT_LINES = 2000
 CTRL_A, CTRL_B = 0x01, 0x02
+# what the launcher prints when the firmware resets the board (SystemExit): with -i the unix port
+# would go on to its REPL, so the bridge sends the Ctrl-D that ends it, and restarts it as a reset
+RESET_LINE = "fp: board reset"
 
 # Runs in the interpreter before its REPL: remount the root on the flash folder, then boot.py
 # and main.py (main.py only outside the raw REPL). An exception prints as a board prints it.
@@ -56,6 +59,8 @@ def _fp_run(name):
         return
     try:
         exec(open(name).read(), {{'__name__': '__main__'}})
+    except SystemExit:  # the firmware resets the board (fp.hal_sim.reset): the bridge ends the REPL
+        print({reset!r})
     except BaseException as error:
         sys.print_exception(error)
 _fp_run('boot.py')
@@ -157,7 +162,7 @@ class VirtualBoard:
         command = [micropython_command()]
         if self.heapsize:
             command += ["-X", f"heapsize={self.heapsize}"]
-        command += ["-i", "-c", _LAUNCHER.format(flash=str(self.flash), raw=raw)]
+        command += ["-i", "-c", _LAUNCHER.format(flash=str(self.flash), raw=raw, reset=RESET_LINE)]
         env = dict(os.environ, MICROPYPATH=":.frozen:/lib")
         self._process = subprocess.Popen(
             command,
@@ -219,6 +224,9 @@ class VirtualBoard:
             self._swallow_until_raw_banner = False
         if RAW_REPL_BANNER in data:
             self._is_raw = True
+        if RESET_LINE.encode() in data and not self._is_raw:
+            with contextlib.suppress(OSError):
+                os.write(self._child_master, b"\x04")
         self._write_user(data)
 
     def _to_child(self, data: bytes) -> None:

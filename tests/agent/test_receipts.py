@@ -323,7 +323,8 @@ def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive
     import paho.mqtt.client as mqtt
 
     from fp import topics
-    from fp.app import ACK_SLOTS, RAM_SLOTS, RECEIPT_WINDOW
+    from fp.destinations import ACK_SLOTS, RAM_SLOTS
+    from fp.receipted import RECEIPT_WINDOW
     from host_agent.bus.mosquitto import Mosquitto
     from host_agent.wire import nacl_signer
 

@@ -17,7 +17,14 @@ from host_agent.paths import BOARDS
 from host_agent.rig.simdevice import SimDevice
 from tests.helpers import wait_for
 
-HEAP_BUDGET = "208k"  # the soak's heap (tests/firmware/test_device.py, test_mqtt_soak.py)
+# the soak's heap (tests/firmware/test_device.py, test_mqtt_soak.py), measured for the 64-bit unix
+# port (docs/benchmarks.md). Before the 2026-12-05 merges the peak while starting was about 150 KB and
+# 176k was enough; with the conformant MQTT client, receipts, the UTF-8 check and per-broker
+# passwords, 176k no longer answers commands and 192k does (one run each): 208k kept the margin the
+# budget had. After the split of fp.app (the boot checks dropped before the application loads, the
+# command interpreter loaded per command): 192k passes three runs of three, 184k and 176k fail (a
+# command's interpreter no longer fits), 2026-12-05. Issue 20.
+HEAP_BUDGET = "192k"
 
 
 class Collector:

@@ -223,10 +223,6 @@ def test_device_killed_while_buffering_keeps_its_buffer_and_drains_it_first(
     assert boots == sorted(boots), "a reading of the second boot overtook one of the first"
 
 
-# measured for the 64-bit unix port (docs/benchmarks.md). Before the 2026-12-05 merges the peak
-# while starting was about 150 KB and 176k was enough; with the conformant MQTT client, receipts,
-# the UTF-8 check and per-broker passwords, 176k no longer answers commands and 192k does (one run
-# each): 208k keeps the margin the budget had. Issue 20 tracks bringing it down.
 @pytest.mark.slow
 def test_compiled_firmware_runs_in_its_heap_budget_without_growth(
     mosquitto, collector_factory, sim_devices, tmp_path

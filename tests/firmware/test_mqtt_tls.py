@@ -91,7 +91,9 @@ def raw(name):
 FOLDER = %r
 async def scenario():
     try:
-        broker = Broker("127.0.0.1", PORT, tls=True, ca=%s, client_cert=%s, client_key=%s,
+        from fp import pem  # PEM (or DER) to DER at the edge, as fp.destinations does
+        ca, cert, key = pem.tls_der(%s, %s, %s)
+        broker = Broker("127.0.0.1", PORT, tls=True, ca=ca, client_cert=cert, client_key=key,
                         server_hostname=%r)
     except ValueError as error:
         out["outcome"] = "invalid: %%s" %% error
@@ -202,7 +204,8 @@ def test_sni_names_the_broker_and_alpn_is_offered_where_the_ssl_module_has_it(pk
     alpn = interpreter == "cpython"
     script = """
 async def scenario():
-    broker = Broker("127.0.0.1", PORT, tls=True, ca=open(CA).read(), server_hostname="localhost"ALPN)
+    from fp import pem
+    broker = Broker("127.0.0.1", PORT, tls=True, ca=pem.certificates(open(CA).read()), server_hostname="localhost"ALPN)
     client = MQTTClient(broker, "a", keepalive_s=0)
     asyncio.create_task(client.run())
     await client.wait_up(8)
@@ -220,8 +223,9 @@ async def scenario():
 def test_micropython_refuses_alpn_it_cannot_offer(pki, micropython):
     out = micropython(
         "from fp.mqtt import Broker\n"
+        "from fp import pem\n"
         "try:\n"
-        "    Broker('h', 443, tls=True, ca=open(%r).read(), alpn=['x-amzn-mqtt-ca'])\n"
+        "    Broker('h', 443, tls=True, ca=pem.certificates(open(%r).read()), alpn=['x-amzn-mqtt-ca'])\n"
         "    print('accepted')\n"
         "except ValueError as e:\n"
         "    print(e)\n".replace("%r", repr(str(pki / "ca.pem")))

@@ -23,6 +23,7 @@ PROBLEMS = [
     ("provision.json", "http_port"),
     ("provision.json", "safe_mode_boots"),
     ("provision.json", "safe_mode_window_s"),
+    ("provision.json", "release_keys"),
     ("board.json", "pins.led"),
     ("board.json", "sensors[1].type"),
     ("board.json", "sensors[2].pin"),
@@ -65,6 +66,7 @@ def test_a_device_with_many_bad_settings_logs_one_line_each_and_runs_on_the_defa
             "http_port": 70000,
             "safe_mode_boots": "many",
             "safe_mode_window_s": 5,
+            "release_keys": ["not a key"],
         },
     )
     config = {
@@ -167,6 +169,7 @@ def test_each_bad_value_is_one_line_naming_file_key_expected_found_and_default(i
         "http_port": 80,  # the default on a board
         "safe_mode_boots": 5,
         "safe_mode_window_s": 600,
+        "release_keys": [],
     }
     assert out["owner_upper_hex"] == "AB" * 32
     assert out["defaults"]["http_port"] == 0  # off on the unix port unless asked for

@@ -2,7 +2,8 @@
 
 flash -> boot -> first signed reading verified by the agent -> owner reroutes to the home broker
 instead of the vendor -> duplicates to both -> reset -> counters continue, no (boot, seq) reused
--> outage -> buffered readings drain -> forged command refused. One scenario: the steps share one
+-> outage -> buffered readings drain -> forged command refused -> an update confirmed by its first
+delivered reading -> a release that cannot start rolled back. One scenario: the steps share one
 rig and run in the order of STEPS; the first that fails ends it, named in the failure.
 """
 
@@ -308,6 +309,78 @@ def step_7_a_forged_command_is_refused_and_changes_nothing(rig):
     assert len(rig.stored_counters()) >= stored + 1, "the forged 3600 s interval took effect"
 
 
+def _owner_release(rig, name: str, version: str, counter: int, broken: bool = False):
+    """A release of the firmware for the board, signed by the owner alone (`firstparty release`);
+    `broken`: its application raises as it is imported (signed and whole, but it cannot start)."""
+    import hashlib
+    import json
+
+    folder = rig.workdir / name
+    arch = boards.load(rig.board_name)["mpy_arch"]
+    assert (
+        main(
+            ["release", "build", str(folder), "--arch", arch, "--version", version, "--counter", str(counter)]
+        )
+        == 0
+    )
+    if broken:
+        (folder / "files" / "fp" / "app.mpy").unlink()
+        (folder / "files" / "fp" / "app.py").write_text("raise RuntimeError('this release is broken')\n")
+        listing = json.loads((folder / "release.json").read_text())
+        listing["files"] = [
+            [
+                p.relative_to(folder / "files").as_posix(),
+                p.stat().st_size,
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            ]
+            for p in sorted((folder / "files").rglob("*"))
+            if p.is_file()
+        ]
+        (folder / "release.json").write_text(json.dumps(listing))
+    assert main(["release", "sign", str(folder), "--key", str(rig.agent.config.owner_key)]) == 0
+    return folder
+
+
+def _update_state(rig) -> str:
+    return rig.admin.get(f"/devices/{rig.device_id}/update").json()["state"]
+
+
+def _update(rig, folder) -> tuple[int, str]:
+    """`firstparty update DEVICE --release FOLDER`: its exit status and what it printed."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(["update", rig.device_id, "--release", str(folder), "--config", str(rig.config_path)])
+    return code, out.getvalue()
+
+
+def step_8_an_update_boots_on_probation_and_its_first_delivered_reading_confirms_it(rig):
+    folder = _owner_release(rig, "release-0.2.0", "0.2.0", 1)
+    code, out = _update(rig, folder)
+    assert code == 0, out + rig.tail()
+    assert "installed-on-probation" in out
+    wait_for(lambda: _update_state(rig) == "confirmed", 60, "the new release confirmed\n" + rig.tail())
+    update = rig.admin.get(f"/devices/{rig.device_id}/update").json()["update"]
+    assert update["version"] == [0, 2, 0]
+    stored = len(rig.stored_counters())
+    wait_for(lambda: len(rig.stored_counters()) > stored, READING_WAIT_S, "readings from the new release")
+
+
+def step_9_a_release_that_cannot_start_rolls_back_by_itself(rig):
+    folder = _owner_release(rig, "release-0.3.0-broken", "0.3.0", 2, broken=True)
+    code, out = _update(rig, folder)
+    assert code == 0, out + rig.tail()
+    wait_for(lambda: _update_state(rig) == "rolled-back", 60, "the broken release rolled back\n" + rig.tail())
+    update = rig.admin.get(f"/devices/{rig.device_id}/update").json()["update"]
+    assert update["version"] == [0, 3, 0]  # the release that was refused its place
+    stored = len(rig.stored_counters())
+    wait_for(
+        lambda: len(rig.stored_counters()) > stored, READING_WAIT_S, "readings from the previous release"
+    )
+
+
 STEPS = [
     step_2_first_signed_reading_is_verified_by_the_agent,
     step_3_owner_reroutes_to_home_instead_of_the_vendor,
@@ -315,6 +388,8 @@ STEPS = [
     step_5_after_a_reset_counters_continue_and_no_boot_seq_is_reused,
     step_6_a_broker_outage_buffers_on_the_device_and_drains_oldest_first,
     step_7_a_forged_command_is_refused_and_changes_nothing,
+    step_8_an_update_boots_on_probation_and_its_first_delivered_reading_confirms_it,
+    step_9_a_release_that_cannot_start_rolls_back_by_itself,
 ]
 
 

@@ -369,3 +369,11 @@ def test_flash_with_a_vendor_receipt_key_makes_the_device_keep_readings_for_that
         attacker.disconnect()
         vendor.request_stop()
         thread.join(15)
+
+
+def test_flash_refuses_a_release_key_that_is_not_64_hex_digits(tmp_path, capsys):
+    code, _, err = _flash(
+        capsys, "--board", "sim", "--port", "/dev/null", "--vendor", "h:1", "--release-key", "zz" * 32,
+        "--owner-key", str(tmp_path / "k"),
+    )  # fmt: skip
+    _one_line_error(code, err, "--release-key", "64 hex digits")

@@ -1,0 +1,209 @@
+"""The owner's command interpreter: judge one command, apply it, answer with a signed ack.
+
+Loaded for one command and dropped after it (fp.device.Device.on_command), as fp.settings is after
+the boot check: its code would otherwise stay in the heap between commands, which are rare. Each
+operation is one function in OPERATIONS; `claim` is judged before the owner check (the claimant is
+not the owner yet). The host imports OPS from here for its command line and API.
+"""
+
+import asyncio
+import hashlib
+import time
+
+from fp import ed25519, ids, messages, safemode
+from fp.errors import ProtocolError
+from fp.identity import FIRMWARE_VERSION
+from fp.runtime import heap_in_use, log, unload
+
+# Signed answers to refused commands, a token bucket: a burst of this many, then one per
+# REFUSAL_ACK_MS. Anyone who may publish on the command topic can send junk, and each ack costs
+# a signature (and a slot in every destination's queue); an applied command is always answered.
+REFUSAL_ACK_BURST = 8
+REFUSAL_ACK_MS = 1000
+
+
+def _settings():
+    """fp.settings for one check (the very checks config.json gets at boot); unload it after."""
+    from fp import settings
+
+    return settings
+
+
+def set_destinations(device, args):
+    specs = args.get("destinations")
+    settings = _settings()
+    try:
+        if not isinstance(specs, list) or not specs or len(specs) > settings.MAX_DESTINATIONS:
+            raise ProtocolError(
+                "bad-command", "destinations must be a list of 1..%d brokers" % settings.MAX_DESTINATIONS
+            )
+        names = []
+        for spec in specs:
+            found = settings.destination_problem(spec, names)
+            if found is not None:
+                raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
+            names.append(spec["name"])
+    finally:
+        unload("settings")
+    device.config["destinations"] = specs
+    device.save_config()
+    asyncio.create_task(device.apply_destinations_later())
+    return {"destinations": names}
+
+
+def set_interval(device, args):
+    sensor, interval = args.get("sensor"), args.get("interval_s")
+    settings = _settings()
+    try:
+        highest = settings.MAX_INTERVAL_S
+        is_usable = settings.is_int(interval, 1, highest)
+    finally:
+        unload("settings")
+    if sensor not in [s["name"] for s in device.board["sensors"]] or not is_usable:
+        raise ProtocolError("bad-command", "set-interval needs a fitted sensor and 1..%d s" % highest)
+    device.config["intervals"][sensor] = interval
+    device.save_config()
+    device.interval_changed(sensor)
+    return {"sensor": sensor, "interval_s": interval}
+
+
+def get_info(device, args):
+    destinations = device.destinations
+    history = device.history
+    return {
+        "fw": FIRMWARE_VERSION,
+        "board": device.board.get("name"),
+        "boot": device.identity.boot,
+        "seq": device.identity.seq,
+        "destinations": [d["name"] for d in device.config["destinations"]],
+        "intervals": device.config["intervals"],
+        "refused": device.refused,
+        "unanswered": device.unanswered,
+        "dropped": destinations.total("dropped"),
+        "buffered": destinations.total("buffered"),
+        "flash_writes": sum(d.ring.writes for d in destinations.values()),
+        "delivery": {name: d.delivery for name, d in destinations.items()},
+        "receipts": {
+            name: [d.receipts, d.receipts_refused, d.resent]
+            for name, d in destinations.items()
+            if d.receipt_key is not None
+        },
+        "heap_bytes": heap_in_use(),
+        "mode": safemode.SAFE_MODE if device.is_safe else "normal",
+        "unstable_boots": history.unstable if history else 0,
+        "http": [device.http.served, device.http.refused] if device.http else None,
+    }
+
+
+def reboot(device, args):
+    return "rebooting"
+
+
+def hand_over(device, args):
+    key = args.get("owner")
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise ProtocolError("bad-command", "hand-over needs the new owner's 32-byte key")
+    device.set_owner(key)
+    return {"owner": ids.id_from_public_key(key)}
+
+
+# op -> function(device, args) returning the ack's result; a new operation is one entry here.
+OPERATIONS = {
+    "set-destinations": set_destinations,
+    "set-interval": set_interval,
+    "get-info": get_info,
+    "reboot": reboot,
+    "hand-over": hand_over,
+}
+OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
+
+
+def claim(device, command):
+    """The first owner: needs the claim window (the button) and the claimant's own signature."""
+    if device.identity.owner_key is not None:
+        raise ProtocolError("not-owner", "device already has an owner")
+    if not device.is_claim_window_open():
+        raise ProtocolError("unclaimed", "press the button to open the claim window")
+    key = command.args.get("owner")
+    if not isinstance(key, bytes) or len(key) != 32 or ids.id_from_public_key(key) != command.owner_id:
+        raise ProtocolError("bad-command", "claim needs the claimant's 32-byte key as owner")
+    messages.check_command(command, key, device.identity.device_id, -1, device.now(), ed25519.verify)
+    device.hal.set_time(command.issued_s)
+    device.claim_window_open = False
+    device.set_owner(key)
+    return {"owner": command.owner_id}
+
+
+def apply(device, command):
+    """Check an owner's command (signature, counter, time, device) and run its operation."""
+    identity = device.identity
+    messages.check_command(
+        command, identity.owner_key, identity.device_id, identity.last_counter, device.now(), ed25519.verify
+    )
+    operation = OPERATIONS.get(command.op)
+    if operation is None:
+        raise ProtocolError("bad-command", "unknown operation " + command.op)
+    # a verified owner command is an authenticated lower bound of the time (no NTP)
+    device.hal.set_time(command.issued_s)
+    result = operation(device, command.args)
+    identity.accept_counter(command.counter)
+    return result
+
+
+def may_answer_refusal(device):
+    """Take one token from the refusal-ack bucket (refilled one per REFUSAL_ACK_MS); False: none left."""
+    now = time.ticks_ms()
+    if device.refusal_acks is None:  # the first refusal since boot: a full bucket
+        device.refusal_acks, device.refusal_acks_ms = REFUSAL_ACK_BURST, now
+    elapsed = time.ticks_diff(now, device.refusal_acks_ms)
+    if elapsed >= REFUSAL_ACK_MS or elapsed < 0:  # < 0: idle past half the ticks period
+        gained = elapsed // REFUSAL_ACK_MS if elapsed > 0 else REFUSAL_ACK_BURST
+        device.refusal_acks = min(REFUSAL_ACK_BURST, device.refusal_acks + gained)
+        full = device.refusal_acks == REFUSAL_ACK_BURST
+        device.refusal_acks_ms = (
+            now if full else time.ticks_add(device.refusal_acks_ms, gained * REFUSAL_ACK_MS)
+        )
+    if device.refusal_acks <= 0:
+        return False
+    device.refusal_acks -= 1
+    return True
+
+
+def handle(device, data):
+    """Judge and apply one command; return the signed ack (also published everywhere), or None
+    for a refused command beyond the ack budget (counted in `refused` and `unanswered`)."""
+    digest = hashlib.sha256(data).digest()
+    counter = None
+    try:
+        command = messages.parse_command(data)
+        counter = command.counter
+        if command.op == "claim":
+            result = claim(device, command)
+        else:
+            result = apply(device, command)
+        outcome, detail = "applied", ""
+    except ProtocolError as error:
+        device.refused += 1
+        if not may_answer_refusal(device):
+            device.unanswered += 1
+            return None  # not logged either: junk must not flood the log
+        outcome, detail, result = error.reason, error.detail, None
+        log("command refused: %s" % error)
+    identity = device.identity
+    boot, seq = identity.next_counter()
+    ack = messages.encode_ack(
+        identity.key.sign,
+        identity.device_id,
+        boot,
+        seq,
+        digest,
+        counter,
+        outcome,
+        detail,
+        result,
+        device.now(),
+    )
+    device.destinations.put("ack", ack)
+    if outcome == "applied" and result == "rebooting":
+        asyncio.create_task(device.reboot_soon())
+    return ack

@@ -1,0 +1,328 @@
+"""The device's destinations: one broker each, with its own connection and its own queue.
+
+`Destinations` holds them by name as config.json lists them, starts and stops them when that list
+changes, and puts each signed message in every queue. `Destination` is one of them: its FIFO in
+RAM and flash, and its delivery rule (PUBACK, or the agent's signed receipts).
+"""
+
+import asyncio
+import os
+
+from fp import ids, messages, topics
+from fp.errors import ProtocolError
+from fp.mqtt import Broker, MQTTClient, MQTTError
+from fp.ringbuf import RingBuffer
+from fp.runtime import log, unload
+
+RING_SLOTS = 128  # each destination's flash queue when board.json does not say (fp.settings)
+RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
+ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
+
+
+class Destination:
+    """One broker with its own connection and its own FIFO of signed messages.
+
+    While the broker is reachable, messages wait in a few RAM slots and cost no flash writes.
+    When it is not, they go to this destination's ring buffer in flash (fp.ringbuf), oldest
+    first, and drain from there ahead of anything newer. Acks jump the queue while the broker is
+    up: the owner waits for them, and a backlog of readings must not make a command time out
+    (each kind has its own replay window, so a recipient accepts them out of that order).
+
+    Two delivery rules, one per destination (docs/device-api.md, "Delivery"): this class is
+    "puback", a message leaves the FIFO when its broker acknowledges it (PUBACK); a destination
+    with a receipt key is a fp.receipted.ReceiptedDestination ("receipts"), loaded only then.
+    """
+
+    delivery = "puback"
+    receipt_key = None
+
+    def __init__(self, name, broker, client, ring, device_id):
+        self.name = name
+        self.broker = broker
+        self.client = client
+        self.ring = ring
+        self.device_id = device_id
+        self.ram = []  # invariant: holds messages only while the ring is empty
+        self.acks = []  # acks waiting while the broker is up, sent before anything else
+        self.lost = 0  # messages that could not even be buffered (flash error or too big)
+        self.sent = 0
+        # the newest boot whose reading was delivered (per the delivery rule): a reading of this
+        # boot confirms a release on probation (fp.ota), not one an earlier release left queued
+        self.reading_boot = -1
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None  # annotations in functions are never evaluated
+        self.sender: asyncio.Task | None = None
+        # the connection (client.connects) that has carried the card and status: a recipient must
+        # be able to verify the first reading it gets, so nothing else goes out before them
+        self.announced = -1
+        self.ram_slots = RAM_SLOTS
+
+    @property
+    def buffered(self):
+        return len(self.ram) + len(self.acks) + self.ring.pending
+
+    @property
+    def dropped(self):
+        return self.ring.dropped + self.lost
+
+    def put(self, kind, payload):
+        if kind == "ack" and self.client.is_up and len(self.acks) < ACK_SLOTS:
+            self.acks.append(payload)
+        elif self.client.is_up and not self.ring.pending and len(self.ram) < self.ram_slots:
+            self.ram.append((kind, payload))
+        else:
+            self.spill()
+            self._to_flash(kind, payload)
+        self.wake.set()
+
+    def spill(self):
+        """Move RAM messages to flash, oldest first, so a power cut cannot take them."""
+        while self.ram:
+            self._to_flash(*self.ram.pop(0))
+        while self.acks:
+            self._to_flash("ack", self.acks.pop(0))
+
+    def _to_flash(self, kind, payload):
+        try:
+            self.ring.append(kind, payload)
+        except (OSError, ValueError) as error:
+            self.lost += 1
+            log("destination %s: cannot buffer a %s: %s" % (self.name, kind, error))
+
+    def _next(self):
+        """The next message to send, or None to wait."""
+        return self.ram[0] if self.ram else self.ring.peek()
+
+    def _sent(self, item):
+        """The broker acknowledged `item`: it leaves the FIFO, delivered (the PUBACK rule)."""
+        if self.ram:
+            self.ram.pop(0)
+        else:
+            self.ring.pop()
+        self._delivered(*item)
+
+    def _counter(self, payload):
+        try:
+            return messages.counter_of(payload)
+        except ProtocolError:  # never one of ours: nothing can cover it, so it must not block
+            return None
+
+    def _delivered(self, kind, payload):
+        counter = self._counter(payload) if kind == "reading" else None
+        if counter is not None and counter[0] > self.reading_boot:
+            self.reading_boot = counter[0]
+
+    # --- the sender -----------------------------------------------------------------------------
+
+    async def send_forever(self):
+        while True:
+            item = None
+            is_urgent = False
+            if self.client.is_up and self.announced == self.client.connects:
+                if self.acks:
+                    item, is_urgent = ("ack", self.acks[0]), True
+                else:
+                    item = self._next()
+            elif not self.client.is_up:
+                self.spill()
+            if item is None:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            kind, payload = item
+            try:
+                await self.client.publish(topics.topic(self.device_id, kind), payload, 1, False)
+            except MQTTError:
+                await asyncio.sleep(0.2)
+                continue
+            if is_urgent:
+                if self.acks and self.acks[0] is payload:
+                    self.acks.pop(0)
+                # else the link dropped meanwhile and spill() moved it to flash: it goes again
+                # from there, a harmless duplicate, and nothing else may be popped for it
+            else:
+                self._sent(item)
+            self.sent += 1
+
+    def stop(self):
+        self.client.stop()
+        self.spill()
+        for task in (self.task, self.sender):
+            if task:
+                task.cancel()
+
+
+def _vendor_or(spec, provision):
+    """The destination named "vendor" without a host is the vendor endpoint of provision.json."""
+    if spec.get("name") == "vendor" and "host" not in spec:
+        return provision["vendor"]
+    return spec
+
+
+def receipt_key_for(spec, provision):
+    """The receipt key this destination's agent signs with (bytes), or None: the PUBACK rule."""
+    key = _vendor_or(spec, provision).get("receipts")
+    return bytes.fromhex(key) if key else None
+
+
+def broker_for(spec, provision, seed, device_id):
+    """The Broker of a destination (checked by fp.settings): its TLS files from PEM to DER here."""
+    spec = _vendor_or(spec, provision)
+    host, port = spec["host"], spec.get("port", 1883)
+    password = spec.get("password")
+    if password is None:  # its own password for each broker, from the seed (docs/security.md)
+        password = ids.broker_password(seed, host, port)
+    ca, client_cert, client_key = None, None, None
+    if spec.get("ca") or spec.get("client_cert"):
+        from fp import pem  # only a TLS destination needs it, once: dropped after
+
+        try:
+            ca, client_cert, client_key = pem.tls_der(
+                spec.get("ca"), spec.get("client_cert"), spec.get("client_key")
+            )
+        finally:
+            unload("pem")
+    return Broker(
+        host,
+        port,
+        spec.get("user") or device_id,
+        password,
+        spec.get("tls", False),
+        ca,
+        client_cert,
+        client_key,
+    )
+
+
+class Destinations:
+    """The device's destinations by name, as config.json lists them.
+
+    `device` gives what each connection announces and where commands go: `identity`, `provision`,
+    `hal` (is the network up), `card()`, `status(state)`, `on_command(data)` and `on_update(data)`.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.by_name = {}
+
+    def values(self):
+        return self.by_name.values()
+
+    def items(self):
+        return self.by_name.items()
+
+    def total(self, attribute):
+        """The sum of one counter (buffered, dropped, sent...) over every destination."""
+        return sum(getattr(destination, attribute) for destination in self.by_name.values())
+
+    def put(self, kind, payload):
+        """Queue one signed message for every destination."""
+        for destination in self.by_name.values():
+            destination.put(kind, payload)
+
+    def spill(self):
+        """Move what waits in RAM to flash: it must survive a reset."""
+        for destination in self.by_name.values():
+            destination.spill()
+
+    def apply(self, specs):
+        """Start, stop or restart destinations so that they are those `specs` list."""
+        device = self.device
+        identity = device.identity
+        wanted = {}
+        keys = {}
+        for spec in specs:
+            wanted[spec["name"]] = broker_for(spec, device.provision, identity.seed, identity.device_id)
+            keys[spec["name"]] = receipt_key_for(spec, device.provision)
+        current = self.by_name
+        for name in list(current):
+            destination = current[name]
+            is_gone = name not in wanted or wanted[name].key() != destination.broker.key()
+            if is_gone or keys[name] != destination.receipt_key:
+                current.pop(name).stop()  # RAM to flash: a new rule keeps the queue
+            if is_gone:
+                # what was buffered for a broker the owner removed is not sent to its successor
+                for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+                log("destination %s removed" % name)
+        for name, broker in wanted.items():
+            if name not in current:
+                destination = self._start(name, broker, keys[name])
+                current[name] = destination
+                log("destination %s -> %s (%s)" % (name, broker.key(), destination.delivery))
+
+    def _start(self, name, broker, receipt_key=None):
+        device = self.device
+        device_id = device.identity.device_id
+        # One signed "offline" will per destination and boot: reconnect attempts burn no seq, and a
+        # will delivered twice is the same bytes (a harmless duplicate).
+        will = (topics.topic(device_id, "status"), device.status("offline"), 1, True)
+        command_topic = topics.topic(device_id, "command")
+        update_topic = topics.topic(device_id, "update")  # fp.ota
+        subscriptions = [(command_topic, 1), (update_topic, 1)]
+        receipt_topic = topics.topic(device_id, "receipt")
+        if receipt_key is not None:
+            subscriptions.append((receipt_topic, 1))
+        built = []  # the destination, once made: the client's callback needs it
+
+        async def on_message(message):
+            if message.topic == receipt_topic:
+                if built and built[0].receipt_key is not None:
+                    built[0].on_receipt(bytes(message.payload))
+            elif message.topic == command_topic:
+                device.on_command(bytes(message.payload))
+            elif message.topic == update_topic:
+                device.on_update(bytes(message.payload))
+
+        client = MQTTClient(
+            broker,
+            "fp-" + device_id + "-" + name,
+            on_message,
+            will=will,
+            subscriptions=subscriptions,
+            keepalive_s=15,
+            clean=False,  # persistent session: the broker queues QoS 1 commands while we are away
+            log=log,
+            link_up=device.hal.network_up,
+        )
+        ring = RingBuffer("q_" + name + ".bin", device.board.get("queue_slots", RING_SLOTS))
+        if ring.dropped:
+            log("destination %s: queue resized, %d oldest messages dropped" % (name, ring.dropped))
+        if receipt_key is None:
+            destination = Destination(name, broker, client, ring, device_id)
+        else:
+            from fp.receipted import ReceiptedDestination  # only a destination with receipts loads it
+
+            destination = ReceiptedDestination(name, broker, client, ring, device_id, receipt_key)
+        built.append(destination)
+
+        async def on_up():
+            # card and status are retained: each broker holds the latest for late subscribers
+            connection = client.connects
+            try:
+                await client.publish(topics.topic(device_id, "card"), device.card(), 1, True)
+                await client.publish(topics.topic(device_id, "status"), device.status("online"), 1, True)
+            except MQTTError as error:
+                # nothing may go out unannounced: start over on a new connection, which announces
+                client.reconnect("announce failed: %s" % error)
+                return
+            destination.announced = connection
+            destination.wake.set()
+
+        client.on_up = on_up
+        destination.task = asyncio.create_task(client.run())
+        destination.sender = asyncio.create_task(destination.send_forever())
+        return destination
+
+    def announce_card(self, card):
+        """Publish a new card (retained) where the link is up; every (re)connect publishes it anyway."""
+        card_topic = topics.topic(self.device.identity.device_id, "card")
+        for destination in self.by_name.values():
+            if destination.client.is_up:
+                asyncio.create_task(destination.client.publish(card_topic, card, 1, True))

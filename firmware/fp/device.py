@@ -1,0 +1,205 @@
+"""The running device: its identity, destinations, sensors and command path, put together.
+
+Each concern has its module: fp.identity (key, id, counters, owner, card), fp.destinations
+(brokers and their queues), fp.sampling (the sensor loop), fp.command (the command interpreter,
+loaded only while a command is handled), fp.ota (updates over the air, loaded only while one runs
+or a release is on probation), fp.safemode (boot stability). This module owns the state they share
+and the main loop: watchdog, button, stability, the confirmation of a release on probation.
+"""
+
+import asyncio
+import sys
+import time
+
+from fp import ids, messages, safemode, storage
+from fp.destinations import Destinations
+from fp.identity import FIRMWARE_VERSION, Identity
+from fp.runtime import log, unload
+
+
+class Device:
+    """The running device: identity, counters, destinations, sensors and the command path.
+
+    `checked` holds the flash files as the boot checks left them (fp.app.Settings); `history` is this boot's record
+    (fp.safemode): in safe mode the device runs no sensors and no HTTP API, only its
+    destinations and the owner command path.
+    """
+
+    def __init__(self, hal, checked, history=None):
+        self.hal = hal
+        self.board = checked.board
+        self.provision = checked.provision
+        self.config = checked.config
+        self.history = history
+        self.is_safe = history is not None and history.is_safe
+        self.identity = Identity(self.board["name"], checked.owner_key, checked.last_counter)
+        self.device_id = self.identity.device_id
+        self.destinations = Destinations(self)
+        self.refused = 0
+        self.unanswered = 0  # refused commands beyond the ack budget: counted, not answered
+        self.refusal_acks = None  # fp.command's ack budget: a full bucket until the first refusal
+        self.refusal_acks_ms = 0
+        self.claim_window_until = 0
+        self.claim_window_open = False
+        self.latest = {}
+        self.interval_events = {}  # sensor name -> Event: a new interval applies at once
+        self.http = None
+        self.started_ms = time.ticks_ms()
+        self.ota = None  # the update transfer in progress (fp.ota)
+        self.update = storage.load_json(storage.UPDATE_FILE, None)  # the update state in the status
+        if self.update or "slot_a" in sys.path or "slot_b" in sys.path:  # main.py booted a slot
+            from fp import ota
+
+            self.update = ota.at_boot(self.update)
+
+    def now(self):
+        return self.hal.time_s()
+
+    def sign_reading(self, measurements):
+        identity = self.identity
+        boot, seq = identity.next_counter()
+        return messages.encode_reading(
+            identity.key.sign, identity.device_id, boot, seq, measurements, self.now()
+        )
+
+    def status(self, state):
+        identity = self.identity
+        boot, seq = identity.next_counter()
+        destinations = self.destinations
+        info = {
+            "buffered": destinations.total("buffered"),
+            "dropped": destinations.total("dropped"),
+            "refused": self.refused,
+            "fw": FIRMWARE_VERSION,
+            # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
+            "delivery": {name: d.delivery for name, d in destinations.items()},
+        }
+        refused = sum(d.receipts_refused for d in destinations.values() if d.receipt_key is not None)
+        if refused:
+            info["receipts_refused"] = refused
+        if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
+            info["mode"] = safemode.SAFE_MODE
+        if self.update:
+            info["update"] = self.update
+        return messages.encode_status(
+            identity.key.sign, identity.device_id, boot, seq, state, info, self.now()
+        )
+
+    def card(self):
+        return self.identity.card(self.now())
+
+    def set_owner(self, key):
+        """A claim or a hand-over: save the new owner, then announce the new card."""
+        self.identity.set_owner(key)
+        self.destinations.announce_card(self.card())
+
+    def save_config(self):
+        storage.save_json(storage.CONFIG_FILE, self.config)
+
+    def apply_destinations(self):
+        self.destinations.apply(self.config["destinations"])
+
+    async def apply_destinations_later(self):
+        await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
+        self.apply_destinations()
+
+    def interval_changed(self, sensor):
+        if sensor in self.interval_events:
+            self.interval_events[sensor].set()
+
+    async def reboot_soon(self):
+        await asyncio.sleep(0.5)
+        if self.history:  # a reset the owner asked for is no crash; from safe mode, it tries normal
+            self.history.mark_stable()
+        self.destinations.spill()  # what waits in RAM (for a PUBACK or a receipt) survives the reset
+        self.hal.reset()
+
+    # --- the claim window: the owner's physical presence ----------------------------------------
+
+    def open_claim_window(self):
+        # monotonic milliseconds: the window must work before the device knows the time of day
+        self.claim_window_until = time.ticks_add(
+            time.ticks_ms(), 1000 * self.provision.get("claim_window_s", 120)
+        )
+        self.claim_window_open = True
+        log("button: claim window open")
+
+    def _is_window_running(self):
+        if self.hal.button_pressed():  # pressed since the main loop last looked
+            self.open_claim_window()
+        return self.claim_window_until and time.ticks_diff(self.claim_window_until, time.ticks_ms()) >= 0
+
+    def is_claim_window_open(self):
+        """True while a claim may be made: the button was pressed, and no claim was made since."""
+        return self._is_window_running() and self.claim_window_open
+
+    def local_password(self, host, port):
+        """The broker password for host:port, for the owner on the LAN while the claim window is open.
+
+        The window is the owner's physical presence (the button); outside it, None. A claim ends
+        the window for claims, not for this: the owner enrols the device with their agent as part
+        of claiming it.
+        """
+        if not self._is_window_running():
+            return None
+        return ids.broker_password(self.identity.seed, host, port)
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def on_command(self, data):
+        """Handle one command with the interpreter loaded for it (fp.command), dropped after."""
+        from fp import command
+
+        try:
+            return command.handle(self, data)
+        finally:
+            unload("command")
+
+    def on_update(self, data):
+        """Handle one update message (fp.ota, loaded while an update runs and dropped after)."""
+        from fp import ota
+
+        ota.on_message(self, data, FIRMWARE_VERSION)
+
+    def _is_on_probation_and_delivered(self):
+        """True once a reading of this boot was delivered while its release is on probation."""
+        update = self.update
+        if not update or update.get("state") != "installed-on-probation":
+            return False
+        boot = self.identity.boot
+        return any(destination.reading_boot >= boot for destination in self.destinations.values())
+
+    # --- the main loop --------------------------------------------------------------------------
+
+    async def run(self):
+        log("device %s boot %d" % (self.device_id, self.identity.boot))
+        history = self.history
+        if history is not None and history.is_safe:
+            log(
+                "safe mode: %d boots in a row did not get stable; no sensors, no HTTP API; the owner's"
+                " reboot command (or deleting %s at the REPL) tries a normal boot"
+                % (history.unstable - 1, safemode.HISTORY_FILE)
+            )
+        self.hal.start()
+        self.apply_destinations()
+        if not self.is_safe:
+            from fp.sampling import sample_forever
+
+            for sensor in self.board["sensors"]:
+                asyncio.create_task(sample_forever(self, sensor))
+            if self.provision.get("http_port"):
+                from fp.http_api import HttpApi  # loaded only when on: its code lives in the heap
+
+                self.http = HttpApi(self, log)
+                await self.http.start(self.hal.lan_host, self.provision["http_port"])
+        while True:
+            self.hal.feed()
+            if self.hal.button_pressed():
+                self.open_claim_window()
+            if history is not None and history.check_stable(self.destinations.total("sent"), self.started_ms):
+                log("boot %d is stable" % self.identity.boot)
+            if self._is_on_probation_and_delivered():  # confirmed by its first delivered reading
+                from fp import ota
+
+                ota.check_probation(self)
+            await asyncio.sleep(0.2)

@@ -1,0 +1,73 @@
+"""The device's identity and counters: its key (from the seed), its id, the (boot, seq) of every
+message it signs, its owner and the owner's last command counter; and its card.
+
+`card_at_flash` is what `firstparty flash` runs on the board to read the card the device will
+announce: the same function the device signs its card with, from the same flash files.
+"""
+
+from fp import ed25519, ids, messages, storage
+
+FIRMWARE_VERSION = "0.1.0"
+
+
+def card(key, board_name, owner_key, now_s):
+    """The signed device card: public key, board, firmware version and owner (if any)."""
+    owner_id = ids.id_from_public_key(owner_key) if owner_key else None
+    return messages.encode_card(key.sign, key.public, board_name, FIRMWARE_VERSION, now_s, owner_id)
+
+
+class Identity:
+    """Key, id, counters and owner of this device; every change of them is saved to flash first."""
+
+    def __init__(self, board_name, owner_key, last_counter):
+        self.seed = storage.load_seed()  # also the key of the device's broker passwords
+        self.key = ed25519.SigningKey(self.seed)
+        self.device_id = ids.id_from_public_key(self.key.public)
+        self.board_name = board_name
+        self.boot = storage.next_boot()
+        self.seq = 0
+        self.owner_key = owner_key
+        self.last_counter = last_counter  # the owner's last accepted command counter
+
+    def next_counter(self):
+        """The (boot, seq) of the next signed message: never one used before, even across resets."""
+        if self.seq > messages.U32:
+            self.boot = storage.next_boot()
+            self.seq = 0
+        seq = self.seq
+        self.seq += 1
+        return self.boot, seq
+
+    def accept_counter(self, counter):
+        """Record an applied owner command's counter: a replay of it, or of an older one, is refused."""
+        self.last_counter = counter
+        storage.save_json(storage.COUNTER_FILE, counter)
+
+    def set_owner(self, key):
+        """A claim or a hand-over: the new owner's counters start again from 0."""
+        self.owner_key = key
+        self.last_counter = 0
+        storage.save_json(storage.OWNER_FILE, key.hex())
+        storage.save_json(storage.COUNTER_FILE, 0)
+
+    def card(self, now_s):
+        return card(self.key, self.board_name, self.owner_key, now_s)
+
+
+def card_at_flash():
+    """The card the device will announce, from its flash files (run on the board at flash time).
+
+    The board name and the owner come through the device's own boot checks (fp.settings); the
+    time is left out, as the board may not know it yet.
+    """
+    from fp import runtime, settings
+
+    try:
+        board = settings.check_board(settings.load(storage.BOARD_FILE, runtime.log), runtime.log)
+        raw = settings.load(storage.PROVISION_FILE, runtime.log)
+        provision = settings.check_provision(raw, board["port"], runtime.log) if board else None
+        owner = settings.load_owner(runtime.log, (provision or {}).get("owner"))
+    finally:
+        runtime.unload("settings")
+    key = ed25519.SigningKey(storage.load_seed())
+    return card(key, (board or {}).get("name", "unknown"), owner, None)

@@ -1,0 +1,59 @@
+"""Sensor types, each defined once: the ports that can read it, the pins it needs, its driver, and
+the metrics it yields with their units.
+
+Read by the device's board check (fp.settings), by both hardware layers (fp.hal_esp32 and fp.hal_sim
+call the type's driver, then `measurements` names and units the values) and by the host's board
+files (host_agent/boards.py runs the device's own check). A new type is one entry here and one
+driver method in each hardware layer that can read it.
+"""
+
+# Every port that has a hardware layer (fp.hal_esp32: "esp32", fp.hal_sim: "unix").
+PORTS = ("esp32", "unix")
+_BOTH = PORTS
+# type -> (ports, needs, driver, metrics).
+# needs: "pin" (the sensor's own GPIO, key `pin`), "i2c" (the board's i2c_sda/i2c_scl pins and the
+# sensor's `i2c_address`), or None. driver: the hardware layer's method that reads the raw values,
+# `read_<driver>(sensor)`. metrics: (name, SenML unit) per value the driver returns, in its order;
+# the name None stands for the sensor's own name (one value), a unit None for a plain count.
+TYPES = {
+    "internal-temp": (_BOTH, None, "internal_temp", ((None, "Cel"),)),
+    "adc": (_BOTH, "pin", "adc", ((None, "V"),)),
+    "dht22": (_BOTH, "pin", "dht22", (("temp", "Cel"), ("hum", "%RH"))),
+    "bme280": (_BOTH, "i2c", "bme280", (("temp", "Cel"), ("hum", "%RH"), ("press", "hPa"))),
+    # the sample number itself: lets tests see that no reading is missing (sim board only)
+    "counter": (("unix",), None, "counter", ((None, None),)),
+}
+NAMES = ("internal-temp", "adc", "dht22", "bme280", "counter")  # TYPES' keys in the order shown
+DEFAULT_I2C_ADDRESS = 0x76
+
+
+def for_port(port):
+    """The sensor types a board of `port` can read, in a stable order."""
+    return tuple(name for name in NAMES if port in TYPES[name][0])
+
+
+def needs(kind):
+    return TYPES[kind][1]
+
+
+def driver(kind):
+    return TYPES[kind][2]
+
+
+def metrics(kind):
+    return TYPES[kind][3]
+
+
+def measurements(sensor, values):
+    """[(name, unit, value), ...] of one reading: the driver's `values` named as the type says."""
+    out = []
+    index = 0
+    for name, unit in TYPES[sensor["type"]][3]:
+        out.append((name or sensor["name"], unit, values[index]))
+        index += 1
+    return out
+
+
+def read(hal, sensor):
+    """Read one fitted sensor through `hal`'s driver for its type: [(name, unit, value), ...]."""
+    return measurements(sensor, getattr(hal, "read_" + TYPES[sensor["type"]][2])(sensor))

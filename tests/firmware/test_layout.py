@@ -1,0 +1,94 @@
+"""The firmware's seams: one definition per sensor type and per command operation, read by both
+interpreters and by the host; the command interpreter in the heap only while a command runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fp import command, sensor_types
+from host_agent.commands import control as commands
+from host_agent.paths import BOARDS
+from tests.helpers import FIRMWARE, micropython_binary, micropython_env
+
+READ_EVERY_TYPE = """
+import json
+from fp import sensor_types
+from fp.hal_sim import SimBoard
+board = SimBoard({})
+out = {}
+for kind in sensor_types.for_port("unix"):
+    sensor = {"name": "s", "type": kind, "interval_s": 1, "pin": 4}
+    out[kind] = [board.read(sensor) for _ in range(3)]
+print(json.dumps(out))
+"""
+
+
+def _run(interpreter: str, script: str, cwd=None) -> str:
+    if interpreter == "micropython":
+        command_line, env = [micropython_binary(), "-c", script], micropython_env()
+    else:
+        command_line, env = [sys.executable, "-c", script], {"PYTHONPATH": str(FIRMWARE)}
+    result = subprocess.run(command_line, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _rounded(readings):
+    return [[[name, unit, round(value, 6)] for name, unit, value in reading] for reading in readings]
+
+
+def test_every_sensor_type_reads_with_the_names_and_units_of_its_one_definition_under_both_interpreters():
+    results = {name: json.loads(_run(name, READ_EVERY_TYPE)) for name in ("cpython", "micropython")}
+    assert set(results["cpython"]) == set(sensor_types.for_port("unix")) == set(sensor_types.TYPES)
+    for kind, readings in results["micropython"].items():
+        assert _rounded(readings) == _rounded(results["cpython"][kind]), kind
+        for reading in readings:
+            expected = [(name or "s", unit) for name, unit in sensor_types.metrics(kind)]
+            assert [(name, unit) for name, unit, _ in reading] == expected, kind
+
+
+def test_an_esp32_board_cannot_name_a_type_only_the_sim_reads():
+    assert "counter" not in sensor_types.for_port("esp32") and "counter" in sensor_types.for_port("unix")
+    assert set(sensor_types.NAMES) == set(sensor_types.TYPES)
+
+
+def test_the_host_offers_exactly_the_operations_the_device_interprets():
+    assert commands.OPS is command.OPS
+    assert set(command.OPS) == set(command.OPERATIONS) | {"claim"}
+
+
+INTERPRETER_LIFETIME = """
+import sys
+from fp import app
+checked = app.load_settings()
+hal = app.load_hal(checked.board, checked.provision)
+device = app.build_device(hal, checked, None)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
+print(loaded())
+ack = device.on_command(b"junk: not a COSE_Sign1 command")
+print(ack is not None, device.refused, loaded())
+"""
+
+
+def test_the_command_interpreter_is_loaded_for_a_command_and_dropped_after(tmp_path):
+    (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
+    (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
+    lines = _run("micropython", INTERPRETER_LIFETIME, cwd=tmp_path).strip().splitlines()
+    out = [line for line in lines if not line.startswith("fp: ")]  # the device's own log lines
+    assert "fp: command refused: malformed: 19 trailing bytes after the item" in lines
+    assert out[-2] == "[]"  # after the boot checks: neither the checks nor the interpreter
+    assert out[-1] == "True 1 []"  # the junk was refused with a signed ack, and nothing stayed
+
+
+@pytest.mark.parametrize("kind", sorted(sensor_types.TYPES))
+def test_a_sensor_type_needs_what_its_definition_says(kind):
+    ports, needs, driver, metrics = sensor_types.TYPES[kind]
+    assert set(ports) <= set(sensor_types.PORTS) and needs in (None, "pin", "i2c") and metrics
+    source = (FIRMWARE / "fp" / "hal_sim.py").read_text()
+    assert f"def read_{driver}(self, sensor)" in source  # the sim reads every type
+    if "esp32" in ports:
+        assert f"def read_{driver}(self, sensor)" in (FIRMWARE / "fp" / "hal_esp32.py").read_text()
