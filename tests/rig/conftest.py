@@ -15,9 +15,14 @@ def mpremote_command() -> str:
 
 
 @pytest.fixture
-def virtual_board(tmp_path):
-    """A virtual board with an empty flash folder, stopped after the test."""
-    board = VirtualBoard(tmp_path / "flash").start()
+def virtual_board(tmp_path, request):
+    """A virtual board, stopped after the test. Its flash is empty, or holds the files of an indirect
+    parameter ({name: text}) from before the power-on."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    for name, text in getattr(request, "param", {}).items():
+        (flash / name).write_text(text)
+    board = VirtualBoard(flash).start()
     yield board
     board.stop()
 
