@@ -581,7 +581,7 @@ class Agent:
         }
 
 
-def start_in_thread(config: Config, timeout_s: float = 15.0) -> tuple[Agent, threading.Thread]:
+def start_in_thread(config: Config, timeout_s: float = 30.0) -> tuple[Agent, threading.Thread]:
     """Start an agent on a background thread and wait until it serves (tests, demo)."""
     agent = Agent(config)
     thread = threading.Thread(target=agent.run, name="firstparty-agent", daemon=True)
