@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sys
 from pathlib import Path
 
@@ -66,6 +67,22 @@ def pytest_addoption(parser):
     from tests.hil.options import add_options
 
     add_options(parser)
+
+
+@pytest.fixture(autouse=True)
+def _alone_if_exclusive(request, tmp_path_factory):
+    """Run a test marked `exclusive` with no other test beside it, under pytest-xdist's workers too.
+
+    Every test holds a shared lock on one file for its run; an exclusive test holds it alone. The
+    workers' base folders share a parent, where the lock files live. A second lock (the turnstile) is
+    held only while taking the first, so a waiting exclusive test is not starved by shared ones."""
+    root = tmp_path_factory.getbasetemp().parent
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with open(root / "fp-tests.turnstile", "a") as turnstile, open(root / "fp-tests.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield  # the lock is released when the file closes
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,7 @@ def _add_webhook(agent, webhook) -> None:
     assert admin.post("/routes", json=route).status_code == 201
 
 
+@pytest.mark.exclusive  # MIN_RATE: the device's rate must not share its cores
 def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
     start_agent, mosquitto, tmp_path, webhook
 ):
@@ -169,6 +170,7 @@ def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
         device.stop()
 
 
+@pytest.mark.exclusive  # MIN_RATE: the device's rate must not share its cores
 def test_vendor_side_broker_sigkilled_three_times_under_load_loses_no_reading(
     start_agent, mosquitto, tmp_path, webhook
 ):
