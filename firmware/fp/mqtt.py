@@ -25,7 +25,8 @@ Failure modes it survives (each drops the connection and reconnects, never crash
 - the network going away (the hardware layer's `link_up()` turning false);
 - malformed or unexpected packets from the broker (bad lengths or flags, packet types a broker
   never sends, anything but a PUBLISH beyond `max_packet_bytes`, a PUBREC or PUBCOMP for no QoS 2
-  publish of ours waiting for it, a PUBACK for a QoS 2 one): MQTTError, reconnect;
+  publish of ours waiting for it, a PUBACK for a QoS 2 one): MQTTError, reconnect (a PUBREC again
+  for one whose PUBREL went is answered with the PUBREL again: brokers do send them);
 - a PUBLISH beyond `max_packet_bytes`: read past without holding it, acknowledged (a broker would
   otherwise send it again on every connection), counted in `oversized` and logged;
 - a QoS 2 PUBLISH (a broker sends none for QoS 0/1 subscriptions, but may): PUBREC, delivered
@@ -910,8 +911,13 @@ class MQTTClient:
                 return
             raise MQTTError("protocol", "0x%02x for no QoS 2 publish of ours (id %d)" % (kind, packet_id))
         first = entry.packet[0]
+        if kind == PUBREC and first == PUBREL:
+            # a PUBREC again (brokers send one after a reconnect: mosquitto issue 918, amqtt for
+            # each message it holds): the PUBREL again, which the broker answers once more
+            await self._send(entry.packet)
+            return
         expected = PUBCOMP if first == PUBREL else PUBREC if first & PUBLISH_QOS2 else PUBACK
-        if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a second PUBREC...
+        if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a PUBREC for QoS 1
             raise MQTTError("protocol", "0x%02x where 0x%02x was due (id %d)" % (kind, expected, packet_id))
         if kind == PUBREC:
             # the PUBRELs lead the window, in the order their PUBRECs came (MQTT-4.6.0-4), so that

@@ -208,6 +208,9 @@ def test_qos2_publish_is_released_only_by_pubcomp_and_pubrels_follow_the_pubrec_
         send(pubrec(3) + pubrec(2)),  # out of order
         expect(pubrel(3) + pubrel(2)),  # MQTT-4.6.0-4: PUBRELs in the order the PUBRECs came
         quiet(0.3),
+        send(pubrec(2)),  # a PUBREC again (mosquitto sends one twice after a reconnect): the PUBREL again
+        expect(pubrel(2)),
+        quiet(0.3),
         send(pubcomp(2) + pubcomp(3)),
         expect(DISCONNECT),
         eof(),
@@ -302,7 +305,6 @@ ANSWERS = {
     "pubcomp-before-pubrec": (2, [send(pubcomp(1))]),
     "puback-for-a-qos2-publish": (2, [send(puback(1))]),
     "pubrec-for-a-qos1-publish": (1, [send(pubrec(1))]),
-    "second-pubrec": (2, [send(pubrec(1)), expect(pubrel(1)), send(pubrec(1))]),
     "pubrec-for-another-id": (2, [send(pubrec(9))]),
     "pubcomp-for-another-id": (2, [send(pubrec(1)), expect(pubrel(1)), send(pubcomp(9))]),
     "pubrec-with-flags": (2, [send(packet(0x52, pid(1)))]),  # MQTT-2.2.2-2
