@@ -912,8 +912,8 @@ class MQTTClient:
             raise MQTTError("protocol", "0x%02x for no QoS 2 publish of ours (id %d)" % (kind, packet_id))
         first = entry.packet[0]
         if kind == PUBREC and first == PUBREL:
-            # a PUBREC again (brokers send one after a reconnect: mosquitto issue 918, amqtt for
-            # each message it holds): the PUBREL again, which the broker answers once more
+            # a PUBREC again (mosquitto sent two for one resent PUBLISH: its issue 918): the
+            # PUBREL again, which the broker answers once more (MQTT-4.3.3-2)
             await self._send(entry.packet)
             return
         expected = PUBCOMP if first == PUBREL else PUBREC if first & PUBLISH_QOS2 else PUBACK

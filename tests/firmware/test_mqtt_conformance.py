@@ -208,7 +208,7 @@ def test_qos2_publish_is_released_only_by_pubcomp_and_pubrels_follow_the_pubrec_
         send(pubrec(3) + pubrec(2)),  # out of order
         expect(pubrel(3) + pubrel(2)),  # MQTT-4.6.0-4: PUBRELs in the order the PUBRECs came
         quiet(0.3),
-        send(pubrec(2)),  # a PUBREC again (mosquitto sends one twice after a reconnect): the PUBREL again
+        send(pubrec(2)),  # a PUBREC again (mosquitto sent two for one resent PUBLISH): the PUBREL again
         expect(pubrel(2)),
         quiet(0.3),
         send(pubcomp(2) + pubcomp(3)),
