@@ -1,10 +1,12 @@
-"""fp.mqtt's QoS 1 publish rate and PUBACK round trip, under MicroPython and CPython, against paho-mqtt
-on the same mosquitto, in one run; figures printed with their ratio to paho's.
+"""fp.mqtt's QoS 1 and QoS 2 publish rate and acknowledgement round trip, under MicroPython and
+CPython, against paho-mqtt on the same mosquitto, in one run; figures printed with their ratio to
+paho's at the same QoS, and each QoS 2 figure with its ratio to the same client's QoS 1.
 
 Run: .venv/bin/python bench/bench_mqtt.py [--messages 20000] [--round-trips 2000]
-- rate: MESSAGES QoS 1 publishes of 64 bytes, with up to WINDOW unacknowledged (paho:
+- rate: MESSAGES publishes of 64 bytes, with up to WINDOW unacknowledged (paho:
   max_inflight_messages_set(WINDOW); fp.mqtt: max_inflight=WINDOW, WINDOW tasks publishing);
-- round trip: one publish at a time, from the call to its PUBACK (median and p99).
+- round trip: one publish at a time, from the call to its PUBACK (QoS 1) or PUBCOMP (QoS 2),
+  median and p99.
 Loopback, one mosquitto; each client runs alone.
 """
 
@@ -43,7 +45,7 @@ except ImportError:
         return time.perf_counter_ns() // 1000
     def ticks_diff(a, b):
         return a - b
-PORT, MESSAGES, ROUND_TRIPS, WINDOW = %d, %d, %d, %d
+PORT, MESSAGES, ROUND_TRIPS, WINDOW, QOS = %d, %d, %d, %d, %d
 PAYLOAD = bytes(64)
 async def main():
     client = MQTTClient(Broker("127.0.0.1", PORT), "bench-fp", keepalive_s=60, max_inflight=WINDOW,
@@ -54,14 +56,14 @@ async def main():
     async def worker():
         while state[0] < MESSAGES:
             state[0] += 1
-            await client.publish("bench/t", PAYLOAD)
+            await client.publish("bench/t", PAYLOAD, qos=QOS)
     start = ticks_us()
     await asyncio.gather(*[worker() for _ in range(WINDOW)])
     rate_us = ticks_diff(ticks_us(), start)
     trips = []
     for _ in range(ROUND_TRIPS):
         start = ticks_us()
-        await client.publish("bench/t", PAYLOAD)
+        await client.publish("bench/t", PAYLOAD, qos=QOS)
         trips.append(ticks_diff(ticks_us(), start))
     client.stop()
     await asyncio.sleep(0.3)
@@ -70,8 +72,8 @@ asyncio.run(main())
 """
 
 
-def fp_mqtt(interpreter: str, port: int, messages: int, round_trips: int) -> dict:
-    script = FP_SCRIPT % (port, messages, round_trips, WINDOW)
+def fp_mqtt(interpreter: str, port: int, messages: int, round_trips: int, qos: int) -> dict:
+    script = FP_SCRIPT % (port, messages, round_trips, WINDOW, qos)
     if interpreter == "micropython":
         command, env = [micropython_binary(), "-c", script], micropython_env()
     else:
@@ -80,21 +82,21 @@ def fp_mqtt(interpreter: str, port: int, messages: int, round_trips: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def paho_mqtt(port: int, messages: int, round_trips: int) -> dict:
+def paho_mqtt(port: int, messages: int, round_trips: int, qos: int) -> dict:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-paho")
     client.max_inflight_messages_set(WINDOW)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port, keepalive=60)
     client.loop_start()
     start = time.perf_counter()
-    infos = [client.publish("bench/t", PAYLOAD, qos=1) for _ in range(messages)]
+    infos = [client.publish("bench/t", PAYLOAD, qos=qos) for _ in range(messages)]
     for info in infos:
         info.wait_for_publish(30)
     rate = messages / (time.perf_counter() - start)
     trips = []
     for _ in range(round_trips):
         start = time.perf_counter()
-        client.publish("bench/t", PAYLOAD, qos=1).wait_for_publish(30)
+        client.publish("bench/t", PAYLOAD, qos=qos).wait_for_publish(30)
         trips.append((time.perf_counter() - start) * 1e6)
     client.loop_stop()
     client.disconnect()
@@ -111,31 +113,40 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--round-trips", type=int, default=2000)
     args = parser.parse_args()
+    clients = ["paho-mqtt (CPython)", "fp.mqtt (CPython)", "fp.mqtt (MicroPython unix)"]
+    results: dict[tuple[str, int], dict] = {}
     with tempfile.TemporaryDirectory(prefix="fp-bench-mqtt-") as work:
         broker = Mosquitto(Path(work)).start()
         try:
-            results = {
-                "paho-mqtt (CPython)": paho_mqtt(broker.port, args.messages, args.round_trips),
-                "fp.mqtt (CPython)": fp_mqtt("cpython", broker.port, args.messages, args.round_trips),
-                "fp.mqtt (MicroPython unix)": fp_mqtt(
-                    "micropython", broker.port, args.messages, args.round_trips
-                ),
-            }
+            # each client at QoS 1 then at once at QoS 2: on a shared machine the load drifts less
+            # between the two figures a ratio compares
+            for qos in (1, 2):
+                results[clients[0], qos] = paho_mqtt(broker.port, args.messages, args.round_trips, qos)
+            for interpreter, name in (("cpython", clients[1]), ("micropython", clients[2])):
+                for qos in (1, 2):
+                    results[name, qos] = fp_mqtt(
+                        interpreter, broker.port, args.messages, args.round_trips, qos
+                    )
         finally:
             broker.stop()
-    base_rate, base_median, base_p99 = summary(results["paho-mqtt (CPython)"])
     print(
-        f"QoS 1, {len(PAYLOAD)}-byte payload, window {WINDOW}, {args.messages} messages, {args.round_trips} round trips"
+        f"{len(PAYLOAD)}-byte payload, window {WINDOW}, {args.messages} messages, {args.round_trips} round trips;"
+        " x paho: vs paho at the same QoS; x QoS 1: vs the same client at QoS 1"
     )
     print(
-        f"{'client':28} {'publish/s':>10} {'x paho':>7} {'RTT median us':>14} {'x paho':>7} {'RTT p99 us':>11} {'x paho':>7}"
+        f"{'client':28} {'QoS':>3} {'publish/s':>10} {'x paho':>7} {'x QoS 1':>8} {'RTT median us':>14}"
+        f" {'x paho':>7} {'x QoS 1':>8} {'RTT p99 us':>11} {'x paho':>7}"
     )
-    for name, result in results.items():
-        rate, median, p99 = summary(result)
-        print(
-            f"{name:28} {rate:10.0f} {rate / base_rate:7.2f} {median:14.0f} {median / base_median:7.2f}"
-            f" {p99:11.0f} {p99 / base_p99:7.2f}"
-        )
+    for qos in (1, 2):
+        base_rate, base_median, base_p99 = summary(results[clients[0], qos])
+        for name in clients:
+            rate, median, p99 = summary(results[name, qos])
+            qos1_rate, qos1_median, _ = summary(results[name, 1])
+            print(
+                f"{name:28} {qos:3} {rate:10.0f} {rate / base_rate:7.2f} {rate / qos1_rate:8.2f}"
+                f" {median:14.0f} {median / base_median:7.2f} {median / qos1_median:8.2f}"
+                f" {p99:11.0f} {p99 / base_p99:7.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -5,24 +5,31 @@ backoff and jitter; the application sees the `up` and `down` events (and `is_up`
 `subscribe()`, `unsubscribe()` and one callback, `on_message(message)` with a `Message`.
 It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/bus/ackclient.py).
 
-Session (clean=False): each QoS 1 PUBLISH stays in the client's session until its PUBACK. After a
-reconnect the ones sent and not acknowledged go again first, in their order, with their packet id
-and DUP=1 (MQTT-4.4.0-1), then the queue behind them. At most `max_inflight` are unacknowledged at
-once; the rest wait in a queue of `max_queued`, and each PUBACK lets exactly one more go.
-`publish()` returns when the broker has acknowledged the message, however many connections that
-takes. With clean=True a lost connection ends the session, and the publishes in it fail.
+Session (clean=False): each QoS 1 PUBLISH stays in the client's session until its PUBACK, each
+QoS 2 PUBLISH until its PUBREC and then, as the PUBREL that answers it, until its PUBCOMP
+(MQTT-4.3.3-1). After a reconnect the ones sent and not acknowledged go again first, with their
+packet id: the PUBRELs in the order their PUBRECs came (MQTT-4.6.0-4), then the PUBLISHes in the
+order first sent, with DUP=1 (MQTT-4.4.0-1, MQTT-4.6.0-1); a PUBLISH whose PUBREC came is never
+sent again. Then the queue behind them. At most `max_inflight` are unacknowledged at once; the
+rest wait in a queue of `max_queued`, and each PUBACK or PUBCOMP lets exactly one more go.
+`publish()` returns when the broker has acknowledged the message (QoS 2: its PUBCOMP), however
+many connections that takes. With clean=True a lost connection ends the session, and the
+publishes in it fail.
 
 Failure modes it survives (each drops the connection and reconnects, never crashes the loop):
 - broker down or refusing (CONNACK code != 0): backoff 0.5 s doubling to `max_backoff_s`, jittered;
 - dead link: no PINGRESP within `keepalive_s`/2 of a PINGREQ; a PINGREQ goes when nothing was
   sent for `keepalive_s`/2 (keepalive is counted from the last packet sent, MQTT-3.1.2-23);
-- no PUBACK within `ack_timeout_s` of a PUBLISH (the message is sent again on the next connection);
+- no PUBACK, PUBREC or PUBCOMP within `ack_timeout_s` of the PUBLISH or PUBREL it answers (sent
+  again on the next connection);
 - the network going away (the hardware layer's `link_up()` turning false);
 - malformed or unexpected packets from the broker (bad lengths or flags, packet types a broker
-  never sends, anything but a PUBLISH beyond `max_packet_bytes`): MQTTError, reconnect;
+  never sends, anything but a PUBLISH beyond `max_packet_bytes`, a PUBREC or PUBCOMP for no QoS 2
+  publish of ours waiting for it, a PUBACK for a QoS 2 one): MQTTError, reconnect (a PUBREC again
+  for one whose PUBREL went is answered with the PUBREL again: brokers do send them);
 - a PUBLISH beyond `max_packet_bytes`: read past without holding it, acknowledged (a broker would
   otherwise send it again on every connection), counted in `oversized` and logged;
-- a QoS 2 PUBLISH (a broker sends none for our QoS 0/1 subscriptions, but may): PUBREC, delivered
+- a QoS 2 PUBLISH (a broker sends none for QoS 0/1 subscriptions, but may): PUBREC, delivered
   once however often it comes until its PUBREL, which is answered with PUBCOMP (MQTT-4.3.3-2).
 With `reconnect=False` the client is one-shot: `run()` raises the MQTTError that ended the first
 connection (a refused CONNACK, a closed socket) instead of trying again.
@@ -68,6 +75,7 @@ PINGREQ = 0xC0
 PINGRESP = 0xD0
 DISCONNECT = 0xE0
 PUBACK_2 = bytes((PUBACK, 2))
+PUBLISH_QOS2 = 0x04  # the QoS 2 bit of a PUBLISH's first byte
 SUBACK_FAILURE = 0x80
 MAX_QOS2_PENDING = 16  # QoS 2 ids received and not yet released: more is a misbehaving broker
 CONNACK_CODES = {
@@ -334,12 +342,13 @@ def _load_chain_from_memory(context, cert_der, key_der):
 
 
 class _Outgoing:
-    """A QoS 1 PUBLISH of the session: queued, then in flight until its PUBACK."""
+    """A QoS 1 or 2 PUBLISH of the session: queued, then in flight until its PUBACK (QoS 1) or its
+    PUBREC, when `packet` becomes the PUBREL, in flight until its PUBCOMP (QoS 2)."""
 
     __slots__ = ("packet", "id_at", "packet_id", "is_sent", "sent_ms", "done", "error")
 
     def __init__(self, packet, id_at):
-        self.packet = packet  # bytearray: the id and DUP are filled in place
+        self.packet = packet  # PUBLISH bytearray (the id and DUP filled in place), or the PUBREL
         self.id_at = id_at
         self.packet_id = 0
         self.is_sent = False
@@ -432,7 +441,7 @@ class MQTTClient:
         self._position = 0
         self._next_id = 0
         self._queue = []  # _Outgoing not yet sent, oldest first
-        self._window = []  # _Outgoing sent (or to resend), unacknowledged, oldest first
+        self._window = []  # _Outgoing sent (or to resend), unacknowledged: PUBRELs, then PUBLISHes oldest first
         self._requests = {}  # packet id -> _Request
         self._qos2_ids = set()  # QoS 2 packet ids received, not yet released (PUBREL)
         self._stopped = False
@@ -452,11 +461,12 @@ class MQTTClient:
         await asyncio.wait_for(self._up_event.wait(), timeout_s)
 
     async def publish(self, topic, payload, qos=1, retain=False):
-        """Publish; with QoS 1 return once the broker acknowledged it (across reconnects when the
-        session is kept). Raise MQTTError ("down", "queue-full", "stopped") when it cannot."""
+        """Publish; with QoS 1 or 2 return once the broker acknowledged it (PUBACK, or PUBCOMP),
+        across reconnects when the session is kept. Raise MQTTError ("down", "queue-full",
+        "stopped") when it cannot."""
         check_topic(topic)
-        if qos not in (0, 1):
-            raise ValueError("publish qos must be 0 or 1")
+        if qos not in (0, 1, 2):
+            raise ValueError("publish qos must be 0, 1 or 2")
         if self._stopped:
             raise MQTTError("stopped")
         if not self.is_up:
@@ -470,7 +480,7 @@ class MQTTClient:
             return
         if len(self._queue) >= self.max_queued and len(self._window) >= self.max_inflight:
             raise MQTTError("queue-full", "%d publishes wait" % len(self._queue))
-        packet = bytearray(publish_packet(topic, payload, 1, retain, 0))
+        packet = bytearray(publish_packet(topic, payload, qos, retain, 0))
         id_at = len(packet) - len(payload) - 2
         entry = _Outgoing(packet, id_at)
         self._queue.append(entry)
@@ -647,9 +657,10 @@ class MQTTClient:
         self.session_present = bool(body[0] & 1)
         if self.clean and self.session_present:
             raise MQTTError("protocol", "session present on a clean session")  # MQTT-3.2.2-1
-        # The session's unacknowledged PUBLISHes first, in order, same ids, DUP=1 (MQTT-4.4.0-1)
+        # The session's unacknowledged PUBRELs, then PUBLISHes, in order, same ids, a PUBLISH with
+        # DUP=1 (MQTT-4.4.0-1): the window holds them so (_acknowledged)
         for entry in self._window:
-            if entry.is_sent:
+            if entry.is_sent and entry.packet[0] != PUBREL:
                 entry.packet[0] |= 0x08
             entry.is_sent = True
             entry.sent_ms = ticks_ms()
@@ -714,7 +725,7 @@ class MQTTClient:
             self._last_tx_ms = ticks_ms()
 
     async def _pump(self):
-        """Send queued publishes while the window has room (each PUBACK makes room for one)."""
+        """Send queued publishes while the window has room (each PUBACK or PUBCOMP makes room for one)."""
         while self.is_up and self._queue and len(self._window) < self.max_inflight:
             entry = self._queue.pop(0)
             entry.packet_id = self._new_id()
@@ -855,17 +866,10 @@ class MQTTClient:
         if header & 0x0F:
             # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
             raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
-        if kind == PUBACK:
+        if kind == PUBACK or kind == PUBREC or kind == PUBCOMP:
             if len(body) != 2:
-                raise MQTTError("protocol", "PUBACK with %d bytes" % len(body))
-            packet_id = struct.unpack(">H", body)[0]
-            for index, entry in enumerate(self._window):
-                if entry.packet_id == packet_id:
-                    del self._window[index]
-                    entry.done.set()
-                    await self._pump()
-                    return
-            # a PUBACK for no message of ours (a late one after a resend): nothing to release
+                raise MQTTError("protocol", "acknowledgement 0x%02x with %d bytes" % (kind, len(body)))
+            await self._acknowledged(kind, struct.unpack(">H", body)[0])
         elif kind == SUBACK or kind == UNSUBACK:
             if len(body) < 2 or (kind == UNSUBACK and len(body) != 2):
                 raise MQTTError(
@@ -894,6 +898,43 @@ class MQTTClient:
             self._pingresp_count += 1
         else:
             raise MQTTError("protocol", "unexpected packet type 0x%02x from the broker" % kind)
+
+    async def _acknowledged(self, kind, packet_id):
+        """A PUBACK, PUBREC or PUBCOMP: release the publish it ends, or send the PUBREL it asks."""
+        window = self._window
+        for index in range(len(window)):
+            entry = window[index]
+            if entry.packet_id == packet_id:
+                break
+        else:
+            if kind == PUBACK:  # for no message of ours (a late one after a resend): nothing to release
+                return
+            raise MQTTError("protocol", "0x%02x for no QoS 2 publish of ours (id %d)" % (kind, packet_id))
+        first = entry.packet[0]
+        if kind == PUBREC and first == PUBREL:
+            # a PUBREC again (mosquitto sent two for one resent PUBLISH: its issue 918): the
+            # PUBREL again, which the broker answers once more (MQTT-4.3.3-2)
+            await self._send(entry.packet)
+            return
+        expected = PUBCOMP if first == PUBREL else PUBREC if first & PUBLISH_QOS2 else PUBACK
+        if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a PUBREC for QoS 1
+            raise MQTTError("protocol", "0x%02x where 0x%02x was due (id %d)" % (kind, expected, packet_id))
+        if kind == PUBREC:
+            # the PUBRELs lead the window, in the order their PUBRECs came (MQTT-4.6.0-4), so that
+            # a reconnect resends them so, ahead of the PUBLISHes
+            released = 0
+            while window[released].packet[0] == PUBREL:
+                released += 1
+            # The PUBLISH is the broker's now: it is never sent again (MQTT-4.3.3-1), and its bytes go
+            entry.packet = bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
+            del window[index]
+            window.insert(released, entry)
+            entry.sent_ms = ticks_ms()
+            await self._send(entry.packet)  # a failed write: the PUBREL goes on the next connection
+            return
+        del window[index]
+        entry.done.set()
+        await self._pump()
 
     def _qos2_received(self, packet_id):
         """Record a QoS 2 id; True when it is new (deliver), False for a resend (do not)."""
@@ -964,8 +1005,9 @@ class MQTTClient:
             if self.link_up and not self.link_up():
                 raise MQTTError("network", "network down")
             now = ticks_ms()
-            if self._window and ticks_diff(now, self._window[0].sent_ms) > ack_timeout_ms:
-                raise MQTTError("timeout", "no PUBACK within %.1f s" % self.ack_timeout_s)
+            for entry in self._window:  # the oldest need not lead: a PUBREL moves ahead
+                if ticks_diff(now, entry.sent_ms) > ack_timeout_ms:
+                    raise MQTTError("timeout", "no acknowledgement within %.1f s" % self.ack_timeout_s)
             if not keepalive_ms:
                 continue
             if ping_sent_ms is not None:

@@ -45,6 +45,18 @@ def puback(number: int) -> bytes:
     return packet(0x40, pid(number))
 
 
+def pubrec(number: int) -> bytes:
+    return packet(0x50, pid(number))
+
+
+def pubrel(number: int) -> bytes:
+    return packet(0x62, pid(number))  # fixed header flags 0010 (MQTT-3.6.1-1)
+
+
+def pubcomp(number: int) -> bytes:
+    return packet(0x70, pid(number))
+
+
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
 def test_connect_flags_subscribe_refusal_unsubscribe_and_disconnect_are_byte_exact(interpreter):
     # will QoS 1 retained, user name and password, a kept session: flags 1110 1100 (MQTT-3.1.2-*)
@@ -181,21 +193,172 @@ async def scenario():
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
-def test_a_clean_session_lost_fails_its_publishes_and_resends_nothing(interpreter):
-    hello = connect("c", 0x02, 0)
+def test_qos2_publish_is_released_only_by_pubcomp_and_pubrels_follow_the_pubrec_order(interpreter):
+    broker = FakeBroker([[
+        expect(connect("x", 0x02, 0)),
+        send(CONNACK),
+        # MQTT-4.3.3-1: a new id, QoS 2, DUP 0
+        expect(publish("t", b"0", 2, 1) + publish("t", b"1", 2, 2)),
+        quiet(0.4),  # window of 2 full: the third waits
+        send(pubrec(1)),
+        expect(pubrel(1)),  # MQTT-4.3.3-1, MQTT-2.3.1-6, MQTT-3.6.1-1: 62 02, the PUBLISH's id
+        quiet(0.4),  # a PUBREC releases nothing: the third still waits, the first has not returned
+        send(pubcomp(1)),
+        expect(publish("t", b"2", 2, 3)),  # the PUBCOMP released one slot
+        send(pubrec(3) + pubrec(2)),  # out of order
+        expect(pubrel(3) + pubrel(2)),  # MQTT-4.6.0-4: PUBRELs in the order the PUBRECs came
+        quiet(0.3),
+        send(pubrec(2)),  # a PUBREC again (mosquitto sent two for one resent PUBLISH): the PUBREL again
+        expect(pubrel(2)),
+        quiet(0.3),
+        send(pubcomp(2) + pubcomp(3)),
+        expect(DISCONNECT),
+        eof(),
+    ]])  # fmt: skip
+    result = run_client(interpreter, broker.port, """
+async def scenario():
+    client = MQTTClient(Broker("127.0.0.1", PORT), "x", keepalive_s=0, max_inflight=2, max_queued=1)
+    asyncio.create_task(client.run())
+    await client.wait_up(10)
+    done = []
+    async def send(n):
+        done.append([n, await outcome(client.publish("t", b"%d" % n, qos=2))])
+    for n in range(4):
+        asyncio.create_task(send(n))
+    await until(lambda: len(done) == 1, "the refusal of the fourth")
+    await until(lambda: len(done) == 4, "three PUBCOMPs")
+    out["done"] = done
+    client.stop()
+    await asyncio.sleep(0.1)
+""")  # fmt: skip
+    broker.finish()
+    # the fourth found the window (2) and the queue (1) full; each other returned on its PUBCOMP
+    assert result["done"] == [[3, "queue-full"], [0, "ok"], [1, "ok"], [2, "ok"]]
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_a_cut_resends_a_pubrel_after_pubrec_and_the_publish_with_dup_before_it_in_order(interpreter):
+    hello = connect("s2", 0x00, 0)
     broker = FakeBroker([
-        [expect(hello), send(CONNACK), expect(publish("t", b"0", 1, 1) + publish("t", b"1", 1, 2)),
-         send(puback(1)), pause(0.2), close()],
-        [expect(hello), send(CONNACK), quiet(0.5), expect(DISCONNECT), eof()],
+        [
+            expect(hello),
+            send(CONNACK),
+            expect(publish("t", b"0", 2, 1) + publish("t", b"1", 1, 2) + publish("t", b"2", 2, 3)
+                   + publish("t", b"3", 2, 4)),
+            send(pubrec(3) + pubrec(1)),
+            expect(pubrel(3) + pubrel(1)),
+            pause(0.2),
+            close(),  # 1 and 3 wait for their PUBCOMP; 2 (QoS 1) and 4 for their PUBACK and PUBREC
+        ],
+        [
+            expect(hello),
+            send(CONNACK_SESSION),
+            # MQTT-4.4.0-1: PUBRELs and PUBLISHes again with their ids; MQTT-4.3.3-1: no PUBLISH
+            # again once its PUBREC came; MQTT-4.6.0-4: the PUBRELs in PUBREC order; MQTT-4.6.0-1,
+            # MQTT-3.3.1-1: the PUBLISHes in the order first sent, DUP set; a PUBREL has no DUP
+            expect(pubrel(3) + pubrel(1) + publish("t", b"1", 1, 2, dup=True)
+                   + publish("t", b"3", 2, 4, dup=True)),
+            quiet(0.3),
+            send(pubcomp(3) + puback(2) + pubrec(4)),
+            expect(pubrel(4)),
+            send(pubcomp(1) + pubcomp(4)),
+            expect(publish("t", b"4", 2, 5)),  # a new message: a new id, DUP 0
+            send(pubrec(5)),
+            expect(pubrel(5)),
+            eof(within_s=4),  # no PUBCOMP within ack_timeout_s: the client drops the link
+        ],
+        [
+            expect(hello),
+            send(CONNACK_SESSION),
+            expect(pubrel(5)),  # only the PUBREL, again
+            send(pubcomp(5)),
+            expect(DISCONNECT),
+            eof(),
+        ],
     ])  # fmt: skip
     result = run_client(interpreter, broker.port, """
+async def scenario():
+    client = MQTTClient(Broker("127.0.0.1", PORT), "s2", keepalive_s=0, clean=False, max_inflight=4,
+                        max_backoff_s=0.05, ack_timeout_s=1.5)
+    asyncio.create_task(client.run())
+    await client.wait_up(10)
+    done = []
+    async def send(n, qos):
+        done.append([n, await outcome(client.publish("t", b"%d" % n, qos=qos))])
+    for n, qos in ((0, 2), (1, 1), (2, 2), (3, 2)):
+        asyncio.create_task(send(n, qos))
+    await until(lambda: len(done) == 4, "the four acknowledged")
+    await send(4, 2)
+    out["connects"] = client.connects
+    out["done"] = done
+    client.stop()
+    await asyncio.sleep(0.1)
+""")  # fmt: skip
+    broker.finish()
+    assert result["done"] == [[2, "ok"], [1, "ok"], [0, "ok"], [3, "ok"], [4, "ok"]]
+    assert result["connects"] == 3
+
+
+# A broker that answers a QoS 2 (or QoS 1) publish of the client out of turn breaks the protocol:
+# the client closes the connection (MQTT-4.8.0-1); the publish is not reported complete
+ANSWERS = {
+    "pubcomp-before-pubrec": (2, [send(pubcomp(1))]),
+    "puback-for-a-qos2-publish": (2, [send(puback(1))]),
+    "pubrec-for-a-qos1-publish": (1, [send(pubrec(1))]),
+    "pubrec-for-another-id": (2, [send(pubrec(9))]),
+    "pubcomp-for-another-id": (2, [send(pubrec(1)), expect(pubrel(1)), send(pubcomp(9))]),
+    "pubrec-with-flags": (2, [send(packet(0x52, pid(1)))]),  # MQTT-2.2.2-2
+    "pubcomp-of-3-bytes": (2, [send(pubrec(1)), expect(pubrel(1)), send(packet(0x70, pid(1), b"\x00"))]),
+}
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_a_broker_answering_a_publish_out_of_turn_is_disconnected(interpreter, name):
+    qos, answer = ANSWERS[name]
+    broker = FakeBroker(
+        [[expect(connect("a", 0x02, 0)), send(CONNACK), expect(publish("t", b"x", qos, 1)), *answer,
+          eof(within_s=3)]]
+    )  # fmt: skip
+    result = run_client(interpreter, broker.port, f"QOS = {qos}" + """
+async def scenario():
+    client = MQTTClient(Broker("127.0.0.1", PORT), "a", keepalive_s=0, reconnect=False)
+    results = []
+    async def publish():
+        await client.wait_up(10)
+        results.append(await outcome(client.publish("t", b"x", qos=QOS)))
+    task = asyncio.create_task(publish())
+    try:
+        await client.run()
+    except MQTTError as error:
+        out["ended"] = error.reason
+    await until(lambda: results, "the publish's outcome")
+    out["publish"] = results[0]
+""")  # fmt: skip
+    broker.finish()
+    assert result == {"ended": "protocol", "publish": "down", "got": []}
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_clean_session_lost_fails_its_publishes_and_resends_nothing(interpreter, qos):
+    hello = connect("c", 0x02, 0)
+    # QoS 1: the first acknowledged, the second not; QoS 2: the first has its PUBREC (and the
+    # PUBREL went), the second not: neither is complete, both fail, nothing is sent again
+    answer = [send(puback(1))] if qos == 1 else [send(pubrec(1)), expect(pubrel(1))]
+    broker = FakeBroker([
+        [expect(hello), send(CONNACK), expect(publish("t", b"0", qos, 1) + publish("t", b"1", qos, 2)),
+         *answer, pause(0.2), close()],
+        [expect(hello), send(CONNACK), quiet(0.5), expect(DISCONNECT), eof()],
+    ])  # fmt: skip
+    result = run_client(interpreter, broker.port, f"QOS = {qos}" + """
 async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "c", keepalive_s=0, max_backoff_s=0.05)
     asyncio.create_task(client.run())
     await client.wait_up(10)
     done = []
     async def send(n):
-        done.append([n, await outcome(client.publish("t", b"%d" % n))])
+        done.append([n, await outcome(client.publish("t", b"%d" % n, qos=QOS))])
     for n in range(2):
         asyncio.create_task(send(n))
     await until(lambda: len(done) == 2 and client.connects == 2, "the reconnect")
@@ -205,7 +368,7 @@ async def scenario():
     await asyncio.sleep(0.1)
 """)  # fmt: skip
     broker.finish()
-    assert result["done"] == [[0, "ok"], [1, "down"]]
+    assert result["done"] == ([[0, "ok"], [1, "down"]] if qos == 1 else [[0, "down"], [1, "down"]])
 
 
 @pytest.mark.parametrize("interpreter", INTERPRETERS)
@@ -324,7 +487,7 @@ async def scenario():
     client = MQTTClient(b, "v", keepalive_s=0)
     asyncio.create_task(client.run())
     await client.wait_up(10)
-    for name, topic, qos in (("wildcard_topic", "a/+", 1), ("empty_topic", "", 1), ("qos2", "a", 2),
+    for name, topic, qos in (("wildcard_topic", "a/+", 1), ("empty_topic", "", 1), ("qos3", "a", 3),
                              ("nul_topic", "a\\x00", 0)):
         try:
             await client.publish(topic, b"x", qos=qos)
@@ -349,7 +512,8 @@ MALFORMED = {
     "pingresp-with-flags": bytes((0xD1, 0)),  # MQTT-2.2.2-2
     "second-connack": CONNACK,  # only the first packet is a CONNACK
     "suback-for-no-request": packet(0x90, pid(9), b"\x01"),
-    "pubrec-for-no-qos2-publish": packet(0x50, pid(1)),  # the client never sends QoS 2
+    "pubrec-for-no-qos2-publish": packet(0x50, pid(1)),  # no QoS 2 publish of the client in flight
+    "pubcomp-for-no-qos2-publish": packet(0x70, pid(1)),
     "connect-from-the-broker": connect("x", 0x02, 0),
 }
 
