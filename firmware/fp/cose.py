@@ -82,5 +82,7 @@ def verify_sign1(message, public_key, verify):
         raise ProtocolError("malformed", "Ed25519 public key must be 32 bytes")
     try:
         verify(public_key, message.to_be_signed(), message.signature)
+    except MemoryError:
+        raise  # no room to check is not a forgery: the caller answers it as such
     except Exception:
         raise ProtocolError("bad-signature", "signature does not verify with the device key")

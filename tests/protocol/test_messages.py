@@ -132,6 +132,35 @@ def test_wrong_key_length_is_refused():
     assert error.value.reason == "malformed"
 
 
+def test_no_memory_to_verify_is_not_called_a_forgery_under_both_interpreters(micropython):
+    """A MemoryError while checking a signature is raised as one: answering `bad-signature` would
+    record the owner's own command as a forgery (seen on the device at the edge of its heap)."""
+
+    def out_of_memory(key, data, signature):
+        raise MemoryError
+
+    parsed = messages.parse_device_message(_reading(), "reading")
+    with pytest.raises(MemoryError):
+        cose.verify_sign1(parsed.message, examples.DEVICE_KEY, out_of_memory)
+    script = """
+import sys
+from fp import cose, messages
+def out_of_memory(key, data, signature):
+    raise MemoryError
+def forged(key, data, signature):
+    raise ValueError("forged")
+parsed = messages.parse_device_message(bytes.fromhex(sys.stdin.read()), "reading")
+for check in (out_of_memory, forged):
+    try:
+        cose.verify_sign1(parsed.message, bytes(32), check)
+    except MemoryError:
+        print("MemoryError")
+    except Exception as error:
+        print(error.reason)
+"""
+    assert micropython(script, stdin=_reading().hex()).split() == ["MemoryError", "bad-signature"]
+
+
 def test_device_id_is_derived_from_the_key_and_checked():
     assert ids.is_valid_id(DEVICE_ID)
     other = bytes(SigningKey(bytes(32)).verify_key)
