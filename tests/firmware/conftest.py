@@ -23,8 +23,10 @@ from tests.helpers import wait_for
 # passwords, 176k no longer answers commands and 192k does (one run each): 208k kept the margin the
 # budget had. After the split of fp.app (the boot checks dropped before the application loads, the
 # command interpreter loaded per command): 192k passes three runs of three, 184k and 176k fail (a
-# command's interpreter no longer fits), 2026-12-05. Issue 20.
-HEAP_BUDGET = "192k"
+# command's interpreter no longer fits), 2026-12-05. With QoS 2 publishing (+448 bytes of heap),
+# 192k fails four runs of four (no room to check a command's signature) and 200k passes three of
+# three, 2026-12-06. Issue 20.
+HEAP_BUDGET = "200k"
 
 
 class Collector:
