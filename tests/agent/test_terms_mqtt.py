@@ -17,7 +17,7 @@ from host_agent.terms import mqtt as terms_mqtt
 from tests.agent.conftest import FakeDevice, api, wait_for
 
 
-def _relay(vendor, name: str, owner_id: str) -> dict:
+def _relay(vendor, name: str, owner_id: str):
     return asyncio.run_coroutine_threadsafe(vendor.add_relay(name, owner_id), vendor.loop).result(10)
 
 
@@ -39,8 +39,8 @@ def _start_vendor_and_home(start_agent, tmp_path, *, vendor_api: bool = False):
             "embedded": True,
             "port": 0,
             "relay_brokers": [f"{host}:{port}"],
-            "relay_username": relay["username"],
-            "relay_password": relay["password"],
+            "relay_username": relay.username,
+            "relay_password": relay.password,
         },
         **extra,
     )
@@ -105,7 +105,7 @@ def test_a_relay_cannot_proffer_as_another_owner_nor_read_its_answers(vendor_and
     mallory = Owner(tmp_path / "mallory.key")
     account = _relay(vendor, "mallory", mallory.owner_id)
     seen: list = []
-    spy = _client(vendor, account["username"], account["password"], seen)
+    spy = _client(vendor, account.username, account.password, seen)
     try:
         home_id = home.owner.owner_id
         spy.subscribe(terms_mqtt.PREFIX + "#", 1)  # everything it may read under the terms topics

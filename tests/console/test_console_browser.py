@@ -57,7 +57,7 @@ def test_sign_in_with_a_token_and_accept_a_pending_device(start_agent, publisher
     _screenshot(browser, tmp_path, "pending")
     row.find_element(By.CSS_SELECTOR, "button.accept").click()
     _until(browser, lambda b: "Device accepted." in b.page_source, 10, "the accepted note")
-    assert agent.store.device(device.device_id)["state"] == "accepted"
+    assert agent.store.device(device.device_id).state == "accepted"
     assert not browser.find_elements(By.ID, f"pending-{device.device_id}")
     assert device.device_id in browser.find_element(By.ID, "device-list").text
     _screenshot(browser, tmp_path, "accepted")
@@ -166,8 +166,8 @@ def test_a_read_only_token_has_no_buttons_and_its_posts_are_refused(
         device.device_id,
     )
     assert statuses == [403, 403, 403, 403]
-    assert agent.store.device(device.device_id)["name"] is None
-    assert [t["name"] for t in agent.store.tokens()] == ["viewer"]
+    assert agent.store.device(device.device_id).name is None
+    assert [t.name for t in agent.store.tokens()] == ["viewer"]
 
 
 def _fill_share(row, mode: str, fields: dict[str, str]) -> None:
@@ -213,8 +213,8 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
     _fill_share(row, "in-addition-to", fields)
     _until(browser, lambda b: "Share added" in b.page_source, 10, "the share added")
     [route] = agent.store.routes()
-    assert route["mode"] == "in-addition-to" and route["terms"]["recipient"] == "my server"
-    assert route["needs_agreement"] is False
+    assert route.mode == "in-addition-to" and route.terms["recipient"] == "my server"
+    assert route.needs_agreement is False
     later = reading_at(device, [("temp", "Cel", 21.0), ("hum", "%RH", 40)], time.time())
     publisher.publish(device.topic("reading"), later)
     wait_for(lambda: webhook.bodies, 15, "the forward at the destination")
@@ -351,7 +351,7 @@ def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
     try:
         device_id = device.device_id(20)
         wait_for(lambda: agent.store.device(device_id), 20, "the device's card")
-        assert agent.store.device(device_id)["owner_id"] is None
+        assert agent.store.device(device_id).owner_id is None
         base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
         browser.get(f"{base}/console/devices/{device_id}")
         assert _card_claimed(browser) == "no"
@@ -361,7 +361,7 @@ def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
         claimed = _ack_after(browser, "cmd-claim", "claim")
         assert "signed acknowledgement from the device: applied" in claimed, claimed
         wait_for(
-            lambda: agent.store.device(device_id)["owner_id"] == agent.owner.owner_id,
+            lambda: agent.store.device(device_id).owner_id == agent.owner.owner_id,
             15,
             "its card naming us",
         )
@@ -379,7 +379,7 @@ def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
         )
         assert "signed acknowledgement from the device: applied" in handed, handed
         wait_for(
-            lambda: agent.store.device(device_id)["owner_id"] == new_owner.owner_id,
+            lambda: agent.store.device(device_id).owner_id == new_owner.owner_id,
             15,
             "its new owner's card",
         )
