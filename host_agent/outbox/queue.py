@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import httpx
 
@@ -28,6 +28,8 @@ from host_agent.routes import rules as routing
 from host_agent.routes.rules import Route
 from host_agent.store.base import Store, write_problem
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 log = logging.getLogger("firstparty.outbox")
 BACKOFF_BASE_S = 0.5
 BATCH = 1000
@@ -54,7 +56,11 @@ class Outbox:
     """Delivers what ingest queued; one loop for all routes."""
 
     def __init__(
-        self, store: Store, backoff_max_s: float = 30.0, on_routes_changed=None, shared: bool = False
+        self,
+        store: Store,
+        backoff_max_s: float = 30.0,
+        on_routes_changed: Callable[[list[Route]], Awaitable[None]] | None = None,
+        shared: bool = False,
     ):
         self.store = store
         # one of several agents on this store ($share/ group): claim forwards before delivering
@@ -68,7 +74,7 @@ class Outbox:
         self.failed = 0
         self.next_due_s: float | None = None  # when the earliest waiting forward is due, from the last pass
         # delivered, not yet marked so in the store: (route name, terms, outbox ids, keys), oldest first
-        self.unmarked: list[tuple[str, dict, list[int], list[str]]] = []
+        self.unmarked: list[tuple[str, dict[str, Any], list[int], list[str]]] = []
         self.held: set[int] = set()  # their outbox ids: never delivered again while held
         self.store_problem: str | None = None  # disk-full or cannot-commit while writes fail
         self.store_failures = 0
@@ -80,7 +86,7 @@ class Outbox:
         for sink in self.sinks.values():
             await sink.stop()
 
-    async def _write(self, function, *args) -> Any:
+    async def _write(self, function: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run a store write in a thread; a failure becomes StoreWriteError with its health reason."""
         try:
             return await asyncio.to_thread(function, *args)
