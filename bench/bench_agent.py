@@ -560,6 +560,16 @@ def throughput(root: Path, agent_core: set[int], readings: int, rounds: int) -> 
     }
 
 
+def print_results(
+    rows: list[tuple[str, str, str, bool | None]], *, value_width: int, goal_width: int
+) -> None:
+    """Print the summary table of a bench: name, figure, goal, and whether the goal was met."""
+    width = max(len(r[0]) for r in rows)
+    for name, value, goal, met in rows:
+        verdict = "" if met is None else ("met" if met else "NOT met")
+        print(f"{name:<{width}}  {value:>{value_width}}  {goal:>{goal_width}}  {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=40000, help="readings in each end-to-end round")
@@ -653,10 +663,7 @@ def main() -> None:
             ("$share/: two processes", f"{two['rate']:,.0f} /s (x{two['rate'] / one['rate']:.2f})", "", None),
         ]
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    width = max(len(r[0]) for r in results)
-    for name, value, goal, met in results:
-        verdict = "" if met is None else ("met" if met else "NOT met")
-        print(f"{name:<{width}}  {value:>18}  {goal:>12}  {verdict}")
+    print_results(results, value_width=18, goal_width=12)
 
 
 if __name__ == "__main__":

@@ -182,10 +182,7 @@ def main() -> None:
             None,
         )
     )
-    width = max(len(r[0]) for r in rows)
-    for name, value, goal, met in rows:
-        verdict = "" if met is None else ("met" if met else "NOT met")
-        print(f"{name:<{width}}  {value:>34}  {goal:>8}  {verdict}")
+    bench_agent.print_results(rows, value_width=34, goal_width=8)
 
 
 if __name__ == "__main__":

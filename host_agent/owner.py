@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -56,7 +57,7 @@ class Owner:
         os.replace(tmp, self.counter_path)
         return counter
 
-    def command(self, device_id: str, op: str, args: dict, ttl_s: int = 300) -> bytes:
+    def command(self, device_id: str, op: str, args: dict[str, Any], ttl_s: int = 300) -> bytes:
         """Return a signed command for `device_id`, valid for `ttl_s` seconds."""
         now = int(time.time())
         return messages.encode_command(

@@ -20,6 +20,8 @@ from typing import Any
 from fp import topics
 from fp.errors import ProtocolError
 from host_agent import wire
+from host_agent.api.agent import RouteChange
+from host_agent.api.models import EnrolledOut, RegisteredOut, RelayOut, RelayRemovedOut
 from host_agent.bus.broker import EmbeddedBroker
 from host_agent.bus.connection import Bus, Inbox
 from host_agent.commands.control import Commander, CommandResult
@@ -333,7 +335,7 @@ class Agent:
     async def audit(self, kind: str, data: dict) -> None:
         await asyncio.to_thread(self.store.audit, kind, data)
 
-    async def register_card(self, data: bytes) -> dict[str, Any]:
+    async def register_card(self, data: bytes) -> RegisteredOut:
         """Register a device this owner claimed at flash time, from its card, as accepted.
 
         The card must verify (self-signature, key matches id) and name this agent's owner: the
@@ -354,14 +356,14 @@ class Agent:
         if outcomes[0].reason is not None:
             raise UserError(f"the card was refused: {outcomes[0].reason} ({outcomes[0].detail})")
         await self.set_device_state(card.device_id, "accepted")
-        return {"device_id": card.device_id, "state": "accepted", "board": card.board}
+        return RegisteredOut(device_id=card.device_id, state="accepted", board=card.board)
 
     def devices_endpoint(self) -> tuple[str, int]:
         """The (host, port) devices dial to reach this agent's broker: the key of their password for it."""
         home = self.home_destination("")
         return home["host"], home["port"]
 
-    async def enrol(self, card_data: bytes, password: str) -> dict[str, Any]:
+    async def enrol(self, card_data: bytes, password: str) -> EnrolledOut:
         """Let the device of this card connect to the embedded broker with `password` (its hash is kept)."""
         if self.broker is None:
             raise UserError(
@@ -374,9 +376,9 @@ class Agent:
         await asyncio.to_thread(self.broker.add_device, card.device_id, password)
         host, port = self.devices_endpoint()
         await self.audit("device-enrolled", {"device": card.device_id, "broker": f"{host}:{port}"})
-        return {"device_id": card.device_id, "broker": f"{host}:{port}"}
+        return EnrolledOut(device_id=card.device_id, broker=f"{host}:{port}")
 
-    async def enrol_from_device(self, device_url: str) -> dict[str, Any]:
+    async def enrol_from_device(self, device_url: str) -> EnrolledOut:
         """Enrol a device from its LAN API while its claim window is open (the owner pressed its button).
 
         The password travels the owner's LAN once, never the vendor's broker; the card, signed by
@@ -405,14 +407,14 @@ class Agent:
             raise UserError(f"the device at {device_url} gave no usable password")
         return await self.enrol(card.content, password)
 
-    async def add_relay(self, name: str, owner_id: str) -> dict[str, Any]:
+    async def add_relay(self, name: str, owner_id: str) -> RelayOut:
         """A relay account on the devices' listener (vendor role): an owner's agent's way to its devices."""
         if self.broker is None:
             raise UserError("relay accounts live on the embedded broker (broker.embedded = true)")
         username, password = await asyncio.to_thread(self.broker.add_relay, name, owner_id)
         await self._update_relay_claims()
         await self.audit("relay-added", {"username": username, "owner": owner_id})
-        return {"username": username, "password": password, "owner_id": owner_id}
+        return RelayOut(username=username, password=password, owner_id=owner_id)
 
     async def _update_relay_claims(self) -> None:
         """Give each relay the readings of the devices whose card names its owner (and no others)."""
@@ -420,8 +422,8 @@ class Agent:
             return
         claims: dict[str, list[str]] = {}
         for device in await asyncio.to_thread(self.store.devices):
-            if device["owner_id"] and device["state"] != "rejected":
-                claims.setdefault(device["owner_id"], []).append(device["device_id"])
+            if device.owner_id and device.state != "rejected":
+                claims.setdefault(device.owner_id, []).append(device.device_id)
         await asyncio.to_thread(self.broker.set_claims, claims)
 
     async def _relay_claims_forever(self) -> None:
@@ -432,7 +434,7 @@ class Agent:
                 log.warning("relay accounts not updated: %s", error)
             await asyncio.sleep(RELAY_CLAIMS_S)
 
-    async def remove_relay(self, name: str) -> dict[str, Any]:
+    async def remove_relay(self, name: str) -> RelayRemovedOut:
         from host_agent.bus.broker import RELAY_PREFIX
 
         if self.broker is None or not await asyncio.to_thread(
@@ -440,7 +442,7 @@ class Agent:
         ):
             raise UserError(f"no relay account {name!r}")
         await self.audit("relay-removed", {"username": RELAY_PREFIX + name})
-        return {"username": RELAY_PREFIX + name, "removed": True}
+        return RelayRemovedOut(username=RELAY_PREFIX + name, removed=True)
 
     async def set_device_state(self, device_id: str, state: str) -> None:
         changed = await asyncio.to_thread(self.store.set_state, device_id, state)
@@ -477,7 +479,7 @@ class Agent:
             home["receipts"] = self.receipts.public.hex()
         return home
 
-    async def add_route(self, name: str, spec: dict) -> dict[str, Any]:
+    async def add_route(self, name: str, spec: dict[str, Any]) -> RouteChange:
         routing.validate_name(name)
         spec = routing.validate(spec, self.config.files_dir)
         grant = grants.encode_grant(self.owner.sign, self.owner.public, name, spec, int(time.time()))
@@ -486,16 +488,12 @@ class Agent:
         except self.store.integrity_errors:
             raise UserError(f"a route named {name!r} exists: remove it first or pick another name") from None
         self.ingest.reload_routes()
-        result: dict[str, Any] = {
-            "name": name,
-            "grant_hex": grant.hex(),
-            "needs_agreement": spec["needs_agreement"],
-        }
+        commands = None
         if spec["mode"] == "instead-of":
-            result["device_commands"] = await self._apply_device_destinations(spec["devices"])
-        return result
+            commands = await self._apply_device_destinations(spec["devices"])
+        return RouteChange(name, grant.hex(), spec["needs_agreement"], commands)
 
-    async def change_route(self, name: str, spec: dict) -> dict[str, Any]:
+    async def change_route(self, name: str, spec: dict[str, Any]) -> RouteChange:
         """Replace a route in one step: validated first, re-signed, audited, devices told.
 
         A spec that does not validate leaves the route as it was. Forwards not yet delivered stay
@@ -503,44 +501,42 @@ class Agent:
         instead-of before or after, its devices (of both specs) get the destinations implied now.
         """
         spec = routing.validate(spec, self.config.files_dir)
-        before = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
+        before = {r.name: r for r in await asyncio.to_thread(self.store.routes)}
         if name not in before:
             raise UserError(f"no route {name!r}: see `firstparty routes list`")
         grant = grants.encode_grant(self.owner.sign, self.owner.public, name, spec, int(time.time()))
+        after = routing.Route.of(name, spec)
 
         def keeps(device_id: str, metric_names: list[str]) -> bool:
-            return routing.matches(spec, device_id, metric_names, time.time())
+            return routing.matches(after, device_id, metric_names, time.time())
 
         if not await asyncio.to_thread(self.store.update_route, name, spec, grant, keeps):
             raise UserError(f"no route {name!r}: see `firstparty routes list`")  # removed meanwhile
         self.ingest.reload_routes()
-        result: dict[str, Any] = {"name": name, "grant_hex": grant.hex()}
-        affected = [d for r in (before[name], spec) if r["mode"] == "instead-of" for d in r["devices"]]
-        if affected:
-            result["device_commands"] = await self._apply_device_destinations(list(dict.fromkeys(affected)))
-        return result
+        affected = [d for r in (before[name], after) if r.mode == "instead-of" for d in r.devices]
+        commands = await self._apply_device_destinations(list(dict.fromkeys(affected))) if affected else None
+        return RouteChange(name, grant.hex(), device_commands=commands)
 
-    async def remove_route(self, name: str) -> dict[str, Any]:
-        before = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
+    async def remove_route(self, name: str) -> RouteChange:
+        before = {r.name: r for r in await asyncio.to_thread(self.store.routes)}
         if not await asyncio.to_thread(self.store.remove_route, name):
             raise UserError(f"no route {name!r}: see `firstparty routes list`")
         self.ingest.reload_routes()
-        result: dict[str, Any] = {"name": name}
         route = before[name]
-        if route["mode"] == "instead-of":
-            result["device_commands"] = await self._apply_device_destinations(route["devices"])
-        return result
+        if route.mode == "instead-of":
+            return RouteChange(name, device_commands=await self._apply_device_destinations(route.devices))
+        return RouteChange(name)
 
-    async def _routes_expired(self, expired: list[dict]) -> None:
+    async def _routes_expired(self, expired: list[routing.Route]) -> None:
         self.ingest.reload_routes()
         for route in expired:
-            if route["mode"] == "instead-of":
-                await self._apply_device_destinations(route["devices"])
+            if route.mode == "instead-of":
+                await self._apply_device_destinations(route.devices)
 
-    async def _apply_device_destinations(self, devices: list[str]) -> list[dict[str, Any]]:
+    async def _apply_device_destinations(self, devices: list[str]) -> list[CommandResult]:
         """Send each affected device the destinations the routes imply (instead-of drops the vendor)."""
         if "*" in devices:
-            devices = [d["device_id"] for d in await asyncio.to_thread(self.store.devices)]
+            devices = [d.device_id for d in await asyncio.to_thread(self.store.devices)]
         routes = await asyncio.to_thread(self.store.routes)
         results = []
         for device_id in devices:
@@ -548,7 +544,7 @@ class Agent:
             if await asyncio.to_thread(self.terms.is_vendor_dropped, device_id):  # it declined our terms
                 destinations = [d for d in destinations if d["name"] != "vendor"]
             outcome = await self.command(device_id, "set-destinations", {"destinations": destinations})
-            results.append(outcome.as_dict())
+            results.append(outcome)
         return results
 
     def store_health(self) -> str:

@@ -173,7 +173,7 @@ class World:
         if args.command == "tokens" and action in ("create", "revoke"):
             store = self.store()
             try:
-                is_live = any(t["name"] == args.name and t["revoked"] is None for t in store.tokens())
+                is_live = any(t.name == args.name and t.is_live for t in store.tokens())
                 if action == "create" and is_live:
                     store.revoke_token(args.name)
                 if action == "revoke" and not is_live:

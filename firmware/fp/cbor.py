@@ -18,6 +18,10 @@ import sys
 
 from fp.errors import ProtocolError
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_DEPTH = 16
 TAGS = (18,)  # COSE_Sign1 is the only tag the protocol uses
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -30,14 +34,14 @@ _CHECK_UTF8 = sys.implementation.name == "micropython"
 class CBORError(ProtocolError):
     """Bytes that are not CBOR in this project's deterministic profile."""
 
-    def __init__(self, detail):
+    def __init__(self, detail: str):
         super().__init__("malformed", detail)
 
 
 class Tag:
     """A tagged data item (for example tag 18, COSE_Sign1)."""
 
-    def __init__(self, tag, value):
+    def __init__(self, tag: int, value: "Any"):
         self.tag = tag
         self.value = value
 
@@ -143,14 +147,14 @@ def _first(pair):
     return pair[0]
 
 
-def encode(value):
+def encode(value: "Any") -> bytes:
     """Return the deterministic CBOR encoding of `value` as bytes."""
     out = bytearray()
     _encode(out, value, 0)
     return bytes(out)
 
 
-def encode_into(out, value):
+def encode_into(out: bytearray, value: "Any") -> None:
     """Append the deterministic CBOR encoding of `value` to the bytearray `out`."""
     _encode(out, value, 0)
 
@@ -316,7 +320,7 @@ def _simple(data, pos, info):
     raise CBORError("simple value %d is not allowed" % info)
 
 
-def decode(data):
+def decode(data: "bytes | bytearray | memoryview") -> "Any":
     """Decode one deterministic CBOR item filling all of `data`; raise CBORError otherwise."""
     if type(data) is not bytes:
         data = bytes(data)  # slices of bytes are bytes: map keys compare, strings decode

@@ -3,6 +3,10 @@
 from fp import cbor
 from fp.errors import ProtocolError
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
 TAG_SIGN1 = 18
 ALG_EDDSA = -8  # emitted
 ALG_ED25519 = -19  # accepted too (RFC 9864, fully-specified Ed25519)
@@ -13,12 +17,12 @@ H_CWT_CLAIMS = 15  # RFC 9597: CWT claims in the protected header
 SIGNATURE_BYTES = 64
 
 
-def sig_structure(protected_bytes, payload):
+def sig_structure(protected_bytes: bytes, payload: bytes) -> bytes:
     """Return the bytes that are signed: ["Signature1", protected, external_aad = h'', payload]."""
     return cbor.encode(["Signature1", protected_bytes, b"", payload])
 
 
-def sign1(sign, protected, payload):
+def sign1(sign: "Callable[[bytes], bytes]", protected: "dict[int, Any]", payload: bytes) -> bytes:
     """Build a COSE_Sign1 message; `sign(bytes) -> 64 bytes` is the Ed25519 signer."""
     protected_bytes = cbor.encode(protected)
     signature = sign(sig_structure(protected_bytes, payload))
@@ -33,21 +37,28 @@ class Sign1:
     # one object per message instead of two on CPython (MicroPython ignores __slots__)
     __slots__ = ("raw", "protected_bytes", "protected", "payload", "signature", "content_type", "claims")
 
-    def __init__(self, raw, protected_bytes, protected, payload, signature):
+    def __init__(
+        self,
+        raw: bytes,
+        protected_bytes: bytes,
+        protected: "dict[Any, Any]",
+        payload: bytes,
+        signature: bytes,
+    ):
         self.raw = raw
         self.protected_bytes = protected_bytes
         self.protected = protected
         self.payload = payload
         self.signature = signature
-        self.content_type = protected.get(H_CONTENT_TYPE)
-        self.claims = protected.get(H_CWT_CLAIMS, {})
+        self.content_type: "Any" = protected.get(H_CONTENT_TYPE)
+        self.claims: "dict[Any, Any]" = protected.get(H_CWT_CLAIMS, {})
 
-    def to_be_signed(self):
+    def to_be_signed(self) -> bytes:
         """Return the Sig_structure bytes the signature covers."""
         return sig_structure(self.protected_bytes, self.payload)
 
 
-def parse_sign1(data, max_bytes):
+def parse_sign1(data: bytes, max_bytes: int) -> Sign1:
     """Parse bytes into a Sign1 or raise ProtocolError; does not check the signature."""
     if len(data) > max_bytes:
         raise ProtocolError("oversized", "%d bytes, limit %d" % (len(data), max_bytes))
@@ -76,9 +87,11 @@ def parse_sign1(data, max_bytes):
     return Sign1(bytes(data), protected_bytes, protected, payload, signature)
 
 
-def verify_sign1(message, public_key, verify):
+def verify_sign1(
+    message: Sign1, public_key: bytes | None, verify: "Callable[[bytes, bytes, bytes], Any]"
+) -> None:
     """Check the signature of a parsed Sign1; `verify(key, data, sig)` raises on failure."""
-    if len(public_key) != 32:
+    if public_key is None or len(public_key) != 32:
         raise ProtocolError("malformed", "Ed25519 public key must be 32 bytes")
     try:
         verify(public_key, message.to_be_signed(), message.signature)

@@ -38,7 +38,7 @@ REASONS = (
 class ProtocolError(ValueError):
     """Bytes from the network that cannot become a protocol value; `reason` is one of REASONS."""
 
-    def __init__(self, reason, detail=""):
+    def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.detail = detail

@@ -4,11 +4,15 @@ import hashlib
 
 from fp.errors import ProtocolError
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
 ID_LENGTH = 24  # base32 characters: 120 bits of SHA-256(public key)
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
-def base32(data):
+def base32(data: bytes) -> str:
     """Encode bytes as lowercase RFC 4648 base32 without padding."""
     out = []
     buffer = 0
@@ -24,14 +28,14 @@ def base32(data):
     return "".join(out)
 
 
-def id_from_public_key(public_key):
+def id_from_public_key(public_key: bytes) -> str:
     """Return the id of an Ed25519 public key: base32 of the first 15 bytes of its SHA-256."""
     if len(public_key) != 32:
         raise ProtocolError("malformed", "an Ed25519 public key has 32 bytes, not %d" % len(public_key))
     return base32(hashlib.sha256(bytes(public_key)).digest()[:15])
 
 
-def is_valid_id(text):
+def is_valid_id(text: object) -> "TypeGuard[str]":
     """True when `text` has the form of an id (24 lowercase base32 characters)."""
     if not isinstance(text, str) or len(text) != ID_LENGTH:
         return False
@@ -41,7 +45,7 @@ def is_valid_id(text):
     return True
 
 
-def check_key_matches_id(public_key, expected_id):
+def check_key_matches_id(public_key: bytes, expected_id: str | None) -> None:
     """Raise ProtocolError('unknown-device') unless `public_key` hashes to `expected_id`."""
     if id_from_public_key(public_key) != expected_id:
         raise ProtocolError("unknown-device", "public key does not belong to id " + str(expected_id))
@@ -50,7 +54,7 @@ def check_key_matches_id(public_key, expected_id):
 BROKER_PASSWORD_LABEL = b"firstparty broker password v1\x00"
 
 
-def _hmac_sha256(key, message):
+def _hmac_sha256(key: bytes, message: bytes) -> bytes:
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = bytes(key) + bytes(64 - len(key))
@@ -61,7 +65,7 @@ def _hmac_sha256(key, message):
     return outer.digest()
 
 
-def broker_password(seed, host, port):
+def broker_password(seed: bytes, host: str, port: int) -> str:
     """The device's MQTT password for the broker at host:port: HMAC-SHA256 of its secret seed.
 
     Each broker gets its own (128 bits, as 32 hex digits), so what one broker learns (the vendor's)

@@ -11,6 +11,13 @@ from fp import cbor, cose, senml
 from fp.errors import ProtocolError
 from fp.ids import check_key_matches_id, id_from_public_key, is_valid_id
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    Sign = Callable[[bytes], bytes]  # Ed25519: the 64-byte signature of the bytes given
+    Verify = Callable[[bytes, bytes, bytes], Any]  # (public key, data, signature); raises if bad
+
 CT_READING = 112  # application/senml+cbor
 CT_COMMAND = 65201  # experimental-use CoAP Content-Format range (RFC 7252 section 12.3)
 CT_ACK = 65202
@@ -63,14 +70,14 @@ CNF = 8
 U32 = 0xFFFFFFFF
 
 
-def counter_id(boot, seq):
+def counter_id(boot: int, seq: int) -> bytes:
     """Return the cti of a device message: boot then seq, each 4 bytes big-endian."""
     if not (0 <= boot <= U32 and 0 <= seq <= U32):
         raise ValueError("boot and seq must fit 32 bits")
     return boot.to_bytes(4, "big") + seq.to_bytes(4, "big")
 
 
-def command_counter_id(counter):
+def command_counter_id(counter: int) -> bytes:
     """Return the cti of an owner command: the counter as 8 bytes big-endian."""
     return counter.to_bytes(8, "big")
 
@@ -82,7 +89,14 @@ def _device_header(content_type, device_id, boot, seq, time_s):
     return {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: content_type, cose.H_CWT_CLAIMS: claims}
 
 
-def encode_reading(sign, device_id, boot, seq, measurements, time_s=None):
+def encode_reading(
+    sign: "Sign",
+    device_id: str,
+    boot: int,
+    seq: int,
+    measurements: "list[tuple[str, str | None, Any]]",
+    time_s: "float | None" = None,
+) -> bytes:
     """Sign a reading: [(name, unit, value), ...] as a SenML pack."""
     header = _device_header(CT_READING, device_id, boot, seq, time_s)
     return cose.sign1(sign, header, senml.encode_pack(measurements))
@@ -103,12 +117,19 @@ def encode_ack(
     return cose.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
 
 
-def cose_key(public_key):
+def cose_key(public_key: bytes) -> "dict[int, Any]":
     """Return the COSE_Key (RFC 9053) map of an Ed25519 public key."""
     return {1: 1, -1: 6, -2: bytes(public_key)}  # kty OKP, crv Ed25519, x
 
 
-def encode_card(sign, public_key, board, firmware, time_s=None, owner_id=None):
+def encode_card(
+    sign: "Sign",
+    public_key: bytes,
+    board: str,
+    firmware: str,
+    time_s: "float | None" = None,
+    owner_id: "str | None" = None,
+) -> bytes:
     """Sign the device card: a CWT (RFC 8392) binding id, key (RFC 8747 cnf), board and firmware."""
     device_id = id_from_public_key(public_key)
     claims = {ISS: device_id, SUB: device_id, CNF: {1: cose_key(public_key)}, "board": board, "fw": firmware}
@@ -120,7 +141,16 @@ def encode_card(sign, public_key, board, firmware, time_s=None, owner_id=None):
     return cose.sign1(sign, header, cbor.encode(claims))
 
 
-def encode_command(sign, owner_public_key, device_id, counter, issued_s, expires_s, op, args):
+def encode_command(
+    sign: "Sign",
+    owner_public_key: bytes,
+    device_id: str,
+    counter: int,
+    issued_s: float,
+    expires_s: float,
+    op: str,
+    args: "dict[str, Any]",
+) -> bytes:
     """Sign an owner command for `device_id` with a fresh counter and an expiry."""
     claims = {
         ISS: id_from_public_key(owner_public_key),
@@ -133,7 +163,7 @@ def encode_command(sign, owner_public_key, device_id, counter, issued_s, expires
     return cose.sign1(sign, header, cbor.encode({"op": op, "args": args}))
 
 
-def kind_of(message):
+def kind_of(message: cose.Sign1) -> str:
     """Return the kind named by a parsed Sign1's content type, or raise 'wrong-kind'."""
     kind = KIND_OF.get(message.content_type)
     if kind is None:
@@ -143,7 +173,7 @@ def kind_of(message):
     return kind
 
 
-def parse(data, expected_kind):
+def parse(data: bytes, expected_kind: str) -> cose.Sign1:
     """Parse bytes as a COSE_Sign1 of `expected_kind`; raise ProtocolError otherwise."""
     message = cose.parse_sign1(data, MAX_BYTES[expected_kind])
     kind = kind_of(message)
@@ -157,7 +187,16 @@ class DeviceMessage:
 
     __slots__ = ("kind", "message", "device_id", "boot", "seq", "time_s", "body")  # as fp.cose.Sign1
 
-    def __init__(self, kind, message, device_id, boot, seq, time_s, body):
+    def __init__(
+        self,
+        kind: str,
+        message: cose.Sign1,
+        device_id: str,
+        boot: int,
+        seq: int,
+        time_s: "int | None",
+        body: "Any",
+    ):
         self.kind = kind
         self.message = message
         self.device_id = device_id
@@ -167,17 +206,17 @@ class DeviceMessage:
         self.body = body
 
     @property
-    def raw(self):
+    def raw(self) -> bytes:
         return self.message.raw
 
 
-def _int_or_none(value, name):
+def _int_or_none(value: "Any", name: str) -> "int | None":
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise ProtocolError("malformed", name + " must be an integer")
 
 
-def parse_device_message(data, expected_kind):
+def parse_device_message(data: bytes, expected_kind: str) -> DeviceMessage:
     """Parse a reading, status or ack into a DeviceMessage (body decoded); signature not checked."""
     message = parse(data, expected_kind)
     claims = message.claims
@@ -217,7 +256,16 @@ def _check_ack_body(body):
 class Card:
     """A device card whose self-signature and id binding have been checked."""
 
-    def __init__(self, message, device_id, public_key, board, firmware, time_s, owner_id):
+    def __init__(
+        self,
+        message: cose.Sign1,
+        device_id: str,
+        public_key: bytes,
+        board: str,
+        firmware: str,
+        time_s: int | None,
+        owner_id: str | None,
+    ):
         self.message = message
         self.device_id = device_id
         self.public_key = public_key
@@ -227,7 +275,7 @@ class Card:
         self.owner_id = owner_id
 
 
-def parse_card(data, verify):
+def parse_card(data: bytes, verify: "Verify") -> Card:
     """Parse and check a device card: key matches id, self-signature valid; return a Card."""
     message = parse(data, "card")
     claims = cbor.decode(message.payload)
@@ -304,7 +352,17 @@ def parse_endorsement(data, signer_public_key, verify):
 class Command:
     """An owner command, parsed but not yet verified or judged."""
 
-    def __init__(self, message, owner_id, device_id, counter, issued_s, expires_s, op, args):
+    def __init__(
+        self,
+        message: cose.Sign1,
+        owner_id: str,
+        device_id: str,
+        counter: int,
+        issued_s: int,
+        expires_s: int,
+        op: str,
+        args: "dict[str, Any]",
+    ):
         self.message = message
         self.owner_id = owner_id
         self.device_id = device_id
@@ -314,12 +372,12 @@ class Command:
         self.op = op
         self.args = args
 
-    def digest(self):
+    def digest(self) -> bytes:
         """Return the SHA-256 of the command's bytes, which its acknowledgement binds."""
         return hashlib.sha256(self.message.raw).digest()
 
 
-def parse_command(data):
+def parse_command(data: bytes) -> Command:
     """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
     message = parse(data, "command")
     claims = message.claims
@@ -364,7 +422,7 @@ def check_command(command, owner_public_key, device_id, last_counter, now_s, ver
         raise ProtocolError("expired", "expired %d s ago" % (now_s - command.expires_s))
 
 
-def counter_of(data):
+def counter_of(data: "bytes | bytearray | memoryview") -> "tuple[int, int]":
     """Return (boot, seq) of a device message from its cti, without decoding the rest.
 
     The device reads back the counters of messages it signed itself (its flash queue keeps bytes
@@ -387,7 +445,15 @@ def counter_of(data):
     return int.from_bytes(data[end - 8 : end - 4], "big"), int.from_bytes(data[end - 4 : end], "big")
 
 
-def encode_receipt(sign, signer_public_key, device_id, counter, ranges, time_s=None, signer_id=None):
+def encode_receipt(
+    sign: "Sign",
+    signer_public_key: bytes,
+    device_id: str,
+    counter: int,
+    ranges: "list[list[int]]",
+    time_s: "float | None" = None,
+    signer_id: "str | None" = None,
+) -> bytes:
     """Sign a receipt: the signer has committed every (boot, seq) of `ranges` for `device_id`.
 
     `ranges` is a list of [boot, first_seq, last_seq] (inclusive), 1..MAX_RANGES of them;
@@ -408,7 +474,15 @@ class Receipt:
 
     __slots__ = ("message", "signer_id", "device_id", "counter", "time_s", "ranges")
 
-    def __init__(self, message, signer_id, device_id, counter, time_s, ranges):
+    def __init__(
+        self,
+        message: cose.Sign1,
+        signer_id: str,
+        device_id: str,
+        counter: int,
+        time_s: "int | None",
+        ranges: "list[list[int]]",
+    ):
         self.message = message
         self.signer_id = signer_id
         self.device_id = device_id
@@ -421,7 +495,7 @@ def _is_u32(value):
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U32
 
 
-def parse_receipt(data):
+def parse_receipt(data: bytes) -> Receipt:
     """Parse a receipt into a Receipt; raise ProtocolError if a field is missing or mistyped."""
     message = parse(data, "receipt")
     claims = message.claims

@@ -16,20 +16,20 @@ class Ranges:
     such), never that one is lost.
     """
 
-    def __init__(self, limit=16):
-        self.items = []
+    def __init__(self, limit: int = 16):
+        self.items: "list[list[int]]" = []
         self.limit = limit
         self.count = 0  # (boot, seq) pairs added, duplicates included
         self.forgotten = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.items)
 
-    def clear(self):
+    def clear(self) -> None:
         self.items = []
         self.count = 0
 
-    def add(self, boot, first, last=None):
+    def add(self, boot: int, first: int, last: "int | None" = None) -> None:
         """Add boot's seqs first..last (inclusive; last defaults to first)."""
         if last is None:
             last = first
@@ -60,14 +60,14 @@ class Ranges:
             items.pop(0)
             self.forgotten += 1
 
-    def covers(self, boot, seq):
+    def covers(self, boot: int, seq: int) -> bool:
         """True when (boot, seq) is in one of the ranges."""
         for entry in self.items:
             if entry[0] == boot and entry[1] <= seq <= entry[2]:
                 return True
         return False
 
-    def take(self, count):
+    def take(self, count: int) -> "list[list[int]]":
         """Remove and return the oldest `count` ranges (a receipt's worth)."""
         taken = self.items[:count]
         self.items = self.items[count:]

@@ -14,12 +14,12 @@ _MASK = (1 << WINDOW) - 1
 class ReplayWindow:
     """Anti-replay state of one device; `state()` and the constructor persist and restore it."""
 
-    def __init__(self, boot=-1, top=-1, seen=0):
+    def __init__(self, boot: int = -1, top: int = -1, seen: int = 0):
         self.boot = boot
         self.top = top
         self.seen = seen  # bit i set: seq (top - i) of this boot has been accepted
 
-    def check(self, boot, seq):
+    def check(self, boot: int, seq: int) -> None:
         """Raise ProtocolError('replay') if (boot, seq) must be refused; change nothing."""
         if boot < self.boot:
             raise ProtocolError("replay", "boot %d is older than boot %d" % (boot, self.boot))
@@ -31,7 +31,7 @@ class ReplayWindow:
         if (self.seen >> age) & 1:
             raise ProtocolError("replay", "boot %d seq %d already accepted" % (boot, seq))
 
-    def accept(self, boot, seq):
+    def accept(self, boot: int, seq: int) -> None:
         """Check (boot, seq) and record it as seen."""
         self.check(boot, seq)
         if boot > self.boot:
@@ -45,6 +45,6 @@ class ReplayWindow:
         else:
             self.seen |= 1 << (self.top - seq)
 
-    def state(self):
+    def state(self) -> tuple[int, int, int]:
         """Return (boot, top, seen) for storage."""
         return self.boot, self.top, self.seen

@@ -5,6 +5,10 @@ import struct
 from fp import cbor
 from fp.errors import ProtocolError
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any
+
 N = 0  # name
 U = 1  # unit
 V = 2  # numeric value
@@ -37,17 +41,17 @@ def record(name, unit, value):
     return item
 
 
-def encode_pack(measurements):
+def encode_pack(measurements: "list[tuple[str, str | None, Any]]") -> bytes:
     """Encode [(name, unit, value), ...] as a SenML CBOR pack."""
     return cbor.encode([record(name, unit, value) for name, unit, value in measurements])
 
 
-def decode_pack(payload):
+def decode_pack(payload: bytes) -> "list[tuple[str, str | None, Any]]":
     """Decode a SenML CBOR pack into [(name, unit, value), ...]; raise ProtocolError if it is not one."""
     pack = cbor.decode(payload)
     if not isinstance(pack, list) or not pack or len(pack) > MAX_RECORDS:
         raise ProtocolError("malformed", "SenML pack must be an array of 1..%d records" % MAX_RECORDS)
-    out = []
+    out: "list[tuple[str, str | None, Any]]" = []
     for item in pack:
         if not isinstance(item, dict):
             raise ProtocolError("malformed", "SenML record must be a map")

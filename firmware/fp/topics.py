@@ -10,19 +10,19 @@ PREFIX = "fp/v1/"
 KINDS = ("reading", "command", "ack", "status", "card", "endorsement", "receipt", "update")
 
 
-def topic(device_id, kind):
+def topic(device_id: str, kind: str) -> str:
     """Return the topic of `kind` for `device_id`, e.g. fp/v1/<id>/reading."""
     if kind not in KINDS:
         raise ValueError("unknown topic kind " + str(kind))
     return PREFIX + device_id + "/" + kind
 
 
-def wildcard(kind):
+def wildcard(kind: str) -> str:
     """Return the subscription filter for `kind` from every device."""
     return PREFIX + "+/" + kind
 
 
-def parse(text):
+def parse(text: str) -> tuple[str, str]:
     """Split a topic into (device_id, kind); raise ProtocolError('wrong-topic') if it is not ours."""
     if not text.startswith(PREFIX):
         raise ProtocolError("wrong-topic", "topic outside " + PREFIX)

@@ -12,6 +12,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from host_agent.store.records import Device, Token
+
 __all__ = ["Admin", "Principal", "Reader", "admin", "bearer", "limit_to_metrics", "principal"]
 
 bearer = HTTPBearer(auto_error=False)
@@ -24,13 +26,28 @@ class Principal(BaseModel):
     metrics: list[str] | None = None
     account: str | None = None
 
-    def can_see(self, device: dict[str, Any]) -> bool:
+    @classmethod
+    def of(cls, token: Token) -> "Principal":
+        """The holder of a live token."""
+        return cls(
+            name=token.name,
+            scope=token.scope,
+            devices=token.devices,
+            metrics=token.metrics,
+            account=token.account,
+        )
+
+    def can_see(self, device: Device) -> bool:
         """True when this token may know of the device (a pending one: admin tokens only)."""
-        if self.account is not None and device.get("owner_id") != self.account:
+        if device.state == "pending" and self.scope != "admin":
             return False
-        if device.get("state") == "pending" and self.scope != "admin":
+        return self.may_know(device.device_id, device.owner_id)
+
+    def may_know(self, device_id: str, owner_id: str | None) -> bool:
+        """True when this token's limits (devices, account) take in a device of this id and owner."""
+        if self.account is not None and owner_id != self.account:
             return False
-        return self.devices is None or device["device_id"] in self.devices
+        return self.devices is None or device_id in self.devices
 
 
 def limit_to_metrics(item: dict[str, Any], metrics: list[str] | None) -> dict[str, Any] | None:
@@ -61,7 +78,7 @@ async def principal(
     token = await asyncio.to_thread(request.app.state.store.token, credentials.credentials)
     if token is None:
         raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(**token)
+    return Principal.of(token)
 
 
 Reader = Annotated[Principal, Depends(principal)]

@@ -3,6 +3,7 @@
 import json
 
 from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodyLimit"]
 
@@ -15,21 +16,22 @@ class BodyLimit:
     checks the token, so without this a 100 MB POST with no token was held in memory first.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for name, value in scope["headers"]:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        for name, value in headers:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     return await self._refuse(send)
         received = 0
         started = False
 
-        async def counted_receive():
+        async def counted_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -38,7 +40,7 @@ class BodyLimit:
                     raise _TooLarge()
             return message
 
-        async def watched_send(message):
+        async def watched_send(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -49,7 +51,7 @@ class BodyLimit:
             if not started:
                 await self._refuse(send)
 
-    async def _refuse(self, send) -> None:
+    async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
         await send(
             {
@@ -68,5 +70,5 @@ class BodyLimit:
 class _TooLarge(HTTPException):
     """Raised from receive(): an HTTPException, so that FastAPI lets it through its body parser."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(413, "request body too large")

@@ -31,8 +31,8 @@ def write_runtime(config: agent_config.Config, api_port: int, store: Store) -> s
     name = "cli-" + secrets.token_hex(4)
     token = tokens.issue(store, name, "admin")
     for old in store.tokens():
-        if old["name"].startswith("cli-") and old["name"] != name and old["revoked"] is None:
-            store.revoke_token(old["name"])
+        if old.name.startswith("cli-") and old.name != name and old.is_live:
+            store.revoke_token(old.name)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:

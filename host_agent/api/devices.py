@@ -9,8 +9,20 @@ from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.api.agent import AgentDep
 from host_agent.api.auth import Admin, Reader
-from host_agent.api.models import CardIn, CommandIn, EnrolIn, OwnerOut, RelayIn, StateChangeOut
-from host_agent.api.scope import one_device, visible_devices
+from host_agent.api.models import (
+    CardIn,
+    CommandIn,
+    DeviceOut,
+    EnrolIn,
+    EnrolledOut,
+    OwnerOut,
+    RegisteredOut,
+    RelayIn,
+    RelayOut,
+    RelayRemovedOut,
+    StateChangeOut,
+)
+from host_agent.api.scope import device_out, one_device, visible_devices
 
 __all__ = ["router"]
 
@@ -18,25 +30,25 @@ router = APIRouter()
 
 
 @router.get("/devices")
-async def devices(who: Reader, agent: AgentDep) -> list[dict[str, Any]]:
-    return await visible_devices(agent.store, who)
+async def devices(who: Reader, agent: AgentDep) -> list[DeviceOut]:
+    return [device_out(d) for d in await visible_devices(agent.store, who)]
 
 
 @router.post("/devices", status_code=201)
-async def register(body: CardIn, who: Admin, agent: AgentDep) -> dict[str, Any]:
+async def register(body: CardIn, who: Admin, agent: AgentDep) -> RegisteredOut:
     """Register a device claimed for this owner at flash time (`firstparty flash` does it)."""
     data = bytes.fromhex(body.card_hex)
     try:
         card = wire.parse_card(data)
     except ProtocolError:
         card = None  # register_card refuses it and says why
-    if card is not None and not who.can_see({"device_id": card.device_id, "owner_id": card.owner_id}):
+    if card is not None and not who.may_know(card.device_id, card.owner_id):
         raise HTTPException(403, f"this token may not register {card.device_id}: not one of its devices")
     return await agent.register_card(data)
 
 
 @router.post("/devices/enrol", status_code=201)
-async def enrol(body: EnrolIn, who: Admin, agent: AgentDep) -> dict[str, Any]:
+async def enrol(body: EnrolIn, who: Admin, agent: AgentDep) -> EnrolledOut:
     """Let a device connect to the embedded broker: its card and password, or its LAN address."""
     if body.device_url is not None and body.card_hex is None and body.password is None:
         return await agent.enrol_from_device(body.device_url)
@@ -46,19 +58,19 @@ async def enrol(body: EnrolIn, who: Admin, agent: AgentDep) -> dict[str, Any]:
 
 
 @router.post("/relays", status_code=201)
-async def add_relay(body: RelayIn, who: Admin, agent: AgentDep) -> dict[str, Any]:
+async def add_relay(body: RelayIn, who: Admin, agent: AgentDep) -> RelayOut:
     """A relay account on the devices' listener; its password is shown this once."""
     return await agent.add_relay(body.name, body.owner_id)
 
 
 @router.delete("/relays/{name}")
-async def remove_relay(name: str, who: Admin, agent: AgentDep) -> dict[str, Any]:
+async def remove_relay(name: str, who: Admin, agent: AgentDep) -> RelayRemovedOut:
     return await agent.remove_relay(name)
 
 
 @router.get("/devices/{device_id}")
-async def device(device_id: str, who: Reader, agent: AgentDep) -> dict[str, Any]:
-    return await one_device(agent.store, device_id, who)
+async def device(device_id: str, who: Reader, agent: AgentDep) -> DeviceOut:
+    return device_out(await one_device(agent.store, device_id, who))
 
 
 @router.get("/devices/{device_id}/card", responses={200: {"content": {"application/cose": {}}}})
@@ -76,8 +88,8 @@ async def command(device_id: str, body: CommandIn, who: Admin, agent: AgentDep) 
 
 
 @router.get("/pending")
-async def pending(who: Admin, agent: AgentDep) -> list[dict[str, Any]]:
-    return [d for d in await visible_devices(agent.store, who) if d["state"] == "pending"]
+async def pending(who: Admin, agent: AgentDep) -> list[DeviceOut]:
+    return [device_out(d) for d in await visible_devices(agent.store, who) if d.state == "pending"]
 
 
 @router.post("/pending/{device_id}/accept")

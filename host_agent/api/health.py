@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from host_agent.api.agent import AgentDep
 from host_agent.api.auth import Admin, Reader
 from host_agent.api.models import AuditOut, HealthOut, RejectionsOut
-from host_agent.api.scope import visible_devices
+from host_agent.api.scope import device_out, visible_devices
 from host_agent.store.base import CANNOT_COMMIT, DISK_FULL
 
 __all__ = ["MAX_ID", "Gauges", "router"]
@@ -85,7 +85,8 @@ async def metrics(request: Request, who: Reader, agent: AgentDep) -> Response:
     gauges.broker_restarts.set(status["broker_restarts"])
     gauges.device_update.clear()
     for device in await visible_devices(agent.store, who):
-        gauges.device_update.labels(device["device_id"], device["update"].split(" ")[0]).set(1)
+        update = device_out(device).update
+        gauges.device_update.labels(device.device_id, update.split(" ")[0]).set(1)
     return Response(
         prometheus_client.generate_latest(gauges.registry), media_type=prometheus_client.CONTENT_TYPE_LATEST
     )

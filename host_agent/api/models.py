@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fp import cbor
 from fp.errors import ProtocolError
 from host_agent.routes import rules as routing
+from host_agent.store.records import Device
 
 __all__ = [
     "MAX_COMMAND_ARGS_BYTES",
@@ -16,14 +17,20 @@ __all__ = [
     "AuditOut",
     "CardIn",
     "CommandIn",
+    "DeviceOut",
     "EnrolIn",
+    "EnrolledOut",
     "GrantOut",
     "HealthOut",
     "OwnerOut",
     "ReadingsPage",
     "RejectionsOut",
+    "RegisteredOut",
     "RelayIn",
+    "RelayOut",
+    "RelayRemovedOut",
     "RouteIn",
+    "RouteOut",
     "RouteSpec",
     "StateChangeOut",
     "Terms",
@@ -89,6 +96,53 @@ class RouteSpec(BaseModel):
 
 class RouteIn(RouteSpec):
     name: str = Field(pattern=f"^{routing.NAME.pattern}$", max_length=64)
+
+
+class DeviceOut(BaseModel):
+    """A device as GET /devices shows it: the registry's record and its update state in one word."""
+
+    device_id: str
+    owner_id: str | None
+    name: str | None
+    board: str | None
+    firmware: str | None
+    state: str = Field(description="pending, accepted or rejected")
+    first_seen: float
+    last_seen: float | None
+    status: dict[str, Any] | None = Field(description="its last signed status, as the device sent it")
+    update: str = Field(description="idle, receiving N of M, installed-on-probation, confirmed, ...")
+
+    @classmethod
+    def of(cls, device: Device, update: str) -> "DeviceOut":
+        return cls(**device.as_dict(), update=update)
+
+
+class RegisteredOut(BaseModel):
+    """A device registered from its card (POST /devices): accepted at once."""
+
+    device_id: str
+    state: str
+    board: str
+
+
+class EnrolledOut(BaseModel):
+    """A device's password now let in by the embedded broker, and where the device reaches it."""
+
+    device_id: str
+    broker: str = Field(description="host:port of the devices' listener")
+
+
+class RelayOut(BaseModel):
+    """A relay account on the devices' listener; its password is shown this once."""
+
+    username: str
+    password: str
+    owner_id: str
+
+
+class RelayRemovedOut(BaseModel):
+    username: str
+    removed: bool
 
 
 class CardIn(BaseModel):
@@ -183,6 +237,33 @@ class ReadingsPage(BaseModel):
 
     items: list[dict[str, Any]]
     next_after_id: int | None
+
+
+class RouteOut(BaseModel):
+    """A route as GET /routes shows it: a password only as `has_password` (routing.without_secrets)."""
+
+    id: int
+    name: str
+    destination: dict[str, Any]
+    devices: list[str]
+    metrics: list[str]
+    mode: str
+    terms: dict[str, Any]
+    needs_agreement: bool
+    created: float
+    is_active: bool
+    grant_hex: str | None
+
+    @classmethod
+    def of(cls, route: routing.Route) -> "RouteOut":
+        return cls(
+            **routing.without_secrets(route.spec()),
+            id=route.id,
+            name=route.name,
+            created=route.created,
+            is_active=route.is_active,
+            grant_hex=route.grant_hex,
+        )
 
 
 class GrantOut(BaseModel):

@@ -33,7 +33,7 @@ async def readings(
     after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ReadingsPage:
-    allowed = [d["device_id"] for d in await visible_devices(agent.store, who) if d["state"] == "accepted"]
+    allowed = [d.device_id for d in await visible_devices(agent.store, who) if d.state == "accepted"]
     wanted = [d for d in device if d in allowed] if device else allowed
     if who.metrics is not None and metric is not None and metric not in who.metrics:
         raise HTTPException(403, f"this token may not read {metric}")
@@ -57,7 +57,7 @@ async def stream(
     """Live readings as server-sent events; the stream ends when its token is revoked."""
     assert credentials is not None  # `who` exists
     store = agent.store
-    allowed = {d["device_id"] for d in await visible_devices(store, who) if d["state"] == "accepted"}
+    allowed = {d.device_id for d in await visible_devices(store, who) if d.state == "accepted"}
     queue: asyncio.Queue[Any] = asyncio.Queue()
     agent.live.add(queue)
     loop = asyncio.get_running_loop()

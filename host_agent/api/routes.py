@@ -6,9 +6,8 @@ from fastapi import APIRouter
 
 from host_agent.api.agent import AgentDep
 from host_agent.api.auth import Admin
-from host_agent.api.models import GrantOut, RouteIn, RouteSpec
+from host_agent.api.models import GrantOut, RouteIn, RouteOut, RouteSpec
 from host_agent.api.scope import check_route_devices, route_of, visible_routes
-from host_agent.routes import rules as routing
 
 __all__ = ["router"]
 
@@ -16,15 +15,15 @@ router = APIRouter()
 
 
 @router.get("/routes")
-async def routes(who: Admin, agent: AgentDep) -> list[dict[str, Any]]:
+async def routes(who: Admin, agent: AgentDep) -> list[RouteOut]:
     """The routes (removed ones too) of this token's devices; a password shows as `has_password`."""
-    return [routing.without_secrets(route) for route in await visible_routes(agent.store, who)]
+    return [RouteOut.of(route) for route in await visible_routes(agent.store, who)]
 
 
 @router.post("/routes", status_code=201)
 async def add_route(body: RouteIn, who: Admin, agent: AgentDep) -> dict[str, Any]:
     await check_route_devices(agent.store, who, body.devices)
-    return await agent.add_route(body.name, body.spec())
+    return (await agent.add_route(body.name, body.spec())).as_dict()
 
 
 @router.put("/routes/{name}")
@@ -32,20 +31,18 @@ async def change_route(name: str, body: RouteSpec, who: Admin, agent: AgentDep) 
     """Replace a route in one step; a body that does not validate leaves it as it was."""
     await route_of(agent.store, name, who)
     await check_route_devices(agent.store, who, body.devices)
-    return await agent.change_route(name, body.spec())
+    return (await agent.change_route(name, body.spec())).as_dict()
 
 
 @router.delete("/routes/{name}")
 async def remove_route(name: str, who: Admin, agent: AgentDep) -> dict[str, Any]:
     await route_of(agent.store, name, who)
-    return await agent.remove_route(name)
+    return (await agent.remove_route(name)).as_dict()
 
 
 @router.get("/grants")
 async def grant_list(who: Admin, agent: AgentDep) -> list[GrantOut]:
     return [
-        GrantOut(
-            route=r["name"], terms=r.get("terms", {}), grant_hex=r["grant_hex"], is_active=r["is_active"]
-        )
+        GrantOut(route=r.name, terms=r.terms, grant_hex=r.grant_hex, is_active=r.is_active)
         for r in await visible_routes(agent.store, who)
     ]

@@ -13,6 +13,7 @@ from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from host_agent.api.agent import AgentApi
 from host_agent.api.auth import Admin
 from host_agent.terms import roster
 from host_agent.terms.desk import COSE_TYPE, ProfferRequest, Refused
@@ -62,7 +63,8 @@ class TerminateIn(BaseModel):
 
 async def _message(request: Request) -> bytes:
     """The request body, refused as soon as it passes MAX_MESSAGE_BYTES."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_MESSAGE_BYTES:
@@ -75,7 +77,7 @@ def _refused(error: Refused) -> HTTPException:
     return HTTPException(error.status, f"{error.reason}: {error.detail}")
 
 
-def add_routes(app: FastAPI, agent) -> None:
+def add_routes(app: FastAPI, agent: AgentApi) -> None:
     """Add the terms routes to the agent's application (the `/agreements...` ones want an admin token)."""
 
     @app.get("/.well-known/firstparty-terms")

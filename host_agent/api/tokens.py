@@ -27,7 +27,7 @@ def issue(
             raise UserError(f"{device_id!r} is not a device id (24 base32 characters)")
     if account is not None and not is_valid_id(account):
         raise UserError(f"account {account!r} is not an owner id")
-    if any(t["name"] == name and t["revoked"] is None for t in store.tokens()):
+    if any(t.name == name and t.is_live for t in store.tokens()):
         raise UserError(f"a token named {name!r} exists: revoke it first or pick another name")
     token = "fpt_" + secrets.token_urlsafe(32)
     store.add_token(token, name, scope, devices, metrics, account)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 
-def no_nagle(client, userdata, sock) -> None:
+def no_nagle(client: object, userdata: object, sock: Any) -> None:
     """paho's on_socket_open: send small packets (PUBACKs, forwards) at once, not after the peer's
     delayed ACK of the one before."""
     try:

@@ -32,17 +32,17 @@ def run(args: argparse.Namespace) -> int:
         if not devices:
             print("no devices yet")
         for device in devices:
-            seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(device["last_seen"] or 0))
+            seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(device.last_seen or 0))
             print(
-                f"{device['device_id']}  {device['state']:<8}  {device['name'] or '-':<12}  "
-                f"{device['board']:<10}  fw {device['firmware']}  last seen {seen}"
+                f"{device.device_id}  {device.state:<8}  {device.name or '-':<12}  "
+                f"{device.board:<10}  fw {device.firmware}  last seen {seen}"
             )
         return 0
     if args.action == "show":
         device = store.device(args.device_id)
         if device is None:
             raise UserError(f"no device {args.device_id}: see `firstparty devices list`")
-        print(json.dumps(device, indent=2))
+        print(json.dumps(device.as_dict(), indent=2))
         return 0
     if not store.rename(args.device_id, args.name):
         raise UserError(f"no device {args.device_id}: see `firstparty devices list`")

@@ -53,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
         routes = open_store(config).routes(include_inactive=False)
         if not routes:
             print("no routes")
-        for route in map(routing.without_secrets, routes):  # a password shows as has_password
-            terms = route.get("terms", {})
+        for route in routes:
+            terms = route.terms
             expires = terms.get("expires_s")
             until = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires)) if expires else "no expiry"
+            shown = routing.without_secrets(route.spec())["destination"]  # a password shows as has_password
             print(
-                f"{route['name']}: {json.dumps(route['destination'])} devices {','.join(route['devices'])} "
-                f"metrics {','.join(route['metrics'])} {route['mode']}; to {terms.get('recipient') or '-'} "
+                f"{route.name}: {json.dumps(shown)} devices {','.join(route.devices)} "
+                f"metrics {','.join(route.metrics)} {route.mode}; to {terms.get('recipient') or '-'} "
                 f"for {terms.get('purpose') or '-'} until {until}"
             )
         return 0

@@ -27,11 +27,10 @@ def run(args: argparse.Namespace) -> int:
         print(tokens.issue(store, args.name, args.scope, args.device, args.metric, args.account))
     elif args.action == "list":
         for token in store.tokens():
-            state = "revoked" if token["revoked"] else "live"
+            state = "live" if token.is_live else "revoked"
             print(
-                f"{token['name']}: {token['scope']} {state} devices {token['devices'] or 'all'} "
-                f"metrics {token['metrics'] or 'all'}"
-                + (f" account {token['account']}" if token["account"] else "")
+                f"{token.name}: {token.scope} {state} devices {token.devices or 'all'} "
+                f"metrics {token.metrics or 'all'}" + (f" account {token.account}" if token.account else "")
             )
     else:
         tokens.revoke(store, args.name)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fp import topics
 from fp.command import OPS as OPS  # the device's own list of operations, for the CLI and the API
@@ -64,12 +65,13 @@ def device_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
 def _without_secrets(value: Any) -> Any:
     """A command's arguments as the audit keeps them: a broker password becomes `has_password`."""
     if isinstance(value, dict):
-        shown = {k: _without_secrets(v) for k, v in value.items() if k != "password"}
-        if value.get("password") is not None:
+        table = cast("dict[str, Any]", value)
+        shown = {k: _without_secrets(v) for k, v in table.items() if k != "password"}
+        if table.get("password") is not None:
             shown["has_password"] = True
         return shown
     if isinstance(value, list):
-        return [_without_secrets(v) for v in value]
+        return [_without_secrets(v) for v in cast("list[Any]", value)]
     return value
 
 
@@ -77,24 +79,30 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in cast("dict[Any, Any]", value).items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v) for v in cast("list[Any]", value)]
     return value
 
 
 class Commander:
     """Sends commands through a publish function and matches acks by command digest."""
 
-    def __init__(self, owner: Owner, publish, audit, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        owner: Owner,
+        publish: Callable[[str, bytes], None],
+        audit: Callable[[str, dict[str, Any]], Awaitable[None]],
+        timeout_s: float = 10.0,
+    ):
         self.owner = owner
         self.publish = publish  # (topic, payload) -> None, non-blocking
         self.audit = audit  # async (kind, data) -> None
         self.timeout_s = timeout_s
-        self.waiting: dict[bytes, asyncio.Future] = {}
+        self.waiting: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
 
     async def send(
-        self, device_id: str, op: str, args: dict, timeout_s: float | None = None
+        self, device_id: str, op: str, args: dict[str, Any], timeout_s: float | None = None
     ) -> CommandResult:
         if op == "claim":
             args = {"owner": self.owner.public}
@@ -102,7 +110,7 @@ class Commander:
             args = device_args(op, args)
         data = await asyncio.to_thread(self.owner.command, device_id, op, args)
         digest = hashlib.sha256(data).digest()
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.waiting[digest] = future
         await self.audit(
             "command",
@@ -121,7 +129,7 @@ class Commander:
         await self.audit("ack", dict(result.as_dict(), digest=digest.hex()))
         return result
 
-    def resolve(self, body: dict) -> None:
+    def resolve(self, body: dict[str, Any]) -> None:
         """Hand a verified ack body to the command waiting for it (if any)."""
         future = self.waiting.get(body.get("cmd", b""))
         if future is not None and not future.done():

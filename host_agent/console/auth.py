@@ -17,9 +17,9 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from host_agent.store.base import Store, token_hash
+from host_agent.store.records import Token
 
 COOKIE = "fp_session"
 SESSION_IDLE_S = 12 * 3600
@@ -74,7 +74,7 @@ def is_csrf_ok(session: Session, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(session.csrf.encode(), (sent or "").encode())
 
 
-def token_by_hash(store: Store, hashed: str) -> dict[str, Any] | None:
+def token_by_hash(store: Store, hashed: str) -> Token | None:
     """The live token with this hash (as Store.token gives it), or None if unknown or revoked."""
     return store.token_by_hash(hashed)
 

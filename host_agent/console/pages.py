@@ -32,6 +32,7 @@ from host_agent.api.auth import Principal, Reader, limit_to_metrics
 from host_agent.console import auth, series
 from host_agent.errors import UserError
 from host_agent.routes import rules as routing
+from host_agent.store.records import DEVICE_COLUMNS, Device
 
 log = logging.getLogger("firstparty.console")
 HERE = Path(__file__).parent
@@ -59,19 +60,10 @@ NOTES = {
 }
 
 
-DEVICE_COLUMNS = "device_id, owner_id, name, board, firmware, state, first_seen, last_seen, last_status"
-DEVICE_KEYS = ("device_id", "owner_id", "name", "board", "firmware", "state", "first_seen", "last_seen")
 # the devices page's two queries: SEARCH by the primary key, and by devices_state (series.SCHEMA)
 DEVICES_AFTER = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?"
 ONE_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?"
 PENDING = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE state='pending' ORDER BY device_id LIMIT 1000"
-
-
-def _device(row: tuple) -> dict[str, Any]:
-    """A devices row as Store.devices gives it."""
-    item: dict[str, Any] = dict(zip(DEVICE_KEYS, row[:8], strict=True))
-    item["status"] = json.loads(row[8]) if row[8] else None
-    return item
 
 
 class SignInNeeded(Exception):
@@ -166,12 +158,6 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-def is_online(device: dict[str, Any]) -> bool:
-    """A device is online when its last signed status says so (its will says "offline")."""
-    status = device.get("status") or {}
-    return status.get("state") == "online"
-
-
 def _parse_range(since_s: float | None, until_s: float | None, range_name: str | None) -> tuple[float, float]:
     now = time.time()
     if range_name is not None:
@@ -187,9 +173,9 @@ def _parse_range(since_s: float | None, until_s: float | None, range_name: str |
     return since, until
 
 
-async def visible_device(ctx: Context, who: Principal, device_id: str) -> dict[str, Any]:
+async def visible_device(ctx: Context, who: Principal, device_id: str) -> Device:
     rows = await asyncio.to_thread(ctx.agent.store.query, ONE_DEVICE, (device_id,))
-    device = _device(rows[0]) if rows else None
+    device = Device.from_row(rows[0]) if rows else None
     if device is None or not who.can_see(device):
         raise Refused(404, f"no device {device_id} for this token")
     return device
@@ -200,7 +186,7 @@ async def series_for(
 ) -> dict[str, Any]:
     """The downsampled series of one metric of one device, as `who` may see it."""
     device = await visible_device(ctx, who, device_id)
-    if device["state"] != "accepted":
+    if device.state != "accepted":
         raise Refused(404, f"no readings of {device_id}: it is not accepted")
     if who.metrics is not None and metric not in who.metrics:
         raise Refused(403, f"this token may not read {metric}")
@@ -249,7 +235,7 @@ async def _viewer_or_none(request: Request) -> Viewer | None:
     if token is None:
         ctx.sessions.close(session_id)
         return None
-    return Viewer(Principal(**token), session, session_id)
+    return Viewer(Principal.of(token), session, session_id)
 
 
 async def viewer(request: Request) -> Viewer:
@@ -416,21 +402,21 @@ def build_console(ctx: Context) -> FastAPI:
         pending = []
         if seen.is_admin:
             rows = await asyncio.to_thread(store.query, PENDING, ())
-            pending = [d for d in map(_device, rows) if seen.who.can_see(d)]
-        others: list[dict[str, Any]] = []
+            pending = [d for d in map(Device.from_row, rows) if seen.who.can_see(d)]
+        others: list[Device] = []
         cursor = after
         while len(others) <= DEVICES_PAGE:
             rows = await asyncio.to_thread(store.query, DEVICES_AFTER, (cursor, DEVICES_PAGE + 1))
-            others += [d for d in map(_device, rows) if seen.who.can_see(d) and d["state"] != "pending"]
+            others += [d for d in map(Device.from_row, rows) if seen.who.can_see(d) and d.state != "pending"]
             if len(rows) <= DEVICES_PAGE:
                 break
             cursor = rows[-1][0]
         return {
             "pending": pending,
             "devices": others[:DEVICES_PAGE],
-            "next_after": others[DEVICES_PAGE - 1]["device_id"] if len(others) > DEVICES_PAGE else None,
+            "next_after": others[DEVICES_PAGE - 1].device_id if len(others) > DEVICES_PAGE else None,
             "owner_id": agent.owner.owner_id,
-            "is_online": is_online,
+            "is_online": lambda device: device.is_online,
         }
 
     @console.get("/")
@@ -453,8 +439,8 @@ def build_console(ctx: Context) -> FastAPI:
     async def device_action(request: Request, device_id: str, action: str, seen: Changer) -> Response:
         device = await visible_device(ctx, seen.who, device_id)
         if action in ("accept", "reject"):
-            if device["state"] != "pending":
-                raise Refused(400, f"{device_id} is not pending: it is {device['state']}")
+            if device.state != "pending":
+                raise Refused(400, f"{device_id} is not pending: it is {device.state}")
             await agent.set_device_state(device_id, action + "ed")
             note = action + "ed"
         elif action == "rename":
@@ -518,7 +504,7 @@ def build_console(ctx: Context) -> FastAPI:
             device=device,
             metrics=names,
             card_hex=card.hex() if card else "",
-            is_online=is_online(device),
+            is_online=device.is_online,
             ranges=list(RANGES_S),
             selected_range=range if range in RANGES_S else "1d",
             note=NOTES.get(note or ""),
@@ -528,7 +514,7 @@ def build_console(ctx: Context) -> FastAPI:
     @console.get("/console/devices/{device_id}/status")
     async def device_status(request: Request, device_id: str, seen: Seen) -> HTMLResponse:
         device = await visible_device(ctx, seen.who, device_id)
-        return page(request, "_status.html", viewer=seen, device=device, is_online=is_online(device))
+        return page(request, "_status.html", viewer=seen, device=device, is_online=device.is_online)
 
     @console.get("/console/series")
     async def console_series(
@@ -544,7 +530,7 @@ def build_console(ctx: Context) -> FastAPI:
     @console.get("/console/stream")
     async def stream(seen: Seen, device: Annotated[str, Query(max_length=24)]) -> StreamingResponse:
         found = await visible_device(ctx, seen.who, device)
-        if found["state"] != "accepted":
+        if found.state != "accepted":
             raise Refused(404, f"no readings of {device}: it is not accepted")
         queue: asyncio.Queue = asyncio.Queue()
         agent.live.add(queue)
@@ -590,31 +576,27 @@ def build_console(ctx: Context) -> FastAPI:
         store = agent.store
         routes = await asyncio.to_thread(store.routes)
         devices = [
-            d
-            for d in await asyncio.to_thread(store.devices)
-            if seen.who.can_see(d) and d["state"] == "accepted"
+            d for d in await asyncio.to_thread(store.devices) if seen.who.can_see(d) and d.state == "accepted"
         ]
-        states = {r["id"]: await asyncio.to_thread(_delivery, store, r["id"]) for r in routes}
+        states = {r.id: await asyncio.to_thread(_delivery, store, r.id) for r in routes}
         now = time.time()
         rows = []
         for device in devices:
             # "*": the whole device (a route limited to metrics carries only readings made of them
             # alone, since a signed reading cannot be cut), then each metric it has reported
-            names = ["*", *await asyncio.to_thread(series.metrics, store, device["device_id"])]
+            names = ["*", *await asyncio.to_thread(series.metrics, store, device.device_id)]
             is_instead = any(
-                r["mode"] == "instead-of"
-                and not routing.is_expired(r, now)
-                and ("*" in r["devices"] or device["device_id"] in r["devices"])
+                r.mode == "instead-of" and not routing.is_expired(r, now) and r.shows_device(device.device_id)
                 for r in routes
             )
             for name in names:
                 shares = [
                     r
                     for r in routes
-                    if routing.matches(r, device["device_id"], [name] if name != "*" else [], now)
-                    or (name == "*" and ("*" in r["devices"] or device["device_id"] in r["devices"]))
+                    if routing.matches(r, device.device_id, [name] if name != "*" else [], now)
+                    or (name == "*" and r.shows_device(device.device_id))
                 ]
-                own = [r for r in shares if r["devices"] == [device["device_id"]] and r["metrics"] == [name]]
+                own = [r for r in shares if r.devices == [device.device_id] and r.metrics == [name]]
                 mode = "instead-of" if is_instead else "in-addition-to" if shares else "vendor"
                 rows.append(
                     {
@@ -645,10 +627,10 @@ def build_console(ctx: Context) -> FastAPI:
         if not metric or len(metric) > 64:
             raise Refused(400, "metric: a metric name, or * for all")
         routes = await asyncio.to_thread(agent.store.routes)
-        own = [r for r in routes if r["devices"] == [device_id] and r["metrics"] == [metric]]
+        own = [r for r in routes if r.devices == [device_id] and r.metrics == [metric]]
         if mode == "vendor":
             for route in own:
-                await agent.remove_route(route["name"])
+                await agent.remove_route(route.name)
             return RedirectResponse("/console/routes?note=route-removed", status_code=303)
         if mode not in routing.MODES:
             raise Refused(400, "mode must be vendor, instead-of or in-addition-to")
@@ -668,23 +650,21 @@ def build_console(ctx: Context) -> FastAPI:
         if not ROUTE_NAME.fullmatch(name):
             raise Refused(400, "a route name is 1 to 64 letters, digits, '.', '_' or '-'")
         if own and not form.get("name"):
-            await agent.change_route(own[0]["name"], spec)
+            await agent.change_route(own[0].name, spec)
             return RedirectResponse("/console/routes?note=route-changed", status_code=303)
         await agent.add_route(name, spec)
         return RedirectResponse("/console/routes?note=route-added", status_code=303)
 
     @console.post("/console/routes/{name}/{action}")
     async def route_action(request: Request, name: str, action: str, seen: Changer) -> Response:
-        routes = {r["name"]: r for r in await asyncio.to_thread(agent.store.routes)}
+        routes = {r.name: r for r in await asyncio.to_thread(agent.store.routes)}
         if name not in routes:
             raise Refused(404, f"no route {name!r}")
         if action == "remove":
             await agent.remove_route(name)
             return RedirectResponse("/console/routes?note=route-removed", status_code=303)
         if action in routing.MODES:
-            keys = ("destination", "devices", "metrics", "terms", "needs_agreement")
-            spec = {key: routes[name][key] for key in keys}
-            await agent.change_route(name, dict(spec, mode=action))
+            await agent.change_route(name, dict(routes[name].spec(), mode=action))
             return RedirectResponse("/console/routes?note=route-changed", status_code=303)
         raise Refused(404, f"no action {action!r}")
 
@@ -706,7 +686,7 @@ def build_console(ctx: Context) -> FastAPI:
             "tokens": [
                 t
                 for t in await asyncio.to_thread(store.tokens)
-                if seen.who.account is None or t["account"] == seen.who.account  # an account: its own
+                if seen.who.account is None or t.account == seen.who.account  # an account: its own
             ],
             "scopes": tokens.SCOPES,
         }

@@ -21,7 +21,7 @@ from fp import messages, replay
 from fp.errors import REASONS, ProtocolError
 from host_agent.ingest import verifier
 from host_agent.routes import rules as routing
-from host_agent.store.base import Store, Tx
+from host_agent.store.base import Row, Store, Tx
 
 log = logging.getLogger("firstparty.ingest")
 DEVICE_KINDS = ("reading", "status", "ack")
@@ -60,9 +60,9 @@ class Rows:
 
     def __init__(self, message_ids: list[int]):
         self.message_ids = iter(message_ids)  # reserved by the store; the forwards refer to them
-        self.messages: list[tuple] = []
-        self.outbox: list[tuple] = []
-        self.rejections: list[tuple] = []
+        self.messages: list[Row] = []
+        self.outbox: list[Row] = []
+        self.rejections: list[Row] = []
         self.windows: dict[tuple[str, str], replay.ReplayWindow] = {}
         self.windows_read: set[tuple[str, str]] = set()
         self.counters: dict[tuple[str, str, int, int], bytes] = {}  # -> the message's bytes
@@ -128,7 +128,7 @@ class Ingest:
         self.auto_accept = auto_accept
         self.known: dict[str, Known] = {}
         self.windows: dict[tuple[str, str], replay.ReplayWindow] = {}
-        self.routes: list[dict[str, Any]] = []
+        self.routes: list[routing.Route] = []
         self.counts: Counter[str] = Counter()
         self.rejected_counts: Counter[str] = Counter({reason: 0 for reason in REASONS})
         self.rate_log = RateLimitedLog(log_per_minute)
@@ -209,10 +209,21 @@ class Ingest:
         except ProtocolError as error:
             return Check(error, device_id, kind)
 
-    def _one(self, db, rows: Rows, topic, data, check: Check, now, saved_windows, saved_known) -> Outcome:
+    def _one(
+        self,
+        db: Tx,
+        rows: Rows,
+        topic: str,
+        data: bytes | int,
+        check: Check,
+        now: float,
+        saved_windows: dict[tuple[str, str], tuple[int, int, int] | None],
+        saved_known: dict[str, Known | None],
+    ) -> Outcome:
         try:
             if check.error:
                 raise check.error
+            assert isinstance(data, bytes)  # a size (int) never passes _check
             device_id, kind = check.device_id, check.kind
             assert device_id is not None and kind is not None
             if kind == "card":
@@ -276,7 +287,7 @@ class Ingest:
             rows.rejections.append((now, error.reason, topic[:200], device, error.detail[:300]))
             return Outcome(topic, error.reason, error.detail, device)
 
-    def _known_from_store(self, db, device_id: str, saved_known) -> Known | None:
+    def _known_from_store(self, db: Tx, device_id: str, saved_known: dict[str, Known | None]) -> Known | None:
         """A card another process of a $share group ingested, or an accept made elsewhere."""
         row = db.device_key(device_id)
         if row is None:
@@ -285,7 +296,15 @@ class Ingest:
         known = self.known[device_id] = Known(*row)
         return known
 
-    def _card(self, db, topic, data, device_id, now, saved_known) -> Outcome:
+    def _card(
+        self,
+        db: Tx,
+        topic: str,
+        data: bytes,
+        device_id: str,
+        now: float,
+        saved_known: dict[str, Known | None],
+    ) -> Outcome:
         card = verifier.check_card(topic, data)
         known = self.known.get(device_id) or self._known_from_store(db, device_id, saved_known)
         saved_known.setdefault(device_id, known)
@@ -311,7 +330,7 @@ class Ingest:
         return Outcome(topic, None, device_id=device_id, kind="card", body=card, raw=data)
 
     @staticmethod
-    def _check_newer(db, card) -> None:
+    def _check_newer(db: Tx, card: messages.Card) -> None:
         """A card that changes the owner must be newer than every card seen of this device.
 
         Otherwise anyone who may publish on a card topic could put back an older genuine card (from
@@ -326,7 +345,16 @@ class Ingest:
                 "replay", f"card naming owner {card.owner_id} is not newer than the one held ({held_owner})"
             )
 
-    def _store(self, rows: Rows, topic, data, counter, message, known: Known, now) -> Outcome:
+    def _store(
+        self,
+        rows: Rows,
+        topic: str,
+        data: bytes,
+        counter: tuple[str, str, int, int],
+        message: messages.DeviceMessage,
+        known: Known,
+        now: float,
+    ) -> Outcome:
         device_id, kind = message.device_id, message.kind
         body = message.body
         metrics = encoded_body = None
@@ -360,21 +388,32 @@ class Ingest:
             rows.outbox += self.forwards(message_id, device_id, message.boot, message.seq, body, now)
         return Outcome(topic, None, "", device_id, kind, message_id, body, message.boot, message.seq, data)
 
-    def forwards(self, message_id, device_id, boot, seq, body, now) -> list[tuple]:
+    def forwards(
+        self, message_id: int, device_id: str, boot: int, seq: int, body: list[tuple[Any, ...]], now: float
+    ) -> list[Row]:
         """Outbox rows of one reading, one per matching route; the idempotency key is (device, boot, seq)."""
         if not self.routes:
             return []
         key = f"{device_id}:{boot}:{seq}"
         metric_names = [item[0] for item in body]
         return [
-            (route["id"], message_id, key, now)
+            (route.id, message_id, key, now)
             for route in self.routes
             if routing.matches(route, device_id, metric_names, now)
         ]
 
-    def enqueue(self, db, message_id, device_id, boot, seq, metric_names, now) -> None:
+    def enqueue(
+        self,
+        db: Tx,
+        message_id: int,
+        device_id: str,
+        boot: int,
+        seq: int,
+        metric_names: list[str],
+        now: float,
+    ) -> None:
         """Queue one forward per matching route now (readings released after an accept)."""
-        body = [(name,) for name in metric_names]
+        body: list[tuple[Any, ...]] = [(name,) for name in metric_names]
         db.queue_forwards(self.forwards(message_id, device_id, boot, seq, body, now))
 
     def release_held(self, device_id: str) -> int:

@@ -57,9 +57,9 @@ class ReceiptBook:
         pending.ranges.add(boot, seq)
         return pending.ranges.count >= self.every or len(pending.ranges) >= messages.MAX_RANGES
 
-    def due(self, now_s: float, device_ids=None) -> list[tuple[str, bytes]]:
+    def due(self, now_s: float, device_ids: list[str] | None = None) -> list[tuple[str, bytes]]:
         """(topic, receipt) for each device that is due (or each of `device_ids`), and forget them."""
-        out = []
+        out: list[tuple[str, bytes]] = []
         for device_id in list(self.pending) if device_ids is None else device_ids:
             pending = self.pending.get(device_id)
             if pending is None:

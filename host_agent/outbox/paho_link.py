@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVarTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from host_agent.bus.tcp import no_nagle
 from host_agent.outbox.forward import DeliveryError
 
 __all__ = ["CONNECT_TIMEOUT_S", "SINK_INFLIGHT", "SINK_KEEPALIVE_S", "PahoLink"]
+
+Ts = TypeVarTuple("Ts")
 
 CONNECT_TIMEOUT_S = 5.0
 SINK_KEEPALIVE_S = 30
@@ -48,30 +53,30 @@ class PahoLink:
         self.client.on_publish = self._published
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
-        self.connack: asyncio.Future | None = None
-        self.waiting: dict[int, asyncio.Future] = {}  # packet id -> its PUBACK
-        self.keepalive: asyncio.Task | None = None
+        self.connack: asyncio.Future[None] | None = None
+        self.waiting: dict[int, asyncio.Future[None]] = {}  # packet id -> its PUBACK
+        self.keepalive: asyncio.Task[None] | None = None
 
     # paho calls these on the loop, or in the connecting thread: file numbers, not sockets, go to
     # the loop (a socket paho closes in that thread has lost its number when the loop gets to it)
-    def _on_loop(self, function, *args) -> None:
+    def _on_loop(self, function: Callable[[*Ts], object], *args: *Ts) -> None:
         assert self.loop is not None
         if threading.get_ident() == self.loop_thread:
             function(*args)
         else:
             self.loop.call_soon_threadsafe(function, *args)
 
-    def _socket_open(self, client, userdata, sock) -> None:
+    def _socket_open(self, client: mqtt.Client, userdata: Any, sock: mqtt.SocketLike) -> None:
         no_nagle(client, userdata, sock)
         self._on_loop(self._watch, sock.fileno(), False)
 
-    def _register_write(self, client, userdata, sock) -> None:
+    def _register_write(self, client: mqtt.Client, userdata: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._watch, sock.fileno(), True)
 
-    def _socket_close(self, client, userdata, sock) -> None:
+    def _socket_close(self, client: mqtt.Client, userdata: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._unwatch, sock.fileno(), False)
 
-    def _unregister_write(self, client, userdata, sock) -> None:
+    def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: mqtt.SocketLike) -> None:
         self._on_loop(self._unwatch, sock.fileno(), True)
 
     def _watch(self, fd: int, is_write: bool) -> None:
@@ -87,17 +92,31 @@ class PahoLink:
         if not is_write:
             self.loop.remove_reader(fd)
 
-    def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+    def _connected(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self._on_loop(self._settle_connack, reason_code)
 
-    def _settle_connack(self, reason_code) -> None:
+    def _settle_connack(self, reason_code: ReasonCode) -> None:
         if self.connack and not self.connack.done():
             if reason_code.is_failure:
                 self.connack.set_exception(DeliveryError(f"the broker refused the connection: {reason_code}"))
             else:
                 self.connack.set_result(None)
 
-    def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
+    def _disconnected(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self._on_loop(self._fail_waiting, f"connection lost ({reason_code})")
 
     def _fail_waiting(self, why: str) -> None:
@@ -106,7 +125,9 @@ class PahoLink:
                 future.set_exception(DeliveryError(why))
         self.waiting.clear()
 
-    def _published(self, client, userdata, mid, reason_code, properties) -> None:
+    def _published(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         future = self.waiting.pop(mid, None)
         if future and not future.done():
             future.set_result(None)
@@ -136,7 +157,7 @@ class PahoLink:
         if not self.client.is_connected():
             await self._connect(CONNECT_TIMEOUT_S)
         assert self.loop is not None
-        mids = []
+        mids: list[int] = []
         try:
             for topic, payload, retain in items:
                 info = self.client.publish(topic, payload, qos=1, retain=retain)

@@ -18,15 +18,18 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import httpx
 
 from host_agent.outbox.forward import DeliveryError, Forward
 from host_agent.outbox.sinks import Sink, make_sink
 from host_agent.routes import rules as routing
+from host_agent.routes.rules import Route
 from host_agent.store.base import Store, write_problem
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 log = logging.getLogger("firstparty.outbox")
 BACKOFF_BASE_S = 0.5
 BATCH = 1000
@@ -53,7 +56,11 @@ class Outbox:
     """Delivers what ingest queued; one loop for all routes."""
 
     def __init__(
-        self, store: Store, backoff_max_s: float = 30.0, on_routes_changed=None, shared: bool = False
+        self,
+        store: Store,
+        backoff_max_s: float = 30.0,
+        on_routes_changed: Callable[[list[Route]], Awaitable[None]] | None = None,
+        shared: bool = False,
     ):
         self.store = store
         # one of several agents on this store ($share/ group): claim forwards before delivering
@@ -67,19 +74,19 @@ class Outbox:
         self.failed = 0
         self.next_due_s: float | None = None  # when the earliest waiting forward is due, from the last pass
         # delivered, not yet marked so in the store: (route name, terms, outbox ids, keys), oldest first
-        self.unmarked: list[tuple[str, dict, list[int], list[str]]] = []
+        self.unmarked: list[tuple[str, dict[str, Any], list[int], list[str]]] = []
         self.held: set[int] = set()  # their outbox ids: never delivered again while held
         self.store_problem: str | None = None  # disk-full or cannot-commit while writes fail
         self.store_failures = 0
         # a route that needs an agreement delivers only what the agreement carries (host_agent.terms)
-        self.gate: Callable[[dict[str, Any], list[Forward]], Awaitable[list[Forward]]] | None = None
+        self.gate: Callable[[Route, list[Forward]], Awaitable[list[Forward]]] | None = None
 
     async def close(self) -> None:
         await self.http.aclose()
         for sink in self.sinks.values():
             await sink.stop()
 
-    async def _write(self, function, *args) -> Any:
+    async def _write(self, function: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run a store write in a thread; a failure becomes StoreWriteError with its health reason."""
         try:
             return await asyncio.to_thread(function, *args)
@@ -115,7 +122,7 @@ class Outbox:
             except TimeoutError:
                 pass
 
-    def _look(self, now_s: float) -> tuple[list[dict[str, Any]], list[Forward], float | None]:
+    def _look(self, now_s: float) -> tuple[list[Route], list[Forward], float | None]:
         """A pass's reads in one trip to a thread: active routes, due forwards, and else the next due time."""
         routes = self.store.routes()
         if self.shared:
@@ -124,17 +131,17 @@ class Outbox:
             rows = self.store.due(now_s, BATCH)
         return routes, [Forward.from_row(row) for row in rows], None if rows else self.store.next_due_s()
 
-    async def expire_routes(self, routes: list[dict[str, Any]] | None = None) -> set[int]:
+    async def expire_routes(self, routes: list[Route] | None = None) -> set[int]:
         """Routes whose terms ran out stop by themselves (and the stop is audited); returns their ids."""
         if routes is None:
             routes = await asyncio.to_thread(self.store.routes)
         expired = [r for r in routes if routing.is_expired(r)]
         for route in expired:
-            await self._write(self.store.remove_route, route["name"], "expired")
-            log.info("route %s expired", route["name"])
+            await self._write(self.store.remove_route, route.name, "expired")
+            log.info("route %s expired", route.name)
         if expired and self.on_routes_changed:
             await self.on_routes_changed(expired)
-        return {r["id"] for r in expired}
+        return {r.id for r in expired}
 
     async def mark_held(self) -> None:
         """Mark delivered what destinations took and the store has not recorded yet, oldest first."""
@@ -154,7 +161,7 @@ class Outbox:
         forwards = [forward for forward in rows if forward.outbox_id not in self.held]
         if not forwards:
             return False
-        routes = {r["id"]: r for r in routes_list if r["id"] not in expired}
+        routes = {r.id: r for r in routes_list if r.id not in expired}
         by_route: dict[int, list[Forward]] = {}
         for forward in forwards:
             by_route.setdefault(forward.route_id, []).append(forward)
@@ -162,7 +169,7 @@ class Outbox:
             route = routes.get(route_id)
             if route is None:
                 continue
-            if route.get("needs_agreement"):
+            if route.needs_agreement:
                 items = await self.gate(route, items) if self.gate else []
                 if not items:
                     continue
@@ -170,7 +177,7 @@ class Outbox:
                 await self.deliver(route, items)
             except Exception as error:  # noqa: BLE001 - any failure of a destination means retry
                 self.failed += len(items)
-                log.info("route %s: %s; retrying", route["name"], error)
+                log.info("route %s: %s; retrying", route.name, error)
                 now_s = time.time()
                 retries = [(f.outbox_id, now_s + backoff_s(f.attempts, self.backoff_max_s)) for f in items]
                 await self._write(self.store.mark_failed, retries, str(error))
@@ -179,21 +186,19 @@ class Outbox:
             outbox_ids = [f.outbox_id for f in items]
             # held first: if the mark fails, these are not delivered again (only the mark is retried)
             self.held.update(outbox_ids)
-            self.unmarked.append(
-                (route["name"], route.get("terms", {}), outbox_ids, [f.idempotency_key for f in items])
-            )
+            self.unmarked.append((route.name, route.terms, outbox_ids, [f.idempotency_key for f in items]))
             await self.mark_held()
         return True
 
-    async def deliver(self, route: dict[str, Any], forwards: list[Forward]) -> None:
+    async def deliver(self, route: Route, forwards: list[Forward]) -> None:
         """Hand a route's forwards to its destination; raise DeliveryError if it did not take them all."""
         await self._sink(route).deliver(forwards)
 
-    def _sink(self, route: dict[str, Any]) -> Sink:
+    def _sink(self, route: Route) -> Sink:
         # a connection (mqtt, homeassistant) is kept per route; webhook and file hold no state
-        sink = self.sinks.get(route["id"])
+        sink = self.sinks.get(route.id)
         if sink is None:
             sink = make_sink(route, self.http)
             if sink.is_kept:
-                self.sinks[route["id"]] = sink
+                self.sinks[route.id] = sink
         return sink

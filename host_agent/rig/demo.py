@@ -162,7 +162,7 @@ class Demo:
         # the vendor gives the owner's agent a relay account: the owner's devices' readings only
         home_owner = Owner(self._dir("home") / "owner.key")
         relay = self._on_loop(self.vendor, self.vendor.add_relay("home", home_owner.owner_id))
-        self.home_config_path = self._write_home_config(relay["username"], relay["password"])
+        self.home_config_path = self._write_home_config(relay.username, relay.password)
         self.home = self._start_agent(agent_config.load(self.home_config_path))
         write_runtime(self.home.config, self.home.api_port or API_PORT, self.home.store)  # for the CLI
         self.api_url = f"http://127.0.0.1:{self.home.api_port}"

@@ -10,7 +10,9 @@ key and then checks each forwarded reading against the device card (docs/protoco
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from fp import cbor, cose, messages
 from fp.errors import ProtocolError
@@ -40,13 +42,19 @@ class Grant:
         return "*" in self.metrics or all(name in self.metrics for name in metric_names)
 
 
-def encode_grant(sign, owner_public_key: bytes, route_name: str, spec: dict, issued_s: int) -> bytes:
+def encode_grant(
+    sign: Callable[[bytes], bytes],
+    owner_public_key: bytes,
+    route_name: str,
+    spec: dict[str, Any],
+    issued_s: int,
+) -> bytes:
     """Sign a grant for a route spec (host_agent.routes.rules.validate form)."""
-    terms = spec.get("terms", {})
-    claims: dict = {messages.ISS: id_from_public_key(owner_public_key), messages.IAT: int(issued_s)}
+    terms: dict[str, Any] = spec.get("terms", {})
+    claims: dict[int, Any] = {messages.ISS: id_from_public_key(owner_public_key), messages.IAT: int(issued_s)}
     if terms.get("expires_s") is not None:
         claims[messages.EXP] = int(terms["expires_s"])
-    body = {
+    body: dict[str, Any] = {
         "recipient": terms.get("recipient", ""),
         "devices": list(spec["devices"]),
         "metrics": list(spec["metrics"]),
@@ -56,7 +64,11 @@ def encode_grant(sign, owner_public_key: bytes, route_name: str, spec: dict, iss
     }
     if isinstance(body["retention_days"], float) and body["retention_days"].is_integer():
         body["retention_days"] = int(body["retention_days"])
-    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: messages.CT_GRANT, cose.H_CWT_CLAIMS: claims}
+    header: dict[int, Any] = {
+        cose.H_ALG: cose.ALG_EDDSA,
+        cose.H_CONTENT_TYPE: messages.CT_GRANT,
+        cose.H_CWT_CLAIMS: claims,
+    }
     return cose.sign1(sign, header, cbor.encode(body))
 
 
@@ -67,9 +79,10 @@ def parse_grant(data: bytes, owner_public_key: bytes) -> Grant:
     if claims.get(messages.ISS) != id_from_public_key(owner_public_key):
         raise ProtocolError("not-owner", "grant not issued by this owner")
     cose.verify_sign1(message, owner_public_key, wire.nacl_verify)
-    body = cbor.decode(message.payload)
-    if not isinstance(body, dict):
+    decoded = cbor.decode(message.payload)
+    if not isinstance(decoded, dict):
         raise ProtocolError("malformed", "grant payload must be a map")
+    body = cast("dict[str, Any]", decoded)
     for key, kind in (
         ("recipient", str),
         ("purpose", str),

@@ -1,8 +1,9 @@
 """Routes: which readings go where, on which terms (pure: values in, values out).
 
-A route is a dict: {"destination": {...}, "devices": ["*"|id...], "metrics": ["*"|name...],
+A route's spec is the JSON {"destination": {...}, "devices": ["*"|id...], "metrics": ["*"|name...],
 "mode": "in-addition-to"|"instead-of", "terms": {"recipient", "purpose", "expires_s",
-"retention_days"}, "needs_agreement": bool}. A route that needs an agreement delivers only what an
+"retention_days"}, "needs_agreement": bool} that validate() checks, the store keeps and the grant
+signs; a stored route is a Route (that spec, typed, with its name, id and grant). A route that needs an agreement delivers only what an
 agreement both parties signed carries (host_agent.terms, docs/agreements.md); until then its
 forwards wait in the outbox. Every route needs one unless the owner states that the destination is
 their own (`needs_agreement` false: no second party to agree), and a file route always is one. Validation happens once, here, when a route is created or changed: every
@@ -15,8 +16,10 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from fp.ids import is_valid_id
@@ -72,10 +75,21 @@ def _file_path(path: str, files_dir: Path | None) -> str:
     return str(target)
 
 
-def _destination(destination: Any, files_dir: Path | None) -> dict[str, Any]:
-    if not isinstance(destination, dict) or destination.get("type") not in DESTINATION_TYPES:
+def _table(value: object) -> dict[str, Any] | None:
+    """`value` as a JSON object (a TOML table), or None when it is something else."""
+    return cast("dict[str, Any]", value) if isinstance(value, dict) else None
+
+
+def _list(value: object) -> list[Any] | None:
+    """`value` as a JSON array, or None when it is something else."""
+    return cast("list[Any]", value) if isinstance(value, list) else None
+
+
+def _destination(found: object, files_dir: Path | None) -> dict[str, Any]:
+    destination = _table(found)
+    if destination is None or destination.get("type") not in DESTINATION_TYPES:
         raise UserError(f"route: destination.type must be one of {', '.join(DESTINATION_TYPES)}")
-    kind = destination["type"]
+    kind: str = destination["type"]
     fields = DESTINATION_TYPES[kind]
     for key, value in destination.items():
         if key == "type":
@@ -97,7 +111,7 @@ def _destination(destination: Any, files_dir: Path | None) -> dict[str, Any]:
     if kind in ("mqtt", "homeassistant") and not destination["host"]:
         raise UserError("route: destination.host must not be empty")
     if kind == "webhook":
-        url = destination["url"]
+        url: str = destination["url"]
         try:
             parts = urlsplit(url)
             is_web = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -122,16 +136,16 @@ def validate(spec: dict[str, Any], files_dir: Path | None = None) -> dict[str, A
         if key not in allowed:
             raise UserError(f"route: unknown key {key!r} (expected {', '.join(sorted(allowed))})")
     destination = _destination(spec.get("destination"), files_dir)
-    devices = spec.get("devices", ["*"])
+    devices = _list(spec.get("devices", ["*"]))
     if (
-        not isinstance(devices, list)
+        devices is None
         or not 0 < len(devices) <= MAX_LIST
         or not all(d == "*" or is_valid_id(d) for d in devices)
     ):
         raise UserError(f"route: devices must be a list of up to {MAX_LIST} device ids or ['*']")
-    metrics = spec.get("metrics", ["*"])
+    metrics = _list(spec.get("metrics", ["*"]))
     if (
-        not isinstance(metrics, list)
+        metrics is None
         or not 0 < len(metrics) <= MAX_LIST
         or not all(isinstance(m, str) and 0 < len(m) <= MAX_TEXT_DEFAULT and "," not in m for m in metrics)
     ):
@@ -139,8 +153,8 @@ def validate(spec: dict[str, Any], files_dir: Path | None = None) -> dict[str, A
     mode = spec.get("mode", "in-addition-to")
     if mode not in MODES:
         raise UserError(f"route: mode must be one of {', '.join(MODES)}, found {mode!r}")
-    terms = spec.get("terms", {})
-    if not isinstance(terms, dict):
+    terms = _table(spec.get("terms", {}))
+    if terms is None:
         raise UserError("route: terms must be a table")
     for key, value in terms.items():
         if key not in TERM_KEYS:
@@ -189,12 +203,71 @@ def without_secrets(spec: dict[str, Any], before: dict[str, Any] | None = None) 
     return dict(spec, destination=destination)
 
 
-def is_expired(route: dict[str, Any], now_s: float | None = None) -> bool:
-    expires = route.get("terms", {}).get("expires_s")
+@dataclass(slots=True, frozen=True)
+class Route:
+    """A route: its validated spec (validate()) typed, its name and, once stored, its id and grant."""
+
+    name: str
+    destination: dict[str, Any]  # one DESTINATION_TYPES kind's settings, as validate() checked them
+    devices: list[str] = field(default_factory=lambda: ["*"])
+    metrics: list[str] = field(default_factory=lambda: ["*"])
+    mode: str = "in-addition-to"
+    terms: dict[str, Any] = field(default_factory=dict[str, Any])  # TERM_KEYS
+    needs_agreement: bool = False
+    id: int = 0  # 0: not stored (yet)
+    created: float = 0.0
+    is_active: bool = True
+    grant_hex: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        spec: Mapping[str, Any],
+        *,
+        id: int = 0,  # noqa: A002 - the column's name
+        created: float = 0.0,
+        is_active: bool = True,
+        grant_hex: str | None = None,
+    ) -> Route:
+        """The route `name` of a spec validate() returned (or the store kept: what an older agent
+        left out takes its default)."""
+        return cls(
+            name,
+            dict(spec["destination"]),
+            list(spec.get("devices", ["*"])),
+            list(spec.get("metrics", ["*"])),
+            spec.get("mode", "in-addition-to"),
+            dict(spec.get("terms", {})),
+            bool(spec.get("needs_agreement", False)),
+            id,
+            created,
+            is_active,
+            grant_hex,
+        )
+
+    def spec(self) -> dict[str, Any]:
+        """The spec as validate() returns it, the store keeps it and the grant signs it."""
+        return {
+            "destination": dict(self.destination),
+            "devices": list(self.devices),
+            "metrics": list(self.metrics),
+            "mode": self.mode,
+            "terms": dict(self.terms),
+            "needs_agreement": self.needs_agreement,
+        }
+
+    def shows_device(self, device_id: str) -> bool:
+        """True when the route names this device, or every device ("*")."""
+        return "*" in self.devices or device_id in self.devices
+
+
+def is_expired(route: Route, now_s: float | None = None) -> bool:
+    expires = route.terms.get("expires_s")
     return expires is not None and (now_s if now_s is not None else time.time()) >= expires
 
 
-def matches(route: dict[str, Any], device_id: str, metric_names: list[str], now_s: float) -> bool:
+def matches(route: Route, device_id: str, metric_names: list[str], now_s: float) -> bool:
     """True when this route carries a reading of `device_id` with these metrics at `now_s`.
 
     A forward is the whole signed reading (a signature cannot be cut), so a route limited to some
@@ -203,14 +276,14 @@ def matches(route: dict[str, Any], device_id: str, metric_names: list[str], now_
     """
     if is_expired(route, now_s):
         return False
-    if "*" not in route["devices"] and device_id not in route["devices"]:
+    if not route.shows_device(device_id):
         return False
-    if "*" in route["metrics"]:
+    if "*" in route.metrics:
         return True
-    return bool(metric_names) and all(name in route["metrics"] for name in metric_names)
+    return bool(metric_names) and all(name in route.metrics for name in metric_names)
 
 
-def device_destinations(routes: list[dict[str, Any]], device_id: str, home: dict[str, Any]) -> list[dict]:
+def device_destinations(routes: list[Route], device_id: str, home: dict[str, Any]) -> list[dict[str, Any]]:
     """The set-destinations list a device should hold given the owner's routes.
 
     `home` is the owner's broker as the device reaches it. An active instead-of route for the
@@ -218,9 +291,8 @@ def device_destinations(routes: list[dict[str, Any]], device_id: str, home: dict
     agent then forwards to the route's destination. Otherwise the vendor stays and home is added.
     """
     is_instead = any(
-        r["mode"] == "instead-of" and not is_expired(r) and ("*" in r["devices"] or device_id in r["devices"])
-        for r in routes
+        r.mode == "instead-of" and not is_expired(r) and r.shows_device(device_id) for r in routes
     )
-    destinations = [] if is_instead else [{"name": "vendor"}]
+    destinations: list[dict[str, Any]] = [] if is_instead else [{"name": "vendor"}]
     destinations.append(dict(home, name="home"))
     return destinations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import Any
 
 GENESIS = "0" * 64
 
@@ -19,7 +20,7 @@ def entry_hash(prev_hash: str, seq: int, at: float, kind: str, data: str) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def canonical(data: dict) -> str:
+def canonical(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 

@@ -24,9 +24,12 @@ from fp import messages
 from host_agent.routes import rules as routing
 from host_agent.store import audit
 from host_agent.store.dialect import Dialect
+from host_agent.store.records import DEVICE_COLUMNS, TOKEN_COLUMNS, Device, Token
 from host_agent.store.schema import statements
 
 __all__ = [
+    "Args",
+    "Row",
     "AGREEMENT_COLUMNS",
     "AGREEMENT_PARTS",
     "CANNOT_COMMIT",
@@ -41,6 +44,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("firstparty.store")
+
+Row = tuple[Any, ...]  # a row as the drivers give it
+Args = tuple[Any, ...] | list[Any]  # the parameters of one statement
 
 # the signed parts of an agreement's record (host_agent.terms.records), and its columns
 AGREEMENT_PARTS = ("proffer", "answer", "termination", "termination_ack")
@@ -102,7 +108,7 @@ OUTBOX_INSERT = (
 )
 
 
-def _agreement(values: tuple) -> dict[str, Any]:
+def _agreement(values: Row) -> dict[str, Any]:
     row: dict[str, Any] = dict(zip(AGREEMENT_COLUMNS, values, strict=True))
     for part in AGREEMENT_PARTS:
         if row[part] is not None:
@@ -122,10 +128,10 @@ class Tx:
         self.db = db  # the backend's connection, in a transaction
         self.dialect = dialect
 
-    def execute(self, sql: str, args: tuple | list = ()) -> Any:
+    def execute(self, sql: str, args: Args = ()) -> Any:
         return self.db.execute(self.dialect.sql(sql), args)
 
-    def executemany(self, sql: str, rows: list) -> None:
+    def executemany(self, sql: str, rows: list[Row]) -> None:
         if rows:
             self.db.executemany(self.dialect.sql(sql), rows)
 
@@ -181,7 +187,16 @@ class Tx:
     # --- ingest's writes ------------------------------------------------------------------------
 
     def add_device(
-        self, device_id, public_key, card, owner_id, board, firmware, state, now, card_time_s
+        self,
+        device_id: str,
+        public_key: bytes,
+        card: bytes,
+        owner_id: str | None,
+        board: str,
+        firmware: str,
+        state: str,
+        now: float,
+        card_time_s: int | None,
     ) -> None:
         self.execute(
             "INSERT INTO devices (device_id, public_key, card, owner_id, board, firmware, state,"
@@ -189,7 +204,16 @@ class Tx:
             (device_id, public_key, card, owner_id, board, firmware, state, now, now, card_time_s),
         )
 
-    def update_card(self, device_id, card, owner_id, board, firmware, now, card_time_s) -> None:
+    def update_card(
+        self,
+        device_id: str,
+        card: bytes,
+        owner_id: str | None,
+        board: str,
+        firmware: str,
+        now: float,
+        card_time_s: int | None,
+    ) -> None:
         """Keep a device's newest card and its details; the card time held only grows."""
         self.execute(
             "UPDATE devices SET card=?, owner_id=?, board=?, firmware=?, last_seen=?,"
@@ -197,27 +221,27 @@ class Tx:
             (card, owner_id, board, firmware, now, card_time_s, card_time_s, device_id),
         )
 
-    def insert_messages(self, rows: list[tuple]) -> None:
+    def insert_messages(self, rows: list[Row]) -> None:
         """(id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held) rows."""
         self.executemany(MESSAGE_INSERT, rows)
 
-    def queue_forwards(self, rows: list[tuple]) -> None:
+    def queue_forwards(self, rows: list[Row]) -> None:
         """(route id, message id, idempotency key, next_at) rows; a forward already queued stays."""
         self.executemany(OUTBOX_INSERT, rows)
 
-    def save_replay_windows(self, rows: list[tuple]) -> None:
+    def save_replay_windows(self, rows: list[Row]) -> None:
         """(device_id, kind, boot, top, seen) rows, replacing the stored windows."""
         self.executemany("INSERT OR REPLACE INTO replay VALUES (?,?,?,?,?)", rows)
 
-    def mark_seen(self, rows: list[tuple]) -> None:
+    def mark_seen(self, rows: list[Row]) -> None:
         """(last_seen, device_id) rows."""
         self.executemany("UPDATE devices SET last_seen=? WHERE device_id=?", rows)
 
-    def mark_statuses(self, rows: list[tuple]) -> None:
+    def mark_statuses(self, rows: list[Row]) -> None:
         """(last_seen, status JSON, device_id) rows."""
         self.executemany("UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?", rows)
 
-    def add_rejections(self, rows: list[tuple]) -> None:
+    def add_rejections(self, rows: list[Row]) -> None:
         """(at, reason, topic, device_id, detail) rows."""
         self.executemany(
             "INSERT INTO rejections (at, reason, topic, device_id, detail) VALUES (?,?,?,?,?)", rows
@@ -249,7 +273,7 @@ class Store(ABC):
     integrity_errors: tuple[type[BaseException], ...]
 
     @abstractmethod
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, args: Args = ()) -> list[Row]:
         """Rows of one statement, outside any transaction of ours."""
 
     @abstractmethod
@@ -288,24 +312,13 @@ class Store(ABC):
 
     # --- registry ------------------------------------------------------------------------------
 
-    def devices(self) -> list[dict[str, Any]]:
-        rows = self.query(
-            "SELECT device_id, owner_id, name, board, firmware, state, first_seen, last_seen, last_status"
-            " FROM devices ORDER BY device_id"
-        )
-        keys = ("device_id", "owner_id", "name", "board", "firmware", "state", "first_seen", "last_seen")
-        out = []
-        for row in rows:
-            item: dict[str, Any] = dict(zip(keys, row[:8], strict=True))
-            item["status"] = json.loads(row[8]) if row[8] else None
-            out.append(item)
-        return out
+    def devices(self) -> list[Device]:
+        rows = self.query(f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device_id")
+        return [Device.from_row(row) for row in rows]
 
-    def device(self, device_id: str) -> dict[str, Any] | None:
-        for item in self.devices():
-            if item["device_id"] == device_id:
-                return item
-        return None
+    def device(self, device_id: str) -> Device | None:
+        rows = self.query(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?", (device_id,))
+        return Device.from_row(rows[0]) if rows else None
 
     def card(self, device_id: str) -> bytes | None:
         rows = self.query("SELECT card FROM devices WHERE device_id=?", (device_id,))
@@ -368,7 +381,7 @@ class Store(ABC):
             args.append(until_s)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
-        out = []
+        out: list[dict[str, Any]] = []
         for row in self.query(sql, tuple(args)):
             values = reading_values(row[6], row[7])
             out.append(
@@ -437,24 +450,23 @@ class Store(ABC):
 
     # --- routes --------------------------------------------------------------------------------
 
-    def routes(self, include_inactive: bool = False) -> list[dict[str, Any]]:
+    def routes(self, include_inactive: bool = False) -> list[routing.Route]:
         sql = "SELECT id, name, spec, created, active, grant_bytes FROM routes"
         if not include_inactive:
             sql += " WHERE active=1"
-        out = []
-        for row in self.query(sql + " ORDER BY id"):
-            spec = json.loads(row[2])
-            spec.update(
-                id=row[0],
-                name=row[1],
-                created=row[3],
-                is_active=bool(row[4]),
-                grant_hex=bytes(row[5]).hex() if row[5] else None,
+        return [
+            routing.Route.of(
+                name,
+                json.loads(spec),
+                id=route_id,
+                created=created,
+                is_active=bool(active),
+                grant_hex=bytes(grant).hex() if grant else None,
             )
-            out.append(spec)
-        return out
+            for route_id, name, spec, created, active, grant in self.query(sql + " ORDER BY id")
+        ]
 
-    def add_route(self, name: str, spec: dict, grant: bytes | None) -> int:
+    def add_route(self, name: str, spec: dict[str, Any], grant: bytes | None) -> int:
         with self.transaction() as db:
             route_id = db.execute(
                 "INSERT INTO routes (name, spec, created, grant_bytes) VALUES (?,?,?,?) RETURNING id",
@@ -463,7 +475,13 @@ class Store(ABC):
             self._audit(db, "route-added", {"name": name, "spec": routing.without_secrets(spec)})
             return int(route_id)
 
-    def update_route(self, name: str, spec: dict, grant: bytes | None, keeps=None) -> int:
+    def update_route(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        grant: bytes | None,
+        keeps: Callable[[str, list[str]], bool] | None = None,
+    ) -> int:
         """Replace the active route's spec and grant in one transaction; return the rows changed.
 
         `keeps(device_id, metric_names) -> bool` says whether the new spec still carries a reading:
@@ -503,11 +521,11 @@ class Store(ABC):
 
     # --- outbox --------------------------------------------------------------------------------
 
-    def due(self, now_s: float, limit: int = 200) -> list[tuple]:
+    def due(self, now_s: float, limit: int = 200) -> list[Row]:
         """Return (outbox id, route id, idempotency key, attempts, raw, device_id) due for delivery."""
         return self.query(self.dialect.due, (now_s, limit))
 
-    def claim_due(self, now_s: float, limit: int, lease_s: float) -> list[tuple]:
+    def claim_due(self, now_s: float, limit: int, lease_s: float) -> list[Row]:
         """The forwards due(), each held back from the other agents on this store for `lease_s`.
 
         For a $share/ group, whose agents would otherwise all deliver every due forward. A forward
@@ -524,7 +542,7 @@ class Store(ABC):
         return rows[0][0] if rows else None
 
     def mark_delivered(
-        self, outbox_ids: list[int], route_name: str, terms: dict, keys: list[str] | None = None
+        self, outbox_ids: list[int], route_name: str, terms: dict[str, Any], keys: list[str] | None = None
     ) -> None:
         """Mark forwards delivered; `keys` are their idempotency keys if the caller has them."""
         if not outbox_ids:
@@ -601,40 +619,22 @@ class Store(ABC):
                 self._audit(db, "token-revoked", {"name": name})
             return changed
 
-    def tokens(self) -> list[dict[str, Any]]:
-        rows = self.query("SELECT name, scope, devices, metrics, account, created, revoked FROM tokens")
-        keys = ("name", "scope", "devices", "metrics", "account", "created", "revoked")
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row, strict=True))
-            item["devices"] = json.loads(item["devices"]) if item["devices"] else None
-            item["metrics"] = json.loads(item["metrics"]) if item["metrics"] else None
-            out.append(item)
-        return out
+    def tokens(self) -> list[Token]:
+        return [Token.from_row(row) for row in self.query(f"SELECT {TOKEN_COLUMNS} FROM tokens")]
 
-    def token(self, token: str) -> dict[str, Any] | None:
+    def token(self, token: str) -> Token | None:
         return self.token_by_hash(token_hash(token))
 
-    def token_by_hash(self, hashed: str) -> dict[str, Any] | None:
+    def token_by_hash(self, hashed: str) -> Token | None:
         """The live token with this hash, or None if unknown or revoked."""
         rows = self.query(
-            "SELECT name, scope, devices, metrics, account FROM tokens WHERE token_hash=? AND revoked IS NULL",
-            (hashed,),
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash=? AND revoked IS NULL", (hashed,)
         )
-        if not rows:
-            return None
-        name, scope, devices, metrics, account = rows[0]
-        return {
-            "name": name,
-            "scope": scope,
-            "devices": json.loads(devices) if devices else None,
-            "metrics": json.loads(metrics) if metrics else None,
-            "account": account,
-        }
+        return Token.from_row(rows[0]) if rows else None
 
     # --- audit ---------------------------------------------------------------------------------
 
-    def _audit(self, db: Tx, kind: str, data: dict) -> None:
+    def _audit(self, db: Tx, kind: str, data: dict[str, Any]) -> None:
         db.lock_audit()
         last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
@@ -645,7 +645,7 @@ class Store(ABC):
             (seq, at, kind, text, prev, audit.entry_hash(prev, seq, at, kind, text)),
         )
 
-    def audit(self, kind: str, data: dict) -> None:
+    def audit(self, kind: str, data: dict[str, Any]) -> None:
         with self.transaction() as db:
             self._audit(db, kind, data)
 
@@ -683,7 +683,7 @@ class Store(ABC):
     def agreements(self, route: str | None = None) -> list[dict[str, Any]]:
         """Every record, oldest first; with `route`, the first party's records of that route."""
         sql = f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements"
-        args: tuple = ()
+        args: Args = ()
         if route is not None:
             sql += " WHERE route=? AND side='first'"
             args = (route,)
@@ -697,7 +697,9 @@ class Store(ABC):
         )
         return int(rows[0][0] or 0), int(rows[0][1] or 0)
 
-    def add_agreement(self, row: dict[str, Any], digest: bytes, audit_kind: str, audit_data: dict) -> None:
+    def add_agreement(
+        self, row: dict[str, Any], digest: bytes, audit_kind: str, audit_data: dict[str, Any]
+    ) -> None:
         """Insert a record (every column of AGREEMENT_COLUMNS) and its audit entry in one transaction."""
         with self.transaction() as db:
             db.execute(
@@ -713,7 +715,7 @@ class Store(ABC):
         changes: dict[str, Any],
         expect_state: str | None,
         audit_kind: str,
-        audit_data: Callable[[dict[str, Any]], dict],
+        audit_data: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> dict[str, Any] | None:
         """Change a record (only from `expect_state`, when given) and audit it, in one transaction.
 
@@ -752,7 +754,7 @@ class Store(ABC):
             with self.transaction() as db:
                 db.executemany("UPDATE outbox SET next_at=? WHERE id=?", [(next_at, i) for i in outbox_ids])
 
-    def drop_forwards(self, outbox_ids: list[int], audit_kind: str, audit_data: dict) -> None:
+    def drop_forwards(self, outbox_ids: list[int], audit_kind: str, audit_data: dict[str, Any]) -> None:
         """Delete forwards not yet delivered, with an audit entry saying why, in one transaction."""
         if outbox_ids:
             with self.transaction() as db:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import TracebackType
 from typing import Any
 
 import psycopg
 
-from host_agent.store.base import Store, Tx
+from host_agent.store.base import Args, Row, Store, Tx
 from host_agent.store.dialect import POSTGRES
 from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
 
@@ -31,7 +32,7 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(1718, 1)"  # one agent creates or mi
 class _PgTx(Tx):
     __slots__ = ()
 
-    def executemany(self, sql: str, rows: list) -> None:
+    def executemany(self, sql: str, rows: list[Row]) -> None:
         if rows:
             with self.db.cursor() as cursor:
                 cursor.executemany(self.dialect.sql(sql), rows)
@@ -56,7 +57,9 @@ class _Transaction:
         self.tx = _PgTx(connection, POSTGRES)
         return self.tx
 
-    def __exit__(self, kind, error, tb) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         db = self.store.db
         try:
             if kind is None:
@@ -120,7 +123,7 @@ class PostgresStore(Store):
             if self.db is not None:
                 self.db.close()
 
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, args: Args = ()) -> list[Row]:
         """Rows of one statement (in SQLite's words, rewritten; the other modules call the named methods)."""
         with self.lock:
             cursor = self.connection().execute(POSTGRES.sql(sql), args)

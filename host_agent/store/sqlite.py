@@ -11,8 +11,9 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
+from types import TracebackType
 
-from host_agent.store.base import Store, Tx, make_private_dir, make_private_file
+from host_agent.store.base import Args, Row, Store, Tx, make_private_dir, make_private_file
 from host_agent.store.dialect import SQLITE
 from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
 
@@ -66,7 +67,9 @@ class _Transaction:
             raise
         return self.tx
 
-    def __exit__(self, kind, error, tb) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         store = self.store
         try:
             if kind is None:
@@ -160,7 +163,7 @@ class SQLiteStore(Store):
         with self.lock:
             self.db.execute(f"PRAGMA max_page_count={int(pages)}")
 
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, args: Args = ()) -> list[Row]:
         """Rows of one statement (in SQLite's words; the other modules call the named methods)."""
         with self.lock:
             return self.db.execute(sql, args).fetchall()

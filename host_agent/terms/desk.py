@@ -23,6 +23,7 @@ from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.errors import UserError
 from host_agent.outbox.forward import Forward
+from host_agent.routes.rules import Route
 from host_agent.terms import mqtt, policy, records, roster
 from host_agent.terms.refused import Refused
 
@@ -160,16 +161,16 @@ class TermsDesk:
         return str(key_id)
 
     async def _parameters(self, request: ProfferRequest) -> dict[str, Any]:
-        route: dict[str, Any] = {}
+        route: Route | None = None
         if request.route:
-            routes = {r["name"]: r for r in await asyncio.to_thread(self.store.routes)}
+            routes = {r.name: r for r in await asyncio.to_thread(self.store.routes)}
             if request.route not in routes:
                 raise UserError(f"no route {request.route!r}: see `firstparty routes list`")
             route = routes[request.route]
-        route_terms = route.get("terms", {})
+        route_terms = route.terms if route else {}
         # a route's agreement starts, unless told otherwise, when the route did: the forwards it
         # held while the proffer awaited its answer are then the ones the agreement carries
-        now = int(route["created"]) if route.get("created") else int(time.time())
+        now = int(route.created) if route and route.created else int(time.time())
         from_s = request.from_s if request.from_s is not None else now
         until = request.until_s or route_terms.get("expires_s") or from_s + DEFAULT_DAYS * 86400
         retention = (
@@ -181,8 +182,8 @@ class TermsDesk:
             "recipient": request.recipient
             if request.recipient is not None
             else route_terms.get("recipient", ""),
-            "devices": request.devices or route.get("devices") or ["*"],
-            "metrics": request.metrics or route.get("metrics") or ["*"],
+            "devices": request.devices or (route.devices if route else None) or ["*"],
+            "metrics": request.metrics or (route.metrics if route else None) or ["*"],
             "purpose": request.purpose if request.purpose is not None else route_terms.get("purpose", ""),
             "from": int(from_s),
             "until": int(until),
@@ -588,9 +589,9 @@ class TermsDesk:
         return in_force, is_awaited
 
     def _sort(
-        self, route: dict[str, Any], items: list[Forward], now_s: float
+        self, route: Route, items: list[Forward], now_s: float
     ) -> tuple[list[Forward], list[int], list[int]]:
-        windows, is_awaited = self._windows(route["name"], now_s)
+        windows, is_awaited = self._windows(route.name, now_s)
         send: list[Forward] = []
         hold: list[int] = []
         drop: list[int] = []
@@ -607,12 +608,12 @@ class TermsDesk:
                 drop.append(outbox_id)
         return send, hold, drop
 
-    async def gate(self, route: dict[str, Any], items: list[Forward]) -> list[Forward]:
+    async def gate(self, route: Route, items: list[Forward]) -> list[Forward]:
         """The forwards of a route that an agreement both parties signed carries now; the rest are
         held (an agreement may come) or withheld for good (the agreements ended, or never cover them)."""
         send, hold, drop = await asyncio.to_thread(self._sort, route, items, time.time())
         await asyncio.to_thread(records.hold, self.store, hold)
         await asyncio.to_thread(
-            records.withhold, self.store, drop, route["name"], "no agreement in force covers them"
+            records.withhold, self.store, drop, route.name, "no agreement in force covers them"
         )
         return send

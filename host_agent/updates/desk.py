@@ -24,6 +24,7 @@ from fp import release as fp_release
 from fp.errors import ProtocolError
 from fp.ids import is_valid_id
 from host_agent.errors import UserError
+from host_agent.store.records import Device
 from host_agent.updates.sender import MANIFEST_FILE, Release, Sender, load_release, summary
 
 RELEASES_DIR = "releases"
@@ -169,19 +170,18 @@ class UpdateDesk:
         if event is not None:
             event.set()
 
-    async def start(self, device: dict[str, Any], tag: str) -> Transfer:
-        """Send release `tag` to `device` (a store row), with its owner's approval if there is one;
-        the same release already on its way is left to run."""
-        device_id = device["device_id"]
+    async def start(self, device: Device, tag: str) -> Transfer:
+        """Send release `tag` to `device`, with its owner's approval if there is one; the same
+        release already on its way is left to run."""
+        device_id = device.device_id
         running = self.transfers.get(device_id)
         if running is not None and running.outcome is None:
             if running.sender.release.tag == tag:
                 return running
             raise UserError(f"{device_id} is receiving release {running.sender.release.tag}: wait for it")
-        release = await asyncio.to_thread(self._release_for, tag, device.get("owner_id"))
-        status = device.get("status")
-        if device_id not in self.latest and isinstance(status, dict):
-            self.latest[device_id] = status.get("update")
+        release = await asyncio.to_thread(self._release_for, tag, device.owner_id)
+        if device_id not in self.latest and device.status is not None:
+            self.latest[device_id] = device.status.get("update")
         transfer = Transfer(device_id, Sender(release))
         self.transfers[device_id] = transfer
         await self.audit(
@@ -216,11 +216,10 @@ class UpdateDesk:
         finally:
             await self.audit("update-outcome", {"device": device_id, **transfer.as_dict()})
 
-    def progress(self, device: dict[str, Any]) -> dict[str, Any]:
+    def progress(self, device: Device) -> dict[str, Any]:
         """The device's update state (its last status) and the agent's transfer to it, if any."""
-        device_id = device["device_id"]
-        status = device.get("status")
-        update = self.latest.get(device_id, status.get("update") if isinstance(status, dict) else None)
+        device_id = device.device_id
+        update = self.latest.get(device_id, (device.status or {}).get("update"))
         transfer = self.transfers.get(device_id)
         return {
             "device_id": device_id,

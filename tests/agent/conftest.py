@@ -11,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -22,7 +24,8 @@ from fp.ids import broker_password, id_from_public_key
 from host_agent import config as agent_config
 from host_agent import wire
 from host_agent.api import tokens
-from host_agent.rig.simdevice import micropython_command
+from host_agent.bus.mosquitto import Mosquitto
+from host_agent.rig.simdevice import SimDevice, micropython_command
 from host_agent.service import start_in_thread
 from tests.helpers import REPO, wait_for
 
@@ -311,3 +314,72 @@ def serve_process(config_path: Path, log: Path) -> subprocess.Popen:
         stdout=open(log, "ab"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,
     )
+
+
+def publish_killing_one_midway(publisher: Publisher, device: FakeDevice, total: int, kill) -> list[bytes]:
+    """Publish `total` readings with QoS 1 and call `kill()` (SIGKILL an agent) a third of the way in."""
+    sent = [device.reading() for _ in range(total)]
+    for index, data in enumerate(sent):
+        publisher.client.publish(device.topic("reading"), data, qos=1)
+        if index == total // 3:
+            time.sleep(0.2)
+            kill()
+    time.sleep(0.5)
+    return sent
+
+
+@dataclass
+class VendorSwitch:
+    """The real firmware publishing to the vendor's broker (the test's mosquitto), an agent relaying
+    it, a second broker (`other`) for the owner's own destination, and a subscriber on each."""
+
+    agent: Any
+    admin: httpx.Client
+    other: Mosquitto
+    vendor_view: Publisher
+    other_view: Publisher
+    device: SimDevice
+    device_id: str = ""
+
+    def accept(self, what: str = "the device pending") -> None:
+        """Wait for the device to be pending (its card relayed from the vendor) and accept it."""
+        wait_for(lambda: self.admin.get("/pending").json(), 20, what)
+        assert self.admin.post(f"/pending/{self.device_id}/accept").status_code == 200
+
+    def assert_only_the_owner_receives(self) -> None:
+        """After a switch to instead-of: the vendor receives nothing more, the agent keeps storing."""
+        time.sleep(2)  # the switch settles: readings in flight reach the vendor
+        vendor_count = len(self.vendor_view.received)
+        stored = self.agent.store.count_readings()
+        time.sleep(4)
+        assert len(self.vendor_view.received) == vendor_count, "the vendor still receives"
+        assert self.agent.store.count_readings() >= stored + 2, "the owner stopped receiving"
+
+
+@pytest.fixture
+def vendor_switch(start_agent, mosquitto, tmp_path):
+    """A VendorSwitch with the device started and both subscribers on its reading topic."""
+    vendor = mosquitto
+    agent = start_agent(
+        broker={"embedded": True, "port": 0, "relay_brokers": [f"{vendor.host}:{vendor.port}"]}
+    )
+    other = Mosquitto(tmp_path / "other").start()
+    rig = VendorSwitch(
+        agent=agent,
+        admin=api(agent, tokens.issue(agent.store, "admin", "admin")),
+        other=other,
+        vendor_view=Publisher(vendor.host, vendor.port),
+        other_view=Publisher(other.host, other.port),
+        device=SimDevice(tmp_path / "flash", (vendor.host, vendor.port), owner_key=agent.owner.public),
+    )
+    rig.device.start()
+    try:
+        rig.device_id = rig.device.device_id(20)
+        rig.vendor_view.subscribe(f"fp/v1/{rig.device_id}/reading")
+        rig.other_view.subscribe(f"fp/v1/{rig.device_id}/reading")
+        yield rig
+    finally:
+        rig.device.stop()
+        rig.vendor_view.close()
+        rig.other_view.close()
+        rig.other.stop()

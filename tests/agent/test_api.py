@@ -226,7 +226,7 @@ def test_device_limited_admin_token_acts_only_on_its_devices(start_agent, publis
     for action in ("accept", "reject"):
         refused = limited.post(f"/pending/{theirs.device_id}/{action}")
         assert refused.status_code == 404, refused.text
-    assert agent.store.device(theirs.device_id)["state"] == "pending"
+    assert agent.store.device(theirs.device_id).state == "pending"
     refused = limited.post(f"/devices/{theirs.device_id}/commands", json={"op": "get-info"})
     assert refused.status_code == 404
     card = newcomer.card(owner_id=agent.owner.owner_id)
@@ -236,7 +236,7 @@ def test_device_limited_admin_token_acts_only_on_its_devices(start_agent, publis
 
     assert [d["device_id"] for d in limited.get("/pending").json()] == [mine.device_id]
     assert limited.post(f"/pending/{mine.device_id}/accept").status_code == 200
-    assert agent.store.device(mine.device_id)["state"] == "accepted"
+    assert agent.store.device(mine.device_id).state == "accepted"
     assert admin.post("/devices", json={"card_hex": card.hex()}).status_code == 201
     assert admin.post(f"/pending/{theirs.device_id}/reject").status_code == 200
 
@@ -351,7 +351,9 @@ def test_real_device_handed_over_with_the_cli_obeys_only_the_new_owner(
         out = capsys.readouterr().out
         assert f"{device_id} hand-over: applied" in out and new_owner.owner_id in out
         wait_for(
-            lambda: (agent.store.device(device_id) or {}).get("owner_id") == new_owner.owner_id,
+            lambda: (
+                (found := agent.store.device(device_id)) is not None and found.owner_id == new_owner.owner_id
+            ),
             10,
             "the device's new card naming the new owner",
         )

@@ -293,8 +293,8 @@ def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_
             "embedded": True,
             "port": 0,
             "relay_brokers": [f"{vendor_host}:{vendor_port}"],
-            "relay_username": relay["username"],
-            "relay_password": relay["password"],
+            "relay_username": relay.username,
+            "relay_password": relay.password,
         },
     )
     admin = api(home, tokens.issue(home.store, "admin", "admin"))

@@ -22,16 +22,18 @@ def test_an_older_genuine_card_cannot_put_back_a_former_owner(start_agent, devic
     alice, bob = (id_from_public_key(os.urandom(32)) for _ in range(2))
     publisher.publish(device.topic("card"), card(device, T, alice))
     wait_for(
-        lambda: (agent.store.device(device.device_id) or {}).get("owner_id") == alice, 10, "alice's card"
+        lambda: (found := agent.store.device(device.device_id)) is not None and found.owner_id == alice,
+        10,
+        "alice's card",
     )
 
     publisher.publish(device.topic("card"), card(device, T + 100, bob))  # a hand-over to bob
-    wait_for(lambda: agent.store.device(device.device_id)["owner_id"] == bob, 10, "bob's card")
+    wait_for(lambda: agent.store.device(device.device_id).owner_id == bob, 10, "bob's card")
 
     for replayed in (card(device, T, alice), card(device, None, alice), card(device, T - 50, None)):
         publisher.publish(device.topic("card"), replayed)
     wait_for(lambda: agent.store.rejection_counts().get("replay") == 3, 10, "three stale cards refused")
-    assert agent.store.device(device.device_id)["owner_id"] == bob
+    assert agent.store.device(device.device_id).owner_id == bob
     assert bytes(agent.store.card(device.device_id)) == card(device, T + 100, bob)
 
     # the same owner's card without a time (a board after a power cut, before NTP) is the card
@@ -40,7 +42,7 @@ def test_an_older_genuine_card_cannot_put_back_a_former_owner(start_agent, devic
     # ...and still no older card of another owner gets in after it
     publisher.publish(device.topic("card"), card(device, T + 99, alice))
     wait_for(lambda: agent.store.rejection_counts().get("replay") == 4, 10, "the fourth stale card refused")
-    assert agent.store.device(device.device_id)["owner_id"] == bob
+    assert agent.store.device(device.device_id).owner_id == bob
 
 
 def test_a_database_of_the_first_release_gains_the_card_time_column(tmp_path):

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import paho.mqtt.client as mqtt
 
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
 from host_agent.store.sqlite import SQLiteStore
-from tests.agent.conftest import add_own_webhook, agent_settings, agent_toml, api, serve_process, wait_for
+from tests.agent.conftest import (
+    add_own_webhook,
+    agent_settings,
+    agent_toml,
+    api,
+    publish_killing_one_midway,
+    serve_process,
+    wait_for,
+)
 
 
 def test_destination_down_then_back_loses_nothing(start_agent, device, publisher, webhook):
@@ -101,14 +108,12 @@ def test_sigkill_mid_stream_stores_each_reading_once_and_delivers_each_at_least_
         assert httpx.post(info["api"] + "/routes", json=route, headers=headers).status_code == 201
         publisher.publish(device.topic("card"), device.card(), retain=True)
         total = 400
-        sent = [device.reading() for _ in range(total)]
-        for index, data in enumerate(sent):
-            publisher.client.publish(device.topic("reading"), data, qos=1)
-            if index == total // 3:
-                time.sleep(0.2)
-                process.send_signal(signal.SIGKILL)
-                process.wait(5)
-        time.sleep(0.5)
+
+        def kill() -> None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(5)
+
+        sent = publish_killing_one_midway(publisher, device, total, kill)
         runtime.unlink()
         process = serve_process(config_path, log)
         wait_for(runtime.exists, 20, "the agent to serve again")

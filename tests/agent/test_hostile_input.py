@@ -230,7 +230,7 @@ def test_a_device_limited_admin_token_makes_and_changes_routes_only_for_its_devi
     assert limited.delete("/routes/all").status_code == 400
     assert [r["name"] for r in limited.get("/routes").json()] == ["own"]
     assert [g["route"] for g in limited.get("/grants").json()] == ["own"]
-    assert {r["name"]: r["devices"] for r in agent.store.routes()} == {"all": ["*"], "own": [mine.device_id]}
+    assert {r.name: r.devices for r in agent.store.routes()} == {"all": ["*"], "own": [mine.device_id]}
 
     # the route of its device carries its device's readings, and nothing of the other's
     publisher.publish(theirs.topic("reading"), theirs.reading())
@@ -376,7 +376,7 @@ def test_route_and_command_passwords_are_never_in_the_audit_nor_in_any_answer(
     [sent] = [e["data"]["args"] for e in entries if e["kind"] == "command"]
     assert sent["destinations"][0]["has_password"] is True
     # the store keeps the password, for the outbox, in a file only the agent's user reads
-    assert agent.store.routes()[0]["destination"]["password"] == second
+    assert agent.store.routes()[0].destination["password"] == second
     raw = "\n".join(row[0] for row in agent.store.query("SELECT data FROM audit"))
     assert first not in raw and second not in raw
 

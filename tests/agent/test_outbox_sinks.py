@@ -13,6 +13,7 @@ import pytest
 
 from host_agent.outbox.forward import DeliveryError, Forward
 from host_agent.outbox.sinks import file, homeassistant, make_sink, mqtt, webhook
+from host_agent.routes.rules import Route
 from tests.agent.conftest import FakeDevice
 
 
@@ -37,11 +38,11 @@ def test_each_destination_kind_has_its_sink_and_an_unknown_kind_is_refused(tmp_p
         "homeassistant": ({"host": "127.0.0.1"}, homeassistant.HomeAssistantSink),
     }
     for kind, (destination, sink_type) in kinds.items():
-        sink = make_sink({"id": 1, "destination": dict(destination, type=kind)}, http)
+        sink = make_sink(Route("r", dict(destination, type=kind), id=1), http)
         assert isinstance(sink, sink_type)
         assert sink.is_kept == (kind in ("mqtt", "homeassistant"))
     with pytest.raises(DeliveryError):
-        make_sink({"id": 1, "destination": {"type": "carrier-pigeon"}}, http)
+        make_sink(Route("r", {"type": "carrier-pigeon"}, id=1), http)
 
 
 def test_the_file_sink_appends_one_json_line_per_forward(tmp_path):

@@ -15,7 +15,13 @@ import pytest
 from host_agent.ingest.intake import Ingest
 from host_agent.routes import rules as routing
 from host_agent.store.postgres import PostgresStore
-from tests.agent.conftest import agent_settings, agent_toml, serve_process, wait_for
+from tests.agent.conftest import (
+    agent_settings,
+    agent_toml,
+    publish_killing_one_midway,
+    serve_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.postgresql
 
@@ -115,13 +121,8 @@ def test_an_agent_sigkilled_mid_batch_loses_nothing_and_stores_nothing_twice(
         _start_fleet(fleet, 2, webhook, device, publisher)
         wait_for(lambda: store.device(device.device_id), 15, "the card stored")
         total = 600
-        sent = [device.reading() for _ in range(total)]
-        for index, data in enumerate(sent):
-            publisher.client.publish(device.topic("reading"), data, qos=1)
-            if index == total // 3:
-                time.sleep(0.2)
-                fleet.kill("b")  # its session's unacknowledged messages wait for it at the broker
-        time.sleep(0.5)
+        # the killed agent's session keeps its unacknowledged messages at the broker
+        sent = publish_killing_one_midway(publisher, device, total, lambda: fleet.kill("b"))
         fleet.start("b")
         wait_for(lambda: store.count_readings() == total, 60, f"{total} readings stored")
         assert sorted(_stored(store)) == sorted(sent)

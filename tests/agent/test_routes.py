@@ -12,8 +12,8 @@ DEVICE = "a" * 24
 OTHER = "b" * 24
 
 
-def route(**spec):
-    return routes.validate({"destination": {"type": "file", "path": "/tmp/x"}, **spec})
+def route(**spec) -> routes.Route:
+    return routes.Route.of("r", routes.validate({"destination": {"type": "file", "path": "/tmp/x"}, **spec}))
 
 
 @pytest.mark.parametrize(
@@ -31,13 +31,13 @@ def test_a_metric_limited_route_carries_only_readings_made_of_its_metrics(metric
 
 
 def test_what_a_route_carries_its_grant_covers():
-    spec = route(devices=[DEVICE], metrics=["temp", "hum"], terms={"expires_s": 1000})
+    shared = route(devices=[DEVICE], metrics=["temp", "hum"], terms={"expires_s": 1000})
     # the terms as the recipient reads them from the grant (its wire form: tests/test_verify_cli.py)
-    grant = grants.Grant("o", "r", spec["devices"], spec["metrics"], "", None, 0, 1000, "r")
+    grant = grants.Grant("o", "r", shared.devices, shared.metrics, "", None, 0, 1000, "r")
     for names in (["temp"], ["temp", "hum"], ["temp", "press"], ["press"]):
         for device in (DEVICE, OTHER):
             for now in (10, 2000):
-                assert routes.matches(spec, device, names, now) == grant.covers(device, names, now)
+                assert routes.matches(shared, device, names, now) == grant.covers(device, names, now)
 
 
 def test_an_expired_route_carries_nothing():
@@ -47,7 +47,7 @@ def test_an_expired_route_carries_nothing():
 
 def test_instead_of_drops_the_vendor_on_the_device_and_in_addition_keeps_it():
     home = {"host": "192.168.1.2", "port": 1883}
-    instead = dict(route(devices=[DEVICE], mode="instead-of"), name="x")
+    instead = route(devices=[DEVICE], mode="instead-of")
     assert routes.device_destinations([instead], DEVICE, home) == [dict(home, name="home")]
     assert routes.device_destinations([instead], OTHER, home) == [{"name": "vendor"}, dict(home, name="home")]
 

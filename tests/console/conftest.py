@@ -10,7 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent.conftest import device, publisher, start_agent, store_url, wait_for, webhook  # noqa: F401
+from tests.agent.conftest import (  # noqa: F401
+    device,
+    publisher,
+    start_agent,
+    store_url,
+    vendor_switch,
+    wait_for,
+    webhook,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -17,10 +17,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from host_agent.api import tokens
-from host_agent.bus.mosquitto import Mosquitto
 from host_agent.owner import Owner
 from host_agent.rig.simdevice import SimDevice
-from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, Publisher, api, wait_for
+from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -58,7 +57,7 @@ def test_sign_in_with_a_token_and_accept_a_pending_device(start_agent, publisher
     _screenshot(browser, tmp_path, "pending")
     row.find_element(By.CSS_SELECTOR, "button.accept").click()
     _until(browser, lambda b: "Device accepted." in b.page_source, 10, "the accepted note")
-    assert agent.store.device(device.device_id)["state"] == "accepted"
+    assert agent.store.device(device.device_id).state == "accepted"
     assert not browser.find_elements(By.ID, f"pending-{device.device_id}")
     assert device.device_id in browser.find_element(By.ID, "device-list").text
     _screenshot(browser, tmp_path, "accepted")
@@ -167,8 +166,8 @@ def test_a_read_only_token_has_no_buttons_and_its_posts_are_refused(
         device.device_id,
     )
     assert statuses == [403, 403, 403, 403]
-    assert agent.store.device(device.device_id)["name"] is None
-    assert [t["name"] for t in agent.store.tokens()] == ["viewer"]
+    assert agent.store.device(device.device_id).name is None
+    assert [t.name for t in agent.store.tokens()] == ["viewer"]
 
 
 def _fill_share(row, mode: str, fields: dict[str, str]) -> None:
@@ -214,8 +213,8 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
     _fill_share(row, "in-addition-to", fields)
     _until(browser, lambda b: "Share added" in b.page_source, 10, "the share added")
     [route] = agent.store.routes()
-    assert route["mode"] == "in-addition-to" and route["terms"]["recipient"] == "my server"
-    assert route["needs_agreement"] is False
+    assert route.mode == "in-addition-to" and route.terms["recipient"] == "my server"
+    assert route.needs_agreement is False
     later = reading_at(device, [("temp", "Cel", 21.0), ("hum", "%RH", 40)], time.time())
     publisher.publish(device.topic("reading"), later)
     wait_for(lambda: webhook.bodies, 15, "the forward at the destination")
@@ -236,65 +235,41 @@ def test_an_in_addition_to_share_with_terms_delivers_the_original_signed_bytes(
 
 
 @pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed")
-def test_switching_a_stream_to_instead_of_stops_it_at_the_vendors_broker(
-    start_agent, mosquitto, browser, tmp_path
-):
-    vendor = mosquitto
-    agent = start_agent(
-        broker={"embedded": True, "port": 0, "relay_brokers": [f"{vendor.host}:{vendor.port}"]}
-    )
-    admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
-    other = Mosquitto(tmp_path / "other").start()
-    vendor_view = Publisher(vendor.host, vendor.port)
-    other_view = Publisher(other.host, other.port)
-    device = SimDevice(tmp_path / "flash", (vendor.host, vendor.port), owner_key=agent.owner.public).start()
-    try:
-        device_id = device.device_id(20)
-        vendor_view.subscribe(f"fp/v1/{device_id}/reading")
-        other_view.subscribe(f"fp/v1/{device_id}/reading")
-        wait_for(lambda: admin.get("/pending").json(), 20, "the device pending")
-        assert admin.post(f"/pending/{device_id}/accept").status_code == 200
-        device.enrol(agent)  # its password for the owner's broker, as `firstparty flash --config` enrols it
-        agent.store.rename(device_id, "kitchen")
-        base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
-        browser.get(f"{base}/console/devices/{device_id}")
-        browser.find_element(By.NAME, "sensor").send_keys("env")
-        browser.find_element(By.NAME, "interval_s").send_keys("1")
-        browser.find_element(By.ID, "cmd-interval").click()
-        _until(browser, lambda b: "applied" in b.find_element(By.ID, "ack").text, 15, "the signed ack")
-        assert "signed acknowledgement from the device" in browser.find_element(By.ID, "ack").text
-        wait_for(lambda: len(vendor_view.received) >= 2, 15, "the vendor receiving")
+def test_switching_a_stream_to_instead_of_stops_it_at_the_vendors_broker(vendor_switch, browser, tmp_path):
+    rig = vendor_switch
+    agent, device_id, other, other_view = rig.agent, rig.device_id, rig.other, rig.other_view
+    rig.accept()
+    rig.device.enrol(agent)  # its password for the owner's broker, as `firstparty flash --config` enrols it
+    agent.store.rename(device_id, "kitchen")
+    base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
+    browser.get(f"{base}/console/devices/{device_id}")
+    browser.find_element(By.NAME, "sensor").send_keys("env")
+    browser.find_element(By.NAME, "interval_s").send_keys("1")
+    browser.find_element(By.ID, "cmd-interval").click()
+    _until(browser, lambda b: "applied" in b.find_element(By.ID, "ack").text, 15, "the signed ack")
+    assert "signed acknowledgement from the device" in browser.find_element(By.ID, "ack").text
+    wait_for(lambda: len(rig.vendor_view.received) >= 2, 15, "the vendor receiving")
 
-        browser.get(base + "/console/routes")
-        row = browser.find_element(By.CSS_SELECTOR, f'tr.stream[data-device="{device_id}"][data-metric="*"]')
-        fields = {
-            "type": "mqtt",
-            "host": other.host,
-            "port": str(other.port),
-            "recipient": "me",
-            "purpose": "mine",
-            "own": "on",
-        }
-        _fill_share(row, "instead-of", fields)
-        _until(browser, lambda b: "Share added" in b.page_source, 20, "the switch")
-        row = browser.find_element(By.CSS_SELECTOR, f'tr.stream[data-device="{device_id}"][data-metric="*"]')
-        assert row.find_element(By.CSS_SELECTOR, ".mode").text == "instead of the vendor"
-        wait_for(lambda: other_view.received, 20, "forwards at the owner's destination")
-        time.sleep(2)  # the switch settles: readings in flight reach the vendor
-        vendor_count = len(vendor_view.received)
-        stored = agent.store.count_readings()
-        time.sleep(4)
-        assert len(vendor_view.received) == vendor_count, "the vendor still receives"
-        assert agent.store.count_readings() >= stored + 2, "the owner stopped receiving"
-        browser.refresh()
-        _screenshot(browser, tmp_path, "routes", "console-routes.png")
-        commands = [e["data"] for e in agent.store.audit_entries() if e["kind"] == "ack"]
-        assert commands[-1]["op"] == "set-destinations" and commands[-1]["outcome"] == "applied"
-    finally:
-        device.stop()
-        vendor_view.close()
-        other_view.close()
-        other.stop()
+    browser.get(base + "/console/routes")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr.stream[data-device="{device_id}"][data-metric="*"]')
+    fields = {
+        "type": "mqtt",
+        "host": other.host,
+        "port": str(other.port),
+        "recipient": "me",
+        "purpose": "mine",
+        "own": "on",
+    }
+    _fill_share(row, "instead-of", fields)
+    _until(browser, lambda b: "Share added" in b.page_source, 20, "the switch")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr.stream[data-device="{device_id}"][data-metric="*"]')
+    assert row.find_element(By.CSS_SELECTOR, ".mode").text == "instead of the vendor"
+    wait_for(lambda: other_view.received, 20, "forwards at the owner's destination")
+    rig.assert_only_the_owner_receives()
+    browser.refresh()
+    _screenshot(browser, tmp_path, "routes", "console-routes.png")
+    commands = [e["data"] for e in agent.store.audit_entries() if e["kind"] == "ack"]
+    assert commands[-1]["op"] == "set-destinations" and commands[-1]["outcome"] == "applied"
 
 
 def test_a_pending_device_of_another_owner_is_listed_with_its_claim(
@@ -376,7 +351,7 @@ def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
     try:
         device_id = device.device_id(20)
         wait_for(lambda: agent.store.device(device_id), 20, "the device's card")
-        assert agent.store.device(device_id)["owner_id"] is None
+        assert agent.store.device(device_id).owner_id is None
         base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
         browser.get(f"{base}/console/devices/{device_id}")
         assert _card_claimed(browser) == "no"
@@ -386,7 +361,7 @@ def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
         claimed = _ack_after(browser, "cmd-claim", "claim")
         assert "signed acknowledgement from the device: applied" in claimed, claimed
         wait_for(
-            lambda: agent.store.device(device_id)["owner_id"] == agent.owner.owner_id,
+            lambda: agent.store.device(device_id).owner_id == agent.owner.owner_id,
             15,
             "its card naming us",
         )
@@ -404,7 +379,7 @@ def test_claim_and_hand_over_from_the_console_are_applied_by_the_real_device(
         )
         assert "signed acknowledgement from the device: applied" in handed, handed
         wait_for(
-            lambda: agent.store.device(device_id)["owner_id"] == new_owner.owner_id,
+            lambda: agent.store.device(device_id).owner_id == new_owner.owner_id,
             15,
             "its new owner's card",
         )

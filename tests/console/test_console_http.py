@@ -42,7 +42,7 @@ def test_pages_answer_401_with_the_sign_in_page_without_a_session_or_with_a_forg
     assert forged.status_code == 401 and "your session ended" in forged.text
     assert anonymous.get("/console/series", params={"device": "a" * 24, "metric": "t"}).status_code == 401
     assert anonymous.post("/console/tokens", {"name": "sneaky", "scope": "admin"}).status_code == 401
-    assert all(t["name"] != "sneaky" for t in agent.store.tokens())
+    assert all(t.name != "sneaky" for t in agent.store.tokens())
     wrong = anonymous.http.post("/console/login", data={"token": "fpt_wrong"})
     assert wrong.status_code == 401 and "unknown or revoked token" in wrong.text
     # the API keeps its paths and its bearer tokens beside the console
@@ -78,13 +78,13 @@ def test_a_change_without_the_csrf_secret_or_from_another_site_is_refused_and_ch
     assert admin.http.post(path, headers={"x-csrf-token": ""}).status_code == 403
     other_site = admin.post(path, headers={"origin": "http://evil.example"})
     assert other_site.status_code == 403 and "another site" in other_site.text
-    assert agent.store.device(device.device_id)["state"] == "pending"
+    assert agent.store.device(device.device_id).state == "pending"
     before = len(agent.store.tokens())
     assert admin.post("/console/tokens", {"name": "x", "scope": "admin"}, csrf=False).status_code == 403
     assert len(agent.store.tokens()) == before
     # the same request with the session's secret goes through
     accepted = admin.post(path, follow_redirects=False)
-    assert accepted.status_code == 303 and agent.store.device(device.device_id)["state"] == "accepted"
+    assert accepted.status_code == 303 and agent.store.device(device.device_id).state == "accepted"
     kinds = [e["kind"] for e in agent.store.audit_entries()]
     assert kinds.count("device-accepted") == 1
 
@@ -122,8 +122,8 @@ def test_a_read_token_sees_no_buttons_and_every_change_it_posts_is_refused(
     ]
     assert [r.status_code for r in refused] == [403, 403, 403, 403, 403, 403]
     assert all("read-only" in r.text for r in refused)
-    assert agent.store.routes() == [] and agent.store.device(device.device_id)["name"] is None
-    assert [t["name"] for t in agent.store.tokens() if t["revoked"] is None] == ["reader"]
+    assert agent.store.routes() == [] and agent.store.device(device.device_id).name is None
+    assert [t.name for t in agent.store.tokens() if t.is_live] == ["reader"]
 
 
 def test_vendor_account_sees_only_its_devices_and_another_accounts_device_is_not_found(
@@ -150,12 +150,12 @@ def test_vendor_account_sees_only_its_devices_and_another_accounts_device_is_not
     assert client.post(f"/console/devices/{bob.device_id}/command", {"op": "reboot"}).status_code == 404
     routes = client.post("/console/routes", {"device": bob.device_id, "metric": "temp", "mode": "vendor"})
     assert routes.status_code == 404
-    assert agent.store.device(bob.device_id)["name"] is None
+    assert agent.store.device(bob.device_id).name is None
     tokens.issue(agent.store, "bob", "admin", account=bob_owner)
     assert client.post("/console/tokens/bob/revoke").status_code == 403
     records = client.get("/console/records").text
     assert "<td>alice</td>" in records and "<td>bob</td>" not in records  # an account sees its own tokens
-    assert [t["name"] for t in agent.store.tokens() if not t["revoked"]] == [
+    assert [t.name for t in agent.store.tokens() if t.is_live] == [
         "alice",
         "bob",
     ]
@@ -171,7 +171,7 @@ def test_a_device_name_with_markup_is_shown_as_text_on_every_page(
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     renamed = admin.post(f"/console/devices/{device.device_id}/rename", {"name": XSS}, follow_redirects=False)
     assert renamed.status_code == 303
-    assert agent.store.device(device.device_id)["name"] == XSS
+    assert agent.store.device(device.device_id).name == XSS
     for path in ("/", f"/console/devices/{device.device_id}", "/console/routes", "/console/records"):
         html = admin.get(path).text
         assert "<script>alert" not in html and "<img src=x" not in html, path
@@ -287,14 +287,14 @@ def test_console_route_changes_are_the_agents_signed_and_audited_routes(
     }
     assert admin.post("/console/routes", share, follow_redirects=False).status_code == 303
     [route] = agent.store.routes()
-    assert route["terms"] == {"recipient": "co-op", "purpose": "study", "expires_s": 4102444799}
-    assert route["grant_hex"] and route["devices"] == [device.device_id] and route["metrics"] == ["temp"]
+    assert route.terms == {"recipient": "co-op", "purpose": "study", "expires_s": 4102444799}
+    assert route.grant_hex and route.devices == [device.device_id] and route.metrics == ["temp"]
     page = admin.get("/console/routes").text
     assert "who: co-op" in page and "why: study" in page and "2099-12-31" in page
-    assert route["needs_agreement"] and "only under an agreement the recipient signed" in page
+    assert route.needs_agreement and "only under an agreement the recipient signed" in page
     assert admin.post("/console/routes", dict(share, mode="instead-of")).status_code == 303
     [changed] = agent.store.routes()
-    assert changed["mode"] == "instead-of" and changed["id"] == route["id"]
+    assert changed.mode == "instead-of" and changed.id == route.id
     bad = admin.post("/console/routes", dict(share, type="ftp"))
     assert bad.status_code == 400 and "destination type" in bad.text
     assert admin.post("/console/routes", dict(share, until="someday")).status_code == 400
@@ -313,7 +313,7 @@ def test_tokens_made_in_the_console_are_shown_once_and_revoked_there(start_agent
     created = admin.post("/console/tokens", {"name": "coop", "scope": "read", "metrics": "temp, hum"})
     assert created.status_code == 200
     secret = created.text.split('<code id="new-token">')[1].split("</code>")[0]
-    assert agent.store.token(secret)["metrics"] == ["temp", "hum"]
+    assert agent.store.token(secret).metrics == ["temp", "hum"]
     assert secret not in admin.get("/console/records").text  # shown once
     assert admin.post("/console/tokens", {"name": "coop", "scope": "read"}).status_code == 400
     assert admin.post("/console/tokens", {"name": "x", "scope": "root"}).status_code == 400
@@ -380,7 +380,7 @@ def test_reject_and_commands_go_through_the_agent_and_bad_arguments_are_refused(
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     rejected = admin.post(f"/console/devices/{stranger.device_id}/reject", headers={"hx-request": "true"})
     assert rejected.status_code == 200 and "Device rejected." in rejected.text
-    assert agent.store.device(stranger.device_id)["state"] == "rejected"
+    assert agent.store.device(stranger.device_id).state == "rejected"
     assert admin.post(f"/console/devices/{stranger.device_id}/accept").status_code == 400  # not pending
     path = f"/console/devices/{device.device_id}/command"
     for fields in (
@@ -452,7 +452,11 @@ def test_devices_list_shows_last_seen_the_link_and_the_buffered_and_dropped_coun
     # cells 6..9: last seen, link, buffered, dropped
     assert _device_row(admin.get("/").text, silent.device_id)[6:] == ["2 h ago", "offline", "-", "-"]
     publisher.publish(device.topic("status"), _status(device, "online", 3, 1), retain=True)
-    wait_for(lambda: (agent.store.device(device.device_id) or {}).get("last_seen"), 10, "the status stored")
+    wait_for(
+        lambda: (found := agent.store.device(device.device_id)) is not None and found.last_seen,
+        10,
+        "the status stored",
+    )
     wait_for(lambda: _device_row(admin.get("/").text, device.device_id)[7] == "online", 10, "online")
     last_seen, link, buffered, dropped = _device_row(admin.get("/").text, device.device_id)[6:]
     assert re.fullmatch(r"\d{1,2} s ago", last_seen) and (link, buffered, dropped) == ("online", "3", "1")
@@ -476,7 +480,11 @@ def test_a_device_page_shows_its_card_and_id_and_its_status_panel_follows_the_si
     accept_device(agent, publisher, device)
     agent.store.rename(device.device_id, "kitchen")
     publisher.publish(device.topic("status"), _status(device, "online", 4, 0), retain=True)
-    wait_for(lambda: (agent.store.device(device.device_id) or {}).get("status"), 10, "the status stored")
+    wait_for(
+        lambda: (found := agent.store.device(device.device_id)) is not None and found.status,
+        10,
+        "the status stored",
+    )
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
     html = admin.get(f"/console/devices/{device.device_id}").text
     assert f'<span id="device-title">kitchen</span> <code>{device.device_id}</code>' in html
@@ -534,7 +542,7 @@ def test_records_list_each_share_grant_with_its_terms_its_signed_grant_and_wheth
     assert bearer.post("/routes", json=share).status_code == 201
     add_own_webhook(bearer, webhook.url, "mine")
     assert bearer.delete("/routes/mine").status_code == 200
-    routes = {r["name"]: r for r in agent.store.routes(True)}
+    routes = {r.name: r for r in agent.store.routes(True)}
     rows = {row[0]: row for row in _table_rows(admin.get("/console/records").text, "grants")}
     assert rows["coop"] == [
         "coop",
@@ -542,10 +550,10 @@ def test_records_list_each_share_grant_with_its_terms_its_signed_grant_and_wheth
         "study",
         "2099-12-31 23:59:59 UTC",
         "yes",
-        routes["coop"]["grant_hex"][:24] + "...",
+        routes["coop"].grant_hex[:24] + "...",
     ]
-    assert rows["mine"] == ["mine", "-", "-", "no end", "no", routes["mine"]["grant_hex"][:24] + "..."]
-    assert routes["coop"]["grant_hex"] != routes["mine"]["grant_hex"] and len(rows) == 2
+    assert rows["mine"] == ["mine", "-", "-", "no end", "no", routes["mine"].grant_hex[:24] + "..."]
+    assert routes["coop"].grant_hex != routes["mine"].grant_hex and len(rows) == 2
 
 
 def test_a_token_limited_to_devices_sees_only_those_devices_in_the_console(
@@ -572,7 +580,7 @@ def test_a_token_limited_to_devices_sees_only_those_devices_in_the_console(
     routes = limited.get("/console/routes").text  # the admin one: only its device's streams
     assert f'data-device="{device.device_id}"' in routes and other.device_id not in routes
     changed = limited.post(f"/console/devices/{other.device_id}/rename", {"name": "not yours"})
-    assert changed.status_code == 404 and agent.store.device(other.device_id)["name"] is None
+    assert changed.status_code == 404 and agent.store.device(other.device_id).name is None
 
 
 def test_a_token_limited_to_metrics_sees_only_those_metrics_in_plots_and_live_readings(

@@ -113,6 +113,18 @@ def start_device(sim_devices, mosquitto, flash: Path, build: Path, owner: bool =
     return device
 
 
+def start_factory_device(
+    sim_devices, mosquitto, collector: Collector, tmp_path: Path, build: Path, owner: bool = True
+):
+    """Start a device on a factory flash and wait for its first update status at the collector."""
+    flash = tmp_path / "flash"
+    factory_flash(flash)
+    device = start_device(sim_devices, mosquitto, flash, build, owner=owner)
+    device_id = device.device_id()
+    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    return device, device_id, flash
+
+
 def slot_state(flash: Path) -> dict:
     path = flash / slots.STATE_FILE
     return json.loads(path.read_text()) if path.exists() else slots.default_state()
@@ -122,11 +134,7 @@ def test_an_owner_approved_vendor_release_boots_on_probation_and_is_confirmed_by
     mosquitto, collector_factory, sim_devices, tmp_path, build
 ):
     collector = collector_factory(mosquitto)
-    flash = tmp_path / "flash"
-    factory_flash(flash)
-    device = start_device(sim_devices, mosquitto, flash, build)
-    device_id = device.device_id()
-    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    device, device_id, flash = start_factory_device(sim_devices, mosquitto, collector, tmp_path, build)
     new = make_release(files_of(build), approver=OWNER)
     sender = Sender(new)
     assert push(collector, device_id, sender) == "installed-on-probation"
@@ -148,11 +156,7 @@ def test_a_release_on_probation_is_not_confirmed_without_a_delivered_reading(
 ):
     """A boot that got stable (safe mode's window) but delivered no reading keeps the trial on probation."""
     collector = collector_factory(mosquitto)
-    flash = tmp_path / "flash"
-    factory_flash(flash)
-    device = start_device(sim_devices, mosquitto, flash, build)
-    device_id = device.device_id()
-    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    device, device_id, flash = start_factory_device(sim_devices, mosquitto, collector, tmp_path, build)
     assert push(collector, device_id, Sender(make_release(files_of(build), approver=OWNER))) == (
         "installed-on-probation"
     )
@@ -171,11 +175,7 @@ def test_bad_releases_are_refused_with_their_reason_and_the_running_release_stay
     mosquitto, collector_factory, sim_devices, tmp_path, build
 ):
     collector = collector_factory(mosquitto)
-    flash = tmp_path / "flash"
-    factory_flash(flash)
-    device = start_device(sim_devices, mosquitto, flash, build)
-    device_id = device.device_id()
-    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    device, device_id, flash = start_factory_device(sim_devices, mosquitto, collector, tmp_path, build)
     small = {"main.py": b"print('new')\n", "fp/extra.py": bytes(range(256)) * 20}
 
     def tamper(message: bytes) -> bytes:
@@ -220,11 +220,7 @@ def test_an_owner_signed_release_installs_alone_and_may_go_back_to_an_older_coun
     mosquitto, collector_factory, sim_devices, tmp_path, build
 ):
     collector = collector_factory(mosquitto)
-    flash = tmp_path / "flash"
-    factory_flash(flash)
-    device = start_device(sim_devices, mosquitto, flash, build)
-    device_id = device.device_id()
-    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    device, device_id, flash = start_factory_device(sim_devices, mosquitto, collector, tmp_path, build)
     own = make_release(files_of(build), signer=OWNER, counter=RUNNING_COUNTER - 2, version=(0, 0, 9))
     assert push(collector, device_id, Sender(own)) == "installed-on-probation"
     assert device.wait_exit() == 0
@@ -235,11 +231,9 @@ def test_an_unclaimed_device_follows_its_vendors_release_without_approval(
     mosquitto, collector_factory, sim_devices, tmp_path, build
 ):
     collector = collector_factory(mosquitto)
-    flash = tmp_path / "flash"
-    factory_flash(flash)
-    device = start_device(sim_devices, mosquitto, flash, build, owner=False)
-    device_id = device.device_id()
-    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    device, device_id, flash = start_factory_device(
+        sim_devices, mosquitto, collector, tmp_path, build, owner=False
+    )
     assert push(collector, device_id, Sender(make_release(files_of(build)))) == "installed-on-probation"
     assert device.wait_exit() == 0
 
@@ -248,11 +242,7 @@ def test_a_transfer_cut_by_a_reboot_resumes_where_the_flash_left_it(
     mosquitto, collector_factory, sim_devices, tmp_path, build
 ):
     collector = collector_factory(mosquitto)
-    flash = tmp_path / "flash"
-    factory_flash(flash)
-    device = start_device(sim_devices, mosquitto, flash, build)
-    device_id = device.device_id()
-    wait_for(lambda: updates(collector, device_id), 20, "the first status")
+    device, device_id, flash = start_factory_device(sim_devices, mosquitto, collector, tmp_path, build)
     new = make_release(files_of(build), approver=OWNER)
     sender = Sender(new)
     half = new.total // 2

@@ -163,7 +163,7 @@ def step_1_flash_writes_the_firmware_and_reads_back_a_card_naming_the_owner(rig,
     rig.device_id = card.device_id
     assert f"firmware running as {card.device_id}" in out  # booted: boot.py, main.py
     assert f"registered with the agent as claimed: {card.device_id} accepted" in out
-    assert rig.agent.store.device(card.device_id)["state"] == "accepted"
+    assert rig.agent.store.device(card.device_id).state == "accepted"
 
 
 def step_2_first_signed_reading_is_verified_by_the_agent(rig):

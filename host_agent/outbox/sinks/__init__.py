@@ -8,11 +8,12 @@ carries its idempotency key, so a recipient drops the rare second copy).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
 from host_agent.outbox.forward import DeliveryError, Forward
+from host_agent.routes.rules import Route
 
 __all__ = ["Sink", "make_sink"]
 
@@ -27,18 +28,18 @@ class Sink(Protocol):
     async def stop(self) -> None: ...
 
 
-def make_sink(route: dict[str, Any], http: httpx.AsyncClient) -> Sink:
+def make_sink(route: Route, http: httpx.AsyncClient) -> Sink:
     """The sink of a route's destination (host_agent.routes.rules.validate checked its keys)."""
     from host_agent.outbox.sinks import file, homeassistant, mqtt, webhook
 
-    destination = route["destination"]
+    destination = route.destination
     kind = destination["type"]
     if kind == "webhook":
-        return webhook.WebhookSink(destination, route.get("grant_hex"), http)
+        return webhook.WebhookSink(destination, route.grant_hex, http)
     if kind == "file":
         return file.FileSink(destination)
     if kind == "mqtt":
-        return mqtt.MqttSink(destination, route["id"])
+        return mqtt.MqttSink(destination, route.id)
     if kind == "homeassistant":
-        return homeassistant.HomeAssistantSink(destination, route["id"])
+        return homeassistant.HomeAssistantSink(destination, route.id)
     raise DeliveryError(f"unknown destination type {kind}")

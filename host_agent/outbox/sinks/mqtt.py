@@ -28,7 +28,7 @@ class MqttSink:
         self.link = PahoLink(destination, client_id(route_id))
 
     async def deliver(self, forwards: Sequence[Forward]) -> None:
-        batch = []
+        batch: list[tuple[str, bytes, bool]] = []
         for forward in forwards:
             topic = topics.topic(forward.device_id, "reading")
             if self.prefix:
