@@ -89,3 +89,45 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     never += ("fp.command", "fp.receipted", "fp.receipts", "fp.pem")
     for unused in never:
         assert "'" + unused.rstrip("'") + "'" not in loaded, unused
+
+
+def test_the_ed25519_table_is_read_in_place_from_a_romfs_image_and_signs_the_same(tmp_path):
+    """From a ROMFS image (as a board's ROM partition) the 12 KB table is a memoryview of the flash,
+    not a copy in the heap, and the viper signer reads it there: same signature as from .mpy files."""
+    import subprocess
+
+    from tests.helpers import micropython_binary
+
+    build = compile_firmware("x64", tmp_path / "build")
+    image = build_romfs(build.path, tmp_path / "firmware.romfs")
+    script = (
+        "import gc, sys, vfs\n"
+        f"with open({str(image)!r}, 'rb') as f:\n"
+        "    image = f.read()\n"
+        "if sys.argv[-1] == 'rom':\n"
+        "    vfs.mount(vfs.VfsRom(image), '/rom')\n"
+        "    sys.path.insert(0, '/rom')\n"
+        "from fp import ed25519\n"
+        "gc.collect()\n"
+        "before = gc.mem_alloc()\n"
+        "table = ed25519.load_table()\n"
+        "gc.collect()\n"
+        "held = gc.mem_alloc() - before\n"
+        "key = ed25519.SigningKey(bytes(range(32)))\n"
+        "print(ed25519.__file__, type(table).__name__, held, key.sign(b'reading').hex())\n"
+    )
+    out = {}
+    for where in ("mpy", "rom"):
+        result = subprocess.run(
+            [micropython_binary(), "-c", script, where],
+            env={"MICROPYPATH": f".frozen:{build.path}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        out[where] = result.stdout.split()
+    assert out["rom"][0].startswith("/rom/") and not out["mpy"][0].startswith("/rom/")
+    assert out["rom"][1] == "memoryview" and int(out["rom"][2]) < 256, out["rom"]
+    assert out["mpy"][1] == "bytearray" and int(out["mpy"][2]) >= 12288, out["mpy"]
+    assert out["rom"][3] == out["mpy"][3]
