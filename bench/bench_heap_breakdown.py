@@ -25,29 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 
-from bench.bench_memory import interpreter  # noqa: E402
+from bench.bench_memory import baseline_build, interpreter  # noqa: E402
 from host_agent.board.build import compile_firmware  # noqa: E402
 from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.rig.simdevice import SimDevice  # noqa: E402
 from tests.helpers import build_romfs  # noqa: E402
 
 STEPS = REPO / "firmware" / "tools" / "heap_steps.py"
-
-
-def baseline_build(rev: str, arch: str, work: Path) -> Path:
-    """Compile the firmware of git revision `rev` with that revision's own build code; return it."""
-    tree = work / ("tree-" + rev.replace("/", "_"))
-    tree.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    out = work / ("build-" + rev.replace("/", "_"))
-    code = (
-        f"import sys; sys.path[:0] = [{str(tree)!r}]\n"
-        "from host_agent.board.build import compile_firmware\n"
-        f"compile_firmware({arch!r}, __import__('pathlib').Path({str(out)!r}))\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tree)
-    return out
 
 
 def steps(command: str, build: Path, flash: Path, image: Path | None) -> list[tuple[str, int, int]]:
