@@ -448,7 +448,7 @@ def flash(args: argparse.Namespace) -> int:
             )
         (work_dir / "board.json").write_text(json.dumps(board))
         (work_dir / "provision.json").write_text(json.dumps(provision))
-        if image:
+        if image and rom_bytes:
             say(
                 f"writing a ROMFS image of {image.stat().st_size // 1024} KB ({build.files} files) to the "
                 f"board's {rom_bytes // 1024} KB ROMFS partition (mpremote romfs deploy): the code runs in place"
