@@ -24,7 +24,14 @@ from tests.helpers import wait_for
 # budget had. After the split of fp.app (the boot checks dropped before the application loads, the
 # command interpreter loaded per command): 192k passes three runs of three, 184k and 176k fail (a
 # command's interpreter no longer fits), 2026-12-05. Issue 20.
-HEAP_BUDGET = "192k"
+# 2026-12-06 (issue 20, ROMFS work): at 192k the soak sits at the edge: the steady heap is the same
+# (get-info heap_bytes 167.7-167.8 KB at 192k, before and after), but a command's verify (fp.command
+# and fp.ed25519_int loaded for it) sometimes finds no room (inferred: cose.verify_sign1 reports any
+# exception as bad-signature, its `except Exception`, and that is what the valid command got).
+# Under load 6 on 2 cores, commit ab39bf9 failed 2 runs of 5 at 192k and this branch (the Ed25519
+# table a buffer of its own, fp.fe25519's registers another) 5 of 6; 200k passed 3 of 3. The regression guard on the heap the firmware holds
+# is tests/firmware/test_memory.py::test_the_running_firmware_holds_at_most_its_heap_budget.
+HEAP_BUDGET = "200k"
 
 
 class Collector:
