@@ -1,7 +1,8 @@
 """The firmware's heap on a 32-bit MicroPython: steady heap, start-up peak, per-signature allocation.
 
-Run: FP_MICROPYTHON=/path/to/32-bit/micropython .venv/bin/python bench/bench_memory.py
-(how that build is made: docs/benchmarks.md). Without FP_MICROPYTHON the venv's 64-bit unix port
+Run: FP_MICROPYTHON=/path/to/32-bit/micropython .venv/bin/python bench/bench_memory.py [--baseline REV]
+(how that build is made: docs/benchmarks.md). With --baseline, the firmware of git revision REV
+(exported with `git archive`, compiled by its own build code) is measured in the same run. Without FP_MICROPYTHON the venv's 64-bit unix port
 is measured, and the figures say so. The boot-import heap on the webassembly port (32-bit, from
 npm) is printed too when node and build/npm-wasm are there.
 
@@ -165,19 +166,24 @@ def romfs_code(work: Path, build: Path) -> tuple[Path, int]:
     return code, size + (-size % 16) + 16  # the bytes object: data rounded to GC blocks, its header
 
 
-def wasm_boot_imports(work: Path) -> str:
+def wasm_boot_imports(work: Path, baseline: str | None = None) -> str:
     from tests.helpers import WASM_PACKAGE, build_romfs, run_micropython_wasm
 
     if not WASM_PACKAGE.exists():
         return "not measured (no build/npm-wasm: bash scripts/install)"
-    build = compile_firmware("none", work / "build-none")
+    if baseline:
+        work = work / "wasm-baseline"
+        work.mkdir()
+        code = baseline_build(baseline, "none", work)
+    else:
+        code = compile_firmware("none", work / "build-none").path
     flash = work / "wasm-flash"
     SimDevice(flash, ("127.0.0.1", 1883), owner_key=bytes(32), http_port=8080)  # writes the files
     (flash / "key.seed").write_bytes(bytes(range(32)))  # this port's os has no urandom
     script = REPO / "firmware" / "tools" / "boot_heap.py"
-    held = int(run_micropython_wasm(script, build.path, flash))
-    image = build_romfs(build.path, work / "wasm-firmware.romfs")
-    in_rom = int(run_micropython_wasm(script, build.path, flash, romfs=image))
+    held = int(run_micropython_wasm(script, code, flash))
+    image = build_romfs(code, work / "wasm-firmware.romfs")
+    in_rom = int(run_micropython_wasm(script, code, flash, romfs=image))
     return (
         f"{held} bytes from .mpy, {in_rom} bytes with the code in a ROMFS image of "
         f"{image.stat().st_size} bytes (ratio {held / in_rom:.2f}; ROMFS goal <= 40960: "
@@ -186,7 +192,44 @@ def wasm_boot_imports(work: Path) -> str:
     )
 
 
+def baseline_build(rev: str, arch: str, work: Path) -> Path:
+    """Compile the firmware of git revision `rev` with that revision's own build code; return it."""
+    tree = work / ("tree-" + rev.replace("/", "_"))
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    out = work / ("build-" + rev.replace("/", "_"))
+    code = (
+        f"import sys; sys.path[:0] = [{str(tree)!r}]\n"
+        "from host_agent.board.build import compile_firmware\n"
+        f"compile_firmware({arch!r}, __import__('pathlib').Path({str(out)!r}))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tree)
+    return out
+
+
+def heap_figures(work: Path, build: Path, broker: Mosquitto, owner: Owner) -> dict[str, int]:
+    """Steady heap and start-up peak of `build`, from .mpy and from a ROMFS image of it."""
+    steady = steady_heap(work, build, broker, owner, "512k")
+    peak = start_up_peak(work, build, broker, owner)
+    rom_code, image_bytes = romfs_code(work, build)
+    rom_steady = steady_heap(work, rom_code, broker, owner, "512k") - image_bytes
+    rom_peak = start_up_peak(work, rom_code, broker, owner) - image_bytes
+    return {
+        "steady": steady,
+        "peak": peak,
+        "rom_steady": rom_steady,
+        "rom_peak": rom_peak,
+        "image": image_bytes,
+    }
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", help="a git revision whose firmware is measured in the same run")
+    args = parser.parse_args()
     command, arch = interpreter()
     word = "32-bit" if arch == "x86" else "64-bit (set FP_MICROPYTHON to a 32-bit build)"
     work = Path(tempfile.mkdtemp(prefix="fp-bench-memory-"))
@@ -196,15 +239,26 @@ def main() -> None:
     figures = json.loads(sign.stdout.strip().replace("'", '"'))
     broker = Mosquitto(work / "broker").start()
     owner = Owner(work / "owner.key")
+    base = None
     try:
-        steady_roomy = steady_heap(work, build, broker, owner, "512k")
-        peak = start_up_peak(work, build, broker, owner)
-        rom_code, image_bytes = romfs_code(work, build)
-        rom_steady = steady_heap(work, rom_code, broker, owner, "512k") - image_bytes
-        rom_peak = start_up_peak(work, rom_code, broker, owner) - image_bytes
+        if args.baseline:
+            base_work = work / "baseline"
+            base_work.mkdir()
+            base = heap_figures(base_work, baseline_build(args.baseline, arch, base_work), broker, owner)
+        now = heap_figures(work, build, broker, owner)
     finally:
         broker.stop()
+    steady_roomy, peak, rom_steady, rom_peak = now["steady"], now["peak"], now["rom_steady"], now["rom_peak"]
+    image_bytes = now["image"]
     print(f"interpreter: {command} ({word}, .mpy arch {arch})")
+    if base is not None:
+        print(
+            f"baseline {args.baseline}, same run: steady {base['steady']} bytes, start-up peak "
+            f"{base['peak'] // 1024} KB; ROMFS steady {base['rom_steady']} bytes, peak about "
+            f"{base['rom_peak'] // 1024} KB. Ratios now/baseline: steady {steady_roomy / base['steady']:.2f}, "
+            f"peak {peak / base['peak']:.2f}, ROMFS steady {rom_steady / base['rom_steady']:.2f}, "
+            f"ROMFS peak {rom_peak / base['rom_peak']:.2f}"
+        )
     print(
         f"steady heap (get-info heap_bytes, HTTP API on, owner set): {steady_roomy} bytes; "
         f"goal <= {GOAL_STEADY}: {'met' if steady_roomy <= GOAL_STEADY else 'NOT met'}"
@@ -229,6 +283,8 @@ def main() -> None:
         f"start-up peak about {rom_peak // 1024} KB (to 4 KB)"
     )
     print(f"webassembly port (npm, 32-bit), boot imports: {wasm_boot_imports(work)}")
+    if args.baseline:
+        print(f"the same, baseline {args.baseline}: {wasm_boot_imports(work, args.baseline)}")
 
 
 if __name__ == "__main__":

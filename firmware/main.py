@@ -28,8 +28,8 @@ if _folder:
 elif _event == "rolled-back":
     print("fp: the trial release never got stable: rolled back")
 
-# The Ed25519 table (and, with viper, the field registers beside it: one 13 KB buffer) needs one
-# contiguous block: take it first, while the heap is still empty, before the other modules load.
+# The 12 KB Ed25519 table needs one contiguous block when it is read into the heap (from .mpy
+# files; from a ROMFS image it is read in place): take it first, while the heap is still empty.
 try:
     from fp import ed25519
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -100,12 +99,10 @@ def run_micropython_wasm(
 
 
 def build_romfs(build: Path, image: Path) -> Path:
-    """Pack a firmware build's fp/ folder into a ROMFS image with `mpremote romfs build`."""
-    source = image.with_suffix(".src")
-    shutil.copytree(build / "fp", source / "fp")
-    command = [venv_tool("mpremote"), "romfs", "--no-mpy", "-o", str(image), "build", str(source)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return image
+    """Pack a firmware build's fp/ folder into a ROMFS image, as `firstparty flash` does."""
+    from host_agent.board.flash import build_romfs_image
+
+    return build_romfs_image(build, image)
 
 
 def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):

@@ -92,9 +92,10 @@ def main():
     hal = None
     history = None
     try:
-        # The 12 KB Ed25519 table needs one contiguous block: take it while the heap is still
-        # empty, before boot's short-lived allocations (settings, JSON) fragment it (main.py has
-        # taken it already, before importing this module; then this is a no-op).
+        # The 12 KB Ed25519 table (in the heap unless read in place from ROMFS) needs one
+        # contiguous block: take it while the heap is still empty, before boot's short-lived
+        # allocations (settings, JSON) fragment it (main.py has taken it already, before
+        # importing this module; then this is a no-op).
         ed25519.load_table()
         checked = load_settings()
         provision = checked.provision

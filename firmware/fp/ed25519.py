@@ -1,11 +1,11 @@
 """Ed25519 (RFC 8032) for MicroPython and CPython: sign with a fixed-base table, verify as libsodium.
 
 Points are in extended coordinates (X, Y, Z, T). [r]B uses a 12 KB table generated on the host
-(firmware/tools/gen_ed25519_table.py), read into one buffer on first use.
+(firmware/tools/gen_ed25519_table.py): read in place from flash when the firmware runs from a ROMFS
+image (no heap), else read into one buffer on first use.
 
 Two field arithmetics. Where MicroPython has viper (unix port, ESP32), signing ([r]B and its
-encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer that also holds the table,
-so a signature allocates ~11 KB (SHA-512 and the scalar) instead of ~466 KB of short-lived big
+encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer of registers, so a signature allocates ~11 KB (SHA-512 and the scalar) instead of ~466 KB of short-lived big
 integers (32-bit). Elsewhere (CPython, the webassembly port), and for verify, the big-integer
 arithmetic of fp.ed25519_int runs: loaded only when needed, since code from .mpy lives in the heap.
 
@@ -44,16 +44,24 @@ class BadSignatureError(ValueError):
 
 
 def load_table(path=None):
-    """Read the fixed-base table into one bytes object (once); return it."""
+    """Return the fixed-base table (once loaded, the same buffer each time).
+
+    From a ROMFS image (vfs.VfsRom: its files are memory-mapped) the table is read in place, a
+    memoryview of the flash; from any other file system it is read into one bytearray, taken
+    whole while the heap is still empty (main.py loads it first).
+    """
     global _TABLE
     if _TABLE is None:
         if path is None:
             path = _TABLE_PATH or (__file__.rsplit("/", 1)[0] + "/ed25519_base.bin")
-        # read straight into one buffer: no growing copies; with viper, the registers' buffer
-        data = fe25519.MEMORY if fe25519 else bytearray(TABLE_BYTES)
         with open(path, "rb") as f:
-            size = f.readinto(memoryview(data)[:TABLE_BYTES])
-            extra = f.read(1)
+            try:
+                data = memoryview(f)  # pyright: ignore[reportArgumentType] (a VfsRom file has the buffer protocol)
+                size, extra = len(data), b""
+            except TypeError:  # a file to read: straight into one buffer, no growing copies
+                data = bytearray(TABLE_BYTES)
+                size = f.readinto(data)
+                extra = f.read(1)
         if size != TABLE_BYTES or extra:
             raise ValueError(
                 "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, TABLE_BYTES)
@@ -77,6 +85,7 @@ _DIGITS = bytearray(64)
 if fe25519:
     _X, _Y, _Z, _T = (fe25519.reg(n) for n in range(4))
     _R = [fe25519.reg(n) for n in range(4, 16)]  # scratch registers
+    _ENTRY = fe25519.reg(16)  # a table entry, copied in: ypx, ymx, 2dxy in registers 16..18
 
 
 def _fast_set_identity():
@@ -107,10 +116,12 @@ def _fast_double():
     f.mul(m, _T, aa, h)
 
 
-def _fast_madd(offset, negative):
-    # as _madd, in registers, with the table entry at word `offset` of the buffer
+def _fast_madd(index, negative):
+    # as _madd, in registers, with the table's entry `index`
     f, m = fe25519, fe25519.MEMORY
     a, b, c, d, e, h = _R[0], _R[1], _R[2], _R[3], _R[4], _R[5]
+    offset = _ENTRY
+    f.load(m, offset, _TABLE, index)
     ypx, ymx = (offset + 16, offset) if negative else (offset, offset + 16)
     f.add(m, a, _Y, _X)
     f.mul(m, a, a, ypx)
@@ -174,9 +185,9 @@ def _fast_base_encode(scalar):
         for row in range(16):
             d = digits[4 * row + column] - 8
             if d > 0:
-                _fast_madd(fe25519.entry(row * 8 + d - 1), False)
+                _fast_madd(row * 8 + d - 1, False)
             elif d < 0:
-                _fast_madd(fe25519.entry(row * 8 - d - 1), True)
+                _fast_madd(row * 8 - d - 1, True)
     zi, x, y = _R[10], _R[0], _R[1]
     _fast_invert(zi, _Z)
     f.mul(m, x, _X, zi)

@@ -1,15 +1,17 @@
 """Field arithmetic modulo p = 2^255 - 19 in viper over preallocated 16-bit limbs (MicroPython only).
 
-One bytearray, `MEMORY`, holds the Ed25519 fixed-base table (12 KB, loaded by fp.ed25519) followed
-by the registers: a field element is 16 little-endian 16-bit limbs (32 bytes), so a table entry
-and a register have the same layout, the 32-byte encoding of a value is its register's bytes, and
-an operation allocates nothing: no big integer is ever created. Every operation leaves its result
+One bytearray, `MEMORY` (832 bytes), holds the registers: a field element is 16 little-endian
+16-bit limbs (32 bytes), so a table entry and a register have the same layout, the 32-byte encoding
+of a value is its register's bytes, and an operation allocates nothing: no big integer is ever
+created. The Ed25519 fixed-base table (12 KB) is a buffer of its own (fp.ed25519.load_table): read in
+place from flash when the firmware runs from a ROMFS image, so it takes no heap there; `load`
+copies one of its entries into three registers. Every operation leaves its result
 "normalised": each limb < 2^16 (the value < 2^256, reduced modulo p only by `canonical`).
 
 Written for 32-bit words (ESP32, the i386 unix port) and correct on 64-bit ones: a limb product is
 < 2^32, split into its low and high halves before it is summed, and every other value stays below
-2^31, so the signed 32-bit arithmetic of viper never overflows. Registers and the table are named
-by their offset in 16-bit words (`reg(n)`, `entry(i)`); the operations take (dest, a, b) offsets
+2^31, so the signed 32-bit arithmetic of viper never overflows. Registers are named by their
+offset in 16-bit words (`reg(n)`); the operations take (dest, a, b) offsets
 and the destination may be an operand.
 
 Importing this module fails where viper is missing (the webassembly port, CPython): fp.ed25519 then
@@ -19,20 +21,30 @@ uses its big-integer arithmetic.
 import micropython
 from micropython import const
 
-TABLE_BYTES = const(12288)  # 16 rows x 8 multiples x 96 bytes (ypx, ymx, 2dxy)
 REGISTERS = const(24)
-_SCRATCH = const(6528)  # words: TABLE_BYTES / 2 + 16 * REGISTERS; 32 words of product scratch
-MEMORY = bytearray(TABLE_BYTES + 32 * REGISTERS + 64)
+_SCRATCH = const(384)  # words: 16 * REGISTERS; 32 words of product scratch
+MEMORY = bytearray(32 * REGISTERS + 64)
 
 
 def reg(n):
     """Word offset of register n."""
-    return TABLE_BYTES // 2 + 16 * n
+    return 16 * n
 
 
-def entry(index):
-    """Word offset of the table's entry `index` (ypx; ymx at +16, 2dxy at +32)."""
-    return 48 * index
+@micropython.viper
+def load(memory, d: int, table, index: int):
+    """Registers d, d + 1, d + 2 = the table's entry `index` (ypx, ymx, 2dxy: 96 bytes).
+
+    Read byte by byte: a table in flash need not be 16-bit aligned (the ESP32 faults on that).
+    """
+    m = ptr16(memory)
+    t = ptr8(table)
+    a = 96 * index
+    i = 0
+    while i < 48:
+        m[d + i] = t[a] | (t[a + 1] << 8)
+        a += 2
+        i += 1
 
 
 @micropython.viper

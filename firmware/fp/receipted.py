@@ -20,6 +20,12 @@ from fp.runtime import log
 # RECEIPT_EVERY (32) readings or per second, so 64 keep the link busy meanwhile; and it stays far
 # below the recipient's replay window (1024), so what is sent again is never refused.
 RECEIPT_WINDOW = 64
+# messages held in RAM while they wait for their receipt; beyond, put() spills them to the flash
+# ring and the window goes on from there. 16 signed readings are ~4 KB of heap on a 32-bit board,
+# where RECEIPT_WINDOW + RAM_SLOTS (72) were up to ~19 KB whenever receipts lagged: more than the
+# rest of the device's runtime state. The cost: flash writes when more than 16 wait (the agent
+# sends a receipt per 32 readings or per second).
+RECEIPT_RAM_SLOTS = 2 * RAM_SLOTS
 RESEND_MS = 2000  # no receipt for this long while messages wait: send them again from the head
 COVERED_RANGES = 8  # receipt ranges kept to skip covered messages in the flash ring
 
@@ -42,7 +48,7 @@ class ReceiptedDestination(Destination):
         self.cursor = 0  # the next ring record to send (ring records below it wait)
         self.rewound_for = -1  # the connection on which sending restarted from the head
         self.progress_ms = time.ticks_ms()
-        self.ram_slots = RECEIPT_WINDOW + RAM_SLOTS
+        self.ram_slots = RECEIPT_RAM_SLOTS
 
     def spill(self):
         if self.ram:

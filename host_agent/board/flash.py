@@ -3,7 +3,9 @@
 Steps, each printed as it happens: pick the serial port, check the board answers and is the
 chip its board file names, write the MicroPython image with esptool (only a file the user names;
 nothing is ever downloaded), compile the firmware with mpy-cross for the board's architecture
-(host_agent.board.build), check it fits, copy it with mpremote, write `board.json` and
+(host_agent.board.build), check it fits, put it on the board with mpremote (a ROMFS image written to
+the board's ROMFS partition when `mpremote romfs query` shows one, so the code runs in place from
+flash and not from the heap; else the `.mpy` files copied to its file system), write `board.json` and
 `provision.json` (vendor endpoint, Wi-Fi from a local file, the owner's public key: physical
 access at flash time is the proof of ownership), read back the device card, reset and wait for
 the firmware to boot. Works the same on `/dev/ttyUSB0` and on a virtual board's pty.
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,7 @@ from host_agent.paths import tool_beside
 # Where the base image goes: ESP32 has its second-stage bootloader at 0x1000, the newer chips at 0.
 IMAGE_OFFSETS = {"esp32": 0x1000}
 MPREMOTE_TIMEOUT_S = 60
+ROMFS_DEPLOY_TIMEOUT_S = 300  # ~100 KB over a 115200-baud serial line, block by block
 BOOT_TIMEOUT_S = 30
 HEADROOM_BYTES = 16384  # the firmware writes key, counters, config and its flash buffer at run time
 
@@ -154,6 +159,40 @@ def mpremote(port: str, *args: str, timeout_s: float | None = None) -> str:
         last = text.splitlines()[-1] if text else f"exit status {result.returncode}"
         raise UserError(f"mpremote {' '.join(args[:2])} failed on {port}: {last}")
     return result.stdout
+
+
+def parse_romfs_query(out: str) -> int | None:
+    """The size in bytes of ROMFS partition 0 in `mpremote romfs query`'s output, or None: none."""
+    for line in out.splitlines():
+        found = re.match(r"ROMFS0 partition has size (\d+) bytes", line.strip())
+        if found:
+            return int(found.group(1))
+    return None  # "ROMFS is not enabled on this device", "No ROMFS partitions available"
+
+
+def romfs_partition(port: str) -> int | None:
+    """The size of the board's ROMFS partition (MicroPython >= 1.25 on a board that has one), or None."""
+    try:
+        return parse_romfs_query(mpremote(port, "romfs", "query"))
+    except UserError:  # an older MicroPython: no `romfs` support on the device side
+        return None
+
+
+def build_romfs_image(build: Path, image: Path, folder: str = "fp") -> Path:
+    """Pack a firmware build's fp/ folder (its .mpy files and the Ed25519 table) into a ROMFS image
+    with `mpremote romfs build`; on the board it mounts at /rom, where main.py imports it from."""
+    source = image.with_suffix(".src")
+    if source.exists():
+        shutil.rmtree(source)
+    shutil.copytree(build / folder, source / folder)
+    command = [mpremote_command(), "romfs", "--no-mpy", "-o", str(image), "build", str(source)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=MPREMOTE_TIMEOUT_S)
+    if result.returncode != 0:
+        text = (result.stderr or result.stdout).strip()
+        raise UserError(
+            f"mpremote romfs build failed: {text.splitlines()[-1] if text else result.returncode}"
+        )
+    return image
 
 
 def probe(port: str) -> Probe:
@@ -384,7 +423,24 @@ def flash(args: argparse.Namespace) -> int:
         work_dir = Path(work)
         say(f"compiling the firmware for {board['mpy_arch']} (mpy-cross)")
         build = compile_firmware(board["mpy_arch"], work_dir / "build")
-        needed = build.mpy_bytes + build.data_bytes
+        image = None
+        rom_bytes = romfs_partition(port)
+        if rom_bytes:
+            image = build_romfs_image(build.path, work_dir / "firmware.romfs")
+            size = image.stat().st_size
+            if size > rom_bytes:
+                say(
+                    f"the ROMFS image ({size // 1024} KB) does not fit the board's ROMFS partition "
+                    f"({rom_bytes // 1024} KB): emptying it (an older image there would shadow the "
+                    "new code: main.py imports from /rom first) and copying the .mpy files instead"
+                )
+                (work_dir / "empty" / "empty").mkdir(parents=True)
+                empty = build_romfs_image(work_dir / "empty", work_dir / "empty.romfs", folder="empty")
+                mpremote(port, "romfs", "deploy", str(empty), timeout_s=ROMFS_DEPLOY_TIMEOUT_S)
+                image = None
+        else:
+            say("no ROMFS partition on the board (mpremote romfs query): copying the .mpy files")
+        needed = (build.path / "main.py").stat().st_size if image else build.mpy_bytes + build.data_bytes
         if needed + HEADROOM_BYTES > found.free_bytes:
             raise UserError(
                 f"firmware too big: {needed // 1024} KB + {HEADROOM_BYTES // 1024} KB for data, "
@@ -392,11 +448,22 @@ def flash(args: argparse.Namespace) -> int:
             )
         (work_dir / "board.json").write_text(json.dumps(board))
         (work_dir / "provision.json").write_text(json.dumps(provision))
-        say(f"copying {build.files} files, {needed // 1024} KB (mpremote)")
+        if image and rom_bytes:
+            say(
+                f"writing a ROMFS image of {image.stat().st_size // 1024} KB ({build.files} files) to the "
+                f"board's {rom_bytes // 1024} KB ROMFS partition (mpremote romfs deploy): the code runs in place"
+            )
+            mpremote(port, "romfs", "deploy", str(image), timeout_s=ROMFS_DEPLOY_TIMEOUT_S)
+            copy = ["fs", "cp", str(build.path / "main.py"), ":main.py"]
+        else:
+            say(f"copying {build.files} files, {needed // 1024} KB (mpremote)")
+            copy = [
+                "fs", "cp", "-r", str(build.path / "fp"), ":",
+                "+", "fs", "cp", str(build.path / "main.py"), ":main.py",
+            ]  # fmt: skip
         mpremote(
             port,
-            "fs", "cp", "-r", str(build.path / "fp"), ":",
-            "+", "fs", "cp", str(build.path / "main.py"), ":main.py",
+            *copy,
             "+", "fs", "cp", str(work_dir / "board.json"), ":board.json",
             "+", "fs", "cp", str(work_dir / "provision.json"), ":provision.json",
         )  # fmt: skip

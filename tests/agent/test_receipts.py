@@ -326,7 +326,7 @@ def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive
 
     from fp import topics
     from fp.destinations import ACK_SLOTS, RAM_SLOTS
-    from fp.receipted import RECEIPT_WINDOW
+    from fp.receipted import RECEIPT_RAM_SLOTS
     from host_agent.bus.mosquitto import Mosquitto
     from host_agent.wire import nacl_signer
 
@@ -358,9 +358,9 @@ def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive
     watcher.subscribe(topics.topic(device_id, "reading"), 1)
     watcher.loop_start()
     device.start()
-    # at most this many wait in RAM: the receipt window and RAM slots of the lagging destination,
-    # the RAM slots of the plain one, and the acks of both
-    in_ram = RECEIPT_WINDOW + 2 * RAM_SLOTS + 2 * ACK_SLOTS
+    # at most this many wait in RAM: the RAM slots of the lagging destination and of the plain
+    # one, and the acks of both
+    in_ram = RECEIPT_RAM_SLOTS + RAM_SLOTS + 2 * ACK_SLOTS
     try:
         assert device.device_id(20) == device_id
         wait_for(lambda: len(seen) >= 10, 20, "readings on the lagging broker: its destination is up")

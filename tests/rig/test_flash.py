@@ -58,7 +58,55 @@ def test_flash_sim_into_the_virtual_board_boots_and_reads_back_a_card_naming_the
     assert provision["owner"] == owner.public.hex()
     assert provision["vendor"] == {"host": "127.0.0.1", "port": 1883}
     assert (flashed / "fp" / "app.mpy").exists() and (flashed / "main.py").exists()
+    # this MicroPython has no ROM partition (vfs.rom_ioctl): the .mpy files, and the step says so
+    assert "flash: no ROMFS partition on the board (mpremote romfs query): copying the .mpy files" in out
     assert "not registered with an agent (--owner-key without --config)" in out  # said, not faked
+
+
+@pytest.mark.parametrize(
+    ("out", "size"),
+    [
+        (
+            "ROMFS0 partition has size 131072 bytes (32 blocks of 4096 bytes each)\n  Raw contents: d2:cd:31\n",
+            131072,
+        ),
+        ("ROMFS is not enabled on this device\n", None),
+        ("No ROMFS partitions available\n", None),
+        ("", None),
+    ],
+)
+def test_romfs_query_output_gives_the_partition_size_or_none(out, size):
+    assert flash.parse_romfs_query(out) == size
+
+
+def test_the_romfs_image_flash_builds_mounts_with_vfsrom_and_boots_the_firmware_from_it(tmp_path):
+    """The image `firstparty flash` writes to a ROMFS partition: mounted at /rom as a board does
+    (vfs.VfsRom, over the image read into memory: the unix port has no partition), with no fp/ folder
+    anywhere else on the path, the firmware boots from it and delivers a reading."""
+    from host_agent.board.build import compile_firmware
+    from host_agent.bus.mosquitto import Mosquitto
+    from host_agent.rig.simdevice import SimDevice
+    from tests.firmware.conftest import Collector
+    from tests.helpers import wait_for
+
+    build = compile_firmware("x64", tmp_path / "build").path
+    image = flash.build_romfs_image(build, tmp_path / "firmware.romfs")
+    code = tmp_path / "code"  # main.py only: fp can come from nowhere but the image
+    code.mkdir()
+    mount = (
+        f"import vfs\nwith open({str(image)!r}, 'rb') as _f:\n    vfs.mount(vfs.VfsRom(_f.read()), '/rom')\n"
+    )
+    (code / "main.py").write_text(mount + (build / "main.py").read_text())
+    broker = Mosquitto(tmp_path / "broker").start()
+    collector = Collector(broker)
+    device = SimDevice(tmp_path / "flash", (broker.host, broker.port), code=code).start()
+    try:
+        device.device_id(20)
+        wait_for(lambda: collector.readings, 20, "a reading from the firmware in the image")
+    finally:
+        device.stop()
+        collector.stop()
+        broker.stop()
 
 
 def test_flash_refuses_a_board_that_is_another_chip(virtual_board, tmp_path, capsys):

@@ -1,0 +1,115 @@
+"""What the firmware's heap holds on a 32-bit MicroPython, step by step, from ROMFS and from .mpy.
+
+Run: FP_MICROPYTHON=/path/to/32-bit/micropython .venv/bin/python bench/bench_heap_breakdown.py
+[--baseline REV]  (the i386 build: docs/benchmarks.md; without FP_MICROPYTHON, the venv's 64-bit
+unix port, and the figures say so). With --baseline, the firmware of git revision REV (exported
+with `git archive`, compiled by its own build code) is measured in the same run, step for step.
+
+Each boot runs firmware/tools/heap_steps.py on board `sim` with the HTTP API on and an owner key
+set (bench_memory.py's configuration), against a mosquitto of its own: each module imported on
+its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, then one
+more of each running object (a probe). ROMFS: the build packed by `mpremote romfs build` and
+mounted with vfs.VfsRom over the image read into the heap before the first figure (the unix port
+has no ROM partition), so the image itself is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "firmware")]
+
+from bench.bench_memory import baseline_build, interpreter  # noqa: E402
+from host_agent.board.build import compile_firmware  # noqa: E402
+from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
+from host_agent.rig.simdevice import SimDevice  # noqa: E402
+from tests.helpers import build_romfs  # noqa: E402
+
+STEPS = REPO / "firmware" / "tools" / "heap_steps.py"
+
+
+def steps(command: str, build: Path, flash: Path, image: Path | None) -> list[tuple[str, int, int]]:
+    """Run heap_steps.py on `build` (from the ROMFS `image` if given); return (step, added, total)."""
+    script = STEPS.read_text()
+    if image is not None:
+        mount = (
+            "import sys, vfs\n"
+            f"with open({str(image)!r}, 'rb') as _f:\n"
+            "    _image = _f.read()\n"
+            "vfs.mount(vfs.VfsRom(_image), '/rom')\n"
+            "sys.path.insert(0, '/rom')\n"
+        )
+        script = mount + script
+    env = dict(os.environ, MICROPYPATH=f".frozen:{build}")
+    result = subprocess.run(
+        [command, "-X", "heapsize=512k", "-c", script],
+        cwd=flash,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"heap_steps.py failed:\n{result.stdout}\n{result.stderr}")
+    out = []
+    for line in result.stdout.splitlines():
+        if line.startswith("step "):
+            name, added, total = line[5:].rsplit(" ", 2)
+            out.append((name, int(added), int(total)))
+        elif line.startswith(("info ", "qstr pool")):
+            print("  " + line)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", help="a git revision to measure in the same run")
+    args = parser.parse_args()
+    command, arch = interpreter()
+    work = Path(tempfile.mkdtemp(prefix="fp-bench-heap-"))
+    builds = {"now": compile_firmware(arch, work / "build-now").path}
+    if args.baseline:
+        builds["baseline " + args.baseline] = baseline_build(args.baseline, arch, work)
+    broker = Mosquitto(work / "broker").start()
+    results: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+    try:
+        for label, build in builds.items():
+            image = build_romfs(build, work / (build.name + ".romfs"))
+            for where, rom in (("ROMFS", image), (".mpy", None)):
+                flash = work / f"flash-{build.name}-{where}"
+                SimDevice(flash, (broker.host, broker.port), owner_key=bytes(range(32)))
+                print(f"{label}, {where}:")
+                results[(label, where)] = steps(command, build, flash, rom)
+    finally:
+        broker.stop()
+    word = "32-bit" if arch == "x86" else "64-bit (set FP_MICROPYTHON to a 32-bit build)"
+    print(f"interpreter: {command} ({word})")
+    for where in ("ROMFS", ".mpy"):
+        columns = [label for label in builds]
+        print(f"\n{where}: bytes each step adds (gc.mem_alloc after a collection), then the total")
+        print("| step | " + " | ".join(columns) + " |")
+        print("|---|" + "---|" * len(columns))
+        names = [name for name, _, _ in results[("now", where)]]
+        for label in columns:
+            names += [name for name, _, _ in results[(label, where)] if name not in names]
+        for name in names:
+            cells = []
+            for label in columns:
+                found = [added for step, added, _ in results[(label, where)] if step == name]
+                cells.append(f"{found[0]:,}" if found else "-")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        totals = []
+        for label in columns:
+            running = [total for step, _, total in results[(label, where)] if step.startswith("running")]
+            totals.append(f"**{running[0]:,}**" if running else "-")
+        print("| total once running | " + " | ".join(totals) + " |")
+
+
+if __name__ == "__main__":
+    main()
