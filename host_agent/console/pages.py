@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,21 +58,6 @@ NOTES = {
 }
 
 
-DEVICE_COLUMNS = "device_id, owner_id, name, board, firmware, state, first_seen, last_seen, last_status"
-DEVICE_KEYS = ("device_id", "owner_id", "name", "board", "firmware", "state", "first_seen", "last_seen")
-# the devices page's two queries: SEARCH by the primary key, and by devices_state (series.SCHEMA)
-DEVICES_AFTER = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?"
-ONE_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?"
-PENDING = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE state='pending' ORDER BY device_id LIMIT 1000"
-
-
-def _device(row: tuple) -> dict[str, Any]:
-    """A devices row as Store.devices gives it."""
-    item: dict[str, Any] = dict(zip(DEVICE_KEYS, row[:8], strict=True))
-    item["status"] = json.loads(row[8]) if row[8] else None
-    return item
-
-
 class SignInNeeded(Exception):
     """No session, or its token was revoked: the sign-in page, 401."""
 
@@ -103,13 +87,9 @@ class Indexer:
 
     def __init__(self, agent):
         self.agent = agent
-        self.has_schema = False
         self.task: asyncio.Task | None = None
 
     async def ready(self) -> None:
-        if not self.has_schema:
-            await asyncio.to_thread(series.ensure_schema, self.agent.store)
-            self.has_schema = True
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._forever())
 
@@ -122,9 +102,9 @@ class Indexer:
                 if time.monotonic() - pruned_s > 3600:
                     pruned_s = time.monotonic()
                     await asyncio.to_thread(series.prune, store)
-            except sqlite3.ProgrammingError:
-                return  # the store is closed: the agent is stopping
             except store.errors as error:
+                if store.is_closed:
+                    return  # the agent is stopping
                 log.warning("series index: %s (tries again)", error)
                 count = 0
             if count < series.BATCH:
@@ -188,8 +168,7 @@ def _parse_range(since_s: float | None, until_s: float | None, range_name: str |
 
 
 async def visible_device(ctx: Context, who: Principal, device_id: str) -> dict[str, Any]:
-    rows = await asyncio.to_thread(ctx.agent.store.query, ONE_DEVICE, (device_id,))
-    device = _device(rows[0]) if rows else None
+    device = await asyncio.to_thread(ctx.agent.store.device, device_id)
     if device is None or not who.can_see(device):
         raise Refused(404, f"no device {device_id} for this token")
     return device
@@ -415,16 +394,16 @@ def build_console(ctx: Context) -> FastAPI:
         store = agent.store
         pending = []
         if seen.is_admin:
-            rows = await asyncio.to_thread(store.query, PENDING, ())
-            pending = [d for d in map(_device, rows) if seen.who.can_see(d)]
+            rows = await asyncio.to_thread(store.pending_devices)
+            pending = [d for d in rows if seen.who.can_see(d)]
         others: list[dict[str, Any]] = []
         cursor = after
         while len(others) <= DEVICES_PAGE:
-            rows = await asyncio.to_thread(store.query, DEVICES_AFTER, (cursor, DEVICES_PAGE + 1))
-            others += [d for d in map(_device, rows) if seen.who.can_see(d) and d["state"] != "pending"]
+            rows = await asyncio.to_thread(store.devices_after, cursor, DEVICES_PAGE + 1)
+            others += [d for d in rows if seen.who.can_see(d) and d["state"] != "pending"]
             if len(rows) <= DEVICES_PAGE:
                 break
-            cursor = rows[-1][0]
+            cursor = rows[-1]["device_id"]
         return {
             "pending": pending,
             "devices": others[:DEVICES_PAGE],
@@ -693,7 +672,7 @@ def build_console(ctx: Context) -> FastAPI:
     async def records_view(seen: Viewer) -> dict[str, Any]:
         store = agent.store
         bad = await asyncio.to_thread(store.audit_verify)
-        last = (await asyncio.to_thread(store.query, "SELECT MAX(seq) FROM audit"))[0][0] or 0
+        last = await asyncio.to_thread(store.last_audit_seq)
         entries = await asyncio.to_thread(store.audit_entries, max(0, last - 50), 50)
         return {
             "grants": await asyncio.to_thread(store.routes, True),
@@ -769,22 +748,13 @@ def _signed_time(message_hex: str | None) -> float | None:
 
 def _delivery(store, route_id: int) -> dict[str, Any]:
     """A route's delivery state: queued, delivered, failing (with the last error)."""
-    queued, delivered, failing = store.query(
-        "SELECT COALESCE(SUM(delivered_at IS NULL), 0), COALESCE(SUM(delivered_at IS NOT NULL), 0),"
-        " COALESCE(SUM(delivered_at IS NULL AND attempts > 0), 0) FROM outbox WHERE route_id=?",
-        (route_id,),
-    )[0]
-    error = store.query(
-        "SELECT last_error FROM outbox WHERE route_id=? AND delivered_at IS NULL AND last_error IS NOT NULL"
-        " ORDER BY id DESC LIMIT 1",
-        (route_id,),
-    )
+    queued, delivered, failing, last_error = store.route_delivery(route_id)
     state = "failing" if failing else "queued" if queued else "delivered" if delivered else "nothing yet"
     return {
         "state": state,
         "queued": queued,
         "delivered": delivered,
-        "last_error": error[0][0] if error else None,
+        "last_error": last_error,
     }
 
 

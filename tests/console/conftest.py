@@ -10,7 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent.conftest import device, publisher, start_agent, store_url, wait_for, webhook  # noqa: F401
+from tests.agent.conftest import (  # noqa: F401
+    device,
+    postgres_server,
+    publisher,
+    pytest_generate_tests,  # BOTH_STORES, here too
+    start_agent,
+    store_url,
+    wait_for,
+    webhook,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
