@@ -116,7 +116,6 @@ class Postgres(Dialect):
         "  metrics TEXT, held BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (id, received_s))"
         " PARTITION BY RANGE (received_s);\n"
         "CREATE TABLE IF NOT EXISTS messages_default PARTITION OF messages DEFAULT;\n"
-        "CREATE INDEX IF NOT EXISTS messages_time ON messages (device_id, received_s);\n"
     )
     # (SQLite's words, PostgreSQL's) in the schema
     TYPES = (

@@ -76,24 +76,6 @@ class SeriesQueries:
         """The metrics a device has numbers for in the index, by name."""
         return sorted(r[0] for r in self.query(METRICS, (device_id,)))
 
-    def series_plans(
-        self, device_id: str, metric: str, since_s: float, until_s: float
-    ) -> dict[str, list[str]]:
-        """The plans of the plots' queries (for the tests and benchmarks that check their indexes)."""
-        step = max(1.0, (until_s - since_s) / 100)
-        first, end = int(since_s // 3600), int(until_s // 3600) + 1
-        return {
-            "buckets": self.plan(
-                self.dialect.series_buckets,
-                (float(since_s), step, device_id, metric, float(since_s), float(until_s)),
-            ),
-            "hourly buckets": self.plan(
-                self.dialect.series_hourly_buckets,
-                (float(first * 3600), 3600.0, device_id, metric, first, end),
-            ),
-            "metrics": self.plan(METRICS, (device_id,)),
-        }
-
     # --- the indexer ----------------------------------------------------------------------------
 
     def settled_message_id(self) -> int:

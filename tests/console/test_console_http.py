@@ -267,9 +267,9 @@ def test_series_buckets_hold_min_avg_max_and_the_hourly_sums_agree_with_the_read
     assert limited.get(path, params={"metric": "temp"}).status_code == 403
     assert reader.get(f"/devices/{'a' * 24}/series", params={"metric": "temp"}).status_code == 404
     if store_url is None:  # PostgreSQL's plans at a realistic size: tests/agent/test_postgres_indexes.py
-        plans = agent.store.series_plans(device.device_id, "temp", now - 86400, now)
-        assert "SEARCH series USING PRIMARY KEY" in plans["buckets"][0], plans
-        assert "SEARCH series_hour USING PRIMARY KEY" in plans["hourly buckets"][0], plans
+        plans = agent.store.query_plans(device.device_id, "temp", now - 86400, now)
+        assert "SEARCH series USING PRIMARY KEY" in plans["series buckets"][0], plans
+        assert "SEARCH series_hour USING PRIMARY KEY" in plans["series hourly buckets"][0], plans
         assert not [line for plan in plans.values() for line in plan if line.startswith("SCAN")], plans
 
 
