@@ -491,7 +491,7 @@ class Store(SeriesQueries, ABC):
                 self.dialect.series_hourly_buckets,
                 (float(first * 3600), 3600.0, device_id, metric, first, end),
             ),
-            "series metrics": (METRICS, (device_id,)),
+            "series metrics": (METRICS, (device_id, device_id)),
         }
 
     def query_plans(

@@ -9,6 +9,7 @@ with EXPLAIN.
 
 from __future__ import annotations
 
+import re
 import time
 
 import psycopg
@@ -119,7 +120,9 @@ def test_no_query_of_the_api_reads_the_whole_readings_table_on_sqlite(tmp_path):
     try:
         plans = store.query_plans("d" * 24, "temp", 1.8e9, 1.8e9 + 86400, 1000)
         readings = [line for name, plan in plans.items() if name != "token of a session" for line in plan]
-        assert not [line for line in readings if line.startswith("SCAN")], plans
+        assert not [
+            line for line in readings if re.match(r"SCAN (messages|series|series_hour|devices)\b", line)
+        ], plans
         assert "messages_signed_time" in plans["readings of a device, metric and time range"][0], plans
     finally:
         store.close()
