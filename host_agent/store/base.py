@@ -134,7 +134,8 @@ def _readings_sql(
     sql += " AND +id>?" if is_ranged else " AND id>?"
     args: list[Any] = [after_id]
     if device_ids is not None:
-        sql += f" AND device_id IN ({','.join('?' * len(device_ids))})"
+        # no device: no reading (SQLite reads "IN ()" as false; PostgreSQL refuses it)
+        sql += f" AND device_id IN ({','.join('?' * len(device_ids))})" if device_ids else " AND 1=0"
         args += device_ids
     if metric:
         # the column is ",name,name,"; instr, not LIKE, for names with _ or % in them
