@@ -142,3 +142,36 @@ def test_every_package_of_host_agent_declares_what_it_offers_in_all():
         if not offered and "imported by path" not in (package.__doc__ or ""):
             problems.append(f"{name}: an empty __all__ and a docstring that does not say how it is used")
     assert not problems, "\n".join(problems)
+
+
+SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|EXPLAIN)\s")
+# the rig starts and empties the tests' PostgreSQL server (a server's administration, not a store)
+SQL_ALLOWED = {"host_agent/rig/postgres.py"}
+
+
+def _sql_strings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of the string literals (f-strings' text too) of a module that start like SQL."""
+    return [
+        (node.lineno, node.value[:60])
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value)
+    ]
+
+
+def test_only_the_store_speaks_sql():
+    """Issues 18 and 22: one package speaks SQL, in each backend's words; the others call its methods."""
+    spoken = [
+        f"{path.relative_to(REPO)}:{line}: {text!r}"
+        for name, path in sorted(_modules().items())
+        if _part(name) != "store" and path.relative_to(REPO).as_posix() not in SQL_ALLOWED
+        for line, text in _sql_strings(path)
+    ]
+    assert not spoken, "\n".join(spoken)
+
+
+def test_the_sql_check_sees_a_statement_in_an_f_string_and_not_in_prose(tmp_path):
+    module = tmp_path / "x.py"
+    module.write_text(
+        'def f(store, t):\n    """Select the rows."""\n    return store.query(f"SELECT * FROM {t}")\n'
+    )
+    assert _sql_strings(module) == [(3, "SELECT * FROM ")]

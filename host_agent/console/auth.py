@@ -25,10 +25,6 @@ COOKIE = "fp_session"
 SESSION_IDLE_S = 12 * 3600
 MAX_SESSIONS = 1000
 LINK_TTL_S = 600
-LINKS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS console_links (
-  code_hash TEXT PRIMARY KEY, token_hash TEXT NOT NULL, expires_s REAL NOT NULL);
-"""
 
 
 @dataclass(slots=True)
@@ -87,25 +83,14 @@ def create_link_code(store: Store, token: str, now_s: float | None = None) -> st
     """A one-time code that signs in as `token` (a live token), for the link the CLI prints."""
     now = now_s if now_s is not None else time.time()
     code = "fpl_" + secrets.token_urlsafe(24)
-    store.create_tables(LINKS_SCHEMA)
-    with store.transaction() as db:
-        db.execute("DELETE FROM console_links WHERE expires_s<?", (now,))
-        db.execute(
-            "INSERT INTO console_links VALUES (?,?,?)",
-            (_code_hash(code), token_hash(token), now + LINK_TTL_S),
-        )
+    store.add_console_link(_code_hash(code), token_hash(token), now + LINK_TTL_S, now)
     return code
 
 
 def redeem_link_code(store: Store, code: str, now_s: float | None = None) -> str | None:
     """The token hash a link code signs in as, used up; None when unknown, used or expired."""
     now = now_s if now_s is not None else time.time()
-    store.create_tables(LINKS_SCHEMA)
-    with store.transaction() as db:
-        row = db.execute(
-            "SELECT token_hash, expires_s FROM console_links WHERE code_hash=?", (_code_hash(code),)
-        ).fetchone()
-        db.execute("DELETE FROM console_links WHERE code_hash=? OR expires_s<?", (_code_hash(code), now))
+    row = store.take_console_link(_code_hash(code), now)
     if row is None or row[1] < now:
         return None
     return row[0]

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from host_agent.api.auth import Principal, Reader, limit_to_metrics
 from host_agent.console import auth, series
 from host_agent.errors import UserError
 from host_agent.routes import rules as routing
-from host_agent.store.records import DEVICE_COLUMNS, Device
+from host_agent.store.records import Device
 
 log = logging.getLogger("firstparty.console")
 HERE = Path(__file__).parent
@@ -58,12 +57,6 @@ NOTES = {
     "route-removed": "Route removed (audited).",
     "revoked": "Token revoked: its sessions ended.",
 }
-
-
-# the devices page's two queries: SEARCH by the primary key, and by devices_state (series.SCHEMA)
-DEVICES_AFTER = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?"
-ONE_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?"
-PENDING = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE state='pending' ORDER BY device_id LIMIT 1000"
 
 
 class SignInNeeded(Exception):
@@ -95,13 +88,9 @@ class Indexer:
 
     def __init__(self, agent):
         self.agent = agent
-        self.has_schema = False
         self.task: asyncio.Task | None = None
 
     async def ready(self) -> None:
-        if not self.has_schema:
-            await asyncio.to_thread(series.ensure_schema, self.agent.store)
-            self.has_schema = True
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._forever())
 
@@ -114,9 +103,9 @@ class Indexer:
                 if time.monotonic() - pruned_s > 3600:
                     pruned_s = time.monotonic()
                     await asyncio.to_thread(series.prune, store)
-            except sqlite3.ProgrammingError:
-                return  # the store is closed: the agent is stopping
             except store.errors as error:
+                if store.is_closed:
+                    return  # the agent is stopping
                 log.warning("series index: %s (tries again)", error)
                 count = 0
             if count < series.BATCH:
@@ -174,8 +163,7 @@ def _parse_range(since_s: float | None, until_s: float | None, range_name: str |
 
 
 async def visible_device(ctx: Context, who: Principal, device_id: str) -> Device:
-    rows = await asyncio.to_thread(ctx.agent.store.query, ONE_DEVICE, (device_id,))
-    device = Device.from_row(rows[0]) if rows else None
+    device = await asyncio.to_thread(ctx.agent.store.device, device_id)
     if device is None or not who.can_see(device):
         raise Refused(404, f"no device {device_id} for this token")
     return device
@@ -401,16 +389,16 @@ def build_console(ctx: Context) -> FastAPI:
         store = agent.store
         pending = []
         if seen.is_admin:
-            rows = await asyncio.to_thread(store.query, PENDING, ())
-            pending = [d for d in map(Device.from_row, rows) if seen.who.can_see(d)]
+            rows = await asyncio.to_thread(store.pending_devices)
+            pending = [d for d in rows if seen.who.can_see(d)]
         others: list[Device] = []
         cursor = after
         while len(others) <= DEVICES_PAGE:
-            rows = await asyncio.to_thread(store.query, DEVICES_AFTER, (cursor, DEVICES_PAGE + 1))
-            others += [d for d in map(Device.from_row, rows) if seen.who.can_see(d) and d.state != "pending"]
+            rows = await asyncio.to_thread(store.devices_after, cursor, DEVICES_PAGE + 1)
+            others += [d for d in rows if seen.who.can_see(d) and d.state != "pending"]
             if len(rows) <= DEVICES_PAGE:
                 break
-            cursor = rows[-1][0]
+            cursor = rows[-1].device_id
         return {
             "pending": pending,
             "devices": others[:DEVICES_PAGE],
@@ -673,7 +661,7 @@ def build_console(ctx: Context) -> FastAPI:
     async def records_view(seen: Viewer) -> dict[str, Any]:
         store = agent.store
         bad = await asyncio.to_thread(store.audit_verify)
-        last = (await asyncio.to_thread(store.query, "SELECT MAX(seq) FROM audit"))[0][0] or 0
+        last = await asyncio.to_thread(store.last_audit_seq)
         entries = await asyncio.to_thread(store.audit_entries, max(0, last - 50), 50)
         return {
             "grants": await asyncio.to_thread(store.routes, True),
@@ -749,22 +737,13 @@ def _signed_time(message_hex: str | None) -> float | None:
 
 def _delivery(store, route_id: int) -> dict[str, Any]:
     """A route's delivery state: queued, delivered, failing (with the last error)."""
-    queued, delivered, failing = store.query(
-        "SELECT COALESCE(SUM(delivered_at IS NULL), 0), COALESCE(SUM(delivered_at IS NOT NULL), 0),"
-        " COALESCE(SUM(delivered_at IS NULL AND attempts > 0), 0) FROM outbox WHERE route_id=?",
-        (route_id,),
-    )[0]
-    error = store.query(
-        "SELECT last_error FROM outbox WHERE route_id=? AND delivered_at IS NULL AND last_error IS NOT NULL"
-        " ORDER BY id DESC LIMIT 1",
-        (route_id,),
-    )
+    queued, delivered, failing, last_error = store.route_delivery(route_id)
     state = "failing" if failing else "queued" if queued else "delivered" if delivered else "nothing yet"
     return {
         "state": state,
         "queued": queued,
         "delivered": delivered,
-        "last_error": error[0][0] if error else None,
+        "last_error": last_error,
     }
 
 

@@ -4,7 +4,8 @@ downsampled view the console's plots and GET /devices/{device_id}/series read.
 A reading's values live only in its signed bytes (store.reading_values decodes them), so a plot
 of a year cannot decode its readings on each request. The index holds each numeric value once,
 keyed (device_id, metric, t): a range of one metric of one device is one index search, and
-`buckets` folds it into at most `points` (min, avg, max) buckets in SQL. Plots of a month or
+`buckets` folds it into at most `points` (min, avg, max) buckets in SQL (the store's:
+host_agent.store.timeseries, in SQLite's and PostgreSQL's words). Plots of a month or
 more read hourly sums instead (series_hour: count, sum, min, max per hour), so a year of readings
 every minute is 8,760 rows instead of 525,600 (0.3-0.5 s of index walk, measured: see
 docs/benchmarks.md). The indexer follows the messages table by id (SEARCH by rowid), a batch at a
@@ -19,40 +20,9 @@ from typing import Any
 
 from host_agent.store.base import Store, reading_values
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS series (
-  device_id TEXT NOT NULL, metric TEXT NOT NULL, t REAL NOT NULL, message_id INTEGER NOT NULL,
-  v REAL NOT NULL, PRIMARY KEY (device_id, metric, t, message_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS series_hour (
-  device_id TEXT NOT NULL, metric TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,
-  total REAL NOT NULL, low REAL NOT NULL, high REAL NOT NULL, first_t REAL NOT NULL,
-  PRIMARY KEY (device_id, metric, hour)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS series_state (
-  id INTEGER PRIMARY KEY CHECK (id = 1), last_message_id INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS devices_state ON devices (state, device_id);
-"""
 BATCH = 5000  # readings decoded per transaction of the indexer
 MAX_POINTS = 2000
-BUCKETS = (
-    "SELECT CAST((t - ?) / ? AS INTEGER) AS b, MIN(t), MIN(v), AVG(v), MAX(v), COUNT(*) FROM series"
-    " WHERE device_id=? AND metric=? AND t>=? AND t<? GROUP BY b ORDER BY b"
-)
 HOUR_S = 3600
-HOURLY_BUCKETS = (
-    "SELECT CAST((hour * 3600 - ?) / ? AS INTEGER) AS b, MIN(first_t), MIN(low), SUM(total) / SUM(n),"
-    " MAX(high), SUM(n) FROM series_hour WHERE device_id=? AND metric=? AND hour>=? AND hour<?"
-    " GROUP BY b ORDER BY b"
-)
-UPSERT_HOUR = (
-    "INSERT INTO series_hour VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, metric, hour) DO UPDATE SET"
-    " n=n+excluded.n, total=total+excluded.total, low=MIN(low, excluded.low),"
-    " high=MAX(high, excluded.high), first_t=MIN(first_t, excluded.first_t)"
-)
-METRICS = "SELECT DISTINCT metric FROM series WHERE device_id=?"
-
-
-def ensure_schema(store: Store) -> None:
-    store.create_tables(SCHEMA)
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,26 +76,26 @@ def buckets(
     if step >= HOUR_S:
         first_hour, end_hour = int(since_s // HOUR_S), int(math.ceil(until_s / HOUR_S))
         since_s = float(first_hour * HOUR_S)
-        rows = store.query(HOURLY_BUCKETS, (since_s, step, device_id, metric, first_hour, end_hour))
+        rows = store.series_hourly_buckets(device_id, metric, first_hour, end_hour, step)
     else:
-        rows = store.query(BUCKETS, (since_s, step, device_id, metric, since_s, until_s))
+        rows = store.series_buckets(device_id, metric, since_s, until_s, step)
     return Buckets(
         device_id,
         metric,
         since_s,
         until_s,
         step,
+        [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
         [r[3] for r in rows],
         [r[4] for r in rows],
-        [r[5] for r in rows],
     )
 
 
 def metrics(store: Store, device_id: str) -> list[str]:
     """The metrics a device has reported numbers for, by name."""
-    return sorted(r[0] for r in store.query(METRICS, (device_id,)))
+    return store.series_metrics(device_id)
 
 
 def _numbers(body: str | None, raw: bytes) -> list[tuple[str, float]]:
@@ -137,14 +107,10 @@ def _numbers(body: str | None, raw: bytes) -> list[tuple[str, float]]:
 
 
 def catch_up(store: Store, batch: int = BATCH) -> int:
-    """Index the readings stored since the last call (up to `batch`); return how many were read."""
-    done = store.query("SELECT last_message_id FROM series_state WHERE id=1")
-    after = done[0][0] if done else 0
-    rows = store.query(
-        "SELECT id, device_id, COALESCE(time_s, received_s), body, raw FROM messages"
-        " WHERE id>? AND kind='reading' ORDER BY id LIMIT ?",
-        (after, batch),
-    )
+    """Index the readings stored since the last call (up to `batch`); return how many were read
+    (0 also when another agent on the same database indexed them first)."""
+    after = store.series_cursor()
+    rows = store.unindexed_readings(after, batch)
     if not rows:
         return 0
     values = []
@@ -165,33 +131,12 @@ def catch_up(store: Store, batch: int = BATCH) -> int:
                 cell[2] = min(cell[2], v)
                 cell[3] = max(cell[3], v)
                 cell[4] = min(cell[4], t)
-    with store.transaction() as db:
-        db.executemany("INSERT OR IGNORE INTO series VALUES (?,?,?,?,?)", values)
-        db.executemany(UPSERT_HOUR, [(*key, *cell) for key, cell in hours.items()])
-        db.execute(
-            "INSERT INTO series_state (id, last_message_id) VALUES (1, ?)"
-            " ON CONFLICT (id) DO UPDATE SET last_message_id=excluded.last_message_id",
-            (rows[-1][0],),
-        )
-    return len(rows)
+    sums = [
+        (*key, int(n), total, low, high, first_t) for key, (n, total, low, high, first_t) in hours.items()
+    ]
+    return len(rows) if store.add_series(after, rows[-1][0], values, sums) else 0
 
 
 def prune(store: Store) -> int:
     """Drop the values of readings the store no longer holds (retention); a scan, run rarely."""
-    with store.transaction() as db:
-        oldest = db.execute("SELECT MIN(id) FROM messages WHERE kind='reading'").fetchone()[0]
-        if oldest is None:
-            return 0
-        oldest_t = db.execute(
-            "SELECT COALESCE(time_s, received_s) FROM messages WHERE id=?", (oldest,)
-        ).fetchone()[0]
-        db.execute("DELETE FROM series_hour WHERE hour<?", (int(oldest_t // HOUR_S),))
-        return db.execute("DELETE FROM series WHERE message_id<?", (oldest,)).rowcount
-
-
-def query_plan(store: Store, sql: str, args: tuple) -> list[str]:
-    """EXPLAIN QUERY PLAN's detail lines (for the benchmark's check that no query scans a table)."""
-    try:
-        return [row[3] for row in store.query("EXPLAIN QUERY PLAN " + sql, args)]
-    except store.errors as error:
-        return [f"error: {error}"]
+    return store.prune_series()

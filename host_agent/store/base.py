@@ -24,8 +24,9 @@ from fp import messages
 from host_agent.routes import rules as routing
 from host_agent.store import audit
 from host_agent.store.dialect import Dialect
-from host_agent.store.records import DEVICE_COLUMNS, TOKEN_COLUMNS, Device, Token
+from host_agent.store.records import DEVICE_COLUMNS, TOKEN_COLUMNS, Args, Device, Row, Token
 from host_agent.store.schema import statements
+from host_agent.store.timeseries import METRICS, UNINDEXED, SeriesQueries
 
 __all__ = [
     "Args",
@@ -45,8 +46,6 @@ __all__ = [
 
 log = logging.getLogger("firstparty.store")
 
-Row = tuple[Any, ...]  # a row as the drivers give it
-Args = tuple[Any, ...] | list[Any]  # the parameters of one statement
 
 # the signed parts of an agreement's record (host_agent.terms.records), and its columns
 AGREEMENT_PARTS = ("proffer", "answer", "termination", "termination_ack")
@@ -108,6 +107,50 @@ OUTBOX_INSERT = (
 )
 
 
+LATEST_READING = (
+    "SELECT body, raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1"
+)
+
+
+def _readings_sql(
+    device_ids: list[str] | None,
+    metric: str | None,
+    since_s: float | None,
+    until_s: float | None,
+    after_id: int,
+    limit: int,
+    allowed_metrics: list[str] | None,
+) -> tuple[str, Args]:
+    """The statement of Store.readings and its arguments."""
+    # A time range of a device is a range of messages_signed_time: SQLite, without statistics,
+    # would walk messages_device by id instead (every reading of the device, the range filtered);
+    # the + keeps it off that index's id (PostgreSQL weighs both by its statistics either way)
+    is_ranged = device_ids is not None and (since_s is not None or until_s is not None)
+    sql = "SELECT id, device_id, boot, seq, time_s, received_s, body, raw, held FROM messages WHERE kind='reading'"
+    sql += " AND +id>?" if is_ranged else " AND id>?"
+    args: list[Any] = [after_id]
+    if device_ids is not None:
+        # no device: no reading (SQLite reads "IN ()" as false; PostgreSQL refuses it)
+        sql += f" AND device_id IN ({','.join('?' * len(device_ids))})" if device_ids else " AND 1=0"
+        args += device_ids
+    if metric:
+        # the column is ",name,name,"; instr, not LIKE, for names with _ or % in them
+        sql += " AND instr(metrics, ?) > 0"
+        args.append(f",{metric},")
+    if allowed_metrics is not None:
+        sql += " AND (" + (" OR ".join("instr(metrics, ?) > 0" for _ in allowed_metrics) or "1=0") + ")"
+        args += [f",{name}," for name in allowed_metrics]
+    if since_s is not None:
+        sql += " AND COALESCE(time_s, received_s) >= ?"
+        args.append(since_s)
+    if until_s is not None:
+        sql += " AND COALESCE(time_s, received_s) < ?"
+        args.append(until_s)
+    sql += " ORDER BY id LIMIT ?"
+    args.append(limit)
+    return sql, tuple(args)
+
+
 def _agreement(values: Row) -> dict[str, Any]:
     row: dict[str, Any] = dict(zip(AGREEMENT_COLUMNS, values, strict=True))
     for part in AGREEMENT_PARTS:
@@ -152,6 +195,9 @@ class Tx:
 
     def new_message_ids(self, count: int) -> list[int]:
         """`count` ids for messages this transaction may insert (as SQLite would pick them)."""
+        hold = getattr(self.dialect, "hold_message_ids", None)
+        if hold:  # to the commit: the console's indexer reads past these ids only once they settle
+            self.execute(hold)
         if self.dialect.name == "sqlite":  # as SQLite would pick them: BEGIN IMMEDIATE holds the largest
             largest = self.execute(self.dialect.new_message_ids).fetchone()[0]
             return list(range(largest + 1, largest + 1 + count))
@@ -264,13 +310,14 @@ def write_problem(error: BaseException) -> str:
     return CANNOT_COMMIT
 
 
-class Store(ABC):
+class Store(SeriesQueries, ABC):
     """The store's interface: one database, safe to call from several threads."""
 
     dialect: Dialect
     # what a failed read or write raises (the driver's errors); callers catch these
     errors: tuple[type[BaseException], ...]
     integrity_errors: tuple[type[BaseException], ...]
+    is_closed = False  # set by close(): a call after it raises one of `errors`
 
     @abstractmethod
     def query(self, sql: str, args: Args = ()) -> list[Row]:
@@ -282,6 +329,10 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def plan(self, sql: str, args: Args = ()) -> list[str]:
+        """The plan the database would follow for one statement (EXPLAIN), one line a step."""
 
     def create_tables(self, script: str) -> None:
         """Create the tables and indexes of `script` (in SQLite's words) where missing."""
@@ -319,6 +370,22 @@ class Store(ABC):
     def device(self, device_id: str) -> Device | None:
         rows = self.query(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?", (device_id,))
         return Device.from_row(rows[0]) if rows else None
+
+    def devices_after(self, after_id: str, limit: int) -> list[Device]:
+        """Up to `limit` devices whose id sorts after `after_id`, in id order (a search of the key)."""
+        rows = self.query(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?",
+            (after_id, limit),
+        )
+        return [Device.from_row(row) for row in rows]
+
+    def pending_devices(self, limit: int = 1000) -> list[Device]:
+        """The devices waiting for the owner's decision, in id order (the devices_state index)."""
+        rows = self.query(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE state='pending' ORDER BY device_id LIMIT ?",
+            (limit,),
+        )
+        return [Device.from_row(row) for row in rows]
 
     def card(self, device_id: str) -> bytes | None:
         rows = self.query("SELECT card FROM devices WHERE device_id=?", (device_id,))
@@ -361,28 +428,9 @@ class Store(ABC):
         in the query, before the limit, so a short page means there is no more. Cutting a reading
         down to the allowed values is the caller's (the API's).
         """
-        sql = "SELECT id, device_id, boot, seq, time_s, received_s, body, raw, held FROM messages WHERE kind='reading' AND id>?"
-        args: list[Any] = [after_id]
-        if device_ids is not None:
-            sql += f" AND device_id IN ({','.join('?' * len(device_ids))})"
-            args += device_ids
-        if metric:
-            # the column is ",name,name,"; instr, not LIKE, for names with _ or % in them
-            sql += " AND instr(metrics, ?) > 0"
-            args.append(f",{metric},")
-        if allowed_metrics is not None:
-            sql += " AND (" + (" OR ".join("instr(metrics, ?) > 0" for _ in allowed_metrics) or "1=0") + ")"
-            args += [f",{name}," for name in allowed_metrics]
-        if since_s is not None:
-            sql += " AND COALESCE(time_s, received_s) >= ?"
-            args.append(since_s)
-        if until_s is not None:
-            sql += " AND COALESCE(time_s, received_s) < ?"
-            args.append(until_s)
-        sql += " ORDER BY id LIMIT ?"
-        args.append(limit)
+        sql, args = _readings_sql(device_ids, metric, since_s, until_s, after_id, limit, allowed_metrics)
         out: list[dict[str, Any]] = []
-        for row in self.query(sql, tuple(args)):
+        for row in self.query(sql, args):
             values = reading_values(row[6], row[7])
             out.append(
                 {
@@ -413,11 +461,55 @@ class Store(ABC):
 
     def latest_reading(self, device_id: str) -> tuple[str | None, bytes] | None:
         """The (body, signed bytes) of a device's newest reading, for reading_values()."""
-        rows = self.query(
-            "SELECT body, raw FROM messages WHERE kind='reading' AND device_id=? ORDER BY id DESC LIMIT 1",
-            (device_id,),
-        )
+        rows = self.query(LATEST_READING, (device_id,))
         return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def api_queries(
+        self, device_id: str, metric: str, since_s: float, until_s: float, cursor_id: int = 0
+    ) -> dict[str, tuple[str, Args]]:
+        """(statement in SQLite's words, arguments) of each query the API and the console make of
+        the readings, devices and series, by name: for the tests and benchmarks that check each
+        searches an index and none reads a whole table. `cursor_id`: where the series indexer is."""
+        step = max(1.0, (until_s - since_s) / 100)
+        first, end = int(since_s // 3600), int(until_s // 3600) + 1
+        return {
+            "readings of a device": _readings_sql([device_id], None, None, None, 0, 100, None),
+            "readings of a device, metric and time range": _readings_sql(
+                [device_id], metric, since_s, until_s, 0, 100, None
+            ),
+            "readings after a cursor": _readings_sql(None, None, None, None, cursor_id, 100, None),
+            "latest reading of a device": (LATEST_READING, (device_id,)),
+            "one device": (f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id=?", (device_id,)),
+            "a page of devices": (
+                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?",
+                ("", 51),
+            ),
+            "pending devices": (
+                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE state='pending' ORDER BY device_id LIMIT ?",
+                (1000,),
+            ),
+            "token of a session": (
+                "SELECT name FROM tokens WHERE token_hash=? AND revoked IS NULL",
+                ("0" * 64,),
+            ),
+            "series indexer": (UNINDEXED, (cursor_id, 2**62, 5000)),
+            "series buckets": (
+                self.dialect.series_buckets,
+                (float(since_s), step, device_id, metric, float(since_s), float(until_s)),
+            ),
+            "series hourly buckets": (
+                self.dialect.series_hourly_buckets,
+                (float(first * 3600), 3600.0, device_id, metric, first, end),
+            ),
+            "series metrics": (METRICS, (device_id, device_id)),
+        }
+
+    def query_plans(
+        self, device_id: str, metric: str, since_s: float, until_s: float, cursor_id: int = 0
+    ) -> dict[str, list[str]]:
+        """The plan of each of api_queries(), by name."""
+        queries = self.api_queries(device_id, metric, since_s, until_s, cursor_id)
+        return {name: self.plan(sql, args) for name, (sql, args) in queries.items()}
 
     def apply_retention(self, retention_days: float, now_s: float | None = None) -> int:
         """Delete messages received before the retention period whose forwards are all done."""
@@ -579,6 +671,22 @@ class Store(ABC):
     def outbox_delivered(self) -> int:
         return self.query("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL")[0][0]
 
+    def route_delivery(self, route_id: int) -> tuple[int, int, int, str | None]:
+        """A route's forwards: (queued, delivered, failing, the last error of one still queued)."""
+        queued, delivered, failing = self.query(
+            "SELECT COALESCE(SUM(CASE WHEN delivered_at IS NULL THEN 1 ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN delivered_at IS NULL AND attempts > 0 THEN 1 ELSE 0 END), 0)"
+            " FROM outbox WHERE route_id=?",
+            (route_id,),
+        )[0]
+        error = self.query(
+            "SELECT last_error FROM outbox WHERE route_id=? AND delivered_at IS NULL AND last_error IS NOT NULL"
+            " ORDER BY id DESC LIMIT 1",
+            (route_id,),
+        )
+        return int(queued), int(delivered), int(failing), error[0][0] if error else None
+
     # --- tokens --------------------------------------------------------------------------------
 
     def add_token(
@@ -658,6 +766,26 @@ class Store(ABC):
             {"seq": r[0], "at": r[1], "kind": r[2], "data": json.loads(r[3]), "prev": r[4], "hash": r[5]}
             for r in rows
         ]
+
+    def last_audit_seq(self) -> int:
+        return self.query("SELECT MAX(seq) FROM audit")[0][0] or 0
+
+    # --- the console's sign-in links -------------------------------------------------------------
+
+    def add_console_link(self, code_hash: str, hashed_token: str, expires_s: float, now_s: float) -> None:
+        """Keep a one-time sign-in code's hash (and drop the expired ones)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM console_links WHERE expires_s<?", (now_s,))
+            db.execute("INSERT INTO console_links VALUES (?,?,?)", (code_hash, hashed_token, expires_s))
+
+    def take_console_link(self, code_hash: str, now_s: float) -> tuple[str, float] | None:
+        """(token hash, expiry) of a sign-in code, which is used up (and the expired ones dropped)."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT token_hash, expires_s FROM console_links WHERE code_hash=?", (code_hash,)
+            ).fetchone()
+            db.execute("DELETE FROM console_links WHERE code_hash=? OR expires_s<?", (code_hash, now_s))
+        return (row[0], row[1]) if row else None
 
     def audit_count(self) -> int:
         return self.query("SELECT COUNT(*) FROM audit")[0][0]

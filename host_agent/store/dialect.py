@@ -18,10 +18,34 @@ _DUE = (
 )
 
 
+# the console's plots (host_agent.store.timeseries): buckets of the series index, and of its hourly
+# sums; {bucket} is where the dialects differ
+_BUCKETS = (
+    "SELECT {bucket} AS b, MIN(t), MIN(v), AVG(v), MAX(v), COUNT(*) FROM series"
+    " WHERE device_id=? AND metric=? AND t>=? AND t<? GROUP BY b ORDER BY b"
+)
+_HOURLY_BUCKETS = (
+    "SELECT {bucket} AS b, MIN(first_t), MIN(low), SUM(total) / {n}, MAX(high), {n}"
+    " FROM series_hour WHERE device_id=? AND metric=? AND hour>=? AND hour<? GROUP BY b ORDER BY b"
+)
+_ADD_HOUR = (
+    "INSERT INTO series_hour VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, metric, hour) DO UPDATE SET"
+    " n=series_hour.n+excluded.n, total=series_hour.total+excluded.total,"
+    " low={least}(series_hour.low, excluded.low), high={greatest}(series_hour.high, excluded.high),"
+    " first_t={least}(series_hour.first_t, excluded.first_t)"
+)
+
+
 class Dialect:
     """SQLite: the statements as written."""
 
     name = "sqlite"
+    # CAST truncates toward zero, and t >= since_s: the bucket is floor((t - since_s) / step)
+    series_buckets = _BUCKETS.format(bucket="CAST((t - ?) / ? AS INTEGER)")
+    series_hourly_buckets = _HOURLY_BUCKETS.format(
+        bucket="CAST((hour * 3600 - ?) / ? AS INTEGER)", n="SUM(n)"
+    )
+    add_hour = _ADD_HOUR.format(least="MIN", greatest="MAX")
     due = _DUE
     # BEGIN IMMEDIATE already holds every other writer off, so a claim is the same read
     claim_due = _DUE
@@ -38,6 +62,13 @@ class Postgres(Dialect):
     """PostgreSQL (psycopg 3): %s placeholders, upserts, its types, partitioned readings."""
 
     name = "postgresql"
+    # CAST rounds in PostgreSQL: FLOOR is SQLite's truncation here (the same as date_bin's bins on
+    # timestamps, without converting t, which is seconds). SUM of a BIGINT is a NUMERIC: cast back.
+    series_buckets = _BUCKETS.format(bucket="FLOOR((t - ?) / ?)::BIGINT")
+    series_hourly_buckets = _HOURLY_BUCKETS.format(
+        bucket="FLOOR((hour * 3600 - ?) / ?)::BIGINT", n="SUM(n)::DOUBLE PRECISION"
+    )
+    add_hour = _ADD_HOUR.format(least="LEAST", greatest="GREATEST")
     due = _DUE.replace(" INDEXED BY outbox_pending", "")
     # Several agents on one database: each takes the due rows no other transaction holds, and
     # holds them (the lease, written before the commit) while it delivers them.
@@ -51,6 +82,13 @@ class Postgres(Dialect):
         " (SELECT DISTINCT hashtextextended(d, 0) AS k FROM unnest(?::text[]) AS d ORDER BY k) AS keys"
     )
     lock_audit = "SELECT pg_advisory_xact_lock(1718, 0)"
+    # Message ids come from a sequence, and transactions commit in any order: an id the console's
+    # indexer sees may have a smaller one still uncommitted. Ingest holds this lock shared from its
+    # ids to its commit; the indexer takes it alone for a moment to read the sequence: every id up
+    # to that value is then committed or rolled back (host_agent.store.timeseries).
+    hold_message_ids = "SELECT pg_advisory_xact_lock_shared(1718, 2)"
+    settle_message_ids = "SELECT pg_advisory_xact_lock(1718, 2)"
+    lock_series = "SELECT pg_advisory_xact_lock(1718, 3)"  # one indexer writes at a time
 
     # (SQLite's words, PostgreSQL's) in statements
     PHRASES = (
@@ -78,7 +116,6 @@ class Postgres(Dialect):
         "  metrics TEXT, held BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (id, received_s))"
         " PARTITION BY RANGE (received_s);\n"
         "CREATE TABLE IF NOT EXISTS messages_default PARTITION OF messages DEFAULT;\n"
-        "CREATE INDEX IF NOT EXISTS messages_time ON messages (device_id, received_s);\n"
     )
     # (SQLite's words, PostgreSQL's) in the schema
     TYPES = (

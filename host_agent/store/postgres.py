@@ -20,7 +20,7 @@ import psycopg
 
 from host_agent.store.base import Args, Row, Store, Tx
 from host_agent.store.dialect import POSTGRES
-from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
+from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, NewerSchema, statements
 
 __all__ = ["PostgresStore"]
 
@@ -87,11 +87,17 @@ class PostgresStore(Store):
         self.lock = threading.RLock()
         self.db: Any = None
         self.connection()
-        self._create_schema()
+        try:
+            self._create_schema()
+        except NewerSchema:
+            self.close()
+            raise
         self.ensure_partitions()
 
     def connection(self) -> Any:
         """The open connection, opened again if PostgreSQL dropped it (a restart)."""
+        if self.is_closed:
+            raise psycopg.OperationalError("the store is closed")
         if self.db is None or self.db.closed or self.db.broken:
             if self.db is not None:
                 log.warning("store connection lost: connecting again")
@@ -107,7 +113,9 @@ class PostgresStore(Store):
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             version = row[0] if row and row[0] is not None else 0
-            if version >= SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:  # rolled back, like everything else of this transaction
+                raise NewerSchema(f"PostgreSQL database {self.db.info.dbname}", version)
+            if version == SCHEMA_VERSION:
                 return
             if version == 0:  # a new database: version 2's tables, then the steps after it
                 for statement in statements(POSTGRES.schema(SCHEMA)):
@@ -119,6 +127,7 @@ class PostgresStore(Store):
             db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
+        self.is_closed = True
         with self.lock:
             if self.db is not None:
                 self.db.close()
@@ -128,6 +137,10 @@ class PostgresStore(Store):
         with self.lock:
             cursor = self.connection().execute(POSTGRES.sql(sql), args)
             return cursor.fetchall() if cursor.description else []
+
+    def plan(self, sql: str, args: Args = ()) -> list[str]:
+        """EXPLAIN's lines ("Index Scan using ... on messages_p...", "Seq Scan on ...")."""
+        return [row[0] for row in self.query("EXPLAIN " + sql, args)]
 
     def transaction(self) -> _Transaction:
         """Context manager: BEGIN ... COMMIT, or ROLLBACK on error; holds this process's lock."""

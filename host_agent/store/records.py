@@ -6,7 +6,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DEVICE_COLUMNS", "TOKEN_COLUMNS", "Device", "Token"]
+__all__ = ["DEVICE_COLUMNS", "TOKEN_COLUMNS", "Args", "Device", "Row", "Token"]
+
+Row = tuple[Any, ...]  # a row as the drivers give it
+Args = tuple[Any, ...] | list[Any]  # the parameters of one statement
 
 # the tokens columns a Token is made of, in Token.from_row's order
 TOKEN_COLUMNS = "name, scope, devices, metrics, account, created, revoked"

@@ -6,7 +6,9 @@ both backends (SQLite counts in PRAGMA user_version, PostgreSQL in the schema_ve
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION"]
+from host_agent.errors import UserError
+
+__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "NewerSchema"]
 
 # Version 2 dropped messages.digest and its UNIQUE index (the same bytes have the same counters,
 # which messages_counter holds: a redelivery is told from a replay by comparing the bytes stored
@@ -60,8 +62,51 @@ CREATE INDEX IF NOT EXISTS agreements_route ON agreements (route, side);
 CREATE UNIQUE INDEX IF NOT EXISTS agreements_digest ON agreements (proffer_digest);
 """,
     ),
+    # 4: the console's tables, which it used to create itself: the series index of every numeric
+    # value, keyed (device, metric, t), its hourly sums and its cursor (host_agent.store.timeseries);
+    # the one-time sign-in links; the pending devices' index
+    (
+        4,
+        """
+CREATE TABLE IF NOT EXISTS series (
+  device_id TEXT NOT NULL, metric TEXT NOT NULL, t REAL NOT NULL, message_id INTEGER NOT NULL,
+  v REAL NOT NULL, PRIMARY KEY (device_id, metric, t, message_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series_hour (
+  device_id TEXT NOT NULL, metric TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,
+  total REAL NOT NULL, low REAL NOT NULL, high REAL NOT NULL, first_t REAL NOT NULL,
+  PRIMARY KEY (device_id, metric, hour)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series_state (
+  id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1), last_message_id INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS devices_state ON devices (state, device_id);
+CREATE TABLE IF NOT EXISTS console_links (
+  code_hash TEXT PRIMARY KEY, token_hash TEXT NOT NULL, expires_s REAL NOT NULL);
+""",
+    ),
+    # 5: a device's readings of a time range (GET /readings?since_s&until_s, by the time they were
+    # signed) are one index range: through messages_device they were every reading of the device,
+    # filtered (1e4 of a device's readings read for 100, bench/bench_pg_indexes.py). PostgreSQL's
+    # (device_id, received_s), which no query used, goes.
+    (
+        5,
+        """
+CREATE INDEX IF NOT EXISTS messages_signed_time ON messages (device_id, kind, (COALESCE(time_s, received_s)));
+DROP INDEX IF EXISTS messages_time;
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class NewerSchema(UserError):
+    """The database was written by a newer version of the agent: this one does not open it (its
+    tables may mean what this version does not know), and changes nothing in it."""
+
+    def __init__(self, where: str, version: int):
+        super().__init__(
+            f"{where}: the store is at schema version {version}, newer than this agent's"
+            f" {SCHEMA_VERSION}; run the newer agent that wrote it (nothing was changed)"
+        )
+        self.version = version
 
 
 def statements(script: str) -> list[str]:

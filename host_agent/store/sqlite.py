@@ -15,7 +15,7 @@ from types import TracebackType
 
 from host_agent.store.base import Args, Row, Store, Tx, make_private_dir, make_private_file
 from host_agent.store.dialect import SQLITE
-from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, statements
+from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, NewerSchema, statements
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -101,6 +101,10 @@ class SQLiteStore(Store):
                 make_private_file(Path(f"{self.path}{suffix}"))
         self.lock = threading.RLock()
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:  # before anything is written: not even WAL mode
+            self.db.close()
+            raise NewerSchema(str(self.path), version)
         self._transaction = _Transaction(self)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process kill
@@ -150,6 +154,7 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
+        self.is_closed = True
         self.closing.set()
         self.checkpointer.join()
         with self.lock:
@@ -167,6 +172,10 @@ class SQLiteStore(Store):
         """Rows of one statement (in SQLite's words; the other modules call the named methods)."""
         with self.lock:
             return self.db.execute(sql, args).fetchall()
+
+    def plan(self, sql: str, args: Args = ()) -> list[str]:
+        """EXPLAIN QUERY PLAN's detail lines ("SEARCH t USING INDEX ...", "SCAN t")."""
+        return [row[3] for row in self.query("EXPLAIN QUERY PLAN " + sql, args)]
 
     def transaction(self) -> _Transaction:
         """Context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; holds the lock."""

@@ -152,9 +152,23 @@ def agent_settings(tmp_path: Path, test_broker, **extra) -> dict:
     return settings
 
 
-# Modules whose agents run on both store backends say so with `pytestmark = BOTH_STORES`: each of
-# their tests that starts an agent runs twice, and the PostgreSQL run carries the `postgresql`
-# marker (`pytest -m postgresql` counts or runs them).
+# Modules whose agents run on both store backends say so with `pytestmark = BOTH_STORES` (or mark
+# single tests with it): each of their tests that starts an agent runs twice, and the PostgreSQL
+# run carries the `postgresql` marker (`pytest -m postgresql` counts or runs them).
+#
+# Which, and why the others not (the suite must stay under 15 minutes on CI's 2 cores): on both
+# run the modules whose outcome the store decides: the API and its property pass (PostgreSQL
+# refuses what SQLite takes: it found "IN ()"), access, cards, rejections, receipts, terms,
+# hostile input, end to end, the console (tests/console), the outbox's retries with a destination
+# down (test_durability), two agents on one $share/ group and the lease of a claimed forward
+# (test_scale_out; agent processes on PostgreSQL: test_postgres.py), the schema upgrades
+# (test_store_migration). SQLite only, their store use being incidental or SQLite's own:
+# test_broker_auth (the broker's accounts and ACLs; the store only lists devices), test_supervision
+# (the embedded broker's process), test_firmware and test_home_assistant (the firmware's and Home
+# Assistant's MQTT; the store holds a route), test_terms_mqtt (the relay account's topics; the
+# agreements' records are test_terms' on both), test_disk_full and test_durability's SIGKILL and
+# full disk (SQLite's file and page cap; PostgreSQL's: test_postgres.py, and test_disk_full's
+# docstring says why no PostgreSQL disk is filled).
 BOTH_STORES = pytest.mark.both_stores
 
 

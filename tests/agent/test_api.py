@@ -167,6 +167,20 @@ def test_metric_limited_token_gets_the_signed_message_only_of_readings_it_may_se
     assert [bytes.fromhex(i["message_hex"]) for i in whole] == [mixed, temp_only, hum_only]
 
 
+def test_readings_of_devices_the_token_cannot_see_are_an_empty_page_not_an_error(
+    start_agent, device, publisher
+):
+    """Found by the property pass on PostgreSQL: no visible device made "IN ()", which it refuses."""
+    agent = start_agent(auto_accept=True)
+    _publish_card(publisher, device)
+    publisher.publish(device.topic("reading"), device.reading(TEMP_ONLY))
+    wait_for(lambda: agent.store.count_readings() == 1, 10, "a reading")
+    reader = api(agent, tokens.issue(agent.store, "all", "read"))
+    answer = reader.get("/readings", params={"device": "b" * 24})
+    assert answer.status_code == 200 and answer.json() == {"items": [], "next_after_id": None}
+    assert len(reader.get("/readings", params={"device": device.device_id}).json()["items"]) == 1
+
+
 def test_metric_limited_stream_sends_what_readings_lists(start_agent, device, publisher):
     agent = start_agent(auto_accept=True)
     _publish_card(publisher, device)

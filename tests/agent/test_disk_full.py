@@ -2,6 +2,12 @@
 
 The data folder is a real 3 MB tmpfs (mounting one needs root: skipped, saying so, without it),
 filled with a file until the kernel says ENOSPC, then freed.
+
+SQLite only: what fills here is the folder of the agent's SQLite file. A PostgreSQL store lives in
+the server's own folder, and a server whose disk fills fails its writes with SQLSTATE 53100 (read
+as disk-full below, the health reason this test checks) or, out of room for its WAL, stops: for
+the agent both are a store that cannot commit, the case tests/agent/test_postgres.py plays by
+stopping the server under load (nothing acknowledged, nothing lost).
 """
 
 from __future__ import annotations
@@ -96,3 +102,14 @@ def test_full_disk_backs_off_resends_nothing_and_health_says_disk_full(
     assert sorted(stored) == sorted(everything)  # each stored once
     bodies = [b for _, b in webhook.bodies]
     assert len(bodies) - len(set(bodies)) <= len(everything) // 100  # duplicates within 1 %
+
+
+def test_postgresqls_disk_full_error_is_reported_as_disk_full_not_as_cannot_commit():
+    import psycopg.errors
+
+    from host_agent.store.base import CANNOT_COMMIT, DISK_FULL, write_problem
+
+    assert (
+        write_problem(psycopg.errors.DiskFull("could not extend file: No space left on device")) == DISK_FULL
+    )
+    assert write_problem(psycopg.errors.AdminShutdown("terminating connection")) == CANNOT_COMMIT

@@ -11,6 +11,7 @@ from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
 from host_agent.store.sqlite import SQLiteStore
 from tests.agent.conftest import (
+    BOTH_STORES,
     add_own_webhook,
     agent_settings,
     agent_toml,
@@ -21,6 +22,10 @@ from tests.agent.conftest import (
 )
 
 
+# The outbox's retries and claims are the store's: the two destination tests run on both stores.
+# A SIGKILLed agent process on PostgreSQL: tests/agent/test_postgres.py; the full disk here is
+# SQLite's page cap (PostgreSQL's own full disk: test_disk_full.py says why it is not played).
+@BOTH_STORES
 def test_destination_down_then_back_loses_nothing(start_agent, device, publisher, webhook):
     agent = start_agent(auto_accept=True)
     admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
@@ -38,6 +43,7 @@ def test_destination_down_then_back_loses_nothing(start_agent, device, publisher
     assert {body for _, body in webhook.bodies} == set(sent)
 
 
+@BOTH_STORES
 def test_mqtt_destination_down_then_back_loses_nothing(start_agent, device, publisher, tmp_path):
     """The agent's MQTT sink (paho on the agent's event loop) notices the broker go, fails the
     batch, and reconnects when the outbox retries; the recipient's persistent session gets all."""

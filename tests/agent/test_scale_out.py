@@ -9,8 +9,12 @@ import time
 from host_agent.api import tokens
 from host_agent.ingest.intake import Ingest
 from host_agent.routes import rules as routing
-from host_agent.store.sqlite import SQLiteStore
-from tests.agent.conftest import api, wait_for
+from host_agent.store import open_store
+from tests.agent.conftest import BOTH_STORES, api, wait_for
+
+# Both tests are about the store the agents share (claims, leases, one copy of each reading): on
+# SQLite and on PostgreSQL (where tests/agent/test_postgres.py also runs agent processes).
+pytestmark = BOTH_STORES
 
 
 def test_two_agents_on_a_shared_subscription_split_the_stream_without_loss_or_duplicates(
@@ -46,8 +50,8 @@ def test_two_agents_on_a_shared_subscription_split_the_stream_without_loss_or_du
     assert first.outbox.delivered > 0 and second.outbox.delivered > 0
 
 
-def test_a_claimed_forward_is_left_to_its_agent_for_the_lease_then_due_again(tmp_path, device):
-    store = SQLiteStore(tmp_path / "firstparty.db")
+def test_a_claimed_forward_is_left_to_its_agent_for_the_lease_then_due_again(tmp_path, device, store_url):
+    store = open_store(tmp_path / "firstparty.db", store_url)
     spec = routing.validate({"destination": {"type": "file", "path": str(tmp_path / "f")}})
     store.add_route("file", spec, None)
     ingest = Ingest(store, auto_accept=True, shared=True)

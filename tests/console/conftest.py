@@ -12,7 +12,9 @@ import pytest
 
 from tests.agent.conftest import (  # noqa: F401
     device,
+    postgres_server,
     publisher,
+    pytest_generate_tests,  # BOTH_STORES, here too
     start_agent,
     store_url,
     vendor_switch,

@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from host_agent.api import tokens
 from host_agent.owner import Owner
 from host_agent.rig.simdevice import SimDevice
-from tests.agent.conftest import HAS_MICROPYTHON, FakeDevice, api, wait_for
+from tests.agent.conftest import BOTH_STORES, HAS_MICROPYTHON, FakeDevice, api, wait_for
 from tests.console.conftest import accept_device, publish_card, reading_at
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -46,6 +46,8 @@ def _until(browser, predicate, timeout_s: float = 15, what: str = "the page"):
     )
 
 
+# the plots and the devices page read the store: on both (the others' store use is the HTTP tests')
+@BOTH_STORES
 def test_sign_in_with_a_token_and_accept_a_pending_device(start_agent, publisher, device, browser, tmp_path):
     agent = start_agent()
     publish_card(publisher, device)
@@ -63,6 +65,8 @@ def test_sign_in_with_a_token_and_accept_a_pending_device(start_agent, publisher
     _screenshot(browser, tmp_path, "accepted")
 
 
+# the plots and the devices page read the store: on both (the others' store use is the HTTP tests')
+@BOTH_STORES
 def test_a_new_reading_appears_on_the_plot_without_reloading(
     start_agent, publisher, device, browser, tmp_path
 ):
@@ -285,6 +289,8 @@ def test_a_pending_device_of_another_owner_is_listed_with_its_claim(
     _screenshot(browser, tmp_path, "claimed-elsewhere")
 
 
+# the plots and the devices page read the store: on both (the others' store use is the HTTP tests')
+@BOTH_STORES
 def test_the_range_picker_reloads_each_plot_over_the_range_clicked(
     start_agent, publisher, device, browser, tmp_path
 ):
