@@ -193,7 +193,7 @@ def test_a_store_of_the_previous_schema_version_is_upgraded_keeps_its_readings_a
     assert _schema_version(agent.store) == SCHEMA_VERSION
     reader = api(agent)
     assert [bytes.fromhex(r["message_hex"]) for r in reader.get("/readings").json()["items"]] == old
-    assert agent.store.device(device.device_id)["state"] == "accepted"
+    assert agent.store.device(device.device_id).state == "accepted"
     # the replay windows came along: the old bytes again are a duplicate; the next counter is new
     publisher.publish(device.topic("reading"), old[0])
     new = device.reading((("temp", "Cel", 22.0),))
