@@ -128,12 +128,15 @@ def test_a_live_topic_learns_retained_cards_and_refuses_forgeries(tmp_path):
              f"{broker.host}:{broker.port}", "--count", "3", "--duration", "30"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1.5)  # subscribed
+        # subscribed once the retained card is printed (a fixed pause lost the race under load); the
+        # process ends by itself after --duration, so this read cannot hang
+        first = process.stdout.readline() if process.stdout else ""
         publisher.publish(device.topic("reading"), device.reading())
         forged = messages.encode_reading(forger.sign, device.device_id, 1, 99, [("temp", "Cel", 99.0)], None)
         publisher.publish(device.topic("reading"), forged)
         publisher.publish(topics.topic(forger.device_id, "reading"), forger.reading())
         out, err = process.communicate(timeout=40)
+        out = first + out
     finally:
         publisher.close()
         broker.stop()
