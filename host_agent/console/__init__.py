@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from host_agent.api.agent import AgentApi
 from host_agent.console.auth import Sessions
 from host_agent.console.pages import Context, Indexer, build_console, series_route
 
 __all__ = ["mount"]
 
 
-def mount(app: FastAPI, agent) -> None:
+def mount(app: FastAPI, agent: AgentApi) -> None:
     """Add the series route to the API and the console's pages behind every API path."""
     context = Context(agent, Sessions(), Indexer(agent))
     series_route(app, context)

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,10 +28,12 @@ from fastapi.staticfiles import StaticFiles
 from fp import messages
 from fp.errors import ProtocolError
 from host_agent.api import tokens
+from host_agent.api.agent import AgentApi
 from host_agent.api.auth import Principal, Reader, limit_to_metrics
 from host_agent.console import auth, series
 from host_agent.errors import UserError
 from host_agent.routes import rules as routing
+from host_agent.store.base import Store
 from host_agent.store.records import Device
 
 log = logging.getLogger("firstparty.console")
@@ -86,9 +89,9 @@ class Viewer:
 class Indexer:
     """Keeps the series index up to date on the agent's loop (started by the first request)."""
 
-    def __init__(self, agent):
+    def __init__(self, agent: AgentApi):
         self.agent = agent
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
     async def ready(self) -> None:
         if self.task is None or self.task.done():
@@ -135,15 +138,21 @@ def _ago(value: float | None) -> str:
     return f"{seconds} s ago"
 
 
+def _short(value: str | None, n: int = 12) -> str | None:
+    return (value[:n] + "...") if value and len(value) > n else value
+
+
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # every value a device or a user sent is escaped
         undefined=jinja2.ChainableUndefined,  # a key a route or a status lacks renders empty
     )
-    env.filters["when"] = _fmt_time
-    env.filters["ago"] = _ago
-    env.filters["short"] = lambda value, n=12: (value[:n] + "...") if value and len(value) > n else value
+    # jinja2 infers `filters` from its own table, whose functions are partly unannotated
+    filters: dict[str, Callable[..., Any]] = vars(env)["filters"]
+    filters["when"] = _fmt_time
+    filters["ago"] = _ago
+    filters["short"] = _short
     return env
 
 
@@ -285,7 +294,7 @@ def build_console(ctx: Context) -> FastAPI:
         return HTMLResponse(html, status_code=status)
 
     @console.middleware("http")
-    async def headers(request: Request, call_next):
+    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Frame-Options"] = "DENY"
@@ -404,7 +413,7 @@ def build_console(ctx: Context) -> FastAPI:
             "devices": others[:DEVICES_PAGE],
             "next_after": others[DEVICES_PAGE - 1].device_id if len(others) > DEVICES_PAGE else None,
             "owner_id": agent.owner.owner_id,
-            "is_online": lambda device: device.is_online,
+            "is_online": _is_online,
         }
 
     @console.get("/")
@@ -520,7 +529,7 @@ def build_console(ctx: Context) -> FastAPI:
         found = await visible_device(ctx, seen.who, device)
         if found.state != "accepted":
             raise Refused(404, f"no readings of {device}: it is not accepted")
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         agent.live.add(queue)
         who, session_id, hashed = seen.who, seen.session_id, seen.session.token_hash
 
@@ -568,7 +577,7 @@ def build_console(ctx: Context) -> FastAPI:
         ]
         states = {r.id: await asyncio.to_thread(_delivery, store, r.id) for r in routes}
         now = time.time()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for device in devices:
             # "*": the whole device (a route limited to metrics carries only readings made of them
             # alone, since a signed reading cannot be cut), then each metric it has reported
@@ -735,7 +744,11 @@ def _signed_time(message_hex: str | None) -> float | None:
         return None
 
 
-def _delivery(store, route_id: int) -> dict[str, Any]:
+def _is_online(device: Device) -> bool:
+    return device.is_online
+
+
+def _delivery(store: Store, route_id: int) -> dict[str, Any]:
     """A route's delivery state: queued, delivered, failing (with the last error)."""
     queued, delivered, failing, last_error = store.route_delivery(route_id)
     state = "failing" if failing else "queued" if queued else "delivered" if delivered else "nothing yet"

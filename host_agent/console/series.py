@@ -113,7 +113,7 @@ def catch_up(store: Store, batch: int = BATCH) -> int:
     rows = store.unindexed_readings(after, batch)
     if not rows:
         return 0
-    values = []
+    values: list[tuple[str, str, float, int, float]] = []
     hours: dict[tuple[str, str, int], list[float]] = {}  # n, total, low, high, first_t
     for message_id, device_id, t, body, raw in rows:
         try:
