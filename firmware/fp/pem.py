@@ -54,7 +54,7 @@ def blocks(text, labels):
     return found
 
 
-def certificates(text):
+def certificates(text: "str | bytes | bytearray") -> "list[bytes]":
     """The DER bytes of every certificate in PEM `text` (a CA bundle, or a chain), in order."""
     return blocks(text, (CERTIFICATE,))
 
@@ -67,7 +67,7 @@ def private_key(text):
     return keys[0]
 
 
-def der_or_pem(data, kind):
+def der_or_pem(data: "str | bytes | bytearray", kind: str) -> bytes:
     """DER bytes from `data`, which is DER already or PEM (text or bytes); `kind` is "certificate"
     (the first certificate of a chain) or "key"."""
     if isinstance(data, (bytes, bytearray)) and data[:1] == b"\x30":
@@ -87,7 +87,7 @@ def tls_der(ca=None, client_cert=None, client_key=None):
     )
 
 
-def key_label(der):
+def key_label(der: bytes) -> str:
     """The PEM label of private key DER: PKCS#8, SEC 1 (EC) or PKCS#1 (RSA)."""
     header = 4 if der[1] == 0x82 else 3 if der[1] == 0x81 else 2
     version = der[header : header + 3]
@@ -96,7 +96,7 @@ def key_label(der):
     return "EC PRIVATE KEY" if version == b"\x02\x01\x01" else "RSA PRIVATE KEY"
 
 
-def encode(label, der):
+def encode(label: str, der: bytes) -> str:
     """PEM text of one block (for CPython's ssl, which reads files)."""
     text = binascii.b2a_base64(der).decode().replace("\n", "")
     lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))

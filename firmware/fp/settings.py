@@ -13,6 +13,10 @@ import sys
 from fp import sensor_types
 from fp.storage import BOARD_FILE, CONFIG_FILE, COUNTER_FILE, OWNER_FILE, PROVISION_FILE
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
 DEFAULT_INTERVAL_S = 10
 MAX_INTERVAL_S = 86400
 MAX_DESTINATIONS = 4
@@ -339,7 +343,7 @@ def _check_sensor(log, path, index, sensor, types, names):
     return clean
 
 
-def check_board(raw, log):
+def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] | None":
     """Return board.json with a usable port, pins and sensor list; None when it is not a map."""
     path = BOARD_FILE
     if not isinstance(raw, dict):

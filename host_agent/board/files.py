@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict, cast
 
 from fp import ringbuf, sensor_types, settings
 from host_agent.board.build import ARCHES
@@ -16,6 +17,24 @@ from host_agent.errors import UserError
 from host_agent.paths import BOARDS
 
 PORTS = sensor_types.PORTS
+
+
+class Board(TypedDict):
+    """A board file as validate() returns it (the keys of FIELDS and OPTIONAL_FIELDS)."""
+
+    name: str
+    description: str
+    chip: str
+    port: str
+    micropython_board: str
+    mpy_arch: str
+    flash_bytes: int
+    heap_budget_bytes: int
+    pins: dict[str, int | None]
+    sensors: list[dict[str, Any]]
+    queue_slots: NotRequired[int]
+
+
 # key -> (python type(s), meaning) for the top level of a board file
 FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "name": (str, "the board's name, equal to the file name"),
@@ -39,10 +58,11 @@ def _fail(path: Path, key: str, expected: str, found: object) -> UserError:
     return UserError(f"{path}: {key}: expected {expected}, found {found!r}")
 
 
-def validate(path: Path, data: object) -> dict:
+def validate(path: Path, raw: object) -> Board:
     """Return the board data if it follows the schema; raise UserError naming the first problem."""
-    if not isinstance(data, dict):
-        raise _fail(path, "(top level)", "an object", type(data).__name__)
+    if not isinstance(raw, dict):
+        raise _fail(path, "(top level)", "an object", type(raw).__name__)
+    data = cast(dict[str, object], raw)  # JSON: string keys
     for key in data:
         if key not in FIELDS and key not in OPTIONAL_FIELDS:
             raise _fail(path, key, "one of " + ", ".join([*FIELDS, *OPTIONAL_FIELDS]), "an unknown key")
@@ -59,12 +79,13 @@ def validate(path: Path, data: object) -> dict:
         raise _fail(path, "port", " or ".join(PORTS), data["port"])
     if data["mpy_arch"] not in ARCHES:
         raise _fail(path, "mpy_arch", "one of " + ", ".join(ARCHES), data["mpy_arch"])
-    _check_as_the_device_does(path, data)
-    _check_queues_fit_the_flash(path, data)
-    return data
+    board = cast(Board, data)  # every key of FIELDS checked above; the device's check follows
+    _check_as_the_device_does(path, board)
+    _check_queues_fit_the_flash(path, board)
+    return board
 
 
-def _check_as_the_device_does(path: Path, data: dict) -> None:
+def _check_as_the_device_does(path: Path, data: Board) -> None:
     """Run fp.settings.check_board on the board file; its first complaint is the error."""
     complaints: list[str] = []
     settings.check_board(data, complaints.append)
@@ -75,14 +96,14 @@ def _check_as_the_device_does(path: Path, data: dict) -> None:
         raise UserError(f"{path}: {line}")
 
 
-def load(name: str, folder: Path = BOARDS) -> dict:
+def load(name: str, folder: Path = BOARDS) -> Board:
     """Load and validate boards/<name>.json."""
     path = folder / f"{name}.json"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.json")))
         raise UserError(f"no board {name!r}: known boards are {known} (add one as {path})")
     try:
-        data = json.loads(path.read_text())
+        data: object = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not JSON: {error}") from None
     return validate(path, data)
@@ -92,7 +113,7 @@ def names(folder: Path = BOARDS) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.json"))
 
 
-def _check_queues_fit_the_flash(path: Path, data: dict) -> None:
+def _check_queues_fit_the_flash(path: Path, data: Board) -> None:
     """Every destination's queue within half the flash (the slot range is the device's check)."""
     slots = data.get("queue_slots", settings.DEFAULT_QUEUE_SLOTS)
     slot_bytes = ringbuf.SLOT_BYTES * settings.MAX_DESTINATIONS

@@ -24,11 +24,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from host_agent import config as agent_config
 from host_agent.api.client import RUNTIME_FILE, call_agent
 from host_agent.board import files as boards
 from host_agent.board.build import compile_firmware
+from host_agent.board.files import Board
 from host_agent.errors import UserError
 from host_agent.paths import tool_beside
 
@@ -109,7 +111,7 @@ def check_port(port: str) -> None:
         )
 
 
-def check_chip(board: dict, probe: Probe) -> None:
+def check_chip(board: Board, probe: Probe) -> None:
     """Refuse a board that is not the chip its file names (a C3 flashed with xtensawin code never boots)."""
     if board["port"] == "unix":
         found_ok = probe.platform == "linux"
@@ -205,7 +207,7 @@ def probe(port: str) -> Probe:
     raise UserError(f"the board on {port} answered but not as MicroPython does: {out.strip()[:80]!r}")
 
 
-def write_image(board: dict, port: str, image: Path) -> None:
+def write_image(board: Board, port: str, image: Path) -> None:
     if not image.is_file():
         raise UserError(
             f"image {image} is missing: name a MicroPython .bin you downloaded for {board['name']}"
@@ -241,22 +243,24 @@ def write_image(board: dict, port: str, image: Path) -> None:
     time.sleep(2)  # the chip resets into the new image
 
 
-def read_wifi(path: Path | None) -> dict | None:
+def read_wifi(path: Path | None) -> dict[str, str] | None:
     if path is None:
         return None
     try:
-        data = json.loads(path.read_text())
+        data: object = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise UserError(f"Wi-Fi file {path} is missing") from error
     except (OSError, ValueError) as error:
         raise UserError(
             f'Wi-Fi file {path}: expected JSON {{"ssid": ..., "password": ...}} ({error})'
         ) from error
-    if not isinstance(data, dict) or not isinstance(data.get("ssid"), str) or not data["ssid"]:
+    wifi = cast(dict[str, object], data) if isinstance(data, dict) else {}  # JSON: string keys
+    ssid, password = wifi.get("ssid"), wifi.get("password", "")
+    if not isinstance(data, dict) or not isinstance(ssid, str) or not ssid:
         raise UserError(f"Wi-Fi file {path}: key 'ssid' must be a non-empty string, found {data!r:.60}")
-    if not isinstance(data.get("password", ""), str):
+    if not isinstance(password, str):
         raise UserError(f"Wi-Fi file {path}: key 'password' must be a string")
-    return {"ssid": data["ssid"], "password": data.get("password", "")}
+    return {"ssid": ssid, "password": password}
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -326,7 +330,7 @@ def _check_pair(cert_pem: str, key_pem: str, cert_path: Path, key_path: Path) ->
             ) from None
 
 
-def parse_endpoint(text: str) -> dict:
+def parse_endpoint(text: str) -> dict[str, object]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--vendor {text!r}: expected HOST:PORT, e.g. mqtt.vendor.example:8883")
@@ -390,19 +394,20 @@ def flash(args: argparse.Namespace) -> int:
     port = pick_port(args.port)
     say(f"port {port}")
     check_port(port)
-    provision: dict = {"vendor": parse_endpoint(args.vendor), "claim_window_s": 120}
+    vendor = parse_endpoint(args.vendor)
+    provision: dict[str, object] = {"vendor": vendor, "claim_window_s": 120}
     ca = read_ca(args.vendor_ca)
     if ca:  # TLS to the vendor, verified against this CA (the board has no CA store of its own)
-        provision["vendor"].update(tls=True, ca=ca)
+        vendor.update(tls=True, ca=ca)
     identity = read_client_identity(args.client_cert, args.client_key)
     if identity:  # the vendor authenticates the device by its own certificate (mutual TLS)
         if not ca:
             raise UserError(
                 "--client-cert needs --vendor-ca: a client certificate is only sent over verified TLS"
             )
-        provision["vendor"].update(identity)
+        vendor.update(identity)
     if args.vendor_receipt_key:  # the vendor's agent signs receipts: the device keeps readings until then
-        provision["vendor"]["receipts"] = read_receipt_key(args.vendor_receipt_key)
+        vendor["receipts"] = read_receipt_key(args.vendor_receipt_key)
     wifi = read_wifi(args.wifi)
     if wifi:
         provision["wifi"] = wifi
