@@ -52,6 +52,25 @@ def _word_bits():
     return 64 if probe.stdout.strip() == "True" else 32
 
 
+def _run_build(build, args, flash=None, timeout=60) -> str:
+    """Run the unix port (FP_MICROPYTHON, else the venv's) with `args` and the compiled `build` on
+    its path, in `flash` as its working directory; return stdout, or fail with stderr."""
+    import subprocess
+
+    from tests.helpers import micropython_binary
+
+    result = subprocess.run(
+        [micropython_binary(), *args],
+        cwd=flash,
+        env={"MICROPYPATH": f".frozen:{build.path}"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _flash(tmp_path, provision):
     flash = tmp_path / "flash"
     flash.mkdir()
@@ -91,23 +110,11 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     """Boot the compiled firmware (viper, as boards run it) up to the event loop, HTTP API off and
     no owner: the modules only a verify, the HTTP API, a release, the plain SHA-512, a command,
     receipts or TLS need stay out of the heap, and so do the settings checks once the boot is done."""
-    import subprocess
-
-    from tests.helpers import micropython_binary
 
     build = compile_firmware("x64", tmp_path / "build")
     flash = _flash(tmp_path, {"vendor": {"host": "127.0.0.1", "port": 1883}})
     script = (FIRMWARE / "tools" / "boot_heap.py").read_text() + "\nimport sys\nprint(sorted(sys.modules))\n"
-    result = subprocess.run(
-        [micropython_binary(), "-c", script],
-        cwd=flash,
-        env={"MICROPYPATH": f".frozen:{build.path}"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = result.stdout.strip().splitlines()[-1]
+    loaded = _run_build(build, ["-c", script], flash).strip().splitlines()[-1]
     assert "'fp.app'" in loaded and "'fp.fe25519'" in loaded  # the boot really ran, on viper
     assert "'fp.device'" in loaded and "'fp.destinations'" in loaded
     never = ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots")
@@ -120,9 +127,6 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
 def test_the_ed25519_table_is_read_in_place_from_a_romfs_image_and_signs_the_same(tmp_path):
     """From a ROMFS image (as a board's ROM partition) the 12 KB table is a memoryview of the flash,
     not a copy in the heap, and the viper signer reads it there: same signature as from .mpy files."""
-    import subprocess
-
-    from tests.helpers import micropython_binary
 
     build = compile_firmware("x64" if _word_bits() == 64 else "x86", tmp_path / "build")
     image = build_romfs(build.path, tmp_path / "firmware.romfs")
@@ -144,15 +148,7 @@ def test_the_ed25519_table_is_read_in_place_from_a_romfs_image_and_signs_the_sam
     )
     out = {}
     for where in ("mpy", "rom"):
-        result = subprocess.run(
-            [micropython_binary(), "-c", script, where],
-            env={"MICROPYPATH": f".frozen:{build.path}"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-        out[where] = result.stdout.split()
+        out[where] = _run_build(build, ["-c", script, where]).split()
     assert out["rom"][0].startswith("/rom/") and not out["mpy"][0].startswith("/rom/")
     assert out["rom"][1] == "memoryview" and int(out["rom"][2]) < 256, out["rom"]
     assert out["mpy"][1] == "bytearray" and int(out["mpy"][2]) >= 12288, out["mpy"]
@@ -164,16 +160,10 @@ def test_the_running_firmware_holds_at_most_its_heap_budget(tmp_path, mosquitto,
     """Boot the compiled firmware on the unix port (FP_MICROPYTHON, else the venv's), connected to a
     real broker with the HTTP API on and an owner set, run it 4 s, and take the heap it holds
     (firmware/tools/heap_steps.py): more state or code held at run time fails here."""
-    import subprocess
 
     from host_agent.rig.simdevice import SimDevice
-    from tests.helpers import micropython_binary
 
-    command = micropython_binary()
-    probe = subprocess.run(
-        [command, "-c", "import sys; print(sys.maxsize > 2**32)"], capture_output=True, text=True
-    )
-    bits = 64 if probe.stdout.strip() == "True" else 32
+    bits = _word_bits()
     build = compile_firmware("x64" if bits == 64 else "x86", tmp_path / "build")
     flash = tmp_path / "flash"
     SimDevice(flash, (mosquitto.host, mosquitto.port), owner_key=bytes(range(32)))
@@ -187,16 +177,7 @@ def test_the_running_firmware_holds_at_most_its_heap_budget(tmp_path, mosquitto,
             "vfs.mount(vfs.VfsRom(_image), '/rom')\n"
             "sys.path.insert(0, '/rom')\n"
         ) + script
-    result = subprocess.run(
-        [command, "-X", "heapsize=512k", "-c", script],
-        cwd=flash,
-        env={"MICROPYPATH": f".frozen:{build.path}"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = _run_build(build, ["-X", "heapsize=512k", "-c", script], flash, timeout=120).splitlines()
     assert any(line.startswith("info destination vendor sent=") and "sent=0" not in line for line in lines)
     running = [line for line in lines if line.startswith("step running")]
     held = int(running[0].split()[-1])
