@@ -305,10 +305,11 @@ def test_the_range_picker_reloads_each_plot_over_the_range_clicked(
     wait_for(lambda: sum(reader.get(series, params=week).json()["count"]) == 216, 10, "indexed")
     base = _sign_in(browser, agent, tokens.issue(agent.store, "owner", "admin"))
     browser.get(f"{base}/console/devices/{device.device_id}")
-    temp = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="temp"]')
 
     def drawn(range_name: str) -> tuple[int, float, list[str]]:
         _until(browser, lambda b: b.execute_script("return document.body.dataset.plotsDrawn"), 10, range_name)
+        # the script makes a plot's figure once its first series has come: look for it after that
+        temp = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="temp"]')
         asked = browser.execute_script(
             "return performance.getEntriesByType('resource').map((e) => e.name)"
             ".filter((n) => n.includes('/console/series?'))"

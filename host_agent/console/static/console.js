@@ -141,8 +141,7 @@ function live(plots) {
   source.addEventListener("signed-out", () => { source.close(); showSignedOut(); });
   source.addEventListener("error", () => {
     state.textContent = "(reconnecting)";
-    if (source.readyState === EventSource.CLOSED) checkSession();
-    else checkSession();
+    checkSession();
   });
 }
 
