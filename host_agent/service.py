@@ -23,11 +23,11 @@ from host_agent import wire
 from host_agent.api.agent import RouteChange
 from host_agent.api.models import EnrolledOut, RegisteredOut, RelayOut, RelayRemovedOut
 from host_agent.bus.broker import EmbeddedBroker
-from host_agent.bus.connection import Bus, Inbox
+from host_agent.bus.connection import Bus, Delivery, Inbox
 from host_agent.commands.control import Commander, CommandResult
 from host_agent.config import Config
 from host_agent.errors import UserError
-from host_agent.ingest.intake import Ingest
+from host_agent.ingest.intake import Checked, Ingest
 from host_agent.ingest.receipts import RECEIPT_KINDS, ReceiptBook
 from host_agent.outbox.queue import Outbox
 from host_agent.owner import Owner
@@ -229,15 +229,35 @@ class Agent:
 
     # --- ingest --------------------------------------------------------------------------------
 
-    async def _ingest_forever(self, inbox: Inbox) -> None:
+    async def _check_forever(
+        self, inbox: Inbox, checked: asyncio.Queue[tuple[list[Delivery], Checked]]
+    ) -> None:
+        """Ingest's first stage: parse and verify the next batch while the last one commits."""
         while True:
             batch = await inbox.take(MAX_BATCH)
+            ready = await asyncio.to_thread(self.ingest.check, [(d.topic, d.payload) for d in batch])
+            await checked.put((batch, ready))
+
+    async def _ingest_forever(self, inbox: Inbox) -> None:
+        """Ingest's second stage: commit each checked batch, then acknowledge it to its broker.
+
+        Two stages in two threads: signatures (PyNaCl) and the store's round trips release the GIL,
+        so one agent checks a batch on one core while the store commits the last (docs/benchmarks.md).
+        """
+        checked: asyncio.Queue[tuple[list[Delivery], Checked]] = asyncio.Queue(maxsize=1)
+        checker = asyncio.create_task(self._check_forever(inbox, checked))
+        try:
+            await self._commit_forever(checked)
+        finally:
+            checker.cancel()
+
+    async def _commit_forever(self, checked: asyncio.Queue[tuple[list[Delivery], Checked]]) -> None:
+        while True:
+            batch, ready = await checked.get()
             pause_s = 0.1
             while True:
                 try:
-                    outcomes = await asyncio.to_thread(
-                        self.ingest.process, [(d.topic, d.payload) for d in batch]
-                    )
+                    outcomes = await asyncio.to_thread(self.ingest.commit, ready)
                     break
                 except (*self.store.errors, OSError) as error:
                     # Disk full or locked: acknowledge nothing, keep the batch, try again. The broker
@@ -451,9 +471,7 @@ class Agent:
         if state == "rejected" and self.broker is not None:
             # its password stops working at once: the broker refuses it, not only ingest
             await asyncio.to_thread(self.broker.remove_account, device_id)
-        known = self.ingest.known.get(device_id)
-        if known:
-            known.state = state
+        self.ingest.device_state_changed(device_id, state)
         if state == "accepted":
             await asyncio.to_thread(self.ingest.release_held, device_id)
             if self.outbox:

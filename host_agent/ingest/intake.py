@@ -10,6 +10,7 @@ put back and the caller retries the same batch later.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ log = logging.getLogger("firstparty.ingest")
 DEVICE_KINDS = ("reading", "status", "ack")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Known:
     public_key: bytes
     state: str  # pending, accepted, rejected
@@ -64,6 +65,8 @@ class Rows:
         self.outbox: list[Row] = []
         self.rejections: list[Row] = []
         self.windows: dict[tuple[str, str], replay.ReplayWindow] = {}
+        # in a $share/ group: the stored windows of the batch's devices, read once under their locks
+        self.stored_windows: dict[tuple[str, str], tuple[int, int, bytes]] = {}
         self.windows_read: set[tuple[str, str]] = set()
         self.counters: dict[tuple[str, str, int, int], bytes] = {}  # -> the message's bytes
         self.seen: set[str] = set()
@@ -94,6 +97,14 @@ class Check:
     kind: str | None = None
     message: messages.DeviceMessage | None = None  # None with no error: a card, checked inside
     known: Known | None = None  # set: the signature verified with this device's key
+
+
+@dataclass(slots=True, frozen=True)
+class Checked:
+    """A batch as Ingest.check left it for Ingest.commit: its messages and how far each got."""
+
+    items: list[tuple[str, bytes | int]]
+    checks: list[Check]
 
 
 @dataclass
@@ -152,20 +163,33 @@ class Ingest:
 
         A payload given as an int is the size of a message too large to receive: 'oversized'.
         """
+        return self.commit(self.check(batch))
+
+    def check(self, batch: list[tuple[str, bytes | int]]) -> Checked:
+        """The first half of process(): parse and verify with the keys in memory, without the store.
+
+        So the outbox, the API and the other agents of a $share/ group wait only for the writes,
+        and the agent checks its next batch while this one commits (host_agent.service).
+        """
+        # an int is the size of a message the connection read past without holding it (host_agent.bus.connection)
+        items = [(topic, data if isinstance(data, int) else bytes(data)) for topic, data in batch]
+        return Checked(items, [self._check(topic, data) for topic, data in items])
+
+    def commit(self, checked: Checked) -> list[Outcome]:
+        """The second half of process(): what is left to check under the store, and the writes."""
+        items, checks = checked.items, checked.checks
         saved_windows: dict[tuple[str, str], tuple[int, int, int] | None] = {}
         saved_known: dict[str, Known | None] = {}
         outcomes: list[Outcome] = []
         now = time.time()
-        # parsing and signatures need no store: done before the write lock is taken, so that the
-        # outbox, the API and the other agents of a $share/ group wait only for the writes
-        # an int is the size of a message the connection read past without holding it (host_agent.bus.connection)
-        items = [(topic, data if isinstance(data, int) else bytes(data)) for topic, data in batch]
-        checks = [self._check(topic, data) for topic, data in items]
         try:
             with self.store.transaction() as db:
+                device_ids = {c.device_id for c in checks if c.device_id is not None}
                 if self.shared:  # the other agents of the group wait for these devices, no others
-                    db.lock_devices([c.device_id for c in checks if c.device_id is not None])
+                    db.lock_devices(sorted(device_ids))
                 rows = Rows(db.new_message_ids(len(items)))
+                if self.shared:
+                    rows.stored_windows = db.replay_windows_of(device_ids)
                 for (topic, data), check in zip(items, checks, strict=True):
                     outcomes.append(self._one(db, rows, topic, data, check, now, saved_windows, saved_known))
                 rows.write(db, now)
@@ -230,6 +254,10 @@ class Ingest:
                 return self._card(db, topic, data, device_id, now, saved_known)
             message, known = check.message, check.known
             assert message is not None
+            if known is not self.known.get(device_id):
+                # checked before a change to the device (a card earlier in the batch, an accept or a
+                # reject, another agent's card): checked again with what the agent knows now
+                known = None
             if known is None:
                 known = self.known.get(device_id)
                 if known is None or (self.shared and known.state != "accepted"):
@@ -245,10 +273,10 @@ class Ingest:
             if key not in saved_windows:
                 saved_windows[key] = window.state() if window else None
             if self.shared and key not in rows.windows_read:
-                # another process may have moved this window since; BEGIN IMMEDIATE keeps it still
-                # from here to the commit, so one read per transaction is enough
+                # another process may have moved this window since; the devices' locks keep it
+                # still from the batch's read to the commit, so one read per transaction is enough
                 rows.windows_read.add(key)
-                row = db.replay_window(device_id, kind)
+                row = rows.stored_windows.get(key)
                 window = self.windows[key] = (
                     replay.ReplayWindow(row[0], row[1], int.from_bytes(row[2], "big"))
                     if row
@@ -415,6 +443,13 @@ class Ingest:
         """Queue one forward per matching route now (readings released after an accept)."""
         body: list[tuple[Any, ...]] = [(name,) for name in metric_names]
         db.queue_forwards(self.forwards(message_id, device_id, boot, seq, body, now))
+
+    def device_state_changed(self, device_id: str, state: str) -> None:
+        """The owner accepted or rejected a device: a new Known, so that a batch checked before the
+        change is checked again when it commits (Ingest.commit compares the two)."""
+        known = self.known.get(device_id)
+        if known:
+            self.known[device_id] = dataclasses.replace(known, state=state)
 
     def release_held(self, device_id: str) -> int:
         """After an accept: queue forwards of the readings that were held for this device."""

@@ -98,13 +98,11 @@ def _names(metrics: str | None) -> list[str]:
     return [name for name in (metrics or "").split(",") if name]
 
 
-MESSAGE_INSERT = (
-    "INSERT INTO messages (id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-OUTBOX_INSERT = (
-    "INSERT OR IGNORE INTO outbox (route_id, message_id, idempotency_key, next_at) VALUES (?,?,?,?)"
-)
+READ_CHUNK = 500  # ids in one IN (...): far below SQLite's 32,766 parameters, and one round trip
+MESSAGE_COLUMNS = "id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held"
+MESSAGE_INSERT = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+OUTBOX_COLUMNS = "route_id, message_id, idempotency_key, next_at"
+OUTBOX_INSERT = f"INSERT OR IGNORE INTO outbox ({OUTBOX_COLUMNS}) VALUES (?,?,?,?)"
 
 
 LATEST_READING = (
@@ -203,12 +201,21 @@ class Tx:
             return list(range(largest + 1, largest + 1 + count))
         return [row[0] for row in self.execute(self.dialect.new_message_ids, (count,)).fetchall()]
 
-    def replay_window(self, device_id: str, kind: str) -> tuple[int, int, bytes] | None:
-        """The stored (boot, top, seen) of a device's replay window for one kind of message."""
-        row = self.execute(
-            "SELECT boot, top, seen FROM replay WHERE device_id=? AND kind=?", (device_id, kind)
-        ).fetchone()
-        return (row[0], row[1], bytes(row[2])) if row else None
+    def replay_windows_of(self, device_ids: set[str]) -> dict[tuple[str, str], tuple[int, int, bytes]]:
+        """The stored (boot, top, seen) of these devices' replay windows, by (device id, kind).
+
+        One read for a batch's devices, not one per device: on PostgreSQL each is a round trip.
+        """
+        ids = sorted(device_ids)
+        found: dict[tuple[str, str], tuple[int, int, bytes]] = {}
+        for start in range(0, len(ids), READ_CHUNK):
+            chunk = ids[start : start + READ_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for device_id, kind, boot, top, seen in self.execute(
+                f"SELECT device_id, kind, boot, top, seen FROM replay WHERE device_id IN ({marks})", chunk
+            ).fetchall():
+                found[device_id, kind] = (boot, top, bytes(seen))
+        return found
 
     def message_bytes(self, device_id: str, kind: str, boot: int, seq: int) -> bytes | None:
         """The signed bytes stored under a message's counters, if any."""

@@ -4,7 +4,13 @@ The statements are the shared ones of host_agent.store.base, rewritten by the Po
 What several agents on one database need: a batch holds its devices with advisory locks (replay
 windows and cards; no global lock), due forwards are claimed with FOR UPDATE SKIP LOCKED, message
 ids come from a sequence, and readings are partitioned by week so that retention drops whole
-partitions. A connection lost (PostgreSQL restarted) is opened again by the next call; the call
+partitions.
+
+Each agent holds a small pool of connections (psycopg_pool), so that its ingest, its outbox and the
+charts' indexer commit side by side instead of waiting for one another's round trips: one agent on
+one connection spent half its time waiting for PostgreSQL (docs/benchmarks.md). A transaction is one
+connection's, held by its thread until COMMIT; a call made inside it in the same thread joins it. A
+connection lost (PostgreSQL restarted) is dropped from the pool and opened again behind it; the call
 that found it lost fails with psycopg.Error, and ingest keeps its batch unacknowledged meanwhile.
 """
 
@@ -17,8 +23,9 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
-from host_agent.store.base import Args, Row, Store, Tx
+from host_agent.store.base import MESSAGE_COLUMNS, OUTBOX_COLUMNS, Args, Row, Store, Tx
 from host_agent.store.dialect import POSTGRES
 from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, NewerSchema, statements
 
@@ -27,6 +34,17 @@ __all__ = ["PostgresStore"]
 log = logging.getLogger("firstparty.store")
 PARTITIONS_AHEAD = 2  # weekly partitions made ahead of time, so that readings seldom land in the default
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(1718, 1)"  # one agent creates or migrates the schema at a time
+POOL_SIZE = 4  # connections per agent: ingest, the outbox, the charts' indexer and the API at once
+
+
+# A batch's rows in one statement each, PostgreSQL's bulk paths: COPY for the readings, an INSERT of
+# arrays for the forwards (COPY has no ON CONFLICT). Per row, an executemany made PostgreSQL parse,
+# plan and run one INSERT each: the bulk of a batch's commit (docs/benchmarks.md, 2026-12-06).
+MESSAGE_COPY = f"COPY messages ({MESSAGE_COLUMNS}) FROM STDIN"
+OUTBOX_INSERT_ARRAYS = (
+    f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM"
+    " unnest(%s::bigint[], %s::bigint[], %s::text[], %s::double precision[]) ON CONFLICT DO NOTHING"
+)
 
 
 class _PgTx(Tx):
@@ -37,30 +55,46 @@ class _PgTx(Tx):
             with self.db.cursor() as cursor:
                 cursor.executemany(self.dialect.sql(sql), rows)
 
+    def insert_messages(self, rows: list[Row]) -> None:
+        if rows:
+            with self.db.cursor() as cursor, cursor.copy(MESSAGE_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def queue_forwards(self, rows: list[Row]) -> None:
+        if rows:
+            self.db.execute(OUTBOX_INSERT_ARRAYS, [list(column) for column in zip(*rows, strict=True)])
+
 
 class _Transaction:
-    __slots__ = ("store", "tx")
+    __slots__ = ("store", "joined")
 
     def __init__(self, store: PostgresStore):
         self.store = store
-        self.tx: _PgTx | None = None
+        self.joined = False
 
     def __enter__(self) -> Tx:
         store = self.store
-        store.lock.acquire()
+        current: _PgTx | None = getattr(store.local, "tx", None)
+        if current is not None:  # inside this thread's transaction: part of it, committed with it
+            self.joined = True
+            return current
+        connection = store.take()
         try:
-            connection = store.connection()
             connection.execute("BEGIN")
         except BaseException:
-            store.lock.release()
+            store.pool.putconn(connection)
             raise
-        self.tx = _PgTx(connection, POSTGRES)
-        return self.tx
+        store.local.tx = _PgTx(connection, POSTGRES)
+        return store.local.tx
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        db = self.store.db
+        if self.joined:
+            return
+        store = self.store
+        db = store.local.tx.db
         try:
             if kind is None:
                 db.execute("COMMIT")  # a failed COMMIT leaves nothing behind: PostgreSQL rolled back
@@ -70,8 +104,8 @@ class _Transaction:
                 except psycopg.Error as rollback_error:  # the error on its way up says why
                     log.info("rollback failed: %s", rollback_error)
         finally:
-            self.tx = None
-            self.store.lock.release()
+            store.local.tx = None
+            store.pool.putconn(db)  # a broken one is closed there, and the pool opens another
 
 
 class PostgresStore(Store):
@@ -84,28 +118,31 @@ class PostgresStore(Store):
     def __init__(self, url: str, connect_timeout_s: float = 10.0):
         self.url = url
         self.connect_timeout_s = connect_timeout_s
-        self.lock = threading.RLock()
-        self.db: Any = None
-        self.connection()
+        self.local = threading.local()  # .tx: the transaction this thread holds open
+        # Any: the statements are rewritten by the dialect at run time, where psycopg's types want literals
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))},
+            timeout=connect_timeout_s,
+            open=False,
+        )
         try:
+            self.pool.open(wait=True, timeout=connect_timeout_s)  # PoolTimeout: cannot connect
             self._create_schema()
-        except NewerSchema:
+        except (psycopg.Error, NewerSchema):
             self.close()
             raise
         self.ensure_partitions()
 
-    def connection(self) -> Any:
-        """The open connection, opened again if PostgreSQL dropped it (a restart)."""
-        if self.is_closed:
-            raise psycopg.OperationalError("the store is closed")
-        if self.db is None or self.db.closed or self.db.broken:
-            if self.db is not None:
-                log.warning("store connection lost: connecting again")
-                self.db.close()
-            self.db = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
-            )
-        return self.db
+    @property
+    def is_closed(self) -> bool:
+        return self.pool.closed
+
+    def take(self) -> Any:
+        """A connection of the pool (given back with pool.putconn); PoolTimeout if none can be had."""
+        return self.pool.getconn()
 
     def _create_schema(self) -> None:
         with self.transaction() as db:
@@ -114,7 +151,7 @@ class PostgresStore(Store):
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             version = row[0] if row and row[0] is not None else 0
             if version > SCHEMA_VERSION:  # rolled back, like everything else of this transaction
-                raise NewerSchema(f"PostgreSQL database {self.db.info.dbname}", version)
+                raise NewerSchema(f"PostgreSQL database {db.db.info.dbname}", version)
             if version == SCHEMA_VERSION:
                 return
             if version == 0:  # a new database: version 2's tables, then the steps after it
@@ -127,15 +164,16 @@ class PostgresStore(Store):
             db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
-        self.is_closed = True
-        with self.lock:
-            if self.db is not None:
-                self.db.close()
+        self.pool.close()
 
     def query(self, sql: str, args: Args = ()) -> list[Row]:
         """Rows of one statement (in SQLite's words, rewritten; the other modules call the named methods)."""
-        with self.lock:
-            cursor = self.connection().execute(POSTGRES.sql(sql), args)
+        current: _PgTx | None = getattr(self.local, "tx", None)
+        if current is not None:
+            cursor = current.db.execute(POSTGRES.sql(sql), args)
+            return cursor.fetchall() if cursor.description else []
+        with self.pool.connection() as db:
+            cursor = db.execute(POSTGRES.sql(sql), args)
             return cursor.fetchall() if cursor.description else []
 
     def plan(self, sql: str, args: Args = ()) -> list[str]:
@@ -143,7 +181,7 @@ class PostgresStore(Store):
         return [row[0] for row in self.query("EXPLAIN " + sql, args)]
 
     def transaction(self) -> _Transaction:
-        """Context manager: BEGIN ... COMMIT, or ROLLBACK on error; holds this process's lock."""
+        """Context manager: BEGIN ... COMMIT, or ROLLBACK on error, on a connection this thread holds."""
         return _Transaction(self)
 
     # --- partitions of the readings --------------------------------------------------------------

@@ -11,8 +11,9 @@ from fp import replay, topics
 from fp.errors import ProtocolError
 from host_agent.ingest import verifier
 from host_agent.ingest.intake import Ingest
+from host_agent.store import open_store
 from host_agent.store.sqlite import SQLiteStore
-from tests.agent.conftest import FakeDevice
+from tests.agent.conftest import BOTH_STORES, FakeDevice
 
 
 def _stream(device: FakeDevice) -> list[tuple[str, bytes]]:
@@ -109,6 +110,24 @@ def test_a_counter_behind_the_window_is_accepted_only_where_the_store_is_the_aut
     assert held.value.reason == "replay"
 
 
+def test_a_batch_checked_before_its_device_was_rejected_is_refused_when_it_commits(tmp_path):
+    """The agent checks a batch while the last one commits (host_agent.service): an owner's reject
+    that comes between the check and the commit of a batch still refuses its readings."""
+    device = FakeDevice(os.urandom(32))
+    store = SQLiteStore(tmp_path / "agent.db")
+    try:
+        ingest = Ingest(store, auto_accept=True)
+        ingest.process([(device.topic("card"), device.card())])
+        before, after = (ingest.check([(device.topic("reading"), device.reading())]) for _ in range(2))
+        assert [o.reason for o in ingest.commit(before)] == [None]
+        store.set_state(device.device_id, "rejected")
+        ingest.device_state_changed(device.device_id, "rejected")
+        assert [o.reason for o in ingest.commit(after)] == ["unknown-device"]
+        assert store.count_readings() == 1
+    finally:
+        store.close()
+
+
 def test_a_rejected_device_and_a_device_without_a_card_are_unknown_signers():
     device = FakeDevice(os.urandom(32))
     message = verifier.open_message(device.device_id, "reading", device.reading())
@@ -117,3 +136,22 @@ def test_a_rejected_device_and_a_device_without_a_card_are_unknown_signers():
             verifier.check_signer(message, key, is_rejected=is_rejected)
         assert refused.value.reason == "unknown-device"
     verifier.check_signer(message, device.public)
+
+
+@BOTH_STORES
+def test_a_shared_batch_reads_the_replay_windows_of_more_devices_than_one_read_holds(tmp_path, store_url):
+    """In a $share/ group the windows of a batch's devices are read in one statement per 500 ids
+    (store.base.READ_CHUNK): past the first chunk too, a replayed reading is still refused."""
+    devices = [FakeDevice(os.urandom(32)) for _ in range(1_100)]
+    store = open_store(tmp_path / "agent.db", store_url)
+    try:
+        ingest = Ingest(store, auto_accept=True, shared=True)
+        assert {o.reason for o in ingest.process([(d.topic("card"), d.card()) for d in devices])} == {None}
+        first = [(d.topic("reading"), d.reading()) for d in devices]
+        assert {o.reason for o in ingest.process(first)} == {None}
+        ingest.windows.clear()  # as another agent of the group would be: only the store knows them
+        replayed = [(d.topic("reading"), d.reading(values=[("temp", "Cel", 1.0)], seq=0)) for d in devices]
+        assert {o.reason for o in ingest.process(replayed)} == {"replay"}
+        assert store.count_readings() == len(devices)
+    finally:
+        store.close()
