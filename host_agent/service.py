@@ -62,7 +62,7 @@ class Agent:
         self.owner = Owner(config.owner_key)
         self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
         # releases on offer and their transfers to devices (fp.ota)
-        self.updates = UpdateDesk(config.data_dir, self.owner, self.store, self._publish_command, self.audit)
+        self.updates = UpdateDesk(config.data_dir, self.owner, self._publish_command, self.audit)
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )

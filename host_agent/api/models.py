@@ -14,6 +14,7 @@ from host_agent.store.records import Device
 __all__ = [
     "MAX_COMMAND_ARGS_BYTES",
     "ApprovalIn",
+    "ApprovalKeptOut",
     "AuditOut",
     "CardIn",
     "CommandIn",
@@ -22,6 +23,7 @@ __all__ = [
     "EnrolledOut",
     "GrantOut",
     "HealthOut",
+    "OwnApprovalOut",
     "OwnerOut",
     "ReadingsPage",
     "RejectionsOut",
@@ -225,6 +227,21 @@ class HealthOut(BaseModel):
     store: str
     broker: str
     role: str
+
+
+class OwnApprovalOut(BaseModel):
+    """The agent's owner's approval of a release (POST /releases/{tag}/approve): hand it to the vendor."""
+
+    release: str
+    owner_id: str
+    approval_hex: str
+
+
+class ApprovalKeptOut(BaseModel):
+    """An owner's approval the agent now holds (POST /releases/{tag}/approvals)."""
+
+    release: str
+    owner_id: str
 
 
 class StateChangeOut(BaseModel):
