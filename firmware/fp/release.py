@@ -20,7 +20,7 @@ from fp.ids import id_from_public_key
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any, Callable, Sequence
 
     Version = tuple[int, int, int]  # (major, minor, patch)
     File = tuple[str, int, bytes]  # (path, size, SHA-256)
@@ -87,11 +87,11 @@ def _path(value: object) -> str:
 def encode_release(
     sign: "Sign",
     signer_public_key: bytes,
-    version: "Version",
+    version: "Sequence[int]",
     arch: str,
     counter: int,
-    min_from: "Version",
-    files: "list[File]",
+    min_from: "Sequence[int]",
+    files: "Sequence[File]",
 ) -> bytes:
     """Build a release manifest signed by `sign` (the vendor's release key or the owner's)."""
     payload = {
