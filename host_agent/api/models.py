@@ -6,6 +6,9 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# pydantic reads typing_extensions' TypedDict, not typing's, before Python 3.12
+from typing_extensions import TypedDict
+
 from fp import cbor
 from fp.errors import ProtocolError
 from host_agent.routes import rules as routing
@@ -35,6 +38,7 @@ __all__ = [
     "RouteOut",
     "RouteSpec",
     "StateChangeOut",
+    "StatusOut",
     "Terms",
     "UpdateIn",
 ]
@@ -242,6 +246,23 @@ class ApprovalKeptOut(BaseModel):
 
     release: str
     owner_id: str
+
+
+class StatusOut(TypedDict):
+    """The agent's state (GET /status, /healthz, /metrics): host_agent.service.Agent.status()."""
+
+    role: str
+    owner_id: str
+    store: str  # ok, disk-full or cannot-commit
+    broker: str  # connected or disconnected
+    broker_restarts: int
+    # where devices log in to the embedded broker: the key of their password for it (None: not embedded)
+    broker_endpoint: str | None
+    accepted: dict[str, int]  # messages accepted since start, by kind
+    rejected: dict[str, int]  # the non-zero rejections since start, by reason
+    outbox_delivered: int
+    outbox_failed_attempts: int
+    uptime_s: float
 
 
 class StateChangeOut(BaseModel):
