@@ -21,7 +21,7 @@ from fp import topics
 from fp.errors import ProtocolError
 from host_agent import wire
 from host_agent.api.agent import RouteChange
-from host_agent.api.models import EnrolledOut, RegisteredOut, RelayOut, RelayRemovedOut
+from host_agent.api.models import EnrolledOut, RegisteredOut, RelayOut, RelayRemovedOut, StatusOut
 from host_agent.bus.broker import EmbeddedBroker
 from host_agent.bus.connection import Bus, Delivery, Inbox
 from host_agent.commands.control import Commander, CommandResult
@@ -62,7 +62,7 @@ class Agent:
         self.owner = Owner(config.owner_key)
         self.terms = TermsDesk(self)  # first-party terms: proffers, answers, and the outbox's gate
         # releases on offer and their transfers to devices (fp.ota)
-        self.updates = UpdateDesk(config.data_dir, self.owner, self.store, self._publish_command, self.audit)
+        self.updates = UpdateDesk(config.data_dir, self.owner, self._publish_command, self.audit)
         self.ingest = Ingest(
             self.store, config.auto_accept, config.log_rejections_per_minute, bool(config.broker.shared_group)
         )
@@ -577,22 +577,21 @@ class Agent:
         """Messages refused since start, by reason: every reason of the closed set, zeros too."""
         return dict(self.ingest.rejected_counts)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusOut:
         """A snapshot for /healthz, `firstparty status` and the metrics."""
-        return {
-            "role": self.config.role,
-            "owner_id": self.owner.owner_id,
-            "store": self.store_health(),
-            "broker": "connected" if self.bus and self.bus.is_connected else "disconnected",
-            "broker_restarts": self.broker.restarts if self.broker else 0,
-            # where devices log in to the embedded broker: the key of their password for it (None: not embedded)
-            "broker_endpoint": ":".join(map(str, self.devices_endpoint())) if self.broker else None,
-            "accepted": dict(self.ingest.counts),
-            "rejected": {k: v for k, v in self.ingest.rejected_counts.items() if v},
-            "outbox_delivered": self.outbox.delivered if self.outbox else 0,
-            "outbox_failed_attempts": self.outbox.failed if self.outbox else 0,
-            "uptime_s": round(time.time() - self.started_s, 1),
-        }
+        return StatusOut(
+            role=self.config.role,
+            owner_id=self.owner.owner_id,
+            store=self.store_health(),
+            broker="connected" if self.bus and self.bus.is_connected else "disconnected",
+            broker_restarts=self.broker.restarts if self.broker else 0,
+            broker_endpoint=":".join(map(str, self.devices_endpoint())) if self.broker else None,
+            accepted=dict(self.ingest.counts),
+            rejected={k: v for k, v in self.ingest.rejected_counts.items() if v},
+            outbox_delivered=self.outbox.delivered if self.outbox else 0,
+            outbox_failed_attempts=self.outbox.failed if self.outbox else 0,
+            uptime_s=round(time.time() - self.started_s, 1),
+        )
 
 
 def start_in_thread(config: Config, timeout_s: float = 30.0) -> tuple[Agent, threading.Thread]:

@@ -26,6 +26,15 @@ from fp.errors import ProtocolError
 from fp.runtime import log
 from fp.runtime import unload as unload_module
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from fp.release import Hash
+    from fp.slots import Installer
+# The hooks' `device` is fp.device.Device, left unannotated: the boot module declares no attribute
+# types (its typing guard would cost boot heap), and this module sets its `ota` and `update`.
+
 UPDATE_FILE = storage.UPDATE_FILE
 OFFER = 1
 CHUNK = 2
@@ -44,7 +53,7 @@ ROLLED_BACK = "rolled-back"
 REFUSED = "refused"
 
 
-def this_arch():
+def this_arch() -> "str | None":
     """The .mpy architecture of this interpreter ("x64", "xtensawin", ...), or None (CPython)."""
     mpy = getattr(sys.implementation, "_mpy", None)
     if mpy is None:
@@ -53,7 +62,7 @@ def this_arch():
     return ARCHES[index] if index < len(ARCHES) else None
 
 
-def parse_message(data):
+def parse_message(data: bytes) -> "tuple[int, list[Any]]":
     """Return (kind, fields) of an update message, or raise ProtocolError("malformed")."""
     if len(data) > MAX_CHUNK_BYTES + release.MAX_MANIFEST_BYTES:
         raise ProtocolError("oversized", "an update message is at most %d bytes" % (MAX_CHUNK_BYTES + 8192))
@@ -88,23 +97,23 @@ def parse_message(data):
     return kind, value[1:]
 
 
-def _is_uint(value):
+def _is_uint(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF
 
 
-def encode_offer(manifest, approval=None):
+def encode_offer(manifest: bytes, approval: "bytes | None" = None) -> bytes:
     return cbor.encode([OFFER, manifest, approval])
 
 
-def encode_chunk(index, offset, data):
+def encode_chunk(index: int, offset: int, data: bytes) -> bytes:
     return cbor.encode([CHUNK, index, offset, data, hashlib.sha256(data).digest()])
 
 
-def encode_commit():
+def encode_commit() -> bytes:
     return cbor.encode([COMMIT])
 
 
-def running_release(state, firmware_version):
+def running_release(state: "dict[str, Any]", firmware_version: str) -> "tuple[tuple[int, ...], int]":
     """(version, counter) of the release this boot runs: its manifest's, else the firmware's with 0."""
     folder = state["trial"] or state["active"]
     path = (folder + "/" if folder else "") + slots.MANIFEST_FILE
@@ -116,7 +125,7 @@ def running_release(state, firmware_version):
         return tuple(int(part) for part in firmware_version.split(".")), 0
 
 
-def _hash_file(path, limit):
+def _hash_file(path: str, limit: int) -> "Hash":
     """SHA-256 state over the first `limit` bytes of `path`, read READ_BYTES at a time."""
     state = hashlib.sha256()
     buffer = bytearray(READ_BYTES)
@@ -133,14 +142,14 @@ def _hash_file(path, limit):
     return state
 
 
-def _file_size(path):
+def _file_size(path: str) -> int:
     try:
         return os.stat(path)[6]
     except OSError:
         return -1
 
 
-def resume_point(installer):
+def resume_point(installer: "Installer") -> bool:
     """Restore the installer's transfer from the files already in its slot; return True if any were."""
     slot = installer.slot
     try:
@@ -169,13 +178,13 @@ def resume_point(installer):
 class Session:
     """The transfer in progress: its installer and where it stands."""
 
-    def __init__(self, installer, manifest):
+    def __init__(self, installer: "Installer", manifest: bytes):
         self.installer = installer
         self.manifest = manifest
         self.total = sum(size for _, size, _ in installer.release.files)
         self.tag = hashlib.sha256(manifest).digest()[:8].hex()
 
-    def state(self):
+    def state(self) -> "dict[str, Any]":
         transfer = self.installer.transfer
         files = self.installer.release.files
         received = sum(size for _, size, _ in files[: transfer.index]) + transfer.offset
@@ -190,14 +199,14 @@ class Session:
         }
 
 
-def record(device, state):
+def record(device, state: "dict[str, Any]") -> None:
     """Keep `state` as the device's update state (in the status), in flash unless it is transient."""
     device.update = state
     if state.get("state") != RECEIVING:
         storage.save_json(UPDATE_FILE, state)
 
 
-def refuse(device, error, tag=None):
+def refuse(device, error: ProtocolError, tag: "str | None" = None) -> None:
     device.ota = None
     state = {"state": REFUSED, "reason": error.reason}
     if tag:
@@ -206,7 +215,7 @@ def refuse(device, error, tag=None):
     log("update refused: %s" % error)
 
 
-def offer(device, manifest, approval, firmware_version):
+def offer(device, manifest: bytes, approval: "bytes | None", firmware_version: str) -> None:
     """Check an offered release (fp.release.check_release) and start or resume its transfer."""
     session = device.ota
     if session is not None and session.manifest == manifest:
@@ -242,7 +251,7 @@ def offer(device, manifest, approval, firmware_version):
     )
 
 
-def chunk(device, index, offset, data, digest):
+def chunk(device, index: int, offset: int, data: bytes, digest: bytes) -> None:
     session = device.ota
     try:
         session.installer.chunk(index, offset, data, digest)
@@ -253,7 +262,7 @@ def chunk(device, index, offset, data, digest):
     record(device, session.state())
 
 
-def commit(device):
+def commit(device) -> bool:
     """Switch to the received release (on probation) and reboot into it; True when it did."""
     session = device.ota
     try:
@@ -276,7 +285,7 @@ def commit(device):
     return True
 
 
-def handle(device, data, firmware_version):
+def handle(device, data: bytes, firmware_version: str) -> bool:
     """Take one update message; return True when the device must reboot into a new release.
 
     Junk, and a chunk or commit with no transfer (the device rebooted meanwhile), change nothing:
@@ -299,13 +308,13 @@ def handle(device, data, firmware_version):
     return False
 
 
-def unload():
+def unload() -> None:
     """Drop this module and those only it uses: code loaded from .mpy lives in the heap."""
     for name in ("ota", "slots", "release"):
         unload_module(name)
 
 
-def publish_status(device):
+def publish_status(device) -> None:
     """Answer with the signed, retained status (its `update` map) on every broker that is up."""
     status = device.status("online")
     for destination in device.destinations.values():
@@ -315,7 +324,7 @@ def publish_status(device):
             )
 
 
-def on_message(device, data, firmware_version):
+def on_message(device, data: bytes, firmware_version: str) -> None:
     """fp.device's hook for a message on the update topic."""
     is_installed = handle(device, data, firmware_version)
     publish_status(device)
@@ -325,7 +334,7 @@ def on_message(device, data, firmware_version):
         asyncio.create_task(device.reboot_soon())
 
 
-def check_probation(device):
+def check_probation(device) -> None:
     """fp.device's hook once a reading was delivered (per each destination's delivery rule: a receipt,
     or the broker's PUBACK) while the update state is on probation: confirm the release if this
     boot runs it (main.py put its slot on sys.path), not the old one about to reboot into it."""
@@ -335,7 +344,7 @@ def check_probation(device):
     unload()
 
 
-def at_boot(update):
+def at_boot(update: "Any") -> "dict[str, Any] | None":
     """The update state at boot, from the one kept in flash (None: no update ever): the release a
     boot runs from a trial slot is on probation (main.py put its folder on sys.path); one that was
     installed on probation and is not running now got confirmed (active) or rolled back."""
@@ -353,7 +362,7 @@ def at_boot(update):
     return update
 
 
-def confirm(device):
+def confirm(device) -> None:
     """The release on probation delivered its first reading: make it the active release."""
     slots.confirm_trial()
     record(device, dict(device.update, state=CONFIRMED))

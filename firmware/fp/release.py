@@ -18,6 +18,16 @@ from fp import cbor, cose
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence
+
+    Version = tuple[int, int, int]  # (major, minor, patch)
+    File = tuple[str, int, bytes]  # (path, size, SHA-256)
+    Sign = Callable[[bytes], bytes]  # Ed25519: the 64-byte signature of the bytes given
+    Verify = Callable[[bytes, bytes, bytes], Any]  # (public key, data, signature); raises if bad
+    Hash = Any  # a hashlib.sha256() state: each interpreter names its class differently
+
 CT_RELEASE = 65210
 CT_APPROVAL = 65211
 MAX_MANIFEST_BYTES = 8192
@@ -30,7 +40,16 @@ _PATH_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-./"
 class Release:
     """A parsed, not yet trusted, release manifest."""
 
-    def __init__(self, message, signer_id, version, arch, counter, min_from, files):
+    def __init__(
+        self,
+        message: cose.Sign1,
+        signer_id: str,
+        version: "Version",
+        arch: str,
+        counter: int,
+        min_from: "Version",
+        files: "list[File]",
+    ):
         self.message = message
         self.signer_id = signer_id
         self.version = version
@@ -39,12 +58,12 @@ class Release:
         self.min_from = min_from
         self.files = files  # [(path, size, sha256), ...]
 
-    def digest(self):
+    def digest(self) -> bytes:
         """SHA-256 of the manifest's bytes: what an owner's approval signs."""
         return hashlib.sha256(self.message.raw).digest()
 
 
-def _version(value, name):
+def _version(value: object, name: str) -> "Version":
     if not isinstance(value, list) or len(value) != 3:
         raise ProtocolError("malformed", "%s must be [major, minor, patch]" % name)
     for part in value:
@@ -53,7 +72,7 @@ def _version(value, name):
     return tuple(value)
 
 
-def _path(value):
+def _path(value: object) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 64 or value.startswith("/"):
         raise ProtocolError("malformed", "a file path must be relative and 1..64 characters")
     for part in value.split("/"):
@@ -65,7 +84,15 @@ def _path(value):
     return value
 
 
-def encode_release(sign, signer_public_key, version, arch, counter, min_from, files):
+def encode_release(
+    sign: "Sign",
+    signer_public_key: bytes,
+    version: "Sequence[int]",
+    arch: str,
+    counter: int,
+    min_from: "Sequence[int]",
+    files: "Sequence[File]",
+) -> bytes:
     """Build a release manifest signed by `sign` (the vendor's release key or the owner's)."""
     payload = {
         "version": list(version),
@@ -82,7 +109,7 @@ def encode_release(sign, signer_public_key, version, arch, counter, min_from, fi
     return cose.sign1(sign, protected, cbor.encode(payload))
 
 
-def encode_approval(sign, owner_public_key, manifest_bytes):
+def encode_approval(sign: "Sign", owner_public_key: bytes, manifest_bytes: bytes) -> bytes:
     """Build the owner's approval of the release whose manifest is `manifest_bytes`."""
     protected = {
         cose.H_ALG: cose.ALG_EDDSA,
@@ -92,7 +119,7 @@ def encode_approval(sign, owner_public_key, manifest_bytes):
     return cose.sign1(sign, protected, hashlib.sha256(manifest_bytes).digest())
 
 
-def parse_release(data):
+def parse_release(data: bytes) -> Release:
     """Parse manifest bytes into a Release or raise ProtocolError; checks no signature."""
     message = cose.parse_sign1(data, MAX_MANIFEST_BYTES)
     if message.content_type != CT_RELEASE:
@@ -137,7 +164,16 @@ def parse_release(data):
     )
 
 
-def check_release(release, approval, vendor_keys, owner_key, arch, running_version, running_counter, verify):
+def check_release(
+    release: Release,
+    approval: "bytes | None",
+    vendor_keys: "list[bytes]",
+    owner_key: "bytes | None",
+    arch: str,
+    running_version: "tuple[int, ...]",
+    running_counter: int,
+    verify: "Verify",
+) -> str:
     """Decide whether this device may install `release`; return who vouches: "owner", "vendor+owner"
     or "vendor" (an unclaimed device follows its vendor), or raise ProtocolError.
 
@@ -188,13 +224,13 @@ class Transfer:
     """Checks a release's files as they stream in: chunks in order, each chunk's SHA-256, no byte
     past a file's size, each file's SHA-256 at its end. Holds one hash state, never a file."""
 
-    def __init__(self, release):
+    def __init__(self, release: Release):
         self.files = release.files
         self.index = 0  # the file being received
         self.offset = 0  # bytes of it received
         self._hash = hashlib.sha256()
 
-    def accept(self, index, offset, data, chunk_digest):
+    def accept(self, index: int, offset: int, data: bytes, chunk_digest: bytes) -> bool:
         """Check one chunk (file `index`, at `offset`); the caller writes it only if this returns."""
         if index != self.index or offset != self.offset:
             raise ProtocolError("out-of-order", "expected file %d at %d" % (self.index, self.offset))
@@ -215,16 +251,16 @@ class Transfer:
             self._hash = hashlib.sha256()
         return self.index == len(self.files)
 
-    def restore(self, index, offset, hash_state):
+    def restore(self, index: int, offset: int, hash_state: "Hash") -> None:
         """Continue after what is already written: file `index` at `offset`, hashed into `hash_state`
         (fp.ota, after a reboot mid-transfer)."""
         self.index, self.offset, self._hash = index, offset, hash_state
 
-    def resume_point(self):
+    def resume_point(self) -> "tuple[int, int]":
         """(file index, offset) the sender continues from."""
         return self.index, self.offset
 
-    def finish(self):
+    def finish(self) -> None:
         """Raise unless every file arrived whole."""
         while self.index < len(self.files) and self.files[self.index][1] == 0 and self.offset == 0:
             self.accept(self.index, 0, b"", hashlib.sha256(b"").digest())

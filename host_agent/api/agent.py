@@ -11,7 +11,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
-from host_agent.api.models import EnrolledOut, RegisteredOut, RelayOut, RelayRemovedOut
+from host_agent.api.models import EnrolledOut, RegisteredOut, RelayOut, RelayRemovedOut, StatusOut
 from host_agent.commands.control import CommandResult
 from host_agent.owner import Owner
 from host_agent.store.base import Store
@@ -58,7 +58,7 @@ class AgentApi(Protocol):
     @property
     def receipts(self) -> ReceiptKey | None: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> StatusOut: ...
 
     def rejection_counts(self) -> dict[str, int]: ...
 

@@ -1,7 +1,6 @@
 """Devices: list and show, register and enrol, accept or reject, their cards, commands, relays, the owner."""
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
 
@@ -23,6 +22,7 @@ from host_agent.api.models import (
     StateChangeOut,
 )
 from host_agent.api.scope import device_out, one_device, visible_devices
+from host_agent.commands.control import CommandReport
 
 __all__ = ["router"]
 
@@ -81,7 +81,7 @@ async def card(device_id: str, who: Reader, agent: AgentDep) -> Response:
 
 
 @router.post("/devices/{device_id}/commands")
-async def command(device_id: str, body: CommandIn, who: Admin, agent: AgentDep) -> dict[str, Any]:
+async def command(device_id: str, body: CommandIn, who: Admin, agent: AgentDep) -> CommandReport:
     await one_device(agent.store, device_id, who)
     result = await agent.command(device_id, body.op, body.args, body.timeout_s)
     return result.as_dict()

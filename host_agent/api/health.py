@@ -1,14 +1,14 @@
 """The agent's own state: /healthz (open), /metrics, /status, /rejections and /audit."""
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import prometheus_client
 from fastapi import APIRouter, Query, Request, Response
 
 from host_agent.api.agent import AgentDep
 from host_agent.api.auth import Admin, Reader
-from host_agent.api.models import AuditOut, HealthOut, RejectionsOut
+from host_agent.api.models import AuditOut, HealthOut, RejectionsOut, StatusOut
 from host_agent.api.scope import device_out, visible_devices
 from host_agent.store.base import CANNOT_COMMIT, DISK_FULL
 
@@ -93,7 +93,7 @@ async def metrics(request: Request, who: Reader, agent: AgentDep) -> Response:
 
 
 @router.get("/status")
-async def status(who: Reader, agent: AgentDep) -> dict[str, Any]:
+async def status(who: Reader, agent: AgentDep) -> StatusOut:
     return agent.status()
 
 

@@ -6,6 +6,9 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# pydantic reads typing_extensions' TypedDict, not typing's, before Python 3.12
+from typing_extensions import TypedDict
+
 from fp import cbor
 from fp.errors import ProtocolError
 from host_agent.routes import rules as routing
@@ -14,6 +17,7 @@ from host_agent.store.records import Device
 __all__ = [
     "MAX_COMMAND_ARGS_BYTES",
     "ApprovalIn",
+    "ApprovalKeptOut",
     "AuditOut",
     "CardIn",
     "CommandIn",
@@ -22,6 +26,7 @@ __all__ = [
     "EnrolledOut",
     "GrantOut",
     "HealthOut",
+    "OwnApprovalOut",
     "OwnerOut",
     "ReadingsPage",
     "RejectionsOut",
@@ -33,6 +38,7 @@ __all__ = [
     "RouteOut",
     "RouteSpec",
     "StateChangeOut",
+    "StatusOut",
     "Terms",
     "UpdateIn",
 ]
@@ -225,6 +231,38 @@ class HealthOut(BaseModel):
     store: str
     broker: str
     role: str
+
+
+class OwnApprovalOut(BaseModel):
+    """The agent's owner's approval of a release (POST /releases/{tag}/approve): hand it to the vendor."""
+
+    release: str
+    owner_id: str
+    approval_hex: str
+
+
+class ApprovalKeptOut(BaseModel):
+    """An owner's approval the agent now holds (POST /releases/{tag}/approvals)."""
+
+    release: str
+    owner_id: str
+
+
+class StatusOut(TypedDict):
+    """The agent's state (GET /status, /healthz, /metrics): host_agent.service.Agent.status()."""
+
+    role: str
+    owner_id: str
+    store: str  # ok, disk-full or cannot-commit
+    broker: str  # connected or disconnected
+    broker_restarts: int
+    # where devices log in to the embedded broker: the key of their password for it (None: not embedded)
+    broker_endpoint: str | None
+    accepted: dict[str, int]  # messages accepted since start, by kind
+    rejected: dict[str, int]  # the non-zero rejections since start, by reason
+    outbox_delivered: int
+    outbox_failed_attempts: int
+    uptime_s: float
 
 
 class StateChangeOut(BaseModel):

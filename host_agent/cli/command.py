@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from host_agent.cli.common import add_config_argument, call_agent, load_config
 from host_agent.commands.control import OPS
@@ -25,12 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        command_args = json.loads(args.args)
+        command_args: object = json.loads(args.args)
     except json.JSONDecodeError as error:
         raise UserError(f"args must be a JSON object: {error}") from None
     if not isinstance(command_args, dict):
         raise UserError("args must be a JSON object")
-    body = {"op": args.op, "args": command_args, "timeout_s": args.timeout_s}
+    body: dict[str, Any] = {"op": args.op, "args": command_args, "timeout_s": args.timeout_s}
     config = load_config(args)
     result = call_agent(config, "POST", f"/devices/{args.device_id}/commands", body, args.timeout_s + 10)
     print(f"{args.device_id} {args.op}: {result['outcome']} {result['detail']}".rstrip())

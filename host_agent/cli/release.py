@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
 from fp import release as fp_release
 from fp.errors import ProtocolError
@@ -27,6 +28,16 @@ from host_agent.owner import Owner
 RELEASE_FILE = "release.json"
 MANIFEST_FILE = "manifest.cose"
 APPROVAL_FILE = "approval.cose"
+
+
+class Listing(TypedDict):
+    """FOLDER/release.json: what `release build` compiled, for `release sign` to check and sign."""
+
+    version: list[int]  # [major, minor, patch]
+    arch: str
+    counter: int
+    min_from: list[int]
+    files: list[tuple[str, int, str]]  # [path, size, SHA-256 hex]: a JSON array each
 
 
 def _version(text: str) -> tuple[int, int, int]:
@@ -61,30 +72,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build(folder: Path, arch: str, version: tuple, counter: int, min_from: tuple) -> dict:
+def build(
+    folder: Path, arch: str, version: tuple[int, int, int], counter: int, min_from: tuple[int, int, int]
+) -> Listing:
     if folder.exists():
         shutil.rmtree(folder)
     compiled = compile_firmware(arch, folder / "files")
-    files = []
+    files: list[tuple[str, int, str]] = []
     for path in sorted(p for p in compiled.path.rglob("*") if p.is_file()):
         data = path.read_bytes()
         files.append(
-            [path.relative_to(compiled.path).as_posix(), len(data), hashlib.sha256(data).hexdigest()]
+            (path.relative_to(compiled.path).as_posix(), len(data), hashlib.sha256(data).hexdigest())
         )
-    listing = {
-        "version": list(version),
-        "arch": arch,
-        "counter": counter,
-        "min_from": list(min_from),
-        "files": files,
-    }
+    listing = Listing(version=list(version), arch=arch, counter=counter, min_from=list(min_from), files=files)
     (folder / RELEASE_FILE).write_text(json.dumps(listing, indent=1) + "\n")
     return listing
 
 
-def _listing(folder: Path) -> dict:
+def _listing(folder: Path) -> Listing:
     try:
-        listing = json.loads((folder / RELEASE_FILE).read_text())
+        # written by `release build`; what a hand-edited one gets wrong, the device's parser refuses
+        listing: Listing = json.loads((folder / RELEASE_FILE).read_text())
     except (OSError, ValueError) as error:
         raise UserError(
             f"{folder / RELEASE_FILE}: {error}; make it with `firstparty release build`"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from host_agent.cli.common import ActionAdder, call_agent, load_config, open_store
 from host_agent.routes import rules as routing
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _host_port(text: str) -> dict:
+def _host_port(text: str) -> dict[str, str | int]:
     host, _, port = text.rpartition(":")
     return {"host": host or text, "port": int(port) if port.isdigit() else 1883}
 
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         result = call_agent(config, "DELETE", f"/routes/{args.name}")
         print(f"route {result['name']} removed")
         return 0
+    # the body of POST /routes (host_agent.api.models.RouteIn), as JSON
+    destination: dict[str, Any]
     if args.webhook:
         destination = {"type": "webhook", "url": args.webhook}
     elif args.mqtt:
@@ -78,12 +81,12 @@ def run(args: argparse.Namespace) -> int:
         destination = {"type": "file", "path": args.file}
     else:
         destination = {"type": "homeassistant", **_host_port(args.home_assistant)}
-    terms: dict = {"recipient": args.recipient, "purpose": args.purpose}
+    terms: dict[str, Any] = {"recipient": args.recipient, "purpose": args.purpose}
     if args.for_days is not None:
         terms["expires_s"] = int(time.time() + args.for_days * 86400)
     if args.retention_days is not None:
         terms["retention_days"] = args.retention_days
-    body = {
+    body: dict[str, Any] = {
         "name": args.name,
         "destination": destination,
         "devices": args.device or ["*"],

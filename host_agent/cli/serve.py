@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+from types import FrameType
 
 from host_agent.cli.common import add_config_argument, load_config, write_runtime
 from host_agent.console import auth
@@ -24,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
     if args.role:
         config = config.with_role(args.role)
     agent = Agent(config)
-    signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     def announce() -> None:
         if agent.ready.wait(60) and agent.api_port:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
@@ -35,14 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if args.approve:
         call_agent(config, "POST", f"/releases/{release.tag}/approve")
     path = f"/devices/{args.device_id}/update"
-    state = call_agent(config, "POST", path, {"release": release.tag})
+    # GET|POST /devices/{id}/update's JSON (host_agent.updates.desk.Progress)
+    state: dict[str, Any] = call_agent(config, "POST", path, {"release": release.tag})
     version = ".".join(str(part) for part in release.version)
     deadline = time.monotonic() + args.timeout_s
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), transient=True) as bar:
         task = bar.add_task(f"{args.device_id} <- {version}", total=release.total)
         while True:
-            transfer = state.get("transfer") or {}
-            update = state.get("update") or {}
+            transfer: dict[str, Any] = state.get("transfer") or {}
+            update: dict[str, Any] = state.get("update") or {}
             if update.get("release") == release.tag and "received" in update:
                 bar.update(task, completed=update["received"])
             if transfer.get("release") == release.tag and not transfer.get("running"):

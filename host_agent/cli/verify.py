@@ -16,6 +16,7 @@ import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fp import topics
 from fp.errors import ProtocolError
@@ -102,10 +103,13 @@ def _load_agreement(args: argparse.Namespace, verifier: Verifier) -> records.Che
             raise UserError(
                 f"device {state.card.device_id} belongs to {state.card.owner_id}, not to the agreement's owner {owner_id}"
             )
-    body, window = checked.proffer.body, checked.window
+    window = checked.window  # the proffer's devices and metrics, and its window
+    # [agreement id, version] of the signed proffer: decoded CBOR, which fp.terms.Signed.body does not type
+    # yet (the terms work of issue 18 annotates fp.terms); fp.terms checked its shape
+    reference: list[Any] = checked.proffer.body["agreement"]  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
     print(
-        f"agreement {args.agreement}: {body['agreement'][0]}@{body['agreement'][1]} proffered by {owner_id}, "
-        f"accepted by {checked.answer.signer_id}: {','.join(body['devices'])} metrics {','.join(body['metrics'])} "
+        f"agreement {args.agreement}: {reference[0]}@{reference[1]} proffered by {owner_id}, "
+        f"accepted by {checked.answer.signer_id}: {','.join(window.devices)} metrics {','.join(window.metrics)} "
         f"from {time.strftime('%Y-%m-%d %H:%M', time.gmtime(window.from_s))} "
         f"until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(window.end_s))}"
         + (" (terminated)" if checked.termination else "")
@@ -189,6 +193,8 @@ class Report:
 def _live(args: argparse.Namespace, report: Report) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
     host, _, port = args.live.rpartition(":")
     if not host or not port.isdigit():
@@ -196,7 +202,13 @@ def _live(args: argparse.Namespace, report: Report) -> None:
     arrived: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=10000)
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
 
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+    def on_connect(
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         client.subscribe(args.topic, 1)  # again on every reconnect
 
     client.on_connect = on_connect

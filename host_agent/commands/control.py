@@ -13,12 +13,34 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+# pydantic (FastAPI's answers) reads typing_extensions' TypedDict, not typing's, before Python 3.12
+from typing_extensions import TypedDict
+
 from fp import topics
 from fp.command import OPS as OPS  # the device's own list of operations, for the CLI and the API
 from host_agent.errors import UserError
 from host_agent.owner import Owner
 
 KEY_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class CommandReport(TypedDict):
+    """A command's result as JSON: the API's answer (POST /devices/{id}/commands) and the audit's entry."""
+
+    device_id: str
+    op: str
+    outcome: str  # "applied", a refusal reason from the device, or "timeout"
+    detail: str
+    result: Any  # the op's answer as the device gave it (decoded CBOR), bytes as hex
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A device's signed acknowledgement of a command, as the command waits for it."""
+
+    outcome: str
+    detail: str
+    result: Any  # the op's answer (decoded CBOR)
 
 
 @dataclass
@@ -33,14 +55,14 @@ class CommandResult:
     def is_applied(self) -> bool:
         return self.outcome == "applied"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "device_id": self.device_id,
-            "op": self.op,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "result": _plain(self.result),
-        }
+    def as_dict(self) -> CommandReport:
+        return CommandReport(
+            device_id=self.device_id,
+            op=self.op,
+            outcome=self.outcome,
+            detail=self.detail,
+            result=_plain(self.result),
+        )
 
 
 def device_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +121,7 @@ class Commander:
         self.publish = publish  # (topic, payload) -> None, non-blocking
         self.audit = audit  # async (kind, data) -> None
         self.timeout_s = timeout_s
-        self.waiting: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
+        self.waiting: dict[bytes, asyncio.Future[Ack]] = {}
 
     async def send(
         self, device_id: str, op: str, args: dict[str, Any], timeout_s: float | None = None
@@ -110,7 +132,7 @@ class Commander:
             args = device_args(op, args)
         data = await asyncio.to_thread(self.owner.command, device_id, op, args)
         digest = hashlib.sha256(data).digest()
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self.waiting[digest] = future
         await self.audit(
             "command",
@@ -118,8 +140,8 @@ class Commander:
         )
         try:
             self.publish(topics.topic(device_id, "command"), data)
-            body = await asyncio.wait_for(future, timeout_s or self.timeout_s)
-            result = CommandResult(device_id, op, body["outcome"], body.get("detail", ""), body.get("result"))
+            ack = await asyncio.wait_for(future, timeout_s or self.timeout_s)
+            result = CommandResult(device_id, op, ack.outcome, ack.detail, ack.result)
         except TimeoutError:
             result = CommandResult(
                 device_id, op, "timeout", f"no signed ack within {timeout_s or self.timeout_s:g} s", None
@@ -130,7 +152,9 @@ class Commander:
         return result
 
     def resolve(self, body: dict[str, Any]) -> None:
-        """Hand a verified ack body to the command waiting for it (if any)."""
+        """Hand a verified ack body to the command waiting for it (if any).
+
+        `body` is decoded CBOR whose shape fp.messages checked: `cmd` 32 bytes, `outcome` and `detail` text."""
         future = self.waiting.get(body.get("cmd", b""))
         if future is not None and not future.done():
-            future.set_result(body)
+            future.set_result(Ack(body["outcome"], body.get("detail", ""), body.get("result")))

@@ -16,9 +16,13 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from host_agent.bus.mosquitto import free_port, stop_process
 from host_agent.paths import BOARDS, firmware_dir, tool_beside
+
+if TYPE_CHECKING:
+    from host_agent.service import Agent
 
 
 def micropython_command() -> str:
@@ -40,12 +44,12 @@ class SimDevice:
         self,
         flash: Path,
         vendor: tuple[str, int],
-        board: dict | None = None,
+        board: dict[str, Any] | None = None,  # board.json as the device reads it (tests hand in bad ones)
         owner_key: bytes | None = None,
         heapsize: str | None = None,
         code: Path | None = None,
         http_port: int | None = None,
-        provision: dict | None = None,
+        provision: dict[str, Any] | None = None,  # more of provision.json
     ):
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
@@ -55,7 +59,7 @@ class SimDevice:
         board = board or json.loads((BOARDS / "sim.json").read_text())
         (self.flash / "board.json").write_text(json.dumps(board))
         self.http_port = free_port() if http_port is None else http_port
-        provisioning = {
+        provisioning: dict[str, Any] = {
             "vendor": {"host": vendor[0], "port": vendor[1]},
             "claim_window_s": 120,
             "http_port": self.http_port,
@@ -135,7 +139,7 @@ class SimDevice:
 
         return httpx.get(f"http://127.0.0.1:{self.http_port}/card", timeout=10).content
 
-    def enrol(self, agent) -> None:
+    def enrol(self, agent: Agent) -> None:
         """Enrol it with an agent's embedded broker, as `firstparty flash` does for the agent it names."""
         host, port = agent.devices_endpoint()
         assert agent.broker is not None, "enrol: the agent has no embedded broker"

@@ -31,6 +31,7 @@ import time
 import tty
 from collections import deque
 from pathlib import Path
+from types import FrameType
 
 from host_agent.errors import UserError
 from host_agent.rig.simdevice import micropython_command
@@ -304,7 +305,11 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         stopped.wait()
     except KeyboardInterrupt:

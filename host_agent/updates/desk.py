@@ -15,7 +15,8 @@ import asyncio
 import hashlib
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,59 @@ from fp import release as fp_release
 from fp.errors import ProtocolError
 from fp.ids import is_valid_id
 from host_agent.errors import UserError
+from host_agent.owner import Owner
 from host_agent.store.records import Device
-from host_agent.updates.sender import MANIFEST_FILE, Release, Sender, load_release, summary
+from host_agent.updates.sender import (
+    MANIFEST_FILE,
+    Release,
+    Sender,
+    UpdateMap,
+    as_map,
+    load_release,
+    summary,
+)
 
 RELEASES_DIR = "releases"
 APPROVALS_DIR = "approvals"
 ANSWER_TIMEOUT_S = 5.0  # no status after a message: send what the last one asked for again
 MAX_SILENT = 12  # answers missed in a row before the transfer gives up (a device away for a minute)
 _TAG = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseInfo:
+    """A release on offer, as GET /releases shows it."""
+
+    release: str  # its tag: SHA-256 of the manifest, 8 bytes, hex
+    version: str  # "major.minor.patch"
+    arch: str
+    counter: int
+    min_from: str
+    signer_id: str
+    files: int
+    total_bytes: int
+    approved_by: list[str]  # the owner ids whose approvals the agent holds
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInfo:
+    """The agent's transfer of a release to a device, as GET /devices/{id}/update shows it."""
+
+    release: str
+    running: bool
+    sent_bytes: int
+    total_bytes: int
+    outcome: str | None  # the device's verdict, or "timeout: ..." / "stopped: ..."; None while running
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A device's update state and the agent's transfer to it (GET /devices/{id}/update)."""
+
+    device_id: str
+    state: str  # the update state in one word (host_agent.updates.sender.summary)
+    update: UpdateMap | None  # the update map of its last status, as the device sent it
+    transfer: TransferInfo | None
 
 
 def import_release(data_dir: Path, folder: Path) -> Release:
@@ -78,30 +124,35 @@ class Transfer:
 
     device_id: str
     sender: Sender
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
     outcome: str | None = None  # the device's verdict, or "timeout: ..."
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "release": self.sender.release.tag,
-            "running": self.outcome is None,
-            "sent_bytes": self.sender.sent_bytes,
-            "total_bytes": self.sender.release.total,
-            "outcome": self.outcome,
-        }
+    def info(self) -> TransferInfo:
+        return TransferInfo(
+            release=self.sender.release.tag,
+            running=self.outcome is None,
+            sent_bytes=self.sender.sent_bytes,
+            total_bytes=self.sender.release.total,
+            outcome=self.outcome,
+        )
 
 
 class UpdateDesk:
     """Releases on offer and transfers in progress, for one agent."""
 
-    def __init__(self, data_dir: Path, owner, store, publish, audit):
+    def __init__(
+        self,
+        data_dir: Path,
+        owner: Owner,
+        publish: Callable[[str, bytes], None],
+        audit: Callable[[str, dict[str, Any]], Awaitable[None]],
+    ):
         self.root = data_dir / RELEASES_DIR
-        self.owner = owner  # host_agent.owner.Owner: approves in the owner's name
-        self.store = store
-        self.publish = publish  # (topic, payload) -> None
-        self.audit = audit
+        self.owner = owner  # approves in the owner's name
+        self.publish = publish  # (topic, payload)
+        self.audit = audit  # (kind, data): an entry of the audit log
         self.transfers: dict[str, Transfer] = {}
-        self.latest: dict[str, dict | None] = {}  # device id -> its last reported update state
+        self.latest: dict[str, UpdateMap | None] = {}  # device id -> its last reported update state
         self.answered: dict[str, asyncio.Event] = {}
 
     # --- releases ---------------------------------------------------------------------------
@@ -112,23 +163,23 @@ class UpdateDesk:
             raise LookupError(f"no release {tag}: import it with `firstparty update --release DIR`")
         return folder
 
-    def describe(self, tag: str) -> dict[str, Any]:
+    def describe(self, tag: str) -> ReleaseInfo:
         folder = self._folder(tag)
         parsed = fp_release.parse_release((folder / MANIFEST_FILE).read_bytes())
         approvals = sorted(p.stem for p in (folder / APPROVALS_DIR).glob("*.cose"))
-        return {
-            "release": tag,
-            "version": ".".join(str(part) for part in parsed.version),
-            "arch": parsed.arch,
-            "counter": parsed.counter,
-            "min_from": ".".join(str(part) for part in parsed.min_from),
-            "signer_id": parsed.signer_id,
-            "files": len(parsed.files),
-            "total_bytes": sum(size for _, size, _ in parsed.files),
-            "approved_by": approvals,
-        }
+        return ReleaseInfo(
+            release=tag,
+            version=".".join(str(part) for part in parsed.version),
+            arch=parsed.arch,
+            counter=parsed.counter,
+            min_from=".".join(str(part) for part in parsed.min_from),
+            signer_id=parsed.signer_id,
+            files=len(parsed.files),
+            total_bytes=sum(size for _, size, _ in parsed.files),
+            approved_by=approvals,
+        )
 
-    def releases(self) -> list[dict[str, Any]]:
+    def releases(self) -> list[ReleaseInfo]:
         if not self.root.exists():
             return []
         return [self.describe(p.name) for p in sorted(self.root.iterdir()) if (p / MANIFEST_FILE).exists()]
@@ -162,10 +213,10 @@ class UpdateDesk:
 
     # --- transfers --------------------------------------------------------------------------
 
-    def on_status(self, device_id: str, body: Any) -> None:
+    def on_status(self, device_id: str, body: object) -> None:
         """A verified, stored status of a device (host_agent.service.Agent._after_commit)."""
-        update = body.get("update") if isinstance(body, dict) else None
-        self.latest[device_id] = update if isinstance(update, dict) else None
+        status = as_map(body)
+        self.latest[device_id] = as_map(status.get("update")) if status is not None else None
         event = self.answered.get(device_id)
         if event is not None:
             event.set()
@@ -181,7 +232,7 @@ class UpdateDesk:
             raise UserError(f"{device_id} is receiving release {running.sender.release.tag}: wait for it")
         release = await asyncio.to_thread(self._release_for, tag, device.owner_id)
         if device_id not in self.latest and device.status is not None:
-            self.latest[device_id] = device.status.get("update")
+            self.latest[device_id] = as_map(device.status.get("update"))
         transfer = Transfer(device_id, Sender(release))
         self.transfers[device_id] = transfer
         await self.audit(
@@ -214,19 +265,22 @@ class UpdateDesk:
             transfer.outcome = "stopped: the agent stopped"
             raise
         finally:
-            await self.audit("update-outcome", {"device": device_id, **transfer.as_dict()})
+            await self.audit("update-outcome", {"device": device_id, **asdict(transfer.info())})
 
-    def progress(self, device: Device) -> dict[str, Any]:
+    def progress(self, device: Device) -> Progress:
         """The device's update state (its last status) and the agent's transfer to it, if any."""
         device_id = device.device_id
-        update = self.latest.get(device_id, (device.status or {}).get("update"))
+        if device_id in self.latest:
+            update = self.latest[device_id]
+        else:
+            update = as_map((device.status or {}).get("update"))
         transfer = self.transfers.get(device_id)
-        return {
-            "device_id": device_id,
-            "state": summary(update),
-            "update": update,
-            "transfer": transfer.as_dict() if transfer else None,
-        }
+        return Progress(
+            device_id=device_id,
+            state=summary(update),
+            update=update,
+            transfer=transfer.info() if transfer else None,
+        )
 
     async def close(self) -> None:
         for transfer in self.transfers.values():

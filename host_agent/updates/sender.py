@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from fp import ota
 from fp import release as fp_release
@@ -22,6 +23,15 @@ CHUNK_BYTES = 2048
 MANIFEST_FILE = "manifest.cose"
 APPROVAL_FILE = "approval.cose"
 DONE_STATES = (ota.ON_PROBATION, ota.CONFIRMED)
+# The `update` map of a device's signed status (fp.ota.Session.state, and fp.ota.record's): decoded
+# JSON from the device, so each value is checked where it is read.
+UpdateMap = dict[str, object]
+
+
+def as_map(value: object) -> dict[str, object] | None:
+    """`value` if it is a map of decoded JSON (a device's status, its update map), else None."""
+    # a boundary: decoded JSON, whose maps have string keys; the values stay `object`
+    return cast(dict[str, object], value) if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,7 @@ def load_release(folder: Path) -> Release:
         raise UserError(f"{folder / MANIFEST_FILE}: {error}") from None
     approval_path = folder / APPROVAL_FILE
     approval = approval_path.read_bytes() if approval_path.exists() else None
-    files = []
+    files: list[bytes] = []
     for path, size, digest in parsed.files:
         try:
             data = (folder / "files" / path).read_bytes()
@@ -64,13 +74,14 @@ def load_release(folder: Path) -> Release:
         if len(data) != size or hashlib.sha256(data).digest() != digest:
             raise UserError(f"{folder / 'files' / path} does not match the signed manifest")
         files.append(data)
-    return Release(manifest, approval, tuple(files), tuple(parsed.version))  # type: ignore[arg-type]
+    return Release(manifest, approval, tuple(files), parsed.version)
 
 
 def summary(update: object) -> str:
     """The update state in one word: idle, receiving N of M, installed-on-probation, confirmed,
     rolled-back, refused:REASON."""
-    if not isinstance(update, dict):
+    update = as_map(update)
+    if update is None:
         return ota.IDLE
     state = update.get("state")
     if state == ota.RECEIVING:
@@ -90,10 +101,11 @@ class Sender:
     outcome: str | None = None  # once finished: the summary of the device's final state
     sent_bytes: int = field(default=0)
 
-    def next_message(self, update: dict | None) -> bytes | None:
+    def next_message(self, update: UpdateMap | None) -> bytes | None:
         """The message to send given the device's latest `update` state, or None: finished."""
-        ours = isinstance(update, dict) and update.get("release") == self.release.tag
-        state = update.get("state") if ours and update else None
+        state = (
+            update.get("state") if update is not None and update.get("release") == self.release.tag else None
+        )
         if state in DONE_STATES or (state == ota.REFUSED and self.offered):
             self.outcome = summary(update)
             return None
