@@ -4,7 +4,7 @@ Its modules are imported by path; the package re-exports nothing. `app` builds t
 from the routers `devices`, `readings`, `routes`, `terms` and `health`; `agent` is the typed
 interface those routers ask of the agent; `auth`, `scope` and `tokens` decide who calls and what
 a token may see; `models` holds the request and response shapes; `body_limit` caps request
-bodies; `client` is the running agent's API as the CLI reaches it.
+bodies and `no_nul` refuses a NUL byte in a path or query; `client` is the running agent's API as the CLI reaches it.
 """
 
 __all__: list[str] = []

@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse
 from fp.errors import ProtocolError
 from host_agent.api import devices, health, readings, routes, updates
 from host_agent.api.body_limit import BodyLimit
+from host_agent.api.no_nul import RefuseNul
 from host_agent.api.terms import add_routes as add_terms_routes
 from host_agent.config import ApiConfig
 from host_agent.errors import UserError
@@ -87,6 +88,7 @@ def build_app(agent: Any) -> FastAPI:
     app.state.gauges = health.Gauges()
     config = getattr(agent, "config", None)  # None: the offline app of the OpenAPI document
     app.add_middleware(BodyLimit, max_bytes=(config.api if config else ApiConfig()).max_body_bytes)
+    app.add_middleware(RefuseNul)
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(ProtocolError, _protocol_error)

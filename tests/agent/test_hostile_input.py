@@ -170,6 +170,27 @@ def test_out_of_range_numbers_nan_and_deep_nesting_get_a_4xx_never_a_500(
     assert admin.get("/healthz").status_code == 200
 
 
+def test_a_nul_byte_in_a_path_or_query_is_refused_with_400_on_either_store(start_agent, publisher):
+    """PostgreSQL cannot hold a NUL in a text: `GET /readings?metric=%00` was a 500 there."""
+    agent = start_agent(auto_accept=True)
+    device = FakeDevice(os.urandom(32))
+    publisher.publish(device.topic("card"), device.card(), retain=True)
+    wait_for(lambda: agent.store.device(device.device_id), 10, "the device")
+    admin = api(agent, tokens.issue(agent.store, "admin", "admin"))
+    for path in (
+        "/readings?metric=temp%00",
+        f"/readings?device={device.device_id}%00",
+        "/devices/%00x",
+        "/routes/r%00",
+        "/audit?kind=%00",
+    ):
+        response = admin.get(path)
+        assert response.status_code == 400 and "NUL" in response.text, (path, response.status_code)
+    # a literal "%00" (written %2500) is text like any other
+    assert admin.get("/readings?metric=%2500").status_code == 200
+    assert admin.get("/healthz").status_code == 200
+
+
 def test_a_stream_ends_within_a_second_of_its_token_revocation(start_agent):
     agent = start_agent()
     token = tokens.issue(agent.store, "watcher", "read")
