@@ -11,6 +11,7 @@ from fp.errors import REASONS, ProtocolError
 from host_agent import wire
 from host_agent.errors import UserError
 from host_agent.terms import policy, roster
+from host_agent.terms.signed import ProfferTerms
 from tests.protocol import examples
 
 RECIPIENT_SEED = bytes(range(64, 96))
@@ -222,26 +223,30 @@ BROKER = policy.Policy(("resale-same-terms@1",), "resale-same-terms@1")
 
 def test_a_policy_accepts_what_it_lists():
     body = _body("service-only@1", purpose="service")
-    assert policy.evaluate(VENDOR, ROSTER, body).decision == "accept"
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(body)).decision == "accept"
 
 
 def test_a_policy_offers_its_one_alternative_for_anything_else():
-    decision = policy.evaluate(BROKER, ROSTER, _body())
+    decision = policy.evaluate(BROKER, ROSTER, ProfferTerms.from_wire(_body()))
     assert decision.decision == "alternative" and decision.alternative == ("resale-same-terms", 1)
 
 
 def test_a_policy_without_an_alternative_declines_what_it_does_not_list():
-    assert policy.evaluate(VENDOR, ROSTER, _body()).decision == "decline"
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(_body())).decision == "decline"
 
 
 def test_a_proffer_outside_its_agreements_terms_is_declined_with_the_reason():
     too_long = _body("service-only@1", purpose="service", retention_days=31)
-    decision = policy.evaluate(VENDOR, ROSTER, too_long)
+    decision = policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(too_long))
     assert decision.decision == "decline" and decision.reason.startswith("out-of-terms")
     wrong_purpose = _body("service-only@1", purpose="research")
-    assert policy.evaluate(VENDOR, ROSTER, wrong_purpose).reason.startswith("out-of-terms")
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(wrong_purpose)).reason.startswith(
+        "out-of-terms"
+    )
     other_text = _body("service-only@1", purpose="service", digest=bytes(32))
-    assert policy.evaluate(VENDOR, ROSTER, other_text).reason.startswith("not-in-roster")
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(other_text)).reason.startswith(
+        "not-in-roster"
+    )
 
 
 def test_a_policy_naming_an_agreement_outside_the_roster_is_refused_at_load():
@@ -250,7 +255,7 @@ def test_a_policy_naming_an_agreement_outside_the_roster_is_refused_at_load():
 
 
 def test_coverage_needs_the_device_the_metrics_and_the_window():
-    window = policy.in_force(_body(), None)
+    window = policy.in_force(ProfferTerms.from_wire(_body()), None)
     at = examples.TIME_S + 10
     assert policy.covers(window, examples.DEVICE_ID, ["temperature"], at, at)
     assert policy.covers(window, examples.DEVICE_ID, ["temperature", "humidity"], at, at)
@@ -261,7 +266,7 @@ def test_coverage_needs_the_device_the_metrics_and_the_window():
 
 
 def test_a_termination_ends_coverage_at_its_time():
-    window = policy.in_force(_body(), examples.TIME_S + 100)
+    window = policy.in_force(ProfferTerms.from_wire(_body()), examples.TIME_S + 100)
     assert policy.covers(window, examples.DEVICE_ID, ["humidity"], examples.TIME_S + 99, examples.TIME_S + 99)
     assert not policy.covers(
         window, examples.DEVICE_ID, ["humidity"], examples.TIME_S + 99, examples.TIME_S + 100
