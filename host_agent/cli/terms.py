@@ -6,7 +6,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -283,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(published, indent=2))
         return 0
     if action == "proffer":
-        body: dict[str, Any] = {
+        body: dict[str, object] = {  # POST /agreements (api.terms.ProfferIn checks it)
             "agreement": args.agreement,
             "to": args.to,
             "route": args.route,

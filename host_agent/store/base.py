@@ -26,7 +26,6 @@ from host_agent.store import audit
 from host_agent.store.dialect import Dialect
 from host_agent.store.records import (
     AGREEMENT_COLUMNS,
-    AGREEMENT_PARTS,
     DEVICE_COLUMNS,
     TOKEN_COLUMNS,
     AgreementChanges,
@@ -42,8 +41,6 @@ from host_agent.store.timeseries import METRICS, UNINDEXED, SeriesQueries
 __all__ = [
     "Args",
     "Row",
-    "AGREEMENT_COLUMNS",
-    "AGREEMENT_PARTS",
     "CANNOT_COMMIT",
     "DISK_FULL",
     "Store",

@@ -36,7 +36,7 @@ from host_agent.terms.refused import Refused
 from host_agent.terms.signed import ProfferTerms
 from host_agent.terms.view import AgreementView, describe
 
-__all__ = ["COSE_TYPE", "DeskAgent", "ProfferRequest", "PublishedTerms", "Refused", "TermsDesk", "describe"]
+__all__ = ["COSE_TYPE", "DeskAgent", "ProfferRequest", "PublishedTerms", "Refused", "TermsDesk"]
 
 log = logging.getLogger("firstparty.terms")
 COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
@@ -491,7 +491,7 @@ class TermsDesk:
             return
         action = self.agent.config.terms.on_vendor_decline
         for device_id in result["devices"]:
-            data: dict[str, Any] = {
+            data: dict[str, object] = {
                 "device": device_id,
                 "agreement": result["agreement"],
                 "answer": state,
