@@ -300,31 +300,38 @@ def read_answer(data: bytes) -> Stamped[AnswerTerms]:
     return Stamped(*_stamp(message), AnswerTerms.from_wire(body))
 
 
-def _signed(data: bytes, kind: str, checked: terms.Signed, body: T) -> Signed[T]:
-    message = messages.parse(data, kind)
+def _none(body: Mapping[str, object]) -> None:
+    """The payload of a termination or its acknowledgement: nothing the agent reads but its digests."""
+
+
+def _signed(
+    data: bytes, kind: str, checked: terms.Signed, read: Callable[[Mapping[str, object]], T]
+) -> Signed[T]:
+    """What fp.terms checked as `checked`, read from its bytes into a typed value."""
+    message, body = _message(data, kind)
     nonce = message.claims.get(messages.CTI) if kind == "proffer" else None
-    return Signed(*_stamp(message), body, data, nonce if isinstance(nonce, bytes) else b"", checked)
+    return Signed(*_stamp(message), read(body), data, nonce if isinstance(nonce, bytes) else b"", checked)
 
 
 def parse_proffer(data: bytes) -> Signed[ProfferTerms]:
     """A proffer checked (signed by the key it carries, its payload a proffer's); ProtocolError otherwise."""
     data = bytes(data)
     checked = _fp.parse_proffer(data, wire.nacl_verify)
-    return _signed(data, "proffer", checked, read_proffer(data).body)
+    return _signed(data, "proffer", checked, ProfferTerms.from_wire)
 
 
 def parse_answer(data: bytes, proffer: Signed[ProfferTerms]) -> Signed[AnswerTerms]:
     """An answer checked against the proffer it must answer (fp.terms.parse_answer)."""
     data = bytes(data)
     checked = _fp.parse_answer(data, proffer.checked, wire.nacl_verify)
-    return _signed(data, "answer", checked, read_answer(data).body)
+    return _signed(data, "answer", checked, AnswerTerms.from_wire)
 
 
 def parse_termination(data: bytes, proffer: Signed[ProfferTerms]) -> Signed[None]:
     """A termination of the agreement made from `proffer`, signed by its owner."""
     data = bytes(data)
     checked = _fp.parse_termination(data, proffer.checked, wire.nacl_verify)
-    return _signed(data, "termination", checked, None)
+    return _signed(data, "termination", checked, _none)
 
 
 def parse_termination_ack(
@@ -333,7 +340,7 @@ def parse_termination_ack(
     """The acknowledgement of `termination`, signed by whoever signed `answer`."""
     data = bytes(data)
     checked = _fp.parse_termination_ack(data, termination.checked, answer.checked, wire.nacl_verify)
-    return _signed(data, "termination-ack", checked, None)
+    return _signed(data, "termination-ack", checked, _none)
 
 
 def encode_proffer(key: Owner, nonce: bytes, time_s: int, body: ProfferTerms) -> bytes:
