@@ -12,11 +12,13 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic reads a TypedDict of typing's only from Python 3.12
 
 from host_agent.api.agent import AgentApi
 from host_agent.api.auth import Admin
 from host_agent.terms import roster
-from host_agent.terms.desk import COSE_TYPE, ProfferRequest, Refused
+from host_agent.terms.desk import COSE_TYPE, ProfferRequest, PublishedTerms, Refused
+from host_agent.terms.view import AgreementView
 
 MAX_MESSAGE_BYTES = 4096
 _COSE_BODY = {
@@ -30,6 +32,20 @@ _COSE_ANSWER: dict[int | str, dict[str, Any]] = {
 }
 _CBOR_RECORD: dict[int | str, dict[str, Any]] = {200: {"content": {"application/cbor": {}}}}
 _HEX = "^([0-9a-f]{2})+$"
+
+
+class RosterEntryOut(roster.AgreementEntry):
+    """A roster entry with the digest a proffer binds (hex)."""
+
+    digest_hex: str
+
+
+class RosterOut(TypedDict):
+    """The roster of standard agreements (GET /terms/roster)."""
+
+    roster: str
+    version: int
+    agreements: list[RosterEntryOut]
 
 
 class ProfferIn(BaseModel):
@@ -81,18 +97,20 @@ def add_routes(app: FastAPI, agent: AgentApi) -> None:
     """Add the terms routes to the agent's application (the `/agreements...` ones want an admin token)."""
 
     @app.get("/.well-known/firstparty-terms")
-    async def published_terms() -> dict[str, Any]:
+    async def published_terms() -> PublishedTerms:
         """This agent's key and the roster agreements it accepts (and its one alternative)."""
         return agent.terms.published()
 
     @app.get("/terms/roster")
-    async def terms_roster() -> dict[str, Any]:
+    async def terms_roster() -> RosterOut:
         """The roster of standard agreements this agent knows, with each entry's digest."""
         known = roster.load()
         return {
             "roster": known.name,
             "version": known.version,
-            "agreements": [{**a.as_dict(), "digest_hex": a.digest.hex()} for a in known.agreements],
+            "agreements": [
+                RosterEntryOut(**a.as_dict(), digest_hex=a.digest.hex()) for a in known.agreements
+            ],
         }
 
     @app.post("/terms/proffers", openapi_extra=_COSE_BODY, responses=_COSE_ANSWER)
@@ -114,12 +132,12 @@ def add_routes(app: FastAPI, agent: AgentApi) -> None:
         return Response(ack, media_type=COSE_TYPE)
 
     @app.get("/agreements")
-    async def agreement_list(who: Admin) -> list[dict[str, Any]]:
+    async def agreement_list(who: Admin) -> list[AgreementView]:
         """Every agreement this agent proffered (side first) or answered (side second)."""
         return await agent.terms.list()
 
     @app.post("/agreements", status_code=201)
-    async def proffer(body: ProfferIn, who: Admin) -> dict[str, Any]:
+    async def proffer(body: ProfferIn, who: Admin) -> AgreementView:
         """Sign and proffer the owner's terms; with `to`, the recipient's answer is in the reply."""
         request = ProfferRequest(**body.model_dump())
         try:
@@ -128,7 +146,7 @@ def add_routes(app: FastAPI, agent: AgentApi) -> None:
             raise _refused(error) from None
 
     @app.get("/agreements/{agreement_id}")
-    async def agreement(agreement_id: str, who: Admin) -> dict[str, Any]:
+    async def agreement(agreement_id: str, who: Admin) -> AgreementView:
         try:
             return await agent.terms.get(agreement_id)
         except Refused as error:
@@ -143,9 +161,7 @@ def add_routes(app: FastAPI, agent: AgentApi) -> None:
             raise _refused(error) from None
 
     @app.post("/agreements/{agreement_id}/answer")
-    async def take_answer(
-        agreement_id: str, body: Annotated[MessageIn, Body()], who: Admin
-    ) -> dict[str, Any]:
+    async def take_answer(agreement_id: str, body: Annotated[MessageIn, Body()], who: Admin) -> AgreementView:
         """The answer of a recipient that runs no agent (`firstparty terms accept|offer|decline`)."""
         try:
             return await agent.terms.take_answer(agreement_id, bytes.fromhex(body.message_hex))
@@ -153,7 +169,7 @@ def add_routes(app: FastAPI, agent: AgentApi) -> None:
             raise _refused(error) from None
 
     @app.post("/agreements/{agreement_id}/terminate")
-    async def terminate(agreement_id: str, body: TerminateIn, who: Admin) -> dict[str, Any]:
+    async def terminate(agreement_id: str, body: TerminateIn, who: Admin) -> AgreementView:
         """End an accepted agreement now; the recipient's agent acknowledges it in the reply."""
         try:
             return await agent.terms.terminate(agreement_id, body.reason)
@@ -163,7 +179,7 @@ def add_routes(app: FastAPI, agent: AgentApi) -> None:
     @app.post("/agreements/{agreement_id}/termination-ack")
     async def take_termination_ack(
         agreement_id: str, body: Annotated[MessageIn, Body()], who: Admin
-    ) -> dict[str, Any]:
+    ) -> AgreementView:
         """The acknowledgement of a termination from a recipient that runs no agent."""
         try:
             return await agent.terms.take_termination_ack(agreement_id, bytes.fromhex(body.message_hex))

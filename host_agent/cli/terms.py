@@ -6,19 +6,24 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
-from fp import cose, messages, terms
+from fp import cose, messages
 from fp.errors import ProtocolError
-from host_agent import wire
 from host_agent.cli.common import ActionAdder, call_agent, load_config
+from host_agent.config import Config
 from host_agent.errors import UserError
 from host_agent.owner import Owner
-from host_agent.terms import policy, records, roster
+from host_agent.store.records import AgreementRecord
+from host_agent.terms import policy, records, roster, signed
+from host_agent.terms.signed import ProfferTerms
+from host_agent.terms.view import AgreementView, describe
 
 COSE_SIGN1_TAG = 0xD2
+_VIEW = TypeAdapter(AgreementView)
+_VIEWS = TypeAdapter(list[AgreementView])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,12 +120,12 @@ def load_parts(path: Path) -> dict[str, bytes]:
         raise UserError(f"{path}: {error}") from None
 
 
-def _proffer_of(path: Path) -> terms.Signed:
+def _proffer_of(path: Path) -> signed.Signed[ProfferTerms]:
     parts = load_parts(path)
     if "proffer" not in parts:
         raise UserError(f"{path} holds no proffer")
     try:
-        return terms.parse_proffer(parts["proffer"], wire.nacl_verify)
+        return signed.parse_proffer(parts["proffer"])
     except ProtocolError as error:
         raise UserError(f"{path}: the proffer does not hold: {error}") from None
 
@@ -131,7 +136,15 @@ def _key(path: Path) -> Owner:
     return Owner(path)
 
 
-def _print(agreement: dict[str, Any]) -> None:
+def _agent_view(answer: object) -> AgreementView:
+    """An agreement as the running agent's API answered it (JSON): checked as an AgreementView."""
+    try:
+        return _VIEW.validate_python(answer)
+    except ValidationError as error:
+        raise UserError(f"the agent answered something other than an agreement: {error}") from None
+
+
+def _print(agreement: AgreementView) -> None:
     def when(seconds: int | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + " UTC" if seconds else "-"
 
@@ -159,23 +172,31 @@ def _print(agreement: dict[str, Any]) -> None:
         )
 
 
-def _describe_parts(parts: dict[str, bytes]) -> dict[str, Any]:
-    from host_agent.terms.desk import describe
-
-    proffer = terms.parse_proffer(parts["proffer"], wire.nacl_verify)
-    row = {part: parts.get(part) for part in records.PARTS}
+def _describe_parts(parts: dict[str, bytes]) -> AgreementView:
+    """A proffer or record file as `terms show` prints it, its signatures checked (side "-": a file)."""
+    proffer = signed.parse_proffer(parts["proffer"])
+    answer, termination = parts.get("answer"), parts.get("termination")
     state = "proffered"
-    if row["answer"] is not None:
-        answer = terms.parse_answer(row["answer"], proffer, wire.nacl_verify)
-        state = {"accept": "accepted", "alternative": "alternative", "decline": "declined"}[
-            answer.body["decision"]
-        ]
-    if row["termination"] is not None:
-        terms.parse_termination(row["termination"], proffer, wire.nacl_verify)
+    if answer is not None:
+        state = records.STATE_OF[signed.parse_answer(answer, proffer).body.decision]
+    if termination is not None:
+        signed.parse_termination(termination, proffer)
         state = "terminated"
-    return describe(
-        dict(row, id=proffer.nonce.hex(), side="-", state=state, peer="", route=proffer.body["route"])
+    record = AgreementRecord(
+        id=proffer.nonce.hex(),
+        side="-",
+        peer="",
+        route=proffer.body.route,
+        state=state,
+        proffer=proffer.raw,
+        answer=answer,
+        termination=termination,
+        termination_ack=parts.get("termination_ack"),
+        owner_id=proffer.signer_id,
+        created=0.0,  # a file: no store holds it
+        updated=0.0,
     )
+    return describe(record)
 
 
 def _answer(args: argparse.Namespace) -> None:
@@ -187,16 +208,16 @@ def _answer(args: argparse.Namespace) -> None:
         if termination_data is None:
             raise UserError(f"{args.file} holds no termination")
         try:
-            terms.parse_termination(termination_data, proffer, wire.nacl_verify)
+            signed.parse_termination(termination_data, proffer)
         except ProtocolError as error:
             raise UserError(f"{args.file}: the termination does not hold: {error}") from None
-        _write(args.out, terms.encode_termination_ack(key.sign, key.public, termination_data, now))
+        _write(args.out, signed.encode_termination_ack(key, termination_data, now))
         print(f"acknowledgement written to {args.out}: give it to the owner (`firstparty terms import`)")
         return
     proffer = _proffer_of(args.file)
-    if proffer.body["recipient_key"] not in (None, key.owner_id):
+    if proffer.body.recipient_key not in (None, key.owner_id):
         raise UserError(
-            f"the proffer names the recipient key {proffer.body['recipient_key']}, not {key.owner_id}"
+            f"the proffer names the recipient key {proffer.body.recipient_key}, not {key.owner_id}"
         )
     alternative = None
     if args.action == "offer":
@@ -208,7 +229,7 @@ def _answer(args: argparse.Namespace) -> None:
             if args.action == "accept":
                 raise UserError(f"not accepted: {error}") from None
     decision = {"accept": "accept", "offer": "alternative", "decline": "decline"}[args.action]
-    answer = terms.encode_answer(key.sign, key.public, proffer.raw, decision, now, alternative, args.reason)
+    answer = signed.encode_answer(key, proffer.raw, decision, now, alternative, args.reason)
     _write(args.out, answer)
     print(f"{decision} of {proffer.nonce.hex()} signed by {key.owner_id}, written to {args.out}")
 
@@ -261,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(published, indent=2))
         return 0
     if action == "proffer":
-        body: dict[str, Any] = {
+        body: dict[str, object] = {  # POST /agreements (api.terms.ProfferIn checks it)
             "agreement": args.agreement,
             "to": args.to,
             "route": args.route,
@@ -273,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.for_days is not None:
             body["until_s"] = int(time.time() + args.for_days * 86400)
-        agreement = call_agent(config, "POST", "/agreements", body)
+        agreement = _agent_view(call_agent(config, "POST", "/agreements", body))
         _print(agreement)
         if args.out:
             _write(args.out, _record(config, agreement["id"]))
@@ -282,7 +303,10 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     if action == "list":
-        found = call_agent(config, "GET", "/agreements")
+        try:
+            found = _VIEWS.validate_python(call_agent(config, "GET", "/agreements"))
+        except ValidationError as error:
+            raise UserError(f"the agent answered something other than agreements: {error}") from None
         if not found:
             print("no agreements")
         for agreement in found:
@@ -292,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     if action == "show":
-        _print(call_agent(config, "GET", f"/agreements/{args.agreement}"))
+        _print(_agent_view(call_agent(config, "GET", f"/agreements/{args.agreement}")))
         return 0
     if action == "export":
         _write(args.out, _record(config, args.agreement))
@@ -307,11 +331,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise UserError(f"{args.file} holds neither one answer nor one acknowledgement")
         message = next(iter(parts.values()))
-        _print(
-            call_agent(config, "POST", f"/agreements/{args.agreement}/{path}", {"message_hex": message.hex()})
+        answer = call_agent(
+            config, "POST", f"/agreements/{args.agreement}/{path}", {"message_hex": message.hex()}
         )
+        _print(_agent_view(answer))
         return 0
-    agreement = call_agent(config, "POST", f"/agreements/{args.agreement}/terminate", {"reason": args.reason})
+    agreement = _agent_view(
+        call_agent(config, "POST", f"/agreements/{args.agreement}/terminate", {"reason": args.reason})
+    )
     _print(agreement)
     if args.out:
         _write(args.out, _record(config, args.agreement))
@@ -319,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(config, agreement_id: str) -> bytes:
+def _record(config: Config, agreement_id: str) -> bytes:
     """The record bytes from the running agent (GET /agreements/{id}/record)."""
     from host_agent.api.client import request_agent
 

@@ -24,15 +24,23 @@ from fp import messages
 from host_agent.routes import rules as routing
 from host_agent.store import audit
 from host_agent.store.dialect import Dialect
-from host_agent.store.records import DEVICE_COLUMNS, TOKEN_COLUMNS, Args, Device, Row, Token
+from host_agent.store.records import (
+    AGREEMENT_COLUMNS,
+    DEVICE_COLUMNS,
+    TOKEN_COLUMNS,
+    AgreementChanges,
+    AgreementRecord,
+    Args,
+    Device,
+    Row,
+    Token,
+)
 from host_agent.store.schema import statements
 from host_agent.store.timeseries import METRICS, UNINDEXED, SeriesQueries
 
 __all__ = [
     "Args",
     "Row",
-    "AGREEMENT_COLUMNS",
-    "AGREEMENT_PARTS",
     "CANNOT_COMMIT",
     "DISK_FULL",
     "Store",
@@ -45,21 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("firstparty.store")
-
-
-# the signed parts of an agreement's record (host_agent.terms.records), and its columns
-AGREEMENT_PARTS = ("proffer", "answer", "termination", "termination_ack")
-AGREEMENT_COLUMNS = (
-    "id",
-    "side",
-    "peer",
-    "route",
-    "state",
-    *AGREEMENT_PARTS,
-    "owner_id",
-    "created",
-    "updated",
-)
 
 
 def make_private_dir(path: Path) -> None:
@@ -147,14 +140,6 @@ def _readings_sql(
     sql += " ORDER BY id LIMIT ?"
     args.append(limit)
     return sql, tuple(args)
-
-
-def _agreement(values: Row) -> dict[str, Any]:
-    row: dict[str, Any] = dict(zip(AGREEMENT_COLUMNS, values, strict=True))
-    for part in AGREEMENT_PARTS:
-        if row[part] is not None:
-            row[part] = bytes(row[part])
-    return row
 
 
 class Tx:
@@ -803,26 +788,26 @@ class Store(SeriesQueries, ABC):
 
     # --- agreements (host_agent.terms.records) -----------------------------------------------------
 
-    def agreement(self, agreement_id: str) -> dict[str, Any] | None:
+    def agreement(self, agreement_id: str) -> AgreementRecord | None:
         rows = self.query(
             f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements WHERE id=?", (agreement_id,)
         )
-        return _agreement(rows[0]) if rows else None
+        return AgreementRecord.from_row(rows[0]) if rows else None
 
-    def agreement_by_digest(self, digest: bytes) -> dict[str, Any] | None:
+    def agreement_by_digest(self, digest: bytes) -> AgreementRecord | None:
         rows = self.query(
             f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements WHERE proffer_digest=?", (digest,)
         )
-        return _agreement(rows[0]) if rows else None
+        return AgreementRecord.from_row(rows[0]) if rows else None
 
-    def agreements(self, route: str | None = None) -> list[dict[str, Any]]:
+    def agreements(self, route: str | None = None) -> list[AgreementRecord]:
         """Every record, oldest first; with `route`, the first party's records of that route."""
         sql = f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements"
         args: Args = ()
         if route is not None:
             sql += " WHERE route=? AND side='first'"
             args = (route,)
-        return [_agreement(r) for r in self.query(sql + " ORDER BY created", args)]
+        return [AgreementRecord.from_row(r) for r in self.query(sql + " ORDER BY created", args)]
 
     def answered_counts(self, owner_id: str) -> tuple[int, int]:
         """Proffers this agent answered: from `owner_id`, and from everyone."""
@@ -833,55 +818,54 @@ class Store(SeriesQueries, ABC):
         return int(rows[0][0] or 0), int(rows[0][1] or 0)
 
     def add_agreement(
-        self, row: dict[str, Any], digest: bytes, audit_kind: str, audit_data: dict[str, Any]
+        self, record: AgreementRecord, digest: bytes, audit_kind: str, audit_data: dict[str, Any]
     ) -> None:
-        """Insert a record (every column of AGREEMENT_COLUMNS) and its audit entry in one transaction."""
+        """Insert a record and its audit entry in one transaction."""
         with self.transaction() as db:
             db.execute(
                 f"INSERT INTO agreements ({', '.join(AGREEMENT_COLUMNS)}, proffer_digest)"
                 f" VALUES ({','.join('?' * (len(AGREEMENT_COLUMNS) + 1))})",
-                (*(row[c] for c in AGREEMENT_COLUMNS), digest),
+                (*record.columns(), digest),
             )
             self._audit(db, audit_kind, audit_data)
 
     def update_agreement(
         self,
         agreement_id: str,
-        changes: dict[str, Any],
+        changes: AgreementChanges,
         expect_state: str | None,
         audit_kind: str,
-        audit_data: Callable[[dict[str, Any]], dict[str, Any]],
-    ) -> dict[str, Any] | None:
+        audit_data: Callable[[AgreementRecord], dict[str, Any]],
+    ) -> AgreementRecord | None:
         """Change a record (only from `expect_state`, when given) and audit it, in one transaction.
 
         `audit_data(row)` makes the audit entry's data from the changed record. On an accept, the
         forwards held for the agreement's route wait no longer.
         """
-        if not set(changes) <= set(AGREEMENT_COLUMNS) - {"id"}:
-            raise ValueError(f"not agreement columns: {sorted(set(changes) - set(AGREEMENT_COLUMNS))}")
         with self.transaction() as db:
             found = db.execute(
                 f"SELECT {', '.join(AGREEMENT_COLUMNS)} FROM agreements WHERE id=?", (agreement_id,)
             ).fetchone()
             if found is None:
                 return None
-            row = _agreement(found)
-            if expect_state is not None and row["state"] != expect_state:
+            record = AgreementRecord.from_row(found)
+            if expect_state is not None and record.state != expect_state:
                 return None
-            row.update(changes, updated=time.time())
+            record = record.changed(changes, time.time())
+            # the column names are AgreementChanges' keys: the type admits no other
             assignments = ", ".join(f"{c}=?" for c in [*changes, "updated"])
             db.execute(
                 f"UPDATE agreements SET {assignments} WHERE id=?",
-                (*changes.values(), row["updated"], agreement_id),
+                (*changes.values(), record.updated, agreement_id),
             )
             if changes.get("state") == "accepted":
                 db.execute(
                     "UPDATE outbox SET next_at=? WHERE delivered_at IS NULL AND route_id IN"
                     " (SELECT id FROM routes WHERE name=? AND active=1)",
-                    (time.time(), row["route"]),
+                    (time.time(), record.route),
                 )
-            self._audit(db, audit_kind, audit_data(row))
-        return row
+            self._audit(db, audit_kind, audit_data(record))
+        return record
 
     def postpone_forwards(self, outbox_ids: list[int], next_at: float) -> None:
         """Leave forwards queued, not due before `next_at`."""

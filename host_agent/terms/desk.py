@@ -10,29 +10,71 @@ records are host_agent.terms.records'. See docs/agreements.md.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+from typing_extensions import TypedDict  # pydantic reads a TypedDict of typing's only from Python 3.12
 
-from fp import cbor, messages, terms
+from fp import messages
 from fp.errors import ProtocolError
-from host_agent import wire
+from host_agent.commands.control import CommandResult
+from host_agent.config import Config
 from host_agent.errors import UserError
 from host_agent.outbox.forward import Forward
+from host_agent.outbox.queue import Outbox
+from host_agent.owner import Owner
 from host_agent.routes.rules import Route
-from host_agent.terms import mqtt, policy, records, roster
+from host_agent.store.base import Store
+from host_agent.store.records import AgreementRecord
+from host_agent.terms import mqtt, policy, records, roster, signed
 from host_agent.terms.refused import Refused
+from host_agent.terms.signed import ProfferTerms
+from host_agent.terms.view import AgreementView, describe
+
+__all__ = ["COSE_TYPE", "DeskAgent", "ProfferRequest", "PublishedTerms", "Refused", "TermsDesk"]
 
 log = logging.getLogger("firstparty.terms")
 COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
 MAX_FROM_ONE_OWNER = 1000  # records a second party keeps for one owner: a flood of proffers is bounded
 MAX_ANSWERED = 100_000  # and for all owners together (an owner id is only a fresh key away)
 DEFAULT_DAYS = 365
-STATE_OF = {"accept": "accepted", "alternative": "alternative", "decline": "declined"}
+
+
+class DeskAgent(Protocol):
+    """What the desk needs of the running agent (host_agent.service.Agent)."""
+
+    store: Store
+    owner: Owner  # the agent's own key: it signs proffers and answers alike
+    config: Config
+
+    @property
+    def outbox(self) -> Outbox | None: ...
+
+    async def audit(self, kind: str, data: dict[str, Any]) -> None: ...
+
+    def home_destination(self, device_id: str) -> dict[str, Any]: ...
+
+    async def command(
+        self, device_id: str, op: str, args: dict[str, Any], timeout_s: float | None = None
+    ) -> CommandResult: ...
+
+
+class PublishedTerms(TypedDict):
+    """What an agent tells the world it accepts (/.well-known/firstparty-terms, JSON)."""
+
+    key_id: str
+    public_key_hex: str
+    role: str
+    roster: policy.RosterNameOut
+    accepts: list[policy.EntryOut]
+    alternative: policy.EntryOut | None
+    proffers: str
+    terminations: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,64 +93,10 @@ class ProfferRequest:
     retention_days: int | None = None
 
 
-def _payload(message) -> dict[str, Any]:
-    """The payload map of a stored or received terms message (its kind's parser checked it)."""
-    value = cbor.decode(message.payload)
-    if not isinstance(value, dict):
-        raise ProtocolError("malformed", "a terms payload is a map")
-    return value
-
-
-def describe(row: dict[str, Any]) -> dict[str, Any]:
-    """A record as the API and the CLI show it (the signed messages decoded, times in seconds)."""
-    proffer = messages.parse(row["proffer"], "proffer")
-    body = _payload(proffer)
-    out: dict[str, Any] = {
-        "id": row["id"],
-        "side": row["side"],
-        "state": row["state"],
-        "peer": row["peer"],
-        "route": row["route"],
-        "agreement": f"{body['agreement'][0]}@{body['agreement'][1]}",
-        "owner_id": proffer.claims[messages.ISS],
-        "recipient": body["recipient"],
-        "devices": body["devices"],
-        "metrics": body["metrics"],
-        "purpose": body["purpose"],
-        "from_s": body["from"],
-        "until_s": body["until"],
-        "retention_days": body["retention_days"],
-        "proffered_s": proffer.claims[messages.IAT],
-        "answered_s": None,
-        "decision": None,
-        "alternative": None,
-        "reason": None,
-        "recipient_id": None,
-        "terminated_s": None,
-        "acknowledged_s": None,
-    }
-    if row["answer"] is not None:
-        answer = messages.parse(row["answer"], "answer")
-        answer_body = _payload(answer)
-        alternative = answer_body["alternative"]
-        out.update(
-            answered_s=answer.claims[messages.IAT],
-            decision=answer_body["decision"],
-            alternative=f"{alternative[0]}@{alternative[1]}" if alternative else None,
-            reason=answer_body["reason"],
-            recipient_id=answer.claims[messages.ISS],
-        )
-    if row["termination"] is not None:
-        out["terminated_s"] = messages.parse(row["termination"], "termination").claims[messages.IAT]
-    if row["termination_ack"] is not None:
-        out["acknowledged_s"] = messages.parse(row["termination_ack"], "termination-ack").claims[messages.IAT]
-    return out
-
-
 class TermsDesk:
     """First-party terms for one agent: its policy, its records, and the outbox's gate."""
 
-    def __init__(self, agent) -> None:
+    def __init__(self, agent: DeskAgent) -> None:
         self.agent = agent
         self.store = agent.store
         self.key = agent.owner  # this agent's own key signs proffers and answers alike
@@ -120,7 +108,7 @@ class TermsDesk:
             accepts = [roster.BASELINE] if agent.config.role == "vendor" else []
         self.policy = policy.policy_from(list(accepts), config.alternative, self.roster)
         self.http = httpx.AsyncClient(timeout=10.0)
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.max_from_one_owner, self.max_answered = MAX_FROM_ONE_OWNER, MAX_ANSWERED
         self.courier: mqtt.TermsCourier | None = None  # set by the service once its buses run
 
@@ -130,13 +118,16 @@ class TermsDesk:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.http.aclose()
 
-    def published(self) -> dict[str, Any]:
+    def published(self) -> PublishedTerms:
         """What this agent tells the world it accepts (/.well-known/firstparty-terms)."""
+        shown = self.policy.published(self.roster)
         return {
             "key_id": self.key.owner_id,
             "public_key_hex": self.key.public.hex(),
             "role": self.agent.config.role,
-            **self.policy.published(self.roster),
+            "roster": shown["roster"],
+            "accepts": shown["accepts"],
+            "alternative": shown["alternative"],
             "proffers": "/terms/proffers",
             "terminations": "/terms/terminations",
         }
@@ -160,7 +151,10 @@ class TermsDesk:
             raise UserError(f"cannot read the terms policy of {url}: {error}") from None
         return str(key_id)
 
-    async def _parameters(self, request: ProfferRequest) -> dict[str, Any]:
+    async def _terms(
+        self, request: ProfferRequest, agreement: roster.Agreement, recipient_key: str | None
+    ) -> ProfferTerms:
+        """The proffer's terms: the request's, and what it leaves out from its route."""
         route: Route | None = None
         if request.route:
             routes = {r.name: r for r in await asyncio.to_thread(self.store.routes)}
@@ -178,106 +172,94 @@ class TermsDesk:
             if request.retention_days is not None
             else route_terms.get("retention_days")
         )
-        return {
-            "recipient": request.recipient
+        return ProfferTerms(
+            agreement_id=agreement.id,
+            version=agreement.version,
+            digest=agreement.digest,
+            recipient=request.recipient
             if request.recipient is not None
-            else route_terms.get("recipient", ""),
-            "devices": request.devices or (route.devices if route else None) or ["*"],
-            "metrics": request.metrics or (route.metrics if route else None) or ["*"],
-            "purpose": request.purpose if request.purpose is not None else route_terms.get("purpose", ""),
-            "from": int(from_s),
-            "until": int(until),
-            "retention_days": None if retention is None else int(retention),
-            "route": request.route or "",
-        }
+            else str(route_terms.get("recipient", "")),
+            recipient_key=recipient_key,
+            devices=tuple(request.devices or (route.devices if route else None) or ["*"]),
+            metrics=tuple(request.metrics or (route.metrics if route else None) or ["*"]),
+            purpose=request.purpose if request.purpose is not None else str(route_terms.get("purpose", "")),
+            from_s=int(from_s),
+            until_s=int(until),
+            retention_days=None if retention is None else int(retention),
+            route=request.route or "",
+        )
 
-    async def proffer(self, request: ProfferRequest) -> dict[str, Any]:
+    async def proffer(self, request: ProfferRequest) -> AgreementView:
         """Sign the owner's proffer, record it, and deliver it when the recipient has an agent."""
         agreement = self.roster.get(request.agreement)
-        body = {
-            "agreement": [agreement.id, agreement.version],
-            "digest": agreement.digest,
-            "recipient_key": await self._recipient_key(request.to) if request.to else None,
-            **await self._parameters(request),
-        }
+        recipient_key = await self._recipient_key(request.to) if request.to else None
+        body = await self._terms(request, agreement, recipient_key)
+        nonce = os.urandom(16)
         try:
             policy.check_proffer(self.roster, body)
-            data = terms.encode_proffer(
-                self.key.sign, self.key.public, os.urandom(16), int(time.time()), body
-            )
+            data = signed.encode_proffer(self.key, nonce, int(time.time()), body)
         except ProtocolError as error:
             raise UserError(f"{agreement.ref} does not allow these terms: {error.detail}") from None
-        nonce = messages.parse(data, "proffer").claims[messages.CTI]
-        row = {
-            "id": nonce.hex(),
-            "side": "first",
-            "peer": request.to or "",
-            "route": body["route"],
-            "state": "proffered",
-            "proffer": data,
-            "owner_id": self.key.owner_id,
-        }
-        row = await asyncio.to_thread(
-            records.add, self.store, row, "terms-proffered", agreement=agreement.ref
+        record = records.new(
+            nonce.hex(), "first", request.to or "", body.route, "proffered", data, self.key.owner_id
         )
+        await asyncio.to_thread(records.add, self.store, record, "terms-proffered", agreement=agreement.ref)
         if request.to:
-            return await self.deliver(row["id"])
-        return describe(row)
+            return await self.deliver(record.id)
+        return describe(record)
 
-    async def deliver(self, agreement_id: str) -> dict[str, Any]:
+    async def deliver(self, agreement_id: str) -> AgreementView:
         """Send a proffer to the recipient's agent and take its answer from the response (over
         MQTT the answer comes later, on the owner's answer topic: take_mqtt_reply)."""
-        row = await self._own(agreement_id)
-        if mqtt.is_mqtt(row["peer"]):
-            self._courier().send(row["peer"], "proffer", row["proffer"])
-            return describe(row)
+        record = await self._own(agreement_id)
+        if mqtt.is_mqtt(record.peer):
+            self._courier().send(record.peer, "proffer", record.proffer)
+            return describe(record)
         try:
             response = await self.http.post(
-                row["peer"].rstrip("/") + "/terms/proffers",
-                content=row["proffer"],
+                record.peer.rstrip("/") + "/terms/proffers",
+                content=record.proffer,
                 headers={"content-type": COSE_TYPE},
             )
         except httpx.HTTPError as error:
             raise UserError(
-                f"proffer {agreement_id} recorded but not delivered to {row['peer']}: {error}"
+                f"proffer {agreement_id} recorded but not delivered to {record.peer}: {error}"
             ) from None
         if response.status_code != 200:
             raise UserError(
-                f"proffer {agreement_id} recorded; {row['peer']} refused it: HTTP {response.status_code} {response.text[:200]}"
+                f"proffer {agreement_id} recorded; {record.peer} refused it: HTTP {response.status_code} {response.text[:200]}"
             )
         return await self.take_answer(agreement_id, response.content)
 
-    async def _own(self, agreement_id: str) -> dict[str, Any]:
-        row = await asyncio.to_thread(records.get, self.store, agreement_id)
-        if row is None or row["side"] != "first":
+    async def _own(self, agreement_id: str) -> AgreementRecord:
+        record = await asyncio.to_thread(records.get, self.store, agreement_id)
+        if record is None or record.side != "first":
             raise Refused(404, "unknown", f"no agreement {agreement_id} proffered by this agent")
-        return row
+        return record
 
-    async def take_answer(self, agreement_id: str, data: bytes) -> dict[str, Any]:
+    async def take_answer(self, agreement_id: str, data: bytes) -> AgreementView:
         """Check the recipient's answer against our proffer; record it; act on it."""
         row = await self._own(agreement_id)
-        proffer = terms.parse_proffer(row["proffer"], wire.nacl_verify)
+        proffer = signed.parse_proffer(row.proffer)
         try:
-            answer = terms.parse_answer(bytes(data), proffer, wire.nacl_verify)
-            if row["state"] != "proffered":
-                raise ProtocolError(
-                    "replay", f"agreement {agreement_id} was already answered ({row['state']})"
-                )
+            answer = signed.parse_answer(bytes(data), proffer)
+            if row.state != "proffered":
+                raise ProtocolError("replay", f"agreement {agreement_id} was already answered ({row.state})")
         except ProtocolError as error:
             await self.agent.audit(
                 "terms-answer-refused",
                 {"agreement": agreement_id, "reason": error.reason, "detail": error.detail},
             )
             raise Refused(409 if error.reason == "replay" else 400, error.reason, error.detail) from None
-        decision = answer.body["decision"]
-        state = STATE_OF[decision]
-        extra: dict[str, Any] = {"recipient_id": answer.signer_id, "reason": answer.body["reason"]}
-        refused_alternative = None
-        if decision == "alternative":
-            alternative = "{}@{}".format(*answer.body["alternative"])
+        decision = answer.body.decision
+        state = records.STATE_OF[decision]
+        extra: dict[str, object] = {"recipient_id": answer.signer_id, "reason": answer.body.reason}
+        alternative = answer.body.alternative_ref
+        is_refused = False
+        if alternative is not None:
             extra["alternative"] = alternative
             if alternative not in self.policy.accepts:
-                state, refused_alternative = "refused", alternative
+                state, is_refused = "refused", True
                 extra["why"] = f"{alternative} is not one the owner accepts"
         updated = await asyncio.to_thread(
             records.update,
@@ -294,34 +276,32 @@ class TermsDesk:
         if state == "accepted" and self.agent.outbox:
             self.agent.outbox.wake.set()
         result = describe(updated)
-        if decision == "alternative" and refused_alternative is None:
+        if alternative is not None and not is_refused:
             # the owner accepts the counter-offer: proffer it, same parameters, to the same agent
             body = proffer.body
             again = ProfferRequest(
-                extra["alternative"],
-                row["peer"] or None,
-                body["route"] or None,
-                body["recipient"],
-                body["devices"],
-                body["metrics"],
-                body["purpose"],
-                body["from"],
-                body["until"],
-                body["retention_days"],
+                alternative,
+                row.peer or None,
+                body.route or None,
+                body.recipient,
+                list(body.devices),
+                list(body.metrics),
+                body.purpose,
+                body.from_s,
+                body.until_s,
+                body.retention_days,
             )
             result["followed_by"] = await self.proffer(again)
-        if row["route"] == "" and row["peer"] == self.agent.config.terms.vendor_api:
+        if row.route == "" and row.peer == self.agent.config.terms.vendor_api:
             await self._vendor_answered(result, state)
         return result
 
-    async def terminate(self, agreement_id: str, reason: str) -> dict[str, Any]:
+    async def terminate(self, agreement_id: str, reason: str) -> AgreementView:
         """End an accepted agreement now: sign the termination, record it, and tell the recipient."""
         row = await self._own(agreement_id)
-        if row["state"] != "accepted":
-            raise Refused(409, "replay", f"agreement {agreement_id} is {row['state']}, not accepted")
-        data = terms.encode_termination(
-            self.key.sign, self.key.public, row["proffer"], int(time.time()), reason
-        )
+        if row.state != "accepted":
+            raise Refused(409, "replay", f"agreement {agreement_id} is {row.state}, not accepted")
+        data = signed.encode_termination(self.key, row.proffer, int(time.time()), reason)
         updated = await asyncio.to_thread(
             records.update,
             self.store,
@@ -334,14 +314,14 @@ class TermsDesk:
             raise Refused(409, "replay", f"agreement {agreement_id} changed meanwhile")
         if self.agent.outbox:
             self.agent.outbox.wake.set()
-        if not row["peer"]:
+        if not row.peer:
             return describe(updated)
-        if mqtt.is_mqtt(row["peer"]):
-            self._courier().send(row["peer"], "termination", data)
+        if mqtt.is_mqtt(row.peer):
+            self._courier().send(row.peer, "termination", data)
             return describe(updated)
         try:
             response = await self.http.post(
-                row["peer"].rstrip("/") + "/terms/terminations",
+                row.peer.rstrip("/") + "/terms/terminations",
                 content=data,
                 headers={"content-type": COSE_TYPE},
             )
@@ -353,16 +333,16 @@ class TermsDesk:
             return describe(updated)
         return await self.take_termination_ack(agreement_id, response.content)
 
-    async def take_termination_ack(self, agreement_id: str, data: bytes) -> dict[str, Any]:
+    async def take_termination_ack(self, agreement_id: str, data: bytes) -> AgreementView:
         row = await self._own(agreement_id)
-        if row["termination"] is None or row["answer"] is None:
+        if row.termination is None or row.answer is None:
             raise Refused(409, "wrong-proffer", f"agreement {agreement_id} has no termination to acknowledge")
-        proffer = terms.parse_proffer(row["proffer"], wire.nacl_verify)
-        answer = terms.parse_answer(row["answer"], proffer, wire.nacl_verify)
-        termination = terms.parse_termination(row["termination"], proffer, wire.nacl_verify)
+        proffer = signed.parse_proffer(row.proffer)
+        answer = signed.parse_answer(row.answer, proffer)
+        termination = signed.parse_termination(row.termination, proffer)
         try:
-            ack = terms.parse_termination_ack(bytes(data), termination, answer, wire.nacl_verify)
-            if row["termination_ack"] is not None:
+            ack = signed.parse_termination_ack(bytes(data), termination, answer)
+            if row.termination_ack is not None:
                 raise ProtocolError("replay", "the termination was already acknowledged")
         except ProtocolError as error:
             raise Refused(409 if error.reason == "replay" else 400, error.reason, error.detail) from None
@@ -381,29 +361,20 @@ class TermsDesk:
 
     # --- second party: any agent, the vendor's in particular ----------------------------------
 
-    async def take_mqtt_reply(self, kind: str, data: bytes) -> dict[str, Any]:
+    async def take_mqtt_reply(self, kind: str, data: bytes) -> AgreementView:
         """An answer or a termination acknowledgement that came over MQTT: find what it answers."""
         try:
-            message = messages.parse(bytes(data), kind)
-            named = _payload(message).get("termination" if kind == "termination-ack" else "proffer")
+            named = signed.read_named(bytes(data), kind)
         except ProtocolError as error:
             raise Refused(400, error.reason, error.detail) from None
         if kind == "answer":
-            row = (
-                await asyncio.to_thread(records.by_digest, self.store, named)
-                if isinstance(named, bytes)
-                else None
-            )
-            if row is not None and row["side"] == "first":
-                return await self.take_answer(row["id"], data)
-        else:
+            row = None if named is None else await asyncio.to_thread(records.by_digest, self.store, named)
+            if row is not None and row.side == "first":
+                return await self.take_answer(row.id, data)
+        elif named is not None:
             for row in await asyncio.to_thread(records.all_records, self.store):
-                if (
-                    row["side"] == "first"
-                    and row["termination"]
-                    and terms.digest(row["termination"]) == named
-                ):
-                    return await self.take_termination_ack(row["id"], data)
+                if row.side == "first" and row.termination and signed.digest(row.termination) == named:
+                    return await self.take_termination_ack(row.id, data)
         raise Refused(400, "wrong-proffer", f"no {kind} of ours is answered by it")
 
     async def receive_proffer(self, data: bytes, topic_owner: str | None = None) -> bytes:
@@ -411,14 +382,14 @@ class TermsDesk:
 
         `topic_owner`: over MQTT, the owner id its topic names, which must be the signer's."""
         try:
-            proffer = terms.parse_proffer(bytes(data), wire.nacl_verify)
+            proffer = signed.parse_proffer(bytes(data))
             if topic_owner is not None and proffer.signer_id != topic_owner:
                 raise ProtocolError("not-owner", f"signed by {proffer.signer_id}, sent as {topic_owner}")
         except ProtocolError as error:
             raise Refused(400, error.reason, error.detail) from None
-        same = await asyncio.to_thread(records.by_digest, self.store, terms.digest(proffer.raw))
-        if same is not None and same["side"] == "second" and same["answer"] is not None:
-            return same["answer"]  # the owner's retry of a proffer we answered: the same answer
+        same = await asyncio.to_thread(records.by_digest, self.store, signed.digest(proffer.raw))
+        if same is not None and same.side == "second" and same.answer is not None:
+            return same.answer  # the owner's retry of a proffer we answered: the same answer
         agreement_id = proffer.nonce.hex()
         if await asyncio.to_thread(records.get, self.store, agreement_id) is not None:
             raise Refused(409, "replay", f"proffer id {agreement_id} is already used by another proffer")
@@ -428,57 +399,51 @@ class TermsDesk:
                 429, "too-many", f"{answered} proffers on record, {from_owner} from {proffer.signer_id}"
             )
         decision = policy.evaluate(self.policy, self.roster, proffer.body)
-        answer = terms.encode_answer(
-            self.key.sign,
-            self.key.public,
+        answer = signed.encode_answer(
+            self.key,
             proffer.raw,
             decision.decision,
             int(time.time()),
             decision.alternative,
             decision.reason,
         )
-        state = STATE_OF[decision.decision]
-        row = {
-            "id": agreement_id,
-            "side": "second",
-            "peer": proffer.signer_id,
-            "route": proffer.body["route"],
-            "state": state,
-            "proffer": proffer.raw,
-            "answer": answer,
-            "owner_id": proffer.signer_id,
-        }
-        await asyncio.to_thread(records.add, self.store, row, "terms-" + state, reason=decision.reason)
+        state = records.STATE_OF[decision.decision]
+        record = records.new(
+            agreement_id,
+            "second",
+            proffer.signer_id,
+            proffer.body.route,
+            state,
+            proffer.raw,
+            proffer.signer_id,
+            answer,
+        )
+        await asyncio.to_thread(records.add, self.store, record, "terms-" + state, reason=decision.reason)
         log.info("proffer %s from %s: %s (%s)", agreement_id, proffer.signer_id, state, decision.reason)
         return answer
 
     async def receive_termination(self, data: bytes) -> bytes:
         """Record the owner's early end of an agreement we accepted; return our signed acknowledgement."""
         try:
-            message = messages.parse(bytes(data), "termination")
-            named = _payload(message).get("proffer")
-            row = (
-                await asyncio.to_thread(records.by_digest, self.store, named)
-                if isinstance(named, bytes)
-                else None
-            )
-            if row is None or row["side"] != "second":
+            named = signed.read_named(bytes(data), "termination")
+            row = None if named is None else await asyncio.to_thread(records.by_digest, self.store, named)
+            if row is None or row.side != "second":
                 raise ProtocolError("wrong-proffer", "no agreement of ours is made from that proffer")
-            proffer = terms.parse_proffer(row["proffer"], wire.nacl_verify)
-            terms.parse_termination(bytes(data), proffer, wire.nacl_verify)
-            if row["termination"] is not None:
-                if row["termination"] == bytes(data):
-                    return row["termination_ack"]
+            proffer = signed.parse_proffer(row.proffer)
+            signed.parse_termination(bytes(data), proffer)
+            if row.termination is not None:
+                if row.termination == bytes(data) and row.termination_ack is not None:
+                    return row.termination_ack  # the owner's retry: the same acknowledgement
                 raise ProtocolError("replay", "the agreement was already terminated")
-            if row["state"] != "accepted":
-                raise ProtocolError("wrong-proffer", f"the agreement is {row['state']}, not accepted")
+            if row.state != "accepted":
+                raise ProtocolError("wrong-proffer", f"the agreement is {row.state}, not accepted")
         except ProtocolError as error:
             raise Refused(409 if error.reason == "replay" else 400, error.reason, error.detail) from None
-        ack = terms.encode_termination_ack(self.key.sign, self.key.public, bytes(data), int(time.time()))
+        ack = signed.encode_termination_ack(self.key, bytes(data), int(time.time()))
         updated = await asyncio.to_thread(
             records.update,
             self.store,
-            row["id"],
+            row.id,
             {"state": "terminated", "termination": bytes(data), "termination_ack": ack},
             "terms-terminated",
             "accepted",
@@ -520,13 +485,18 @@ class TermsDesk:
                 {"device": device_id, "agreement": agreement.ref, "why": str(error)},
             )
 
-    async def _vendor_answered(self, result: dict[str, Any], state: str) -> None:
+    async def _vendor_answered(self, result: AgreementView, state: str) -> None:
         """The vendor did not accept: the owner's policy (terms.on_vendor_decline) decides what follows."""
         if state == "accepted" or result.get("followed_by"):
             return
         action = self.agent.config.terms.on_vendor_decline
         for device_id in result["devices"]:
-            data = {"device": device_id, "agreement": result["agreement"], "answer": state, "action": action}
+            data: dict[str, object] = {
+                "device": device_id,
+                "agreement": result["agreement"],
+                "answer": state,
+                "action": action,
+            }
             if action == "drop-vendor":
                 home = dict(self.agent.home_destination(device_id), name="home")
                 outcome = await self.agent.command(device_id, "set-destinations", {"destinations": [home]})
@@ -540,16 +510,16 @@ class TermsDesk:
             return False
         latest = None
         for row in records.all_records(self.store, ""):
-            if row["peer"] and _payload(messages.parse(row["proffer"], "proffer"))["devices"] == [device_id]:
+            if row.peer and signed.read_proffer(row.proffer).body.devices == (device_id,):
                 latest = row
-        return latest is not None and latest["state"] in ("declined", "refused", "alternative")
+        return latest is not None and latest.state in ("declined", "refused", "alternative")
 
     # --- records ------------------------------------------------------------------------------
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> builtins.list[AgreementView]:
         return [describe(row) for row in await asyncio.to_thread(records.all_records, self.store)]
 
-    async def get(self, agreement_id: str) -> dict[str, Any]:
+    async def get(self, agreement_id: str) -> AgreementView:
         row = await asyncio.to_thread(records.get, self.store, agreement_id)
         if row is None:
             raise Refused(404, "unknown", f"no agreement {agreement_id}")
@@ -571,18 +541,18 @@ class TermsDesk:
         """
         rows = records.all_records(self.store, route_name)
         in_force: list[policy.InForce] = []
-        is_awaited = not rows or any(row["state"] == "proffered" for row in rows)
+        is_awaited = not rows or any(row.state == "proffered" for row in rows)
         for row in rows:
-            if row["state"] not in ("accepted", "terminated"):
+            if row.state not in ("accepted", "terminated"):
                 continue
-            body = _payload(messages.parse(row["proffer"], "proffer"))
+            body = signed.read_proffer(row.proffer).body
             ended_s = None
-            if row["termination"] is not None:
-                ended_s = messages.parse(row["termination"], "termination").claims[messages.IAT]
+            if row.termination is not None:
+                ended_s = signed.read_stamp(row.termination, "termination").time_s
             window = policy.in_force(body, ended_s)
             if policy.is_ended(window, now_s):
-                if row["state"] == "accepted":  # expiry ends it by itself, once, in the audit
-                    records.update(self.store, row["id"], {"state": "expired"}, "terms-expired", "accepted")
+                if row.state == "accepted":  # expiry ends it by itself, once, in the audit
+                    records.update(self.store, row.id, {"state": "expired"}, "terms-expired", "accepted")
                 continue
             is_awaited = is_awaited or now_s < window.from_s
             in_force.append(window)

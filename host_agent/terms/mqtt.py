@@ -22,9 +22,11 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fp.ids import is_valid_id
+from host_agent.owner import Owner
 from host_agent.terms.refused import Refused
 
 if TYPE_CHECKING:
@@ -39,19 +41,28 @@ SCHEME = "mqtt://"
 POLICY_WAIT_S = 5.0
 
 
+class Auditor(Protocol):
+    """The running agent, as far as the courier needs it: its audit log."""
+
+    async def audit(self, kind: str, data: dict[str, Any]) -> None: ...
+
+
 class Desk(Protocol):
     """What the courier needs of the terms desk (host_agent.terms.desk.TermsDesk)."""
 
-    key: Any  # the agent's key: .owner_id
-    agent: Any  # the running agent: .audit(kind, data)
+    @property
+    def key(self) -> Owner: ...  # the agent's key: the owner id of its topics
 
-    def published(self) -> dict[str, Any]: ...
+    @property
+    def agent(self) -> Auditor: ...
+
+    def published(self) -> Mapping[str, object]: ...
 
     async def receive_proffer(self, data: bytes, topic_owner: str | None = None) -> bytes: ...
 
     async def receive_termination(self, data: bytes) -> bytes: ...
 
-    async def take_mqtt_reply(self, kind: str, data: bytes) -> dict[str, Any]: ...
+    async def take_mqtt_reply(self, kind: str, data: bytes) -> object: ...
 
 
 def topic(owner_id: str, kind: str) -> str:
@@ -91,7 +102,7 @@ class TermsCourier:
         self.desk = desk
         self.own = own  # the broker this agent serves: proffers to it arrive here
         self.relays = relays  # "mqtt://host:port" -> the relay bus to that broker
-        self.policies: dict[str, dict[str, Any]] = {}  # peer -> the policy its broker holds
+        self.policies: dict[str, dict[str, object]] = {}  # peer -> the policy its broker holds (JSON)
 
     def publish_policy(self) -> None:
         """Tell every client of our broker (retained) which agreements this agent accepts."""
@@ -116,10 +127,10 @@ class TermsCourier:
         deadline = time.monotonic() + POLICY_WAIT_S
         while peer not in self.policies and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        published = self.policies.get(peer)
-        if not published or not isinstance(published.get("key_id"), str):
+        key_id = self.policies.get(peer, {}).get("key_id")
+        if not isinstance(key_id, str):
             raise UserError(f"no terms policy published on {peer} yet ({POLICY_TOPIC})")
-        return published["key_id"]
+        return key_id
 
     def send(self, peer: str, kind: str, data: bytes) -> None:
         self.bus_for(peer).publish(topic(self.desk.key.owner_id, kind), data)
@@ -133,7 +144,9 @@ class TermsCourier:
             except ValueError:
                 published = None
             if peer is not None and isinstance(published, dict):
-                self.policies[peer] = published
+                self.policies[peer] = cast(
+                    "dict[str, object]", published
+                )  # JSON from the broker: read key by key
             return
         found = parse_topic(text)
         if found is None:

@@ -8,10 +8,48 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from typing_extensions import TypedDict  # pydantic reads a TypedDict of typing's only from Python 3.12
 
 from fp.errors import ProtocolError
 from host_agent.terms.roster import Agreement, Roster, parse_ref
+from host_agent.terms.signed import ProfferTerms
+
+__all__ = [
+    "Decision",
+    "EntryOut",
+    "InForce",
+    "Policy",
+    "PolicyOut",
+    "RosterNameOut",
+    "check_proffer",
+    "covers",
+    "evaluate",
+    "in_force",
+    "is_ended",
+    "policy_from",
+]
+
+
+class EntryOut(TypedDict):
+    """A roster entry as a published policy names it."""
+
+    id: str
+    version: int
+    digest_hex: str
+
+
+class RosterNameOut(TypedDict):
+    name: str
+    version: int
+
+
+class PolicyOut(TypedDict):
+    """A policy as /.well-known/firstparty-terms shows it (JSON)."""
+
+    roster: RosterNameOut
+    accepts: list[EntryOut]
+    alternative: EntryOut | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -21,10 +59,10 @@ class Policy:
     accepts: tuple[str, ...]
     alternative: str | None = None
 
-    def published(self, roster: Roster) -> dict[str, Any]:
+    def published(self, roster: Roster) -> PolicyOut:
         """The policy as /.well-known/firstparty-terms shows it: each entry with its digest."""
 
-        def entry(ref: str) -> dict[str, Any]:
+        def entry(ref: str) -> EntryOut:
             agreement = roster.get(ref)
             return {"id": agreement.id, "version": agreement.version, "digest_hex": agreement.digest.hex()}
 
@@ -49,27 +87,26 @@ class Decision:
     reason: str
 
 
-def check_proffer(roster: Roster, body: dict[str, Any]) -> Agreement:
+def check_proffer(roster: Roster, body: ProfferTerms) -> Agreement:
     """The roster entry a proffer names, its parameters within that entry; ProtocolError otherwise."""
-    agreement_id, version = body["agreement"]
-    agreement = roster.find(agreement_id, version)
+    agreement = roster.find(body.agreement_id, body.version)
     if agreement is None:
-        raise ProtocolError("not-in-roster", f"{agreement_id}@{version} is not in the roster")
-    if body["digest"] != agreement.digest:
+        raise ProtocolError("not-in-roster", f"{body.ref} is not in the roster")
+    if body.digest != agreement.digest:
         raise ProtocolError("not-in-roster", f"{agreement.ref}: the proffer binds another text of it")
-    if body["purpose"] not in agreement.purposes:
+    if body.purpose not in agreement.purposes:
         raise ProtocolError(
             "out-of-terms",
-            f"purpose {body['purpose']!r} is not one of {agreement.ref}'s {list(agreement.purposes)}",
+            f"purpose {body.purpose!r} is not one of {agreement.ref}'s {list(agreement.purposes)}",
         )
-    retention = body["retention_days"]
+    retention = body.retention_days
     limit = agreement.max_retention_days
     if limit is not None and (retention is None or retention > limit):
         raise ProtocolError("out-of-terms", f"retention {retention} days exceeds {agreement.ref}'s {limit}")
     return agreement
 
 
-def evaluate(policy: Policy, roster: Roster, body: dict[str, Any]) -> Decision:
+def evaluate(policy: Policy, roster: Roster, body: ProfferTerms) -> Decision:
     """Answer a proffer by policy: accept what it accepts, else offer its one alternative, else decline."""
     try:
         agreement = check_proffer(roster, body)
@@ -94,9 +131,10 @@ class InForce:
     end_s: int
 
 
-def in_force(body: dict[str, Any], terminated_s: int | None) -> InForce:
-    end = body["until"] if terminated_s is None else min(body["until"], terminated_s)
-    return InForce(tuple(body["devices"]), tuple(body["metrics"]), body["from"], end)
+def in_force(body: ProfferTerms, terminated_s: int | None) -> InForce:
+    """What a proffer's terms carry once accepted: until its end, or its termination if sooner."""
+    end = body.until_s if terminated_s is None else min(body.until_s, terminated_s)
+    return InForce(body.devices, body.metrics, body.from_s, end)
 
 
 def covers(terms: InForce, device_id: str, metric_names: list[str], reading_s: float, now_s: float) -> bool:

@@ -14,15 +14,32 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import cast
+
+from typing_extensions import TypedDict  # pydantic reads a TypedDict of typing's only from Python 3.12
 
 from fp import cbor
+from host_agent.config import TermsConfig
 from host_agent.errors import UserError
+
+__all__ = [
+    "BASELINE",
+    "ONWARD_SHARING",
+    "ROSTER_PATH",
+    "Agreement",
+    "AgreementEntry",
+    "Roster",
+    "check_terms_config",
+    "load",
+    "parse",
+    "parse_ref",
+]
 
 ROSTER_PATH = Path(__file__).with_name("roster.json")
 ONWARD_SHARING = ("none", "same-terms")
 BASELINE = "service-only@1"  # "only to deliver the service I use": what a vendor should accept
-_FIELDS: dict[str, Any] = {
+# each key of an entry, and the JSON types its value may have
+_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "version": int,
     "title": str,
@@ -34,6 +51,21 @@ _FIELDS: dict[str, Any] = {
     "delete_at_expiry": bool,
     "owner_may_retrieve": bool,
 }
+
+
+class AgreementEntry(TypedDict):
+    """An entry of roster.json (and of GET /terms/roster): what a proffer's digest is taken over."""
+
+    id: str
+    version: int
+    title: str
+    summary: str
+    purposes: list[str]
+    max_retention_days: int | None
+    onward_sharing: str
+    model_training: bool
+    delete_at_expiry: bool
+    owner_may_retrieve: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,12 +83,38 @@ class Agreement:
     delete_at_expiry: bool
     owner_may_retrieve: bool
 
+    @classmethod
+    def of(cls, entry: AgreementEntry) -> Agreement:
+        return cls(
+            entry["id"],
+            entry["version"],
+            entry["title"],
+            entry["summary"],
+            tuple(entry["purposes"]),
+            entry["max_retention_days"],
+            entry["onward_sharing"],
+            entry["model_training"],
+            entry["delete_at_expiry"],
+            entry["owner_may_retrieve"],
+        )
+
     @property
     def ref(self) -> str:
         return f"{self.id}@{self.version}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in _FIELDS}
+    def as_dict(self) -> AgreementEntry:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "title": self.title,
+            "summary": self.summary,
+            "purposes": list(self.purposes),
+            "max_retention_days": self.max_retention_days,
+            "onward_sharing": self.onward_sharing,
+            "model_training": self.model_training,
+            "delete_at_expiry": self.delete_at_expiry,
+            "owner_may_retrieve": self.owner_may_retrieve,
+        }
 
     @property
     def digest(self) -> bytes:
@@ -94,20 +152,25 @@ def parse_ref(ref: str) -> tuple[str, int]:
     return agreement_id, int(version)
 
 
-def parse(data: dict[str, Any], source: str) -> Roster:
-    """Validate a roster mapping; every problem names the file, the entry and the key."""
+def parse(value: object, source: str) -> Roster:
+    """Validate a roster mapping (JSON); every problem names the file, the entry and the key."""
     problems: list[str] = []
-    if not isinstance(data, dict) or not isinstance(data.get("agreements"), list):
+    if not isinstance(value, dict):
         raise UserError(f"{source}: a roster is a map with an 'agreements' list")
-    if not isinstance(data.get("roster"), str) or not isinstance(data.get("version"), int):
+    data = cast("dict[str, object]", value)  # JSON from a file: each value checked below
+    entries, name, version = data.get("agreements"), data.get("roster"), data.get("version")
+    if not isinstance(entries, list):
+        raise UserError(f"{source}: a roster is a map with an 'agreements' list")
+    if not isinstance(name, str) or not isinstance(version, int):
         problems.append(f"{source}: 'roster' must be text and 'version' an integer")
     agreements: list[Agreement] = []
     seen: set[tuple[str, int]] = set()
-    for index, entry in enumerate(data["agreements"]):
+    for index, item in enumerate(cast("list[object]", entries)):  # JSON: each entry checked below
         where = f"{source}: agreements[{index}]"
-        if not isinstance(entry, dict):
+        if not isinstance(item, dict):
             problems.append(f"{where} must be a map")
             continue
+        entry = cast("dict[str, object]", item)  # JSON: each key and value checked below
         for key in entry:
             if key not in _FIELDS:
                 problems.append(f"{where}: unknown key {key!r}")
@@ -119,19 +182,22 @@ def parse(data: dict[str, Any], source: str) -> Roster:
                 bad = True
         if bad:
             continue
-        if entry["onward_sharing"] not in ONWARD_SHARING:
+        # every type checked just above against _FIELDS: the entry is an AgreementEntry
+        checked = cast(AgreementEntry, entry)
+        if checked["onward_sharing"] not in ONWARD_SHARING:
             problems.append(
-                f"{where}.onward_sharing: expected one of {ONWARD_SHARING}, found {entry['onward_sharing']!r}"
+                f"{where}.onward_sharing: expected one of {ONWARD_SHARING}, found {checked['onward_sharing']!r}"
             )
-        if not entry["purposes"] or not all(isinstance(p, str) and p for p in entry["purposes"]):
-            problems.append(f"{where}.purposes: expected a list of names, found {entry['purposes']!r}")
-        if (entry["id"], entry["version"]) in seen:
-            problems.append(f"{where}: {entry['id']}@{entry['version']} appears twice")
-        seen.add((entry["id"], entry["version"]))
-        agreements.append(Agreement(**{**entry, "purposes": tuple(entry["purposes"])}))
-    if problems:
+        purposes = cast("list[object]", checked["purposes"])  # a JSON list: its items checked here
+        if not purposes or not all(isinstance(p, str) and p for p in purposes):
+            problems.append(f"{where}.purposes: expected a list of names, found {purposes!r}")
+        if (checked["id"], checked["version"]) in seen:
+            problems.append(f"{where}: {checked['id']}@{checked['version']} appears twice")
+        seen.add((checked["id"], checked["version"]))
+        agreements.append(Agreement.of(checked))
+    if problems or not isinstance(name, str) or not isinstance(version, int):
         raise UserError("; ".join(problems))
-    return Roster(data["roster"], data["version"], tuple(agreements))
+    return Roster(name, version, tuple(agreements))
 
 
 @cache
@@ -144,7 +210,7 @@ def load(path: Path = ROSTER_PATH) -> Roster:
     return parse(data, str(path))
 
 
-def check_terms_config(source: str, terms: Any) -> None:
+def check_terms_config(source: str, terms: TermsConfig) -> None:
     """Every agreement a config's [terms] section names must be in the roster (roster.json).
 
     `terms` is the config's TermsConfig; its file is `source`. Run where a configuration starts an

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 
-from fp import messages, terms, topics
+from fp import cbor, cose, messages, terms, topics
 from host_agent import wire
 from host_agent.bus.mosquitto import free_port
 from host_agent.terms import records
+from host_agent.terms.view import AgreementView
 from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
 
 pytestmark = BOTH_STORES
@@ -87,6 +88,8 @@ def test_the_vendor_publishes_its_policy_and_countersigns_the_baseline_and_both_
     agreement = result.json()
     assert agreement["state"] == "accepted" and agreement["decision"] == "accept"
     assert agreement["recipient_id"] == vendor.owner.owner_id
+    # the response is the desk's AgreementView, key for key and in its order; followed_by only after a counter-offer
+    assert list(agreement) == [key for key in AgreementView.__annotations__ if key != "followed_by"]
 
     mine, theirs = records_of(owner, vendor, agreement["id"])
     assert mine == theirs and len(mine) > 200
@@ -262,6 +265,19 @@ def test_the_public_inboxes_refuse_what_is_not_a_valid_terms_message(start_agent
     tampered = bytearray(proffer)
     tampered[-5] ^= 1
     assert httpx.post(inbox, content=bytes(tampered)).json()["detail"].startswith("bad-signature")
+    # signed by the owner, but a field of the wrong type: refused at the boundary (400), never a 500
+    message = cose.parse_sign1(proffer, 4096)
+    body = cbor.decode(message.payload)
+    header = {
+        cose.H_ALG: cose.ALG_EDDSA,
+        cose.H_CONTENT_TYPE: messages.CT_PROFFER,
+        cose.H_CWT_CLAIMS: message.claims,
+    }
+    for wrong in ({"devices": [1]}, {"from": "soon"}, {"agreement": ["service-only", True]}):
+        forged = cose.sign1(owner.owner.sign, header, cbor.encode(dict(body, **wrong)))
+        refused = httpx.post(inbox, content=forged)
+        assert refused.status_code == 400 and refused.json()["detail"].startswith("malformed"), refused.text
+    assert api(vendor).get("/agreements").json() == []
     first = httpx.post(inbox, content=proffer)
     assert first.status_code == 200
     assert httpx.post(inbox, content=proffer).content == first.content  # a retry: the same answer

@@ -185,4 +185,6 @@ def test_a_proffer_to_a_broker_that_is_not_a_relay_is_refused_with_the_relays_na
 def _proffer_bytes(agent, agreement_id: str) -> bytes:
     from host_agent.terms import records
 
-    return records.get(agent.store, agreement_id)["proffer"]
+    record = records.get(agent.store, agreement_id)
+    assert record is not None
+    return record.proffer

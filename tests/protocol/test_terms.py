@@ -8,9 +8,11 @@ import pytest
 
 from fp import cbor, cose, messages, terms
 from fp.errors import REASONS, ProtocolError
+from fp.ids import id_from_public_key
 from host_agent import wire
 from host_agent.errors import UserError
-from host_agent.terms import policy, roster
+from host_agent.terms import policy, roster, signed
+from host_agent.terms.signed import AnswerTerms, ProfferTerms
 from tests.protocol import examples
 
 RECIPIENT_SEED = bytes(range(64, 96))
@@ -124,6 +126,58 @@ def test_malformed_proffer_bodies_are_refused_when_signed_and_when_parsed(change
     with pytest.raises(ProtocolError) as error:
         terms.parse_proffer(data, wire.nacl_verify)
     assert error.value.reason == "malformed"
+    with pytest.raises(ProtocolError) as error:  # the agent's typed seam refuses the same, the same way
+        signed.parse_proffer(data)
+    assert error.value.reason == "malformed"
+
+
+def test_the_typed_terms_of_a_proffer_are_its_signed_map_and_read_back_what_was_signed():
+    assert ProfferTerms.from_wire(_body()).wire() == _body()
+    data = _proffer()
+    checked, stored = signed.parse_proffer(data), signed.read_proffer(data)
+    assert checked.body == stored.body == ProfferTerms.from_wire(_body())
+    assert (checked.signer_id, checked.time_s, checked.nonce, checked.raw) == (
+        examples.OWNER_ID,
+        examples.TIME_S,
+        NONCE,
+        data,
+    )
+    assert (stored.signer_id, stored.time_s) == (examples.OWNER_ID, examples.TIME_S)
+    answer = signed.parse_answer(_accept(data), checked)
+    assert answer.body == AnswerTerms("accept", None, "") and answer.signer_id == id_from_public_key(
+        RECIPIENT_KEY
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"devices": [1]},
+        {"metrics": "temperature"},
+        {"from": "soon"},
+        {"until": True},
+        {"agreement": ["service-only", True]},
+        {"digest": "not bytes"},
+        {"recipient_key": 5},
+        {"retention_days": 1.5},
+        {"route": None},
+    ],
+)
+def test_a_proffer_map_with_a_field_of_the_wrong_type_is_malformed_not_a_crash(changes):
+    with pytest.raises(ProtocolError) as error:
+        ProfferTerms.from_wire(_body(**changes))
+    assert error.value.reason == "malformed"
+
+
+def test_an_answer_map_with_an_unknown_decision_or_a_bad_alternative_is_malformed():
+    for body in (
+        {"decision": "maybe", "alternative": None, "reason": ""},
+        {"decision": "alternative", "alternative": ["x"], "reason": ""},
+        {"decision": "accept", "alternative": None, "reason": 3},
+    ):
+        with pytest.raises(ProtocolError) as error:
+            AnswerTerms.from_wire(body)
+        assert error.value.reason == "malformed"
 
 
 def test_a_termination_must_be_signed_by_the_proffers_owner_and_acknowledged_by_its_recipient():
@@ -222,26 +276,30 @@ BROKER = policy.Policy(("resale-same-terms@1",), "resale-same-terms@1")
 
 def test_a_policy_accepts_what_it_lists():
     body = _body("service-only@1", purpose="service")
-    assert policy.evaluate(VENDOR, ROSTER, body).decision == "accept"
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(body)).decision == "accept"
 
 
 def test_a_policy_offers_its_one_alternative_for_anything_else():
-    decision = policy.evaluate(BROKER, ROSTER, _body())
+    decision = policy.evaluate(BROKER, ROSTER, ProfferTerms.from_wire(_body()))
     assert decision.decision == "alternative" and decision.alternative == ("resale-same-terms", 1)
 
 
 def test_a_policy_without_an_alternative_declines_what_it_does_not_list():
-    assert policy.evaluate(VENDOR, ROSTER, _body()).decision == "decline"
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(_body())).decision == "decline"
 
 
 def test_a_proffer_outside_its_agreements_terms_is_declined_with_the_reason():
     too_long = _body("service-only@1", purpose="service", retention_days=31)
-    decision = policy.evaluate(VENDOR, ROSTER, too_long)
+    decision = policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(too_long))
     assert decision.decision == "decline" and decision.reason.startswith("out-of-terms")
     wrong_purpose = _body("service-only@1", purpose="research")
-    assert policy.evaluate(VENDOR, ROSTER, wrong_purpose).reason.startswith("out-of-terms")
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(wrong_purpose)).reason.startswith(
+        "out-of-terms"
+    )
     other_text = _body("service-only@1", purpose="service", digest=bytes(32))
-    assert policy.evaluate(VENDOR, ROSTER, other_text).reason.startswith("not-in-roster")
+    assert policy.evaluate(VENDOR, ROSTER, ProfferTerms.from_wire(other_text)).reason.startswith(
+        "not-in-roster"
+    )
 
 
 def test_a_policy_naming_an_agreement_outside_the_roster_is_refused_at_load():
@@ -250,7 +308,7 @@ def test_a_policy_naming_an_agreement_outside_the_roster_is_refused_at_load():
 
 
 def test_coverage_needs_the_device_the_metrics_and_the_window():
-    window = policy.in_force(_body(), None)
+    window = policy.in_force(ProfferTerms.from_wire(_body()), None)
     at = examples.TIME_S + 10
     assert policy.covers(window, examples.DEVICE_ID, ["temperature"], at, at)
     assert policy.covers(window, examples.DEVICE_ID, ["temperature", "humidity"], at, at)
@@ -261,7 +319,7 @@ def test_coverage_needs_the_device_the_metrics_and_the_window():
 
 
 def test_a_termination_ends_coverage_at_its_time():
-    window = policy.in_force(_body(), examples.TIME_S + 100)
+    window = policy.in_force(ProfferTerms.from_wire(_body()), examples.TIME_S + 100)
     assert policy.covers(window, examples.DEVICE_ID, ["humidity"], examples.TIME_S + 99, examples.TIME_S + 99)
     assert not policy.covers(
         window, examples.DEVICE_ID, ["humidity"], examples.TIME_S + 99, examples.TIME_S + 100
