@@ -124,7 +124,7 @@ def accept_device(agent, publisher, device, readings=(), timeout_s: float = 15) 
     publish_card(publisher, device)
     wait_for(lambda: agent.store.device(device.device_id), 10, "the device's card")
     agent.store.set_state(device.device_id, "accepted")
-    agent.ingest.known[device.device_id].state = "accepted"
+    agent.ingest.device_state_changed(device.device_id, "accepted")
     for data in readings:
         publisher.publish(device.topic("reading"), data)
     if readings:
