@@ -27,7 +27,7 @@ from host_agent.bus.connection import Bus, Delivery, Inbox
 from host_agent.commands.control import Commander, CommandResult
 from host_agent.config import Config
 from host_agent.errors import UserError
-from host_agent.ingest.intake import Checked, Ingest
+from host_agent.ingest.intake import Checked, Ingest, Outcome
 from host_agent.ingest.receipts import RECEIPT_KINDS, ReceiptBook
 from host_agent.outbox.queue import Outbox
 from host_agent.owner import Owner
@@ -69,7 +69,9 @@ class Agent:
         # signed receipts of what was committed, for devices whose destination asks for them
         self.receipts = ReceiptBook(config.data_dir / RECEIPT_KEY_FILE) if config.receipts else None
         self.health: dict[str, Any] = {"store": "ok", "broker": "starting"}
-        self.live: set[asyncio.Queue] = set()
+        self.live: set[asyncio.Queue[dict[str, Any]]] = (
+            set()
+        )  # the readings' live listeners (the API's /stream)
         self.recent_rejections: deque[dict[str, Any]] = deque(maxlen=100)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
@@ -272,7 +274,7 @@ class Agent:
                 log.warning("store commits again")
                 self.health["store"] = "ok"
                 self.health.pop("store_detail", None)
-            by_source: dict[Bus, list] = {}
+            by_source: dict[Bus, list[Delivery]] = {}
             for delivery in batch:
                 by_source.setdefault(delivery.source, []).append(delivery)
             for bus, deliveries in by_source.items():
@@ -285,20 +287,23 @@ class Agent:
         for bus in [self.bus, *self.relays]:
             bus.publish(topic, payload)
 
-    def _after_commit(self, outcomes) -> None:
+    def _after_commit(self, outcomes: list[Outcome]) -> None:
         has_readings = False
         receipts = self.receipts
         if receipts:
             now_s = time.monotonic()
-            due = []
+            due: list[str] = []
             for outcome in outcomes:
+                device_id, boot, seq = outcome.device_id, outcome.boot, outcome.seq
                 if (
                     outcome.kind in RECEIPT_KINDS
-                    and outcome.boot is not None
+                    and device_id is not None
+                    and boot is not None
+                    and seq is not None
                     and (outcome.reason is None or outcome.reason == "duplicate")
-                    and receipts.committed(outcome.device_id, outcome.boot, outcome.seq, now_s)
+                    and receipts.committed(device_id, boot, seq, now_s)
                 ):
-                    due.append(outcome.device_id)
+                    due.append(device_id)
             if due:
                 self._send_receipts(receipts.due(now_s, due))
         for outcome in outcomes:
@@ -310,7 +315,7 @@ class Agent:
                 continue
             if outcome.kind == "ack" and self.commander:
                 self.commander.resolve(outcome.body)
-            if outcome.kind == "status":
+            if outcome.kind == "status" and outcome.device_id is not None:
                 self.updates.on_status(outcome.device_id, outcome.body)
             if outcome.kind == "reading":
                 has_readings = True
@@ -352,7 +357,7 @@ class Agent:
 
     # --- owner actions (API and CLI use these) -------------------------------------------------
 
-    async def audit(self, kind: str, data: dict) -> None:
+    async def audit(self, kind: str, data: dict[str, Any]) -> None:
         await asyncio.to_thread(self.store.audit, kind, data)
 
     async def register_card(self, data: bytes) -> RegisteredOut:
@@ -481,7 +486,7 @@ class Agent:
             self.terms.claimed(device_id)
 
     async def command(
-        self, device_id: str, op: str, args: dict, timeout_s: float | None = None
+        self, device_id: str, op: str, args: dict[str, Any], timeout_s: float | None = None
     ) -> CommandResult:
         assert self.commander
         return await self.commander.send(device_id, op, args, timeout_s)
@@ -556,7 +561,7 @@ class Agent:
         if "*" in devices:
             devices = [d.device_id for d in await asyncio.to_thread(self.store.devices)]
         routes = await asyncio.to_thread(self.store.routes)
-        results = []
+        results: list[CommandResult] = []
         for device_id in devices:
             destinations = routing.device_destinations(routes, device_id, self.home_destination(device_id))
             if await asyncio.to_thread(self.terms.is_vendor_dropped, device_id):  # it declined our terms
