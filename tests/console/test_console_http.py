@@ -350,8 +350,7 @@ def test_records_name_the_first_bad_audit_entry_and_the_reasons_of_refused_messa
     records = admin.get("/console/records").text
     assert "The chain is intact" in records and "BROKEN" not in records
     assert "wrong-topic" in records or "bad-signature" in records
-    with agent.store.lock:
-        agent.store.db.execute('UPDATE audit SET data=\'{"name":"someone else"}\' WHERE seq=1')
+    agent.store.query("UPDATE audit SET data=? WHERE seq=1", ('{"name":"someone else"}',))  # tampered with
     broken = admin.get("/console/records").text
     assert "The chain is BROKEN at entry 1: " in broken and '<tr class="bad"><td>1</td>' in broken
 
