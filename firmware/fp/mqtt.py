@@ -43,6 +43,14 @@ import struct
 import sys
 import time
 
+try:
+    from micropython import const
+except ImportError:  # CPython: a const() is its value
+
+    def const(value):
+        return value
+
+
 IS_CPYTHON = sys.implementation.name == "cpython"
 _monotonic = getattr(time, "monotonic", None)  # CPython's clock; MicroPython has ticks_ms
 
@@ -60,50 +68,53 @@ def ticks_diff(end, start):
     return end - start
 
 
-CONNECT = 0x10
-CONNACK = 0x20
-PUBLISH = 0x30
-PUBACK = 0x40
-PUBREC = 0x50
-PUBREL = 0x62  # with its fixed flags 0010 (MQTT-3.6.1-1)
-PUBCOMP = 0x70
-SUBSCRIBE = 0x82  # flags 0010 (MQTT-3.8.1-1)
-SUBACK = 0x90
-UNSUBSCRIBE = 0xA2  # flags 0010 (MQTT-3.10.1-1)
-UNSUBACK = 0xB0
-PINGREQ = 0xC0
-PINGRESP = 0xD0
-DISCONNECT = 0xE0
-PUBACK_2 = bytes((PUBACK, 2))
-PUBLISH_QOS2 = 0x04  # the QoS 2 bit of a PUBLISH's first byte
-SUBACK_FAILURE = 0x80
-MAX_QOS2_PENDING = 16  # QoS 2 ids received and not yet released: more is a misbehaving broker
-CONNACK_CODES = {
-    1: "unacceptable protocol version",
-    2: "client identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-# MQTTError.reason: a closed set of short stable strings
-REASONS = (
-    "refused",  # CONNACK with a non-zero code (MQTTError.code holds it)
-    "closed",  # the broker closed the connection
-    "timeout",  # no CONNACK, PINGRESP or PUBACK in time
-    "protocol",  # a packet the spec does not allow from a broker
-    "network",  # the link is down or a socket error
-    "down",  # not connected (publish/subscribe while down, or a clean session lost)
-    "queue-full",  # max_queued publishes already wait
-    "stopped",  # stop() was called
-    "subscription-refused",  # SUBACK return code 0x80
-    "dropped",  # reconnect() asked for a new connection
-    "tls",  # the TLS handshake failed: the broker's certificate or name, or ours refused
+# Packet types and codes: const() names, folded into the code by MicroPython's compiler; those
+# with a leading underscore take no room in the module's globals on a board.
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+PUBACK = const(0x40)  # public: the agent's client acknowledges by hand (host_agent/bus/ackclient.py)
+_PUBREC = const(0x50)
+_PUBREL = const(0x62)  # with its fixed flags 0010 (MQTT-3.6.1-1)
+_PUBCOMP = const(0x70)
+_SUBSCRIBE = const(0x82)  # flags 0010 (MQTT-3.8.1-1)
+_SUBACK = const(0x90)
+_UNSUBSCRIBE = const(0xA2)  # flags 0010 (MQTT-3.10.1-1)
+_UNSUBACK = const(0xB0)
+_PINGREQ = const(0xC0)
+_PINGRESP = const(0xD0)
+_DISCONNECT = const(0xE0)
+_PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id follows
+_PUBLISH_QOS2 = const(0x04)  # the QoS 2 bit of a PUBLISH's first byte
+_SUBACK_FAILURE = const(0x80)
+_MAX_QOS2_PENDING = const(16)  # QoS 2 ids received and not yet released: more is a misbehaving broker
+# CONNACK's refusal codes 1..5, by code - 1
+_CONNACK_CODES = const(
+    (
+        "unacceptable protocol version",
+        "client identifier rejected",
+        "server unavailable",
+        "bad user name or password",
+        "not authorized",
+    )
 )
+
+# MQTTError.reason, a closed set of short stable strings:
+# "refused"  CONNACK with a non-zero code (MQTTError.code holds it)
+# "closed"  the broker closed the connection
+# "timeout"  no CONNACK, PINGRESP or PUBACK in time
+# "protocol"  a packet the spec does not allow from a broker
+# "network"  the link is down or a socket error
+# "down"  not connected (publish/subscribe while down, or a clean session lost)
+# "queue-full"  max_queued publishes already wait
+# "stopped"  stop() was called
+# "subscription-refused"  SUBACK return code 0x80
+# "dropped"  reconnect() asked for a new connection
+# "tls"  the TLS handshake failed: the broker's certificate or name, or ours refused
 
 
 class MQTTError(Exception):
-    """A failure of the connection or of one request, with `reason` (one of REASONS)."""
+    """A failure of the connection or of one request, with `reason` (one of the list above)."""
 
     def __init__(self, reason, detail="", code=None):
         super().__init__(reason + (": " + detail if detail else ""))
@@ -195,12 +206,12 @@ def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password
             payload += _string(password, "password")
     variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", int(keepalive_s))
     body = variable + payload
-    return bytes((CONNECT,)) + _remaining_length(len(body)) + body
+    return bytes((_CONNECT,)) + _remaining_length(len(body)) + body
 
 
 def publish_packet(topic, payload, qos, retain, packet_id, dup=False):
     """Return the bytes of a PUBLISH packet."""
-    header = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    header = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = _string(topic, "topic") + (struct.pack(">H", packet_id) if qos else b"") + bytes(payload)
     return bytes((header,)) + _remaining_length(len(body)) + body
 
@@ -215,7 +226,7 @@ def subscribe_packet(packet_id, subscriptions):
         if qos not in (0, 1, 2):
             raise ValueError("subscription qos must be 0, 1 or 2")
         body += _string(topic_filter, "topic filter") + bytes((qos,))
-    return bytes((SUBSCRIBE,)) + _remaining_length(len(body)) + body
+    return bytes((_SUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
 def unsubscribe_packet(packet_id, topic_filters):
@@ -226,7 +237,7 @@ def unsubscribe_packet(packet_id, topic_filters):
     for topic_filter in topic_filters:
         check_filter(topic_filter)
         body += _string(topic_filter, "topic filter")
-    return bytes((UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
+    return bytes((_UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
 class Broker:
@@ -500,9 +511,9 @@ class MQTTClient:
         Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
         subscribe_packet(1, [(topic_filter, qos)])
         granted = await self._request("sub", [(topic_filter, qos)])
-        code = granted[0] if granted else SUBACK_FAILURE
+        code = granted[0] if granted else _SUBACK_FAILURE
         self.granted[topic_filter] = code
-        if code == SUBACK_FAILURE:
+        if code == _SUBACK_FAILURE:
             raise MQTTError("subscription-refused", topic_filter)
         if (topic_filter, qos) not in self.subscriptions:
             self.subscriptions.append((topic_filter, qos))
@@ -553,7 +564,7 @@ class MQTTClient:
             try:
                 # written straight to the socket (both interpreters write at once when nothing
                 # else is buffered); after it nothing more is sent (MQTT-3.14.4-2)
-                self._writer.write(bytes((DISCONNECT, 0)))
+                self._writer.write(bytes((_DISCONNECT, 0)))
             except OSError:
                 pass
         self._drop()
@@ -647,11 +658,11 @@ class MQTTClient:
             header, body = await asyncio.wait_for(self._next_packet(), self.connect_timeout_s)
         except asyncio.TimeoutError:
             raise MQTTError("timeout", "no CONNACK")
-        if header != CONNACK or len(body) != 2 or body[0] & 0xFE:
+        if header != _CONNACK or len(body) != 2 or body[0] & 0xFE:
             raise MQTTError("protocol", "expected CONNACK, got packet type 0x%02x" % header)
         if body[1] != 0:
             code = body[1]
-            raise MQTTError("refused", CONNACK_CODES.get(code, "code %d" % code), code)
+            raise MQTTError("refused", _CONNACK_CODES[code - 1] if code <= 5 else "code %d" % code, code)
         if self._stopped:
             raise MQTTError("stopped")
         self.session_present = bool(body[0] & 1)
@@ -660,7 +671,7 @@ class MQTTClient:
         # The session's unacknowledged PUBRELs, then PUBLISHes, in order, same ids, a PUBLISH with
         # DUP=1 (MQTT-4.4.0-1): the window holds them so (_acknowledged)
         for entry in self._window:
-            if entry.is_sent and entry.packet[0] != PUBREL:
+            if entry.is_sent and entry.packet[0] != _PUBREL:
                 entry.packet[0] |= 0x08
             entry.is_sent = True
             entry.sent_ms = ticks_ms()
@@ -766,7 +777,7 @@ class MQTTClient:
             raise MQTTError("protocol", "remaining length longer than 4 bytes")
         header = buffer[start]
         if length > self.max_packet_bytes:
-            if header & 0xF0 != PUBLISH:
+            if header & 0xF0 != _PUBLISH:
                 raise MQTTError(
                     "protocol",
                     "packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes),
@@ -836,10 +847,10 @@ class MQTTClient:
         self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
         packet_id = rest[topic_length : topic_length + 2]
         if qos == 1:
-            await self._send(PUBACK_2 + packet_id)
+            await self._send(_PUBACK_2 + packet_id)
         elif qos == 2:
             self._qos2_received(packet_id)
-            await self._send(bytes((PUBREC, 2)) + packet_id)
+            await self._send(bytes((_PUBREC, 2)) + packet_id)
 
     async def _read_forever(self):
         # Never ends with an error: it keeps it for the serving loop, which drops the link.
@@ -854,45 +865,45 @@ class MQTTClient:
 
     async def _dispatch(self, header, body):
         kind = header & 0xF0
-        if kind == PUBLISH:
+        if kind == _PUBLISH:
             await self._incoming(header, body)
             return
-        if header == PUBREL:
+        if header == _PUBREL:
             if len(body) != 2:
                 raise MQTTError("protocol", "PUBREL with %d bytes" % len(body))
             self._qos2_ids.discard(bytes(body))
-            await self._send(bytes((PUBCOMP, 2)) + body)  # MQTT-4.3.3-2: for every PUBREL
+            await self._send(bytes((_PUBCOMP, 2)) + body)  # MQTT-4.3.3-2: for every PUBREL
             return
         if header & 0x0F:
             # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
             raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
-        if kind == PUBACK or kind == PUBREC or kind == PUBCOMP:
+        if kind == PUBACK or kind == _PUBREC or kind == _PUBCOMP:
             if len(body) != 2:
                 raise MQTTError("protocol", "acknowledgement 0x%02x with %d bytes" % (kind, len(body)))
             await self._acknowledged(kind, struct.unpack(">H", body)[0])
-        elif kind == SUBACK or kind == UNSUBACK:
-            if len(body) < 2 or (kind == UNSUBACK and len(body) != 2):
+        elif kind == _SUBACK or kind == _UNSUBACK:
+            if len(body) < 2 or (kind == _UNSUBACK and len(body) != 2):
                 raise MQTTError(
-                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == SUBACK else "UNSUBACK", len(body))
+                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == _SUBACK else "UNSUBACK", len(body))
                 )
             request = self._requests.pop(struct.unpack(">H", body[:2])[0], None)
-            if request is None or request.kind != ("sub" if kind == SUBACK else "unsub"):
+            if request is None or request.kind != ("sub" if kind == _SUBACK else "unsub"):
                 raise MQTTError("protocol", "acknowledgement of no request of ours")
-            if kind == SUBACK:
+            if kind == _SUBACK:
                 codes = bytes(body[2:])
                 if len(codes) != len(request.result):
                     raise MQTTError(
                         "protocol", "SUBACK with %d codes for %d filters" % (len(codes), len(request.result))
                     )
                 for (topic_filter, _), code in zip(request.result, codes):
-                    if code not in (0, 1, 2, SUBACK_FAILURE):
+                    if code not in (0, 1, 2, _SUBACK_FAILURE):
                         raise MQTTError("protocol", "SUBACK code 0x%02x" % code)
                     self.granted[topic_filter] = code
-                    if code == SUBACK_FAILURE:
+                    if code == _SUBACK_FAILURE:
                         self.log("mqtt %s: subscription to %s refused" % (self.broker.key(), topic_filter))
                 request.result = codes
             request.done.set()
-        elif kind == PINGRESP:
+        elif kind == _PINGRESP:
             if body:
                 raise MQTTError("protocol", "PINGRESP with a body")
             self._pingresp_count += 1
@@ -911,22 +922,22 @@ class MQTTClient:
                 return
             raise MQTTError("protocol", "0x%02x for no QoS 2 publish of ours (id %d)" % (kind, packet_id))
         first = entry.packet[0]
-        if kind == PUBREC and first == PUBREL:
+        if kind == _PUBREC and first == _PUBREL:
             # a PUBREC again (mosquitto sent two for one resent PUBLISH: its issue 918): the
             # PUBREL again, which the broker answers once more (MQTT-4.3.3-2)
             await self._send(entry.packet)
             return
-        expected = PUBCOMP if first == PUBREL else PUBREC if first & PUBLISH_QOS2 else PUBACK
+        expected = _PUBCOMP if first == _PUBREL else _PUBREC if first & _PUBLISH_QOS2 else PUBACK
         if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a PUBREC for QoS 1
             raise MQTTError("protocol", "0x%02x where 0x%02x was due (id %d)" % (kind, expected, packet_id))
-        if kind == PUBREC:
+        if kind == _PUBREC:
             # the PUBRELs lead the window, in the order their PUBRECs came (MQTT-4.6.0-4), so that
             # a reconnect resends them so, ahead of the PUBLISHes
             released = 0
-            while window[released].packet[0] == PUBREL:
+            while window[released].packet[0] == _PUBREL:
                 released += 1
             # The PUBLISH is the broker's now: it is never sent again (MQTT-4.3.3-1), and its bytes go
-            entry.packet = bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
+            entry.packet = bytes((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
             del window[index]
             window.insert(released, entry)
             entry.sent_ms = ticks_ms()
@@ -940,8 +951,8 @@ class MQTTClient:
         """Record a QoS 2 id; True when it is new (deliver), False for a resend (do not)."""
         if packet_id in self._qos2_ids:
             return False
-        if len(self._qos2_ids) >= MAX_QOS2_PENDING:
-            raise MQTTError("protocol", "more than %d QoS 2 messages unreleased" % MAX_QOS2_PENDING)
+        if len(self._qos2_ids) >= _MAX_QOS2_PENDING:
+            raise MQTTError("protocol", "more than %d QoS 2 messages unreleased" % _MAX_QOS2_PENDING)
         self._qos2_ids.add(bytes(packet_id))
         return True
 
@@ -967,7 +978,7 @@ class MQTTClient:
         if qos == 2:
             if self._qos2_received(packet_id):
                 await self._deliver(message)
-            await self._send(bytes((PUBREC, 2)) + packet_id)
+            await self._send(bytes((_PUBREC, 2)) + packet_id)
             return
         await self._received(message, packet_id if qos else None)
 
@@ -975,7 +986,7 @@ class MQTTClient:
         """Hand a QoS 0/1 message to the application, then acknowledge a QoS 1 one (its id)."""
         await self._deliver(message)
         if packet_id is not None:
-            await self._send(PUBACK_2 + packet_id)
+            await self._send(_PUBACK_2 + packet_id)
 
     async def _deliver(self, message):
         if self.on_message:
@@ -1019,7 +1030,7 @@ class MQTTClient:
                 # counted from the last packet sent (MQTT-3.1.2-23), with half the interval to
                 # spare; the PINGRESP also proves that the broker still answers
                 pings_answered = self._pingresp_count
-                await self._send(bytes((PINGREQ, 0)))
+                await self._send(bytes((_PINGREQ, 0)))
                 ping_sent_ms = ticks_ms()
 
 
