@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 
-from fp import ed25519, ids, messages, safemode
+from fp import device_messages, ed25519, ids, messages, safemode
 from fp.errors import ProtocolError
 from fp.identity import FIRMWARE_VERSION
 from fp.runtime import heap_in_use, log, unload
@@ -191,7 +191,7 @@ def handle(device, data):
         log("command refused: %s" % error)
     identity = device.identity
     boot, seq = identity.next_counter()
-    ack = messages.encode_ack(
+    ack = device_messages.encode_ack(
         identity.key.sign,
         identity.device_id,
         boot,

@@ -118,8 +118,9 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     assert "'fp.app'" in loaded and "'fp.fe25519'" in loaded  # the boot really ran, on viper
     assert "'fp.device'" in loaded and "'fp.destinations'" in loaded
     never = ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots")
-    # the command interpreter runs per command; receipts and TLS only for destinations that use them
-    never += ("fp.command", "fp.receipted", "fp.receipts", "fp.pem")
+    # the command interpreter and the parsers run per command; receipts and TLS only for
+    # destinations that use them
+    never += ("fp.command", "fp.messages", "fp.receipted", "fp.receipts", "fp.pem")
     for unused in never:
         assert "'" + unused.rstrip("'") + "'" not in loaded, unused
 
