@@ -147,17 +147,18 @@ class Device:
     # --- commands -------------------------------------------------------------------------------
 
     def on_command(self, data):
-        """Handle one command with the interpreter and the parsers loaded for it (fp.command,
-        fp.messages), dropped after; a receipts destination keeps fp.messages for its receipts."""
-        held = "fp.messages" in sys.modules
+        """Handle one command with the interpreter, the parsers and the CBOR decoder loaded for it
+        (fp.command, fp.messages, fp.cbor_decode), dropped after; a receipts destination keeps
+        the parsers and the decoder for its receipts."""
         from fp import command
 
         try:
             return command.handle(self, data)
         finally:
             unload("command")
-            if not held:
+            if "fp.receipted" not in sys.modules:
                 unload("messages")
+                unload("cbor_decode")
 
     def on_update(self, data):
         """Handle one update message (fp.ota, loaded while an update runs and dropped after)."""

@@ -301,7 +301,7 @@ def handle(device, data, firmware_version):
 
 def unload():
     """Drop this module and those only it uses: code loaded from .mpy lives in the heap."""
-    for name in ("ota", "slots", "release"):
+    for name in ("ota", "slots", "release", "cbor_decode"):
         unload_module(name)
 
 
