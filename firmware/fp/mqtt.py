@@ -52,20 +52,16 @@ except ImportError:  # CPython: a const() is its value
 
 
 IS_CPYTHON = sys.implementation.name == "cpython"
-_monotonic = getattr(time, "monotonic", None)  # CPython's clock; MicroPython has ticks_ms
+try:
+    from time import ticks_diff, ticks_ms  # MicroPython's wrapping millisecond clock
+except ImportError:  # CPython
 
+    def ticks_ms():
+        """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
+        return int(time.monotonic() * 1000)
 
-def ticks_ms():
-    """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
-    if _monotonic is None:
-        return time.ticks_ms()
-    return int(_monotonic() * 1000)
-
-
-def ticks_diff(end, start):
-    if _monotonic is None:
-        return time.ticks_diff(end, start)
-    return end - start
+    def ticks_diff(end, start):
+        return end - start
 
 
 # Packet types and codes: const() names, folded into the code by MicroPython's compiler; those
@@ -284,7 +280,9 @@ class Broker:
         if alpn is not None:
             if not alpn or not all(isinstance(name, str) and 0 < len(name) < 256 for name in alpn):
                 raise ValueError("alpn must be a list of protocol names")
-            if not _has_alpn():
+            import ssl
+
+            if not hasattr(ssl.SSLContext, "set_alpn_protocols"):
                 raise ValueError("alpn: this interpreter's ssl module has no ALPN")
         for der in list(ca or ()) + [client_cert or b"\x30", client_key or b"\x30"]:
             if not isinstance(der, (bytes, bytearray)) or der[:1] != b"\x30":
@@ -316,12 +314,6 @@ class Broker:
         if self.alpn:
             context.set_alpn_protocols(self.alpn)
         return context
-
-
-def _has_alpn():
-    import ssl
-
-    return hasattr(ssl.SSLContext, "set_alpn_protocols")
 
 
 def _load_chain_from_memory(context, cert_der, key_der):
