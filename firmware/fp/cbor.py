@@ -16,6 +16,7 @@ CBORError for anything else.
 
 import struct
 
+from fp import const
 from fp.errors import ProtocolError
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 16
 TAGS = (18,)  # COSE_Sign1 is the only tag the protocol uses
-_U64 = 0xFFFFFFFFFFFFFFFF
+_U64 = const(0xFFFFFFFFFFFFFFFF)
 
 
 class CBORError(ProtocolError):

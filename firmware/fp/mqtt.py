@@ -43,13 +43,7 @@ import struct
 import sys
 import time
 
-try:
-    from micropython import const
-except ImportError:  # CPython: a const() is its value
-
-    def const(value):
-        return value
-
+from fp import const
 
 IS_CPYTHON = sys.implementation.name == "cpython"
 try:
