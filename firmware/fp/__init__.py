@@ -5,9 +5,19 @@ a leading underscore then takes no room in its module's globals. CPython has non
 the value itself.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import TypeVar
 
-    def const(value):
+    _Value = TypeVar("_Value")
+
+    def const(value: _Value) -> _Value:
         return value
+
+else:
+    try:
+        from micropython import const
+    except ImportError:  # CPython
+
+        def const(value):
+            return value

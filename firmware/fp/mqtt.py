@@ -45,16 +45,27 @@ import time
 
 from fp import const
 
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    import ssl
+    from typing import Any, Awaitable, Callable, Iterable
+
+    Will = tuple[str, "bytes | bytearray", int, bool]  # (topic, payload, qos, retain)
+    Packet = tuple[int, "bytes | None", int]  # (first byte, body or None: too large, length)
+
 IS_CPYTHON = sys.implementation.name == "cpython"
 try:
-    from time import ticks_diff, ticks_ms  # MicroPython's wrapping millisecond clock
+    from time import (  # MicroPython's wrapping millisecond clock
+        ticks_diff,  # pyright: ignore[reportAssignmentType] (the stubs' ticks type)
+        ticks_ms,  # pyright: ignore[reportAssignmentType]
+    )
 except ImportError:  # CPython
 
-    def ticks_ms():
+    def ticks_ms() -> int:
         """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
 
-    def ticks_diff(end, start):
+    def ticks_diff(end: int, start: int) -> int:
         return end - start
 
 
@@ -106,7 +117,7 @@ _CONNACK_CODES = const(
 class MQTTError(Exception):
     """A failure of the connection or of one request, with `reason` (one of the list above)."""
 
-    def __init__(self, reason, detail="", code=None):
+    def __init__(self, reason: str, detail: str = "", code: "int | None" = None):
         super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.code = code
@@ -117,7 +128,7 @@ class Message:
 
     __slots__ = ("topic", "payload", "qos", "retain", "dup")
 
-    def __init__(self, topic, payload, qos, retain, dup):
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool):
         self.topic = topic  # str
         self.payload = payload  # bytes
         self.qos = qos
@@ -125,7 +136,7 @@ class Message:
         self.dup = dup
 
 
-def _string(value, what="string"):
+def _string(value: "str | bytes | bytearray", what: str = "string") -> bytes:
     raw = value.encode() if isinstance(value, str) else bytes(value)
     if len(raw) > 65535:
         raise ValueError("%s longer than 65,535 bytes" % what)
@@ -134,7 +145,7 @@ def _string(value, what="string"):
     return struct.pack(">H", len(raw)) + raw
 
 
-def _remaining_length(n):
+def _remaining_length(n: int) -> bytes:
     if n > 268435455:
         raise ValueError("packet longer than 268,435,455 bytes")
     out = bytearray()
@@ -146,7 +157,7 @@ def _remaining_length(n):
             return bytes(out)
 
 
-def check_topic(topic):
+def check_topic(topic: str) -> None:
     """Raise ValueError unless `topic` may be published to (MQTT-4.7.3-1, MQTT-3.3.2-2)."""
     if not isinstance(topic, str) or not topic:
         raise ValueError("topic must be a non-empty string")
@@ -154,7 +165,7 @@ def check_topic(topic):
         raise ValueError("topic %r has a wildcard" % topic)
 
 
-def check_filter(topic_filter):
+def check_filter(topic_filter: str) -> None:
     """Raise ValueError unless `topic_filter` is a valid filter (MQTT-4.7.1-2, MQTT-4.7.1-3)."""
     if not isinstance(topic_filter, str) or not topic_filter:
         raise ValueError("topic filter must be a non-empty string")
@@ -166,7 +177,14 @@ def check_filter(topic_filter):
             raise ValueError("'+' must be a whole level in %r" % topic_filter)
 
 
-def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password=None):
+def connect_packet(
+    client_id: str,
+    keepalive_s: float,
+    clean: bool,
+    will: "Will | None" = None,
+    user: "str | None" = None,
+    password: "str | bytes | None" = None,
+) -> bytes:
     """Return the bytes of a CONNECT packet; `will` is (topic, payload, qos, retain).
 
     Raise ValueError for what MQTT 3.1.1 forbids a client to send.
@@ -199,14 +217,16 @@ def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password
     return bytes((_CONNECT,)) + _remaining_length(len(body)) + body
 
 
-def publish_packet(topic, payload, qos, retain, packet_id, dup=False):
+def publish_packet(
+    topic: str, payload: "bytes | bytearray", qos: int, retain: bool, packet_id: int, dup: bool = False
+) -> bytes:
     """Return the bytes of a PUBLISH packet."""
     header = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = _string(topic, "topic") + (struct.pack(">H", packet_id) if qos else b"") + bytes(payload)
     return bytes((header,)) + _remaining_length(len(body)) + body
 
 
-def subscribe_packet(packet_id, subscriptions):
+def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]") -> bytes:
     """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...]."""
     if not subscriptions:
         raise ValueError("SUBSCRIBE needs at least one filter")  # MQTT-3.8.3-3
@@ -219,7 +239,7 @@ def subscribe_packet(packet_id, subscriptions):
     return bytes((_SUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
-def unsubscribe_packet(packet_id, topic_filters):
+def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
     """Return the bytes of an UNSUBSCRIBE packet for [filter, ...]."""
     if not topic_filters:
         raise ValueError("UNSUBSCRIBE needs at least one filter")  # MQTT-3.10.3-2
@@ -243,16 +263,16 @@ class Broker:
 
     def __init__(
         self,
-        host,
-        port=1883,
-        user=None,
-        password=None,
-        tls=False,
-        ca=None,
-        client_cert=None,
-        client_key=None,
-        server_hostname=None,
-        alpn=None,
+        host: str,
+        port: int = 1883,
+        user: "str | None" = None,
+        password: "str | bytes | None" = None,
+        tls: bool = False,
+        ca: "Iterable[bytes] | None" = None,
+        client_cert: "bytes | None" = None,
+        client_key: "bytes | None" = None,
+        server_hostname: "str | None" = None,
+        alpn: "Iterable[str] | None" = None,
     ):
         if not isinstance(host, str) or not host:
             raise ValueError("broker host must be a non-empty string")
@@ -288,10 +308,10 @@ class Broker:
         self.server_hostname = server_hostname or host
         self.alpn = list(alpn) if alpn else None
 
-    def key(self):
+    def key(self) -> str:
         return "%s:%d" % (self.host, self.port)
 
-    def ssl_context(self):
+    def ssl_context(self) -> "ssl.SSLContext":
         """The SSLContext for this broker: chain and name required, client certificate if any."""
         import ssl
 
@@ -302,7 +322,7 @@ class Broker:
             context.load_verify_locations(cadata=der)  # one call per certificate: MicroPython adds
         if self.client_cert:
             if IS_CPYTHON:  # its load_cert_chain takes files only
-                _load_chain_from_memory(context, self.client_cert, self.client_key)
+                _load_chain_from_memory(context, self.client_cert, self.client_key or b"")  # both or neither
             else:
                 context.load_cert_chain(self.client_cert, self.client_key)
         if self.alpn:
@@ -310,7 +330,7 @@ class Broker:
         return context
 
 
-def _load_chain_from_memory(context, cert_der, key_der):
+def _load_chain_from_memory(context: "ssl.SSLContext", cert_der: bytes, key_der: bytes) -> None:
     """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder.
 
     CPython only (the board's ssl takes DER from memory), hence the type checker's silence below:
@@ -344,14 +364,14 @@ class _Outgoing:
 
     __slots__ = ("packet", "id_at", "packet_id", "is_sent", "sent_ms", "done", "error")
 
-    def __init__(self, packet, id_at):
+    def __init__(self, packet: bytearray, id_at: int):
         self.packet = packet  # PUBLISH bytearray (the id and DUP filled in place), or the PUBREL
         self.id_at = id_at
         self.packet_id = 0
         self.is_sent = False
         self.sent_ms = 0
         self.done = asyncio.Event()
-        self.error = None
+        self.error: "MQTTError | None" = None
 
 
 class _Request:
@@ -359,18 +379,18 @@ class _Request:
 
     __slots__ = ("kind", "done", "result", "error")
 
-    def __init__(self, kind):
+    def __init__(self, kind: str):
         self.kind = kind
         self.done = asyncio.Event()
-        self.result = None
-        self.error = None
+        self.result: "Any" = None  # the filters asked, then the SUBACK's codes
+        self.error: "MQTTError | None" = None
 
 
-def _ignored(topic, size):
+def _ignored(topic: bytes, size: int) -> None:
     """The default on_oversized: the count and the log line are enough on a board."""
 
 
-async def _nothing():
+async def _nothing() -> None:
     """The default on_up: nothing to do after a (re)connect."""
 
 
@@ -379,23 +399,23 @@ class MQTTClient:
 
     def __init__(
         self,
-        broker,
-        client_id,
-        on_message=None,
-        will=None,
-        keepalive_s=30,
-        clean=True,
-        subscriptions=(),
-        max_packet_bytes=8192,
-        ack_timeout_s=10.0,
-        max_backoff_s=30.0,
-        log=None,
-        link_up=None,
-        read_chunk=512,
-        max_inflight=4,
-        max_queued=16,
-        reconnect=True,
-        connect_timeout_s=10.0,
+        broker: Broker,
+        client_id: str,
+        on_message: "Callable[[Any], Awaitable[None]] | None" = None,
+        will: "Will | Callable[[], Will] | None" = None,
+        keepalive_s: float = 30,
+        clean: bool = True,
+        subscriptions: "Iterable[tuple[str, int]]" = (),
+        max_packet_bytes: int = 8192,
+        ack_timeout_s: float = 10.0,
+        max_backoff_s: float = 30.0,
+        log: "Callable[[str], Any] | None" = None,
+        link_up: "Callable[[], bool] | None" = None,
+        read_chunk: int = 512,
+        max_inflight: int = 4,
+        max_queued: int = 16,
+        reconnect: bool = True,
+        connect_timeout_s: float = 10.0,
     ):
         # checked here, once: a bad client id or will fails at construction, not at each connect
         connect_packet(client_id, keepalive_s, clean, None, broker.user, broker.password)
@@ -415,7 +435,7 @@ class MQTTClient:
         self.max_packet_bytes = max_packet_bytes
         self.ack_timeout_s = ack_timeout_s
         self.max_backoff_s = max_backoff_s
-        self.log = log or (lambda text: None)
+        self.log: "Callable[[str], Any]" = log or (lambda text: None)
         self.link_up = link_up  # the hardware layer's "is the network there?" (Wi-Fi, or the sim's cut)
         self.read_chunk = read_chunk  # bytes per read: small on a board, large for the agent's stream
         self.max_inflight = max_inflight
@@ -423,41 +443,47 @@ class MQTTClient:
         self.is_reconnecting = reconnect
         self.connect_timeout_s = connect_timeout_s
         self.oversized = 0
-        self.on_oversized = _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
+        self.on_oversized: "Callable[[bytes, int], None]" = (
+            _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
+        )
         self.is_up = False
         self.up = asyncio.Event()  # set on each connect (the application clears it), as mqtt_as
         self.down = asyncio.Event()  # set on each loss of a connection
-        self.on_up = _nothing  # coroutine function called after each (re)connect
+        self.on_up: "Callable[[], Awaitable[None]]" = (
+            _nothing  # coroutine function called after each (re)connect
+        )
         self.connects = 0
         self.errors = 0
         self.session_present = False
-        self.granted = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
-        self._reader = None
-        self._writer = None
-        self._buffer = b""  # read from the broker, parsed up to _position
+        self.granted: "dict[str, int]" = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
+        self._reader: "asyncio.StreamReader | None" = None
+        self._writer: "asyncio.StreamWriter | None" = None
+        self._buffer: "bytes" = b""  # read from the broker, parsed up to _position
         self._position = 0
         self._next_id = 0
-        self._queue = []  # _Outgoing not yet sent, oldest first
-        self._window = []  # _Outgoing sent (or to resend), unacknowledged: PUBRELs, then PUBLISHes oldest first
-        self._requests = {}  # packet id -> _Request
-        self._qos2_ids = set()  # QoS 2 packet ids received, not yet released (PUBREL)
+        self._queue: "list[_Outgoing]" = []  # _Outgoing not yet sent, oldest first
+        self._window: "list[_Outgoing]" = []  # _Outgoing sent (or to resend), unacknowledged: PUBRELs, then PUBLISHes oldest first
+        self._requests: "dict[int, _Request]" = {}  # packet id -> _Request
+        self._qos2_ids: "set[bytes]" = set()  # QoS 2 packet ids received, not yet released (PUBREL)
         self._stopped = False
-        self._drop_reason = None  # set by reconnect() or a failed write: the serving loop drops
+        self._drop_reason: "str | None" = None  # set by reconnect() or a failed write: the serving loop drops
         self._write_lock = asyncio.Lock()
         self._last_tx_ms = ticks_ms()
         self._pingresp_count = 0
-        self._reader_task = None
-        self._reader_error = None
-        self._on_up_task = None
+        self._reader_task: "asyncio.Task[None] | None" = None
+        self._reader_error: "Exception | None" = None
+        self._on_up_task: "asyncio.Task[None] | None" = None
         self._up_event = asyncio.Event()
 
     # --- the application's surface -------------------------------------------------------
 
-    async def wait_up(self, timeout_s):
+    async def wait_up(self, timeout_s: float) -> None:
         """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
         await asyncio.wait_for(self._up_event.wait(), timeout_s)
 
-    async def publish(self, topic, payload, qos=1, retain=False):
+    async def publish(
+        self, topic: str, payload: "bytes | bytearray", qos: int = 1, retain: bool = False
+    ) -> None:
         """Publish; with QoS 1 or 2 return once the broker acknowledged it (PUBACK, or PUBCOMP),
         across reconnects when the session is kept. Raise MQTTError ("down", "queue-full",
         "stopped") when it cannot."""
@@ -491,7 +517,7 @@ class MQTTClient:
         if entry.error:
             raise entry.error
 
-    async def subscribe(self, topic_filter, qos=1):
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
         """Subscribe (kept on every reconnect); return the granted QoS.
 
         Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
@@ -505,14 +531,14 @@ class MQTTClient:
             self.subscriptions.append((topic_filter, qos))
         return code
 
-    async def unsubscribe(self, topic_filter):
+    async def unsubscribe(self, topic_filter: str) -> None:
         """Unsubscribe (and no longer subscribe on reconnect); return once UNSUBACK came."""
         check_filter(topic_filter)
         self.subscriptions = [s for s in self.subscriptions if s[0] != topic_filter]
         self.granted.pop(topic_filter, None)
         await self._request("unsub", [topic_filter])
 
-    async def run(self):
+    async def run(self) -> None:
         """Connect, serve, and reconnect (until stop(); once only with reconnect=False)."""
         backoff = min(0.5, self.max_backoff_s)
         while not self._stopped:
@@ -537,11 +563,11 @@ class MQTTClient:
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.max_backoff_s)
 
-    def reconnect(self, reason):
+    def reconnect(self, reason: str) -> None:
         """Drop the current connection (the state machine then reconnects with backoff)."""
         self._drop_reason = reason
 
-    def stop(self):
+    def stop(self) -> None:
         """Send DISCONNECT (no will), close, stop reconnecting; what waits fails with "stopped"."""
         if self._stopped:
             return
@@ -562,13 +588,13 @@ class MQTTClient:
 
     # --- connection ------------------------------------------------------------------------
 
-    async def _call_on_up(self):
+    async def _call_on_up(self) -> None:
         try:
             await self.on_up()
         except Exception as error:  # never a task whose error nobody retrieves
             self.log("mqtt %s: on_up failed: %s %s" % (self.broker.key(), type(error).__name__, error))
 
-    def _drop(self):
+    def _drop(self) -> None:
         was_up = self.is_up
         self.is_up = False
         self._up_event = asyncio.Event()
@@ -606,7 +632,7 @@ class MQTTClient:
             self.down.set()
             self.log("mqtt %s: down" % self.broker.key())
 
-    async def _connect(self):
+    async def _connect(self) -> None:
         if not self.broker.tls:
             return await self._open()
         try:
@@ -616,7 +642,7 @@ class MQTTClient:
                 raise MQTTError("tls", "%s %s" % (type(error).__name__, error))
             raise
 
-    async def _open(self):
+    async def _open(self) -> None:
         if self.link_up and not self.link_up():
             raise MQTTError("network", "network down")
         context = self.broker.ssl_context() if self.broker.tls else None
@@ -673,7 +699,7 @@ class MQTTClient:
         self.log("mqtt %s: up" % self.broker.key())
         await self._pump()
 
-    def _new_id(self):
+    def _new_id(self) -> int:
         """A packet id no unacknowledged packet of ours holds (MQTT-2.3.1-1, MQTT-2.3.1-2)."""
         used = [entry.packet_id for entry in self._window]
         while True:
@@ -681,14 +707,14 @@ class MQTTClient:
             if self._next_id not in self._requests and self._next_id not in used:
                 return self._next_id
 
-    def _request_start(self, kind, items):
+    def _request_start(self, kind: str, items: "list[Any]") -> "tuple[int, _Request]":
         request = _Request(kind)
         request.result = items
         packet_id = self._new_id()
         self._requests[packet_id] = request
         return packet_id, request
 
-    async def _request(self, kind, items):
+    async def _request(self, kind: str, items: "list[Any]") -> "Any":
         if self._stopped:
             raise MQTTError("stopped")
         if not self.is_up:
@@ -708,7 +734,7 @@ class MQTTClient:
             raise request.error
         return request.result
 
-    async def _send(self, packet):
+    async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of
         concurrent tasks never interleave and MicroPython's stream never drains twice at once."""
         writer = self._writer
@@ -721,7 +747,7 @@ class MQTTClient:
             await writer.drain()
             self._last_tx_ms = ticks_ms()
 
-    async def _pump(self):
+    async def _pump(self) -> None:
         """Send queued publishes while the window has room (each PUBACK or PUBCOMP makes room for one)."""
         while self.is_up and self._queue and len(self._window) < self.max_inflight:
             entry = self._queue.pop(0)
@@ -738,13 +764,13 @@ class MQTTClient:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _link(self):
+    def _link(self) -> "tuple[asyncio.StreamReader, asyncio.StreamWriter]":
         """The open connection's (reader, writer), or MQTTError when there is none."""
         if self._reader is None or self._writer is None:
             raise MQTTError("down", "not connected")
         return self._reader, self._writer
 
-    def _parse(self):
+    def _parse(self) -> "Packet | None":
         """The next packet in the buffer as (first byte, body, remaining length), or None until
         all of it has arrived; body None: a PUBLISH beyond max_packet_bytes, to read past."""
         buffer, start = self._buffer, self._position
@@ -775,7 +801,7 @@ class MQTTClient:
         self._position = index + length
         return header, buffer[index : index + length], length
 
-    async def _fill(self):
+    async def _fill(self) -> None:
         """Read what the broker has sent (up to read_chunk bytes) behind what is left unparsed."""
         chunk = await self._link()[0].read(self.read_chunk)
         if not chunk:
@@ -784,7 +810,7 @@ class MQTTClient:
         self._buffer = rest + chunk if rest else chunk
         self._position = 0
 
-    async def _take(self, count):
+    async def _take(self, count: int) -> bytes:
         """`count` bytes: what the buffer holds first, then straight from the stream."""
         held = self._buffer[self._position : self._position + count]
         self._position += len(held)
@@ -792,7 +818,7 @@ class MQTTClient:
             held += await self._link()[0].readexactly(count - len(held))
         return held
 
-    async def _next_packet(self):
+    async def _next_packet(self) -> "tuple[int, bytes]":
         """The next packet as (first byte, body), read as needed; a PUBLISH too large is read past.
 
         Packets are parsed out of whole reads: one read for as many as have arrived.
@@ -807,7 +833,7 @@ class MQTTClient:
                 return header, body
             await self._skip_publish(header, length)
 
-    async def _skip_publish(self, header, length):
+    async def _skip_publish(self, header: int, length: int) -> None:
         """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
         qos = (header >> 1) & 3
         if qos == 3:
@@ -838,7 +864,7 @@ class MQTTClient:
             self._qos2_received(packet_id)
             await self._send(bytes((_PUBREC, 2)) + packet_id)
 
-    async def _read_forever(self):
+    async def _read_forever(self) -> None:
         # Never ends with an error: it keeps it for the serving loop, which drops the link.
         try:
             while True:
@@ -849,7 +875,7 @@ class MQTTClient:
         except Exception as error:
             self._reader_error = error
 
-    async def _dispatch(self, header, body):
+    async def _dispatch(self, header: int, body: bytes) -> None:
         kind = header & 0xF0
         if kind == _PUBLISH:
             await self._incoming(header, body)
@@ -896,7 +922,7 @@ class MQTTClient:
         else:
             raise MQTTError("protocol", "unexpected packet type 0x%02x from the broker" % kind)
 
-    async def _acknowledged(self, kind, packet_id):
+    async def _acknowledged(self, kind: int, packet_id: int) -> None:
         """A PUBACK, PUBREC or PUBCOMP: release the publish it ends, or send the PUBREL it asks."""
         window = self._window
         for index in range(len(window)):
@@ -923,7 +949,7 @@ class MQTTClient:
             while window[released].packet[0] == _PUBREL:
                 released += 1
             # The PUBLISH is the broker's now: it is never sent again (MQTT-4.3.3-1), and its bytes go
-            entry.packet = bytes((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
+            entry.packet = bytearray((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
             del window[index]
             window.insert(released, entry)
             entry.sent_ms = ticks_ms()
@@ -933,7 +959,7 @@ class MQTTClient:
         entry.done.set()
         await self._pump()
 
-    def _qos2_received(self, packet_id):
+    def _qos2_received(self, packet_id: bytes) -> bool:
         """Record a QoS 2 id; True when it is new (deliver), False for a resend (do not)."""
         if packet_id in self._qos2_ids:
             return False
@@ -942,7 +968,7 @@ class MQTTClient:
         self._qos2_ids.add(bytes(packet_id))
         return True
 
-    async def _incoming(self, header, body):
+    async def _incoming(self, header: int, body: bytes) -> None:
         qos = (header >> 1) & 3
         if qos == 3 or len(body) < 2:
             raise MQTTError("protocol", "malformed PUBLISH")
@@ -968,13 +994,13 @@ class MQTTClient:
             return
         await self._received(message, packet_id if qos else None)
 
-    async def _received(self, message, packet_id):
+    async def _received(self, message: Message, packet_id: "bytes | None") -> None:
         """Hand a QoS 0/1 message to the application, then acknowledge a QoS 1 one (its id)."""
         await self._deliver(message)
         if packet_id is not None:
             await self._send(_PUBACK_2 + packet_id)
 
-    async def _deliver(self, message):
+    async def _deliver(self, message: Message) -> None:
         if self.on_message:
             try:
                 await self.on_message(message)
@@ -983,7 +1009,7 @@ class MQTTClient:
 
     # --- keepalive and the link ------------------------------------------------------------
 
-    async def _serve(self):
+    async def _serve(self) -> None:
         # The reader task takes whole packets; this loop watches the link, the keepalive and the
         # acknowledgements, so a read is never cancelled half-way through a packet.
         ping_sent_ms = None
@@ -1020,7 +1046,7 @@ class MQTTClient:
                 ping_sent_ms = ticks_ms()
 
 
-def _is_tls_error(error):
+def _is_tls_error(error: Exception) -> bool:
     """An error of the TLS layer: CPython's ssl.SSLError; under MicroPython, mbedtls refusing a
     certificate (ValueError) or failing the handshake (OSError with a negative mbedtls code)."""
     try:
@@ -1036,7 +1062,7 @@ def _is_tls_error(error):
     return isinstance(code, int) and code < 0
 
 
-def _as_mqtt_error(error):
+def _as_mqtt_error(error: Exception) -> MQTTError:
     if isinstance(error, MQTTError):
         return error
     if isinstance(error, asyncio.TimeoutError):
