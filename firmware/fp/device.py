@@ -148,7 +148,7 @@ class Device:
 
     def on_command(self, data):
         """Handle one command with the interpreter, the parsers and the CBOR decoder loaded for it
-        (fp.command, fp.messages, fp.cbor_decode), dropped after; a receipts destination keeps
+        (fp.command, fp.inbound, fp.cbor_decode), dropped after; a receipts destination keeps
         the parsers and the decoder for its receipts."""
         from fp import command
 
@@ -157,7 +157,7 @@ class Device:
         finally:
             unload("command")
             if "fp.receipted" not in sys.modules:
-                unload("messages")
+                unload("inbound")
                 unload("cbor_decode")
 
     def on_update(self, data):

@@ -2,9 +2,9 @@
 
 What every board holds from boot: the device's encoders, the protocol's claim keys and content
 types of those kinds, and `counter_of`, which reads the counters of the device's own queued
-messages. The parsers and checks, and the encoders of the owner and the agent, are in fp.messages
-(which imports all of this too): a device loads it for one command and drops it after (fp.device),
-so their code is not in its heap while it runs. See docs/protocol.md for the normative description.
+messages. What a device parses (commands, receipts) is in fp.inbound, loaded for one command and
+dropped after (fp.device); fp.messages holds the rest of the protocol (the host's parsers, the
+owner's and the agent's encoders) and re-exports both. See docs/protocol.md.
 """
 
 from fp import cbor, cose, senml

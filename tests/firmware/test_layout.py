@@ -67,7 +67,7 @@ from fp import app
 checked = app.load_settings()
 hal = app.load_hal(checked.board, checked.provision)
 device = app.build_device(hal, checked, None)
-loaded = lambda: sorted(n for n in ("fp.command", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
 print(loaded())
 ack = device.on_command(b"junk: not a COSE_Sign1 command")
 print(ack is not None, device.refused, loaded())

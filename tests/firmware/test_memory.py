@@ -125,7 +125,15 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     never = ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots")
     # the command interpreter and the parsers run per command; receipts and TLS only for
     # destinations that use them
-    never += ("fp.command", "fp.messages", "fp.cbor_decode", "fp.receipted", "fp.receipts", "fp.pem")
+    never += (
+        "fp.command",
+        "fp.inbound",
+        "fp.messages",
+        "fp.cbor_decode",
+        "fp.receipted",
+        "fp.receipts",
+        "fp.pem",
+    )
     for unused in never:
         assert "'" + unused.rstrip("'") + "'" not in loaded, unused
 
