@@ -1,0 +1,23 @@
+"""The firmware, written once for MicroPython and CPython (the host imports it too).
+
+`const` is MicroPython's: its compiler folds `NAME = const(value)` into the code, and a name with
+a leading underscore then takes no room in its module's globals. CPython has none: there it is
+the value itself.
+"""
+
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _Value = TypeVar("_Value")
+
+    def const(value: _Value) -> _Value:
+        return value
+
+else:
+    try:
+        from micropython import const
+    except ImportError:  # CPython
+
+        def const(value):
+            return value

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 
-from fp import ed25519, ids, messages, safemode
+from fp import device_messages, ed25519, ids, inbound, safemode
 from fp.errors import ProtocolError
 from fp.identity import FIRMWARE_VERSION
 from fp.runtime import heap_in_use, log, unload
@@ -127,7 +127,7 @@ def claim(device, command):
     key = command.args.get("owner")
     if not isinstance(key, bytes) or len(key) != 32 or ids.id_from_public_key(key) != command.owner_id:
         raise ProtocolError("bad-command", "claim needs the claimant's 32-byte key as owner")
-    messages.check_command(command, key, device.identity.device_id, -1, device.now(), ed25519.verify)
+    inbound.check_command(command, key, device.identity.device_id, -1, device.now(), ed25519.verify)
     device.hal.set_time(command.issued_s)
     device.claim_window_open = False
     device.set_owner(key)
@@ -137,7 +137,7 @@ def claim(device, command):
 def apply(device, command):
     """Check an owner's command (signature, counter, time, device) and run its operation."""
     identity = device.identity
-    messages.check_command(
+    inbound.check_command(
         command, identity.owner_key, identity.device_id, identity.last_counter, device.now(), ed25519.verify
     )
     operation = OPERATIONS.get(command.op)
@@ -175,7 +175,7 @@ def handle(device, data):
     digest = hashlib.sha256(data).digest()
     counter = None
     try:
-        command = messages.parse_command(data)
+        command = inbound.parse_command(data)
         counter = command.counter
         if command.op == "claim":
             result = claim(device, command)
@@ -191,7 +191,7 @@ def handle(device, data):
         log("command refused: %s" % error)
     identity = device.identity
     boot, seq = identity.next_counter()
-    ack = messages.encode_ack(
+    ack = device_messages.encode_ack(
         identity.key.sign,
         identity.device_id,
         boot,

@@ -1,20 +1,20 @@
 """COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) with Ed25519, over deterministic CBOR."""
 
-from fp import cbor
+from fp import cbor, const
 from fp.errors import ProtocolError
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-TAG_SIGN1 = 18
-ALG_EDDSA = -8  # emitted
-ALG_ED25519 = -19  # accepted too (RFC 9864, fully-specified Ed25519)
-ACCEPTED_ALGS = (ALG_EDDSA, ALG_ED25519)
+_TAG_SIGN1 = const(18)
+ALG_EDDSA = const(-8)  # emitted
+ALG_ED25519 = const(-19)  # accepted too (RFC 9864, fully-specified Ed25519)
+_ACCEPTED_ALGS = const((ALG_EDDSA, ALG_ED25519))
 H_ALG = 1
 H_CONTENT_TYPE = 3
 H_CWT_CLAIMS = 15  # RFC 9597: CWT claims in the protected header
-SIGNATURE_BYTES = 64
+_SIGNATURE_BYTES = const(64)
 
 
 def sig_structure(protected_bytes: bytes, payload: bytes) -> bytes:
@@ -26,9 +26,9 @@ def sign1(sign: "Callable[[bytes], bytes]", protected: "dict[int, Any]", payload
     """Build a COSE_Sign1 message; `sign(bytes) -> 64 bytes` is the Ed25519 signer."""
     protected_bytes = cbor.encode(protected)
     signature = sign(sig_structure(protected_bytes, payload))
-    if len(signature) != SIGNATURE_BYTES:
+    if len(signature) != _SIGNATURE_BYTES:
         raise ValueError("signer returned %d bytes, not 64" % len(signature))
-    return cbor.encode(cbor.Tag(TAG_SIGN1, [protected_bytes, {}, payload, signature]))
+    return cbor.encode(cbor.Tag(_TAG_SIGN1, [protected_bytes, {}, payload, signature]))
 
 
 class Sign1:
@@ -63,7 +63,7 @@ def parse_sign1(data: bytes, max_bytes: int) -> Sign1:
     if len(data) > max_bytes:
         raise ProtocolError("oversized", "%d bytes, limit %d" % (len(data), max_bytes))
     message = cbor.decode(data)
-    if not isinstance(message, cbor.Tag) or message.tag != TAG_SIGN1:
+    if not isinstance(message, cbor.Tag) or message.tag != _TAG_SIGN1:
         raise ProtocolError("malformed", "not a COSE_Sign1 (CBOR tag 18)")
     parts = message.value
     if not isinstance(parts, list) or len(parts) != 4:
@@ -73,13 +73,13 @@ def parse_sign1(data: bytes, max_bytes: int) -> Sign1:
         raise ProtocolError("malformed", "protected header and payload must be byte strings")
     if unprotected != {}:
         raise ProtocolError("malformed", "unprotected header must be empty")
-    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+    if not isinstance(signature, bytes) or len(signature) != _SIGNATURE_BYTES:
         raise ProtocolError("malformed", "Ed25519 signature must be 64 bytes")
     protected = cbor.decode(protected_bytes) if protected_bytes else {}
     if not isinstance(protected, dict):
         raise ProtocolError("malformed", "protected header must be a map")
     alg = protected.get(H_ALG)
-    if alg not in ACCEPTED_ALGS:
+    if alg not in _ACCEPTED_ALGS:
         raise ProtocolError("bad-alg", "alg %r is not EdDSA (-8) or Ed25519 (-19)" % (alg,))
     claims = protected.get(H_CWT_CLAIMS, {})
     if not isinstance(claims, dict):

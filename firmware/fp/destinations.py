@@ -8,7 +8,7 @@ RAM and flash, and its delivery rule (PUBACK, or the agent's signed receipts).
 import asyncio
 import os
 
-from fp import ids, messages, topics
+from fp import device_messages, ids, topics
 from fp.errors import ProtocolError
 from fp.mqtt import Broker, MQTTClient, MQTTError
 from fp.ringbuf import RingBuffer
@@ -103,7 +103,7 @@ class Destination:
 
     def _counter(self, payload):
         try:
-            return messages.counter_of(payload)
+            return device_messages.counter_of(payload)
         except ProtocolError:  # never one of ours: nothing can cover it, so it must not block
             return None
 

@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from fp import ids, messages, safemode, storage
+from fp import device_messages, ids, safemode, storage
 from fp.destinations import Destinations
 from fp.identity import FIRMWARE_VERSION, Identity
 from fp.runtime import log, unload
@@ -58,7 +58,7 @@ class Device:
     def sign_reading(self, measurements):
         identity = self.identity
         boot, seq = identity.next_counter()
-        return messages.encode_reading(
+        return device_messages.encode_reading(
             identity.key.sign, identity.device_id, boot, seq, measurements, self.now()
         )
 
@@ -81,7 +81,7 @@ class Device:
             info["mode"] = safemode.SAFE_MODE
         if self.update:
             info["update"] = self.update
-        return messages.encode_status(
+        return device_messages.encode_status(
             identity.key.sign, identity.device_id, boot, seq, state, info, self.now()
         )
 
@@ -147,13 +147,18 @@ class Device:
     # --- commands -------------------------------------------------------------------------------
 
     def on_command(self, data):
-        """Handle one command with the interpreter loaded for it (fp.command), dropped after."""
+        """Handle one command with the interpreter, the parsers and the CBOR decoder loaded for it
+        (fp.command, fp.inbound, fp.cbor_decode), dropped after; a receipts destination keeps
+        the parsers and the decoder for its receipts."""
         from fp import command
 
         try:
             return command.handle(self, data)
         finally:
             unload("command")
+            if "fp.receipted" not in sys.modules:
+                unload("inbound")
+                unload("cbor_decode")
 
     def on_update(self, data):
         """Handle one update message (fp.ota, loaded while an update runs and dropped after)."""

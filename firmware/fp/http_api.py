@@ -16,15 +16,15 @@ and the card and status are signed at most once per CACHE_MS whatever the reques
 import asyncio
 import time
 
-from fp import cbor
+from fp import cbor, const
 
-MAX_REQUEST_BYTES = 1024
-MAX_CLIENTS = 2  # two, so a client's next request never meets its previous one still closing
-READ_TIMEOUT_S = 2
-WRITE_TIMEOUT_S = 5
-CACHE_MS = 5000
+_MAX_REQUEST_BYTES = const(1024)
+_MAX_CLIENTS = const(2)  # two, so a client's next request never meets its previous one still closing
+_READ_TIMEOUT_S = const(2)
+_WRITE_TIMEOUT_S = const(5)
+_CACHE_MS = const(5000)
 COSE = 'application/cose; cose-type="cose-sign1"'
-LATEST = "/readings/latest"
+_LATEST = const("/readings/latest")
 PASSWORD = "/broker-password"  # /broker-password/<host>:<port>: the owner's enrolment (docs/security.md)
 _STATUS_TEXT = {
     200: "OK",
@@ -55,7 +55,7 @@ class HttpApi:
     def __init__(self, device, log):
         self.device = device
         self.log = log
-        self.buffers = [bytearray(MAX_REQUEST_BYTES) for _ in range(MAX_CLIENTS)]  # the free ones
+        self.buffers = [bytearray(_MAX_REQUEST_BYTES) for _ in range(_MAX_CLIENTS)]  # the free ones
         self.served = 0
         self.refused = 0
         self.server = None
@@ -86,7 +86,7 @@ class HttpApi:
         buffer = self.buffers.pop()
         try:
             try:
-                path = await asyncio.wait_for(self._read_path(reader, buffer), READ_TIMEOUT_S)
+                path = await asyncio.wait_for(self._read_path(reader, buffer), _READ_TIMEOUT_S)
                 content_type, body = self._answer(path)
                 status = 200
             except HttpError as error:
@@ -101,7 +101,7 @@ class HttpApi:
             else:
                 self.refused += 1
                 content_type, body = "text/plain", (_STATUS_TEXT[status] + "\n").encode()
-            await asyncio.wait_for(self._write(writer, status, content_type, body), WRITE_TIMEOUT_S)
+            await asyncio.wait_for(self._write(writer, status, content_type, body), _WRITE_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError):
             pass  # the client went away, or does not read its answer: dropped
         finally:
@@ -116,7 +116,7 @@ class HttpApi:
         view = memoryview(buffer)
         size = 0
         while True:
-            if size == MAX_REQUEST_BYTES:
+            if size == _MAX_REQUEST_BYTES:
                 raise HttpError(431)
             count = await reader.readinto(view[size:])
             if count is None:
@@ -143,17 +143,17 @@ class HttpApi:
         device = self.device
         now = time.ticks_ms()
         if path == "/card":
-            if self._card is None or time.ticks_diff(now, self._card_ms) > CACHE_MS:
+            if self._card is None or time.ticks_diff(now, self._card_ms) > _CACHE_MS:
                 self._card, self._card_ms = device.card(), now
             return COSE, self._card
         if path == "/status":
-            if self._status is None or time.ticks_diff(now, self._status_ms) > CACHE_MS:
+            if self._status is None or time.ticks_diff(now, self._status_ms) > _CACHE_MS:
                 self._status, self._status_ms = device.status("online"), now
             return COSE, self._status
-        if path == LATEST:
+        if path == _LATEST:
             return "application/cbor", cbor.encode(device.latest)
-        if path.startswith(LATEST + "/") and path[len(LATEST) + 1 :] in device.latest:
-            return COSE, device.latest[path[len(LATEST) + 1 :]]
+        if path.startswith(_LATEST + "/") and path[len(_LATEST) + 1 :] in device.latest:
+            return COSE, device.latest[path[len(_LATEST) + 1 :]]
         if path.startswith(PASSWORD + "/"):
             host, _, port = path[len(PASSWORD) + 1 :].rpartition(":")
             if not host or len(host) > 253 or not port.isdigit() or not 0 < int(port) < 65536:

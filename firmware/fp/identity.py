@@ -5,7 +5,7 @@ message it signs, its owner and the owner's last command counter; and its card.
 announce: the same function the device signs its card with, from the same flash files.
 """
 
-from fp import ed25519, ids, messages, storage
+from fp import device_messages, ed25519, ids, storage
 
 FIRMWARE_VERSION = "0.1.0"
 
@@ -13,7 +13,7 @@ FIRMWARE_VERSION = "0.1.0"
 def card(key, board_name, owner_key, now_s):
     """The signed device card: public key, board, firmware version and owner (if any)."""
     owner_id = ids.id_from_public_key(owner_key) if owner_key else None
-    return messages.encode_card(key.sign, key.public, board_name, FIRMWARE_VERSION, now_s, owner_id)
+    return device_messages.encode_card(key.sign, key.public, board_name, FIRMWARE_VERSION, now_s, owner_id)
 
 
 class Identity:
@@ -31,7 +31,7 @@ class Identity:
 
     def next_counter(self):
         """The (boot, seq) of the next signed message: never one used before, even across resets."""
-        if self.seq > messages.U32:
+        if self.seq > device_messages.U32:
             self.boot = storage.next_boot()
             self.seq = 0
         seq = self.seq

@@ -5,11 +5,52 @@ kind (so a signature made for one kind can never pass as another) and RFC 9597 C
 See docs/protocol.md for the normative description.
 """
 
-import hashlib
-
 from fp import cbor, cose, senml
+from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: the host imports it all from here)
+    AUD,
+    CNF,
+    CT_ACK,
+    CT_CARD,
+    CT_READING,
+    CT_STATUS,
+    CTI,
+    EXP,
+    IAT,
+    ISS,
+    SUB,
+    U32,
+    cose_key,
+    counter_id,
+    counter_of,
+    encode_ack,
+    encode_card,
+    encode_reading,
+    encode_status,
+)
 from fp.errors import ProtocolError
 from fp.ids import check_key_matches_id, id_from_public_key, is_valid_id
+from fp.inbound import (  # noqa: F401 (what a device parses, re-exported: the host imports it all from here)
+    CT_ANSWER,
+    CT_COMMAND,
+    CT_ENDORSEMENT,
+    CT_GRANT,
+    CT_PROFFER,
+    CT_RECEIPT,
+    CT_TERMINATION,
+    CT_TERMINATION_ACK,
+    KIND_OF,
+    MAX_BYTES,
+    MAX_RANGES,
+    Command,
+    Receipt,
+    _int_or_none,
+    check_command,
+    check_receipt,
+    kind_of,
+    parse,
+    parse_command,
+    parse_receipt,
+)
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
@@ -18,127 +59,10 @@ if TYPE_CHECKING:
     Sign = Callable[[bytes], bytes]  # Ed25519: the 64-byte signature of the bytes given
     Verify = Callable[[bytes, bytes, bytes], Any]  # (public key, data, signature); raises if bad
 
-CT_READING = 112  # application/senml+cbor
-CT_COMMAND = 65201  # experimental-use CoAP Content-Format range (RFC 7252 section 12.3)
-CT_ACK = 65202
-CT_CARD = 65203
-CT_STATUS = 65204
-CT_ENDORSEMENT = 65205
-CT_GRANT = 65206
-CT_RECEIPT = 65207
-CT_PROFFER = 65212  # first-party terms (fp.terms): the owner proffers an agreement from the roster
-CT_ANSWER = 65213  # the second party's signed accept, alternative or decline of one proffer
-CT_TERMINATION = 65214  # the owner ends an agreement early
-CT_TERMINATION_ACK = 65215  # the second party's signed receipt of a termination
-KIND_OF = {
-    CT_READING: "reading",
-    CT_COMMAND: "command",
-    CT_ACK: "ack",
-    CT_CARD: "card",
-    CT_STATUS: "status",
-    CT_ENDORSEMENT: "endorsement",
-    CT_GRANT: "grant",
-    CT_RECEIPT: "receipt",
-    CT_PROFFER: "proffer",
-    CT_ANSWER: "answer",
-    CT_TERMINATION: "termination",
-    CT_TERMINATION_ACK: "termination-ack",
-}
-MAX_BYTES = {
-    "reading": 1024,
-    "status": 512,
-    "ack": 1024,
-    "card": 512,
-    "command": 4096,
-    "endorsement": 512,
-    "grant": 4096,
-    "receipt": 512,
-    "proffer": 4096,
-    "answer": 1024,
-    "termination": 1024,
-    "termination-ack": 1024,
-}
-MAX_RANGES = 16  # (boot, first, last) ranges in one receipt: 16 of the widest fit 512 bytes
-
-ISS = 1
-SUB = 2
-AUD = 3
-EXP = 4
-IAT = 6
-CTI = 7
-CNF = 8
-U32 = 0xFFFFFFFF
-
-
-def counter_id(boot: int, seq: int) -> bytes:
-    """Return the cti of a device message: boot then seq, each 4 bytes big-endian."""
-    if not (0 <= boot <= U32 and 0 <= seq <= U32):
-        raise ValueError("boot and seq must fit 32 bits")
-    return boot.to_bytes(4, "big") + seq.to_bytes(4, "big")
-
 
 def command_counter_id(counter: int) -> bytes:
     """Return the cti of an owner command: the counter as 8 bytes big-endian."""
     return counter.to_bytes(8, "big")
-
-
-def _device_header(content_type, device_id, boot, seq, time_s):
-    claims = {SUB: device_id, CTI: counter_id(boot, seq)}
-    if time_s is not None:
-        claims[IAT] = int(time_s)
-    return {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: content_type, cose.H_CWT_CLAIMS: claims}
-
-
-def encode_reading(
-    sign: "Sign",
-    device_id: str,
-    boot: int,
-    seq: int,
-    measurements: "list[tuple[str, str | None, Any]]",
-    time_s: "float | None" = None,
-) -> bytes:
-    """Sign a reading: [(name, unit, value), ...] as a SenML pack."""
-    header = _device_header(CT_READING, device_id, boot, seq, time_s)
-    return cose.sign1(sign, header, senml.encode_pack(measurements))
-
-
-def encode_status(sign, device_id, boot, seq, state, info, time_s=None):
-    """Sign a status message; `state` is "online" or "offline", `info` a map of counters."""
-    body = dict(info)
-    body["state"] = state
-    return cose.sign1(sign, _device_header(CT_STATUS, device_id, boot, seq, time_s), cbor.encode(body))
-
-
-def encode_ack(
-    sign, device_id, boot, seq, command_digest, counter, outcome, detail="", result=None, time_s=None
-):
-    """Sign an acknowledgement binding the SHA-256 of the command it answers and its outcome."""
-    body = {"cmd": command_digest, "n": counter, "outcome": outcome, "detail": detail, "result": result}
-    return cose.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
-
-
-def cose_key(public_key: bytes) -> "dict[int, Any]":
-    """Return the COSE_Key (RFC 9053) map of an Ed25519 public key."""
-    return {1: 1, -1: 6, -2: bytes(public_key)}  # kty OKP, crv Ed25519, x
-
-
-def encode_card(
-    sign: "Sign",
-    public_key: bytes,
-    board: str,
-    firmware: str,
-    time_s: "float | None" = None,
-    owner_id: "str | None" = None,
-) -> bytes:
-    """Sign the device card: a CWT (RFC 8392) binding id, key (RFC 8747 cnf), board and firmware."""
-    device_id = id_from_public_key(public_key)
-    claims = {ISS: device_id, SUB: device_id, CNF: {1: cose_key(public_key)}, "board": board, "fw": firmware}
-    if time_s is not None:
-        claims[IAT] = int(time_s)
-    if owner_id is not None:
-        claims["owner"] = owner_id
-    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_CARD}
-    return cose.sign1(sign, header, cbor.encode(claims))
 
 
 def encode_command(
@@ -161,25 +85,6 @@ def encode_command(
     }
     header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_COMMAND, cose.H_CWT_CLAIMS: claims}
     return cose.sign1(sign, header, cbor.encode({"op": op, "args": args}))
-
-
-def kind_of(message: cose.Sign1) -> str:
-    """Return the kind named by a parsed Sign1's content type, or raise 'wrong-kind'."""
-    kind = KIND_OF.get(message.content_type)
-    if kind is None:
-        raise ProtocolError(
-            "wrong-kind", "content type %r is not a protocol v1 kind" % (message.content_type,)
-        )
-    return kind
-
-
-def parse(data: bytes, expected_kind: str) -> cose.Sign1:
-    """Parse bytes as a COSE_Sign1 of `expected_kind`; raise ProtocolError otherwise."""
-    message = cose.parse_sign1(data, MAX_BYTES[expected_kind])
-    kind = kind_of(message)
-    if kind != expected_kind:
-        raise ProtocolError("wrong-kind", "a %s where a %s was expected" % (kind, expected_kind))
-    return message
 
 
 class DeviceMessage:
@@ -208,12 +113,6 @@ class DeviceMessage:
     @property
     def raw(self) -> bytes:
         return self.message.raw
-
-
-def _int_or_none(value: "Any", name: str) -> "int | None":
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise ProtocolError("malformed", name + " must be an integer")
 
 
 def parse_device_message(data: bytes, expected_kind: str) -> DeviceMessage:
@@ -349,102 +248,6 @@ def parse_endorsement(data, signer_public_key, verify):
     )
 
 
-class Command:
-    """An owner command, parsed but not yet verified or judged."""
-
-    def __init__(
-        self,
-        message: cose.Sign1,
-        owner_id: str,
-        device_id: str,
-        counter: int,
-        issued_s: int,
-        expires_s: int,
-        op: str,
-        args: "dict[str, Any]",
-    ):
-        self.message = message
-        self.owner_id = owner_id
-        self.device_id = device_id
-        self.counter = counter
-        self.issued_s = issued_s
-        self.expires_s = expires_s
-        self.op = op
-        self.args = args
-
-    def digest(self) -> bytes:
-        """Return the SHA-256 of the command's bytes, which its acknowledgement binds."""
-        return hashlib.sha256(self.message.raw).digest()
-
-
-def parse_command(data: bytes) -> Command:
-    """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
-    message = parse(data, "command")
-    claims = message.claims
-    owner_id = claims.get(ISS)
-    device_id = claims.get(AUD)
-    cti = claims.get(CTI)
-    if not is_valid_id(owner_id) or not is_valid_id(device_id):
-        raise ProtocolError("malformed", "command iss and aud must be ids")
-    if not isinstance(cti, bytes) or len(cti) != 8:
-        raise ProtocolError("malformed", "command cti must be an 8-byte counter")
-    issued_s = _int_or_none(claims.get(IAT), "iat")
-    expires_s = _int_or_none(claims.get(EXP), "exp")
-    if issued_s is None or expires_s is None:
-        raise ProtocolError("malformed", "command needs iat and exp")
-    body = cbor.decode(message.payload)
-    if (
-        not isinstance(body, dict)
-        or not isinstance(body.get("op"), str)
-        or not isinstance(body.get("args"), dict)
-    ):
-        raise ProtocolError("malformed", "command payload must be {op: text, args: map}")
-    counter = int.from_bytes(cti, "big")
-    return Command(message, owner_id, device_id, counter, issued_s, expires_s, body["op"], body["args"])
-
-
-def check_command(command, owner_public_key, device_id, last_counter, now_s, verify):
-    """Judge a parsed command for this device; raise ProtocolError with the refusal reason.
-
-    Order matters: the signature is checked before anything the sender chose is trusted, so a
-    forged command is always 'not-owner' or 'bad-signature', never 'replay' or 'expired'.
-    """
-    if owner_public_key is None:
-        raise ProtocolError("unclaimed", "device has no owner yet")
-    if command.owner_id != id_from_public_key(owner_public_key):
-        raise ProtocolError("not-owner", "signed for owner " + command.owner_id)
-    cose.verify_sign1(command.message, owner_public_key, verify)
-    if command.device_id != device_id:
-        raise ProtocolError("not-for-me", "addressed to " + command.device_id)
-    if command.counter <= last_counter:
-        raise ProtocolError("replay", "counter %d not above %d" % (command.counter, last_counter))
-    if now_s is not None and command.expires_s <= now_s:
-        raise ProtocolError("expired", "expired %d s ago" % (now_s - command.expires_s))
-
-
-def counter_of(data: "bytes | bytearray | memoryview") -> "tuple[int, int]":
-    """Return (boot, seq) of a device message from its cti, without decoding the rest.
-
-    The device reads back the counters of messages it signed itself (its flash queue keeps bytes
-    only). In deterministic CBOR the cti claim (7) is the last entry of the claims map (15), the
-    last entry of the protected header, so its 8 bytes end the protected bstr: no decode, no
-    allocation but the two slices. Raise ProtocolError('malformed') for anything else.
-    """
-    if len(data) < 16 or data[0] != 0xD2 or data[1] != 0x84:
-        raise ProtocolError("malformed", "not a COSE_Sign1 array")
-    head = data[2]
-    if 0x40 <= head < 0x58:
-        start, length = 3, head - 0x40
-    elif head == 0x58:
-        start, length = 4, data[3]
-    else:
-        raise ProtocolError("malformed", "protected header of a device message is 10..255 bytes")
-    end = start + length
-    if length < 10 or end > len(data) or data[end - 10] != CTI or data[end - 9] != 0x48:
-        raise ProtocolError("malformed", "protected header does not end with an 8-byte cti")
-    return int.from_bytes(data[end - 8 : end - 4], "big"), int.from_bytes(data[end - 4 : end], "big")
-
-
 def encode_receipt(
     sign: "Sign",
     signer_public_key: bytes,
@@ -467,73 +270,3 @@ def encode_receipt(
         claims[IAT] = int(time_s)
     header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_RECEIPT, cose.H_CWT_CLAIMS: claims}
     return cose.sign1(sign, header, cbor.encode([[r[0], r[1], r[2]] for r in ranges]))
-
-
-class Receipt:
-    """A receipt, parsed but not yet verified: `ranges` is a list of [boot, first_seq, last_seq]."""
-
-    __slots__ = ("message", "signer_id", "device_id", "counter", "time_s", "ranges")
-
-    def __init__(
-        self,
-        message: cose.Sign1,
-        signer_id: str,
-        device_id: str,
-        counter: int,
-        time_s: "int | None",
-        ranges: "list[list[int]]",
-    ):
-        self.message = message
-        self.signer_id = signer_id
-        self.device_id = device_id
-        self.counter = counter
-        self.time_s = time_s
-        self.ranges = ranges
-
-
-def _is_u32(value):
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U32
-
-
-def parse_receipt(data: bytes) -> Receipt:
-    """Parse a receipt into a Receipt; raise ProtocolError if a field is missing or mistyped."""
-    message = parse(data, "receipt")
-    claims = message.claims
-    signer_id = claims.get(ISS)
-    device_id = claims.get(AUD)
-    cti = claims.get(CTI)
-    if not is_valid_id(signer_id) or not is_valid_id(device_id):
-        raise ProtocolError("malformed", "receipt iss and aud must be ids")
-    if not isinstance(cti, bytes) or len(cti) != 8:
-        raise ProtocolError("malformed", "receipt cti must be an 8-byte counter")
-    for key in claims:
-        if key not in (ISS, AUD, IAT, CTI):
-            raise ProtocolError("malformed", "claim %r is not used in receipts" % (key,))
-    ranges = cbor.decode(message.payload)
-    if not isinstance(ranges, list) or not 0 < len(ranges) <= MAX_RANGES:
-        raise ProtocolError("malformed", "receipt payload must be a list of 1..%d ranges" % MAX_RANGES)
-    for entry in ranges:
-        if (
-            not isinstance(entry, list)
-            or len(entry) != 3
-            or not (_is_u32(entry[0]) and _is_u32(entry[1]) and _is_u32(entry[2]))
-            or entry[1] > entry[2]
-        ):
-            raise ProtocolError("malformed", "a receipt range is [boot, first_seq, last_seq], first <= last")
-    time_s = _int_or_none(claims.get(IAT), "iat")
-    return Receipt(message, signer_id, device_id, int.from_bytes(cti, "big"), time_s, ranges)
-
-
-def check_receipt(receipt, trusted_key, trusted_id, device_id, last_counter, verify):
-    """Judge a parsed receipt for this device; raise ProtocolError with the refusal reason.
-
-    `trusted_id` is id_from_public_key(trusted_key), computed once by the caller. The signature is
-    checked before the address and the counter, which the sender chose.
-    """
-    if receipt.signer_id != trusted_id:
-        raise ProtocolError("not-owner", "receipt signed by " + receipt.signer_id)
-    cose.verify_sign1(receipt.message, trusted_key, verify)
-    if receipt.device_id != device_id:
-        raise ProtocolError("not-for-me", "receipt for " + receipt.device_id)
-    if receipt.counter <= last_counter:
-        raise ProtocolError("replay", "receipt %d not above %d" % (receipt.counter, last_counter))

@@ -43,69 +43,81 @@ import struct
 import sys
 import time
 
+from fp import const
+
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    import ssl
+    from typing import Any, Awaitable, Callable, Iterable
+
+    Will = tuple[str, "bytes | bytearray", int, bool]  # (topic, payload, qos, retain)
+    Packet = tuple[int, "bytes | None", int]  # (first byte, body or None: too large, length)
+
 IS_CPYTHON = sys.implementation.name == "cpython"
-_monotonic = getattr(time, "monotonic", None)  # CPython's clock; MicroPython has ticks_ms
+try:
+    from time import (  # MicroPython's wrapping millisecond clock
+        ticks_diff,  # pyright: ignore[reportAssignmentType] (the stubs' ticks type)
+        ticks_ms,  # pyright: ignore[reportAssignmentType]
+    )
+except ImportError:  # CPython
+
+    def ticks_ms() -> int:
+        """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
+        return int(time.monotonic() * 1000)  # pyright: ignore[reportAttributeAccessIssue] (CPython only)
+
+    def ticks_diff(end: int, start: int) -> int:
+        return end - start
 
 
-def ticks_ms():
-    """A millisecond clock for intervals (wraps on MicroPython: compare with ticks_diff)."""
-    if _monotonic is None:
-        return time.ticks_ms()
-    return int(_monotonic() * 1000)
-
-
-def ticks_diff(end, start):
-    if _monotonic is None:
-        return time.ticks_diff(end, start)
-    return end - start
-
-
-CONNECT = 0x10
-CONNACK = 0x20
-PUBLISH = 0x30
-PUBACK = 0x40
-PUBREC = 0x50
-PUBREL = 0x62  # with its fixed flags 0010 (MQTT-3.6.1-1)
-PUBCOMP = 0x70
-SUBSCRIBE = 0x82  # flags 0010 (MQTT-3.8.1-1)
-SUBACK = 0x90
-UNSUBSCRIBE = 0xA2  # flags 0010 (MQTT-3.10.1-1)
-UNSUBACK = 0xB0
-PINGREQ = 0xC0
-PINGRESP = 0xD0
-DISCONNECT = 0xE0
-PUBACK_2 = bytes((PUBACK, 2))
-PUBLISH_QOS2 = 0x04  # the QoS 2 bit of a PUBLISH's first byte
-SUBACK_FAILURE = 0x80
-MAX_QOS2_PENDING = 16  # QoS 2 ids received and not yet released: more is a misbehaving broker
-CONNACK_CODES = {
-    1: "unacceptable protocol version",
-    2: "client identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-# MQTTError.reason: a closed set of short stable strings
-REASONS = (
-    "refused",  # CONNACK with a non-zero code (MQTTError.code holds it)
-    "closed",  # the broker closed the connection
-    "timeout",  # no CONNACK, PINGRESP or PUBACK in time
-    "protocol",  # a packet the spec does not allow from a broker
-    "network",  # the link is down or a socket error
-    "down",  # not connected (publish/subscribe while down, or a clean session lost)
-    "queue-full",  # max_queued publishes already wait
-    "stopped",  # stop() was called
-    "subscription-refused",  # SUBACK return code 0x80
-    "dropped",  # reconnect() asked for a new connection
-    "tls",  # the TLS handshake failed: the broker's certificate or name, or ours refused
+# Packet types and codes: const() names, folded into the code by MicroPython's compiler; those
+# with a leading underscore take no room in the module's globals on a board.
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+PUBACK = const(0x40)  # public: the agent's client acknowledges by hand (host_agent/bus/ackclient.py)
+_PUBREC = const(0x50)
+_PUBREL = const(0x62)  # with its fixed flags 0010 (MQTT-3.6.1-1)
+_PUBCOMP = const(0x70)
+_SUBSCRIBE = const(0x82)  # flags 0010 (MQTT-3.8.1-1)
+_SUBACK = const(0x90)
+_UNSUBSCRIBE = const(0xA2)  # flags 0010 (MQTT-3.10.1-1)
+_UNSUBACK = const(0xB0)
+_PINGREQ = const(0xC0)
+_PINGRESP = const(0xD0)
+_DISCONNECT = const(0xE0)
+_PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id follows
+_PUBLISH_QOS2 = const(0x04)  # the QoS 2 bit of a PUBLISH's first byte
+_SUBACK_FAILURE = const(0x80)
+_MAX_QOS2_PENDING = const(16)  # QoS 2 ids received and not yet released: more is a misbehaving broker
+# CONNACK's refusal codes 1..5, by code - 1
+_CONNACK_CODES = const(
+    (
+        "unacceptable protocol version",
+        "client identifier rejected",
+        "server unavailable",
+        "bad user name or password",
+        "not authorized",
+    )
 )
+
+# MQTTError.reason, a closed set of short stable strings:
+# "refused"  CONNACK with a non-zero code (MQTTError.code holds it)
+# "closed"  the broker closed the connection
+# "timeout"  no CONNACK, PINGRESP or PUBACK in time
+# "protocol"  a packet the spec does not allow from a broker
+# "network"  the link is down or a socket error
+# "down"  not connected (publish/subscribe while down, or a clean session lost)
+# "queue-full"  max_queued publishes already wait
+# "stopped"  stop() was called
+# "subscription-refused"  SUBACK return code 0x80
+# "dropped"  reconnect() asked for a new connection
+# "tls"  the TLS handshake failed: the broker's certificate or name, or ours refused
 
 
 class MQTTError(Exception):
-    """A failure of the connection or of one request, with `reason` (one of REASONS)."""
+    """A failure of the connection or of one request, with `reason` (one of the list above)."""
 
-    def __init__(self, reason, detail="", code=None):
+    def __init__(self, reason: str, detail: str = "", code: "int | None" = None):
         super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.code = code
@@ -116,7 +128,7 @@ class Message:
 
     __slots__ = ("topic", "payload", "qos", "retain", "dup")
 
-    def __init__(self, topic, payload, qos, retain, dup):
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool):
         self.topic = topic  # str
         self.payload = payload  # bytes
         self.qos = qos
@@ -124,7 +136,7 @@ class Message:
         self.dup = dup
 
 
-def _string(value, what="string"):
+def _string(value: "str | bytes | bytearray", what: str = "string") -> bytes:
     raw = value.encode() if isinstance(value, str) else bytes(value)
     if len(raw) > 65535:
         raise ValueError("%s longer than 65,535 bytes" % what)
@@ -133,7 +145,7 @@ def _string(value, what="string"):
     return struct.pack(">H", len(raw)) + raw
 
 
-def _remaining_length(n):
+def _remaining_length(n: int) -> bytes:
     if n > 268435455:
         raise ValueError("packet longer than 268,435,455 bytes")
     out = bytearray()
@@ -145,7 +157,7 @@ def _remaining_length(n):
             return bytes(out)
 
 
-def check_topic(topic):
+def check_topic(topic: str) -> None:
     """Raise ValueError unless `topic` may be published to (MQTT-4.7.3-1, MQTT-3.3.2-2)."""
     if not isinstance(topic, str) or not topic:
         raise ValueError("topic must be a non-empty string")
@@ -153,7 +165,7 @@ def check_topic(topic):
         raise ValueError("topic %r has a wildcard" % topic)
 
 
-def check_filter(topic_filter):
+def check_filter(topic_filter: str) -> None:
     """Raise ValueError unless `topic_filter` is a valid filter (MQTT-4.7.1-2, MQTT-4.7.1-3)."""
     if not isinstance(topic_filter, str) or not topic_filter:
         raise ValueError("topic filter must be a non-empty string")
@@ -165,7 +177,14 @@ def check_filter(topic_filter):
             raise ValueError("'+' must be a whole level in %r" % topic_filter)
 
 
-def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password=None):
+def connect_packet(
+    client_id: str,
+    keepalive_s: float,
+    clean: bool,
+    will: "Will | None" = None,
+    user: "str | None" = None,
+    password: "str | bytes | None" = None,
+) -> bytes:
     """Return the bytes of a CONNECT packet; `will` is (topic, payload, qos, retain).
 
     Raise ValueError for what MQTT 3.1.1 forbids a client to send.
@@ -195,17 +214,19 @@ def connect_packet(client_id, keepalive_s, clean, will=None, user=None, password
             payload += _string(password, "password")
     variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", int(keepalive_s))
     body = variable + payload
-    return bytes((CONNECT,)) + _remaining_length(len(body)) + body
+    return bytes((_CONNECT,)) + _remaining_length(len(body)) + body
 
 
-def publish_packet(topic, payload, qos, retain, packet_id, dup=False):
+def publish_packet(
+    topic: str, payload: "bytes | bytearray", qos: int, retain: bool, packet_id: int, dup: bool = False
+) -> bytes:
     """Return the bytes of a PUBLISH packet."""
-    header = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    header = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     body = _string(topic, "topic") + (struct.pack(">H", packet_id) if qos else b"") + bytes(payload)
     return bytes((header,)) + _remaining_length(len(body)) + body
 
 
-def subscribe_packet(packet_id, subscriptions):
+def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]") -> bytes:
     """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...]."""
     if not subscriptions:
         raise ValueError("SUBSCRIBE needs at least one filter")  # MQTT-3.8.3-3
@@ -215,10 +236,10 @@ def subscribe_packet(packet_id, subscriptions):
         if qos not in (0, 1, 2):
             raise ValueError("subscription qos must be 0, 1 or 2")
         body += _string(topic_filter, "topic filter") + bytes((qos,))
-    return bytes((SUBSCRIBE,)) + _remaining_length(len(body)) + body
+    return bytes((_SUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
-def unsubscribe_packet(packet_id, topic_filters):
+def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
     """Return the bytes of an UNSUBSCRIBE packet for [filter, ...]."""
     if not topic_filters:
         raise ValueError("UNSUBSCRIBE needs at least one filter")  # MQTT-3.10.3-2
@@ -226,7 +247,7 @@ def unsubscribe_packet(packet_id, topic_filters):
     for topic_filter in topic_filters:
         check_filter(topic_filter)
         body += _string(topic_filter, "topic filter")
-    return bytes((UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
+    return bytes((_UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
 class Broker:
@@ -242,16 +263,16 @@ class Broker:
 
     def __init__(
         self,
-        host,
-        port=1883,
-        user=None,
-        password=None,
-        tls=False,
-        ca=None,
-        client_cert=None,
-        client_key=None,
-        server_hostname=None,
-        alpn=None,
+        host: str,
+        port: int = 1883,
+        user: "str | None" = None,
+        password: "str | bytes | None" = None,
+        tls: bool = False,
+        ca: "Iterable[bytes] | None" = None,
+        client_cert: "bytes | None" = None,
+        client_key: "bytes | None" = None,
+        server_hostname: "str | None" = None,
+        alpn: "Iterable[str] | None" = None,
     ):
         if not isinstance(host, str) or not host:
             raise ValueError("broker host must be a non-empty string")
@@ -273,7 +294,9 @@ class Broker:
         if alpn is not None:
             if not alpn or not all(isinstance(name, str) and 0 < len(name) < 256 for name in alpn):
                 raise ValueError("alpn must be a list of protocol names")
-            if not _has_alpn():
+            import ssl
+
+            if not hasattr(ssl.SSLContext, "set_alpn_protocols"):
                 raise ValueError("alpn: this interpreter's ssl module has no ALPN")
         for der in list(ca or ()) + [client_cert or b"\x30", client_key or b"\x30"]:
             if not isinstance(der, (bytes, bytearray)) or der[:1] != b"\x30":
@@ -285,10 +308,10 @@ class Broker:
         self.server_hostname = server_hostname or host
         self.alpn = list(alpn) if alpn else None
 
-    def key(self):
+    def key(self) -> str:
         return "%s:%d" % (self.host, self.port)
 
-    def ssl_context(self):
+    def ssl_context(self) -> "ssl.SSLContext":
         """The SSLContext for this broker: chain and name required, client certificate if any."""
         import ssl
 
@@ -299,7 +322,7 @@ class Broker:
             context.load_verify_locations(cadata=der)  # one call per certificate: MicroPython adds
         if self.client_cert:
             if IS_CPYTHON:  # its load_cert_chain takes files only
-                _load_chain_from_memory(context, self.client_cert, self.client_key)
+                _load_chain_from_memory(context, self.client_cert, self.client_key or b"")  # both or neither
             else:
                 context.load_cert_chain(self.client_cert, self.client_key)
         if self.alpn:
@@ -307,13 +330,7 @@ class Broker:
         return context
 
 
-def _has_alpn():
-    import ssl
-
-    return hasattr(ssl.SSLContext, "set_alpn_protocols")
-
-
-def _load_chain_from_memory(context, cert_der, key_der):
+def _load_chain_from_memory(context: "ssl.SSLContext", cert_der: bytes, key_der: bytes) -> None:
     """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder.
 
     CPython only (the board's ssl takes DER from memory), hence the type checker's silence below:
@@ -347,14 +364,14 @@ class _Outgoing:
 
     __slots__ = ("packet", "id_at", "packet_id", "is_sent", "sent_ms", "done", "error")
 
-    def __init__(self, packet, id_at):
+    def __init__(self, packet: bytearray, id_at: int):
         self.packet = packet  # PUBLISH bytearray (the id and DUP filled in place), or the PUBREL
         self.id_at = id_at
         self.packet_id = 0
         self.is_sent = False
         self.sent_ms = 0
         self.done = asyncio.Event()
-        self.error = None
+        self.error: "MQTTError | None" = None
 
 
 class _Request:
@@ -362,18 +379,18 @@ class _Request:
 
     __slots__ = ("kind", "done", "result", "error")
 
-    def __init__(self, kind):
+    def __init__(self, kind: str):
         self.kind = kind
         self.done = asyncio.Event()
-        self.result = None
-        self.error = None
+        self.result: "Any" = None  # the filters asked, then the SUBACK's codes
+        self.error: "MQTTError | None" = None
 
 
-def _ignored(topic, size):
+def _ignored(topic: bytes, size: int) -> None:
     """The default on_oversized: the count and the log line are enough on a board."""
 
 
-async def _nothing():
+async def _nothing() -> None:
     """The default on_up: nothing to do after a (re)connect."""
 
 
@@ -382,23 +399,23 @@ class MQTTClient:
 
     def __init__(
         self,
-        broker,
-        client_id,
-        on_message=None,
-        will=None,
-        keepalive_s=30,
-        clean=True,
-        subscriptions=(),
-        max_packet_bytes=8192,
-        ack_timeout_s=10.0,
-        max_backoff_s=30.0,
-        log=None,
-        link_up=None,
-        read_chunk=512,
-        max_inflight=4,
-        max_queued=16,
-        reconnect=True,
-        connect_timeout_s=10.0,
+        broker: Broker,
+        client_id: str,
+        on_message: "Callable[[Any], Awaitable[None]] | None" = None,
+        will: "Will | Callable[[], Will] | None" = None,
+        keepalive_s: float = 30,
+        clean: bool = True,
+        subscriptions: "Iterable[tuple[str, int]]" = (),
+        max_packet_bytes: int = 8192,
+        ack_timeout_s: float = 10.0,
+        max_backoff_s: float = 30.0,
+        log: "Callable[[str], Any] | None" = None,
+        link_up: "Callable[[], bool] | None" = None,
+        read_chunk: int = 512,
+        max_inflight: int = 4,
+        max_queued: int = 16,
+        reconnect: bool = True,
+        connect_timeout_s: float = 10.0,
     ):
         # checked here, once: a bad client id or will fails at construction, not at each connect
         connect_packet(client_id, keepalive_s, clean, None, broker.user, broker.password)
@@ -418,7 +435,7 @@ class MQTTClient:
         self.max_packet_bytes = max_packet_bytes
         self.ack_timeout_s = ack_timeout_s
         self.max_backoff_s = max_backoff_s
-        self.log = log or (lambda text: None)
+        self.log: "Callable[[str], Any]" = log or (lambda text: None)
         self.link_up = link_up  # the hardware layer's "is the network there?" (Wi-Fi, or the sim's cut)
         self.read_chunk = read_chunk  # bytes per read: small on a board, large for the agent's stream
         self.max_inflight = max_inflight
@@ -426,41 +443,47 @@ class MQTTClient:
         self.is_reconnecting = reconnect
         self.connect_timeout_s = connect_timeout_s
         self.oversized = 0
-        self.on_oversized = _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
+        self.on_oversized: "Callable[[bytes, int], None]" = (
+            _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
+        )
         self.is_up = False
         self.up = asyncio.Event()  # set on each connect (the application clears it), as mqtt_as
         self.down = asyncio.Event()  # set on each loss of a connection
-        self.on_up = _nothing  # coroutine function called after each (re)connect
+        self.on_up: "Callable[[], Awaitable[None]]" = (
+            _nothing  # coroutine function called after each (re)connect
+        )
         self.connects = 0
         self.errors = 0
         self.session_present = False
-        self.granted = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
-        self._reader = None
-        self._writer = None
-        self._buffer = b""  # read from the broker, parsed up to _position
+        self.granted: "dict[str, int]" = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
+        self._reader: "asyncio.StreamReader | None" = None
+        self._writer: "asyncio.StreamWriter | None" = None
+        self._buffer: "bytes" = b""  # read from the broker, parsed up to _position
         self._position = 0
         self._next_id = 0
-        self._queue = []  # _Outgoing not yet sent, oldest first
-        self._window = []  # _Outgoing sent (or to resend), unacknowledged: PUBRELs, then PUBLISHes oldest first
-        self._requests = {}  # packet id -> _Request
-        self._qos2_ids = set()  # QoS 2 packet ids received, not yet released (PUBREL)
+        self._queue: "list[_Outgoing]" = []  # _Outgoing not yet sent, oldest first
+        self._window: "list[_Outgoing]" = []  # _Outgoing sent (or to resend), unacknowledged: PUBRELs, then PUBLISHes oldest first
+        self._requests: "dict[int, _Request]" = {}  # packet id -> _Request
+        self._qos2_ids: "set[bytes]" = set()  # QoS 2 packet ids received, not yet released (PUBREL)
         self._stopped = False
-        self._drop_reason = None  # set by reconnect() or a failed write: the serving loop drops
+        self._drop_reason: "str | None" = None  # set by reconnect() or a failed write: the serving loop drops
         self._write_lock = asyncio.Lock()
         self._last_tx_ms = ticks_ms()
         self._pingresp_count = 0
-        self._reader_task = None
-        self._reader_error = None
-        self._on_up_task = None
+        self._reader_task: "asyncio.Task[None] | None" = None
+        self._reader_error: "Exception | None" = None
+        self._on_up_task: "asyncio.Task[None] | None" = None
         self._up_event = asyncio.Event()
 
     # --- the application's surface -------------------------------------------------------
 
-    async def wait_up(self, timeout_s):
+    async def wait_up(self, timeout_s: float) -> None:
         """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
         await asyncio.wait_for(self._up_event.wait(), timeout_s)
 
-    async def publish(self, topic, payload, qos=1, retain=False):
+    async def publish(
+        self, topic: str, payload: "bytes | bytearray", qos: int = 1, retain: bool = False
+    ) -> None:
         """Publish; with QoS 1 or 2 return once the broker acknowledged it (PUBACK, or PUBCOMP),
         across reconnects when the session is kept. Raise MQTTError ("down", "queue-full",
         "stopped") when it cannot."""
@@ -494,28 +517,28 @@ class MQTTClient:
         if entry.error:
             raise entry.error
 
-    async def subscribe(self, topic_filter, qos=1):
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
         """Subscribe (kept on every reconnect); return the granted QoS.
 
         Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
         subscribe_packet(1, [(topic_filter, qos)])
         granted = await self._request("sub", [(topic_filter, qos)])
-        code = granted[0] if granted else SUBACK_FAILURE
+        code = granted[0] if granted else _SUBACK_FAILURE
         self.granted[topic_filter] = code
-        if code == SUBACK_FAILURE:
+        if code == _SUBACK_FAILURE:
             raise MQTTError("subscription-refused", topic_filter)
         if (topic_filter, qos) not in self.subscriptions:
             self.subscriptions.append((topic_filter, qos))
         return code
 
-    async def unsubscribe(self, topic_filter):
+    async def unsubscribe(self, topic_filter: str) -> None:
         """Unsubscribe (and no longer subscribe on reconnect); return once UNSUBACK came."""
         check_filter(topic_filter)
         self.subscriptions = [s for s in self.subscriptions if s[0] != topic_filter]
         self.granted.pop(topic_filter, None)
         await self._request("unsub", [topic_filter])
 
-    async def run(self):
+    async def run(self) -> None:
         """Connect, serve, and reconnect (until stop(); once only with reconnect=False)."""
         backoff = min(0.5, self.max_backoff_s)
         while not self._stopped:
@@ -540,11 +563,11 @@ class MQTTClient:
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.max_backoff_s)
 
-    def reconnect(self, reason):
+    def reconnect(self, reason: str) -> None:
         """Drop the current connection (the state machine then reconnects with backoff)."""
         self._drop_reason = reason
 
-    def stop(self):
+    def stop(self) -> None:
         """Send DISCONNECT (no will), close, stop reconnecting; what waits fails with "stopped"."""
         if self._stopped:
             return
@@ -553,7 +576,7 @@ class MQTTClient:
             try:
                 # written straight to the socket (both interpreters write at once when nothing
                 # else is buffered); after it nothing more is sent (MQTT-3.14.4-2)
-                self._writer.write(bytes((DISCONNECT, 0)))
+                self._writer.write(bytes((_DISCONNECT, 0)))
             except OSError:
                 pass
         self._drop()
@@ -565,13 +588,13 @@ class MQTTClient:
 
     # --- connection ------------------------------------------------------------------------
 
-    async def _call_on_up(self):
+    async def _call_on_up(self) -> None:
         try:
             await self.on_up()
         except Exception as error:  # never a task whose error nobody retrieves
             self.log("mqtt %s: on_up failed: %s %s" % (self.broker.key(), type(error).__name__, error))
 
-    def _drop(self):
+    def _drop(self) -> None:
         was_up = self.is_up
         self.is_up = False
         self._up_event = asyncio.Event()
@@ -609,7 +632,7 @@ class MQTTClient:
             self.down.set()
             self.log("mqtt %s: down" % self.broker.key())
 
-    async def _connect(self):
+    async def _connect(self) -> None:
         if not self.broker.tls:
             return await self._open()
         try:
@@ -619,7 +642,7 @@ class MQTTClient:
                 raise MQTTError("tls", "%s %s" % (type(error).__name__, error))
             raise
 
-    async def _open(self):
+    async def _open(self) -> None:
         if self.link_up and not self.link_up():
             raise MQTTError("network", "network down")
         context = self.broker.ssl_context() if self.broker.tls else None
@@ -647,11 +670,11 @@ class MQTTClient:
             header, body = await asyncio.wait_for(self._next_packet(), self.connect_timeout_s)
         except asyncio.TimeoutError:
             raise MQTTError("timeout", "no CONNACK")
-        if header != CONNACK or len(body) != 2 or body[0] & 0xFE:
+        if header != _CONNACK or len(body) != 2 or body[0] & 0xFE:
             raise MQTTError("protocol", "expected CONNACK, got packet type 0x%02x" % header)
         if body[1] != 0:
             code = body[1]
-            raise MQTTError("refused", CONNACK_CODES.get(code, "code %d" % code), code)
+            raise MQTTError("refused", _CONNACK_CODES[code - 1] if code <= 5 else "code %d" % code, code)
         if self._stopped:
             raise MQTTError("stopped")
         self.session_present = bool(body[0] & 1)
@@ -660,7 +683,7 @@ class MQTTClient:
         # The session's unacknowledged PUBRELs, then PUBLISHes, in order, same ids, a PUBLISH with
         # DUP=1 (MQTT-4.4.0-1): the window holds them so (_acknowledged)
         for entry in self._window:
-            if entry.is_sent and entry.packet[0] != PUBREL:
+            if entry.is_sent and entry.packet[0] != _PUBREL:
                 entry.packet[0] |= 0x08
             entry.is_sent = True
             entry.sent_ms = ticks_ms()
@@ -676,7 +699,7 @@ class MQTTClient:
         self.log("mqtt %s: up" % self.broker.key())
         await self._pump()
 
-    def _new_id(self):
+    def _new_id(self) -> int:
         """A packet id no unacknowledged packet of ours holds (MQTT-2.3.1-1, MQTT-2.3.1-2)."""
         used = [entry.packet_id for entry in self._window]
         while True:
@@ -684,14 +707,14 @@ class MQTTClient:
             if self._next_id not in self._requests and self._next_id not in used:
                 return self._next_id
 
-    def _request_start(self, kind, items):
+    def _request_start(self, kind: str, items: "list[Any]") -> "tuple[int, _Request]":
         request = _Request(kind)
         request.result = items
         packet_id = self._new_id()
         self._requests[packet_id] = request
         return packet_id, request
 
-    async def _request(self, kind, items):
+    async def _request(self, kind: str, items: "list[Any]") -> "Any":
         if self._stopped:
             raise MQTTError("stopped")
         if not self.is_up:
@@ -711,7 +734,7 @@ class MQTTClient:
             raise request.error
         return request.result
 
-    async def _send(self, packet):
+    async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of
         concurrent tasks never interleave and MicroPython's stream never drains twice at once."""
         writer = self._writer
@@ -724,7 +747,7 @@ class MQTTClient:
             await writer.drain()
             self._last_tx_ms = ticks_ms()
 
-    async def _pump(self):
+    async def _pump(self) -> None:
         """Send queued publishes while the window has room (each PUBACK or PUBCOMP makes room for one)."""
         while self.is_up and self._queue and len(self._window) < self.max_inflight:
             entry = self._queue.pop(0)
@@ -741,13 +764,13 @@ class MQTTClient:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _link(self):
+    def _link(self) -> "tuple[asyncio.StreamReader, asyncio.StreamWriter]":
         """The open connection's (reader, writer), or MQTTError when there is none."""
         if self._reader is None or self._writer is None:
             raise MQTTError("down", "not connected")
         return self._reader, self._writer
 
-    def _parse(self):
+    def _parse(self) -> "Packet | None":
         """The next packet in the buffer as (first byte, body, remaining length), or None until
         all of it has arrived; body None: a PUBLISH beyond max_packet_bytes, to read past."""
         buffer, start = self._buffer, self._position
@@ -766,7 +789,7 @@ class MQTTClient:
             raise MQTTError("protocol", "remaining length longer than 4 bytes")
         header = buffer[start]
         if length > self.max_packet_bytes:
-            if header & 0xF0 != PUBLISH:
+            if header & 0xF0 != _PUBLISH:
                 raise MQTTError(
                     "protocol",
                     "packet of %d bytes exceeds the %d-byte limit" % (length, self.max_packet_bytes),
@@ -778,7 +801,7 @@ class MQTTClient:
         self._position = index + length
         return header, buffer[index : index + length], length
 
-    async def _fill(self):
+    async def _fill(self) -> None:
         """Read what the broker has sent (up to read_chunk bytes) behind what is left unparsed."""
         chunk = await self._link()[0].read(self.read_chunk)
         if not chunk:
@@ -787,7 +810,7 @@ class MQTTClient:
         self._buffer = rest + chunk if rest else chunk
         self._position = 0
 
-    async def _take(self, count):
+    async def _take(self, count: int) -> bytes:
         """`count` bytes: what the buffer holds first, then straight from the stream."""
         held = self._buffer[self._position : self._position + count]
         self._position += len(held)
@@ -795,7 +818,7 @@ class MQTTClient:
             held += await self._link()[0].readexactly(count - len(held))
         return held
 
-    async def _next_packet(self):
+    async def _next_packet(self) -> "tuple[int, bytes]":
         """The next packet as (first byte, body), read as needed; a PUBLISH too large is read past.
 
         Packets are parsed out of whole reads: one read for as many as have arrived.
@@ -810,7 +833,7 @@ class MQTTClient:
                 return header, body
             await self._skip_publish(header, length)
 
-    async def _skip_publish(self, header, length):
+    async def _skip_publish(self, header: int, length: int) -> None:
         """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
         qos = (header >> 1) & 3
         if qos == 3:
@@ -836,12 +859,12 @@ class MQTTClient:
         self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
         packet_id = rest[topic_length : topic_length + 2]
         if qos == 1:
-            await self._send(PUBACK_2 + packet_id)
+            await self._send(_PUBACK_2 + packet_id)
         elif qos == 2:
             self._qos2_received(packet_id)
-            await self._send(bytes((PUBREC, 2)) + packet_id)
+            await self._send(bytes((_PUBREC, 2)) + packet_id)
 
-    async def _read_forever(self):
+    async def _read_forever(self) -> None:
         # Never ends with an error: it keeps it for the serving loop, which drops the link.
         try:
             while True:
@@ -852,54 +875,54 @@ class MQTTClient:
         except Exception as error:
             self._reader_error = error
 
-    async def _dispatch(self, header, body):
+    async def _dispatch(self, header: int, body: bytes) -> None:
         kind = header & 0xF0
-        if kind == PUBLISH:
+        if kind == _PUBLISH:
             await self._incoming(header, body)
             return
-        if header == PUBREL:
+        if header == _PUBREL:
             if len(body) != 2:
                 raise MQTTError("protocol", "PUBREL with %d bytes" % len(body))
             self._qos2_ids.discard(bytes(body))
-            await self._send(bytes((PUBCOMP, 2)) + body)  # MQTT-4.3.3-2: for every PUBREL
+            await self._send(bytes((_PUBCOMP, 2)) + body)  # MQTT-4.3.3-2: for every PUBREL
             return
         if header & 0x0F:
             # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
             raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
-        if kind == PUBACK or kind == PUBREC or kind == PUBCOMP:
+        if kind == PUBACK or kind == _PUBREC or kind == _PUBCOMP:
             if len(body) != 2:
                 raise MQTTError("protocol", "acknowledgement 0x%02x with %d bytes" % (kind, len(body)))
             await self._acknowledged(kind, struct.unpack(">H", body)[0])
-        elif kind == SUBACK or kind == UNSUBACK:
-            if len(body) < 2 or (kind == UNSUBACK and len(body) != 2):
+        elif kind == _SUBACK or kind == _UNSUBACK:
+            if len(body) < 2 or (kind == _UNSUBACK and len(body) != 2):
                 raise MQTTError(
-                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == SUBACK else "UNSUBACK", len(body))
+                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == _SUBACK else "UNSUBACK", len(body))
                 )
             request = self._requests.pop(struct.unpack(">H", body[:2])[0], None)
-            if request is None or request.kind != ("sub" if kind == SUBACK else "unsub"):
+            if request is None or request.kind != ("sub" if kind == _SUBACK else "unsub"):
                 raise MQTTError("protocol", "acknowledgement of no request of ours")
-            if kind == SUBACK:
+            if kind == _SUBACK:
                 codes = bytes(body[2:])
                 if len(codes) != len(request.result):
                     raise MQTTError(
                         "protocol", "SUBACK with %d codes for %d filters" % (len(codes), len(request.result))
                     )
                 for (topic_filter, _), code in zip(request.result, codes):
-                    if code not in (0, 1, 2, SUBACK_FAILURE):
+                    if code not in (0, 1, 2, _SUBACK_FAILURE):
                         raise MQTTError("protocol", "SUBACK code 0x%02x" % code)
                     self.granted[topic_filter] = code
-                    if code == SUBACK_FAILURE:
+                    if code == _SUBACK_FAILURE:
                         self.log("mqtt %s: subscription to %s refused" % (self.broker.key(), topic_filter))
                 request.result = codes
             request.done.set()
-        elif kind == PINGRESP:
+        elif kind == _PINGRESP:
             if body:
                 raise MQTTError("protocol", "PINGRESP with a body")
             self._pingresp_count += 1
         else:
             raise MQTTError("protocol", "unexpected packet type 0x%02x from the broker" % kind)
 
-    async def _acknowledged(self, kind, packet_id):
+    async def _acknowledged(self, kind: int, packet_id: int) -> None:
         """A PUBACK, PUBREC or PUBCOMP: release the publish it ends, or send the PUBREL it asks."""
         window = self._window
         for index in range(len(window)):
@@ -911,22 +934,22 @@ class MQTTClient:
                 return
             raise MQTTError("protocol", "0x%02x for no QoS 2 publish of ours (id %d)" % (kind, packet_id))
         first = entry.packet[0]
-        if kind == PUBREC and first == PUBREL:
+        if kind == _PUBREC and first == _PUBREL:
             # a PUBREC again (mosquitto sent two for one resent PUBLISH: its issue 918): the
             # PUBREL again, which the broker answers once more (MQTT-4.3.3-2)
             await self._send(entry.packet)
             return
-        expected = PUBCOMP if first == PUBREL else PUBREC if first & PUBLISH_QOS2 else PUBACK
+        expected = _PUBCOMP if first == _PUBREL else _PUBREC if first & _PUBLISH_QOS2 else PUBACK
         if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a PUBREC for QoS 1
             raise MQTTError("protocol", "0x%02x where 0x%02x was due (id %d)" % (kind, expected, packet_id))
-        if kind == PUBREC:
+        if kind == _PUBREC:
             # the PUBRELs lead the window, in the order their PUBRECs came (MQTT-4.6.0-4), so that
             # a reconnect resends them so, ahead of the PUBLISHes
             released = 0
-            while window[released].packet[0] == PUBREL:
+            while window[released].packet[0] == _PUBREL:
                 released += 1
             # The PUBLISH is the broker's now: it is never sent again (MQTT-4.3.3-1), and its bytes go
-            entry.packet = bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
+            entry.packet = bytearray((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
             del window[index]
             window.insert(released, entry)
             entry.sent_ms = ticks_ms()
@@ -936,16 +959,16 @@ class MQTTClient:
         entry.done.set()
         await self._pump()
 
-    def _qos2_received(self, packet_id):
+    def _qos2_received(self, packet_id: bytes) -> bool:
         """Record a QoS 2 id; True when it is new (deliver), False for a resend (do not)."""
         if packet_id in self._qos2_ids:
             return False
-        if len(self._qos2_ids) >= MAX_QOS2_PENDING:
-            raise MQTTError("protocol", "more than %d QoS 2 messages unreleased" % MAX_QOS2_PENDING)
+        if len(self._qos2_ids) >= _MAX_QOS2_PENDING:
+            raise MQTTError("protocol", "more than %d QoS 2 messages unreleased" % _MAX_QOS2_PENDING)
         self._qos2_ids.add(bytes(packet_id))
         return True
 
-    async def _incoming(self, header, body):
+    async def _incoming(self, header: int, body: bytes) -> None:
         qos = (header >> 1) & 3
         if qos == 3 or len(body) < 2:
             raise MQTTError("protocol", "malformed PUBLISH")
@@ -967,17 +990,17 @@ class MQTTClient:
         if qos == 2:
             if self._qos2_received(packet_id):
                 await self._deliver(message)
-            await self._send(bytes((PUBREC, 2)) + packet_id)
+            await self._send(bytes((_PUBREC, 2)) + packet_id)
             return
         await self._received(message, packet_id if qos else None)
 
-    async def _received(self, message, packet_id):
+    async def _received(self, message: Message, packet_id: "bytes | None") -> None:
         """Hand a QoS 0/1 message to the application, then acknowledge a QoS 1 one (its id)."""
         await self._deliver(message)
         if packet_id is not None:
-            await self._send(PUBACK_2 + packet_id)
+            await self._send(_PUBACK_2 + packet_id)
 
-    async def _deliver(self, message):
+    async def _deliver(self, message: Message) -> None:
         if self.on_message:
             try:
                 await self.on_message(message)
@@ -986,7 +1009,7 @@ class MQTTClient:
 
     # --- keepalive and the link ------------------------------------------------------------
 
-    async def _serve(self):
+    async def _serve(self) -> None:
         # The reader task takes whole packets; this loop watches the link, the keepalive and the
         # acknowledgements, so a read is never cancelled half-way through a packet.
         ping_sent_ms = None
@@ -1019,11 +1042,11 @@ class MQTTClient:
                 # counted from the last packet sent (MQTT-3.1.2-23), with half the interval to
                 # spare; the PINGRESP also proves that the broker still answers
                 pings_answered = self._pingresp_count
-                await self._send(bytes((PINGREQ, 0)))
+                await self._send(bytes((_PINGREQ, 0)))
                 ping_sent_ms = ticks_ms()
 
 
-def _is_tls_error(error):
+def _is_tls_error(error: Exception) -> bool:
     """An error of the TLS layer: CPython's ssl.SSLError; under MicroPython, mbedtls refusing a
     certificate (ValueError) or failing the handshake (OSError with a negative mbedtls code)."""
     try:
@@ -1039,7 +1062,7 @@ def _is_tls_error(error):
     return isinstance(code, int) and code < 0
 
 
-def _as_mqtt_error(error):
+def _as_mqtt_error(error: Exception) -> MQTTError:
     if isinstance(error, MQTTError):
         return error
     if isinstance(error, asyncio.TimeoutError):

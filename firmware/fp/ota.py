@@ -310,7 +310,7 @@ def handle(device, data: bytes, firmware_version: str) -> bool:
 
 def unload() -> None:
     """Drop this module and those only it uses: code loaded from .mpy lives in the heap."""
-    for name in ("ota", "slots", "release"):
+    for name in ("ota", "slots", "release", "cbor_decode"):
         unload_module(name)
 
 

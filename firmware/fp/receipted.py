@@ -10,7 +10,7 @@ go again. Loaded only when a destination has a receipt key.
 
 import time
 
-from fp import ed25519, ids, messages
+from fp import ed25519, ids, inbound
 from fp.destinations import RAM_SLOTS, Destination
 from fp.errors import ProtocolError
 from fp.receipts import Ranges
@@ -60,8 +60,8 @@ class ReceiptedDestination(Destination):
     def on_receipt(self, data):
         """Take a receipt: drop what it covers; refuse (and count) any that does not verify."""
         try:
-            receipt = messages.parse_receipt(data)
-            messages.check_receipt(
+            receipt = inbound.parse_receipt(data)
+            inbound.check_receipt(
                 receipt,
                 self.receipt_key,
                 self.receipt_id,

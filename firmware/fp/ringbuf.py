@@ -15,6 +15,7 @@ empties. When full, the oldest message is overwritten and counted in `dropped`.
 import os
 import struct
 
+from fp import const
 from fp.storage import exists
 
 try:
@@ -22,9 +23,9 @@ try:
 except ImportError:  # pragma: no cover
     from zlib import crc32
 
-MAGIC = 0xF5
-HEADER = 12  # magic u8, kind u8, length u16, number u32, crc u32
-POINTER_BATCH = 16
+_MAGIC = const(0xF5)
+_HEADER = const(12)  # magic u8, kind u8, length u16, number u32, crc u32
+_POINTER_BATCH = const(16)
 SLOT_BYTES = 512  # a signed reading with its header fits with room to spare
 KINDS = ("reading", "ack", "status")
 
@@ -125,13 +126,13 @@ class RingBuffer:
     def _read_slot(self, f, index):
         f.seek(index * self.slot_bytes)
         raw = self._slot
-        if f.readinto(raw) != self.slot_bytes or raw[0] != MAGIC:
+        if f.readinto(raw) != self.slot_bytes or raw[0] != _MAGIC:
             return None
         view = memoryview(raw)
-        magic, kind, length, number, check = struct.unpack("<BBHII", view[:HEADER])
-        if HEADER + length > self.slot_bytes:
+        magic, kind, length, number, check = struct.unpack("<BBHII", view[:_HEADER])
+        if _HEADER + length > self.slot_bytes:
             return False
-        body = view[HEADER : HEADER + length]
+        body = view[_HEADER : _HEADER + length]
         if crc32(body, crc32(view[:8])) & 0xFFFFFFFF != check:
             return False  # torn: the write of this slot did not finish
         return number, kind, body
@@ -179,7 +180,7 @@ class RingBuffer:
 
     def append(self, kind, payload):
         """Store a message; when full, overwrite the oldest and count it as dropped."""
-        if HEADER + len(payload) > self.slot_bytes:
+        if _HEADER + len(payload) > self.slot_bytes:
             raise ValueError("message of %d bytes exceeds a %d-byte slot" % (len(payload), self.slot_bytes))
         if self.pending >= self.slots:
             self._first += 1
@@ -187,7 +188,7 @@ class RingBuffer:
             self.dropped += 1
             self._save_pointer()
         number = self._next
-        head = struct.pack("<BBHI", MAGIC, KINDS.index(kind), len(payload), number)
+        head = struct.pack("<BBHI", _MAGIC, KINDS.index(kind), len(payload), number)
         record = head + struct.pack("<I", crc32(payload, crc32(head)) & 0xFFFFFFFF) + payload
         with open(self.path, "r+b") as f:
             f.seek((number % self.slots) * self.slot_bytes)
@@ -212,5 +213,5 @@ class RingBuffer:
             self._consumed = self._first
             self._first += 1
             self._unsaved_pops += 1
-            if self._unsaved_pops >= POINTER_BATCH or self._first == self._next:
+            if self._unsaved_pops >= _POINTER_BATCH or self._first == self._next:
                 self._save_pointer()

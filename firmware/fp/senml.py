@@ -2,20 +2,20 @@
 
 import struct
 
-from fp import cbor
+from fp import cbor, const
 from fp.errors import ProtocolError
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
     from typing import Any
 
-N = 0  # name
-U = 1  # unit
-V = 2  # numeric value
-VS = 3  # string value
-VB = 4  # boolean value
-MAX_RECORDS = 32
-MAX_NAME = 32
+_N = const(0)  # name
+_U = const(1)  # unit
+_V = const(2)  # numeric value
+_VS = const(3)  # string value
+_VB = const(4)  # boolean value
+_MAX_RECORDS = const(32)
+_MAX_NAME = const(32)
 
 
 def float32(value):
@@ -25,17 +25,17 @@ def float32(value):
 
 def record(name, unit, value):
     """Return one SenML record map for a measurement (`unit` may be None)."""
-    item = {N: name}
+    item = {_N: name}
     if unit:
-        item[U] = unit
+        item[_U] = unit
     if value is True or value is False:
-        item[VB] = value
+        item[_VB] = value
     elif isinstance(value, str):
-        item[VS] = value
+        item[_VS] = value
     elif isinstance(value, int):
-        item[V] = value
+        item[_V] = value
     elif isinstance(value, float):
-        item[V] = float32(value)
+        item[_V] = float32(value)
     else:
         raise ValueError("SenML value must be a number, bool or str")
     return item
@@ -49,30 +49,30 @@ def encode_pack(measurements: "list[tuple[str, str | None, Any]]") -> bytes:
 def decode_pack(payload: bytes) -> "list[tuple[str, str | None, Any]]":
     """Decode a SenML CBOR pack into [(name, unit, value), ...]; raise ProtocolError if it is not one."""
     pack = cbor.decode(payload)
-    if not isinstance(pack, list) or not pack or len(pack) > MAX_RECORDS:
-        raise ProtocolError("malformed", "SenML pack must be an array of 1..%d records" % MAX_RECORDS)
+    if not isinstance(pack, list) or not pack or len(pack) > _MAX_RECORDS:
+        raise ProtocolError("malformed", "SenML pack must be an array of 1..%d records" % _MAX_RECORDS)
     out: "list[tuple[str, str | None, Any]]" = []
     for item in pack:
         if not isinstance(item, dict):
             raise ProtocolError("malformed", "SenML record must be a map")
-        name = item.get(N)
-        unit = item.get(U)
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-            raise ProtocolError("malformed", "SenML record needs a name of 1..%d characters" % MAX_NAME)
+        name = item.get(_N)
+        unit = item.get(_U)
+        if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
+            raise ProtocolError("malformed", "SenML record needs a name of 1..%d characters" % _MAX_NAME)
         if unit is not None and not isinstance(unit, str):
             raise ProtocolError("malformed", "SenML unit must be text")
-        values = [item[label] for label in (V, VS, VB) if label in item]
+        values = [item[label] for label in (_V, _VS, _VB) if label in item]
         if len(values) != 1:
             raise ProtocolError("malformed", "SenML record needs exactly one of v, vs, vb")
         value = values[0]
-        if V in item and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if _V in item and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ProtocolError("malformed", "SenML v must be a number")
-        if VS in item and not isinstance(value, str):
+        if _VS in item and not isinstance(value, str):
             raise ProtocolError("malformed", "SenML vs must be text")
-        if VB in item and not isinstance(value, bool):
+        if _VB in item and not isinstance(value, bool):
             raise ProtocolError("malformed", "SenML vb must be a boolean")
         for label in item:
-            if label not in (N, U, V, VS, VB):
+            if label not in (_N, _U, _V, _VS, _VB):
                 raise ProtocolError("malformed", "SenML label %r is not used by this profile" % (label,))
         out.append((name, unit, value))
     return out

@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import cast
 
 from host_agent.bus.mosquitto import Mosquitto, free_port
 from host_agent.errors import UserError
@@ -129,7 +130,7 @@ class EmbeddedBroker:
 
     def accounts(self) -> dict[str, str]:
         """Username -> password hash of the device listener (devices and relay accounts)."""
-        found = {}
+        found: dict[str, str] = {}
         for line in self.devices_passwd.read_text().splitlines():
             name, _, hashed = line.partition(":")
             if name and hashed:
@@ -171,7 +172,7 @@ class EmbeddedBroker:
             found = json.loads(self.relays_file.read_text())
         except (OSError, ValueError):
             return {}
-        return found if isinstance(found, dict) else {}
+        return cast("dict[str, str]", found) if isinstance(found, dict) else {}
 
     def set_claims(self, claims: dict[str, list[str]]) -> bool:
         """Owner id -> devices whose card names it; rewrite the relays' ACL when it changed (True)."""

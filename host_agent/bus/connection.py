@@ -104,8 +104,8 @@ class Bus:
             read_chunk=READ_CHUNK,
         )
         self.client.on_oversized = self._on_oversized
-        self.task: asyncio.Task | None = None
-        self.sending: set[asyncio.Task] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.sending: set[asyncio.Task[None]] = set()
 
     @property
     def is_connected(self) -> bool:

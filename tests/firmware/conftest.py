@@ -30,7 +30,10 @@ from tests.helpers import wait_for
 # answered `bad-signature` (fp.cose.verify_sign1), now it is raised as one. The regression guard on
 # the heap the firmware holds is
 # tests/firmware/test_memory.py::test_the_running_firmware_holds_at_most_its_heap_budget. Issue 20.
-HEAP_BUDGET = "200k"
+# 2026-12-06 evening, after the heap cuts (a command loads fp.inbound and the CBOR decoder, not all
+# of fp.messages): 192k passes 4 runs of 4 (and test_mqtt_soak.py); 184k fails 5 of 7 (a get-info
+# ack times out: no room for the command).
+HEAP_BUDGET = "192k"
 
 
 class Collector:

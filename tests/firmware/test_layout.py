@@ -67,14 +67,14 @@ from fp import app
 checked = app.load_settings()
 hal = app.load_hal(checked.board, checked.provision)
 device = app.build_device(hal, checked, None)
-loaded = lambda: sorted(n for n in ("fp.command", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
 print(loaded())
 ack = device.on_command(b"junk: not a COSE_Sign1 command")
 print(ack is not None, device.refused, loaded())
 """
 
 
-def test_the_command_interpreter_is_loaded_for_a_command_and_dropped_after(tmp_path):
+def test_the_command_interpreter_and_the_parsers_are_loaded_for_a_command_and_dropped_after(tmp_path):
     (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
     (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
     lines = _run("micropython", INTERPRETER_LIFETIME, cwd=tmp_path).strip().splitlines()

@@ -20,19 +20,24 @@ from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, run_micropython_w
 # 2026-12-06, after QoS 2 publishing (issue 17), the typed protocol modules (issue 18: their
 # TYPE_CHECKING blocks and globals, +208 to +224 bytes) and issue 20's cuts: 110,304 bytes with the
 # HTTP API on, 106,704 off and unclaimed (106,480 without the typing).
-BOOT_HEAP_BUDGET = {"api-on": 108 * 1024, "api-off-unclaimed": 105 * 1024}
+# 2026-12-06 evening, after the heap cuts (fp.messages' parsers and the CBOR decoder loaded per
+# command, const() names): 98,992 bytes with the HTTP API on, 95,488 off and unclaimed, 45,344
+# from ROMFS (docs/benchmarks.md, "Heap cuts, 2026-12-06 evening").
+BOOT_HEAP_BUDGET = {"api-on": 100 * 1024, "api-off-unclaimed": 96 * 1024}
 # After the Ed25519 table was read in place from ROMFS (issue 20, 2026-12-06): 48,832 bytes from
 # ROMFS (was 61,104 in the same run), 109,680 from .mpy (docs/benchmarks.md, "Heap breakdown").
-ROMFS_BOOT_HEAP_BUDGET = 50 * 1024  # the same boot (HTTP API on) with the code in a ROMFS image
+ROMFS_BOOT_HEAP_BUDGET = 47 * 1024  # the same boot (HTTP API on) with the code in a ROMFS image
 # The heap of the running device (firmware/tools/heap_steps.py: booted, connected, 4 s of readings,
 # HTTP API on, owner set), by word size and where the code is. Measured 2026-12-06: 64-bit unix
 # port 93,376 bytes from ROMFS and 158,304 from .mpy; the i386 build 53,968 and 113,792 (before the
-# table was read in place: 66,208 from ROMFS). The budget is the figure plus 3-5 KB.
+# table was read in place: 66,208 from ROMFS). After the heap cuts of 2026-12-06 evening: 64-bit
+# 86,528 from ROMFS and 144,320 from .mpy; i386 50,592 and 103,840. The budget is the figure
+# plus 2.5-3.5 KB.
 RUNNING_HEAP_BUDGET = {
-    (64, "romfs"): 96 * 1024,
-    (64, "mpy"): 160 * 1024,
-    (32, "romfs"): 56 * 1024,
-    (32, "mpy"): 116 * 1024,
+    (64, "romfs"): 88 * 1024,
+    (64, "mpy"): 144 * 1024,
+    (32, "romfs"): 52 * 1024,
+    (32, "mpy"): 104 * 1024,
 }
 
 pytestmark = pytest.mark.skipif(
@@ -118,8 +123,17 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     assert "'fp.app'" in loaded and "'fp.fe25519'" in loaded  # the boot really ran, on viper
     assert "'fp.device'" in loaded and "'fp.destinations'" in loaded
     never = ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots")
-    # the command interpreter runs per command; receipts and TLS only for destinations that use them
-    never += ("fp.command", "fp.receipted", "fp.receipts", "fp.pem")
+    # the command interpreter and the parsers run per command; receipts and TLS only for
+    # destinations that use them
+    never += (
+        "fp.command",
+        "fp.inbound",
+        "fp.messages",
+        "fp.cbor_decode",
+        "fp.receipted",
+        "fp.receipts",
+        "fp.pem",
+    )
     for unused in never:
         assert "'" + unused.rstrip("'") + "'" not in loaded, unused
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import cbor2
 import pytest
 
-from fp import cbor
+from fp import cbor, cbor_decode
 from fp.errors import ProtocolError
 
 # (Python expression, expected encoding). From RFC 8949 appendix A where the profile agrees,
@@ -198,7 +198,7 @@ def test_utf8_state_machine_agrees_with_cpython_on_every_short_sequence():
             expected = True
         except UnicodeDecodeError:
             expected = False
-        assert cbor._is_utf8(b"x" + sample + b"x", 1, 1 + len(sample)) is expected, sample.hex()
+        assert cbor_decode._is_utf8(b"x" + sample + b"x", 1, 1 + len(sample)) is expected, sample.hex()
 
 
 def test_invalid_utf8_is_refused_by_cbor2_too():

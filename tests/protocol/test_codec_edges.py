@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from fp import cbor, cose, messages, senml
+from fp import cbor, cose, device_messages, messages, senml
 from fp.errors import ProtocolError
 from host_agent import wire
 from tests.protocol import examples
@@ -47,7 +47,7 @@ def _reading_with_name(text_hex: str) -> bytes:
     wanted = bytes.fromhex(text_hex)
     payload = payload.replace(cbor.encode(name), wanted)
     assert wanted in payload
-    header = messages._device_header(messages.CT_READING, examples.DEVICE_ID, 1, 1, examples.TIME_S)
+    header = device_messages._device_header(messages.CT_READING, examples.DEVICE_ID, 1, 1, examples.TIME_S)
     return cose.sign1(wire.nacl_signer(examples.DEVICE_SEED), header, payload)
 
 

@@ -1,0 +1,190 @@
+"""The strict decoder of fp.cbor's deterministic profile (its docstring has the profile).
+
+Callers use fp.cbor.decode, which imports this module on first use: a running device decodes
+only for a command, a receipt or an update, so it loads the decoder for those and drops it after.
+"""
+
+import struct
+import sys
+
+from fp.cbor import MAX_DEPTH, TAGS, CBORError, Tag, _is_float32
+
+TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+if TYPE_CHECKING:
+    from typing import Any
+
+# CPython's UTF-8 decoder refuses every ill-formed sequence; MicroPython's checks only the shape
+# of each sequence (a lead byte and its continuation bytes), so overlong forms, surrogates and
+# code points above U+10FFFF pass it: there the decoder checks them itself (_is_utf8).
+_CHECK_UTF8 = sys.implementation.name == "micropython"
+
+
+def _truncated(data, end):
+    return CBORError("truncated: needs %d more bytes" % (end - len(data)))
+
+
+def _argument(data, pos, info):
+    """The argument of a head whose additional information is `info` >= 24: (value, next pos)."""
+    if info == 24:
+        if pos >= len(data):
+            raise _truncated(data, pos + 1)
+        n = data[pos]
+        if n < 24:
+            raise CBORError("integer not in shortest form")
+        return n, pos + 1
+    if info == 25:
+        size, smallest = 2, 0x100
+    elif info == 26:
+        size, smallest = 4, 0x10000
+    elif info == 27:
+        size, smallest = 8, 0x100000000
+    elif info == 31:
+        raise CBORError("indefinite length is not allowed")
+    else:
+        raise CBORError("reserved additional information %d" % info)
+    end = pos + size
+    if end > len(data):
+        raise _truncated(data, end)
+    n = int.from_bytes(data[pos:end], "big")
+    if n < smallest:
+        raise CBORError("integer not in shortest form")
+    return n, end
+
+
+def _item(data, pos, depth):
+    """Decode the item at `pos` of the bytes `data`: (value, position after it)."""
+    if depth > MAX_DEPTH:
+        raise CBORError("nested deeper than %d" % MAX_DEPTH)
+    if pos >= len(data):
+        raise _truncated(data, pos + 1)
+    initial = data[pos]
+    pos += 1
+    major = initial >> 5
+    info = initial & 0x1F
+    if major == 7:
+        return _simple(data, pos, info)
+    if info < 24:
+        n = info
+    else:
+        n, pos = _argument(data, pos, info)
+    if major == 0:
+        return n, pos
+    if major == 2 or major == 3:
+        end = pos + n
+        if end > len(data):
+            raise _truncated(data, end)
+        if major == 2:
+            return data[pos:end], end
+        try:
+            text = str(data[pos:end], "utf-8")
+        except UnicodeError:
+            raise CBORError("text string is not valid UTF-8")
+        # fewer characters than bytes: not ASCII, the only case where MicroPython's check falls short
+        if _CHECK_UTF8 and len(text) != n and not _is_utf8(data, pos, end):
+            raise CBORError("text string is not valid UTF-8")
+        return text, end
+    if major == 4:
+        if n > len(data) - pos:
+            raise CBORError("array longer than the message")
+        items = []
+        for _ in range(n):
+            value, pos = _item(data, pos, depth + 1)
+            items.append(value)
+        return items, pos
+    if major == 5:
+        if 2 * n > len(data) - pos:
+            raise CBORError("map longer than the message")
+        result = {}
+        previous = None
+        for _ in range(n):
+            start = pos
+            key, pos = _item(data, pos, depth + 1)
+            encoded_key = data[start:pos]
+            if previous is not None and encoded_key <= previous:
+                raise CBORError("map keys not in deterministic order or duplicated")
+            previous = encoded_key
+            if not isinstance(key, (int, str)) or key is True or key is False:
+                raise CBORError("map key must be an integer or a string")
+            result[key], pos = _item(data, pos, depth + 1)
+        return result, pos
+    if major == 1:
+        return -1 - n, pos
+    if n not in TAGS:
+        raise CBORError("tag %d is not used by the protocol" % n)
+    value, pos = _item(data, pos, depth + 1)
+    return Tag(n, value), pos
+
+
+def _is_utf8(data, pos, end):
+    """True when data[pos:end] is well-formed UTF-8 (Unicode 15, table 3-7): a small state machine."""
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        if byte < 0x80:
+            continue
+        # the range of the byte after the lead byte; the others are 80..BF
+        low, high = 0x80, 0xBF
+        if 0xC2 <= byte <= 0xDF:
+            more = 1
+        elif 0xE0 <= byte <= 0xEF:
+            more = 2
+            if byte == 0xE0:
+                low = 0xA0  # below: overlong
+            elif byte == 0xED:
+                high = 0x9F  # above: surrogates D800..DFFF
+        elif 0xF0 <= byte <= 0xF4:
+            more = 3
+            if byte == 0xF0:
+                low = 0x90  # below: overlong
+            elif byte == 0xF4:
+                high = 0x8F  # above: beyond U+10FFFF
+        else:
+            return False  # a continuation byte, C0/C1 (overlong) or F5..FF
+        if pos + more > end or not low <= data[pos] <= high:
+            return False
+        for index in range(pos + 1, pos + more):
+            if data[index] & 0xC0 != 0x80:
+                return False
+        pos += more
+    return True
+
+
+def _simple(data, pos, info):
+    if info == 20:
+        return False, pos
+    if info == 21:
+        return True, pos
+    if info == 22:
+        return None, pos
+    if info == 26:
+        end = pos + 4
+        if end > len(data):
+            raise _truncated(data, end)
+        raw = data[pos:end]
+        value = struct.unpack(">f", raw)[0]
+        if value != value and raw != b"\x7f\xc0\x00\x00":
+            raise CBORError("NaN not in its deterministic form")
+        return value, end
+    if info == 27:
+        end = pos + 8
+        if end > len(data):
+            raise _truncated(data, end)
+        value = struct.unpack(">d", data[pos:end])[0]
+        if value != value or _is_float32(value):
+            raise CBORError("float64 that fits float32 is not deterministic")
+        return value, end
+    if info == 25:
+        raise CBORError("float16 is not used in this profile")
+    if info == 31:
+        raise CBORError("break outside an indefinite-length item")
+    raise CBORError("simple value %d is not allowed" % info)
+
+
+def decode(data: "bytes | bytearray | memoryview") -> "Any":
+    """Decode one deterministic CBOR item filling all of `data`; raise CBORError otherwise."""
+    if type(data) is not bytes:
+        data = bytes(data)  # slices of bytes are bytes: map keys compare, strings decode
+    value, pos = _item(data, 0, 0)
+    if pos != len(data):
+        raise CBORError("%d trailing bytes after the item" % (len(data) - pos))
+    return value
