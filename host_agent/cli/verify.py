@@ -104,8 +104,8 @@ def _load_agreement(args: argparse.Namespace, verifier: Verifier) -> records.Che
                 f"device {state.card.device_id} belongs to {state.card.owner_id}, not to the agreement's owner {owner_id}"
             )
     window = checked.window  # the proffer's devices and metrics, and its window
-    # [agreement id, version] of the signed proffer: decoded CBOR, which fp.terms.Signed.body does not type
-    # yet (the terms work of issue 18 annotates fp.terms); fp.terms checked its shape
+    # [agreement id, version] of the signed proffer: decoded CBOR, which fp.terms.Signed.body leaves
+    # untyped (a boundary: fp.terms checked its shape before this)
     reference: list[Any] = checked.proffer.body["agreement"]  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
     print(
         f"agreement {args.agreement}: {reference[0]}@{reference[1]} proffered by {owner_id}, "

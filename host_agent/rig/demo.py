@@ -41,7 +41,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from fp import ids, messages, topics
-from fp import terms as fp_terms
 from host_agent import config as agent_config
 from host_agent import wire
 from host_agent.api import tokens
@@ -54,7 +53,7 @@ from host_agent.paths import BOARDS
 from host_agent.rig.simdevice import SimDevice
 from host_agent.service import Agent, start_in_thread
 from host_agent.store.base import reading_values
-from host_agent.terms import records, roster
+from host_agent.terms import records, roster, signed
 
 # (label, sensors): three boards with different sensors and rates.
 DEVICES = (
@@ -510,9 +509,8 @@ class Demo:
         key = Owner(self._dir(who) / "terms.key")
         record = records.parse_record(self.api.get(f"/agreements/{proffered['id']}/record").content)
         ref = roster.parse_ref(alternative) if alternative else None
-        # fp.terms is annotated by the terms work of issue 18; until then its signature is unknown here
-        answer = fp_terms.encode_answer(  # pyright: ignore[reportUnknownMemberType]
-            key.sign, key.public, record["proffer"], decision, int(time.time()), ref, f"the {who} decides"
+        answer = signed.encode_answer(
+            key, record["proffer"], decision, int(time.time()), ref, f"the {who} decides"
         )
         result = self.call("POST", f"/agreements/{proffered['id']}/answer", {"message_hex": answer.hex()})
         if decision == "accept":
