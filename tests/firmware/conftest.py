@@ -124,6 +124,20 @@ def sim_devices():
         device.stop()
 
 
+@pytest.fixture
+def owned_counter_device(mosquitto, collector_factory, sim_devices, tmp_path):
+    """A counter board claimed by a new owner key, started on the test broker, its readings
+    collected there as the vendor's: (vendor, owner, device, device id)."""
+    from host_agent.owner import Owner
+
+    vendor = collector_factory(mosquitto)
+    owner = Owner(tmp_path / "owner.key")
+    device = sim_devices(
+        tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
+    )
+    return vendor, owner, device, device.start().device_id()
+
+
 def owner_command(owner, collector: Collector, device_id: str, op: str, args: dict, timeout_s: float = 10):
     """Publish a signed owner command on the collector's broker; return the verified ack's body."""
     data = owner.command(device_id, op, args)

@@ -5,22 +5,16 @@ from __future__ import annotations
 import time
 
 from fp import topics
-from host_agent.owner import Owner
-from tests.firmware.conftest import counter_board, owner_command, wait_for
+from tests.firmware.conftest import owner_command, wait_for
 
 BURST = 8  # fp.command.REFUSAL_ACK_BURST
 REFILL_S = 1.0  # fp.command.REFUSAL_ACK_MS
 
 
 def test_50_junk_commands_get_a_bounded_number_of_signed_acks_and_the_owner_is_still_answered(
-    mosquitto, collector_factory, sim_devices, tmp_path
+    owned_counter_device,
 ):
-    vendor = collector_factory(mosquitto)
-    owner = Owner(tmp_path / "owner.key")
-    device = sim_devices(
-        tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
-    )
-    device_id = device.start().device_id()
+    vendor, owner, device, device_id = owned_counter_device
     wait_for(lambda: vendor.values("n"), 15, "the device up")
 
     started = time.monotonic()

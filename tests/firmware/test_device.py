@@ -137,14 +137,9 @@ def test_owner_switches_destinations_instead_of_and_in_addition_to(
 
 
 def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_nothing(
-    mosquitto, collector_factory, sim_devices, tmp_path
+    owned_counter_device,
 ):
-    vendor = collector_factory(mosquitto)
-    owner = Owner(tmp_path / "owner.key")
-    device = sim_devices(
-        tmp_path / "flash", (mosquitto.host, mosquitto.port), counter_board(), owner_key=owner.public
-    )
-    device_id = device.start().device_id()
+    vendor, owner, device, device_id = owned_counter_device
     wait_for(lambda: len(vendor.acks) == 0 and vendor.values("n"), 15, "the device up")
 
     applied = owner.command(device_id, "get-info", {})
