@@ -25,6 +25,7 @@ from host_agent import config as agent_config
 from host_agent import wire
 from host_agent.api import tokens
 from host_agent.bus.mosquitto import Mosquitto
+from host_agent.owner import Owner
 from host_agent.rig.simdevice import SimDevice, micropython_command
 from host_agent.service import start_in_thread
 from tests.helpers import REPO, wait_for
@@ -397,3 +398,48 @@ def vendor_switch(start_agent, mosquitto, tmp_path):
         rig.vendor_view.close()
         rig.other_view.close()
         rig.other.stop()
+
+
+def proffer_body(device: FakeDevice, **changes) -> dict:
+    """A POST /agreements body: the service-only agreement for one device, with `changes`."""
+    body = {
+        "agreement": "service-only@1",
+        "recipient": "vendor",
+        "devices": [device.device_id],
+        "metrics": ["*"],
+        "purpose": "service",
+        "retention_days": 30,
+    }
+    body.update(changes)
+    return body
+
+
+def relay_account(vendor, name: str, owner_id: str):
+    """The relay account a vendor agent makes for an owner's agent on its broker."""
+    return asyncio.run_coroutine_threadsafe(vendor.add_relay(name, owner_id), vendor.loop).result(10)
+
+
+def start_vendor_and_home(start_agent, tmp_path, *, vendor_api: bool = False):
+    """A vendor agent with its embedded broker, and a home agent relaying it with the relay account
+    the vendor gave it (and, with `vendor_api`, proffering its terms over that broker)."""
+    vendor = start_agent(
+        role="vendor",
+        data_dir=str(tmp_path / "vendor"),
+        broker={"embedded": True, "port": 0, "client_id": "vendor-service"},
+    )
+    home_owner = Owner(tmp_path / "home" / "owner.key")
+    relay = relay_account(vendor, "home", home_owner.owner_id)
+    host, port = vendor.devices_endpoint()
+    extra = {"terms": {"vendor_api": f"mqtt://{host}:{port}"}} if vendor_api else {}
+    home = start_agent(
+        data_dir=str(tmp_path / "home"),
+        broker={
+            "embedded": True,
+            "port": 0,
+            "relay_brokers": [f"{host}:{port}"],
+            "relay_username": relay.username,
+            "relay_password": relay.password,
+        },
+        **extra,
+    )
+    return vendor, home, f"mqtt://{host}:{port}"

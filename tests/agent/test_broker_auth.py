@@ -8,7 +8,6 @@ broker acknowledged is lost or stored twice.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import threading
@@ -20,8 +19,15 @@ import pytest
 
 from host_agent.api import tokens
 from host_agent.bus.broker import AGENT_USER
-from host_agent.owner import Owner
-from tests.agent.conftest import CountingPublisher, FakeDevice, Publisher, add_own_webhook, api, wait_for
+from tests.agent.conftest import (
+    CountingPublisher,
+    FakeDevice,
+    Publisher,
+    add_own_webhook,
+    api,
+    start_vendor_and_home,
+    wait_for,
+)
 
 
 def connect_outcome(port: int, client_id: str = "", username=None, password=None, clean=None) -> str:
@@ -277,26 +283,8 @@ def test_owner_enrols_a_vendor_flashed_device_over_its_lan_and_the_vendor_never_
     """The real firmware: flashed for the vendor, claimed by the owner, rerouted to the owner's broker."""
     from host_agent.rig.simdevice import SimDevice
 
-    vendor = start_agent(
-        role="vendor",
-        data_dir=str(tmp_path / "vendor"),
-        broker={"embedded": True, "port": 0, "client_id": "vendor-service"},
-    )
-    home_owner = Owner(tmp_path / "home" / "owner.key")
-    relay = asyncio.run_coroutine_threadsafe(
-        vendor.add_relay("home", home_owner.owner_id), vendor.loop
-    ).result(10)
+    vendor, home, _ = start_vendor_and_home(start_agent, tmp_path)
     vendor_host, vendor_port = vendor.devices_endpoint()
-    home = start_agent(
-        data_dir=str(tmp_path / "home"),
-        broker={
-            "embedded": True,
-            "port": 0,
-            "relay_brokers": [f"{vendor_host}:{vendor_port}"],
-            "relay_username": relay.username,
-            "relay_password": relay.password,
-        },
-    )
     admin = api(home, tokens.issue(home.store, "admin", "admin"))
     # what crosses the vendor's broker: the owner's commands, and what the device sends the vendor
     commands: list[bytes] = []

@@ -17,7 +17,7 @@ from host_agent import wire
 from host_agent.bus.mosquitto import free_port
 from host_agent.terms import records
 from host_agent.terms.view import AgreementView
-from tests.agent.conftest import BOTH_STORES, FakeDevice, api, wait_for
+from tests.agent.conftest import BOTH_STORES, FakeDevice, api, proffer_body, wait_for
 
 pytestmark = BOTH_STORES
 
@@ -50,19 +50,6 @@ def now_reading(device: FakeDevice, values=(("temp", "Cel", 21.5),)) -> bytes:
     return messages.encode_reading(
         device.sign, device.device_id, device.boot, device.seq, list(values), int(time.time())
     )
-
-
-def proffer_body(device: FakeDevice, **changes) -> dict:
-    body = {
-        "agreement": "service-only@1",
-        "recipient": "vendor",
-        "devices": [device.device_id],
-        "metrics": ["*"],
-        "purpose": "service",
-        "retention_days": 30,
-    }
-    body.update(changes)
-    return body
 
 
 def records_of(owner, vendor, agreement_id: str) -> tuple[bytes, bytes]:

@@ -3,7 +3,6 @@ relay account proffers, is answered, and terminates there; nobody else can speak
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -14,42 +13,12 @@ from fp import terms
 from host_agent import wire
 from host_agent.owner import Owner
 from host_agent.terms import mqtt as terms_mqtt
-from tests.agent.conftest import FakeDevice, api, wait_for
-
-
-def _relay(vendor, name: str, owner_id: str):
-    return asyncio.run_coroutine_threadsafe(vendor.add_relay(name, owner_id), vendor.loop).result(10)
-
-
-def _start_vendor_and_home(start_agent, tmp_path, *, vendor_api: bool = False):
-    """A vendor agent with its embedded broker, and a home agent relaying it with the relay account
-    the vendor gave it (and, with `vendor_api`, proffering its terms over that broker)."""
-    vendor = start_agent(
-        role="vendor",
-        data_dir=str(tmp_path / "vendor"),
-        broker={"embedded": True, "port": 0, "client_id": "vendor-service"},
-    )
-    home_owner = Owner(tmp_path / "home" / "owner.key")
-    relay = _relay(vendor, "home", home_owner.owner_id)
-    host, port = vendor.devices_endpoint()
-    extra = {"terms": {"vendor_api": f"mqtt://{host}:{port}"}} if vendor_api else {}
-    home = start_agent(
-        data_dir=str(tmp_path / "home"),
-        broker={
-            "embedded": True,
-            "port": 0,
-            "relay_brokers": [f"{host}:{port}"],
-            "relay_username": relay.username,
-            "relay_password": relay.password,
-        },
-        **extra,
-    )
-    return vendor, home, f"mqtt://{host}:{port}"
+from tests.agent.conftest import FakeDevice, api, relay_account, start_vendor_and_home, wait_for
 
 
 @pytest.fixture
 def vendor_and_home(start_agent, tmp_path):
-    return _start_vendor_and_home(start_agent, tmp_path)
+    return start_vendor_and_home(start_agent, tmp_path)
 
 
 def _client(vendor, username: str, password: str, seen: list) -> paho.Client:
@@ -103,7 +72,7 @@ def test_a_relay_cannot_proffer_as_another_owner_nor_read_its_answers(vendor_and
     vendor, home, peer = vendor_and_home
     wait_for(lambda: home.terms.courier.policies.get(peer), 10, "the vendor's policy read from its broker")
     mallory = Owner(tmp_path / "mallory.key")
-    account = _relay(vendor, "mallory", mallory.owner_id)
+    account = relay_account(vendor, "mallory", mallory.owner_id)
     seen: list = []
     spy = _client(vendor, account.username, account.password, seen)
     try:
@@ -156,7 +125,7 @@ def test_a_relay_cannot_proffer_as_another_owner_nor_read_its_answers(vendor_and
 
 def test_claiming_a_device_proffers_the_owners_terms_to_the_vendor_over_its_broker(start_agent, tmp_path):
     """terms.vendor_api = mqtt://...: the vendor's default stream is agreed through the relay."""
-    vendor, home, _ = _start_vendor_and_home(start_agent, tmp_path, vendor_api=True)
+    vendor, home, _ = start_vendor_and_home(start_agent, tmp_path, vendor_api=True)
     device = FakeDevice(os.urandom(32))
     response = api(home).post("/devices", json={"card_hex": device.card(home.owner.owner_id).hex()})
     assert response.status_code == 201, response.text

@@ -22,6 +22,7 @@ from tests.agent.conftest import (
     agent_settings,
     agent_toml,
     api,
+    proffer_body,
     serve_process,
     wait_for,
 )
@@ -410,14 +411,7 @@ def test_reject_and_commands_go_through_the_agent_and_bad_arguments_are_refused(
 
 def test_records_list_the_agreements_with_their_terms_and_state(start_agent, console_client, device):
     agent = start_agent()
-    body = {
-        "agreement": "service-only@1",
-        "recipient": "vendor <b>co</b>",
-        "devices": [device.device_id],
-        "metrics": ["temp"],
-        "purpose": "service",
-        "retention_days": 7,
-    }
+    body = proffer_body(device, recipient="vendor <b>co</b>", metrics=["temp"], retention_days=7)
     made = api(agent).post("/agreements", json=body)  # no `to`: it waits for an answer as a file
     assert made.status_code == 201, made.text
     admin = console_client(agent, tokens.issue(agent.store, "admin", "admin"))
