@@ -443,3 +443,12 @@ def start_vendor_and_home(start_agent, tmp_path, *, vendor_api: bool = False):
         **extra,
     )
     return vendor, home, f"mqtt://{host}:{port}"
+
+
+def publish_card_and_readings(publisher, device: FakeDevice, count: int) -> list[bytes]:
+    """Publish the device's card (retained), then `count` new readings; return the readings sent."""
+    publisher.publish(device.topic("card"), device.card(), retain=True)
+    sent = [device.reading() for _ in range(count)]
+    for data in sent:
+        publisher.publish(device.topic("reading"), data)
+    return sent

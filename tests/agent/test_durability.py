@@ -17,6 +17,7 @@ from tests.agent.conftest import (
     agent_settings,
     agent_toml,
     api,
+    publish_card_and_readings,
     publish_killing_one_midway,
     serve_process,
     wait_for,
@@ -68,10 +69,7 @@ def test_mqtt_destination_down_then_back_loses_nothing(start_agent, device, publ
             ).status_code
             == 201
         )
-        publisher.publish(device.topic("card"), device.card(), retain=True)
-        before = [device.reading() for _ in range(5)]
-        for data in before:
-            publisher.publish(device.topic("reading"), data)
+        before = publish_card_and_readings(publisher, device, 5)
         wait_for(lambda: received >= set(before), 10, "the first forwards at the recipient")
 
         vendor.stop()

@@ -11,7 +11,15 @@ from fp.ids import id_from_public_key
 from host_agent.api import tokens
 from host_agent.ingest.verifier import Verifier
 from host_agent.routes.grants import parse_grant
-from tests.agent.conftest import BOTH_STORES, FakeDevice, Publisher, add_own_webhook, api, wait_for
+from tests.agent.conftest import (
+    BOTH_STORES,
+    FakeDevice,
+    Publisher,
+    add_own_webhook,
+    api,
+    publish_card_and_readings,
+    wait_for,
+)
 
 pytestmark = BOTH_STORES
 
@@ -52,10 +60,7 @@ def test_reading_is_verified_stored_and_forwarded_unchanged_to_mqtt_and_webhook(
             ).status_code
             == 201
         )
-        publisher.publish(device.topic("card"), device.card(), retain=True)
-        sent = [device.reading() for _ in range(5)]
-        for data in sent:
-            publisher.publish(device.topic("reading"), data)
+        sent = publish_card_and_readings(publisher, device, 5)
 
         wait_for(lambda: len(webhook.bodies) == 5, 10, "5 webhook deliveries")
         wait_for(lambda: len(other.received) == 5, 10, "5 MQTT forwards")
