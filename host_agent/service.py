@@ -14,7 +14,6 @@ import gc
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from fp import topics
@@ -68,11 +67,10 @@ class Agent:
         )
         # signed receipts of what was committed, for devices whose destination asks for them
         self.receipts = ReceiptBook(config.data_dir / RECEIPT_KEY_FILE) if config.receipts else None
-        self.health: dict[str, Any] = {"store": "ok", "broker": "starting"}
+        self.ingest_problem: str | None = None  # why ingest cannot commit (disk-full, ...), None while it can
         self.live: set[asyncio.Queue[dict[str, Any]]] = (
             set()
         )  # the readings' live listeners (the API's /stream)
-        self.recent_rejections: deque[dict[str, Any]] = deque(maxlen=100)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
         self.ready = threading.Event()
@@ -264,16 +262,14 @@ class Agent:
                 except (*self.store.errors, OSError) as error:
                     # Disk full or locked: acknowledge nothing, keep the batch, try again. The broker
                     # stops sending once its in-flight window is full, so nothing is lost.
-                    if self.health["store"] == "ok":
+                    if self.ingest_problem is None:
                         log.error("store cannot commit (%s): not acknowledging until it can", error)
-                    self.health["store"] = write_problem(error)
-                    self.health["store_detail"] = str(error)
+                    self.ingest_problem = write_problem(error)
                     await asyncio.sleep(pause_s)
                     pause_s = min(2.0, pause_s * 2)
-            if self.health["store"] != "ok":
+            if self.ingest_problem is not None:
                 log.warning("store commits again")
-                self.health["store"] = "ok"
-                self.health.pop("store_detail", None)
+                self.ingest_problem = None
             by_source: dict[Bus, list[Delivery]] = {}
             for delivery in batch:
                 by_source.setdefault(delivery.source, []).append(delivery)
@@ -307,11 +303,7 @@ class Agent:
             if due:
                 self._send_receipts(receipts.due(now_s, due))
         for outcome in outcomes:
-            if outcome.reason is not None:
-                if outcome.reason != "duplicate":
-                    self.recent_rejections.append(
-                        {"reason": outcome.reason, "topic": outcome.topic, "detail": outcome.detail}
-                    )
+            if outcome.reason is not None:  # counted by ingest, stored with its reason
                 continue
             if outcome.kind == "ack" and self.commander:
                 self.commander.resolve(outcome.body)
@@ -572,8 +564,8 @@ class Agent:
 
     def store_health(self) -> str:
         """ok, or why the store cannot write (disk-full, cannot-commit), as ingest or the outbox found."""
-        if self.health["store"] != "ok":
-            return self.health["store"]
+        if self.ingest_problem is not None:
+            return self.ingest_problem
         if self.outbox and self.outbox.store_problem:
             return self.outbox.store_problem
         return "ok"
