@@ -299,14 +299,19 @@ class CountingPublisher:
         self.client.disconnect()
 
 
-def add_own_webhook(admin: httpx.Client, url: str, name: str = "hook") -> dict:
-    """Route every reading to a webhook the owner states is their own (no agreement to wait for)."""
+def add_own_route(admin: httpx.Client, name: str, destination: dict, **fields) -> dict:
+    """Add a route to a destination the owner states is their own (no agreement to wait for);
+    `fields` are the route's others (metrics, terms, ...). Returns the API's answer."""
     response = admin.post(
-        "/routes",
-        json={"name": name, "destination": {"type": "webhook", "url": url}, "needs_agreement": False},
+        "/routes", json={"name": name, "destination": destination, "needs_agreement": False, **fields}
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def add_own_webhook(admin: httpx.Client, url: str, name: str = "hook") -> dict:
+    """Route every reading to a webhook the owner states is their own."""
+    return add_own_route(admin, name, {"type": "webhook", "url": url})
 
 
 def agent_toml(settings: dict) -> str:

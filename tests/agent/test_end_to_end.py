@@ -15,6 +15,7 @@ from tests.agent.conftest import (
     BOTH_STORES,
     FakeDevice,
     Publisher,
+    add_own_route,
     add_own_webhook,
     api,
     publish_card_and_readings,
@@ -32,34 +33,16 @@ def test_reading_is_verified_stored_and_forwarded_unchanged_to_mqtt_and_webhook(
     other = Publisher(mosquitto.host, mosquitto.port)
     other.subscribe("elsewhere/#")
     try:
-        response = admin.post(
-            "/routes",
-            json={
-                "name": "hook",
-                "needs_agreement": False,  # the test's own destination
-                "destination": {"type": "webhook", "url": webhook.url},
-                "terms": {"recipient": "energy-coop", "purpose": "research", "retention_days": 30},
-            },
-        )
-        assert response.status_code == 201, response.text
-        grant_hex = response.json()["grant_hex"]
-        assert (
-            admin.post(
-                "/routes",
-                json={
-                    "name": "broker",
-                    "needs_agreement": False,  # the test's own destination
-                    "destination": {
-                        "type": "mqtt",
-                        "host": mosquitto.host,
-                        "port": mosquitto.port,
-                        "topic_prefix": "elsewhere",
-                    },
-                    "metrics": ["temp"],
-                },
-            ).status_code
-            == 201
-        )
+        terms = {"recipient": "energy-coop", "purpose": "research", "retention_days": 30}
+        hook = add_own_route(admin, "hook", {"type": "webhook", "url": webhook.url}, terms=terms)
+        grant_hex = hook["grant_hex"]
+        destination = {
+            "type": "mqtt",
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "topic_prefix": "elsewhere",
+        }
+        add_own_route(admin, "broker", destination, metrics=["temp"])
         sent = publish_card_and_readings(publisher, device, 5)
 
         wait_for(lambda: len(webhook.bodies) == 5, 10, "5 webhook deliveries")

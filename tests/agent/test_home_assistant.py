@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from host_agent.api import tokens
-from tests.agent.conftest import Publisher, api, wait_for
+from tests.agent.conftest import Publisher, add_own_route, api, wait_for
 
 
 def test_home_assistant_gets_a_discovery_config_per_metric_and_retained_states(
@@ -17,20 +17,13 @@ def test_home_assistant_gets_a_discovery_config_per_metric_and_retained_states(
     home_assistant.subscribe("ha/#")
     home_assistant.subscribe("firstparty/#")
     try:
-        response = admin.post(
-            "/routes",
-            json={
-                "name": "ha",
-                "needs_agreement": False,  # the test's own destination
-                "destination": {
-                    "type": "homeassistant",
-                    "host": mosquitto.host,
-                    "port": mosquitto.port,
-                    "discovery_prefix": "ha",
-                },
-            },
-        )
-        assert response.status_code == 201, response.text
+        destination = {
+            "type": "homeassistant",
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "discovery_prefix": "ha",
+        }
+        add_own_route(admin, "ha", destination)
         publisher.publish(device.topic("card"), device.card(), retain=True)
         publisher.publish(
             device.topic("reading"), device.reading([("temp", "Cel", 21.5), ("hum", "%RH", 40.0)])
