@@ -174,6 +174,18 @@ class Card:
         self.owner_id = owner_id
 
 
+def confirmed_key(confirmation: "object", what: str) -> bytes:
+    """The Ed25519 public key a cnf claim holds ({1: COSE_Key}, RFC 8747), for cards, endorsements
+    and terms messages alike; ProtocolError 'malformed' naming `what` otherwise."""
+    cose_key = confirmation.get(1) if isinstance(confirmation, dict) else None
+    if not isinstance(cose_key, dict) or cose_key.get(1) != 1 or cose_key.get(-1) != 6:
+        raise ProtocolError("malformed", what + " cnf must hold an Ed25519 OKP COSE_Key")
+    key = cose_key.get(-2)
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise ProtocolError("malformed", what + " key must be 32 bytes")
+    return key
+
+
 def parse_card(data: bytes, verify: "Verify") -> Card:
     """Parse and check a device card: key matches id, self-signature valid; return a Card."""
     message = parse(data, "card")
@@ -183,13 +195,7 @@ def parse_card(data: bytes, verify: "Verify") -> Card:
     device_id = claims.get(SUB)
     if not is_valid_id(device_id) or claims.get(ISS) != device_id:
         raise ProtocolError("malformed", "card iss and sub must both be the device id")
-    confirmation = claims.get(CNF)
-    key = confirmation.get(1) if isinstance(confirmation, dict) else None
-    if not isinstance(key, dict) or key.get(1) != 1 or key.get(-1) != 6:
-        raise ProtocolError("malformed", "card cnf must hold an Ed25519 OKP COSE_Key")
-    public_key = key.get(-2)
-    if not isinstance(public_key, bytes) or len(public_key) != 32:
-        raise ProtocolError("malformed", "card key must be 32 bytes")
+    public_key = confirmed_key(claims.get(CNF), "card")
     check_key_matches_id(public_key, device_id)
     board = claims.get("board")
     firmware = claims.get("fw")
@@ -234,13 +240,9 @@ def parse_endorsement(data, signer_public_key, verify):
     body = cbor.decode(message.payload)
     if not isinstance(body, dict):
         raise ProtocolError("malformed", "endorsement payload must be a map")
-    confirmation = body.get(CNF)
-    key = confirmation.get(1) if isinstance(confirmation, dict) else None
-    if not isinstance(key, dict) or key.get(1) != 1 or key.get(-1) != 6 or not isinstance(key.get(-2), bytes):
-        raise ProtocolError("malformed", "endorsement cnf must hold an Ed25519 OKP COSE_Key")
+    device_key = confirmed_key(body.get(CNF), "endorsement")
     if body.get("role") not in ("owner", "vendor"):
         raise ProtocolError("malformed", "endorsement role must be owner or vendor")
-    device_key = key[-2]
     check_key_matches_id(device_key, claims.get(SUB))
     cose.verify_sign1(message, signer_public_key, verify)
     return Endorsement(

@@ -211,12 +211,7 @@ def _signer(message, needs_key):
     key = None
     confirmation = claims.get(messages.CNF)
     if confirmation is not None:
-        cose_key = confirmation.get(1) if isinstance(confirmation, dict) else None
-        if not isinstance(cose_key, dict) or cose_key.get(1) != 1 or cose_key.get(-1) != 6:
-            raise ProtocolError("malformed", "cnf must hold an Ed25519 OKP COSE_Key")
-        key = cose_key.get(-2)
-        if not isinstance(key, bytes) or len(key) != 32:
-            raise ProtocolError("malformed", "cnf key must be 32 bytes")
+        key = messages.confirmed_key(confirmation, "the signer's")
         check_key_matches_id(key, signer_id)
     elif needs_key:
         raise ProtocolError("malformed", "the signer's key (cnf) is missing")
