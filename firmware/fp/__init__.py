@@ -3,6 +3,10 @@
 `const` is MicroPython's: its compiler folds `NAME = const(value)` into the code, and a name with
 a leading underscore then takes no room in its module's globals. CPython has none: there it is
 the value itself.
+
+A record (a command, a receipt, a card, a release, a destination) is a plain class whose
+`__init__` assigns each field in turn: MicroPython has no dataclasses, so that shape repeats from
+module to module by design, not as copied logic.
 """
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
