@@ -23,13 +23,15 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from host_agent.errors import UserError
 from host_agent.store.base import MESSAGE_COLUMNS, OUTBOX_COLUMNS, Args, Row, Store, Tx
 from host_agent.store.dialect import POSTGRES
 from host_agent.store.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, NewerSchema, statements
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "Unreachable"]
 
 log = logging.getLogger("firstparty.store")
 PARTITIONS_AHEAD = 2  # weekly partitions made ahead of time, so that readings seldom land in the default
@@ -108,6 +110,17 @@ class _Transaction:
             store.pool.putconn(db)  # a broken one is closed there, and the pool opens another
 
 
+class Unreachable(UserError):
+    """The store's PostgreSQL cannot be reached or refuses the agent: where, and PostgreSQL's reason."""
+
+    def __init__(self, url: str, error: psycopg.OperationalError):
+        where = conninfo_to_dict(url)  # the URL without its password
+        at = f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
+        # psycopg's first line: 'connection failed: connection to server at "h", port p failed: <why>'
+        reason = (str(error).strip().splitlines() or ["no reason given"])[0].rsplit(": ", 1)[-1].strip()
+        super().__init__(f"cannot connect to the PostgreSQL store at {at} ([store] url): {reason}")
+
+
 class PostgresStore(Store):
     """One PostgreSQL database, shared by every agent that names it; safe to call from several threads."""
 
@@ -128,6 +141,12 @@ class PostgresStore(Store):
             timeout=connect_timeout_s,
             open=False,
         )
+        try:
+            # one connection first, outside the pool: its error says why (the pool's would only say
+            # it gave up waiting), and a serve with a wrong URL ends with that one line
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
+        except psycopg.OperationalError as error:
+            raise Unreachable(url, error) from None
         try:
             self.pool.open(wait=True, timeout=connect_timeout_s)  # PoolTimeout: cannot connect
             self._create_schema()

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from host_agent.bus.mosquitto import free_port
 from host_agent.ingest.intake import Ingest
 from host_agent.routes import rules as routing
 from host_agent.store.postgres import PostgresStore
@@ -225,3 +226,28 @@ def test_concurrent_batches_of_one_device_keep_its_replay_window_exact(pg_url, d
     finally:
         first.close()
         second.close()
+
+
+def test_serve_with_an_unreachable_or_refusing_postgresql_ends_with_one_line_saying_why(tmp_path, pg_url):
+    """Nothing listening, or a database that is not there: `firstparty serve` exits 2 with one
+    error line naming where and PostgreSQL's reason, and never the URL's password."""
+    nothing_there = f"postgresql://fp:s3cret@127.0.0.1:{free_port()}/fleet"
+    no_database = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+    for case, (url, reason) in enumerate(
+        ((nothing_there, "Connection refused"), (no_database, "does not exist"))
+    ):
+        settings = {
+            "data_dir": str(tmp_path / "agent"),
+            "api": {"port": 0},
+            "broker": {"embedded": False, "port": 1},
+        }
+        settings["store"] = {"url": url}
+        config = tmp_path / "agent.toml"
+        config.write_text(agent_toml(settings))
+        log = tmp_path / f"serve-{case}.log"
+        assert serve_process(config, log).wait(30) == 2
+        lines = log.read_text().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot connect to the PostgreSQL store at"), (
+            lines
+        )
+        assert reason in lines[0] and "s3cret" not in lines[0], lines
