@@ -68,9 +68,8 @@ class Agent:
         # signed receipts of what was committed, for devices whose destination asks for them
         self.receipts = ReceiptBook(config.data_dir / RECEIPT_KEY_FILE) if config.receipts else None
         self.ingest_problem: str | None = None  # why ingest cannot commit (disk-full, ...), None while it can
-        self.live: set[asyncio.Queue[dict[str, Any]]] = (
-            set()
-        )  # the readings' live listeners (the API's /stream)
+        # the readings' live listeners (the API's /stream)
+        self.live: set[asyncio.Queue[dict[str, Any]]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
         self.ready = threading.Event()
