@@ -13,11 +13,11 @@ left shift, so it is correct whether viper integers are 32-bit (ESP32) or 64-bit
 from array import array
 
 import micropython
-import uctypes
 
-# FIPS 180-4's constants as (high, low) 32-bit words in the machine's (little-endian) order: viper
-# reads them in place, and no 64-bit integer objects are made (fp.sha512 holds those). A bytes
-# literal, not bytes.fromhex(): from a ROMFS image it stays in the image, not in the heap.
+# FIPS 180-4's constants as (high, low) 32-bit little-endian words: viper reads them in place, and
+# no 64-bit integer objects are made (fp.sha512 holds those). A bytes literal, not bytes.fromhex():
+# from a ROMFS image it stays in the image, not in the heap, read byte by byte (a .mpy's constants
+# lie at any offset in the image, and a 32-bit load must be aligned on an ESP32).
 _K32 = (
     b"\x98\x2f\x8a\x42\x22\xae\x28\xd7\x91\x44\x37\x71\xcd\x65\xef\x23\xcf\xfb\xc0\xb5\x2f\x3b\x4d\xec"
     b"\xa5\xdb\xb5\xe9\xbc\xdb\x89\x81\x5b\xc2\x56\x39\x38\xb5\x48\xf3\xf1\x11\xf1\x59\x19\xd0\x05\xb6"
@@ -47,8 +47,6 @@ _K32 = (
     b"\xc4\x67\x1d\x43\x4c\x0d\x10\x9c\xbe\xd4\xc5\x4c\xb6\x42\x3e\xcb\x9c\x29\x7f\x59\x2a\x7e\x65\xfc"
     b"\xab\x6f\xcb\x5f\xec\xfa\xd6\x3a\x8c\x19\x44\x6c\x17\x58\x47\x4a"
 )
-if uctypes.addressof(_K32) & 3:  # viper reads it as 32-bit words: a word-aligned copy if need be
-    _K32 = bytearray(_K32)
 _IV32 = bytes.fromhex(
     "67e6096a08c9bcf385ae67bb3ba7ca8472f36e3c2bf894fe3af54fa5f1361d5f7f520e51d182e6ad8c68059b1f6c3e2b"
     "abd9831f6bbd41fb19cde05b79217e13"
@@ -58,7 +56,7 @@ _W = array("I", bytes(640))
 
 
 @micropython.viper
-def _compress_viper(st: ptr32, w: ptr32, k: ptr32, blk: ptr8):
+def _compress_viper(st: ptr32, w: ptr32, k: ptr8, blk: ptr8):
     # The mask is built at run time: a 0xFFFFFFFF literal is not a small int on 32-bit ports.
     m = (uint(0xFFFF) << 16) | uint(0xFFFF)
     i = 0
@@ -125,8 +123,9 @@ def _compress_viper(st: ptr32, w: ptr32, k: ptr32, blk: ptr8):
         c = (((tl & cl) | ((tl | cl) & ~s)) >> 31) & 1
         th = (th + ch + c) & m
         tl = s
-        kh = uint(k[t]) & m
-        kl = uint(k[t + 1]) & m
+        j = t * 4  # byte by byte: the constants need not be word-aligned where they lie in flash
+        kh = (uint(k[j + 3]) << 24) | (uint(k[j + 2]) << 16) | (uint(k[j + 1]) << 8) | uint(k[j])
+        kl = (uint(k[j + 7]) << 24) | (uint(k[j + 6]) << 16) | (uint(k[j + 5]) << 8) | uint(k[j + 4])
         s = (tl + kl) & m
         c = (((tl & kl) | ((tl | kl) & ~s)) >> 31) & 1
         th = (th + kh + c) & m
