@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 
-from fp import device_messages, ed25519, ids, inbound, safemode
+from fp import device_messages, ed25519, ids, safemode
 from fp.errors import ProtocolError
 from fp.identity import FIRMWARE_VERSION
 from fp.runtime import heap_in_use, log, unload
@@ -118,35 +118,43 @@ OPERATIONS = {
 OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 
 
-def claim(device, command):
-    """The first owner: needs the claim window (the button) and the claimant's own signature."""
-    if device.identity.owner_key is not None:
-        raise ProtocolError("not-owner", "device already has an owner")
-    if not device.is_claim_window_open():
-        raise ProtocolError("unclaimed", "press the button to open the claim window")
-    key = command.args.get("owner")
-    if not isinstance(key, bytes) or len(key) != 32 or ids.id_from_public_key(key) != command.owner_id:
-        raise ProtocolError("bad-command", "claim needs the claimant's 32-byte key as owner")
-    inbound.check_command(command, key, device.identity.device_id, -1, device.now(), ed25519.verify)
-    device.hal.set_time(command.issued_s)
-    device.claim_window_open = False
-    device.set_owner(key)
-    return {"owner": command.owner_id}
-
-
-def apply(device, command):
-    """Check an owner's command (signature, counter, time, device) and run its operation."""
+def judge(device, command, inbound):
+    """Check a parsed command with fp.inbound (signature, counter, time, device; for `claim`, the
+    claim window and the claimant's own signature); return the operation's function, or None for
+    `claim`, which is judged before the owner check (the claimant is not the owner yet)."""
     identity = device.identity
-    inbound.check_command(
-        command, identity.owner_key, identity.device_id, identity.last_counter, device.now(), ed25519.verify
-    )
+    owner_key, last_counter = identity.owner_key, identity.last_counter
+    if command.op == "claim":
+        if owner_key is not None:
+            raise ProtocolError("not-owner", "device already has an owner")
+        if not device.is_claim_window_open():
+            raise ProtocolError("unclaimed", "press the button to open the claim window")
+        owner_key, last_counter = command.args.get("owner"), -1
+        if (
+            not isinstance(owner_key, bytes)
+            or len(owner_key) != 32
+            or ids.id_from_public_key(owner_key) != command.owner_id
+        ):
+            raise ProtocolError("bad-command", "claim needs the claimant's 32-byte key as owner")
+    inbound.check_command(command, owner_key, identity.device_id, last_counter, device.now(), ed25519.verify)
+    if command.op == "claim":
+        return None
     operation = OPERATIONS.get(command.op)
     if operation is None:
         raise ProtocolError("bad-command", "unknown operation " + command.op)
+    return operation
+
+
+def apply(device, command, operation):
+    """Run a judged command: `operation` (None: the claim, the first owner's key)."""
     # a verified owner command is an authenticated lower bound of the time (no NTP)
     device.hal.set_time(command.issued_s)
+    if operation is None:
+        device.claim_window_open = False
+        device.set_owner(command.args["owner"])
+        return {"owner": command.owner_id}
     result = operation(device, command.args)
-    identity.accept_counter(command.counter)
+    device.identity.accept_counter(command.counter)
     return result
 
 
@@ -175,12 +183,14 @@ def handle(device, data):
     digest = hashlib.sha256(data).digest()
     counter = None
     try:
+        from fp import inbound
+
         command = inbound.parse_command(data)
         counter = command.counter
-        if command.op == "claim":
-            result = claim(device, command)
-        else:
-            result = apply(device, command)
+        operation = judge(device, command, inbound)
+        inbound = None
+        device.drop_parsers()  # judged: the operation runs without the parsers and the decoder
+        result = apply(device, command, operation)
         outcome, detail = "applied", ""
     except ProtocolError as error:
         device.refused += 1

@@ -147,18 +147,22 @@ class Device:
     # --- commands -------------------------------------------------------------------------------
 
     def on_command(self, data):
-        """Handle one command with the interpreter, the parsers and the CBOR decoder loaded for it
-        (fp.command, fp.inbound, fp.cbor_decode), dropped after; a receipts destination keeps
-        the parsers and the decoder for its receipts."""
+        """Handle one command with the interpreter loaded for it (fp.command), dropped after; the
+        parsers and the CBOR decoder (fp.inbound, fp.cbor_decode) only while it is judged."""
         from fp import command
 
         try:
             return command.handle(self, data)
         finally:
             unload("command")
-            if "fp.receipted" not in sys.modules:
-                unload("inbound")
-                unload("cbor_decode")
+            self.drop_parsers()
+
+    def drop_parsers(self):
+        """Drop fp.inbound and the CBOR decoder once a command is judged (fp.command does, before
+        its operation runs); a receipts destination keeps them for its receipts."""
+        if "fp.receipted" not in sys.modules:
+            unload("inbound")
+            unload("cbor_decode")
 
     def on_update(self, data):
         """Handle one update message (fp.ota, loaded while an update runs and dropped after)."""

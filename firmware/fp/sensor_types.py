@@ -2,7 +2,7 @@
 the metrics it yields with their units.
 
 Read by the device's board check (fp.settings), by both hardware layers (fp.hal_esp32 and fp.hal_sim
-call the type's driver, then `measurements` names and units the values) and by the host's board
+read a sensor through `read`: its type's driver, the values named with their units) and by the host's board
 files (host_agent/boards.py runs the device's own check). A new type is one entry here and one
 driver method in each hardware layer that can read it.
 """
@@ -32,28 +32,14 @@ def for_port(port):
     return tuple(name for name in NAMES if port in TYPES[name][0])
 
 
-def needs(kind):
-    return TYPES[kind][1]
-
-
-def driver(kind):
-    return TYPES[kind][2]
-
-
-def metrics(kind):
-    return TYPES[kind][3]
-
-
-def measurements(sensor, values):
-    """[(name, unit, value), ...] of one reading: the driver's `values` named as the type says."""
+def read(hal, sensor):
+    """Read one fitted sensor through `hal`'s driver for its type: [(name, unit, value), ...], the
+    driver's values named as the type's metrics say."""
+    _, _, driver, metrics = TYPES[sensor["type"]]
+    values = getattr(hal, "read_" + driver)(sensor)
     out = []
     index = 0
-    for name, unit in TYPES[sensor["type"]][3]:
+    for name, unit in metrics:
         out.append((name or sensor["name"], unit, values[index]))
         index += 1
     return out
-
-
-def read(hal, sensor):
-    """Read one fitted sensor through `hal`'s driver for its type: [(name, unit, value), ...]."""
-    return measurements(sensor, getattr(hal, "read_" + TYPES[sensor["type"]][2])(sensor))

@@ -330,7 +330,7 @@ def _check_sensor(log, path, index, sensor, types, names):
         problem(log, path, where + ".interval_s", "seconds in (0, 86400]", interval, DEFAULT_INTERVAL_S)
         interval = DEFAULT_INTERVAL_S
     clean["interval_s"] = interval
-    needs = sensor_types.needs(kind)
+    needs = sensor_types.TYPES[sensor["type"]][1]  # a known type by now
     if needs == "pin" and not is_int(sensor.get("pin"), 0, 48):
         problem(log, path, where + ".pin", "a GPIO number 0..48", sensor.get("pin"), "no such sensor")
         return None

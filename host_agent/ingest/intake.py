@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fp import messages, replay
-from fp.errors import REASONS, ProtocolError
+from fp.errors import ProtocolError
+from fp.reasons import REASONS
 from host_agent.ingest import verifier
 from host_agent.routes import rules as routing
 from host_agent.store.base import Row, Store, Tx

@@ -2,7 +2,7 @@
 
 
 class Refused(Exception):
-    """A terms message refused: `status` is the HTTP status, `reason` one of fp.errors.REASONS or 'too-many'."""
+    """A terms message refused: `status` is the HTTP status, `reason` one of fp.reasons.REASONS or 'too-many'."""
 
     def __init__(self, status: int, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")

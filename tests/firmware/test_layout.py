@@ -47,7 +47,7 @@ def test_every_sensor_type_reads_with_the_names_and_units_of_its_one_definition_
     for kind, readings in results["micropython"].items():
         assert _rounded(readings) == _rounded(results["cpython"][kind]), kind
         for reading in readings:
-            expected = [(name or "s", unit) for name, unit in sensor_types.metrics(kind)]
+            expected = [(name or "s", unit) for name, unit in sensor_types.TYPES[kind][3]]
             assert [(name, unit) for name, unit, _ in reading] == expected, kind
 
 
@@ -82,6 +82,38 @@ def test_the_command_interpreter_and_the_parsers_are_loaded_for_a_command_and_dr
     assert "fp: command refused: malformed: 19 trailing bytes after the item" in lines
     assert out[-2] == "[]"  # after the boot checks: neither the checks nor the interpreter
     assert out[-1] == "True 1 []"  # the junk was refused with a signed ack, and nothing stayed
+
+
+OPERATION_WITHOUT_PARSERS = """
+import sys
+from fp import app, command, ed25519, messages
+from fp.runtime import unload
+checked = app.load_settings()
+device = app.build_device(app.load_hal(checked.board, checked.provision), checked, None)
+owner = ed25519.SigningKey(bytes(range(32)))
+device.identity.owner_key = owner.public
+now = device.now()
+data = messages.encode_command(owner.sign, owner.public, device.device_id, 1, now, now + 60, "get-info", {})
+del messages
+for name in ("messages", "inbound", "cbor_decode"):  # the owner's encoder is the test's, not the device's
+    unload(name)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cbor_decode", "fp.settings") if n in sys.modules)
+seen = []
+get_info = command.OPERATIONS["get-info"]
+command.OPERATIONS["get-info"] = lambda device, args: seen.append(loaded()) or get_info(device, args)
+ack = device.on_command(data)
+print(ack is not None, device.refused, seen, loaded())
+"""
+
+
+def test_a_command_s_operation_runs_with_the_parsers_and_the_decoder_dropped(tmp_path):
+    """The parsers and the CBOR decoder serve the judging of a command only: get-info, which
+    reports the heap, runs (and measures) without them."""
+    (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
+    (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
+    lines = _run("micropython", OPERATION_WITHOUT_PARSERS, cwd=tmp_path).strip().splitlines()
+    out = [line for line in lines if not line.startswith("fp: ")]
+    assert out[-1] == "True 0 [['fp.command']] []", lines
 
 
 @pytest.mark.parametrize("kind", sorted(sensor_types.TYPES))

@@ -15,7 +15,8 @@ from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
 from fp import cbor, cose, ids, messages, replay, topics
-from fp.errors import REASONS, ProtocolError
+from fp.errors import ProtocolError
+from fp.reasons import REASONS
 from host_agent import wire
 from tests.helpers import REPO
 from tests.protocol import examples

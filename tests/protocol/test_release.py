@@ -9,7 +9,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from fp import ed25519, release
-from fp.errors import REASONS, ProtocolError
+from fp.errors import ProtocolError
+from fp.reasons import REASONS
 
 VENDOR = SigningKey(bytes(range(1, 33)))
 OWNER = SigningKey(bytes(range(2, 34)))

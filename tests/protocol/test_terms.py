@@ -7,8 +7,9 @@ import json
 import pytest
 
 from fp import cbor, cose, messages, terms
-from fp.errors import REASONS, ProtocolError
+from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
+from fp.reasons import REASONS
 from host_agent import wire
 from host_agent.errors import UserError
 from host_agent.terms import policy, roster, signed
