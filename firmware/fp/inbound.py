@@ -110,17 +110,22 @@ class Command:
         return hashlib.sha256(self.message.raw).digest()
 
 
+def _addressed(data: bytes, kind: str) -> "tuple[cose.Sign1, str, str, int]":
+    """A command's or a receipt's message, signer id, device id and counter (its 8-byte cti), checked."""
+    message = parse(data, kind)
+    claims = message.claims
+    signer_id, device_id, cti = claims.get(ISS), claims.get(AUD), claims.get(CTI)
+    if not is_valid_id(signer_id) or not is_valid_id(device_id):
+        raise ProtocolError("malformed", kind + " iss and aud must be ids")
+    if not isinstance(cti, bytes) or len(cti) != 8:
+        raise ProtocolError("malformed", kind + " cti must be an 8-byte counter")
+    return message, signer_id, device_id, int.from_bytes(cti, "big")
+
+
 def parse_command(data: bytes) -> Command:
     """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
-    message = parse(data, "command")
+    message, owner_id, device_id, counter = _addressed(data, "command")
     claims = message.claims
-    owner_id = claims.get(ISS)
-    device_id = claims.get(AUD)
-    cti = claims.get(CTI)
-    if not is_valid_id(owner_id) or not is_valid_id(device_id):
-        raise ProtocolError("malformed", "command iss and aud must be ids")
-    if not isinstance(cti, bytes) or len(cti) != 8:
-        raise ProtocolError("malformed", "command cti must be an 8-byte counter")
     issued_s = _int_or_none(claims.get(IAT), "iat")
     expires_s = _int_or_none(claims.get(EXP), "exp")
     if issued_s is None or expires_s is None:
@@ -132,7 +137,6 @@ def parse_command(data: bytes) -> Command:
         or not isinstance(body.get("args"), dict)
     ):
         raise ProtocolError("malformed", "command payload must be {op: text, args: map}")
-    counter = int.from_bytes(cti, "big")
     return Command(message, owner_id, device_id, counter, issued_s, expires_s, body["op"], body["args"])
 
 
@@ -183,15 +187,8 @@ def _is_u32(value):
 
 def parse_receipt(data: bytes) -> Receipt:
     """Parse a receipt into a Receipt; raise ProtocolError if a field is missing or mistyped."""
-    message = parse(data, "receipt")
+    message, signer_id, device_id, counter = _addressed(data, "receipt")
     claims = message.claims
-    signer_id = claims.get(ISS)
-    device_id = claims.get(AUD)
-    cti = claims.get(CTI)
-    if not is_valid_id(signer_id) or not is_valid_id(device_id):
-        raise ProtocolError("malformed", "receipt iss and aud must be ids")
-    if not isinstance(cti, bytes) or len(cti) != 8:
-        raise ProtocolError("malformed", "receipt cti must be an 8-byte counter")
     for key in claims:
         if key not in (ISS, AUD, IAT, CTI):
             raise ProtocolError("malformed", "claim %r is not used in receipts" % (key,))
@@ -207,7 +204,7 @@ def parse_receipt(data: bytes) -> Receipt:
         ):
             raise ProtocolError("malformed", "a receipt range is [boot, first_seq, last_seq], first <= last")
     time_s = _int_or_none(claims.get(IAT), "iat")
-    return Receipt(message, signer_id, device_id, int.from_bytes(cti, "big"), time_s, ranges)
+    return Receipt(message, signer_id, device_id, counter, time_s, ranges)
 
 
 def check_receipt(receipt, trusted_key, trusted_id, device_id, last_counter, verify):
