@@ -102,7 +102,7 @@ class Signed:
         self.body = body  # type: dict
 
     @property
-    def raw(self):
+    def raw(self) -> bytes:
         return self.message.raw
 
 

@@ -16,7 +16,6 @@ import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from fp import topics
 from fp.errors import ProtocolError
@@ -24,7 +23,7 @@ from fp.ids import id_from_public_key
 from host_agent.errors import UserError
 from host_agent.ingest.verifier import Verifier
 from host_agent.routes import grants
-from host_agent.terms import policy, records
+from host_agent.terms import policy, records, signed
 
 COSE_SIGN1_TAG = 0xD2  # CBOR tag 18, the first byte of every signed message
 
@@ -104,11 +103,9 @@ def _load_agreement(args: argparse.Namespace, verifier: Verifier) -> records.Che
                 f"device {state.card.device_id} belongs to {state.card.owner_id}, not to the agreement's owner {owner_id}"
             )
     window = checked.window  # the proffer's devices and metrics, and its window
-    # [agreement id, version] of the signed proffer: decoded CBOR, which fp.terms.Signed.body leaves
-    # untyped (a boundary: fp.terms checked its shape before this)
-    reference: list[Any] = checked.proffer.body["agreement"]  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    reference = signed.read_proffer(checked.proffer.raw).body.ref  # the typed reader of the same bytes
     print(
-        f"agreement {args.agreement}: {reference[0]}@{reference[1]} proffered by {owner_id}, "
+        f"agreement {args.agreement}: {reference} proffered by {owner_id}, "
         f"accepted by {checked.answer.signer_id}: {','.join(window.devices)} metrics {','.join(window.metrics)} "
         f"from {time.strftime('%Y-%m-%d %H:%M', time.gmtime(window.from_s))} "
         f"until {time.strftime('%Y-%m-%d %H:%M', time.gmtime(window.end_s))}"
