@@ -185,11 +185,12 @@ class Ingest:
         now = time.time()
         try:
             with self.store.transaction() as db:
-                device_ids = {c.device_id for c in checks if c.device_id is not None}
-                if self.shared:  # the other agents of the group wait for these devices, no others
-                    db.lock_devices(sorted(device_ids))
-                rows = Rows(db.new_message_ids(len(items)))
+                device_ids: set[str] = set()
                 if self.shared:
+                    device_ids = {c.device_id for c in checks if c.device_id is not None}
+                db.lock_devices(list(device_ids))  # the other agents of the group wait for these, no others
+                rows = Rows(db.new_message_ids(len(items)))
+                if device_ids:
                     rows.stored_windows = db.replay_windows_of(device_ids)
                 for (topic, data), check in zip(items, checks, strict=True):
                     outcomes.append(self._one(db, rows, topic, data, check, now, saved_windows, saved_known))

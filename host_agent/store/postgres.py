@@ -81,7 +81,7 @@ class _Transaction:
         if current is not None:  # inside this thread's transaction: part of it, committed with it
             self.joined = True
             return current
-        connection = store.take()
+        connection = store.pool.getconn()  # PoolTimeout (an OperationalError) if none can be had
         try:
             connection.execute("BEGIN")
         except BaseException:
@@ -130,21 +130,21 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, connect_timeout_s: float = 10.0):
         self.url = url
-        self.connect_timeout_s = connect_timeout_s
         self.local = threading.local()  # .tx: the transaction this thread holds open
+        connect_s = max(1, int(connect_timeout_s))  # libpq's connect_timeout: whole seconds
         # Any: the statements are rewritten by the dialect at run time, where psycopg's types want literals
         self.pool: ConnectionPool[Any] = ConnectionPool(
             url,
             min_size=1,
             max_size=POOL_SIZE,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout_s))},
+            kwargs={"autocommit": True, "connect_timeout": connect_s},
             timeout=connect_timeout_s,
             open=False,
         )
         try:
             # one connection first, outside the pool: its error says why (the pool's would only say
             # it gave up waiting), and a serve with a wrong URL ends with that one line
-            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
+            psycopg.connect(url, connect_timeout=connect_s).close()
         except psycopg.OperationalError as error:
             raise Unreachable(url, error) from None
         try:
@@ -158,10 +158,6 @@ class PostgresStore(Store):
     @property
     def is_closed(self) -> bool:
         return self.pool.closed
-
-    def take(self) -> Any:
-        """A connection of the pool (given back with pool.putconn); PoolTimeout if none can be had."""
-        return self.pool.getconn()
 
     def _create_schema(self) -> None:
         with self.transaction() as db:
