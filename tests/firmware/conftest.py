@@ -13,6 +13,7 @@ from fp import messages, topics
 from fp.errors import ProtocolError
 from host_agent.bus.mosquitto import Mosquitto
 from host_agent.ingest.verifier import Verifier
+from host_agent.owner import Owner
 from host_agent.paths import BOARDS
 from host_agent.rig.simdevice import SimDevice
 from tests.helpers import wait_for
@@ -128,8 +129,6 @@ def sim_devices():
 def owned_counter_device(mosquitto, collector_factory, sim_devices, tmp_path):
     """A counter board claimed by a new owner key, started on the test broker, its readings
     collected there as the vendor's: (vendor, owner, device, device id)."""
-    from host_agent.owner import Owner
-
     vendor = collector_factory(mosquitto)
     owner = Owner(tmp_path / "owner.key")
     device = sim_devices(
