@@ -137,7 +137,9 @@ class PostgresStore(Store):
             url,
             min_size=1,
             max_size=POOL_SIZE,
-            kwargs={"autocommit": True, "connect_timeout": connect_s},
+            # each commit on the disk before it returns, whatever the server's or the database's
+            # default: ingest acknowledges to the broker only after it (docs/operations.md)
+            kwargs={"autocommit": True, "connect_timeout": connect_s, "options": "-c synchronous_commit=on"},
             timeout=connect_timeout_s,
             open=False,
         )

@@ -153,3 +153,41 @@ def test_full_disk_stops_acknowledging_reports_and_loses_nothing(start_agent, de
     wait_for(lambda: agent.store.count_readings() == 301, 20, "every reading stored once space returns")
     wait_for(lambda: agent.status()["store"] == "ok", 5, "the store reported healthy again")
     assert agent.ingest.rejected_counts["replay"] == 0
+
+
+@BOTH_STORES
+def test_each_commit_is_on_the_disk_before_ingest_acknowledges_it(tmp_path, store_url, request):
+    """A power cut must not take a batch back after the broker (or a device's receipt) was told.
+
+    SQLite's WAL at synchronous=NORMAL survives a killed process but not a power cut; PostgreSQL
+    at synchronous_commit=off neither. The store asks for the durable setting on every connection,
+    so a database whose default is off (an administrator's choice for other loads) does not weaken it.
+    """
+    if store_url is None:
+        store = SQLiteStore(tmp_path / "firstparty.db")
+        try:
+            assert store.query("PRAGMA journal_mode")[0][0] == "wal"
+            assert store.query("PRAGMA synchronous")[0][0] == 2  # FULL
+        finally:
+            store.close()
+        return
+    import psycopg
+
+    from host_agent.store.postgres import PostgresStore
+
+    with psycopg.connect(store_url, autocommit=True) as db:
+        name = db.info.dbname
+        db.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    try:
+        with psycopg.connect(store_url) as db:  # a plain connection takes the database's default
+            assert db.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        store = PostgresStore(store_url)
+        try:
+            assert store.query("SHOW synchronous_commit")[0][0] == "on"
+            with store.transaction() as tx:
+                assert tx.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(store_url, autocommit=True) as db:
+            db.execute(f'ALTER DATABASE "{name}" RESET synchronous_commit')
