@@ -157,20 +157,27 @@ class PahoLink:
         if not self.client.is_connected():
             await self._connect(CONNECT_TIMEOUT_S)
         assert self.loop is not None
-        mids: list[int] = []
+        pubacks: dict[int, asyncio.Future[None]] = {}
         try:
             for topic, payload, retain in items:
                 info = self.client.publish(topic, payload, qos=1, retain=retain)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     raise DeliveryError(f"publish failed: {mqtt.error_string(info.rc)}")
-                self.waiting[info.mid] = self.loop.create_future()
-                mids.append(info.mid)
-            await asyncio.wait_for(asyncio.gather(*(self.waiting[mid] for mid in mids)), timeout_s)
+                pubacks[info.mid] = self.waiting[info.mid] = self.loop.create_future()
+            async with asyncio.timeout(timeout_s):
+                for puback in pubacks.values():
+                    await puback  # the first failure is the batch's
         except TimeoutError:
             raise DeliveryError("no PUBACK in time") from None
         finally:
-            for mid in mids:
+            for mid, puback in pubacks.items():
                 self.waiting.pop(mid, None)
+                # a lost connection fails them all at once: read, so that the loop does not report
+                # the ones after the first as never retrieved (nor a cancelled batch's)
+                if not puback.done():
+                    puback.cancel()
+                elif not puback.cancelled():
+                    puback.exception()
 
     async def stop(self) -> None:
         if self.keepalive:
