@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -238,38 +239,63 @@ def main() -> None:
         default=10_000,
         help="devices in the stream, round robin (100: each reports 50 times a second, not a fleet)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the three scenarios, alternated; the figures are the rounds' medians",
+    )
     args = parser.parse_args()
     backlog = not args.live
     server = Postgres(fsync=True).start()
-    results = {}
+    rounds: dict[str, list[dict]] = {"sqlite1": [], "pg1": [], "pg2": []}
     try:
         with tempfile.TemporaryDirectory(prefix="fp-bench-pg-") as tmp:
-            root = Path(tmp)
-            results["sqlite1"] = scenario(
-                root, "sqlite1", 1, args.readings, None, None, backlog, args.devices
-            )
-            results["pg1"] = scenario(
-                root, "pg1", 1, args.readings, server.create_database(1), server, backlog, args.devices
-            )
-            results["pg2"] = scenario(
-                root, "pg2", 2, args.readings, server.create_database(2), server, backlog, args.devices
-            )
+            for number in range(args.rounds):
+                root = Path(tmp) / f"round{number}"
+                for name, processes in (("sqlite1", 1), ("pg1", 1), ("pg2", 2)):
+                    url = server.create_database(processes) if name.startswith("pg") else None
+                    result = scenario(
+                        root,
+                        name,
+                        processes,
+                        args.readings,
+                        url,
+                        server if url else None,
+                        backlog,
+                        args.devices,
+                    )
+                    rounds[name].append(result)
+                    print(f"round {number + 1} {name:8} {_line(result)}", flush=True)
     finally:
         server.remove()
-    s1, p1, p2 = results["sqlite1"], results["pg1"], results["pg2"]
+    results = {name: _median(each) for name, each in rounds.items()}
     for name, r in results.items():
-        print(
-            f"{name:8} {r['rate']:8,.0f} readings/s  {r['per_agent_cpu_s']:7,.0f} per agent CPU-s"
-            f"  postgres {r['pg_cpu_s_per_1000']:.3f} CPU-s/1000"
-            f"  broker {r['broker_cpu_s_per_1000']:.3f} CPU-s/1000  bench {r['bench_cpu_s_per_1000']:.3f}  stored {r['messages_bytes_per_reading']:.0f}"
-            f" + {r['outbox_bytes_per_reading']:.0f} B/reading  split {r['split']}"
-        )
+        print(f"median  {name:8} {_line(r)}")
+    s1, p1, p2 = results["sqlite1"], results["pg1"], results["pg2"]
     print(
         f"one agent on PostgreSQL / one on SQLite: {p1['rate'] / s1['rate']:.2f} (goal >= 0.70)\n"
         f"two agents on PostgreSQL / one: {p2['rate'] / p1['rate']:.2f}x total (goal >= 1.3),"
         f" per agent CPU-second {p2['per_agent_cpu_s'] / p1['per_agent_cpu_s']:.2f} (goal within 0.85-1.15)"
     )
-    print(json.dumps(results, default=float))
+    print(json.dumps(rounds, default=float))
+
+
+def _line(r: dict) -> str:
+    return (
+        f"{r['rate']:8,.0f} readings/s  {r['per_agent_cpu_s']:7,.0f} per agent CPU-s"
+        f"  postgres {r['pg_cpu_s_per_1000']:.3f} CPU-s/1000  broker {r['broker_cpu_s_per_1000']:.3f} CPU-s/1000"
+        f"  bench {r['bench_cpu_s_per_1000']:.3f}  stored {r['messages_bytes_per_reading']:.0f}"
+        f" + {r['outbox_bytes_per_reading']:.0f} B/reading  split {r['split']}"
+    )
+
+
+def _median(results: list[dict]) -> dict:
+    """Each figure's median over the rounds (the split: the first round's)."""
+    return {
+        key: statistics.median(r[key] for r in results) if isinstance(value, float) else value
+        for key, value in results[0].items()
+    }
 
 
 if __name__ == "__main__":

@@ -275,6 +275,10 @@ class Tx:
         """(last_seen, device_id) rows."""
         self.executemany("UPDATE devices SET last_seen=? WHERE device_id=?", rows)
 
+    def set_delivered(self, now: float, outbox_ids: list[int]) -> None:
+        """The forwards of these outbox rows were delivered at `now`."""
+        self.executemany("UPDATE outbox SET delivered_at=? WHERE id=?", [(now, i) for i in outbox_ids])
+
     def mark_statuses(self, rows: list[Row]) -> None:
         """(last_seen, status JSON, device_id) rows."""
         self.executemany("UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?", rows)
@@ -633,7 +637,7 @@ class Store(SeriesQueries, ABC):
             return
         now = time.time()
         with self.transaction() as db:
-            db.executemany("UPDATE outbox SET delivered_at=? WHERE id=?", [(now, i) for i in outbox_ids])
+            db.set_delivered(now, outbox_ids)
             if keys is None:
                 keys = [
                     r[0]

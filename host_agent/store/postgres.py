@@ -39,14 +39,32 @@ SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(1718, 1)"  # one agent creates or mi
 POOL_SIZE = 4  # connections per agent: ingest, the outbox, the charts' indexer and the API at once
 
 
-# A batch's rows in one statement each, PostgreSQL's bulk paths: COPY for the readings, an INSERT of
-# arrays for the forwards (COPY has no ON CONFLICT). Per row, an executemany made PostgreSQL parse,
-# plan and run one INSERT each: the bulk of a batch's commit (docs/benchmarks.md, 2026-12-06).
+# A batch's rows in one statement each, PostgreSQL's bulk paths: COPY for the readings, statements
+# over arrays for the rest (COPY has no ON CONFLICT). Per row, an executemany made PostgreSQL parse,
+# plan and run one statement each, and psycopg spend Python on each: the bulk of a batch's commit
+# (docs/benchmarks.md, 2026-12-06 and 2026-12-06 night). SQLite's executemany is already one
+# prepared statement run in C.
 MESSAGE_COPY = f"COPY messages ({MESSAGE_COLUMNS}) FROM STDIN"
 OUTBOX_INSERT_ARRAYS = (
     f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM"
     " unnest(%s::bigint[], %s::bigint[], %s::text[], %s::double precision[]) ON CONFLICT DO NOTHING"
 )
+# (a batch holds one window per device and kind, and names a device once: no row is hit twice)
+REPLAY_UPSERT_ARRAYS = (
+    "INSERT INTO replay (device_id, kind, boot, top, seen) SELECT * FROM"
+    " unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bytea[])"
+    " ON CONFLICT (device_id, kind) DO UPDATE SET boot=EXCLUDED.boot, top=EXCLUDED.top, seen=EXCLUDED.seen"
+)
+SEEN_UPDATE_ARRAYS = (
+    "UPDATE devices SET last_seen = v.last_seen"
+    " FROM unnest(%s::double precision[], %s::text[]) AS v(last_seen, device_id)"
+    " WHERE devices.device_id = v.device_id"
+)
+DELIVERED_UPDATE_ARRAY = "UPDATE outbox SET delivered_at = %s WHERE id = ANY(%s::bigint[])"
+
+
+def _columns(rows: list[Row]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class _PgTx(Tx):
@@ -65,7 +83,19 @@ class _PgTx(Tx):
 
     def queue_forwards(self, rows: list[Row]) -> None:
         if rows:
-            self.db.execute(OUTBOX_INSERT_ARRAYS, [list(column) for column in zip(*rows, strict=True)])
+            self.db.execute(OUTBOX_INSERT_ARRAYS, _columns(rows))
+
+    def save_replay_windows(self, rows: list[Row]) -> None:
+        if rows:
+            self.db.execute(REPLAY_UPSERT_ARRAYS, _columns(rows))
+
+    def mark_seen(self, rows: list[Row]) -> None:
+        if rows:
+            self.db.execute(SEEN_UPDATE_ARRAYS, _columns(rows))
+
+    def set_delivered(self, now: float, outbox_ids: list[int]) -> None:
+        if outbox_ids:
+            self.db.execute(DELIVERED_UPDATE_ARRAY, (now, outbox_ids))
 
 
 class _Transaction:
