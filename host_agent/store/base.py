@@ -279,6 +279,10 @@ class Tx:
         """The forwards of these outbox rows were delivered at `now`."""
         self.executemany("UPDATE outbox SET delivered_at=? WHERE id=?", [(now, i) for i in outbox_ids])
 
+    def hold_until(self, next_at: float, outbox_ids: list[int]) -> None:
+        """These outbox rows are not due before `next_at` (a claim's lease)."""
+        self.executemany("UPDATE outbox SET next_at=? WHERE id=?", [(next_at, i) for i in outbox_ids])
+
     def mark_statuses(self, rows: list[Row]) -> None:
         """(last_seen, status JSON, device_id) rows."""
         self.executemany("UPDATE devices SET last_seen=?, last_status=? WHERE device_id=?", rows)
@@ -622,7 +626,7 @@ class Store(SeriesQueries, ABC):
         """
         with self.transaction() as db:
             rows = db.execute(self.dialect.claim_due, (now_s, limit)).fetchall()
-            db.executemany("UPDATE outbox SET next_at=? WHERE id=?", [(now_s + lease_s, r[0]) for r in rows])
+            db.hold_until(now_s + lease_s, [r[0] for r in rows])
         return rows
 
     def next_due_s(self) -> float | None:

@@ -61,6 +61,7 @@ SEEN_UPDATE_ARRAYS = (
     " WHERE devices.device_id = v.device_id"
 )
 DELIVERED_UPDATE_ARRAY = "UPDATE outbox SET delivered_at = %s WHERE id = ANY(%s::bigint[])"
+HOLD_UPDATE_ARRAY = "UPDATE outbox SET next_at = %s WHERE id = ANY(%s::bigint[])"
 
 
 def _columns(rows: list[Row]) -> list[list[Any]]:
@@ -96,6 +97,10 @@ class _PgTx(Tx):
     def set_delivered(self, now: float, outbox_ids: list[int]) -> None:
         if outbox_ids:
             self.db.execute(DELIVERED_UPDATE_ARRAY, (now, outbox_ids))
+
+    def hold_until(self, next_at: float, outbox_ids: list[int]) -> None:
+        if outbox_ids:
+            self.db.execute(HOLD_UPDATE_ARRAY, (next_at, outbox_ids))
 
 
 class _Transaction:

@@ -53,3 +53,15 @@ def test_delivered_forwards_are_marked_and_no_others(store):
         key: at is not None for key, at in store.query("SELECT idempotency_key, delivered_at FROM outbox")
     }
     assert delivered == {"key-11": True, "key-12": False, "key-13": True}
+
+
+def test_claimed_forwards_are_held_for_their_lease_and_no_others(store):
+    route = store.add_route(
+        "r", {"destination": {"type": "file", "path": "/dev/null"}, "devices": ["*"], "metrics": ["*"]}, None
+    )
+    with store.transaction() as db:
+        db.queue_forwards([(route, message_id, f"key-{message_id}", 5.0) for message_id in (21, 22, 23)])
+        ids = {key: i for i, key in db.execute("SELECT id, idempotency_key FROM outbox").fetchall()}
+        db.hold_until(65.0, [ids["key-21"], ids["key-23"]])
+    held = dict(store.query("SELECT idempotency_key, next_at FROM outbox"))
+    assert held == {"key-21": 65.0, "key-22": 5.0, "key-23": 65.0}
