@@ -40,20 +40,19 @@ closes the socket; no task is left with an error nobody retrieves.
 import asyncio
 import random
 import struct
-import sys
 import time
 
 from fp import const
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
-    import ssl
     from typing import Any, Awaitable, Callable, Iterable
 
     Will = tuple[str, "bytes | bytearray", int, bool]  # (topic, payload, qos, retain)
+    from fp.mqtt_tls import TLS
+
     Packet = tuple[int, "bytes | None", int]  # (first byte, body or None: too large, length)
 
-IS_CPYTHON = sys.implementation.name == "cpython"
 try:
     from time import (  # MicroPython's wrapping millisecond clock
         ticks_diff,  # pyright: ignore[reportAssignmentType] (the stubs' ticks type)
@@ -251,15 +250,9 @@ def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
 
 
 class Broker:
-    """Where and how to connect: validated once, used by MQTTClient.
-
-    TLS: `ca` is the DER of each CA certificate the broker's chain may end at (a list: every one
-    is trusted); `client_cert` and `client_key` the device's own, DER bytes, for brokers that
-    authenticate devices by certificate (PEM text becomes DER at the edge: fp.pem.tls_der); `server_hostname` the name
-    sent as SNI and checked against the broker's certificate (default: `host`); `alpn` the protocol
-    names offered (AWS IoT on port 443 wants ["x-amzn-mqtt-ca"]) - CPython only: the MicroPython
-    ssl module has no ALPN, and a Broker asking for it is refused there.
-    """
+    """Where and how to connect: validated once, used by MQTTClient. TLS settings (`tls`, `ca`,
+    `client_cert`, `client_key`, `server_hostname`, `alpn`) are checked and kept by fp.mqtt_tls.TLS,
+    loaded only for a broker that has them: `tls` None for a plain-TCP broker."""
 
     def __init__(
         self,
@@ -284,78 +277,16 @@ class Broker:
         self.port = port
         self.user = user
         self.password = password
-        if tls and not ca:
-            # MicroPython's ssl verifies nothing unless told to, and a board has no CA store
-            raise ValueError("tls needs the broker's CA certificate (ca)")
-        if (client_cert is None) != (client_key is None):
-            raise ValueError("client_cert and client_key go together")
-        if (client_cert or server_hostname or alpn) and not tls:
-            raise ValueError("client_cert, server_hostname and alpn need tls")
-        if alpn is not None:
-            if not alpn or not all(isinstance(name, str) and 0 < len(name) < 256 for name in alpn):
-                raise ValueError("alpn must be a list of protocol names")
-            import ssl
+        self.tls: "TLS | None" = None
+        if tls or ca or client_cert or client_key or server_hostname or alpn is not None:
+            from fp.mqtt_tls import TLS  # only a broker with TLS settings loads the TLS code
 
-            if not hasattr(ssl.SSLContext, "set_alpn_protocols"):
-                raise ValueError("alpn: this interpreter's ssl module has no ALPN")
-        for der in list(ca or ()) + [client_cert or b"\x30", client_key or b"\x30"]:
-            if not isinstance(der, (bytes, bytearray)) or der[:1] != b"\x30":
-                raise ValueError("ca, client_cert and client_key are DER (fp.pem.tls_der reads PEM)")
-        self.tls = tls
-        self.ca = list(ca) if ca else None  # DER, each trusted
-        self.client_cert = client_cert
-        self.client_key = client_key
-        self.server_hostname = server_hostname or host
-        self.alpn = list(alpn) if alpn else None
+            settings = TLS(host, tls, ca, client_cert, client_key, server_hostname, alpn)
+            if tls:
+                self.tls = settings
 
     def key(self) -> str:
         return "%s:%d" % (self.host, self.port)
-
-    def ssl_context(self) -> "ssl.SSLContext":
-        """The SSLContext for this broker: chain and name required, client certificate if any."""
-        import ssl
-
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # MicroPython's default is CERT_NONE even for a client: require the chain and the name
-        context.verify_mode = ssl.CERT_REQUIRED  # (CPython's TLS_CLIENT also checks the name)
-        for der in self.ca or ():
-            context.load_verify_locations(cadata=der)  # one call per certificate: MicroPython adds
-        if self.client_cert:
-            if IS_CPYTHON:  # its load_cert_chain takes files only
-                _load_chain_from_memory(context, self.client_cert, self.client_key or b"")  # both or neither
-            else:
-                context.load_cert_chain(self.client_cert, self.client_key)
-        if self.alpn:
-            context.set_alpn_protocols(self.alpn)
-        return context
-
-
-def _load_chain_from_memory(context: "ssl.SSLContext", cert_der: bytes, key_der: bytes) -> None:
-    """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder.
-
-    CPython only (the board's ssl takes DER from memory), hence the type checker's silence below:
-    it checks this module as an ESP32 sees it."""
-    import os
-    import tempfile
-
-    from fp import pem
-
-    path = os.path  # pyright: ignore[reportAttributeAccessIssue]
-    folder = tempfile.mkdtemp()  # mode 0700: the key is readable by this user only
-    cert_path = path.join(folder, "cert.pem")
-    key_path = path.join(folder, "key.pem")
-    try:
-        with open(cert_path, "w") as file:
-            file.write(pem.encode("CERTIFICATE", cert_der))
-        flags = os.O_WRONLY | os.O_CREAT  # pyright: ignore[reportAttributeAccessIssue]
-        with open(os.open(key_path, flags, 0o600), "w") as file:
-            file.write(pem.encode(pem.key_label(key_der), key_der))
-        context.load_cert_chain(cert_path, key_path)
-    finally:
-        for name in (cert_path, key_path):
-            if path.exists(name):
-                os.remove(name)
-        os.rmdir(folder)
 
 
 class _Outgoing:
@@ -633,25 +564,24 @@ class MQTTClient:
             self.log("mqtt %s: down" % self.broker.key())
 
     async def _connect(self) -> None:
-        if not self.broker.tls:
-            return await self._open()
         try:
-            return await self._open()
+            await self._open()
         except (OSError, ValueError) as error:
-            if _is_tls_error(error):
+            tls = self.broker.tls
+            if tls is not None and tls.is_tls_error(error):
                 raise MQTTError("tls", "%s %s" % (type(error).__name__, error))
             raise
 
     async def _open(self) -> None:
         if self.link_up and not self.link_up():
             raise MQTTError("network", "network down")
-        context = self.broker.ssl_context() if self.broker.tls else None
-        if context is not None:
+        broker, tls = self.broker, self.broker.tls
+        if tls is not None:
             opening = asyncio.open_connection(
-                self.broker.host, self.broker.port, ssl=context, server_hostname=self.broker.server_hostname
+                broker.host, broker.port, ssl=tls.context(), server_hostname=tls.server_hostname
             )
         else:
-            opening = asyncio.open_connection(self.broker.host, self.broker.port)
+            opening = asyncio.open_connection(broker.host, broker.port)
         reader, writer = await asyncio.wait_for(opening, self.connect_timeout_s)
         self._reader, self._writer = reader, writer
         if self._stopped:  # stop() came while the socket opened: run() closes it
@@ -1044,22 +974,6 @@ class MQTTClient:
                 pings_answered = self._pingresp_count
                 await self._send(bytes((_PINGREQ, 0)))
                 ping_sent_ms = ticks_ms()
-
-
-def _is_tls_error(error: Exception) -> bool:
-    """An error of the TLS layer: CPython's ssl.SSLError; under MicroPython, mbedtls refusing a
-    certificate (ValueError) or failing the handshake (OSError with a negative mbedtls code)."""
-    try:
-        import ssl
-
-        if isinstance(error, getattr(ssl, "SSLError", ())):
-            return True
-    except ImportError:
-        return False
-    if isinstance(error, ValueError):
-        return not hasattr(ssl, "SSLError")
-    code = error.args[0] if error.args else 0
-    return isinstance(code, int) and code < 0
 
 
 def _as_mqtt_error(error: Exception) -> MQTTError:

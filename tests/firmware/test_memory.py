@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
@@ -139,9 +140,31 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
         "fp.receipted",
         "fp.receipts",
         "fp.pem",
+        "fp.mqtt_tls",
     )
     for unused in never:
         assert "'" + unused.rstrip("'") + "'" not in loaded, unused
+
+
+def test_a_plain_tcp_board_never_imports_the_tls_code(tmp_path):
+    """The compiled firmware builds each destination's Broker from its settings (fp.destinations):
+    a plain-TCP one leaves fp.mqtt_tls (TLS settings, SSLContext, TLS errors) out of the heap; the
+    first TLS one loads it (the TLS connections themselves: tests/firmware/test_mqtt_tls.py)."""
+
+    build = compile_firmware("x64", tmp_path / "build")
+    der = bytes((0x30, 32)) + bytes(32)  # DER's outer SEQUENCE: as much as the broker checks
+    ca = f"-----BEGIN CERTIFICATE-----\n{base64.b64encode(der).decode()}\n-----END CERTIFICATE-----\n"
+    script = (
+        "import sys\n"
+        "from fp.destinations import broker_for\n"
+        "plain = broker_for({'host': 'h', 'port': 1883}, {}, bytes(32), 'd')\n"
+        "print(plain.tls, 'fp.mqtt_tls' in sys.modules)\n"
+        f"secure = broker_for({{'host': 'h', 'port': 8883, 'tls': True, 'ca': {ca!r}}}, {{}}, bytes(32), 'd')\n"
+        "print(secure.tls.ca[0].hex(), 'fp.mqtt_tls' in sys.modules)\n"
+    )
+    plain, secure = _run_build(build, ["-c", script]).strip().splitlines()
+    assert plain == "None False"
+    assert secure == der.hex() + " True"
 
 
 def test_the_ed25519_table_is_read_in_place_from_a_romfs_image_and_signs_the_same(tmp_path):
