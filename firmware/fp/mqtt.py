@@ -50,9 +50,9 @@ TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); Mic
 if TYPE_CHECKING:
     from typing import Any, Awaitable, Callable, Iterable
 
-    Will = tuple[str, "bytes | bytearray", int, bool]  # (topic, payload, qos, retain)
     from fp.mqtt_tls import TLS
 
+    Will = tuple[str, "bytes | bytearray", int, bool]  # (topic, payload, qos, retain)
     Packet = tuple[int, "bytes | None", int]  # (first byte, body or None: too large, length)
 
 try:
