@@ -1,8 +1,10 @@
 """An asyncio MQTT 3.1.1 client for the board: one object per broker, owning its connection.
 
 Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
-backoff and jitter; the application sees the `up` and `down` events (and `is_up`), `publish()`,
-`subscribe()`, `unsubscribe()` and one callback, `on_message(message)` with a `Message`.
+backoff and jitter; the application sees `is_up`, `wait_up()`, the `on_up` coroutine (awaited
+after each connect), `publish()`, `subscribe()`, `unsubscribe()` and one callback,
+`on_message(message)` with a `Message`. (No `up`/`down` events as mqtt_as has: nothing waited on
+them, and each held two asyncio.Event objects per client.)
 It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/bus/ackclient.py).
 
 Session (clean=False): each QoS 1 PUBLISH stays in the client's session until its PUBACK, each
@@ -40,20 +42,19 @@ closes the socket; no task is left with an error nobody retrieves.
 import asyncio
 import random
 import struct
-import sys
 import time
 
 from fp import const
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
-    import ssl
     from typing import Any, Awaitable, Callable, Iterable
+
+    from fp.mqtt_tls import TLS
 
     Will = tuple[str, "bytes | bytearray", int, bool]  # (topic, payload, qos, retain)
     Packet = tuple[int, "bytes | None", int]  # (first byte, body or None: too large, length)
 
-IS_CPYTHON = sys.implementation.name == "cpython"
 try:
     from time import (  # MicroPython's wrapping millisecond clock
         ticks_diff,  # pyright: ignore[reportAssignmentType] (the stubs' ticks type)
@@ -89,15 +90,11 @@ _PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id foll
 _PUBLISH_QOS2 = const(0x04)  # the QoS 2 bit of a PUBLISH's first byte
 _SUBACK_FAILURE = const(0x80)
 _MAX_QOS2_PENDING = const(16)  # QoS 2 ids received and not yet released: more is a misbehaving broker
-# CONNACK's refusal codes 1..5, by code - 1
-_CONNACK_CODES = const(
-    (
-        "unacceptable protocol version",
-        "client identifier rejected",
-        "server unavailable",
-        "bad user name or password",
-        "not authorized",
-    )
+# CONNACK's refusal codes 1..5, in order: one string, split on a refusal (a tuple of five strings
+# would be six objects held in the heap for an error path)
+_CONNACK_REFUSALS = const(
+    "unacceptable protocol version|client identifier rejected|server unavailable"
+    "|bad user name or password|not authorized"
 )
 
 # MQTTError.reason, a closed set of short stable strings:
@@ -251,15 +248,9 @@ def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
 
 
 class Broker:
-    """Where and how to connect: validated once, used by MQTTClient.
-
-    TLS: `ca` is the DER of each CA certificate the broker's chain may end at (a list: every one
-    is trusted); `client_cert` and `client_key` the device's own, DER bytes, for brokers that
-    authenticate devices by certificate (PEM text becomes DER at the edge: fp.pem.tls_der); `server_hostname` the name
-    sent as SNI and checked against the broker's certificate (default: `host`); `alpn` the protocol
-    names offered (AWS IoT on port 443 wants ["x-amzn-mqtt-ca"]) - CPython only: the MicroPython
-    ssl module has no ALPN, and a Broker asking for it is refused there.
-    """
+    """Where and how to connect: validated once, used by MQTTClient. TLS settings (`tls`, `ca`,
+    `client_cert`, `client_key`, `server_hostname`, `alpn`) are checked and kept by fp.mqtt_tls.TLS,
+    loaded only for a broker that has them: `tls` None for a plain-TCP broker."""
 
     def __init__(
         self,
@@ -284,78 +275,16 @@ class Broker:
         self.port = port
         self.user = user
         self.password = password
-        if tls and not ca:
-            # MicroPython's ssl verifies nothing unless told to, and a board has no CA store
-            raise ValueError("tls needs the broker's CA certificate (ca)")
-        if (client_cert is None) != (client_key is None):
-            raise ValueError("client_cert and client_key go together")
-        if (client_cert or server_hostname or alpn) and not tls:
-            raise ValueError("client_cert, server_hostname and alpn need tls")
-        if alpn is not None:
-            if not alpn or not all(isinstance(name, str) and 0 < len(name) < 256 for name in alpn):
-                raise ValueError("alpn must be a list of protocol names")
-            import ssl
+        self.tls: "TLS | None" = None
+        if tls or ca or client_cert or client_key or server_hostname or alpn is not None:
+            from fp.mqtt_tls import TLS  # only a broker with TLS settings loads the TLS code
 
-            if not hasattr(ssl.SSLContext, "set_alpn_protocols"):
-                raise ValueError("alpn: this interpreter's ssl module has no ALPN")
-        for der in list(ca or ()) + [client_cert or b"\x30", client_key or b"\x30"]:
-            if not isinstance(der, (bytes, bytearray)) or der[:1] != b"\x30":
-                raise ValueError("ca, client_cert and client_key are DER (fp.pem.tls_der reads PEM)")
-        self.tls = tls
-        self.ca = list(ca) if ca else None  # DER, each trusted
-        self.client_cert = client_cert
-        self.client_key = client_key
-        self.server_hostname = server_hostname or host
-        self.alpn = list(alpn) if alpn else None
+            settings = TLS(host, tls, ca, client_cert, client_key, server_hostname, alpn)
+            if tls:
+                self.tls = settings
 
     def key(self) -> str:
         return "%s:%d" % (self.host, self.port)
-
-    def ssl_context(self) -> "ssl.SSLContext":
-        """The SSLContext for this broker: chain and name required, client certificate if any."""
-        import ssl
-
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # MicroPython's default is CERT_NONE even for a client: require the chain and the name
-        context.verify_mode = ssl.CERT_REQUIRED  # (CPython's TLS_CLIENT also checks the name)
-        for der in self.ca or ():
-            context.load_verify_locations(cadata=der)  # one call per certificate: MicroPython adds
-        if self.client_cert:
-            if IS_CPYTHON:  # its load_cert_chain takes files only
-                _load_chain_from_memory(context, self.client_cert, self.client_key or b"")  # both or neither
-            else:
-                context.load_cert_chain(self.client_cert, self.client_key)
-        if self.alpn:
-            context.set_alpn_protocols(self.alpn)
-        return context
-
-
-def _load_chain_from_memory(context: "ssl.SSLContext", cert_der: bytes, key_der: bytes) -> None:
-    """CPython's load_cert_chain reads files: hand it PEM in a private temporary folder.
-
-    CPython only (the board's ssl takes DER from memory), hence the type checker's silence below:
-    it checks this module as an ESP32 sees it."""
-    import os
-    import tempfile
-
-    from fp import pem
-
-    path = os.path  # pyright: ignore[reportAttributeAccessIssue]
-    folder = tempfile.mkdtemp()  # mode 0700: the key is readable by this user only
-    cert_path = path.join(folder, "cert.pem")
-    key_path = path.join(folder, "key.pem")
-    try:
-        with open(cert_path, "w") as file:
-            file.write(pem.encode("CERTIFICATE", cert_der))
-        flags = os.O_WRONLY | os.O_CREAT  # pyright: ignore[reportAttributeAccessIssue]
-        with open(os.open(key_path, flags, 0o600), "w") as file:
-            file.write(pem.encode(pem.key_label(key_der), key_der))
-        context.load_cert_chain(cert_path, key_path)
-    finally:
-        for name in (cert_path, key_path):
-            if path.exists(name):
-                os.remove(name)
-        os.rmdir(folder)
 
 
 class _Outgoing:
@@ -384,14 +313,6 @@ class _Request:
         self.done = asyncio.Event()
         self.result: "Any" = None  # the filters asked, then the SUBACK's codes
         self.error: "MQTTError | None" = None
-
-
-def _ignored(topic: bytes, size: int) -> None:
-    """The default on_oversized: the count and the log line are enough on a board."""
-
-
-async def _nothing() -> None:
-    """The default on_up: nothing to do after a (re)connect."""
 
 
 class MQTTClient:
@@ -443,15 +364,11 @@ class MQTTClient:
         self.is_reconnecting = reconnect
         self.connect_timeout_s = connect_timeout_s
         self.oversized = 0
-        self.on_oversized: "Callable[[bytes, int], None]" = (
-            _ignored  # called with (topic bytes, payload size) for each PUBLISH read past
-        )
+        # called with (topic bytes, payload size) for each PUBLISH read past; on a board the count
+        # and the log line are enough
+        self.on_oversized: "Callable[[bytes, int], None] | None" = None
         self.is_up = False
-        self.up = asyncio.Event()  # set on each connect (the application clears it), as mqtt_as
-        self.down = asyncio.Event()  # set on each loss of a connection
-        self.on_up: "Callable[[], Awaitable[None]]" = (
-            _nothing  # coroutine function called after each (re)connect
-        )
+        self.on_up: "Callable[[], Awaitable[None]] | None" = None  # awaited after each (re)connect
         self.connects = 0
         self.errors = 0
         self.session_present = False
@@ -547,13 +464,24 @@ class MQTTClient:
                 await self._connect()
                 backoff = min(0.5, self.max_backoff_s)
                 # kept: CPython's loop holds tasks weakly, and one unreferenced may vanish mid-run
-                self._on_up_task = asyncio.create_task(self._call_on_up())
+                if self.on_up:
+                    self._on_up_task = asyncio.create_task(self._call_on_up(self.on_up))
                 await self._serve()
-            except (OSError, MQTTError, EOFError, asyncio.TimeoutError, ValueError, IndexError) as error:
-                failure = _as_mqtt_error(error)
-                if not self._stopped:
-                    self.errors += 1
-                    self.log("mqtt %s: %s" % (self.broker.key(), failure))
+            except MQTTError as error:
+                failure = error
+            except asyncio.TimeoutError:  # before OSError: CPython's is one
+                failure = MQTTError("timeout", "connect")
+            except EOFError:
+                failure = MQTTError("closed", "connection closed by the broker")
+            except (OSError, ValueError, IndexError) as error:
+                reason = "network" if isinstance(error, OSError) else "protocol"
+                tls = self.broker.tls
+                if tls is not None and not self.is_up and tls.is_tls_error(error):
+                    reason = "tls"  # while connecting: the handshake, at the first write or read
+                failure = MQTTError(reason, "%s %s" % (type(error).__name__, error))
+            if failure is not None and not self._stopped:
+                self.errors += 1
+                self.log("mqtt %s: %s" % (self.broker.key(), failure))
             self._drop()
             if self._stopped:
                 break
@@ -588,9 +516,9 @@ class MQTTClient:
 
     # --- connection ------------------------------------------------------------------------
 
-    async def _call_on_up(self) -> None:
+    async def _call_on_up(self, on_up: "Callable[[], Awaitable[None]]") -> None:
         try:
-            await self.on_up()
+            await on_up()
         except Exception as error:  # never a task whose error nobody retrieves
             self.log("mqtt %s: on_up failed: %s %s" % (self.broker.key(), type(error).__name__, error))
 
@@ -629,29 +557,18 @@ class MQTTClient:
             self._window = []
             self._qos2_ids = set()
         if was_up:
-            self.down.set()
             self.log("mqtt %s: down" % self.broker.key())
 
     async def _connect(self) -> None:
-        if not self.broker.tls:
-            return await self._open()
-        try:
-            return await self._open()
-        except (OSError, ValueError) as error:
-            if _is_tls_error(error):
-                raise MQTTError("tls", "%s %s" % (type(error).__name__, error))
-            raise
-
-    async def _open(self) -> None:
         if self.link_up and not self.link_up():
             raise MQTTError("network", "network down")
-        context = self.broker.ssl_context() if self.broker.tls else None
-        if context is not None:
+        broker, tls = self.broker, self.broker.tls
+        if tls is not None:
             opening = asyncio.open_connection(
-                self.broker.host, self.broker.port, ssl=context, server_hostname=self.broker.server_hostname
+                broker.host, broker.port, ssl=tls.context(), server_hostname=tls.server_hostname
             )
         else:
-            opening = asyncio.open_connection(self.broker.host, self.broker.port)
+            opening = asyncio.open_connection(broker.host, broker.port)
         reader, writer = await asyncio.wait_for(opening, self.connect_timeout_s)
         self._reader, self._writer = reader, writer
         if self._stopped:  # stop() came while the socket opened: run() closes it
@@ -674,7 +591,9 @@ class MQTTClient:
             raise MQTTError("protocol", "expected CONNACK, got packet type 0x%02x" % header)
         if body[1] != 0:
             code = body[1]
-            raise MQTTError("refused", _CONNACK_CODES[code - 1] if code <= 5 else "code %d" % code, code)
+            raise MQTTError(
+                "refused", _CONNACK_REFUSALS.split("|")[code - 1] if code <= 5 else "code %d" % code, code
+            )
         if self._stopped:
             raise MQTTError("stopped")
         self.session_present = bool(body[0] & 1)
@@ -694,7 +613,6 @@ class MQTTClient:
         self.is_up = True
         self.connects += 1
         self._up_event.set()
-        self.up.set()
         self._reader_task = asyncio.create_task(self._read_forever())
         self.log("mqtt %s: up" % self.broker.key())
         await self._pump()
@@ -764,11 +682,11 @@ class MQTTClient:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _link(self) -> "tuple[asyncio.StreamReader, asyncio.StreamWriter]":
-        """The open connection's (reader, writer), or MQTTError when there is none."""
-        if self._reader is None or self._writer is None:
+    def _link(self) -> "asyncio.StreamReader":
+        """The open connection's reader, or MQTTError when there is none."""
+        if self._reader is None:
             raise MQTTError("down", "not connected")
-        return self._reader, self._writer
+        return self._reader
 
     def _parse(self) -> "Packet | None":
         """The next packet in the buffer as (first byte, body, remaining length), or None until
@@ -798,35 +716,35 @@ class MQTTClient:
             return header, None, length
         if end - index < length:
             return None
+        body = buffer[index : index + length]
         self._position = index + length
-        return header, buffer[index : index + length], length
-
-    async def _fill(self) -> None:
-        """Read what the broker has sent (up to read_chunk bytes) behind what is left unparsed."""
-        chunk = await self._link()[0].read(self.read_chunk)
-        if not chunk:
-            raise MQTTError("closed", "connection closed by the broker")
-        rest = self._buffer[self._position :]
-        self._buffer = rest + chunk if rest else chunk
-        self._position = 0
+        if self._position == end:  # all parsed: the read's bytes are not held until the next one
+            self._buffer, self._position = b"", 0
+        return header, body, length
 
     async def _take(self, count: int) -> bytes:
         """`count` bytes: what the buffer holds first, then straight from the stream."""
         held = self._buffer[self._position : self._position + count]
         self._position += len(held)
         if len(held) < count:
-            held += await self._link()[0].readexactly(count - len(held))
+            held += await self._link().readexactly(count - len(held))
         return held
 
     async def _next_packet(self) -> "tuple[int, bytes]":
         """The next packet as (first byte, body), read as needed; a PUBLISH too large is read past.
 
-        Packets are parsed out of whole reads: one read for as many as have arrived.
+        Packets are parsed out of whole reads: one read (up to read_chunk bytes, behind what is
+        left unparsed) for as many as have arrived.
         """
         while True:
             packet = self._parse()
             if packet is None:
-                await self._fill()
+                chunk = await self._link().read(self.read_chunk)
+                if not chunk:
+                    raise MQTTError("closed", "connection closed by the broker")
+                rest = self._buffer[self._position :]
+                self._buffer = rest + chunk if rest else chunk
+                self._position = 0
                 continue
             header, body, length = packet
             if body is not None:
@@ -856,7 +774,8 @@ class MQTTClient:
                 repr(bytes(rest[: min(topic_length, 200)])),
             )
         )
-        self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
+        if self.on_oversized:
+            self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
         packet_id = rest[topic_length : topic_length + 2]
         if qos == 1:
             await self._send(_PUBACK_2 + packet_id)
@@ -1044,31 +963,3 @@ class MQTTClient:
                 pings_answered = self._pingresp_count
                 await self._send(bytes((_PINGREQ, 0)))
                 ping_sent_ms = ticks_ms()
-
-
-def _is_tls_error(error: Exception) -> bool:
-    """An error of the TLS layer: CPython's ssl.SSLError; under MicroPython, mbedtls refusing a
-    certificate (ValueError) or failing the handshake (OSError with a negative mbedtls code)."""
-    try:
-        import ssl
-
-        if isinstance(error, getattr(ssl, "SSLError", ())):
-            return True
-    except ImportError:
-        return False
-    if isinstance(error, ValueError):
-        return not hasattr(ssl, "SSLError")
-    code = error.args[0] if error.args else 0
-    return isinstance(code, int) and code < 0
-
-
-def _as_mqtt_error(error: Exception) -> MQTTError:
-    if isinstance(error, MQTTError):
-        return error
-    if isinstance(error, asyncio.TimeoutError):
-        return MQTTError("timeout", "connect")
-    if isinstance(error, EOFError):
-        return MQTTError("closed", "connection closed by the broker")
-    if isinstance(error, OSError):
-        return MQTTError("network", "%s %s" % (type(error).__name__, error))
-    return MQTTError("protocol", "%s %s" % (type(error).__name__, error))
