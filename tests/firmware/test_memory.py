@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 
 from host_agent.board.build import compile_firmware
 from host_agent.paths import BOARDS
-from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, run_micropython_wasm
+from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, romfs_code, run_micropython_wasm, wait_for
 
 # Measured 2026-12-05 with @micropython/micropython-webassembly-pyscript 1.29.0-6 (docs/benchmarks.md).
 # The budget is the figure plus a little slack: a change that loads more at boot fails here.
@@ -44,6 +47,18 @@ RUNNING_HEAP_BUDGET = {
     (64, "mpy"): 139_712 + 1536,
     (32, "romfs"): 49_120 + 1024,
     (32, "mpy"): 100_608 + 1536,
+}
+
+# The steady heap the running device reports (get-info's heap_bytes: a collection, then
+# gc.mem_alloc(), inside the command; HTTP API on, owner set, a few seconds of readings; the ROMFS
+# image read into the heap is subtracted), by word size and where the code is: bench_memory.py's
+# figure. Measured 2026-12-06 night (docs/benchmarks.md, "Heap cuts, third pass"): STEADY_FIGURES.
+# The budget is the figure plus 1 KB: the heap coming back fails here.
+STEADY_HEAP_BUDGET = {
+    (64, "romfs"): 94_272 + 1024,
+    (64, "mpy"): 156_608 + 1024,
+    (32, "romfs"): 54_288 + 1024,
+    (32, "mpy"): 111_312 + 1024,
 }
 
 pytestmark = pytest.mark.skipif(
@@ -202,3 +217,37 @@ def test_the_running_firmware_holds_at_most_its_heap_budget(tmp_path, mosquitto,
     running = [line for line in lines if line.startswith("step running")]
     held = int(running[0].split()[-1])
     assert 20 * 1024 < held <= RUNNING_HEAP_BUDGET[(bits, where)], held
+
+
+@pytest.mark.parametrize("where", ["romfs", "mpy"])
+def test_the_steady_heap_get_info_reports_stays_within_its_budget(
+    tmp_path, mosquitto, collector_factory, sim_devices, where
+):
+    """Boot the compiled firmware on the unix port (FP_MICROPYTHON, else the venv's) with the HTTP
+    API on and an owner set, let it deliver readings, and ask it for get-info, as an owner would:
+    the heap it reports between commands coming back (state or code held) fails here."""
+    from host_agent.owner import Owner
+    from tests.firmware.conftest import owner_command
+
+    bits = _word_bits()
+    build = compile_firmware("x64" if bits == 64 else "x86", tmp_path / "build")
+    code, image_bytes = romfs_code(tmp_path, build.path) if where == "romfs" else (build.path, 0)
+    vendor = collector_factory(mosquitto)
+    owner = Owner(tmp_path / "owner.key")
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    # the code's path relative to the device's folder: each module's __file__ holds the path it was
+    # loaded from, so an absolute one would make the figure depend on where pytest puts tmp_path
+    code = Path(os.path.relpath(code, flash))
+    device = sim_devices(
+        flash,
+        (mosquitto.host, mosquitto.port),
+        owner_key=owner.public,
+        heapsize="512k",
+        code=code,
+    ).start()
+    device_id = device.device_id()
+    wait_for(lambda: vendor.readings, 30, "a first reading")
+    time.sleep(3)  # a few readings, the HTTP API up, the boot marked stable: as bench_memory.py
+    held = owner_command(owner, vendor, device_id, "get-info", {}, 30)["result"]["heap_bytes"] - image_bytes
+    assert 20 * 1024 < held <= STEADY_HEAP_BUDGET[(bits, where)], held
