@@ -35,6 +35,7 @@ class Destination:
 
     delivery = "puback"
     receipt_key = None
+    ram_slots = RAM_SLOTS  # a class's own: fp.receipted holds more
 
     def __init__(self, name, broker, client, ring, device_id):
         self.name = name
@@ -55,7 +56,6 @@ class Destination:
         # the connection (client.connects) that has carried the card and status: a recipient must
         # be able to verify the first reading it gets, so nothing else goes out before them
         self.announced = -1
-        self.ram_slots = RAM_SLOTS
 
     @property
     def buffered(self):
@@ -244,8 +244,9 @@ def _start(device, name, broker, receipt_key=None):
     command_topic = topics.topic(device_id, "command")
     update_topic = topics.topic(device_id, "update")  # fp.ota
     subscriptions = [(command_topic, 1), (update_topic, 1)]
-    receipt_topic = topics.topic(device_id, "receipt")
+    receipt_topic = None  # held only by a destination with receipts
     if receipt_key is not None:
+        receipt_topic = topics.topic(device_id, "receipt")
         subscriptions.append((receipt_topic, 1))
     built = []  # the destination, once made: the client's callback needs it
 
