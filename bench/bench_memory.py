@@ -33,7 +33,7 @@ from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
 from host_agent.owner import Owner  # noqa: E402
 from host_agent.rig.simdevice import SimDevice, micropython_command  # noqa: E402
 from tests.firmware.conftest import Collector  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+from tests.helpers import romfs_code, wait_for  # noqa: E402
 
 BOOTS = 3
 GOAL_STEADY = 64 * 1024
@@ -144,26 +144,6 @@ def start_up_peak(work: Path, build: Path, broker: Mosquitto, owner: Owner) -> i
         else:
             low = middle
     return 4 * high * 1024
-
-
-def romfs_code(work: Path, build: Path) -> tuple[Path, int]:
-    """A code folder whose main.py mounts a ROMFS image of `build` at /rom (vfs.VfsRom over the
-    image read into the heap: the unix port has no ROM partition) and then runs the firmware's
-    main.py, which imports from /rom; returns it and the bytes the image takes in the heap."""
-    from tests.helpers import build_romfs
-
-    image = build_romfs(build, work / "firmware.romfs")
-    code = work / "romfs-code"
-    code.mkdir()
-    mount = (
-        "import vfs\n"
-        f"with open({str(image)!r}, 'rb') as _f:\n"
-        "    _image = _f.read()\n"
-        "vfs.mount(vfs.VfsRom(_image), '/rom')\n"
-    )
-    (code / "main.py").write_text(mount + (build / "main.py").read_text())
-    size = image.stat().st_size
-    return code, size + (-size % 16) + 16  # the bytes object: data rounded to GC blocks, its header
 
 
 def wasm_boot_imports(work: Path, baseline: str | None = None) -> str:

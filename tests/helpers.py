@@ -105,6 +105,24 @@ def build_romfs(build: Path, image: Path) -> Path:
     return build_romfs_image(build, image)
 
 
+def romfs_code(work: Path, build: Path) -> tuple[Path, int]:
+    """A code folder whose main.py mounts a ROMFS image of `build` at /rom (vfs.VfsRom over the
+    image read into the heap: the unix port has no ROM partition) and then runs the firmware's
+    main.py, which imports from /rom; returns it and the bytes the image takes in the heap."""
+    image = build_romfs(build, work / "firmware.romfs")
+    code = work / "romfs-code"
+    code.mkdir()
+    mount = (
+        "import vfs\n"
+        f"with open({str(image)!r}, 'rb') as _f:\n"
+        "    _image = _f.read()\n"
+        "vfs.mount(vfs.VfsRom(_image), '/rom')\n"
+    )
+    (code / "main.py").write_text(mount + (build / "main.py").read_text())
+    size = image.stat().st_size
+    return code, size + (-size % 16) + 16  # the bytes object: data rounded to GC blocks, its header
+
+
 def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

@@ -11,6 +11,7 @@ import hashlib
 import time
 
 from fp import device_messages, ed25519, ids, safemode
+from fp.destinations import total
 from fp.errors import ProtocolError
 from fp.identity import FIRMWARE_VERSION
 from fp.runtime import heap_in_use, log, unload
@@ -79,8 +80,8 @@ def get_info(device, args):
         "intervals": device.config["intervals"],
         "refused": device.refused,
         "unanswered": device.unanswered,
-        "dropped": destinations.total("dropped"),
-        "buffered": destinations.total("buffered"),
+        "dropped": total(destinations, "dropped"),
+        "buffered": total(destinations, "buffered"),
         "flash_writes": sum(d.ring.writes for d in destinations.values()),
         "delivery": {name: d.delivery for name, d in destinations.items()},
         "receipts": {
@@ -213,7 +214,7 @@ def handle(device, data):
         result,
         device.now(),
     )
-    device.destinations.put("ack", ack)
+    device.put("ack", ack)
     if outcome == "applied" and result == "rebooting":
         asyncio.create_task(device.reboot_soon())
     return ack

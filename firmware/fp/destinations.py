@@ -1,7 +1,7 @@
 """The device's destinations: one broker each, with its own connection and its own queue.
 
-`Destinations` holds them by name as config.json lists them, starts and stops them when that list
-changes, and puts each signed message in every queue. `Destination` is one of them: its FIFO in
+The device holds them in a dict by name (`device.destinations`), as config.json lists them;
+`apply` starts and stops them when that list changes. `Destination` is one of them: its FIFO in
 RAM and flash, and its delivery rule (PUBACK, or the agent's signed receipts).
 """
 
@@ -35,6 +35,7 @@ class Destination:
 
     delivery = "puback"
     receipt_key = None
+    ram_slots = RAM_SLOTS  # a class's own: fp.receipted holds more
 
     def __init__(self, name, broker, client, ring, device_id):
         self.name = name
@@ -55,7 +56,6 @@ class Destination:
         # the connection (client.connects) that has carried the card and status: a recipient must
         # be able to verify the first reading it gets, so nothing else goes out before them
         self.announced = -1
-        self.ram_slots = RAM_SLOTS
 
     @property
     def buffered(self):
@@ -197,132 +197,112 @@ def broker_for(spec, provision, seed, device_id):
     )
 
 
-class Destinations:
-    """The device's destinations by name, as config.json lists them.
+def total(destinations, attribute):
+    """The sum of one counter (buffered, dropped, sent...) over `destinations` (name -> Destination)."""
+    return sum(getattr(destination, attribute) for destination in destinations.values())
+
+
+def apply(device, specs):
+    """Start, stop or restart `device.destinations` so that they are those `specs` list.
 
     `device` gives what each connection announces and where commands go: `identity`, `provision`,
-    `hal` (is the network up), `card()`, `status(state)`, `on_command(data)` and `on_update(data)`.
+    `board`, `hal` (is the network up), `card()`, `status(state)`, `on_command(data)` and
+    `on_update(data)`.
     """
+    identity = device.identity
+    wanted = {}
+    keys = {}
+    for spec in specs:
+        wanted[spec["name"]] = broker_for(spec, device.provision, identity.seed, identity.device_id)
+        keys[spec["name"]] = receipt_key_for(spec, device.provision)
+    current = device.destinations
+    for name in list(current):
+        destination = current[name]
+        is_gone = name not in wanted or wanted[name].key() != destination.broker.key()
+        if is_gone or keys[name] != destination.receipt_key:
+            current.pop(name).stop()  # RAM to flash: a new rule keeps the queue
+        if is_gone:
+            # what was buffered for a broker the owner removed is not sent to its successor
+            for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+            log("destination %s removed" % name)
+    for name, broker in wanted.items():
+        if name not in current:
+            destination = _start(device, name, broker, keys[name])
+            current[name] = destination
+            log("destination %s -> %s (%s)" % (name, broker.key(), destination.delivery))
 
-    def __init__(self, device):
-        self.device = device
-        self.by_name = {}
 
-    def values(self):
-        return self.by_name.values()
-
-    def items(self):
-        return self.by_name.items()
-
-    def total(self, attribute):
-        """The sum of one counter (buffered, dropped, sent...) over every destination."""
-        return sum(getattr(destination, attribute) for destination in self.by_name.values())
-
-    def put(self, kind, payload):
-        """Queue one signed message for every destination."""
-        for destination in self.by_name.values():
-            destination.put(kind, payload)
-
-    def spill(self):
-        """Move what waits in RAM to flash: it must survive a reset."""
-        for destination in self.by_name.values():
-            destination.spill()
-
-    def apply(self, specs):
-        """Start, stop or restart destinations so that they are those `specs` list."""
-        device = self.device
-        identity = device.identity
-        wanted = {}
-        keys = {}
-        for spec in specs:
-            wanted[spec["name"]] = broker_for(spec, device.provision, identity.seed, identity.device_id)
-            keys[spec["name"]] = receipt_key_for(spec, device.provision)
-        current = self.by_name
-        for name in list(current):
-            destination = current[name]
-            is_gone = name not in wanted or wanted[name].key() != destination.broker.key()
-            if is_gone or keys[name] != destination.receipt_key:
-                current.pop(name).stop()  # RAM to flash: a new rule keeps the queue
-            if is_gone:
-                # what was buffered for a broker the owner removed is not sent to its successor
-                for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
-                    try:
-                        os.remove(path)
-                    except OSError:
-                        pass
-                log("destination %s removed" % name)
-        for name, broker in wanted.items():
-            if name not in current:
-                destination = self._start(name, broker, keys[name])
-                current[name] = destination
-                log("destination %s -> %s (%s)" % (name, broker.key(), destination.delivery))
-
-    def _start(self, name, broker, receipt_key=None):
-        device = self.device
-        device_id = device.identity.device_id
-        # One signed "offline" will per destination and boot: reconnect attempts burn no seq, and a
-        # will delivered twice is the same bytes (a harmless duplicate).
-        will = (topics.topic(device_id, "status"), device.status("offline"), 1, True)
-        command_topic = topics.topic(device_id, "command")
-        update_topic = topics.topic(device_id, "update")  # fp.ota
-        subscriptions = [(command_topic, 1), (update_topic, 1)]
+def _start(device, name, broker, receipt_key=None):
+    device_id = device.identity.device_id
+    # One signed "offline" will per destination and boot: reconnect attempts burn no seq, and a
+    # will delivered twice is the same bytes (a harmless duplicate).
+    will = (topics.topic(device_id, "status"), device.status("offline"), 1, True)
+    command_topic = topics.topic(device_id, "command")
+    update_topic = topics.topic(device_id, "update")  # fp.ota
+    subscriptions = [(command_topic, 1), (update_topic, 1)]
+    receipt_topic = None  # held only by a destination with receipts
+    if receipt_key is not None:
         receipt_topic = topics.topic(device_id, "receipt")
-        if receipt_key is not None:
-            subscriptions.append((receipt_topic, 1))
-        built = []  # the destination, once made: the client's callback needs it
+        subscriptions.append((receipt_topic, 1))
+    built = []  # the destination, once made: the client's callback needs it
 
-        async def on_message(message):
-            if message.topic == receipt_topic:
-                if built and built[0].receipt_key is not None:
-                    built[0].on_receipt(bytes(message.payload))
-            elif message.topic == command_topic:
-                device.on_command(bytes(message.payload))
-            elif message.topic == update_topic:
-                device.on_update(bytes(message.payload))
+    async def on_message(message):
+        if message.topic == receipt_topic:
+            if built and built[0].receipt_key is not None:
+                built[0].on_receipt(bytes(message.payload))
+        elif message.topic == command_topic:
+            device.on_command(bytes(message.payload))
+        elif message.topic == update_topic:
+            device.on_update(bytes(message.payload))
 
-        client = MQTTClient(
-            broker,
-            "fp-" + device_id + "-" + name,
-            on_message,
-            will=will,
-            subscriptions=subscriptions,
-            keepalive_s=15,
-            clean=False,  # persistent session: the broker queues QoS 1 commands while we are away
-            log=log,
-            link_up=device.hal.network_up,
-        )
-        ring = RingBuffer("q_" + name + ".bin", device.board.get("queue_slots", RING_SLOTS))
-        if ring.dropped:
-            log("destination %s: queue resized, %d oldest messages dropped" % (name, ring.dropped))
-        if receipt_key is None:
-            destination = Destination(name, broker, client, ring, device_id)
-        else:
-            from fp.receipted import ReceiptedDestination  # only a destination with receipts loads it
+    client = MQTTClient(
+        broker,
+        "fp-" + device_id + "-" + name,
+        on_message,
+        will=will,
+        subscriptions=subscriptions,
+        keepalive_s=15,
+        clean=False,  # persistent session: the broker queues QoS 1 commands while we are away
+        log=log,
+        link_up=device.hal.network_up,
+    )
+    ring = RingBuffer("q_" + name + ".bin", device.board.get("queue_slots", RING_SLOTS))
+    if ring.dropped:
+        log("destination %s: queue resized, %d oldest messages dropped" % (name, ring.dropped))
+    if receipt_key is None:
+        destination = Destination(name, broker, client, ring, device_id)
+    else:
+        from fp.receipted import ReceiptedDestination  # only a destination with receipts loads it
 
-            destination = ReceiptedDestination(name, broker, client, ring, device_id, receipt_key)
-        built.append(destination)
+        destination = ReceiptedDestination(name, broker, client, ring, device_id, receipt_key)
+    built.append(destination)
 
-        async def on_up():
-            # card and status are retained: each broker holds the latest for late subscribers
-            connection = client.connects
-            try:
-                await client.publish(topics.topic(device_id, "card"), device.card(), 1, True)
-                await client.publish(topics.topic(device_id, "status"), device.status("online"), 1, True)
-            except MQTTError as error:
-                # nothing may go out unannounced: start over on a new connection, which announces
-                client.reconnect("announce failed: %s" % error)
-                return
-            destination.announced = connection
-            destination.wake.set()
+    async def on_up():
+        # card and status are retained: each broker holds the latest for late subscribers
+        connection = client.connects
+        try:
+            await client.publish(topics.topic(device_id, "card"), device.card(), 1, True)
+            await client.publish(topics.topic(device_id, "status"), device.status("online"), 1, True)
+        except MQTTError as error:
+            # nothing may go out unannounced: start over on a new connection, which announces
+            client.reconnect("announce failed: %s" % error)
+            return
+        destination.announced = connection
+        destination.wake.set()
 
-        client.on_up = on_up
-        destination.task = asyncio.create_task(client.run())
-        destination.sender = asyncio.create_task(destination.send_forever())
-        return destination
+    client.on_up = on_up
+    destination.task = asyncio.create_task(client.run())
+    destination.sender = asyncio.create_task(destination.send_forever())
+    return destination
 
-    def announce_card(self, card):
-        """Publish a new card (retained) where the link is up; every (re)connect publishes it anyway."""
-        card_topic = topics.topic(self.device.identity.device_id, "card")
-        for destination in self.by_name.values():
-            if destination.client.is_up:
-                asyncio.create_task(destination.client.publish(card_topic, card, 1, True))
+
+def announce_card(device, card):
+    """Publish a new card (retained) where the link is up; every (re)connect publishes it anyway."""
+    card_topic = topics.topic(device.identity.device_id, "card")
+    for destination in device.destinations.values():
+        if destination.client.is_up:
+            asyncio.create_task(destination.client.publish(card_topic, card, 1, True))

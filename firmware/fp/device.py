@@ -11,8 +11,7 @@ import asyncio
 import sys
 import time
 
-from fp import device_messages, ids, safemode, storage
-from fp.destinations import Destinations
+from fp import destinations, device_messages, ids, safemode, storage
 from fp.identity import FIRMWARE_VERSION, Identity
 from fp.runtime import log, unload
 
@@ -34,7 +33,7 @@ class Device:
         self.is_safe = history is not None and history.is_safe
         self.identity = Identity(self.board["name"], checked.owner_key, checked.last_counter)
         self.device_id = self.identity.device_id
-        self.destinations = Destinations(self)
+        self.destinations = {}  # name -> fp.destinations.Destination, as config.json lists them
         self.refused = 0
         self.unanswered = 0  # refused commands beyond the ack budget: counted, not answered
         self.refusal_acks = None  # fp.command's ack budget: a full bucket until the first refusal
@@ -65,16 +64,16 @@ class Device:
     def status(self, state):
         identity = self.identity
         boot, seq = identity.next_counter()
-        destinations = self.destinations
+        by_name = self.destinations
         info = {
-            "buffered": destinations.total("buffered"),
-            "dropped": destinations.total("dropped"),
+            "buffered": destinations.total(by_name, "buffered"),
+            "dropped": destinations.total(by_name, "dropped"),
             "refused": self.refused,
             "fw": FIRMWARE_VERSION,
             # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
-            "delivery": {name: d.delivery for name, d in destinations.items()},
+            "delivery": {name: d.delivery for name, d in by_name.items()},
         }
-        refused = sum(d.receipts_refused for d in destinations.values() if d.receipt_key is not None)
+        refused = sum(d.receipts_refused for d in by_name.values() if d.receipt_key is not None)
         if refused:
             info["receipts_refused"] = refused
         if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
@@ -91,13 +90,18 @@ class Device:
     def set_owner(self, key):
         """A claim or a hand-over: save the new owner, then announce the new card."""
         self.identity.set_owner(key)
-        self.destinations.announce_card(self.card())
+        destinations.announce_card(self, self.card())
 
     def save_config(self):
         storage.save_json(storage.CONFIG_FILE, self.config)
 
+    def put(self, kind, payload):
+        """Queue one signed message for every destination."""
+        for destination in self.destinations.values():
+            destination.put(kind, payload)
+
     def apply_destinations(self):
-        self.destinations.apply(self.config["destinations"])
+        destinations.apply(self, self.config["destinations"])
 
     async def apply_destinations_later(self):
         await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
@@ -111,7 +115,8 @@ class Device:
         await asyncio.sleep(0.5)
         if self.history:  # a reset the owner asked for is no crash; from safe mode, it tries normal
             self.history.mark_stable()
-        self.destinations.spill()  # what waits in RAM (for a PUBACK or a receipt) survives the reset
+        for destination in self.destinations.values():
+            destination.spill()  # what waits in RAM (for a PUBACK or a receipt) survives the reset
         self.hal.reset()
 
     # --- the claim window: the owner's physical presence ----------------------------------------
@@ -205,7 +210,9 @@ class Device:
             self.hal.feed()
             if self.hal.button_pressed():
                 self.open_claim_window()
-            if history is not None and history.check_stable(self.destinations.total("sent"), self.started_ms):
+            if history is not None and history.check_stable(
+                destinations.total(self.destinations, "sent"), self.started_ms
+            ):
                 log("boot %d is stable" % self.identity.boot)
             if self._is_on_probation_and_delivered():  # confirmed by its first delivered reading
                 from fp import ota

@@ -9,8 +9,10 @@ button), so the owner's agent can enrol it without the password crossing the ven
 
 A slow or hostile client cannot hold memory or the loop: at most MAX_CLIENTS connections are
 served at once (others get 503 at once), the request head must fit MAX_REQUEST_BYTES (one buffer
-per client, allocated here once) and arrive within READ_TIMEOUT_S, the answer must be taken within WRITE_TIMEOUT_S,
-and the card and status are signed at most once per CACHE_MS whatever the request rate.
+per request, allocated when it comes and dropped with it: a request is rare, and the heap between
+requests holds none) and arrive within READ_TIMEOUT_S, the answer must be taken within
+WRITE_TIMEOUT_S, and the card and status are signed at most once per CACHE_MS whatever the request
+rate.
 """
 
 import asyncio
@@ -55,7 +57,7 @@ class HttpApi:
     def __init__(self, device, log):
         self.device = device
         self.log = log
-        self.buffers = [bytearray(_MAX_REQUEST_BYTES) for _ in range(_MAX_CLIENTS)]  # the free ones
+        self.clients = 0  # being served now
         self.served = 0
         self.refused = 0
         self.server = None
@@ -75,7 +77,7 @@ class HttpApi:
         return True
 
     async def _serve(self, reader, writer):
-        if not self.buffers:
+        if self.clients >= _MAX_CLIENTS:
             self.refused += 1
             try:
                 writer.write(_BUSY)  # a non-blocking send of what fits; never waited for
@@ -83,10 +85,10 @@ class HttpApi:
             except OSError:
                 pass
             return
-        buffer = self.buffers.pop()
+        self.clients += 1
         try:
             try:
-                path = await asyncio.wait_for(self._read_path(reader, buffer), _READ_TIMEOUT_S)
+                path = await asyncio.wait_for(self._read_path(reader), _READ_TIMEOUT_S)
                 content_type, body = self._answer(path)
                 status = 200
             except HttpError as error:
@@ -105,14 +107,15 @@ class HttpApi:
         except (OSError, asyncio.TimeoutError):
             pass  # the client went away, or does not read its answer: dropped
         finally:
-            self.buffers.append(buffer)
+            self.clients -= 1
             try:
                 await writer.wait_closed()
             except OSError:
                 pass
 
-    async def _read_path(self, reader, buffer):
-        """Read the request head into `buffer`; return the path of a GET, or raise HttpError."""
+    async def _read_path(self, reader):
+        """Read the request head (at most MAX_REQUEST_BYTES); return the path of a GET, or raise HttpError."""
+        buffer = bytearray(_MAX_REQUEST_BYTES)
         view = memoryview(buffer)
         size = 0
         while True:

@@ -34,6 +34,7 @@ class ReceiptedDestination(Destination):
     """A destination whose messages leave the FIFO when its agent's signed receipt covers them."""
 
     delivery = "receipts"
+    ram_slots = RECEIPT_RAM_SLOTS
 
     def __init__(self, name, broker, client, ring, device_id, receipt_key):
         super().__init__(name, broker, client, ring, device_id)
@@ -48,7 +49,6 @@ class ReceiptedDestination(Destination):
         self.cursor = 0  # the next ring record to send (ring records below it wait)
         self.rewound_for = -1  # the connection on which sending restarted from the head
         self.progress_ms = time.ticks_ms()
-        self.ram_slots = RECEIPT_RAM_SLOTS
 
     def spill(self):
         if self.ram:

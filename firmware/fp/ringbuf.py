@@ -5,7 +5,9 @@ change of that setting, is rewritten to the new size at start with what waits in
 written into slot (number % slots) with a header (magic, kind, length, record number, CRC-32 over
 all of it), so a torn write damages only that slot and is detected by its CRC. The highest consumed
 record number lives in a second file of two CRC-protected slots written alternately (as the boot
-counter). Nothing is kept in RAM but two numbers: payloads are read back from flash when sent.
+counter). Nothing is kept in RAM but two numbers: payloads are read back from flash when sent,
+through one slot-sized buffer held only while records wait (a ring that stays empty, as a
+connected destination's does, holds none).
 
 Flash writes: one slot (header + message) per message buffered, only while its destination is
 unreachable; the consumed pointer once per POINTER_BATCH messages drained and when the buffer
@@ -49,7 +51,7 @@ class RingBuffer:
         self.torn = 0
         self.writes = 0
         self._unsaved_pops = 0
-        self._slot = bytearray(slot_bytes)  # the one buffer every slot is read into
+        self._slot = None  # the one buffer every slot is read into, while records wait (_buffer)
         size = _size(path)
         if not size or size % slot_bytes:
             self._fill(path + ".tmp", slots)
@@ -62,6 +64,7 @@ class RingBuffer:
         self._recover()
         if self.slots != slots:
             self._resize(slots)
+        self._release()
 
     def _fill(self, path, slots):
         empty = bytes(self.slot_bytes)
@@ -83,7 +86,7 @@ class RingBuffer:
                 record = self._read_slot(old, number % self.slots)
                 if record and record[0] == number:  # torn ones stay behind, as peek would skip them
                     new.seek((number % slots) * self.slot_bytes)
-                    new.write(self._slot)
+                    new.write(self._buffer())
         os.rename(staging, self.path)
         self.slots = slots
         if keep_from > self._first:
@@ -123,9 +126,19 @@ class RingBuffer:
 
     # --- records --------------------------------------------------------------------------------
 
+    def _buffer(self):
+        if self._slot is None:
+            self._slot = bytearray(self.slot_bytes)
+        return self._slot
+
+    def _release(self):
+        """Drop the slot buffer once nothing waits: a ring that stays empty holds none."""
+        if self._first >= self._next:
+            self._slot = None
+
     def _read_slot(self, f, index):
         f.seek(index * self.slot_bytes)
-        raw = self._slot
+        raw = self._buffer()
         if f.readinto(raw) != self.slot_bytes or raw[0] != _MAGIC:
             return None
         view = memoryview(raw)
@@ -205,6 +218,7 @@ class RingBuffer:
                     return KINDS[record[1]], bytes(record[2])
                 self.torn += 1 if record is False else 0
                 self._first += 1  # lost to a torn write or overwritten: skip, never stop
+        self._release()
         return None
 
     def pop(self):
@@ -215,3 +229,4 @@ class RingBuffer:
             self._unsaved_pops += 1
             if self._unsaved_pops >= _POINTER_BATCH or self._first == self._next:
                 self._save_pointer()
+            self._release()

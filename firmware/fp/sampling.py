@@ -18,7 +18,7 @@ async def sample_forever(device, sensor):
             measurements = device.hal.read(sensor)
             reading = device.sign_reading(measurements)
             device.latest[name] = reading
-            device.destinations.put("reading", reading)
+            device.put("reading", reading)
         except Exception as error:  # one failing sensor never stops the others
             log("sensor %s: %s %s" % (name, type(error).__name__, error))
         interval = device.config["intervals"].get(name, sensor["interval_s"])

@@ -61,7 +61,7 @@ async def _measure():
         from fp.http_api import HttpApi
 
         device.http = HttpApi(device, app.log)
-        step("HttpApi object (its 2 request buffers)")
+        step("HttpApi object (no request buffer between requests)")
         await device.http.start(hal.lan_host, provision["http_port"])
         step("HTTP API listening (asyncio server, socket, task)")
     device.apply_destinations()
