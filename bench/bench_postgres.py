@@ -243,7 +243,7 @@ def main() -> None:
         "--rounds",
         type=int,
         default=3,
-        help="rounds of the three scenarios, alternated; the figures are the rounds' medians",
+        help="rounds of the three scenarios, alternated; the figures and each round's ratios: medians",
     )
     args = parser.parse_args()
     backlog = not args.live
@@ -272,11 +272,17 @@ def main() -> None:
     results = {name: _median(each) for name, each in rounds.items()}
     for name, r in results.items():
         print(f"median  {name:8} {_line(r)}")
-    s1, p1, p2 = results["sqlite1"], results["pg1"], results["pg2"]
+
+    # each round's ratios (its scenarios ran within a minute of each other, so the machine's
+    # drift between rounds cancels), then their median
+    def ratio(top: str, bottom: str, key: str) -> str:
+        each = [t[key] / b[key] for t, b in zip(rounds[top], rounds[bottom], strict=True)]
+        return f"{statistics.median(each):.2f} (rounds {', '.join(f'{r:.2f}' for r in each)})"
+
     print(
-        f"one agent on PostgreSQL / one on SQLite: {p1['rate'] / s1['rate']:.2f} (goal >= 0.70)\n"
-        f"two agents on PostgreSQL / one: {p2['rate'] / p1['rate']:.2f}x total (goal >= 1.3),"
-        f" per agent CPU-second {p2['per_agent_cpu_s'] / p1['per_agent_cpu_s']:.2f} (goal within 0.85-1.15)"
+        f"one agent on PostgreSQL / one on SQLite: {ratio('pg1', 'sqlite1', 'rate')} (goal >= 0.70)\n"
+        f"two agents on PostgreSQL / one: {ratio('pg2', 'pg1', 'rate')} in total (goal >= 1.3),"
+        f" per agent CPU-second {ratio('pg2', 'pg1', 'per_agent_cpu_s')} (goal within 0.85-1.15)"
     )
     print(json.dumps(rounds, default=float))
 
