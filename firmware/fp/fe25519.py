@@ -3,7 +3,8 @@
 One bytearray, `MEMORY` (832 bytes), holds the registers: a field element is 16 little-endian
 16-bit limbs (32 bytes), so a table entry and a register have the same layout, the 32-byte encoding
 of a value is its register's bytes, and an operation allocates nothing: no big integer is ever
-created. The Ed25519 fixed-base table (12 KB) is a buffer of its own (fp.ed25519.load_table): read in
+created. Its first 640 bytes are also SHA-512's message schedule (fp.sha512v): a compression
+rewrites them whole and never runs in the middle of point arithmetic, so the two never meet. The Ed25519 fixed-base table (12 KB) is a buffer of its own (fp.ed25519.load_table): read in
 place from flash when the firmware runs from a ROMFS image, so it takes no heap there; `load`
 copies one of its entries into three registers. Every operation leaves its result
 "normalised": each limb < 2^16 (the value < 2^256, reduced modulo p only by `canonical`).

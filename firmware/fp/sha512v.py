@@ -14,6 +14,13 @@ from array import array
 
 import micropython
 
+# The message schedule (160 words, 640 bytes) is scratch space rewritten by every compression,
+# which never yields: it lies in fp.fe25519's registers, which hold values only during point
+# arithmetic, and no hash runs during that (a signature hashes before and after [r]B; a verify
+# hashes before its arithmetic, which is fp.ed25519_int's big integers). The buffer is the heap's,
+# so 32-bit aligned.
+from fp.fe25519 import MEMORY as _W
+
 # FIPS 180-4's constants as (high, low) 32-bit little-endian words: viper reads them in place, and
 # no 64-bit integer objects are made (fp.sha512 holds those). A bytes literal, not bytes.fromhex():
 # from a ROMFS image it stays in the image, not in the heap, read byte by byte (a .mpy's constants
@@ -52,8 +59,6 @@ _IV32 = (
     b"\x3a\xf5\x4f\xa5\xf1\x36\x1d\x5f\x7f\x52\x0e\x51\xd1\x82\xe6\xad\x8c\x68\x05\x9b\x1f\x6c\x3e\x2b"
     b"\xab\xd9\x83\x1f\x6b\xbd\x41\xfb\x19\xcd\xe0\x5b\x79\x21\x7e\x13"
 )
-# The message schedule is scratch space, shared by every hash: compression never yields.
-_W = array("I", bytes(640))
 
 
 @micropython.viper
