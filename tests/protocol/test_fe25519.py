@@ -14,10 +14,10 @@ import sys, json
 from fp import fe25519 as F
 M = F.MEMORY
 def put(register, value):
-    offset = 2 * F.reg(register)
+    offset = 32 * register
     M[offset : offset + 32] = value.to_bytes(32, "little")
 def get(register):
-    offset = 2 * F.reg(register)
+    offset = 32 * register
     return int.from_bytes(bytes(M[offset : offset + 32]), "little")
 out = []
 for a, b in json.loads(sys.stdin.read()):
@@ -26,17 +26,17 @@ for a, b in json.loads(sys.stdin.read()):
         put(0, a)
         put(1, b)
         if op == "sqr":
-            F.sqr(M, F.reg(2), F.reg(0))
+            F.sqr(M, 32, 0)
         elif op == "mul_in_place":
-            F.mul(M, F.reg(0), F.reg(0), F.reg(1))
-            F.copy(M, F.reg(2), F.reg(0))
+            F.mul(M, 0, 0, 16)
+            M[64:96] = M[0:32]
         else:
-            getattr(F, op)(M, F.reg(2), F.reg(0), F.reg(1))
+            getattr(F, op)(M, 32, 0, 16)
         loose = get(2)
-        F.canonical(M, F.reg(2))
+        F.canonical(M, 32)
         row.append([loose, get(2)])
     put(0, a)
-    F.sqn(M, F.reg(3), F.reg(0), 5)
+    F.sqn(M, 48, 0, 5)
     row.append([get(3), get(3)])
     out.append(row)
 print(json.dumps(out))
