@@ -24,9 +24,9 @@ indexing leak timing); a device key is revocable, not hardware-bound (see docs/s
 from fp import const, runtime
 
 try:
-    from fp.sha512v import SHA512Viper as SHA512  # fp.sha512's plain-Python class never loads
+    from fp.sha512v import sha512  # fp.sha512's plain-Python class never loads
 except (ImportError, SyntaxError):
-    from fp.sha512 import SHA512
+    from fp.sha512 import sha512
 
 try:
     from fp import fe25519
@@ -204,7 +204,7 @@ def _base_encode(scalar):
 def _expand(seed):
     if len(seed) != 32:
         raise ValueError("Ed25519 seed must be 32 bytes")
-    digest = SHA512(seed).digest()
+    digest = sha512(seed)
     a = int.from_bytes(digest[:32], "little")
     a &= (1 << 254) - 8
     a |= 1 << 254
@@ -212,10 +212,7 @@ def _expand(seed):
 
 
 def _hash_mod_l(*parts):
-    h = SHA512()
-    for part in parts:
-        h.update(part)
-    return int.from_bytes(h.digest(), "little") % L
+    return int.from_bytes(sha512(*parts), "little") % L
 
 
 class SigningKey:

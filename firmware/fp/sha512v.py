@@ -1,4 +1,4 @@
-"""SHA-512 compression in viper on 32-bit halves (MicroPython only): fp.sha512's fast class.
+"""SHA-512 compression in viper on 32-bit halves (MicroPython only): fp.sha512's fast function.
 
 A module of its own because viper is machine code: the webassembly port (no viper) runs a build
 of the firmware without it, and fp.sha512 falls back to plain Python there.
@@ -221,24 +221,22 @@ def _compress_viper(st: ptr32, w: ptr32, k: ptr8, blk: ptr8):
     st[15] = xl
 
 
-class SHA512Viper:
-    """SHA-512 with the hashlib interface, compression in viper; one buffer set per object."""
+def sha512(*parts):
+    """Return the SHA-512 digest (64 bytes) of the parts (bytes-like objects) one after the other.
 
-    def __init__(self, data=b""):
-        self._state = array("I", _IV32)
-        self._block = bytearray(128)
-        self._used = 0
-        self._length = 0
-        if data:
-            self.update(data)
-
-    def update(self, data):
-        view = memoryview(data)
-        self._length += len(view)
-        block = self._block
-        used = self._used
-        offset = 0
+    One function, not a class with the hashlib interface: the device hashes whole messages only
+    (a seed; a prefix, the public key and a message), and every function or class a running board
+    holds costs heap.
+    """
+    state = array("I", _IV32)
+    block = bytearray(128)
+    used = 0
+    length = 0
+    for part in parts:
+        view = memoryview(part)
         remaining = len(view)
+        length += remaining
+        offset = 0
         while remaining:
             take = 128 - used
             if take > remaining:
@@ -248,31 +246,23 @@ class SHA512Viper:
             offset += take
             remaining -= take
             if used == 128:
-                _compress_viper(self._state, _W, _K32, block)
+                _compress_viper(state, _W, _K32, block)
                 used = 0
-        self._used = used
-        return self
-
-    def digest(self):
-        state = array("I", self._state)
-        block = bytearray(self._block)
-        used = self._used
-        block[used] = 0x80
-        for i in range(used + 1, 128):
-            block[i] = 0
-        if used >= 112:
-            _compress_viper(state, _W, _K32, block)
-            for i in range(128):
-                block[i] = 0
-        bits = self._length * 8
-        for i in range(16):
-            block[127 - i] = (bits >> (8 * i)) & 0xFF
+    block[used] = 0x80
+    for i in range(used + 1, 128):
+        block[i] = 0
+    if used >= 112:
         _compress_viper(state, _W, _K32, block)
-        out = bytearray(64)
-        for i in range(16):
-            word = state[i]
-            out[4 * i] = word >> 24
-            out[4 * i + 1] = (word >> 16) & 0xFF
-            out[4 * i + 2] = (word >> 8) & 0xFF
-            out[4 * i + 3] = word & 0xFF
-        return bytes(out)
+        for i in range(128):
+            block[i] = 0
+    bits = length * 8
+    for i in range(16):
+        block[127 - i] = (bits >> (8 * i)) & 0xFF
+    _compress_viper(state, _W, _K32, block)
+    for i in range(16):  # the digest, big-endian, over the block's first 64 bytes
+        word = state[i]
+        block[4 * i] = word >> 24
+        block[4 * i + 1] = (word >> 16) & 0xFF
+        block[4 * i + 2] = (word >> 8) & 0xFF
+        block[4 * i + 3] = word & 0xFF
+    return bytes(memoryview(block)[:64])
