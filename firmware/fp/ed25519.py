@@ -201,16 +201,6 @@ def _base_encode(scalar):
     return bytes(memoryview(m)[2 * _R1 : 2 * _R1 + 32])
 
 
-def _expand(seed):
-    if len(seed) != 32:
-        raise ValueError("Ed25519 seed must be 32 bytes")
-    digest = sha512(seed)
-    a = int.from_bytes(digest[:32], "little")
-    a &= (1 << 254) - 8
-    a |= 1 << 254
-    return a % L, digest[32:]
-
-
 def _hash_mod_l(*parts):
     return int.from_bytes(sha512(*parts), "little") % L
 
@@ -219,7 +209,14 @@ class SigningKey:
     """An Ed25519 private key; the expanded secret and public key are computed once."""
 
     def __init__(self, seed):
-        self._scalar, self._prefix = _expand(bytes(seed))
+        if len(seed) != 32:
+            raise ValueError("Ed25519 seed must be 32 bytes")
+        digest = sha512(seed)
+        a = int.from_bytes(digest[:32], "little")
+        a &= (1 << 254) - 8
+        a |= 1 << 254
+        self._scalar = a % L
+        self._prefix = digest[32:]
         self.public = _base_encode(self._scalar)
 
     def sign(self, message):
@@ -229,16 +226,6 @@ class SigningKey:
         k = _hash_mod_l(encoded_r, self.public, message)
         s = (r + k * self._scalar) % L
         return encoded_r + s.to_bytes(32, "little")
-
-
-def public_key(seed):
-    """Return the 32-byte public key of a 32-byte seed."""
-    return SigningKey(seed).public
-
-
-def sign(seed, message):
-    """Return the signature of `message` by the key with this seed."""
-    return SigningKey(seed).sign(message)
 
 
 def verify(public, message, signature):
