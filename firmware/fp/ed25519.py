@@ -33,11 +33,9 @@ try:
 except (ImportError, SyntaxError):  # no viper here (CPython, the webassembly port): big integers
     fe25519 = None
 
-P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
-TABLE_BYTES = 16 * 8 * 96
+_TABLE_BYTES = const(12288)  # 16 rows of 8 multiples, 96 bytes each
 _TABLE = None
-_TABLE_PATH = None
 
 
 class BadSignatureError(ValueError):
@@ -54,18 +52,18 @@ def load_table(path=None):
     global _TABLE
     if _TABLE is None:
         if path is None:
-            path = _TABLE_PATH or (__file__.rsplit("/", 1)[0] + "/ed25519_base.bin")
+            path = __file__.rsplit("/", 1)[0] + "/ed25519_base.bin"
         with open(path, "rb") as f:
             try:
                 data = memoryview(f)  # pyright: ignore[reportArgumentType] (a VfsRom file has the buffer protocol)
                 size, extra = len(data), b""
             except TypeError:  # a file to read: straight into one buffer, no growing copies
-                data = bytearray(TABLE_BYTES)
+                data = bytearray(_TABLE_BYTES)
                 size = f.readinto(data)
                 extra = f.read(1)
-        if size != TABLE_BYTES or extra:
+        if size != _TABLE_BYTES or extra:
             raise ValueError(
-                "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, TABLE_BYTES)
+                "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, _TABLE_BYTES)
             )
         _TABLE = data
     return _TABLE

@@ -21,7 +21,7 @@ from fp import ed25519, ed25519_int
 
 VECTORS = json.loads((Path(__file__).parent / "rfc8032_vectors.json").read_text())
 L = ed25519.L
-P = ed25519.P
+P = ed25519_int.P
 
 
 def libsodium_accepts(public: bytes, message: bytes, signature: bytes) -> bool:
