@@ -101,50 +101,6 @@ _R10 = const(224)
 _ENTRY = const(256)
 
 
-def _fast_double():
-    # as _double, in registers: X, Y, Z, T = [2](X, Y, Z)
-    f, m = fe25519, fe25519.MEMORY
-    f.sqr(m, _R0, _X)  # xx
-    f.sqr(m, _R1, _Y)  # yy
-    f.sqr(m, _R2, _Z)  # zz
-    f.add(m, _R3, _X, _Y)
-    f.sqr(m, _R3, _R3)  # aa
-    f.add(m, _R4, _R1, _R0)  # h
-    f.sub(m, _R5, _R1, _R0)  # g
-    f.sub(m, _R3, _R3, _R4)  # e
-    f.add(m, _R2, _R2, _R2)
-    f.sub(m, _R2, _R2, _R5)  # f
-    f.mul(m, _X, _R3, _R2)
-    f.mul(m, _Y, _R4, _R5)
-    f.mul(m, _Z, _R5, _R2)
-    f.mul(m, _T, _R3, _R4)
-
-
-def _fast_madd(index, negative):
-    # as _madd, in registers, with the table's entry `index`
-    f, m = fe25519, fe25519.MEMORY
-    f.load(m, _ENTRY, _TABLE, index)
-    ypx, ymx = (_ENTRY + 16, _ENTRY) if negative else (_ENTRY, _ENTRY + 16)
-    f.add(m, _R0, _Y, _X)
-    f.mul(m, _R0, _R0, ypx)  # a
-    f.sub(m, _R1, _Y, _X)
-    f.mul(m, _R1, _R1, ymx)  # b
-    f.mul(m, _R2, _T, _ENTRY + 32)  # c
-    f.add(m, _R3, _Z, _Z)  # d
-    f.sub(m, _R4, _R0, _R1)  # e
-    f.add(m, _R5, _R0, _R1)  # h
-    if negative:
-        f.sub(m, _R0, _R3, _R2)  # g
-        f.add(m, _R1, _R3, _R2)  # f
-    else:
-        f.add(m, _R0, _R3, _R2)
-        f.sub(m, _R1, _R3, _R2)
-    f.mul(m, _X, _R4, _R1)
-    f.mul(m, _Y, _R5, _R0)
-    f.mul(m, _Z, _R0, _R1)
-    f.mul(m, _T, _R4, _R5)
-
-
 def _base_encode(scalar):
     """Return the encoding of [scalar]B for 0 <= scalar < L (fp.fe25519's registers if viper)."""
     if not fe25519:
@@ -160,14 +116,47 @@ def _base_encode(scalar):
     m[2 * _Z] = 1
     for column in range(3, -1, -1):
         if column != 3:
-            for _ in range(4):
-                _fast_double()
+            for _ in range(4):  # X, Y, Z, T = [2](X, Y, Z), as fp.ed25519_int's _double
+                f.sqr(m, _R0, _X)  # xx
+                f.sqr(m, _R1, _Y)  # yy
+                f.sqr(m, _R2, _Z)  # zz
+                f.add(m, _R3, _X, _Y)
+                f.sqr(m, _R3, _R3)  # aa
+                f.add(m, _R4, _R1, _R0)  # h
+                f.sub(m, _R5, _R1, _R0)  # g
+                f.sub(m, _R3, _R3, _R4)  # e
+                f.add(m, _R2, _R2, _R2)
+                f.sub(m, _R2, _R2, _R5)  # f
+                f.mul(m, _X, _R3, _R2)
+                f.mul(m, _Y, _R4, _R5)
+                f.mul(m, _Z, _R5, _R2)
+                f.mul(m, _T, _R3, _R4)
         for row in range(16):
-            d = digits[4 * row + column] - 8
-            if d > 0:
-                _fast_madd(row * 8 + d - 1, False)
-            elif d < 0:
-                _fast_madd(row * 8 - d - 1, True)
+            digit = digits[4 * row + column] - 8
+            if digit == 0:
+                continue
+            # X, Y, Z, T += the table's entry for |digit|, negated if digit < 0 (fp.ed25519_int's _madd)
+            negative = digit < 0
+            f.load(m, _ENTRY, _TABLE, row * 8 + (-digit if negative else digit) - 1)
+            ypx, ymx = (_ENTRY + 16, _ENTRY) if negative else (_ENTRY, _ENTRY + 16)
+            f.add(m, _R0, _Y, _X)
+            f.mul(m, _R0, _R0, ypx)  # a
+            f.sub(m, _R1, _Y, _X)
+            f.mul(m, _R1, _R1, ymx)  # b
+            f.mul(m, _R2, _T, _ENTRY + 32)  # c
+            f.add(m, _R3, _Z, _Z)  # d
+            f.sub(m, _R4, _R0, _R1)  # e
+            f.add(m, _R5, _R0, _R1)  # h
+            if negative:
+                f.sub(m, _R0, _R3, _R2)  # g
+                f.add(m, _R1, _R3, _R2)  # f
+            else:
+                f.add(m, _R0, _R3, _R2)
+                f.sub(m, _R1, _R3, _R2)
+            f.mul(m, _X, _R4, _R1)
+            f.mul(m, _Y, _R5, _R0)
+            f.mul(m, _Z, _R0, _R1)
+            f.mul(m, _T, _R4, _R5)
     # 1/Z = Z^(p - 2) into R10, by ref10's addition chain (as fp.ed25519_int's _chain and _invert)
     f.sqn(m, _R6, _Z, 1)
     f.sqn(m, _R7, _R6, 2)
