@@ -117,11 +117,11 @@ def _base_encode(scalar):
     for column in range(3, -1, -1):
         if column != 3:
             for _ in range(4):  # X, Y, Z, T = [2](X, Y, Z), as fp.ed25519_int's _double
-                f.sqr(m, _R0, _X)  # xx
-                f.sqr(m, _R1, _Y)  # yy
-                f.sqr(m, _R2, _Z)  # zz
+                f.sqr(m, _R0, _X, 1)  # xx
+                f.sqr(m, _R1, _Y, 1)  # yy
+                f.sqr(m, _R2, _Z, 1)  # zz
                 f.add(m, _R3, _X, _Y)
-                f.sqr(m, _R3, _R3)  # aa
+                f.sqr(m, _R3, _R3, 1)  # aa
                 f.add(m, _R4, _R1, _R0)  # h
                 f.sub(m, _R5, _R1, _R0)  # g
                 f.sub(m, _R3, _R3, _R4)  # e
@@ -158,27 +158,27 @@ def _base_encode(scalar):
             f.mul(m, _Z, _R0, _R1)
             f.mul(m, _T, _R4, _R5)
     # 1/Z = Z^(p - 2) into R10, by ref10's addition chain (as fp.ed25519_int's _chain and _invert)
-    f.sqn(m, _R6, _Z, 1)
-    f.sqn(m, _R7, _R6, 2)
+    f.sqr(m, _R6, _Z, 1)
+    f.sqr(m, _R7, _R6, 2)
     f.mul(m, _R7, _Z, _R7)
     f.mul(m, _R6, _R6, _R7)
-    f.sqn(m, _R8, _R6, 1)
+    f.sqr(m, _R8, _R6, 1)
     f.mul(m, _R7, _R7, _R8)
-    f.sqn(m, _R8, _R7, 5)
+    f.sqr(m, _R8, _R7, 5)
     f.mul(m, _R7, _R8, _R7)
-    f.sqn(m, _R8, _R7, 10)
+    f.sqr(m, _R8, _R7, 10)
     f.mul(m, _R8, _R8, _R7)
-    f.sqn(m, _R9, _R8, 20)
+    f.sqr(m, _R9, _R8, 20)
     f.mul(m, _R8, _R9, _R8)
-    f.sqn(m, _R8, _R8, 10)
+    f.sqr(m, _R8, _R8, 10)
     f.mul(m, _R7, _R8, _R7)
-    f.sqn(m, _R8, _R7, 50)
+    f.sqr(m, _R8, _R7, 50)
     f.mul(m, _R8, _R8, _R7)
-    f.sqn(m, _R9, _R8, 100)
+    f.sqr(m, _R9, _R8, 100)
     f.mul(m, _R8, _R9, _R8)
-    f.sqn(m, _R8, _R8, 50)
+    f.sqr(m, _R8, _R8, 50)
     f.mul(m, _R7, _R8, _R7)
-    f.sqn(m, _R7, _R7, 5)
+    f.sqr(m, _R7, _R7, 5)
     f.mul(m, _R10, _R7, _R6)
     f.mul(m, _R0, _X, _R10)  # x
     f.mul(m, _R1, _Y, _R10)  # y

@@ -92,61 +92,54 @@ def mul(memory, d: int, a: int, b: int):
 
 
 @micropython.viper
-def sqr(memory, d: int, a: int):
-    """Register d = a * a (the cross products once, doubled)."""
+def sqr(memory, d: int, a: int, n: int):
+    """Register d = a^(2^n), n >= 1: n squarings (the cross products once, doubled)."""
     m = ptr16(memory)
-    k = 0
-    c = 0
-    hi_prev = 0
-    while k < 31:
-        lo = 0
-        hi = 0
-        i = k - 15 if k > 15 else 0
-        j = k - i
-        while i < j:
-            p = m[a + i] * m[a + j]
-            lo += p & 0xFFFF
-            hi += (p >> 16) & 0xFFFF
-            i += 1
-            j -= 1
-        lo += lo
-        hi += hi
-        if i == j:
-            p = m[a + i] * m[a + i]
-            lo += p & 0xFFFF
-            hi += (p >> 16) & 0xFFFF
-        s = c + lo + hi_prev
-        m[_SCRATCH + k] = s & 0xFFFF
-        c = s >> 16
-        hi_prev = hi
-        k += 1
-    m[_SCRATCH + 31] = (c + hi_prev) & 0xFFFF
-    c = 0
-    i = 0
-    while i < 16:
-        s = c + m[_SCRATCH + i] + 38 * m[_SCRATCH + 16 + i]
-        m[d + i] = s & 0xFFFF
-        c = s >> 16
-        i += 1
-    while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
-        c = c * 38
+    while n > 0:
+        k = 0
+        c = 0
+        hi_prev = 0
+        while k < 31:
+            lo = 0
+            hi = 0
+            i = k - 15 if k > 15 else 0
+            j = k - i
+            while i < j:
+                p = m[a + i] * m[a + j]
+                lo += p & 0xFFFF
+                hi += (p >> 16) & 0xFFFF
+                i += 1
+                j -= 1
+            lo += lo
+            hi += hi
+            if i == j:
+                p = m[a + i] * m[a + i]
+                lo += p & 0xFFFF
+                hi += (p >> 16) & 0xFFFF
+            s = c + lo + hi_prev
+            m[_SCRATCH + k] = s & 0xFFFF
+            c = s >> 16
+            hi_prev = hi
+            k += 1
+        m[_SCRATCH + 31] = (c + hi_prev) & 0xFFFF
+        c = 0
         i = 0
         while i < 16:
-            s = m[d + i] + c
+            s = c + m[_SCRATCH + i] + 38 * m[_SCRATCH + 16 + i]
             m[d + i] = s & 0xFFFF
             c = s >> 16
-            if c == 0:
-                break
             i += 1
-
-
-@micropython.viper
-def sqn(memory, d: int, a: int, n: int):
-    """Register d = a^(2^n), n >= 1."""
-    sqr(memory, d, a)
-    n -= 1
-    while n > 0:
-        sqr(memory, d, d)
+        while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
+            c = c * 38
+            i = 0
+            while i < 16:
+                s = m[d + i] + c
+                m[d + i] = s & 0xFFFF
+                c = s >> 16
+                if c == 0:
+                    break
+                i += 1
+        a = d
         n -= 1
 
 
