@@ -10,8 +10,6 @@ left shift, so it is correct whether viper integers are 32-bit (ESP32) or 64-bit
 # (viper takes an array or bytearray where its signature says ptr32/ptr8: the call casts the
 # buffer to a pointer, which the stubs' ptr32/ptr8 classes cannot express)
 
-from array import array
-
 import micropython
 
 # The message schedule (160 words, 640 bytes) is scratch space rewritten by every compression,
@@ -228,7 +226,7 @@ def sha512(*parts):
     (a seed; a prefix, the public key and a message), and every function or class a running board
     holds costs heap.
     """
-    state = array("I", _IV32)
+    state = bytearray(_IV32)  # (high, low) 32-bit words, little-endian: the heap's, so aligned
     block = bytearray(128)
     used = 0
     length = 0
@@ -259,10 +257,6 @@ def sha512(*parts):
     for i in range(16):
         block[127 - i] = (bits >> (8 * i)) & 0xFF
     _compress_viper(state, _W, _K32, block)
-    for i in range(16):  # the digest, big-endian, over the block's first 64 bytes
-        word = state[i]
-        block[4 * i] = word >> 24
-        block[4 * i + 1] = (word >> 16) & 0xFF
-        block[4 * i + 2] = (word >> 8) & 0xFF
-        block[4 * i + 3] = word & 0xFF
+    for i in range(64):  # the digest: each 32-bit word big-endian, over the block's first 64 bytes
+        block[i] = state[i ^ 3]
     return bytes(memoryview(block)[:64])
