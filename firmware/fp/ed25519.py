@@ -7,8 +7,9 @@ image (no heap), else read into one buffer on first use.
 Two field arithmetics. Where MicroPython has viper (unix port, ESP32), signing ([r]B and its
 encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer of registers, so a signature
 allocates ~2 KB (SHA-512's buffers, the scalars, the identity's zeroes) instead of ~466 KB of
-short-lived big integers (32-bit). Elsewhere (CPython, the webassembly port), and for verify, the big-integer
-arithmetic of fp.ed25519_int runs: loaded only when needed, since code from .mpy lives in the heap.
+short-lived big integers (32-bit). Elsewhere (CPython, the webassembly port), and for verify, the
+big-integer arithmetic of fp.ed25519_int runs: loaded only when needed, since code from .mpy lives
+in the heap.
 
 verify() accepts exactly what libsodium's crypto_sign_verify_detached accepts: S < L, R and the
 public key not in libsodium's small-order blocklist, the public key canonical (y < p), and the
