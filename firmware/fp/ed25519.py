@@ -5,9 +5,11 @@ Points are in extended coordinates (X, Y, Z, T). [r]B uses a 12 KB table generat
 image (no heap), else read into one buffer on first use.
 
 Two field arithmetics. Where MicroPython has viper (unix port, ESP32), signing ([r]B and its
-encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer of registers, so a signature allocates ~11 KB (SHA-512 and the scalar) instead of ~466 KB of short-lived big
-integers (32-bit). Elsewhere (CPython, the webassembly port), and for verify, the big-integer
-arithmetic of fp.ed25519_int runs: loaded only when needed, since code from .mpy lives in the heap.
+encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer of registers, so a signature
+allocates ~2 KB (SHA-512's buffers, the scalars, the identity's zeroes) instead of ~466 KB of
+short-lived big integers (32-bit). Elsewhere (CPython, the webassembly port), and for verify, the
+big-integer arithmetic of fp.ed25519_int runs: loaded only when needed, since code from .mpy lives
+in the heap.
 
 verify() accepts exactly what libsodium's crypto_sign_verify_detached accepts: S < L, R and the
 public key not in libsodium's small-order blocklist, the public key canonical (y < p), and the
@@ -20,23 +22,21 @@ indexing leak timing); a device key is revocable, not hardware-bound (see docs/s
 # pyright: reportOptionalMemberAccess=false
 # (fe25519 is None only where viper is missing, and then the _fast_ functions are never called)
 
-import sys
+from fp import const, runtime
 
 try:
-    from fp.sha512v import SHA512Viper as SHA512  # fp.sha512's plain-Python class never loads
+    from fp.sha512v import sha512  # fp.sha512's plain-Python class never loads
 except (ImportError, SyntaxError):
-    from fp.sha512 import SHA512
+    from fp.sha512 import sha512
 
 try:
     from fp import fe25519
 except (ImportError, SyntaxError):  # no viper here (CPython, the webassembly port): big integers
     fe25519 = None
 
-P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
-TABLE_BYTES = 16 * 8 * 96
+_TABLE_BYTES = const(12288)  # 16 rows of 8 multiples, 96 bytes each
 _TABLE = None
-_TABLE_PATH = None
 
 
 class BadSignatureError(ValueError):
@@ -53,18 +53,18 @@ def load_table(path=None):
     global _TABLE
     if _TABLE is None:
         if path is None:
-            path = _TABLE_PATH or (__file__.rsplit("/", 1)[0] + "/ed25519_base.bin")
+            path = __file__.rsplit("/", 1)[0] + "/ed25519_base.bin"
         with open(path, "rb") as f:
             try:
                 data = memoryview(f)  # pyright: ignore[reportArgumentType] (a VfsRom file has the buffer protocol)
                 size, extra = len(data), b""
             except TypeError:  # a file to read: straight into one buffer, no growing copies
-                data = bytearray(TABLE_BYTES)
+                data = bytearray(_TABLE_BYTES)
                 size = f.readinto(data)
                 extra = f.read(1)
-        if size != TABLE_BYTES or extra:
+        if size != _TABLE_BYTES or extra:
             raise ValueError(
-                "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, TABLE_BYTES)
+                "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, _TABLE_BYTES)
             )
         _TABLE = data
     return _TABLE
@@ -82,152 +82,129 @@ def _digits(scalar, out):
 
 
 _DIGITS = bytearray(64)
-if fe25519:
-    _X, _Y, _Z, _T = (fe25519.reg(n) for n in range(4))
-    _R = [fe25519.reg(n) for n in range(4, 16)]  # scratch registers
-    _ENTRY = fe25519.reg(16)  # a table entry, copied in: ypx, ymx, 2dxy in registers 16..18
+# fp.fe25519's registers as word offsets (16 words each): the point X, Y, Z, T in registers 0-3,
+# scratch in 4-14, the table entry copied in (ypx, ymx, 2dxy) in 16-18.
+_X = const(0)
+_Y = const(16)
+_Z = const(32)
+_T = const(48)
+_R0 = const(64)
+_R1 = const(80)
+_R2 = const(96)
+_R3 = const(112)
+_R4 = const(128)
+_R5 = const(144)
+_R6 = const(160)
+_R7 = const(176)
+_R8 = const(192)
+_R9 = const(208)
+_R10 = const(224)
+_ENTRY = const(256)
 
 
-def _fast_set_identity():
-    memory = fe25519.MEMORY
-    for register in (_X, _Y, _Z, _T):
-        memory[2 * register : 2 * register + 32] = bytes(32)
-    memory[2 * _Y] = 1
-    memory[2 * _Z] = 1
+def _base_encode(scalar):
+    """Return the encoding of [scalar]B for 0 <= scalar < L (fp.fe25519's registers if viper)."""
+    if not fe25519:
+        from fp import ed25519_int
 
-
-def _fast_double():
-    # as _double, in registers: X, Y, Z, T = [2](X, Y, Z)
-    f, m = fe25519, fe25519.MEMORY
-    xx, yy, zz, aa, h, g = _R[0], _R[1], _R[2], _R[3], _R[4], _R[5]
-    f.sqr(m, xx, _X)
-    f.sqr(m, yy, _Y)
-    f.sqr(m, zz, _Z)
-    f.add(m, aa, _X, _Y)
-    f.sqr(m, aa, aa)
-    f.add(m, h, yy, xx)
-    f.sub(m, g, yy, xx)
-    f.sub(m, aa, aa, h)  # e
-    f.add(m, zz, zz, zz)
-    f.sub(m, zz, zz, g)  # f
-    f.mul(m, _X, aa, zz)
-    f.mul(m, _Y, h, g)
-    f.mul(m, _Z, g, zz)
-    f.mul(m, _T, aa, h)
-
-
-def _fast_madd(index, negative):
-    # as _madd, in registers, with the table's entry `index`
-    f, m = fe25519, fe25519.MEMORY
-    a, b, c, d, e, h = _R[0], _R[1], _R[2], _R[3], _R[4], _R[5]
-    offset = _ENTRY
-    f.load(m, offset, _TABLE, index)
-    ypx, ymx = (offset + 16, offset) if negative else (offset, offset + 16)
-    f.add(m, a, _Y, _X)
-    f.mul(m, a, a, ypx)
-    f.sub(m, b, _Y, _X)
-    f.mul(m, b, b, ymx)
-    f.mul(m, c, _T, offset + 32)
-    f.add(m, d, _Z, _Z)
-    f.sub(m, e, a, b)
-    f.add(m, h, a, b)
-    if negative:
-        f.sub(m, a, d, c)  # g
-        f.add(m, b, d, c)  # f
-    else:
-        f.add(m, a, d, c)
-        f.sub(m, b, d, c)
-    f.mul(m, _X, e, b)
-    f.mul(m, _Y, h, a)
-    f.mul(m, _Z, a, b)
-    f.mul(m, _T, e, h)
-
-
-def _fast_invert(out, z):
-    # z^(p - 2) by ref10's addition chain (as _chain and _invert)
-    f, m = fe25519, fe25519.MEMORY
-    t0, t1, t2, t3 = _R[6], _R[7], _R[8], _R[9]
-    f.sqn(m, t0, z, 1)
-    f.sqn(m, t1, t0, 2)
-    f.mul(m, t1, z, t1)
-    f.mul(m, t0, t0, t1)
-    f.sqn(m, t2, t0, 1)
-    f.mul(m, t1, t1, t2)
-    f.sqn(m, t2, t1, 5)
-    f.mul(m, t1, t2, t1)
-    f.sqn(m, t2, t1, 10)
-    f.mul(m, t2, t2, t1)
-    f.sqn(m, t3, t2, 20)
-    f.mul(m, t2, t3, t2)
-    f.sqn(m, t2, t2, 10)
-    f.mul(m, t1, t2, t1)
-    f.sqn(m, t2, t1, 50)
-    f.mul(m, t2, t2, t1)
-    f.sqn(m, t3, t2, 100)
-    f.mul(m, t2, t3, t2)
-    f.sqn(m, t2, t2, 50)
-    f.mul(m, t1, t2, t1)
-    f.sqn(m, t1, t1, 5)
-    f.mul(m, out, t1, t0)
-
-
-def _fast_base_encode(scalar):
-    """Return the encoding of [scalar]B for 0 <= scalar < L, in fp.fe25519's registers."""
+        return ed25519_int.base_encode(scalar)
     load_table()
     f, m = fe25519, fe25519.MEMORY
     digits = _DIGITS
     _digits(scalar, digits)
-    _fast_set_identity()
+    m[: 2 * _R0] = bytes(2 * _R0)  # the identity: X = T = 0, Y = Z = 1
+    m[2 * _Y] = 1
+    m[2 * _Z] = 1
     for column in range(3, -1, -1):
         if column != 3:
-            for _ in range(4):
-                _fast_double()
+            for _ in range(4):  # X, Y, Z, T = [2](X, Y, Z), as fp.ed25519_int's _double
+                f.sqr(m, _R0, _X, 1)  # xx
+                f.sqr(m, _R1, _Y, 1)  # yy
+                f.sqr(m, _R2, _Z, 1)  # zz
+                f.add(m, _R3, _X, _Y)
+                f.sqr(m, _R3, _R3, 1)  # aa
+                f.add(m, _R4, _R1, _R0)  # h
+                f.sub(m, _R5, _R1, _R0)  # g
+                f.sub(m, _R3, _R3, _R4)  # e
+                f.add(m, _R2, _R2, _R2)
+                f.sub(m, _R2, _R2, _R5)  # f
+                f.mul(m, _X, _R3, _R2)
+                f.mul(m, _Y, _R4, _R5)
+                f.mul(m, _Z, _R5, _R2)
+                f.mul(m, _T, _R3, _R4)
         for row in range(16):
-            d = digits[4 * row + column] - 8
-            if d > 0:
-                _fast_madd(row * 8 + d - 1, False)
-            elif d < 0:
-                _fast_madd(row * 8 - d - 1, True)
-    zi, x, y = _R[10], _R[0], _R[1]
-    _fast_invert(zi, _Z)
-    f.mul(m, x, _X, zi)
-    f.mul(m, y, _Y, zi)
-    f.canonical(m, x)
-    f.canonical(m, y)
-    m[2 * y + 31] |= (m[2 * x] & 1) << 7
-    return bytes(memoryview(m)[2 * y : 2 * y + 32])
-
-
-def _expand(seed):
-    if len(seed) != 32:
-        raise ValueError("Ed25519 seed must be 32 bytes")
-    digest = SHA512(seed).digest()
-    a = int.from_bytes(digest[:32], "little")
-    a &= (1 << 254) - 8
-    a |= 1 << 254
-    return a % L, digest[32:]
+            digit = digits[4 * row + column] - 8
+            if digit == 0:
+                continue
+            # X, Y, Z, T += the table's entry for |digit|, negated if digit < 0 (fp.ed25519_int's _madd)
+            negative = digit < 0
+            f.load(m, _ENTRY, _TABLE, row * 8 + (-digit if negative else digit) - 1)
+            ypx, ymx = (_ENTRY + 16, _ENTRY) if negative else (_ENTRY, _ENTRY + 16)
+            f.add(m, _R0, _Y, _X)
+            f.mul(m, _R0, _R0, ypx)  # a
+            f.sub(m, _R1, _Y, _X)
+            f.mul(m, _R1, _R1, ymx)  # b
+            f.mul(m, _R2, _T, _ENTRY + 32)  # c
+            f.add(m, _R3, _Z, _Z)  # d
+            f.sub(m, _R4, _R0, _R1)  # e
+            f.add(m, _R5, _R0, _R1)  # h
+            if negative:
+                f.sub(m, _R0, _R3, _R2)  # g
+                f.add(m, _R1, _R3, _R2)  # f
+            else:
+                f.add(m, _R0, _R3, _R2)
+                f.sub(m, _R1, _R3, _R2)
+            f.mul(m, _X, _R4, _R1)
+            f.mul(m, _Y, _R5, _R0)
+            f.mul(m, _Z, _R0, _R1)
+            f.mul(m, _T, _R4, _R5)
+    # 1/Z = Z^(p - 2) into R10, by ref10's addition chain (as fp.ed25519_int's _chain and _invert)
+    f.sqr(m, _R6, _Z, 1)
+    f.sqr(m, _R7, _R6, 2)
+    f.mul(m, _R7, _Z, _R7)
+    f.mul(m, _R6, _R6, _R7)
+    f.sqr(m, _R8, _R6, 1)
+    f.mul(m, _R7, _R7, _R8)
+    f.sqr(m, _R8, _R7, 5)
+    f.mul(m, _R7, _R8, _R7)
+    f.sqr(m, _R8, _R7, 10)
+    f.mul(m, _R8, _R8, _R7)
+    f.sqr(m, _R9, _R8, 20)
+    f.mul(m, _R8, _R9, _R8)
+    f.sqr(m, _R8, _R8, 10)
+    f.mul(m, _R7, _R8, _R7)
+    f.sqr(m, _R8, _R7, 50)
+    f.mul(m, _R8, _R8, _R7)
+    f.sqr(m, _R9, _R8, 100)
+    f.mul(m, _R8, _R9, _R8)
+    f.sqr(m, _R8, _R8, 50)
+    f.mul(m, _R7, _R8, _R7)
+    f.sqr(m, _R7, _R7, 5)
+    f.mul(m, _R10, _R7, _R6)
+    f.mul(m, _R0, _X, _R10)  # x
+    f.mul(m, _R1, _Y, _R10)  # y
+    f.canonical(m, _R0)
+    f.canonical(m, _R1)
+    m[2 * _R1 + 31] |= (m[2 * _R0] & 1) << 7
+    return bytes(memoryview(m)[2 * _R1 : 2 * _R1 + 32])
 
 
 def _hash_mod_l(*parts):
-    h = SHA512()
-    for part in parts:
-        h.update(part)
-    return int.from_bytes(h.digest(), "little") % L
-
-
-def _base_encode(scalar):
-    if fe25519:
-        return _fast_base_encode(scalar)
-    from fp import ed25519_int
-
-    return ed25519_int.base_encode(scalar)
+    return int.from_bytes(sha512(*parts), "little") % L
 
 
 class SigningKey:
     """An Ed25519 private key; the expanded secret and public key are computed once."""
 
     def __init__(self, seed):
-        self._scalar, self._prefix = _expand(bytes(seed))
+        if len(seed) != 32:
+            raise ValueError("Ed25519 seed must be 32 bytes")
+        digest = sha512(seed)
+        a = int.from_bytes(digest[:32], "little")
+        a &= (1 << 254) - 8
+        a |= 1 << 254
+        self._scalar = a % L
+        self._prefix = digest[32:]
         self.public = _base_encode(self._scalar)
 
     def sign(self, message):
@@ -237,16 +214,6 @@ class SigningKey:
         k = _hash_mod_l(encoded_r, self.public, message)
         s = (r + k * self._scalar) % L
         return encoded_r + s.to_bytes(32, "little")
-
-
-def public_key(seed):
-    """Return the 32-byte public key of a 32-byte seed."""
-    return SigningKey(seed).public
-
-
-def sign(seed, message):
-    """Return the signature of `message` by the key with this seed."""
-    return SigningKey(seed).sign(message)
 
 
 def verify(public, message, signature):
@@ -261,11 +228,4 @@ def verify(public, message, signature):
         ed25519_int.verify(public, message, signature)
     finally:
         if fe25519:
-            _unload_int()
-
-
-def _unload_int():
-    sys.modules.pop("fp.ed25519_int", None)
-    package = sys.modules.get("fp")
-    if package is not None and hasattr(package, "ed25519_int"):
-        delattr(package, "ed25519_int")
+            runtime.unload("ed25519_int")

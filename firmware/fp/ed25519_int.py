@@ -10,7 +10,9 @@ public key not in libsodium's small-order blocklist, the public key canonical (y
 cofactorless equation encode([S]B - [h]A) == R byte for byte.
 """
 
-from fp.ed25519 import BadSignatureError, L, P, _digits, _hash_mod_l, load_table
+from fp.ed25519 import BadSignatureError, L, _digits, _hash_mod_l, load_table
+
+P = 2**255 - 19
 
 D = 37095705934669439343138083508754565189542113879843219016388785533085940283555
 D2 = 2 * D % P

@@ -1,18 +1,20 @@
 """Field arithmetic modulo p = 2^255 - 19 in viper over preallocated 16-bit limbs (MicroPython only).
 
-One bytearray, `MEMORY` (832 bytes), holds the registers: a field element is 16 little-endian
+One bytearray, `MEMORY` (704 bytes), holds the registers: a field element is 16 little-endian
 16-bit limbs (32 bytes), so a table entry and a register have the same layout, the 32-byte encoding
 of a value is its register's bytes, and an operation allocates nothing: no big integer is ever
-created. The Ed25519 fixed-base table (12 KB) is a buffer of its own (fp.ed25519.load_table): read in
-place from flash when the firmware runs from a ROMFS image, so it takes no heap there; `load`
-copies one of its entries into three registers. Every operation leaves its result
-"normalised": each limb < 2^16 (the value < 2^256, reduced modulo p only by `canonical`).
+created. Its first 640 bytes are also SHA-512's message schedule (fp.sha512v): a compression
+rewrites them whole and never runs in the middle of point arithmetic, so the two never meet. The
+Ed25519 fixed-base table (12 KB) is a buffer of its own (fp.ed25519.load_table): read in place
+from flash when the firmware runs from a ROMFS image, so it takes no heap there; `load` copies one
+of its entries into three registers. Every operation leaves its result "normalised": each limb
+< 2^16 (the value < 2^256, reduced modulo p only by `canonical`).
 
 Written for 32-bit words (ESP32, the i386 unix port) and correct on 64-bit ones: a limb product is
 < 2^32, split into its low and high halves before it is summed, and every other value stays below
 2^31, so the signed 32-bit arithmetic of viper never overflows. Registers are named by their
-offset in 16-bit words (`reg(n)`); the operations take (dest, a, b) offsets
-and the destination may be an operand.
+offset in 16-bit words (register n at 16 * n); the operations take (dest, a, b) offsets and the
+destination may be an operand.
 
 Importing this module fails where viper is missing (the webassembly port, CPython): fp.ed25519 then
 uses its big-integer arithmetic.
@@ -21,14 +23,10 @@ uses its big-integer arithmetic.
 import micropython
 from micropython import const
 
-REGISTERS = const(24)
-_SCRATCH = const(384)  # words: 16 * REGISTERS; 32 words of product scratch
-MEMORY = bytearray(32 * REGISTERS + 64)
-
-
-def reg(n):
-    """Word offset of register n."""
-    return 16 * n
+# 20 registers (fp.ed25519 uses 19; SHA-512's schedule takes 640 bytes), then 32 words of product
+# scratch at word 16 * 20
+_SCRATCH = const(320)
+MEMORY = bytearray(2 * _SCRATCH + 64)
 
 
 @micropython.viper
@@ -94,61 +92,54 @@ def mul(memory, d: int, a: int, b: int):
 
 
 @micropython.viper
-def sqr(memory, d: int, a: int):
-    """Register d = a * a (the cross products once, doubled)."""
+def sqr(memory, d: int, a: int, n: int):
+    """Register d = a^(2^n), n >= 1: n squarings (the cross products once, doubled)."""
     m = ptr16(memory)
-    k = 0
-    c = 0
-    hi_prev = 0
-    while k < 31:
-        lo = 0
-        hi = 0
-        i = k - 15 if k > 15 else 0
-        j = k - i
-        while i < j:
-            p = m[a + i] * m[a + j]
-            lo += p & 0xFFFF
-            hi += (p >> 16) & 0xFFFF
-            i += 1
-            j -= 1
-        lo += lo
-        hi += hi
-        if i == j:
-            p = m[a + i] * m[a + i]
-            lo += p & 0xFFFF
-            hi += (p >> 16) & 0xFFFF
-        s = c + lo + hi_prev
-        m[_SCRATCH + k] = s & 0xFFFF
-        c = s >> 16
-        hi_prev = hi
-        k += 1
-    m[_SCRATCH + 31] = (c + hi_prev) & 0xFFFF
-    c = 0
-    i = 0
-    while i < 16:
-        s = c + m[_SCRATCH + i] + 38 * m[_SCRATCH + 16 + i]
-        m[d + i] = s & 0xFFFF
-        c = s >> 16
-        i += 1
-    while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
-        c = c * 38
+    while n > 0:
+        k = 0
+        c = 0
+        hi_prev = 0
+        while k < 31:
+            lo = 0
+            hi = 0
+            i = k - 15 if k > 15 else 0
+            j = k - i
+            while i < j:
+                p = m[a + i] * m[a + j]
+                lo += p & 0xFFFF
+                hi += (p >> 16) & 0xFFFF
+                i += 1
+                j -= 1
+            lo += lo
+            hi += hi
+            if i == j:
+                p = m[a + i] * m[a + i]
+                lo += p & 0xFFFF
+                hi += (p >> 16) & 0xFFFF
+            s = c + lo + hi_prev
+            m[_SCRATCH + k] = s & 0xFFFF
+            c = s >> 16
+            hi_prev = hi
+            k += 1
+        m[_SCRATCH + 31] = (c + hi_prev) & 0xFFFF
+        c = 0
         i = 0
         while i < 16:
-            s = m[d + i] + c
+            s = c + m[_SCRATCH + i] + 38 * m[_SCRATCH + 16 + i]
             m[d + i] = s & 0xFFFF
             c = s >> 16
-            if c == 0:
-                break
             i += 1
-
-
-@micropython.viper
-def sqn(memory, d: int, a: int, n: int):
-    """Register d = a^(2^n), n >= 1."""
-    sqr(memory, d, a)
-    n -= 1
-    while n > 0:
-        sqr(memory, d, d)
+        while c:  # fold the carry out of 2^256 back in: 2^256 = 38 (mod p)
+            c = c * 38
+            i = 0
+            while i < 16:
+                s = m[d + i] + c
+                m[d + i] = s & 0xFFFF
+                c = s >> 16
+                if c == 0:
+                    break
+                i += 1
+        a = d
         n -= 1
 
 
@@ -199,16 +190,6 @@ def sub(memory, d: int, a: int, b: int):
             if c == 0:
                 break
             i += 1
-
-
-@micropython.viper
-def copy(memory, d: int, a: int):
-    """Register d = a."""
-    m = ptr16(memory)
-    i = 0
-    while i < 16:
-        m[d + i] = m[a + i]
-        i += 1
 
 
 @micropython.viper

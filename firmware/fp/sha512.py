@@ -1,7 +1,8 @@
 """SHA-512 (FIPS 180-4) for MicroPython, which has none: viper on 32-bit halves, plain Python fallback.
 
-The viper class lives in fp.sha512v. Where viper is unavailable (CPython, the webassembly port) the
-plain-Python class is used; both are importable and tested separately.
+`sha512(*parts)` is the viper function of fp.sha512v where viper exists (the unix port, ESP32),
+else the plain-Python class (CPython, the webassembly port), which alone has the hashlib interface
+(update, digest); both are importable and tested separately.
 """
 
 import struct
@@ -97,15 +98,15 @@ class SHA512Python:
 
 
 try:
-    from fp.sha512v import SHA512Viper
+    from fp.sha512v import sha512
 
     HAS_VIPER = True
 except (ImportError, SyntaxError):  # CPython, or a port without viper (webassembly): plain Python
     HAS_VIPER = False
 
-SHA512 = SHA512Viper if HAS_VIPER else SHA512Python
-
-
-def sha512(data=b""):
-    """Return the SHA-512 digest (64 bytes) of `data`."""
-    return SHA512(data).digest()
+    def sha512(*parts):
+        """Return the SHA-512 digest (64 bytes) of the parts (bytes-like objects) one after the other."""
+        hasher = SHA512Python()
+        for part in parts:
+            hasher.update(part)
+        return hasher.digest()

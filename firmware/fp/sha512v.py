@@ -1,4 +1,4 @@
-"""SHA-512 compression in viper on 32-bit halves (MicroPython only): fp.sha512's fast class.
+"""SHA-512 compression in viper on 32-bit halves (MicroPython only): fp.sha512's fast function.
 
 A module of its own because viper is machine code: the webassembly port (no viper) runs a build
 of the firmware without it, and fp.sha512 falls back to plain Python there.
@@ -10,9 +10,14 @@ left shift, so it is correct whether viper integers are 32-bit (ESP32) or 64-bit
 # (viper takes an array or bytearray where its signature says ptr32/ptr8: the call casts the
 # buffer to a pointer, which the stubs' ptr32/ptr8 classes cannot express)
 
-from array import array
-
 import micropython
+
+# The message schedule (160 words, 640 bytes) is scratch space rewritten by every compression,
+# which never yields: it lies in fp.fe25519's registers, which hold values only during point
+# arithmetic, and no hash runs during that (a signature hashes before and after [r]B; a verify
+# hashes before its arithmetic, which is fp.ed25519_int's big integers). The buffer is the heap's,
+# so 32-bit aligned.
+from fp.fe25519 import MEMORY as _W
 
 # FIPS 180-4's constants as (high, low) 32-bit little-endian words: viper reads them in place, and
 # no 64-bit integer objects are made (fp.sha512 holds those). A bytes literal, not bytes.fromhex():
@@ -52,8 +57,6 @@ _IV32 = (
     b"\x3a\xf5\x4f\xa5\xf1\x36\x1d\x5f\x7f\x52\x0e\x51\xd1\x82\xe6\xad\x8c\x68\x05\x9b\x1f\x6c\x3e\x2b"
     b"\xab\xd9\x83\x1f\x6b\xbd\x41\xfb\x19\xcd\xe0\x5b\x79\x21\x7e\x13"
 )
-# The message schedule is scratch space, shared by every hash: compression never yields.
-_W = array("I", bytes(640))
 
 
 @micropython.viper
@@ -216,24 +219,22 @@ def _compress_viper(st: ptr32, w: ptr32, k: ptr8, blk: ptr8):
     st[15] = xl
 
 
-class SHA512Viper:
-    """SHA-512 with the hashlib interface, compression in viper; one buffer set per object."""
+def sha512(*parts):
+    """Return the SHA-512 digest (64 bytes) of the parts (bytes-like objects) one after the other.
 
-    def __init__(self, data=b""):
-        self._state = array("I", _IV32)
-        self._block = bytearray(128)
-        self._used = 0
-        self._length = 0
-        if data:
-            self.update(data)
-
-    def update(self, data):
-        view = memoryview(data)
-        self._length += len(view)
-        block = self._block
-        used = self._used
-        offset = 0
+    One function, not a class with the hashlib interface: the device hashes whole messages only
+    (a seed; a prefix, the public key and a message), and every function or class a running board
+    holds costs heap.
+    """
+    state = bytearray(_IV32)  # (high, low) 32-bit words, little-endian: the heap's, so aligned
+    block = bytearray(128)
+    used = 0
+    length = 0
+    for part in parts:
+        view = memoryview(part)
         remaining = len(view)
+        length += remaining
+        offset = 0
         while remaining:
             take = 128 - used
             if take > remaining:
@@ -243,31 +244,19 @@ class SHA512Viper:
             offset += take
             remaining -= take
             if used == 128:
-                _compress_viper(self._state, _W, _K32, block)
+                _compress_viper(state, _W, _K32, block)
                 used = 0
-        self._used = used
-        return self
-
-    def digest(self):
-        state = array("I", self._state)
-        block = bytearray(self._block)
-        used = self._used
-        block[used] = 0x80
-        for i in range(used + 1, 128):
-            block[i] = 0
-        if used >= 112:
-            _compress_viper(state, _W, _K32, block)
-            for i in range(128):
-                block[i] = 0
-        bits = self._length * 8
-        for i in range(16):
-            block[127 - i] = (bits >> (8 * i)) & 0xFF
+    block[used] = 0x80
+    for i in range(used + 1, 128):
+        block[i] = 0
+    if used >= 112:
         _compress_viper(state, _W, _K32, block)
-        out = bytearray(64)
-        for i in range(16):
-            word = state[i]
-            out[4 * i] = word >> 24
-            out[4 * i + 1] = (word >> 16) & 0xFF
-            out[4 * i + 2] = (word >> 8) & 0xFF
-            out[4 * i + 3] = word & 0xFF
-        return bytes(out)
+        for i in range(128):
+            block[i] = 0
+    bits = length * 8
+    for i in range(16):
+        block[127 - i] = (bits >> (8 * i)) & 0xFF
+    _compress_viper(state, _W, _K32, block)
+    for i in range(64):  # the digest: each 32-bit word big-endian, over the block's first 64 bytes
+        block[i] = state[i ^ 3]
+    return bytes(memoryview(block)[:64])
