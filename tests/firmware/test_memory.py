@@ -83,6 +83,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _unix_arch(bits=None):
+    """mpy-cross's -march for the unix port the tests run: viper code must match its word size."""
+    return "x64" if (bits or _word_bits()) == 64 else "x86"
+
+
 def _word_bits():
     """32 or 64: the word size of the unix port the tests run (FP_MICROPYTHON, else the venv's)."""
     import subprocess
@@ -153,7 +158,7 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     no owner: the modules only a verify, the HTTP API, a release, the plain SHA-512, a command,
     receipts or TLS need stay out of the heap, and so do the settings checks once the boot is done."""
 
-    build = compile_firmware("x64", tmp_path / "build")
+    build = compile_firmware(_unix_arch(), tmp_path / "build")
     flash = _flash(tmp_path, {"vendor": {"host": "127.0.0.1", "port": 1883}})
     script = (FIRMWARE / "tools" / "boot_heap.py").read_text() + "\nimport sys\nprint(sorted(sys.modules))\n"
     loaded = _run_build(build, ["-c", script], flash).strip().splitlines()[-1]
@@ -181,7 +186,7 @@ def test_a_plain_tcp_board_never_imports_the_tls_code(tmp_path):
     a plain-TCP one leaves fp.mqtt_tls (TLS settings, SSLContext, TLS errors) out of the heap; the
     first TLS one loads it (the TLS connections themselves: tests/firmware/test_mqtt_tls.py)."""
 
-    build = compile_firmware("x64", tmp_path / "build")
+    build = compile_firmware(_unix_arch(), tmp_path / "build")
     der = bytes((0x30, 32)) + bytes(32)  # DER's outer SEQUENCE: as much as the broker checks
     ca = f"-----BEGIN CERTIFICATE-----\n{base64.b64encode(der).decode()}\n-----END CERTIFICATE-----\n"
     script = (
@@ -201,7 +206,7 @@ def test_the_ed25519_table_is_read_in_place_from_a_romfs_image_and_signs_the_sam
     """From a ROMFS image (as a board's ROM partition) the 12 KB table is a memoryview of the flash,
     not a copy in the heap, and the viper signer reads it there: same signature as from .mpy files."""
 
-    build = compile_firmware("x64" if _word_bits() == 64 else "x86", tmp_path / "build")
+    build = compile_firmware(_unix_arch(), tmp_path / "build")
     image = build_romfs(build.path, tmp_path / "firmware.romfs")
     script = (
         "import gc, sys, vfs\n"
@@ -237,7 +242,7 @@ def test_the_running_firmware_holds_at_most_its_heap_budget(tmp_path, mosquitto,
     from host_agent.rig.simdevice import SimDevice
 
     bits = _word_bits()
-    build = compile_firmware("x64" if bits == 64 else "x86", tmp_path / "build")
+    build = compile_firmware(_unix_arch(bits), tmp_path / "build")
     flash = tmp_path / "flash"
     SimDevice(flash, (mosquitto.host, mosquitto.port), owner_key=bytes(range(32)))
     script = (FIRMWARE / "tools" / "heap_steps.py").read_text()
@@ -268,7 +273,7 @@ def test_the_steady_heap_get_info_reports_stays_within_its_budget(
     from tests.firmware.conftest import owner_command
 
     bits = _word_bits()
-    build = compile_firmware("x64" if bits == 64 else "x86", tmp_path / "build")
+    build = compile_firmware(_unix_arch(bits), tmp_path / "build")
     code, image_bytes = romfs_code(tmp_path, build.path) if where == "romfs" else (build.path, 0)
     vendor = collector_factory(mosquitto)
     owner = Owner(tmp_path / "owner.key")
