@@ -2,13 +2,14 @@
 
 import hashlib
 
+from fp import const
 from fp.errors import ProtocolError
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import TypeGuard
 
-ID_LENGTH = 24  # base32 characters: 120 bits of SHA-256(public key)
+_ID_LENGTH = const(24)  # base32 characters: 120 bits of SHA-256(public key)
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -37,7 +38,7 @@ def id_from_public_key(public_key: bytes) -> str:
 
 def is_valid_id(text: object) -> "TypeGuard[str]":
     """True when `text` has the form of an id (24 lowercase base32 characters)."""
-    if not isinstance(text, str) or len(text) != ID_LENGTH:
+    if not isinstance(text, str) or len(text) != _ID_LENGTH:
         return False
     for char in text:
         if char not in _ALPHABET:

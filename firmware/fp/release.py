@@ -14,11 +14,11 @@ whose payload is the SHA-256 of the manifest's bytes. Pure decisions: keys, the 
 
 import hashlib
 
-from fp import cbor, cose
+from fp import cbor, const, cose
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable, Sequence
 
