@@ -10,12 +10,14 @@ if TYPE_CHECKING:
     from typing import TypeGuard
 
 _ID_LENGTH = const(24)  # base32 characters: 120 bits of SHA-256(public key)
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+# bytes, not str: on MicroPython each distinct one-character str a program makes (by indexing or
+# iterating a str) becomes a name in the qstr pool for good; bytes give ints
+_ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
 
 
 def base32(data: bytes) -> str:
     """Encode bytes as lowercase RFC 4648 base32 without padding."""
-    out = []
+    out = bytearray()
     buffer = 0
     bits = 0
     for byte in data:
@@ -26,7 +28,7 @@ def base32(data: bytes) -> str:
             out.append(_ALPHABET[(buffer >> bits) & 31])
     if bits:
         out.append(_ALPHABET[(buffer << (5 - bits)) & 31])
-    return "".join(out)
+    return out.decode()
 
 
 def id_from_public_key(public_key: bytes) -> str:
@@ -40,8 +42,8 @@ def is_valid_id(text: object) -> "TypeGuard[str]":
     """True when `text` has the form of an id (24 lowercase base32 characters)."""
     if not isinstance(text, str) or len(text) != _ID_LENGTH:
         return False
-    for char in text:
-        if char not in _ALPHABET:
+    for byte in text.encode():
+        if byte not in _ALPHABET:
             return False
     return True
 

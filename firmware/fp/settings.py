@@ -55,8 +55,9 @@ BROKER_KEYS = (
     "client_key",
     "receipts",
 )
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
-_HEX = "0123456789abcdefABCDEF"
+# bytes, checked byte by byte: a str iterated on MicroPython makes a pool name of each character
+_NAME_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789_-"
+_HEX = b"0123456789abcdefABCDEF"
 
 
 def _show(value):
@@ -81,8 +82,8 @@ def is_int(value, low, high):
 def _is_name(value):
     if not isinstance(value, str) or not 0 < len(value) <= 16:
         return False
-    for char in value:
-        if char not in _NAME_CHARS:
+    for byte in value.encode():
+        if byte not in _NAME_CHARS:
             return False
     return True
 
@@ -90,8 +91,8 @@ def _is_name(value):
 def _is_hex_key(value):
     if not isinstance(value, str) or len(value) != 64:
         return False
-    for char in value:
-        if char not in _HEX:
+    for byte in value.encode():
+        if byte not in _HEX:
             return False
     return True
 
