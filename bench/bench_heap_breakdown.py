@@ -7,8 +7,10 @@ with `git archive`, compiled by its own build code) is measured in the same run,
 
 Each boot runs firmware/tools/heap_steps.py on board `sim` with the HTTP API on and an owner key
 set (bench_memory.py's configuration), against a mosquitto of its own: each module imported on
-its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, then one
-more of each running object (a probe). ROMFS: the build packed by `mpremote romfs build` and
+its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, one
+command, then one more of each running object (a probe). After the tables, the names (qstrs) the
+board holds after the command, beside the pool's chunk boundary below them: the pool grows in
+doubling chunks and never shrinks, so only getting under that boundary gives its last chunk back. ROMFS: the build packed by `mpremote romfs build` and
 mounted with vfs.VfsRom over the image read into the heap before the first figure (the unix port
 has no ROM partition), so the image itself is not counted.
 """

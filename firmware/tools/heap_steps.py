@@ -1,6 +1,7 @@
 # What the firmware's heap holds, step by step: boots the device as main.py and fp.app.main do,
 # importing each module on its own first, and prints the heap each step adds (gc.mem_alloc after a
-# collection) and the total, then runs the device for RUN_S seconds and prints what running adds.
+# collection) and the total, then runs the device for RUN_S seconds and prints what running adds,
+# then one command and the names (qstrs) the board holds (micropython.qstr_info's pool line).
 # Run under the unix port with board.json and provision.json in the working directory and the
 # firmware (a build, or a ROMFS image mounted at /rom) on the path: bench/bench_heap_breakdown.py.
 # Each output line: `step <name> <added bytes> <total bytes>`.
