@@ -7,8 +7,10 @@ with `git archive`, compiled by its own build code) is measured in the same run,
 
 Each boot runs firmware/tools/heap_steps.py on board `sim` with the HTTP API on and an owner key
 set (bench_memory.py's configuration), against a mosquitto of its own: each module imported on
-its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, then one
-more of each running object (a probe). ROMFS: the build packed by `mpremote romfs build` and
+its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, one
+command, then one more of each running object (a probe). After the tables, the names (qstrs) the
+board holds after the command, beside the pool's chunk boundary below them: the pool grows in
+doubling chunks and never shrinks, so only getting under that boundary gives its last chunk back. ROMFS: the build packed by `mpremote romfs build` and
 mounted with vfs.VfsRom over the image read into the heap before the first figure (the unix port
 has no ROM partition), so the image itself is not counted.
 """
@@ -62,9 +64,39 @@ def steps(command: str, build: Path, flash: Path, image: Path | None) -> list[tu
         if line.startswith("step "):
             name, added, total = line[5:].rsplit(" ", 2)
             out.append((name, int(added), int(total)))
-        elif line.startswith(("info ", "qstr pool")):
+        elif line.startswith("info "):
             print("  " + line)
+        elif line.startswith("qstr pool"):
+            print("  " + line)
+            print("  " + names_figure(line))
+            out.append(("names", 0, names_count(line)))
     return out
+
+
+# The qstr pool's chunks (MicroPython's py/qstr.c, measured on the i386 and 64-bit unix ports by
+# making names one at a time): 20 entries, then each chunk twice the last
+FIRST_CHUNK = 20
+
+
+def chunk_boundaries(count: int) -> tuple[int, int]:
+    """The pool's capacity before and after the chunk that holds the `count`th dynamic name."""
+    low, size = 0, FIRST_CHUNK
+    while low + size < count:
+        low, size = low + size, size * 2
+    return low, low + size
+
+
+def names_count(line: str) -> int:
+    """n_qstr from micropython.qstr_info()'s pool line: the dynamic names (qstrs) held."""
+    fields = dict(part.strip().split("=") for part in line.split(":", 1)[1].split(","))
+    return int(fields["n_qstr"])
+
+
+def names_figure(line: str) -> str:
+    """The names held and the pool chunk they reach, as one line."""
+    count = names_count(line)
+    low, high = chunk_boundaries(count)
+    return f"names {count}: the pool's last chunk holds names {low + 1}..{high}; {count - low} fewer would give it back"
 
 
 def main() -> None:
@@ -95,9 +127,9 @@ def main() -> None:
         print(f"\n{where}: bytes each step adds (gc.mem_alloc after a collection), then the total")
         print("| step | " + " | ".join(columns) + " |")
         print("|---|" + "---|" * len(columns))
-        names = [name for name, _, _ in results[("now", where)]]
+        names = [name for name, _, _ in results[("now", where)] if name != "names"]
         for label in columns:
-            names += [name for name, _, _ in results[(label, where)] if name not in names]
+            names += [name for name, _, _ in results[(label, where)] if name not in names and name != "names"]
         for name in names:
             cells = []
             for label in columns:
@@ -109,6 +141,11 @@ def main() -> None:
             running = [total for step, _, total in results[(label, where)] if step.startswith("running")]
             totals.append(f"**{running[0]:,}**" if running else "-")
         print("| total once running | " + " | ".join(totals) + " |")
+        cells = []
+        for label in columns:
+            found = [total for step, _, total in results[(label, where)] if step == "names"]
+            cells.append(f"{found[0]} (chunk boundary {chunk_boundaries(found[0])[0]})" if found else "-")
+        print("| names held after one command (qstrs) | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

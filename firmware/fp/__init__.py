@@ -1,8 +1,9 @@
 """The firmware, written once for MicroPython and CPython (the host imports it too).
 
 `const` is MicroPython's: its compiler folds `NAME = const(value)` into the code, and a name with
-a leading underscore then takes no room in its module's globals. CPython has none: there it is
-the value itself.
+a leading underscore then takes no room in its module's globals nor a name in the qstr pool.
+CPython has none: there it is the value itself. A module's `TYPE_CHECKING = const(False)` lets the
+compiler drop its typing block, and the names in it, from the .mpy (pyright takes it as true).
 
 A record (a command, a receipt, a card, a release, a destination) is a plain class whose
 `__init__` assigns each field in turn: MicroPython has no dataclasses, so that shape repeats from

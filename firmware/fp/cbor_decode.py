@@ -7,9 +7,10 @@ only for a command, a receipt or an update, so it loads the decoder for those an
 import struct
 import sys
 
+from fp import const
 from fp.cbor import MAX_DEPTH, TAGS, CBORError, Tag, _is_float32
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any
 

@@ -8,13 +8,13 @@ RAM and flash, and its delivery rule (PUBACK, or the agent's signed receipts).
 import asyncio
 import os
 
-from fp import device_messages, ids, topics
+from fp import const, device_messages, ids, topics
 from fp.errors import ProtocolError
 from fp.mqtt import Broker, MQTTClient, MQTTError
 from fp.ringbuf import RingBuffer
 from fp.runtime import log, unload
 
-RING_SLOTS = 128  # each destination's flash queue when board.json does not say (fp.settings)
+_RING_SLOTS = const(128)  # each destination's flash queue when board.json does not say (fp.settings)
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
 ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
 
@@ -270,7 +270,7 @@ def _start(device, name, broker, receipt_key=None):
         log=log,
         link_up=device.hal.network_up,
     )
-    ring = RingBuffer("q_" + name + ".bin", device.board.get("queue_slots", RING_SLOTS))
+    ring = RingBuffer("q_" + name + ".bin", device.board.get("queue_slots", _RING_SLOTS))
     if ring.dropped:
         log("destination %s: queue resized, %d oldest messages dropped" % (name, ring.dropped))
     if receipt_key is None:

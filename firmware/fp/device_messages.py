@@ -7,11 +7,11 @@ dropped after (fp.device); fp.messages holds the rest of the protocol (the host'
 owner's and the agent's encoders) and re-exports both. See docs/protocol.md.
 """
 
-from fp import cbor, cose, senml
+from fp import cbor, const, cose, senml
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable
 

@@ -2,19 +2,22 @@
 
 import hashlib
 
+from fp import const
 from fp.errors import ProtocolError
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import TypeGuard
 
-ID_LENGTH = 24  # base32 characters: 120 bits of SHA-256(public key)
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_ID_LENGTH = const(24)  # base32 characters: 120 bits of SHA-256(public key)
+# bytes, not str: on MicroPython each distinct one-character str a program makes (by indexing or
+# iterating a str) becomes a name in the qstr pool for good; bytes give ints
+_ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
 
 
 def base32(data: bytes) -> str:
     """Encode bytes as lowercase RFC 4648 base32 without padding."""
-    out = []
+    out = bytearray()
     buffer = 0
     bits = 0
     for byte in data:
@@ -25,7 +28,7 @@ def base32(data: bytes) -> str:
             out.append(_ALPHABET[(buffer >> bits) & 31])
     if bits:
         out.append(_ALPHABET[(buffer << (5 - bits)) & 31])
-    return "".join(out)
+    return out.decode()
 
 
 def id_from_public_key(public_key: bytes) -> str:
@@ -37,10 +40,10 @@ def id_from_public_key(public_key: bytes) -> str:
 
 def is_valid_id(text: object) -> "TypeGuard[str]":
     """True when `text` has the form of an id (24 lowercase base32 characters)."""
-    if not isinstance(text, str) or len(text) != ID_LENGTH:
+    if not isinstance(text, str) or len(text) != _ID_LENGTH:
         return False
-    for char in text:
-        if char not in _ALPHABET:
+    for byte in text.encode():
+        if byte not in _ALPHABET:
             return False
     return True
 

@@ -7,12 +7,12 @@ parsers and encoders only the host and the agent need. See docs/protocol.md.
 
 import hashlib
 
-from fp import cbor, cose
+from fp import cbor, const, cose
 from fp.device_messages import AUD, CT_ACK, CT_CARD, CT_READING, CT_STATUS, CTI, EXP, IAT, ISS, U32
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key, is_valid_id
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable
 

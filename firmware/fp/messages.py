@@ -5,7 +5,7 @@ kind (so a signature made for one kind can never pass as another) and RFC 9597 C
 See docs/protocol.md for the normative description.
 """
 
-from fp import cbor, cose, senml
+from fp import cbor, const, cose, senml
 from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: the host imports it all from here)
     AUD,
     CNF,
@@ -52,7 +52,7 @@ from fp.inbound import (  # noqa: F401 (what a device parses, re-exported: the h
     parse_receipt,
 )
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable
 

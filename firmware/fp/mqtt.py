@@ -46,7 +46,7 @@ import time
 
 from fp import const
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Awaitable, Callable, Iterable
 

@@ -6,7 +6,9 @@ loads this code (tests/firmware/test_memory.py::test_a_plain_tcp_board_never_imp
 
 import sys
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+from fp import const
+
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     import ssl
     from typing import Iterable

@@ -21,12 +21,12 @@ import hashlib
 import os
 import sys
 
-from fp import cbor, ed25519, release, slots, storage, topics
+from fp import cbor, const, ed25519, release, slots, storage, topics
 from fp.errors import ProtocolError
 from fp.runtime import log
 from fp.runtime import unload as unload_module
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any
 

@@ -14,11 +14,11 @@ whose payload is the SHA-256 of the manifest's bytes. Pure decisions: keys, the 
 
 import hashlib
 
-from fp import cbor, cose
+from fp import cbor, const, cose
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable, Sequence
 
@@ -34,7 +34,7 @@ MAX_MANIFEST_BYTES = 8192
 MAX_FILES = 64
 MAX_FILE_BYTES = 1 << 20
 CLAIM_ISS = 1
-_PATH_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-./"
+_PATH_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789_-./"  # bytes: see fp.ids._ALPHABET
 
 
 class Release:
@@ -78,8 +78,8 @@ def _path(value: object) -> str:
     for part in value.split("/"):
         if part in ("", ".", ".."):
             raise ProtocolError("malformed", "file path %r leaves the release folder" % value)
-    for char in value:
-        if char not in _PATH_CHARS:
+    for byte in value.encode():
+        if byte not in _PATH_CHARS:
             raise ProtocolError("malformed", "file path %r has a character outside a-z 0-9 _-./" % value)
     return value
 

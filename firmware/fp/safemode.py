@@ -20,10 +20,10 @@ is normal) or until someone deletes `boot.hist` at the REPL; a power cycle does 
 
 import time
 
-from fp import storage
+from fp import const, storage
 
 HISTORY_FILE = "boot.hist"
-MAX_COUNT = 255
+_MAX_COUNT = const(255)
 SAFE_MODE = "safe-mode"  # the mode the status message and get-info report
 
 
@@ -44,7 +44,7 @@ class BootHistory:
         unstable, first_s = 0, None
         if isinstance(record, dict):
             count, since = record.get("unstable"), record.get("first_s")
-            if isinstance(count, int) and 0 <= count <= MAX_COUNT:
+            if isinstance(count, int) and 0 <= count <= _MAX_COUNT:
                 unstable = count
             if isinstance(since, int):
                 first_s = since
@@ -59,7 +59,7 @@ class BootHistory:
             unstable, first_s = 0, None
         if not unstable or first_s is None:
             first_s = None if now_s is None else int(now_s)
-        self.unstable = min(unstable + 1, MAX_COUNT)
+        self.unstable = min(unstable + 1, _MAX_COUNT)
         storage.save_json(self.path, {"unstable": self.unstable, "first_s": first_s})
         self.is_safe = self.unstable > self.boots
         return self.is_safe

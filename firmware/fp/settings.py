@@ -10,27 +10,27 @@ The reference of every key is docs/device-api.md. The device loads this module f
 import json
 import sys
 
-from fp import sensor_types
+from fp import const, sensor_types
 from fp.storage import BOARD_FILE, CONFIG_FILE, COUNTER_FILE, OWNER_FILE, PROVISION_FILE
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-DEFAULT_INTERVAL_S = 10
+_DEFAULT_INTERVAL_S = const(10)
 MAX_INTERVAL_S = 86400
 MAX_DESTINATIONS = 4
-DEFAULT_MQTT_PORT = 1883
-DEFAULT_CLAIM_WINDOW_S = 120
-DEFAULT_SAFE_MODE_BOOTS = 5
-DEFAULT_SAFE_MODE_WINDOW_S = 600
+_DEFAULT_MQTT_PORT = const(1883)
+_DEFAULT_CLAIM_WINDOW_S = const(120)
+_DEFAULT_SAFE_MODE_BOOTS = const(5)
+_DEFAULT_SAFE_MODE_WINDOW_S = const(600)
 # board.json queue_slots: messages each destination's flash queue holds (fp.ringbuf, 512 bytes a
 # slot). 128 (64 KB) rides out about two minutes of outage at a reading a second; a board that
 # reports faster sets more. 1024 (512 KB per destination) is the cap (host_agent.board.files checks
 # it against the board's flash_bytes too).
 DEFAULT_QUEUE_SLOTS = 128
-MIN_QUEUE_SLOTS = 16
-MAX_QUEUE_SLOTS = 1024
+_MIN_QUEUE_SLOTS = const(16)
+_MAX_QUEUE_SLOTS = const(1024)
 PINS = ("led", "button", "i2c_sda", "i2c_scl")
 PROVISION_KEYS = (
     "vendor",
@@ -55,8 +55,9 @@ BROKER_KEYS = (
     "client_key",
     "receipts",
 )
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
-_HEX = "0123456789abcdefABCDEF"
+# bytes, checked byte by byte: a str iterated on MicroPython makes a pool name of each character
+_NAME_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789_-"
+_HEX = b"0123456789abcdefABCDEF"
 
 
 def _show(value):
@@ -81,8 +82,8 @@ def is_int(value, low, high):
 def _is_name(value):
     if not isinstance(value, str) or not 0 < len(value) <= 16:
         return False
-    for char in value:
-        if char not in _NAME_CHARS:
+    for byte in value.encode():
+        if byte not in _NAME_CHARS:
             return False
     return True
 
@@ -90,8 +91,8 @@ def _is_name(value):
 def _is_hex_key(value):
     if not isinstance(value, str) or len(value) != 64:
         return False
-    for char in value:
-        if char not in _HEX:
+    for byte in value.encode():
+        if byte not in _HEX:
             return False
     return True
 
@@ -206,7 +207,7 @@ def _check_vendor(log, path, vendor):
         found = vendor.get("host") if isinstance(vendor, dict) else vendor
         log("%s: vendor.host: expected a host name or address, found %s; cannot run" % (path, _show(found)))
         return None
-    clean = {"host": vendor["host"], "port": DEFAULT_MQTT_PORT}
+    clean = {"host": vendor["host"], "port": _DEFAULT_MQTT_PORT}
     for key in vendor:
         value = vendor[key]
         where = "vendor." + key
@@ -216,7 +217,7 @@ def _check_vendor(log, path, vendor):
             if is_int(value, 1, 65535):
                 clean["port"] = value
             else:
-                problem(log, path, where, "an integer 1..65535", value, DEFAULT_MQTT_PORT)
+                problem(log, path, where, "an integer 1..65535", value, _DEFAULT_MQTT_PORT)
         elif key in TEXT_KEYS:
             if isinstance(value, str):
                 clean[key] = value
@@ -296,11 +297,11 @@ def check_provision(raw, port, log):
         "wifi": _check_wifi(log, path, raw.get("wifi")),
         "owner": _check_owner(log, path, raw.get("owner")),
         "release_keys": _check_release_keys(log, path, raw.get("release_keys")),
-        "claim_window_s": _int_setting(log, path, raw, "claim_window_s", 10, 3600, DEFAULT_CLAIM_WINDOW_S),
+        "claim_window_s": _int_setting(log, path, raw, "claim_window_s", 10, 3600, _DEFAULT_CLAIM_WINDOW_S),
         "http_port": _int_setting(log, path, raw, "http_port", 0, 65535, 80 if port == "esp32" else 0),
-        "safe_mode_boots": _int_setting(log, path, raw, "safe_mode_boots", 2, 100, DEFAULT_SAFE_MODE_BOOTS),
+        "safe_mode_boots": _int_setting(log, path, raw, "safe_mode_boots", 2, 100, _DEFAULT_SAFE_MODE_BOOTS),
         "safe_mode_window_s": _int_setting(
-            log, path, raw, "safe_mode_window_s", 60, 86400, DEFAULT_SAFE_MODE_WINDOW_S
+            log, path, raw, "safe_mode_window_s", 60, 86400, _DEFAULT_SAFE_MODE_WINDOW_S
         ),
     }
 
@@ -321,14 +322,14 @@ def _check_sensor(log, path, index, sensor, types, names):
         problem(log, path, where + ".type", "one of " + ", ".join(types), kind, "no such sensor")
         return None
     clean = dict(sensor)
-    interval = sensor.get("interval_s", DEFAULT_INTERVAL_S)
+    interval = sensor.get("interval_s", _DEFAULT_INTERVAL_S)
     if (
         not isinstance(interval, (int, float))
         or isinstance(interval, bool)
         or not 0 < interval <= MAX_INTERVAL_S
     ):
-        problem(log, path, where + ".interval_s", "seconds in (0, 86400]", interval, DEFAULT_INTERVAL_S)
-        interval = DEFAULT_INTERVAL_S
+        problem(log, path, where + ".interval_s", "seconds in (0, 86400]", interval, _DEFAULT_INTERVAL_S)
+        interval = _DEFAULT_INTERVAL_S
     clean["interval_s"] = interval
     needs = sensor_types.TYPES[sensor["type"]][1]  # a known type by now
     if needs == "pin" and not is_int(sensor.get("pin"), 0, 48):
@@ -370,7 +371,7 @@ def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] 
             value = None
         board["pins"][pin] = value
     board["queue_slots"] = _int_setting(
-        log, path, board, "queue_slots", MIN_QUEUE_SLOTS, MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
+        log, path, board, "queue_slots", _MIN_QUEUE_SLOTS, _MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
     )
     sensors = board.get("sensors")
     if not isinstance(sensors, list):

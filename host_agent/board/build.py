@@ -58,6 +58,13 @@ def mpy_cross_command() -> str:
     return found
 
 
+def source_name(module: Path) -> str:
+    """The source name mpy-cross stores in a module's .mpy (`-s`, what a traceback says): its module
+    name (`fp.mqtt`; `fp` for the package's __init__), a name the board's qstr pool holds anyway
+    from the import, where a file name (`fp/mqtt.py`) would be one name more per module."""
+    return "fp" if module.stem == "__init__" else f"fp.{module.stem}"
+
+
 def compile_firmware(arch: str, out: Path | None = None) -> Build:
     """Compile the firmware for `arch` into `out` (default build/firmware-<arch>); return its sizes."""
     if arch not in ARCHES:
@@ -80,7 +87,7 @@ def compile_firmware(arch: str, out: Path | None = None) -> Build:
                 "-o",
                 str(target),
                 "-s",
-                f"fp/{module.name}",
+                source_name(module),
                 str(module),
             ],
             capture_output=True,
