@@ -165,6 +165,16 @@ def serve(config_path: Path, core: str | None) -> None:
         os.sched_setaffinity(0, {int(c) for c in core.split(",")})
     agent = Agent(agent_config.from_dict(json.loads(config_path.read_text())))
     signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+    # the batches of readings ingest committed: what a commit's own costs are spread over
+    commits = [0]
+    commit = agent.ingest.commit
+
+    def counted_commit(checked):
+        if any(topic.endswith("/reading") for topic, _ in checked.items):
+            commits[0] += 1
+        return commit(checked)
+
+    agent.ingest.commit = counted_commit
 
     def announce() -> None:
         agent.ready.wait(60)
@@ -183,6 +193,7 @@ def serve(config_path: Path, core: str | None) -> None:
                 "rejected": {k: v for k, v in agent.ingest.rejected_counts.items() if v},
                 "delivered": agent.outbox.delivered if agent.outbox else 0,
                 "receipts_sent": agent.receipts.sent if agent.receipts else 0,
+                "commits": commits[0],
             }
         ),
         flush=True,

@@ -187,6 +187,7 @@ def scenario(
         "messages_bytes_per_reading": messages_bytes / total,
         "outbox_bytes_per_reading": outbox_bytes / total,
         "split": [f.get("accepted", {}).get("reading", 0) for f in finals],
+        "readings_per_commit": total / max(1, sum(f.get("commits", 0) for f in finals)),
     }
 
 
@@ -292,7 +293,7 @@ def _line(r: dict) -> str:
         f"{r['rate']:8,.0f} readings/s  {r['per_agent_cpu_s']:7,.0f} per agent CPU-s"
         f"  postgres {r['pg_cpu_s_per_1000']:.3f} CPU-s/1000  broker {r['broker_cpu_s_per_1000']:.3f} CPU-s/1000"
         f"  bench {r['bench_cpu_s_per_1000']:.3f}  stored {r['messages_bytes_per_reading']:.0f}"
-        f" + {r['outbox_bytes_per_reading']:.0f} B/reading  split {r['split']}"
+        f" + {r['outbox_bytes_per_reading']:.0f} B/reading  {r['readings_per_commit']:.0f} a commit  split {r['split']}"
     )
 
 
