@@ -328,7 +328,9 @@ class MQTTClient:
     errors = 0
     _stopped = False
     _on_up_task: "asyncio.Task[None] | None" = None  # held while on_up runs (CPython holds tasks weakly)
-    _up_event: "asyncio.Event | None" = None  # made by a wait_up() that has to wait, set and let go on connect
+    _up_event: "asyncio.Event | None" = (
+        None  # made by a wait_up() that has to wait, set and let go on connect
+    )
 
     def __init__(
         self,
@@ -379,8 +381,8 @@ class MQTTClient:
         self.connects = 0
         self.session_present = False
         self.granted: "dict[str, int]" = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
-        self._reader: "asyncio.StreamReader | None" = None
-        self._writer: "asyncio.StreamWriter | None" = None
+        # the open connection's (reader, writer); under MicroPython both are the same Stream
+        self._streams: "tuple[asyncio.StreamReader, asyncio.StreamWriter] | None" = None
         self._buffer: "bytes" = b""  # read from the broker, parsed up to _position
         self._position = 0
         self._next_id = 0
@@ -508,11 +510,11 @@ class MQTTClient:
         if self._stopped:
             return
         self._stopped = True
-        if self.is_up and self._writer is not None:
+        if self.is_up and self._streams is not None:
             try:
                 # written straight to the socket (both interpreters write at once when nothing
                 # else is buffered); after it nothing more is sent (MQTT-3.14.4-2)
-                self._writer.write(bytes((_DISCONNECT, 0)))
+                self._streams[1].write(bytes((_DISCONNECT, 0)))
             except OSError:
                 pass
         self._drop()
@@ -541,9 +543,10 @@ class MQTTClient:
             # cancelled before its socket closes: under MicroPython a read woken by the close
             # would end the task with EBADF, an error nobody retrieves
             task.cancel()
-        writer = self._writer
-        self._reader = self._writer = None
-        if writer:
+        streams = self._streams
+        self._streams = None
+        if streams is not None:
+            writer = streams[1]
             try:
                 writer.close()
                 # MicroPython's Stream.close() does nothing (only wait_closed() closes the socket):
@@ -578,8 +581,7 @@ class MQTTClient:
             )
         else:
             opening = asyncio.open_connection(broker.host, broker.port)
-        reader, writer = await asyncio.wait_for(opening, self.connect_timeout_s)
-        self._reader, self._writer = reader, writer
+        self._streams = await asyncio.wait_for(opening, self.connect_timeout_s)  # (reader, writer)
         if self._stopped:  # stop() came while the socket opened: run() closes it
             raise MQTTError("stopped")
         self._buffer, self._position = b"", 0
@@ -665,11 +667,12 @@ class MQTTClient:
     async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of
         concurrent tasks never interleave and MicroPython's stream never drains twice at once."""
-        writer = self._writer
-        if writer is None:
+        streams = self._streams
+        if streams is None:
             raise MQTTError("down", "not connected")
+        writer = streams[1]
         async with self._write_lock:
-            if writer is not self._writer:  # the connection changed while this waited its turn
+            if streams is not self._streams:  # the connection changed while this waited its turn
                 raise MQTTError("down", "connection lost")
             writer.write(packet)
             await writer.drain()
@@ -694,9 +697,9 @@ class MQTTClient:
 
     def _link(self) -> "asyncio.StreamReader":
         """The open connection's reader, or MQTTError when there is none."""
-        if self._reader is None:
+        if self._streams is None:
             raise MQTTError("down", "not connected")
-        return self._reader
+        return self._streams[0]
 
     def _parse(self) -> "Packet | None":
         """The next packet in the buffer as (first byte, body, remaining length), or None until
