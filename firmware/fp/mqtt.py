@@ -318,8 +318,9 @@ class _Request:
 class MQTTClient:
     """One connection to one broker, kept up by `run()`."""
 
-    # What most boards never change stays on the class: an instance's attribute table (8 bytes a
-    # name on 32 bits) grows in steps, and 37 names fit the step below 47.
+    # What most boards never change, or hold only for a while, stays on the class: an instance's
+    # attribute table (8 bytes a name on 32 bits) grows in steps and never shrinks, and 37 names
+    # fit the step below 47.
     on_up: "Callable[[], Awaitable[None]] | None" = None  # awaited after each (re)connect
     # called with (topic bytes, payload size) for each PUBLISH read past; on a board the count
     # and the log line are enough
@@ -328,9 +329,8 @@ class MQTTClient:
     errors = 0
     _stopped = False
     _on_up_task: "asyncio.Task[None] | None" = None  # held while on_up runs (CPython holds tasks weakly)
-    _up_event: "asyncio.Event | None" = (
-        None  # made by a wait_up() that has to wait, set and let go on connect
-    )
+    # made by a wait_up() that has to wait; set and let go on connect
+    _up_event: "asyncio.Event | None" = None
 
     def __init__(
         self,
