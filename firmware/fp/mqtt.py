@@ -318,6 +318,20 @@ class _Request:
 class MQTTClient:
     """One connection to one broker, kept up by `run()`."""
 
+    # What most boards never change, or hold only for a while, stays on the class: an instance's
+    # attribute table (8 bytes a name on 32 bits) grows in steps and never shrinks, and 37 names
+    # fit the step below 47.
+    on_up: "Callable[[], Awaitable[None]] | None" = None  # awaited after each (re)connect
+    # called with (topic bytes, payload size) for each PUBLISH read past; on a board the count
+    # and the log line are enough
+    on_oversized: "Callable[[bytes, int], None] | None" = None
+    oversized = 0
+    errors = 0
+    _stopped = False
+    _on_up_task: "asyncio.Task[None] | None" = None  # held while on_up runs (CPython holds tasks weakly)
+    # made by a wait_up() that has to wait; set and let go on connect
+    _up_event: "asyncio.Event | None" = None
+
     def __init__(
         self,
         broker: Broker,
@@ -363,18 +377,12 @@ class MQTTClient:
         self.max_queued = max_queued
         self.is_reconnecting = reconnect
         self.connect_timeout_s = connect_timeout_s
-        self.oversized = 0
-        # called with (topic bytes, payload size) for each PUBLISH read past; on a board the count
-        # and the log line are enough
-        self.on_oversized: "Callable[[bytes, int], None] | None" = None
         self.is_up = False
-        self.on_up: "Callable[[], Awaitable[None]] | None" = None  # awaited after each (re)connect
         self.connects = 0
-        self.errors = 0
         self.session_present = False
         self.granted: "dict[str, int]" = {}  # topic filter -> granted QoS, or 0x80 when the broker refused it
-        self._reader: "asyncio.StreamReader | None" = None
-        self._writer: "asyncio.StreamWriter | None" = None
+        # the open connection's (reader, writer); under MicroPython both are the same Stream
+        self._streams: "tuple[asyncio.StreamReader, asyncio.StreamWriter] | None" = None
         self._buffer: "bytes" = b""  # read from the broker, parsed up to _position
         self._position = 0
         self._next_id = 0
@@ -382,20 +390,22 @@ class MQTTClient:
         self._window: "list[_Outgoing]" = []  # _Outgoing sent (or to resend), unacknowledged: PUBRELs, then PUBLISHes oldest first
         self._requests: "dict[int, _Request]" = {}  # packet id -> _Request
         self._qos2_ids: "set[bytes]" = set()  # QoS 2 packet ids received, not yet released (PUBREL)
-        self._stopped = False
-        self._drop_reason: "str | None" = None  # set by reconnect() or a failed write: the serving loop drops
+        # why the serving loop must drop the connection: reconnect()'s reason (a failed write's
+        # too), or the error that ended the reader task
+        self._drop_cause: "str | Exception | None" = None
         self._write_lock = asyncio.Lock()
         self._last_tx_ms = ticks_ms()
         self._pingresp_count = 0
         self._reader_task: "asyncio.Task[None] | None" = None
-        self._reader_error: "Exception | None" = None
-        self._on_up_task: "asyncio.Task[None] | None" = None
-        self._up_event = asyncio.Event()
 
     # --- the application's surface -------------------------------------------------------
 
     async def wait_up(self, timeout_s: float) -> None:
         """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
+        if self.is_up:
+            return
+        if self._up_event is None:
+            self._up_event = asyncio.Event()
         await asyncio.wait_for(self._up_event.wait(), timeout_s)
 
     async def publish(
@@ -463,7 +473,6 @@ class MQTTClient:
             try:
                 await self._connect()
                 backoff = min(0.5, self.max_backoff_s)
-                # kept: CPython's loop holds tasks weakly, and one unreferenced may vanish mid-run
                 if self.on_up:
                     self._on_up_task = asyncio.create_task(self._call_on_up(self.on_up))
                 await self._serve()
@@ -493,18 +502,19 @@ class MQTTClient:
 
     def reconnect(self, reason: str) -> None:
         """Drop the current connection (the state machine then reconnects with backoff)."""
-        self._drop_reason = reason
+        if self._drop_cause is None:  # the first cause is the one logged
+            self._drop_cause = reason
 
     def stop(self) -> None:
         """Send DISCONNECT (no will), close, stop reconnecting; what waits fails with "stopped"."""
         if self._stopped:
             return
         self._stopped = True
-        if self.is_up and self._writer is not None:
+        if self.is_up and self._streams is not None:
             try:
                 # written straight to the socket (both interpreters write at once when nothing
                 # else is buffered); after it nothing more is sent (MQTT-3.14.4-2)
-                self._writer.write(bytes((_DISCONNECT, 0)))
+                self._streams[1].write(bytes((_DISCONNECT, 0)))
             except OSError:
                 pass
         self._drop()
@@ -521,20 +531,22 @@ class MQTTClient:
             await on_up()
         except Exception as error:  # never a task whose error nobody retrieves
             self.log("mqtt %s: on_up failed: %s %s" % (self.broker.key(), type(error).__name__, error))
+        if self._on_up_task is asyncio.current_task():
+            self._on_up_task = None  # done: the task and its frames go now, not at the next connect
 
     def _drop(self) -> None:
         was_up = self.is_up
         self.is_up = False
-        self._up_event = asyncio.Event()
         task = self._reader_task
         self._reader_task = None
         if task is not None:
             # cancelled before its socket closes: under MicroPython a read woken by the close
             # would end the task with EBADF, an error nobody retrieves
             task.cancel()
-        writer = self._writer
-        self._reader = self._writer = None
-        if writer:
+        streams = self._streams
+        self._streams = None
+        if streams is not None:
+            writer = streams[1]
             try:
                 writer.close()
                 # MicroPython's Stream.close() does nothing (only wait_closed() closes the socket):
@@ -569,13 +581,11 @@ class MQTTClient:
             )
         else:
             opening = asyncio.open_connection(broker.host, broker.port)
-        reader, writer = await asyncio.wait_for(opening, self.connect_timeout_s)
-        self._reader, self._writer = reader, writer
+        self._streams = await asyncio.wait_for(opening, self.connect_timeout_s)  # (reader, writer)
         if self._stopped:  # stop() came while the socket opened: run() closes it
             raise MQTTError("stopped")
         self._buffer, self._position = b"", 0
-        self._reader_error = None
-        self._drop_reason = None
+        self._drop_cause = None
         # The will may be a function: a signed "offline" status must be fresh for each connection.
         will = self.will() if callable(self.will) else self.will
         await self._send(
@@ -612,7 +622,9 @@ class MQTTClient:
             await self._send(subscribe_packet(packet_id, self.subscriptions))
         self.is_up = True
         self.connects += 1
-        self._up_event.set()
+        if self._up_event is not None:
+            self._up_event.set()  # wakes what waits in wait_up(); the next wait makes a new one
+            self._up_event = None
         self._reader_task = asyncio.create_task(self._read_forever())
         self.log("mqtt %s: up" % self.broker.key())
         await self._pump()
@@ -655,11 +667,12 @@ class MQTTClient:
     async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of
         concurrent tasks never interleave and MicroPython's stream never drains twice at once."""
-        writer = self._writer
-        if writer is None:
+        streams = self._streams
+        if streams is None:
             raise MQTTError("down", "not connected")
+        writer = streams[1]
         async with self._write_lock:
-            if writer is not self._writer:  # the connection changed while this waited its turn
+            if streams is not self._streams:  # the connection changed while this waited its turn
                 raise MQTTError("down", "connection lost")
             writer.write(packet)
             await writer.drain()
@@ -684,9 +697,9 @@ class MQTTClient:
 
     def _link(self) -> "asyncio.StreamReader":
         """The open connection's reader, or MQTTError when there is none."""
-        if self._reader is None:
+        if self._streams is None:
             raise MQTTError("down", "not connected")
-        return self._reader
+        return self._streams[0]
 
     def _parse(self) -> "Packet | None":
         """The next packet in the buffer as (first byte, body, remaining length), or None until
@@ -792,7 +805,8 @@ class MQTTClient:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._reader_error = error
+            if self._drop_cause is None:
+                self._drop_cause = error
 
     async def _dispatch(self, header: int, body: bytes) -> None:
         kind = header & 0xF0
@@ -940,10 +954,11 @@ class MQTTClient:
             await asyncio.sleep(tick_s)
             if self._stopped:
                 return
-            if self._drop_reason:
-                raise MQTTError("dropped", self._drop_reason)
-            if self._reader_error is not None:
-                raise self._reader_error
+            cause = self._drop_cause
+            if isinstance(cause, Exception):
+                raise cause
+            if cause is not None:
+                raise MQTTError("dropped", cause)
             if self.link_up and not self.link_up():
                 raise MQTTError("network", "network down")
             now = ticks_ms()

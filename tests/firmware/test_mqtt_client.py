@@ -240,3 +240,50 @@ def test_a_planned_stop_sends_no_will_and_a_crash_does(micropython, mosquitto, i
     assert ("will/up", b"planned") in seen and ("will/up", b"crash") in seen
     assert ("will/crash", b"offline") in seen, "a connection lost without DISCONNECT publishes the will"
     assert ("will/planned", b"offline") not in seen, "a planned stop published the will"
+
+
+RUNNING_SCENARIO = """
+import asyncio, json
+from fp.mqtt import MQTTClient, Broker
+async def main():
+    client = MQTTClient(Broker("127.0.0.1", %d), "running", subscriptions=[("running/a", 1)], clean=False)
+    async def on_up():
+        await client.publish("running/up", b"up")
+    client.on_up = on_up
+    task = asyncio.create_task(client.run())
+    for _ in range(200):  # as a board does: no wait_up()
+        if client.is_up:
+            break
+        await asyncio.sleep(0.025)
+    client.reconnect("a test")  # one connection dropped: `errors` is counted on the instance
+    for _ in range(200):
+        if client.connects == 2 and client._on_up_task is None:
+            break
+        await asyncio.sleep(0.025)
+    attributes = len(client.__dict__)
+    is_on_up_task_held = client._on_up_task is not None  # on_up ended: its task is let go
+    client.reconnect("again")
+    while client.is_up:
+        await asyncio.sleep(0.025)
+    await client.wait_up(5)  # waits for the third connection: the event it made is let go then
+    result = {
+        "connects": client.connects,
+        "errors": client.errors,
+        "attributes": attributes,
+        "is_on_up_task_held": is_on_up_task_held,
+        "is_wait_event_held": client._up_event is not None,
+    }
+    client.stop()
+    task.cancel()
+    print(json.dumps(result))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_a_running_client_holds_37_attributes_and_no_finished_task(micropython, mosquitto, interpreter):
+    # 37 names fit the step of MicroPython's attribute table below 47 (8 bytes a name on 32 bits)
+    result = _run(interpreter, RUNNING_SCENARIO % mosquitto.port, micropython, timeout=30)
+    assert result["connects"] == 3 and result["errors"] == 2
+    assert result["attributes"] <= 37
+    assert not result["is_on_up_task_held"] and not result["is_wait_event_held"]
