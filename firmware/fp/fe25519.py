@@ -93,7 +93,10 @@ def mul(memory, d: int, a: int, b: int):
 
 @micropython.viper
 def sqr(memory, d: int, a: int, n: int):
-    """Register d = a^(2^n), n >= 1: n squarings (the cross products once, doubled)."""
+    """Register d = a^(2^n), n >= 1: n squarings (the cross products once, doubled).
+
+    The reduction mod p is mul's, written out again: a viper call per squaring would cost more
+    time than the lines cost bytes."""
     m = ptr16(memory)
     while n > 0:
         k = 0
