@@ -196,8 +196,8 @@ def publish_backlog(client: ba.Client, stream: list[tuple[str, bytes]], agents: 
     acknowledged to the publisher before the clock starts.
 
     The devices of a fleet are machines of their own: their publishing costs the agents' machine
-    nothing. Publishing live from this script put a paho client's Python (about a third of a core
-    at these rates) on the same two cores as what is measured. Stopped, the agents stay subscribed:
+    nothing. Publishing live from this script put a paho client's Python on the same two cores as
+    what is measured. Stopped, the agents stay subscribed:
     the broker hands each message of the `$share/` group to one of them as it arrives and queues it
     in that agent's session, so the split is the broker's own.
     """
