@@ -27,7 +27,7 @@ from host_agent.commands.control import Commander, CommandResult
 from host_agent.config import Config
 from host_agent.errors import UserError
 from host_agent.ingest.intake import Checked, Ingest, Outcome
-from host_agent.ingest.receipts import RECEIPT_KINDS, ReceiptBook
+from host_agent.ingest.receipts import RECEIPT_KINDS, ReceiptBook, Taken
 from host_agent.outbox.queue import Outbox
 from host_agent.owner import Owner
 from host_agent.routes import grants
@@ -67,6 +67,7 @@ class Agent:
         )
         # signed receipts of what was committed, for devices whose destination asks for them
         self.receipts = ReceiptBook(config.data_dir / RECEIPT_KEY_FILE) if config.receipts else None
+        self.receipts_taken: asyncio.Queue[list[Taken]] = asyncio.Queue()  # to sign, oldest first
         self.ingest_problem: str | None = None  # why ingest cannot commit (disk-full, ...), None while it can
         # the readings' live listeners (the API's /stream)
         self.live: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -300,7 +301,7 @@ class Agent:
                 ):
                     due.append(device_id)
             if due:
-                self._send_receipts(receipts.due(now_s, due))
+                self.receipts_taken.put_nowait(receipts.take(now_s, due))
         for outcome in outcomes:
             if outcome.reason is not None:  # counted by ingest, stored with its reason
                 continue
@@ -332,11 +333,22 @@ class Agent:
             self.bus.publish_now(receipts)
 
     async def _receipts_forever(self) -> None:
-        """Send the receipts that waited RECEIPT_INTERVAL_S for more counters."""
-        assert self.receipts
+        """Sign and send the receipts commits made due, and those that waited RECEIPT_INTERVAL_S for
+        more counters. The signatures are made in a worker thread: thousands a second at a fleet's
+        rate, they would otherwise hold the event loop (docs/benchmarks.md); one batch at a time,
+        in the order their counters were taken, as a device refuses a counter lower than its last."""
+        receipts = self.receipts
+        assert receipts
         while True:
-            await asyncio.sleep(RECEIPT_TICK_S)
-            self._send_receipts(self.receipts.due(time.monotonic()))
+            try:
+                taken = await asyncio.wait_for(self.receipts_taken.get(), RECEIPT_TICK_S)
+            except TimeoutError:
+                taken = []
+            while not self.receipts_taken.empty():
+                taken += self.receipts_taken.get_nowait()
+            taken += receipts.take(time.monotonic())
+            if taken:
+                self._send_receipts(await asyncio.to_thread(receipts.sign, taken))
 
     async def _retention_forever(self) -> None:
         while True:

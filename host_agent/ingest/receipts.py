@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from fp import ids, messages, topics
 from fp.receipts import Ranges
@@ -27,6 +28,14 @@ RECEIPT_EVERY = 32  # counters per receipt at most (the device keeps 64 in fligh
 # signature per 32 readings is about 1 us of the agent per reading (docs/benchmarks.md, "Receipts")
 RECEIPT_INTERVAL_S = 1.0  # and at most this long after the first committed one
 RECEIPT_KINDS = ("reading", "ack")  # what a device queues (fp.destinations.Destination); status is retained
+
+
+class Taken(NamedTuple):
+    """A device's receipt, counted but not signed yet (ReceiptBook.take, then ReceiptBook.sign)."""
+
+    device_id: str
+    counter: int
+    ranges: list[list[int]]
 
 
 @dataclass(slots=True)
@@ -40,7 +49,7 @@ class ReceiptBook:
 
     def __init__(self, key_path: Path, every: int = RECEIPT_EVERY, interval_s: float = RECEIPT_INTERVAL_S):
         seed = load_or_create_seed(Path(key_path))
-        self.sign = wire.nacl_signer(seed)
+        self.sign_bytes = wire.nacl_signer(seed)
         self.public = wire.nacl_public_key(seed)
         self.key_id = ids.id_from_public_key(self.public)
         self.every = every
@@ -57,9 +66,10 @@ class ReceiptBook:
         pending.ranges.add(boot, seq)
         return pending.ranges.count >= self.every or len(pending.ranges) >= messages.MAX_RANGES
 
-    def due(self, now_s: float, device_ids: list[str] | None = None) -> list[tuple[str, bytes]]:
-        """(topic, receipt) for each device that is due (or each of `device_ids`), and forget them."""
-        out: list[tuple[str, bytes]] = []
+    def take(self, now_s: float, device_ids: list[str] | None = None) -> list[Taken]:
+        """Each device that is due (or each of `device_ids`), forgotten here, with the counter its
+        receipt will carry: cheap, for the event loop, which keeps the counters in order."""
+        out: list[Taken] = []
         for device_id in list(self.pending) if device_ids is None else device_ids:
             pending = self.pending.get(device_id)
             if pending is None:
@@ -68,20 +78,33 @@ class ReceiptBook:
             if device_ids is None and not is_full and now_s - pending.since_s < self.interval_s:
                 continue
             del self.pending[device_id]
-            out.append((topics.topic(device_id, "receipt"), self.receipt(device_id, pending.ranges.items)))
+            out.append(Taken(device_id, self._next_counter(), pending.ranges.items[: messages.MAX_RANGES]))
         return out
+
+    def sign(self, taken: list[Taken]) -> list[tuple[str, bytes]]:
+        """(topic, receipt) for each of `taken`, in its order: the signatures, for a worker thread."""
+        created_s = int(time.time())
+        return [
+            (
+                topics.topic(t.device_id, "receipt"),
+                messages.encode_receipt(
+                    self.sign_bytes, self.public, t.device_id, t.counter, t.ranges, created_s, self.key_id
+                ),
+            )
+            for t in taken
+        ]
+
+    def due(self, now_s: float, device_ids: list[str] | None = None) -> list[tuple[str, bytes]]:
+        """take() and sign() at once: (topic, receipt) for each device that is due."""
+        return self.sign(self.take(now_s, device_ids))
 
     def receipt(self, device_id: str, ranges: list[list[int]]) -> bytes:
         """Sign one receipt (ranges: at most MAX_RANGES) with the next counter."""
+        [(_, data)] = self.sign([Taken(device_id, self._next_counter(), ranges[: messages.MAX_RANGES])])
+        return data
+
+    def _next_counter(self) -> int:
         # milliseconds since 1970, or one more than the last: it grows across restarts too
         self.counter = max(self.counter + 1, int(time.time() * 1000))
         self.sent += 1
-        return messages.encode_receipt(
-            self.sign,
-            self.public,
-            device_id,
-            self.counter,
-            ranges[: messages.MAX_RANGES],
-            int(time.time()),
-            self.key_id,
-        )
+        return self.counter

@@ -212,6 +212,30 @@ def test_agent_receipt_book_batches_per_count_or_interval_and_signs_what_the_dev
         ReceiptBook(tmp_path / "receipt.key")
 
 
+def test_receipts_are_counted_when_taken_and_signed_later_with_those_counters(tmp_path):
+    """The agent takes due receipts on its event loop and signs them in a worker thread: the
+    counters follow the order of taking, whatever is committed between taking and signing."""
+    book = ReceiptBook(tmp_path / "receipt.key", every=2, interval_s=1.0)
+    first, second = examples.DEVICE_ID, "b" * 24
+    for device in (first, second):
+        book.committed(device, 1, 0, 100.0)
+        book.committed(device, 1, 1, 100.0)
+    taken = book.take(100.0, [second, first])
+    book.committed(first, 1, 2, 100.5)  # a commit before the signing: in the next receipt
+    counter = book.counter
+    signed = book.sign(taken)
+    assert book.counter == counter  # signing takes no counter
+    receipts = [messages.parse_receipt(data) for _, data in signed]
+    assert [topic for topic, _ in signed] == [f"fp/v1/{second}/receipt", f"fp/v1/{first}/receipt"]
+    assert receipts[0].counter < receipts[1].counter == counter
+    for device, receipt in zip([second, first], receipts, strict=True):
+        messages.check_receipt(receipt, book.public, book.key_id, device, 0, nacl_verify)
+        assert receipt.ranges == [[1, 0, 1]]
+    [(_, later)] = book.due(101.5)
+    assert messages.parse_receipt(later).ranges == [[1, 2, 2]]
+    assert messages.parse_receipt(later).counter > counter
+
+
 def test_receipt_refused_by_the_host_codec_with_the_same_reasons():
     for name, data, last, verdict in RECEIPT_CASES:
         try:
