@@ -14,6 +14,7 @@ import gc
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fp import topics
@@ -334,21 +335,28 @@ class Agent:
 
     async def _receipts_forever(self) -> None:
         """Sign and send the receipts commits made due, and those that waited RECEIPT_INTERVAL_S for
-        more counters. The signatures are made in a worker thread: thousands a second at a fleet's
-        rate, they would otherwise hold the event loop (docs/benchmarks.md); one batch at a time,
-        in the order their counters were taken, as a device refuses a counter lower than its last."""
+        more counters. The signatures are made in a thread of their own: thousands a second at a
+        fleet's rate, they would otherwise hold the event loop (docs/benchmarks.md), and in the
+        store's threads they would wait behind its round trips while devices' queues fill. One batch
+        at a time, in the order their counters were taken: a device refuses a counter lower than
+        its last."""
         receipts = self.receipts
         assert receipts
-        while True:
-            try:
-                taken = await asyncio.wait_for(self.receipts_taken.get(), RECEIPT_TICK_S)
-            except TimeoutError:
-                taken = []
-            while not self.receipts_taken.empty():
-                taken += self.receipts_taken.get_nowait()
-            taken += receipts.take(time.monotonic())
-            if taken:
-                self._send_receipts(await asyncio.to_thread(receipts.sign, taken))
+        loop = asyncio.get_running_loop()
+        signer = ThreadPoolExecutor(1, thread_name_prefix="fp-receipts")
+        try:
+            while True:
+                try:
+                    taken = await asyncio.wait_for(self.receipts_taken.get(), RECEIPT_TICK_S)
+                except TimeoutError:
+                    taken = []
+                while not self.receipts_taken.empty():
+                    taken += self.receipts_taken.get_nowait()
+                taken += receipts.take(time.monotonic())
+                if taken:
+                    self._send_receipts(await loop.run_in_executor(signer, receipts.sign, taken))
+        finally:
+            signer.shutdown(wait=False, cancel_futures=True)
 
     async def _retention_forever(self) -> None:
         while True:
