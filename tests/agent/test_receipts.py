@@ -21,7 +21,7 @@ from fp import ids, messages
 from host_agent.api import tokens
 from host_agent.bus.broker import STABLE_S
 from host_agent.rig.simdevice import SimDevice
-from host_agent.wire import nacl_public_key
+from host_agent.wire import nacl_public_key, nacl_verify
 from tests.agent.conftest import BOTH_STORES, HAS_MICROPYTHON, api, run_on, wait_for
 
 pytestmark = [
@@ -401,3 +401,53 @@ def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive
         watcher.disconnect()
         device.stop()
         lagging_broker.stop()
+
+
+def test_receipts_are_signed_and_sent_while_every_worker_thread_of_the_agent_is_stuck(start_agent, mosquitto):
+    """Receipts are signed in a thread of their own. A store call stuck in every worker thread of
+    the agent's loop (a database that stopped answering) does not hold back the receipts that let
+    devices free their queues."""
+    import asyncio
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import paho.mqtt.client as mqtt
+
+    from fp import topics
+    from tests.protocol import examples
+
+    agent = start_agent()
+    device_id = examples.DEVICE_ID
+    got: queue.Queue[bytes] = queue.Queue()
+    subscribed = threading.Event()
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="receipt-watcher")
+    watcher.on_message = lambda client, userdata, message: got.put(bytes(message.payload))
+    watcher.on_subscribe = lambda *args: subscribed.set()
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe(topics.topic(device_id, "receipt"), 1)
+    watcher.loop_start()
+    release = threading.Event()
+
+    async def stall_the_worker_threads() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        loop.run_in_executor(None, release.wait, 60)  # asyncio.to_thread's one thread, taken
+
+    def commit_one_reading() -> None:  # as _after_commit does for a full receipt
+        agent.receipts.committed(device_id, 1, 0, time.monotonic())
+        agent.receipts_taken.put_nowait(agent.receipts.take(time.monotonic(), [device_id]))
+
+    try:
+        assert subscribed.wait(10)
+        run_on(agent, stall_the_worker_threads())
+        agent.loop.call_soon_threadsafe(commit_one_reading)
+        receipt = messages.parse_receipt(got.get(timeout=10))
+        messages.check_receipt(
+            receipt, agent.receipts.public, agent.receipts.key_id, device_id, 0, nacl_verify
+        )
+        assert receipt.ranges == [[1, 0, 0]]
+    finally:
+        release.set()
+        watcher.loop_stop()
+        watcher.disconnect()
