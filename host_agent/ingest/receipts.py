@@ -94,10 +94,6 @@ class ReceiptBook:
             for t in taken
         ]
 
-    def due(self, now_s: float, device_ids: list[str] | None = None) -> list[tuple[str, bytes]]:
-        """take() and sign() at once: (topic, receipt) for each device that is due."""
-        return self.sign(self.take(now_s, device_ids))
-
     def receipt(self, device_id: str, ranges: list[list[int]]) -> bytes:
         """Sign one receipt (ranges: at most MAX_RANGES) with the next counter."""
         [(_, data)] = self.sign([Taken(device_id, self._next_counter(), ranges[: messages.MAX_RANGES])])

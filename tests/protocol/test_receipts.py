@@ -194,15 +194,15 @@ def test_agent_receipt_book_batches_per_count_or_interval_and_signs_what_the_dev
     device = examples.DEVICE_ID
     due = [book.committed(device, 1, seq, 100.0) for seq in range(4)]
     assert due == [False, False, False, True]
-    [(topic, data)] = book.due(100.0, [device])
+    [(topic, data)] = book.sign(book.take(100.0, [device]))
     assert topic == f"fp/v1/{device}/receipt"
     receipt = messages.parse_receipt(data)
     messages.check_receipt(receipt, book.public, book.key_id, device, 0, nacl_verify)
     assert receipt.ranges == [[1, 0, 3]]
     # fewer than `every`: held until the interval has passed since the first
     book.committed(device, 1, 4, 200.0)
-    assert book.due(200.5) == []
-    [(_, later)] = book.due(201.0)
+    assert book.take(200.5) == []
+    [(_, later)] = book.sign(book.take(201.0))
     second = messages.parse_receipt(later)
     assert second.ranges == [[1, 4, 4]] and second.counter > receipt.counter
     # the same key again after a restart (the file is kept), a readable key file is refused
@@ -231,7 +231,7 @@ def test_receipts_are_counted_when_taken_and_signed_later_with_those_counters(tm
     for device, receipt in zip([second, first], receipts, strict=True):
         messages.check_receipt(receipt, book.public, book.key_id, device, 0, nacl_verify)
         assert receipt.ranges == [[1, 0, 1]]
-    [(_, later)] = book.due(101.5)
+    [(_, later)] = book.sign(book.take(101.5))
     assert messages.parse_receipt(later).ranges == [[1, 2, 2]]
     assert messages.parse_receipt(later).counter > counter
 
