@@ -1,8 +1,10 @@
 """The API's queries on PostgreSQL at 1e5 and at 1e7 readings: an index each, and a cost that does
 not grow with the table.
 
-Run: .venv/bin/python bench/bench_pg_indexes.py [--rows 10000000] [--small 100000]
-(about 10 minutes for 1e7 on 2 cores, most of it filling). One PostgreSQL (Debian's, in a temporary
+Run: .venv/bin/python bench/bench_pg_indexes.py [--rows 10000000] [--small 100000] [--raw-bytes 140]
+(about 10 minutes for 1e7 on 2 cores, most of it filling). A reading takes about 560 bytes of
+table and indexes plus its signed bytes (`--raw-bytes`); the run refuses to start when the disk
+holding PostgreSQL's folder has less than that times `--rows`, plus 15 %. One PostgreSQL (Debian's, in a temporary
 folder, fsync off: the fill is not what is measured) holds two databases filled the same way by
 tests/agent/test_postgres_indexes.py's `fill` (generate_series): 1,000 devices reporting in
 turn, every 6 minutes each, ending now (so 1e7 readings span 41 days, six weekly partitions), the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,10 +35,11 @@ import psycopg  # noqa: E402
 from host_agent.rig.postgres import Postgres  # noqa: E402
 from host_agent.store.dialect import POSTGRES  # noqa: E402
 from host_agent.store.postgres import PostgresStore  # noqa: E402
-from tests.agent.test_postgres_indexes import fill  # noqa: E402
+from tests.agent.test_postgres_indexes import RAW_BYTES, fill  # noqa: E402
 
 DEVICES = 1000
 GAP_S = 360.0
+BYTES_PER_READING = 560  # table and indexes, without the signed bytes (1e7: 7.00 GB at 140 of them)
 
 
 def _nodes(node: dict):
@@ -72,12 +76,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="readings of the big database")
     parser.add_argument("--small", type=int, default=100_000, help="readings of the baseline")
+    parser.add_argument("--raw-bytes", type=int, default=RAW_BYTES, help="signed bytes of a reading")
     args = parser.parse_args()
-    server = Postgres().start()
+    server = Postgres()
+    need = int((args.rows + args.small) * (BYTES_PER_READING + args.raw_bytes) * 1.15)
+    free = shutil.disk_usage(server.dir).free
+    if free < need:
+        server.remove()
+        print(f"needs {need / 1e9:.1f} GB free beside {server.dir}, has {free / 1e9:.1f} GB", file=sys.stderr)
+        return 2
+    server.start()
     try:
         small_url = server.create_database(1)
         started = time.monotonic()
-        small = fill(small_url, args.small, DEVICES, GAP_S)
+        small = fill(small_url, args.small, DEVICES, GAP_S, raw_bytes=args.raw_bytes)
         print(f"{args.small:,} readings in {time.monotonic() - started:.0f} s", flush=True)
         big_url = server.url
         started = time.monotonic()
@@ -86,6 +98,7 @@ def main() -> int:
             args.rows,
             DEVICES,
             GAP_S,
+            raw_bytes=args.raw_bytes,
             progress=lambda done: print(
                 f"  {done:,} readings ({time.monotonic() - started:.0f} s)", flush=True
             ),

@@ -24,7 +24,15 @@ pytestmark = pytest.mark.postgresql
 RAW_BYTES = 140  # a signed reading of two values (temp, hum) is 130-150 bytes
 
 
-def fill(url: str, rows: int, devices: int, gap_s: float, chunk: int = 1_000_000, progress=None) -> dict:
+def fill(
+    url: str,
+    rows: int,
+    devices: int,
+    gap_s: float,
+    chunk: int = 1_000_000,
+    progress=None,
+    raw_bytes: int = RAW_BYTES,
+) -> dict:
     """Readings of `devices` devices in turn, one every `gap_s` per device, ending now, as ingest
     stores them (ids in time order, each week in its partition); the series index of their temp
     values and its hourly sums; ANALYZE. Returns a device in the middle and the time range."""
@@ -51,7 +59,7 @@ def fill(url: str, rows: int, devices: int, gap_s: float, chunk: int = 1_000_000
                 " (%(start)s + (g / %(d)s) * %(gap)s)::bigint, %(start)s + (g / %(d)s) * %(gap)s + 0.2,"
                 " decode(repeat('a5', %(raw)s), 'hex'), ',temp,hum,', 0"
                 " FROM generate_series(%(low)s, %(high)s - 1) AS g ORDER BY g",
-                {"d": devices, "start": start, "gap": gap_s, "raw": RAW_BYTES, "low": low, "high": high},
+                {"d": devices, "start": start, "gap": gap_s, "raw": raw_bytes, "low": low, "high": high},
             )
             if progress:
                 progress(high)
