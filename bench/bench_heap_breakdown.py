@@ -10,9 +10,10 @@ set (bench_memory.py's configuration), against a mosquitto of its own: each modu
 its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, one
 command, then one more of each running object (a probe). After the tables, the names (qstrs) the
 board holds after the command, beside the pool's chunk boundary below them: the pool grows in
-doubling chunks and never shrinks, so only getting under that boundary gives its last chunk back. ROMFS: the build packed by `mpremote romfs build` and
-mounted with vfs.VfsRom over the image read into the heap before the first figure (the unix port
-has no ROM partition), so the image itself is not counted.
+doubling chunks and never shrinks, so only getting under that boundary gives its last chunk back.
+ROMFS: the build packed by `mpremote romfs build` and mounted with vfs.VfsRom over the image read
+into the heap before the first figure (the unix port has no ROM partition), so the image itself
+is not counted.
 """
 
 from __future__ import annotations
