@@ -131,6 +131,18 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a process so far, by the thread's OS id."""
+    each = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        each[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return each
+
+
 class AgentProcess:
     """`bench_agent.py --serve CONFIG`: the real Agent in a child process, optionally on one core."""
 
@@ -164,7 +176,13 @@ def serve(config_path: Path, core: str | None) -> None:
     if core:
         os.sched_setaffinity(0, {int(c) for c in core.split(",")})
     agent = Agent(agent_config.from_dict(json.loads(config_path.read_text())))
-    signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+    threads: dict[str, str] = {}  # each thread's OS id and name, for a split of the CPU by thread
+
+    def stop(*_) -> None:
+        threads.update({str(t.native_id): t.name for t in threading.enumerate()})  # before they end
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
     # the batches of readings ingest committed: what a commit's own costs are spread over
     commits = [0]
     commit = agent.ingest.commit
@@ -194,6 +212,7 @@ def serve(config_path: Path, core: str | None) -> None:
                 "delivered": agent.outbox.delivered if agent.outbox else 0,
                 "receipts_sent": agent.receipts.sent if agent.receipts else 0,
                 "commits": commits[0],
+                "threads": threads,
             }
         ),
         flush=True,

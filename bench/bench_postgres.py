@@ -123,6 +123,7 @@ def scenario(
         if backlog:
             publish_backlog(client, stream, agents)
         agent_cpu0 = [ba.cpu_s(a.pid) for a in agents]
+        thread_cpu0 = [ba.thread_cpu_s(a.pid) for a in agents]
         pg_cpu0 = postgres_cpu_s(server) if server else 0.0
         broker_cpu0 = ba.cpu_s(broker.process.pid)
         own_cpu0 = time.process_time()
@@ -145,6 +146,7 @@ def scenario(
             written.close()
             elapsed_s = time.perf_counter() - start_s
         agent_cpu = [ba.cpu_s(a.pid) - c for a, c in zip(agents, agent_cpu0, strict=True)]
+        thread_cpu = [ba.thread_cpu_s(a.pid) for a in agents]
         pg_cpu = postgres_cpu_s(server) - pg_cpu0 if server else 0.0
         broker_cpu = ba.cpu_s(broker.process.pid) - broker_cpu0
         own_cpu = time.process_time() - own_cpu0
@@ -172,6 +174,12 @@ def scenario(
         broker.stop()
     if stored != total or delivered != total:
         raise RuntimeError(f"{name}: {stored} stored and {delivered} delivered of {total} readings")
+    by_thread: dict[str, float] = {}
+    for final, before, after in zip(finals, thread_cpu0, thread_cpu, strict=True):
+        for tid, used_s in after.items():
+            # asyncio_0, asyncio_1, ...: the loop's executor, one group whichever worker ran what
+            name = final.get("threads", {}).get(str(tid), "ended").rstrip("0123456789").rstrip("_-")
+            by_thread[name] = by_thread.get(name, 0.0) + used_s - before.get(tid, 0.0)
     lines = out.read_text().splitlines()
     if len(lines) != total:
         raise RuntimeError(f"{name}: {len(lines)} lines in the file for {total} readings")
@@ -188,6 +196,8 @@ def scenario(
         "outbox_bytes_per_reading": outbox_bytes / total,
         "split": [f.get("accepted", {}).get("reading", 0) for f in finals],
         "readings_per_commit": total / max(1, sum(f.get("commits", 0) for f in finals)),
+        # the agents' CPU by thread, microseconds a reading (all agents together)
+        "us_by_thread": {name: 1e6 * used_s / total for name, used_s in sorted(by_thread.items())},
     }
 
 
@@ -294,15 +304,23 @@ def _line(r: dict) -> str:
         f"  postgres {r['pg_cpu_s_per_1000']:.3f} CPU-s/1000  broker {r['broker_cpu_s_per_1000']:.3f} CPU-s/1000"
         f"  bench {r['bench_cpu_s_per_1000']:.3f}  stored {r['messages_bytes_per_reading']:.0f}"
         f" + {r['outbox_bytes_per_reading']:.0f} B/reading  {r['readings_per_commit']:.0f} a commit  split {r['split']}"
+        + "\n          agent us/reading by thread: "
+        + ", ".join(f"{name} {us:.0f}" for name, us in r["us_by_thread"].items())
     )
 
 
 def _median(results: list[dict]) -> dict:
     """Each figure's median over the rounds (the split: the first round's)."""
-    return {
-        key: statistics.median(r[key] for r in results) if isinstance(value, float) else value
-        for key, value in results[0].items()
-    }
+
+    def median(key: str, value):
+        if isinstance(value, float):
+            return statistics.median(r[key] for r in results)
+        if key == "us_by_thread":
+            names = {name for r in results for name in r[key]}
+            return {name: statistics.median(r[key].get(name, 0.0) for r in results) for name in sorted(names)}
+        return value
+
+    return {key: median(key, value) for key, value in results[0].items()}
 
 
 if __name__ == "__main__":
