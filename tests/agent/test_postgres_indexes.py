@@ -63,14 +63,27 @@ def fill(
             )
             if progress:
                 progress(high)
-        db.execute(
-            "INSERT INTO series SELECT device_id, 'temp', time_s, id, (id % 100)::float8 FROM messages"
-        )
-        db.execute(
-            "INSERT INTO series_hour SELECT device_id, metric, floor(t / 3600)::bigint, count(*), sum(v),"
-            " min(v), max(v), min(t) FROM series GROUP BY 1, 2, 3"
-        )
-        top = db.execute("SELECT max(id) FROM messages").fetchone()[0]
+        first, top = db.execute("SELECT min(id), max(id) FROM messages").fetchone()
+        assert top - first + 1 == per_device * devices, "the readings' ids have gaps"
+        # The series index device by device, in its key's order, each reading's id computed as
+        # the fill gave it (the reading g of the stream has id first + g): no sort of all rows,
+        # and a B-tree filled in order (at 1e8 rows, the same rows inserted from `messages` in
+        # time order made an index of 11 GB, half-empty pages, and a GROUP BY that spilled).
+        for k in range(devices):
+            device_id = "d" + str(k).rjust(23, "0")
+            db.execute(
+                "INSERT INTO series SELECT %(id)s, 'temp', (%(start)s + j * %(gap)s)::bigint,"
+                " %(first)s + j * %(d)s + %(k)s, ((%(first)s + j * %(d)s + %(k)s) %% 100)::float8"
+                " FROM generate_series(0, %(n)s - 1) AS j ORDER BY j",
+                {"id": device_id, "start": start, "gap": gap_s, "first": first, "d": devices, "k": k,
+                 "n": per_device},
+            )  # fmt: skip
+            db.execute(
+                "INSERT INTO series_hour SELECT device_id, metric, floor(t / 3600)::bigint, count(*),"
+                " sum(v), min(v), max(v), min(t) FROM series WHERE device_id = %s AND metric = 'temp'"
+                " GROUP BY 1, 2, 3",
+                (device_id,),
+            )
         db.execute("INSERT INTO series_state VALUES (1, %s)", (max(0, top - 1000),))
         db.execute("ANALYZE")
     middle = start + (end - start) / 2
