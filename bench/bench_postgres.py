@@ -3,8 +3,9 @@
 Run: .venv/bin/python bench/bench_postgres.py   (a few minutes; all traffic on 127.0.0.1)
 Each scenario starts its own mosquitto (configured as bench_agent.py's), real agent processes on one
 `$share/` group (bench_agent.py --serve), and a route to a JSON-lines file. A fleet's devices
-(`--devices`, default 10,000: each reports a few times in the stream, far apart, as a fleet at one
-reading a minute does) have their cards stored first; then their readings are published with QoS 1
+(`--devices`, default one per reading: each reports once in the few seconds measured, as in a
+fleet at one reading a minute, so each reading gets a receipt of its own whatever the agents'
+speed) have their cards stored first; then their readings are published with QoS 1
 while the agents are stopped (SIGSTOP), every one acknowledged by the broker, and the clock runs
 from the agents' SIGCONT to the last forward marked delivered: the devices' publishing is not on
 the two cores measured (`--live` publishes while the clock runs instead). With `--devices 100`
@@ -38,10 +39,14 @@ sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import bench_agent as ba  # noqa: E402
 
 from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
+from host_agent.ingest.receipts import RECEIPT_INTERVAL_S  # noqa: E402
 from host_agent.rig.postgres import Postgres  # noqa: E402
 from host_agent.routes import rules as routing  # noqa: E402
+from host_agent.service import RECEIPT_TICK_S  # noqa: E402
 from host_agent.store import open_store  # noqa: E402
 
+# a receipt's interval and two of the agent's ticks that send them, and some
+RECEIPTS_WAIT_S = RECEIPT_INTERVAL_S + 2 * RECEIPT_TICK_S + 0.2
 PG_SIZES = (
     "SELECT COALESCE(SUM(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits"
     " WHERE inhparent = 'messages'::regclass"
@@ -145,6 +150,10 @@ def scenario(
                 time.sleep(0.02)
             written.close()
             elapsed_s = time.perf_counter() - start_s
+            # The agents' CPU is read once the readings' receipts are out too: the last leave a
+            # receipt's interval after the last commit. (Read at the last forward, the faster
+            # scenario, with the shorter clock, left a larger share of its receipts out.)
+            time.sleep(RECEIPTS_WAIT_S)
         agent_cpu = [ba.cpu_s(a.pid) - c for a, c in zip(agents, agent_cpu0, strict=True)]
         thread_cpu = [ba.thread_cpu_s(a.pid) for a in agents]
         pg_cpu = postgres_cpu_s(server) - pg_cpu0 if server else 0.0
@@ -196,6 +205,7 @@ def scenario(
         "outbox_bytes_per_reading": outbox_bytes / total,
         "split": [f.get("accepted", {}).get("reading", 0) for f in finals],
         "readings_per_commit": total / max(1, sum(f.get("commits", 0) for f in finals)),
+        "receipts_per_reading": sum(f.get("receipts_sent", 0) for f in finals) / total,
         # the agents' CPU by thread, microseconds a reading (all agents together)
         "us_by_thread": {name: 1e6 * used_s / total for name, used_s in sorted(by_thread.items())},
     }
@@ -247,8 +257,8 @@ def main() -> None:
     parser.add_argument(
         "--devices",
         type=int,
-        default=10_000,
-        help="devices in the stream, round robin (100: each reports 50 times a second, not a fleet)",
+        help="devices in the stream, round robin (default: one per reading; 100: each reports 50"
+        " times a second, not a fleet)",
     )
     parser.add_argument(
         "--rounds",
@@ -257,6 +267,10 @@ def main() -> None:
         help="rounds of the three scenarios, alternated; the figures and each round's ratios: medians",
     )
     args = parser.parse_args()
+    # With fewer devices than readings, a device's next reading can come within a receipt's
+    # interval (host_agent.ingest.receipts) of the last and share its receipt: how often
+    # depends on the agents' speed, so faster scenarios would sign fewer receipts a reading.
+    devices = args.devices or args.readings
     backlog = not args.live
     server = Postgres(fsync=True).start()
     rounds: dict[str, list[dict]] = {"sqlite1": [], "pg1": [], "pg2": []}
@@ -274,7 +288,7 @@ def main() -> None:
                         url,
                         server if url else None,
                         backlog,
-                        args.devices,
+                        devices,
                     )
                     rounds[name].append(result)
                     print(f"round {number + 1} {name:8} {_line(result)}", flush=True)
@@ -303,7 +317,8 @@ def _line(r: dict) -> str:
         f"{r['rate']:8,.0f} readings/s  {r['per_agent_cpu_s']:7,.0f} per agent CPU-s"
         f"  postgres {r['pg_cpu_s_per_1000']:.3f} CPU-s/1000  broker {r['broker_cpu_s_per_1000']:.3f} CPU-s/1000"
         f"  bench {r['bench_cpu_s_per_1000']:.3f}  stored {r['messages_bytes_per_reading']:.0f}"
-        f" + {r['outbox_bytes_per_reading']:.0f} B/reading  {r['readings_per_commit']:.0f} a commit  split {r['split']}"
+        f" + {r['outbox_bytes_per_reading']:.0f} B/reading  {r['readings_per_commit']:.0f} a commit"
+        f"  {r['receipts_per_reading']:.2f} receipts a reading  split {r['split']}"
         + "\n          agent us/reading by thread: "
         + ", ".join(f"{name} {us:.0f}" for name, us in r["us_by_thread"].items())
     )
