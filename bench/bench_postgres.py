@@ -16,9 +16,11 @@ devices' locks (replay windows) make the agents take turns.
 2. one agent on PostgreSQL (host_agent.rig.postgres: a cluster of its own, fsync on)
 3. two agents on PostgreSQL, one database
 
-Reported: readings stored + routed per second, per agent CPU-second, the CPU-seconds of PostgreSQL and of the broker per
-1,000 readings, and bytes stored per reading (messages and outbox). Goals (issue 22): 2 >= 70 % of 1;
-3 >= 1.3x 2 in total, and per agent CPU-second within 15 % of 2's.
+Reported: readings stored + routed per second (over the clock); readings per agent CPU-second,
+the CPU-seconds of PostgreSQL and of the broker per 1,000 readings (read a receipt's interval after
+the clock stops, once the readings' receipts are out too), the agents' CPU by thread and their
+receipts per reading; bytes stored per reading (messages and outbox). Goals (issue 22): 2 >= 70 %
+of 1; 3 >= 1.3x 2 in total, and per agent CPU-second within 15 % of 2's.
 """
 
 from __future__ import annotations
