@@ -24,6 +24,11 @@ pytestmark = pytest.mark.postgresql
 RAW_BYTES = 140  # a signed reading of two values (temp, hum) is 130-150 bytes
 
 
+def _device_id(k: int) -> str:
+    """The fill's device k, as its SQL names it ('d' || lpad(k, 23, '0'))."""
+    return "d" + str(k).rjust(23, "0")
+
+
 def fill(
     url: str,
     rows: int,
@@ -70,7 +75,7 @@ def fill(
         # and a B-tree filled in order (at 1e8 rows, the same rows inserted from `messages` in
         # time order made an index of 11 GB, half-empty pages, and a GROUP BY that spilled).
         for k in range(devices):
-            device_id = "d" + str(k).rjust(23, "0")
+            device_id = _device_id(k)
             db.execute(
                 "INSERT INTO series SELECT %(id)s, 'temp', (%(start)s + j * %(gap)s)::bigint,"
                 " %(first)s + j * %(d)s + %(k)s, ((%(first)s + j * %(d)s + %(k)s) %% 100)::float8"
@@ -88,7 +93,7 @@ def fill(
         db.execute("ANALYZE")
     middle = start + (end - start) / 2
     return {
-        "device_id": "d" + str(devices // 2).rjust(23, "0"),
+        "device_id": _device_id(devices // 2),
         "metric": "temp",
         "since_s": middle,
         "until_s": middle + 86400,
