@@ -36,6 +36,9 @@ _ADD_HOUR = (
 )
 
 
+_STORAGE_PARAMETERS = re.compile(r"ALTER TABLE \w+ SET \([^)]*\);\n?")
+
+
 class Dialect:
     """SQLite: the statements as written."""
 
@@ -55,7 +58,8 @@ class Dialect:
         return statement
 
     def schema(self, script: str) -> str:
-        return script
+        # storage parameters (a table's fillfactor) are PostgreSQL's; SQLite has no such setting
+        return _STORAGE_PARAMETERS.sub("", script)
 
 
 class Postgres(Dialect):

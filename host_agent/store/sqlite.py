@@ -152,7 +152,7 @@ class SQLiteStore(Store):
                         _rebuild(db, table)
             for step, script in MIGRATIONS:
                 if step > version:
-                    for statement in statements(script):
+                    for statement in statements(SQLITE.schema(script)):
                         db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
