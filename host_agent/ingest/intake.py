@@ -415,19 +415,27 @@ class Ingest:
         if encoded_body is not None and kind == "status":
             rows.statuses[device_id] = encoded_body
         elif kind == "reading" and not is_held:
-            rows.outbox += self.forwards(message_id, device_id, message.boot, message.seq, body, now)
+            rows.outbox += self.forwards(message_id, now, device_id, message.boot, message.seq, body, now)
         return Outcome(topic, None, "", device_id, kind, message_id, body, message.boot, message.seq, data)
 
     def forwards(
-        self, message_id: int, device_id: str, boot: int, seq: int, body: list[tuple[Any, ...]], now: float
+        self,
+        message_id: int,
+        received_s: float,
+        device_id: str,
+        boot: int,
+        seq: int,
+        body: list[tuple[Any, ...]],
+        now: float,
     ) -> list[Row]:
-        """Outbox rows of one reading, one per matching route; the idempotency key is (device, boot, seq)."""
+        """Outbox rows of one reading (its id and received_s: where the store finds it), one per
+        matching route; the idempotency key is (device, boot, seq)."""
         if not self.routes:
             return []
         key = f"{device_id}:{boot}:{seq}"
         metric_names = [item[0] for item in body]
         return [
-            (route.id, message_id, key, now)
+            (route.id, message_id, key, now, received_s)
             for route in self.routes
             if routing.matches(route, device_id, metric_names, now)
         ]
@@ -436,6 +444,7 @@ class Ingest:
         self,
         db: Tx,
         message_id: int,
+        received_s: float,
         device_id: str,
         boot: int,
         seq: int,
@@ -444,7 +453,7 @@ class Ingest:
     ) -> None:
         """Queue one forward per matching route now (readings released after an accept)."""
         body: list[tuple[Any, ...]] = [(name,) for name in metric_names]
-        db.queue_forwards(self.forwards(message_id, device_id, boot, seq, body, now))
+        db.queue_forwards(self.forwards(message_id, received_s, device_id, boot, seq, body, now))
 
     def device_state_changed(self, device_id: str, state: str) -> None:
         """The owner accepted or rejected a device: a new Known, so that a batch checked before the
@@ -458,8 +467,8 @@ class Ingest:
         rows = self.store.unforwarded_readings(device_id)
         now = time.time()
         with self.store.transaction() as db:
-            for message_id, boot, seq, metric_names in rows:
-                self.enqueue(db, message_id, device_id, boot, seq, metric_names, now)
+            for message_id, received_s, boot, seq, metric_names in rows:
+                self.enqueue(db, message_id, received_s, device_id, boot, seq, metric_names, now)
         return len(rows)
 
 

@@ -94,8 +94,8 @@ def _names(metrics: str | None) -> list[str]:
 READ_CHUNK = 500  # ids in one IN (...): far below SQLite's 32,766 parameters, and one round trip
 MESSAGE_COLUMNS = "id, device_id, kind, boot, seq, time_s, received_s, raw, body, metrics, held"
 MESSAGE_INSERT = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-OUTBOX_COLUMNS = "route_id, message_id, idempotency_key, next_at"
-OUTBOX_INSERT = f"INSERT OR IGNORE INTO outbox ({OUTBOX_COLUMNS}) VALUES (?,?,?,?)"
+OUTBOX_COLUMNS = "route_id, message_id, idempotency_key, next_at, received_s"
+OUTBOX_INSERT = f"INSERT OR IGNORE INTO outbox ({OUTBOX_COLUMNS}) VALUES (?,?,?,?,?)"
 
 
 LATEST_READING = (
@@ -352,14 +352,18 @@ class Store(SeriesQueries, ABC):
         rows = self.query("SELECT device_id, kind, boot, top, seen FROM replay")
         return [(device_id, kind, boot, top, bytes(seen)) for device_id, kind, boot, top, seen in rows]
 
-    def unforwarded_readings(self, device_id: str) -> list[tuple[int, int, int, list[str]]]:
-        """(message id, boot, seq, metric names) of a device's readings no forward was queued for."""
+    def unforwarded_readings(self, device_id: str) -> list[tuple[int, float, int, int, list[str]]]:
+        """(message id, received_s, boot, seq, metric names) of a device's readings no forward was
+        queued for."""
         rows = self.query(
-            "SELECT id, boot, seq, metrics FROM messages WHERE device_id=? AND kind='reading'"
+            "SELECT id, received_s, boot, seq, metrics FROM messages WHERE device_id=? AND kind='reading'"
             " AND id NOT IN (SELECT message_id FROM outbox)",
             (device_id,),
         )
-        return [(message_id, boot, seq, _names(metrics)) for message_id, boot, seq, metrics in rows]
+        return [
+            (message_id, received_s, boot, seq, _names(metrics))
+            for message_id, received_s, boot, seq, metrics in rows
+        ]
 
     # --- registry ------------------------------------------------------------------------------
 
@@ -591,7 +595,8 @@ class Store(SeriesQueries, ABC):
             dropped: list[int] = []
             if keeps is not None:
                 pending = db.execute(
-                    "SELECT o.id, m.device_id, m.metrics FROM outbox o JOIN messages m ON m.id=o.message_id"
+                    "SELECT o.id, m.device_id, m.metrics FROM outbox o"
+                    " JOIN messages m ON m.id=o.message_id AND m.received_s=o.received_s"
                     " WHERE o.route_id=? AND o.delivered_at IS NULL",
                     (route_id,),
                 ).fetchall()

@@ -10,10 +10,12 @@ import re
 __all__ = ["POSTGRES", "SQLITE", "Dialect", "Postgres"]
 
 # outbox_pending walks the undelivered rows in order and stops at the limit; through outbox_due,
-# SQLite sorted every pending row on each call (quadratic in a backlog)
+# SQLite sorted every pending row on each call (quadratic in a backlog). received_s is the readings'
+# partition key in PostgreSQL: with it each forward's reading is looked up in its week alone.
 _DUE = (
     "SELECT o.id, o.route_id, o.idempotency_key, o.attempts, m.raw, m.device_id"
-    " FROM outbox o INDEXED BY outbox_pending JOIN messages m ON m.id=o.message_id"
+    " FROM outbox o INDEXED BY outbox_pending"
+    " JOIN messages m ON m.id=o.message_id AND m.received_s=o.received_s"
     " WHERE o.delivered_at IS NULL AND o.next_at<=? ORDER BY o.id LIMIT ?"
 )
 

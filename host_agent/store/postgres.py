@@ -47,7 +47,8 @@ POOL_SIZE = 4  # connections per agent: ingest, the outbox, the charts' indexer 
 MESSAGE_COPY = f"COPY messages ({MESSAGE_COLUMNS}) FROM STDIN"
 OUTBOX_INSERT_ARRAYS = (
     f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM"
-    " unnest(%s::bigint[], %s::bigint[], %s::text[], %s::double precision[]) ON CONFLICT DO NOTHING"
+    " unnest(%s::bigint[], %s::bigint[], %s::text[], %s::double precision[], %s::double precision[])"
+    " ON CONFLICT DO NOTHING"
 )
 # (a batch holds one window per device and kind, and names a device once: no row is hit twice)
 REPLAY_UPSERT_ARRAYS = (

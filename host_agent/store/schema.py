@@ -108,6 +108,19 @@ ALTER TABLE devices SET (fillfactor = 50);
 ALTER TABLE replay SET (fillfactor = 50);
 """,
     ),
+    # 7: a forward names its reading's partition: the reading's received_s, PostgreSQL's partition
+    # key, beside its id. Joined on the id alone, the outbox's claim looked the id up in every week's
+    # partition kept: 60 weeks made a forward cost 67-378 us of PostgreSQL (docs/benchmarks.md);
+    # with both it reads one. Forwards still waiting get theirs from their readings; delivered ones,
+    # which are never joined again, keep none (filling them would read every week per row).
+    (
+        7,
+        """
+ALTER TABLE outbox ADD COLUMN received_s REAL;
+UPDATE outbox SET received_s = (SELECT m.received_s FROM messages m WHERE m.id = outbox.message_id)
+  WHERE delivered_at IS NULL;
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -15,6 +15,8 @@ import time
 import psycopg
 import pytest
 
+from host_agent.ingest.intake import Ingest
+from host_agent.routes import rules as routing
 from host_agent.store.dialect import POSTGRES
 from host_agent.store.postgres import PostgresStore
 from host_agent.store.sqlite import SQLiteStore
@@ -150,5 +152,30 @@ def test_no_query_of_the_api_reads_the_whole_readings_table_on_sqlite(tmp_path):
             line for line in readings if re.match(r"SCAN (messages|series|series_hour|devices)\b", line)
         ], plans
         assert "messages_signed_time" in plans["readings of a device, metric and time range"][0], plans
+    finally:
+        store.close()
+
+
+def test_a_forward_reads_its_reading_in_one_week_of_the_readings_on_postgresql(pg_url, device):
+    """The outbox's claim finds each forward's reading by id and received_s, the partition key:
+    one week's index looked up, however many weeks are kept (by id alone it was every week's)."""
+    fill(pg_url, rows=20_000, devices=100, gap_s=6 * 3600.0)  # 1,200 hours: seven or eight weeks
+    store = PostgresStore(pg_url)
+    try:
+        store.add_route(
+            "file", routing.validate({"destination": {"type": "file", "path": "/dev/null"}}), None
+        )
+        ingest = Ingest(store, auto_accept=True, shared=True)
+        ingest.process([(device.topic("card"), device.card()), (device.topic("reading"), device.reading())])
+        plan = [
+            row[0]
+            for row in store.query(
+                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + store.dialect.due, (2e9, 200)
+            )
+        ]
+        weeks = [line for line in plan if re.search(r" on messages_p\d+ ", line)]
+        read = [line for line in weeks if "never executed" not in line]
+        assert len(weeks) >= 7 and len(read) == 1, "\n".join(plan)
+        assert "actual rows=1 " in read[0], "\n".join(plan)
     finally:
         store.close()

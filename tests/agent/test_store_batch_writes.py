@@ -46,7 +46,7 @@ def test_delivered_forwards_are_marked_and_no_others(store):
         "r", {"destination": {"type": "file", "path": "/dev/null"}, "devices": ["*"], "metrics": ["*"]}, None
     )
     with store.transaction() as db:
-        db.queue_forwards([(route, message_id, f"key-{message_id}", 0.0) for message_id in (11, 12, 13)])
+        db.queue_forwards([(route, message_id, f"key-{message_id}", 0.0, 1.0) for message_id in (11, 12, 13)])
     ids = {key: i for i, key in store.query("SELECT id, idempotency_key FROM outbox")}
     store.mark_delivered([ids["key-11"], ids["key-13"]], "r", {})
     delivered = {
@@ -60,7 +60,7 @@ def test_claimed_forwards_are_held_for_their_lease_and_no_others(store):
         "r", {"destination": {"type": "file", "path": "/dev/null"}, "devices": ["*"], "metrics": ["*"]}, None
     )
     with store.transaction() as db:
-        db.queue_forwards([(route, message_id, f"key-{message_id}", 5.0) for message_id in (21, 22, 23)])
+        db.queue_forwards([(route, message_id, f"key-{message_id}", 5.0, 1.0) for message_id in (21, 22, 23)])
         ids = {key: i for i, key in db.execute("SELECT id, idempotency_key FROM outbox").fetchall()}
         db.hold_until(65.0, [ids["key-21"], ids["key-23"]])
     held = dict(store.query("SELECT idempotency_key, next_at FROM outbox"))

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from fp.replay import ReplayWindow
 from host_agent.ingest.intake import Ingest
+from host_agent.routes import rules as routing
 from host_agent.store import open_store
-from host_agent.store.dialect import POSTGRES
+from host_agent.store.dialect import POSTGRES, SQLITE
 from host_agent.store.schema import MIGRATIONS, SCHEMA, NewerSchema, statements
 from host_agent.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.agent.conftest import BOTH_STORES, FakeDevice, agent_toml, api, serve_process, wait_for
@@ -123,17 +125,28 @@ def test_a_redelivery_is_told_from_a_replay_by_the_bytes_stored_under_its_counte
 
 
 def _rows_as_ingest_writes_them(
-    tmp_path, device: FakeDevice, readings: list[bytes]
+    tmp_path, device: FakeDevice, readings: list[bytes], forwards_to: Path
 ) -> dict[str, list[tuple]]:
-    """The rows of the tables version 3 has, written by this version's ingest (which writes them as
-    version 3 did: version 4 added tables, it changed none) into a scratch store."""
+    """The rows ingest writes (a device, its windows, its readings, and their forwards on a route
+    to a file, still waiting), from this version's ingest into a scratch store, in the columns the
+    version before this one has: version 7 added the outbox's received_s, which is left out."""
     scratch = SQLiteStore(tmp_path / "scratch.db")
+    scratch.add_route(
+        "file", routing.validate({"destination": {"type": "file", "path": str(forwards_to)}}), None
+    )
     ingest = Ingest(scratch, auto_accept=True)
     ingest.process([(device.topic("card"), device.card())])
     assert [o.reason for o in ingest.process([(device.topic("reading"), raw) for raw in readings])] == [
         None
     ] * len(readings)
-    rows = {table: scratch.query(f"SELECT * FROM {table}") for table in ("devices", "replay", "messages")}
+    rows = {
+        table: scratch.query(f"SELECT * FROM {table}")
+        for table in ("devices", "replay", "messages", "routes")
+    }
+    rows["outbox"] = scratch.query(
+        "SELECT id, route_id, message_id, idempotency_key, attempts, next_at, delivered_at, last_error FROM outbox"
+    )
+    assert len(rows["outbox"]) == len(readings)
     scratch.close()
     return rows
 
@@ -151,7 +164,7 @@ def _database_at(version: int, store_url: str | None, path, rows: dict[str, list
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path)
         for script in scripts:
-            db.executescript(script)
+            db.executescript(SQLITE.schema(script))
         for sql, values in inserts:
             db.executemany(sql, values)
         db.execute(f"PRAGMA user_version={version}")
@@ -182,11 +195,12 @@ def test_a_store_of_the_previous_schema_version_is_upgraded_keeps_its_readings_a
 ):
     previous = SCHEMA_VERSION - 1
     old = [device.reading((("temp", "Cel", float(v)),)) for v in (20, 21)]
+    forwarded = tmp_path / "forwards.jsonl"
     _database_at(
         previous,
         store_url,
         tmp_path / "agent" / "firstparty.db",
-        _rows_as_ingest_writes_them(tmp_path, device, old),
+        _rows_as_ingest_writes_them(tmp_path, device, old, forwarded),
     )
 
     agent = start_agent()
@@ -194,6 +208,8 @@ def test_a_store_of_the_previous_schema_version_is_upgraded_keeps_its_readings_a
     reader = api(agent)
     assert [bytes.fromhex(r["message_hex"]) for r in reader.get("/readings").json()["items"]] == old
     assert agent.store.device(device.device_id).state == "accepted"
+    # the forwards that were waiting found their readings (version 7: by id and received_s)
+    wait_for(lambda: forwarded.exists() and len(forwarded.read_text().splitlines()) == 2, 10, "forwarded")
     # the replay windows came along: the old bytes again are a duplicate; the next counter is new
     publisher.publish(device.topic("reading"), old[0])
     new = device.reading((("temp", "Cel", 22.0),))
