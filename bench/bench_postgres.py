@@ -47,6 +47,7 @@ from host_agent.routes import rules as routing  # noqa: E402
 from host_agent.service import RECEIPT_TICK_S  # noqa: E402
 from host_agent.store import open_store  # noqa: E402
 
+STATEMENT_CHARS = 110  # of each statement printed by --statements
 # a receipt's interval and two of the agent's ticks that send them, and some
 RECEIPTS_WAIT_S = RECEIPT_INTERVAL_S + 2 * RECEIPT_TICK_S + 0.2
 PG_SIZES = (
@@ -99,6 +100,7 @@ def scenario(
     server: Postgres | None,
     backlog: bool,
     device_count: int,
+    statements: bool = False,
 ) -> dict:
     workdir = root / name
     workdir.mkdir(parents=True)
@@ -129,6 +131,9 @@ def scenario(
         assert broker.process is not None
         if backlog:
             publish_backlog(client, stream, agents)
+        if statements and url:  # from here on: the clock's statements only
+            store.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            store.query("SELECT pg_stat_statements_reset()")
         agent_cpu0 = [ba.cpu_s(a.pid) for a in agents]
         thread_cpu0 = [ba.thread_cpu_s(a.pid) for a in agents]
         pg_cpu0 = postgres_cpu_s(server) if server else 0.0
@@ -161,6 +166,16 @@ def scenario(
         pg_cpu = postgres_cpu_s(server) - pg_cpu0 if server else 0.0
         broker_cpu = ba.cpu_s(broker.process.pid) - broker_cpu0
         own_cpu = time.process_time() - own_cpu0
+        by_statement = (
+            {
+                " ".join(sql.split())[:STATEMENT_CHARS]: 1000 * ms / total
+                for ms, sql in store.query(
+                    "SELECT total_exec_time, query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+                )
+            }
+            if statements and url
+            else {}
+        )
         stored, delivered = count(ba.STORED), count(ba.DELIVERED)
         if url:
             messages_bytes = count(PG_SIZES)
@@ -210,6 +225,8 @@ def scenario(
         "receipts_per_reading": sum(f.get("receipts_sent", 0) for f in finals) / total,
         # the agents' CPU by thread, microseconds a reading (all agents together)
         "us_by_thread": {name: 1e6 * used_s / total for name, used_s in sorted(by_thread.items())},
+        # --statements: PostgreSQL's time in each statement (pg_stat_statements), microseconds a reading
+        "pg_us_by_statement": by_statement,
     }
 
 
@@ -268,13 +285,18 @@ def main() -> None:
         default=3,
         help="rounds of the three scenarios, alternated; the figures and each round's ratios: medians",
     )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="also print PostgreSQL's time by statement (pg_stat_statements, loaded in the cluster)",
+    )
     args = parser.parse_args()
     # With fewer devices than readings, a device's next reading can come within a receipt's
     # interval (host_agent.ingest.receipts) of the last and share its receipt: how often
     # depends on the agents' speed, so faster scenarios would sign fewer receipts a reading.
     devices = args.devices or args.readings
     backlog = not args.live
-    server = Postgres(fsync=True).start()
+    server = Postgres(fsync=True, preload=("pg_stat_statements",) if args.statements else ()).start()
     rounds: dict[str, list[dict]] = {"sqlite1": [], "pg1": [], "pg2": []}
     try:
         with tempfile.TemporaryDirectory(prefix="fp-bench-pg-") as tmp:
@@ -291,6 +313,7 @@ def main() -> None:
                         server if url else None,
                         backlog,
                         devices,
+                        args.statements,
                     )
                     rounds[name].append(result)
                     print(f"round {number + 1} {name:8} {_line(result)}", flush=True)
@@ -323,6 +346,9 @@ def _line(r: dict) -> str:
         f"  {r['receipts_per_reading']:.2f} receipts a reading  split {r['split']}"
         + "\n          agent us/reading by thread: "
         + ", ".join(f"{name} {us:.0f}" for name, us in r["us_by_thread"].items())
+        + "".join(
+            f"\n          postgres {us:5.1f} us/reading  {sql}" for sql, us in r["pg_us_by_statement"].items()
+        )
     )
 
 
@@ -332,9 +358,11 @@ def _median(results: list[dict]) -> dict:
     def median(key: str, value):
         if isinstance(value, float):
             return statistics.median(r[key] for r in results)
-        if key == "us_by_thread":
+        if isinstance(value, dict):  # by thread, by statement
             names = {name for r in results for name in r[key]}
-            return {name: statistics.median(r[key].get(name, 0.0) for r in results) for name in sorted(names)}
+            each = {name: statistics.median(r[key].get(name, 0.0) for r in results) for name in sorted(names)}
+            # threads by name; statements the costliest first
+            return each if key == "us_by_thread" else dict(sorted(each.items(), key=lambda item: -item[1]))
         return value
 
     return {key: median(key, value) for key, value in results[0].items()}

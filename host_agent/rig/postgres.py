@@ -36,7 +36,13 @@ def postgres_bin(name: str) -> str:
 class Postgres:
     """One PostgreSQL cluster on 127.0.0.1:port that tests can stop and start again (same port)."""
 
-    def __init__(self, port: int | None = None, user: str | None = None, fsync: bool = False):
+    def __init__(
+        self,
+        port: int | None = None,
+        user: str | None = None,
+        fsync: bool = False,
+        preload: tuple[str, ...] = (),
+    ):
         self.port = port or free_port()
         self.run_as = (user or os.environ.get("FP_POSTGRES_USER", "nobody")) if os.geteuid() == 0 else None
         self.dir = Path(tempfile.mkdtemp(prefix="fp-postgres-"))
@@ -44,6 +50,7 @@ class Postgres:
         self.log = self.dir / "postgres.log"
         # fsync off in tests only: a power cut is not what they test; a killed process is
         self.fsync = fsync
+        self.preload = preload  # server libraries loaded at start (the benchmark's pg_stat_statements)
         if self.run_as is not None:
             account = pwd.getpwnam(self.run_as)
             os.chmod(self.dir, 0o700)
@@ -71,6 +78,8 @@ class Postgres:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync={'on' if self.fsync else 'off'}"
             " -c max_connections=60 -c shared_buffers=64MB"
         )
+        if self.preload:
+            options += f" -c shared_preload_libraries={','.join(self.preload)}"
         self._run(
             [
                 postgres_bin("pg_ctl"),
