@@ -10,6 +10,10 @@ A record (a command, a receipt, a card, a release, a destination) is a plain cla
 module to module by design, not as copied logic.
 """
 
+FIRMWARE_VERSION = (
+    "0.1.0"  # the card, the status, get-info, fp.ota, the checked copy of the settings (fp.app)
+)
+
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
     from typing import TypeVar

@@ -10,10 +10,9 @@ import asyncio
 import hashlib
 import time
 
-from fp import device_messages, ed25519, ids, safemode
+from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, safemode
 from fp.destinations import total
 from fp.errors import ProtocolError
-from fp.identity import FIRMWARE_VERSION
 from fp.runtime import heap_in_use, log, unload
 
 # Signed answers to refused commands, a token bucket: a burst of this many, then one per

@@ -11,8 +11,8 @@ import asyncio
 import sys
 import time
 
-from fp import destinations, device_messages, ids, safemode, storage
-from fp.identity import FIRMWARE_VERSION, Identity
+from fp import FIRMWARE_VERSION, app, destinations, device_messages, ids, safemode, storage
+from fp.identity import Identity
 from fp.runtime import log, unload
 
 
@@ -93,7 +93,7 @@ class Device:
         destinations.announce_card(self, self.card())
 
     def save_config(self):
-        storage.save_json(storage.CONFIG_FILE, self.config)
+        app.save_config(self.config)
 
     def put(self, kind, payload):
         """Queue one signed message for every destination."""

@@ -5,9 +5,7 @@ message it signs, its owner and the owner's last command counter; and its card.
 announce: the same function the device signs its card with, from the same flash files.
 """
 
-from fp import device_messages, ed25519, ids, storage
-
-FIRMWARE_VERSION = "0.1.0"
+from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, storage
 
 
 def card(key, board_name, owner_key, now_s):
@@ -66,7 +64,7 @@ def card_at_flash():
         board = settings.check_board(settings.load(storage.BOARD_FILE, runtime.log), runtime.log)
         raw = settings.load(storage.PROVISION_FILE, runtime.log)
         provision = settings.check_provision(raw, board["port"], runtime.log) if board else None
-        owner = settings.load_owner(runtime.log, (provision or {}).get("owner"))
+        owner = storage.load_owner(runtime.log, (provision or {}).get("owner"))
     finally:
         runtime.unload("settings")
     key = ed25519.SigningKey(storage.load_seed())
