@@ -52,7 +52,7 @@ def steps(command: str, build: Path, flash: Path, image: Path | None) -> list[tu
         script = mount + script
     env = dict(os.environ, MICROPYPATH=f".frozen:{build}")
     # a board's first boot checks its flash files and leaves the checked copy every later boot
-    # uses (fp.app): measure a later one, as a board in the field runs
+    # uses (fp.checked): measure a later one, as a board in the field runs
     first = "from fp import app\napp.load_settings()\n"
     subprocess.run([command, "-c", first], cwd=flash, env=env, check=True, capture_output=True, timeout=60)
     result = subprocess.run(

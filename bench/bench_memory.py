@@ -106,7 +106,7 @@ def steady_heap(work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsi
     assert started, "the device did not boot at " + str(heapsize)
     device, collector = started
     # the first boot checked the flash files and left the checked copy every later boot uses
-    # (fp.app): the figure is the second boot's, as a board in the field runs
+    # (fp.checked): the figure is the second boot's, as a board in the field runs
     device.stop()
     delivered = len(collector.readings)
     device.start()

@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from fp import FIRMWARE_VERSION, app, destinations, device_messages, ids, safemode, storage
+from fp import FIRMWARE_VERSION, destinations, device_messages, ids, safemode, storage
 from fp.identity import Identity
 from fp.runtime import log, unload
 
@@ -93,7 +93,10 @@ class Device:
         destinations.announce_card(self, self.card())
 
     def save_config(self):
-        app.save_config(self.config)
+        from fp import checked  # config.json and the boot's checked copy with it
+
+        checked.save_config(self.config)
+        unload("checked")
 
     def put(self, kind, payload):
         """Queue one signed message for every destination."""

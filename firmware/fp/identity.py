@@ -58,14 +58,15 @@ def card_at_flash():
     The board name and the owner come through the device's own boot checks (fp.settings); the
     time is left out, as the board may not know it yet.
     """
-    from fp import runtime, settings
+    from fp import checked, runtime, settings
 
     try:
         board = settings.check_board(settings.load(storage.BOARD_FILE, runtime.log), runtime.log)
         raw = settings.load(storage.PROVISION_FILE, runtime.log)
         provision = settings.check_provision(raw, board["port"], runtime.log) if board else None
-        owner = storage.load_owner(runtime.log, (provision or {}).get("owner"))
+        owner = checked.load_owner(runtime.log, (provision or {}).get("owner"))
     finally:
         runtime.unload("settings")
+        runtime.unload("checked")
     key = ed25519.SigningKey(storage.load_seed())
     return card(key, (board or {}).get("name", "unknown"), owner, None)

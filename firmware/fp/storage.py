@@ -1,5 +1,4 @@
-"""Flash storage for the device: identity seed, the boot counter, the owner's key and command
-counter, JSON files written atomically.
+"""Flash storage for the device: identity seed, the boot counter, JSON files written atomically.
 
 Paths are relative to the flash root (the board's filesystem root; the sim board's folder).
 """
@@ -7,8 +6,6 @@ Paths are relative to the flash root (the board's filesystem root; the sim board
 import json
 import os
 import struct
-
-from fp import runtime
 
 try:
     from binascii import crc32
@@ -23,7 +20,7 @@ CONFIG_FILE = "config.json"  # destinations and intervals: written by owner comm
 OWNER_FILE = "owner.key"  # the owner's key after a claim or hand-over
 COUNTER_FILE = "cmd.cnt"  # the last accepted owner command counter
 UPDATE_FILE = "update.json"  # the update state the status reports, kept across reboots (fp.ota)
-CHECKED_FILE = "checked.json"  # the three JSON files as the boot check left them (fp.app)
+CHECKED_FILE = "checked.json"  # the three JSON files as the boot check left them (fp.checked)
 _HEX = b"0123456789abcdefABCDEF"  # bytes: a str iterated on MicroPython makes a pool name of each character
 
 
@@ -117,54 +114,3 @@ def load_json(path, default):
 
 def save_json(path, value):
     write_atomic(path, json.dumps(value).encode())
-
-
-def _damaged(log, path, expected, found, default):
-    """Log a damaged file in the boot check's words (fp.settings, loaded for this line only).
-
-    `expected` None: not JSON at all (fp.settings.load reads the file again for its line).
-    """
-    from fp import settings
-
-    if expected is None:
-        settings.load(path, log, default)
-    else:
-        settings.problem(log, path, "(whole file)", expected, found, default)
-    runtime.unload("settings")
-
-
-def load_owner(log, provisioned):
-    """Return the owner's public key: owner.key (claim or hand-over) over the provisioned one.
-
-    A damaged owner.key leaves the device unclaimed rather than falling back to the provisioned
-    key: after a hand-over that key belongs to the previous owner.
-    """
-    try:
-        with open(OWNER_FILE) as f:
-            text = f.read()
-    except OSError:  # never claimed nor handed over since it was flashed
-        return bytes.fromhex(provisioned) if provisioned else None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = text
-    if is_hex_key(value):
-        return bytes.fromhex(value)
-    _damaged(log, OWNER_FILE, "64 hex digits", value, "no owner (press the button to claim)")
-    return None
-
-
-def load_counter(log):
-    """Return the last accepted command counter (cmd.cnt), 0 when missing or damaged."""
-    try:
-        with open(COUNTER_FILE) as f:
-            value = json.load(f)
-    except OSError:
-        return 0
-    except ValueError:
-        _damaged(log, COUNTER_FILE, None, None, "0")
-        return 0
-    if value is None or is_int(value, 0, 0xFFFFFFFFFFFFFFFF):
-        return value or 0
-    _damaged(log, COUNTER_FILE, "an integer", value, 0)
-    return 0

@@ -167,7 +167,7 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     """Boot the compiled firmware (viper, as boards run it) up to the event loop, HTTP API off and
     no owner: the modules only a verify, the HTTP API, a release, the plain SHA-512, a command,
     receipts or TLS need stay out of the heap, and so do the settings checks once the boot is done;
-    a boot after the first never imports them (fp.app's checked copy)."""
+    a boot after the first never imports them (fp.checked's copy)."""
 
     build = compile_firmware(_unix_arch(), tmp_path / "build")
     flash = _flash(tmp_path, {"vendor": {"host": "127.0.0.1", "port": 1883}})
@@ -183,7 +183,15 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
     loaded = later.strip().splitlines()[-1]
     assert "'fp.app'" in loaded and "'fp.fe25519'" in loaded  # the boot really ran, on viper
     assert "'fp.device'" in loaded and "'fp.destinations'" in loaded
-    never = ("fp.http_api", "fp.settings", "fp.ed25519_int", "fp.sha512'", "fp.release", "fp.slots")
+    never = (
+        "fp.http_api",
+        "fp.settings",
+        "fp.checked",
+        "fp.ed25519_int",
+        "fp.sha512'",
+        "fp.release",
+        "fp.slots",
+    )
     # the command interpreter and the parsers run per command; receipts and TLS only for
     # destinations that use them
     never += (
@@ -261,7 +269,7 @@ def _heap_steps(tmp_path, mosquitto, where, bits) -> list[str]:
     build = compile_firmware(_unix_arch(bits), tmp_path / "build")
     flash = tmp_path / "flash"
     SimDevice(flash, (mosquitto.host, mosquitto.port), owner_key=bytes(range(32)))
-    # the first boot checks the flash files and leaves the checked copy later boots use (fp.app)
+    # the first boot checks the flash files and leaves the checked copy later boots use (fp.checked)
     _run_build(build, ["-c", "from fp import app\napp.load_settings()"], flash)
     script = (FIRMWARE / "tools" / "heap_steps.py").read_text()
     if where == "romfs":

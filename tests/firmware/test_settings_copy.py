@@ -1,4 +1,4 @@
-"""The checked copy of the settings (fp.app, checked.json): a later boot uses it instead of the full
+"""The checked copy of the settings (fp.checked, checked.json): a later boot uses it instead of the full
 check (fp.settings); a changed file, a damaged or old copy, a new release and a power cut at every
 write step all end in the full check with today's log lines, or in the copy of the same result."""
 
@@ -24,7 +24,8 @@ CONFIG = {
 }
 NEW_CONFIG = {"destinations": [{"name": "vendor"}, {"name": "home", "host": "h"}], "intervals": {"env": 7}}
 
-# One boot's settings (fp.app.load_settings) and its log lines, as JSON. `copy.json` in the flash
+# One boot's settings (fp.app.load_settings) and its log lines, as JSON, and whether fp.settings
+# is still loaded. `copy.json` in the flash
 # folder, when there, says what to do around it: cut the power at the `cut_at`th write step of a
 # first boot ("boot") or of a command's new config ("command"), or boot as a new release would.
 BOOT = """
@@ -67,10 +68,11 @@ class CutOs:
 if "cut_at" in plan:
     storage.open = Torn
     storage.os = CutOs()
+from fp import checked
 if plan.get("release"):
-    app.FIRMWARE_VERSION = plan["release"]
+    checked.FIRMWARE_VERSION = plan["release"]
 if plan.get("action") == "command":
-    app.save_config(plan["config"])
+    checked.save_config(plan["config"])
     print(json.dumps(["done", steps]))
     sys.exit(0)
 checked = app.load_settings()
