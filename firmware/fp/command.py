@@ -88,7 +88,8 @@ def get_info(device, args):
             for name, d in destinations.items()
             if d.receipt_key is not None
         },
-        "heap_bytes": heap_in_use(),
+        "heap_bytes": heap_in_use(),  # with this command's interpreter and result loaded
+        "heap_at_rest_bytes": device.heap_at_rest_bytes,  # as the command arrived (fp.device)
         "mode": safemode.SAFE_MODE if device.is_safe else "normal",
         "unstable_boots": history.unstable if history else 0,
         "http": [device.http.served, device.http.refused] if device.http else None,

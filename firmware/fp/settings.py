@@ -332,12 +332,15 @@ def _check_sensor(log, path, index, sensor, types, names):
 
 
 def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] | None":
-    """Return board.json with a usable port, pins and sensor list; None when it is not a map."""
+    """Return board.json's name, port, pins, queue_slots and sensors, each usable; None when it is
+    not a map."""
     path = BOARD_FILE
     if not isinstance(raw, dict):
         log("%s: (whole file): expected the board's data file, found %s" % (path, _show(raw)))
         return None
-    board = dict(raw)  # description, chip, sizes and the like are for the host; kept as they are
+    # the keys the device reads; description, chip, sizes and the like are the host's (the file
+    # keeps them): left out, they take no heap and no room in the checked copy (fp.checked)
+    board = {"name": raw.get("name"), "port": raw.get("port")}
     if not isinstance(board.get("name"), str) or not board["name"]:
         problem(log, path, "name", "the board's name", board.get("name"), "'unknown'")
         board["name"] = "unknown"
@@ -345,7 +348,7 @@ def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] 
         detected = "esp32" if sys.platform == "esp32" else "unix"
         problem(log, path, "port", "esp32 or unix", board.get("port"), detected + " (this interpreter)")
         board["port"] = detected
-    pins = board.get("pins")
+    pins = raw.get("pins")
     if not isinstance(pins, dict):
         if pins is not None:
             problem(log, path, "pins", "a map of GPIO numbers", pins, "no pins")
@@ -358,9 +361,9 @@ def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] 
             value = None
         board["pins"][pin] = value
     board["queue_slots"] = _int_setting(
-        log, path, board, "queue_slots", _MIN_QUEUE_SLOTS, _MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
+        log, path, raw, "queue_slots", _MIN_QUEUE_SLOTS, _MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
     )
-    sensors = board.get("sensors")
+    sensors = raw.get("sensors")
     if not isinstance(sensors, list):
         problem(log, path, "sensors", "a list of sensors", sensors, "no sensors")
         sensors = []
