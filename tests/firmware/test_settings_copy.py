@@ -213,3 +213,21 @@ def test_a_power_cut_at_every_write_step_of_the_copy_boots_with_the_checked_sett
             configs.append(got[4]["intervals"])
             assert boot(interpreter, flash)[1] == []  # the copy is in place after any of them
     assert configs == [{"env": 5}] * 4 + [{"env": 7}] * 2  # the old config until config.json's rename
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_the_card_read_at_flash_time_leaves_the_checked_copy_for_the_first_boot(interpreter, tmp_path):
+    """`firstparty flash` reads the card through the device's own boot check
+    (fp.identity.card_at_flash): the device's first boot then uses the copy, and loads no checks."""
+    flash = flashed(tmp_path, "flash")
+    script = "from fp import identity\nprint(identity.card_at_flash().hex())\n"
+    if interpreter == "micropython":
+        command, env = [micropython_binary(), "-c", script], micropython_env()
+    else:
+        command, env = [sys.executable, "-c", script], {"PYTHONPATH": str(FIRMWARE)}
+    result = subprocess.run(command, cwd=flash, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "provision.json: wifi: expected a map" in result.stdout  # the check ran, with its lines
+    got, lines, loaded = boot(interpreter, flash)
+    assert (lines, loaded) == ([], False)
+    assert got == full_check(interpreter, flash, tmp_path)[0]
