@@ -10,9 +10,9 @@ A record (a command, a receipt, a card, a release, a destination) is a plain cla
 module to module by design, not as copied logic.
 """
 
-FIRMWARE_VERSION = (
-    "0.1.0"  # the card, the status, get-info, fp.ota, the checked copy of the settings (fp.app)
-)
+# the release this code is: the card, the status, get-info, fp.ota, and the digest of the checked
+# settings (fp.checked), which the boot reads without loading fp.identity
+FIRMWARE_VERSION = "0.1.0"
 
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:

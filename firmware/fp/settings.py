@@ -4,9 +4,10 @@ Each bad value is one log line naming the file, the key, what was expected, what
 the safe default used instead; the device then runs with that default. Only an unusable vendor
 endpoint is fatal (`check_provision` returns None): without it a fresh device has nowhere to go.
 The reference of every key is docs/device-api.md. The device loads this module for the boot check
-when the files changed since the last one (fp.app), for a set-destinations command and for the
-line of a damaged owner.key or cmd.cnt (fp.storage), and drops it after: its code would otherwise
-stay in the heap (its names stay in the qstr pool all the same: hence the copy fp.app keeps).
+when the files changed since the last one (fp.checked), for a set-destinations or set-interval
+command and for the line of a damaged owner.key or cmd.cnt, and drops it after: its code would
+otherwise stay in the heap (its names stay in the qstr pool all the same: hence the checked copy
+later boots use instead).
 """
 
 import json
