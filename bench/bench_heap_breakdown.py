@@ -6,7 +6,8 @@ unix port, and the figures say so). With --baseline, the firmware of git revisio
 with `git archive`, compiled by its own build code) is measured in the same run, step for step.
 
 Each boot runs firmware/tools/heap_steps.py on board `sim` with the HTTP API on and an owner key
-set (bench_memory.py's configuration), against a mosquitto of its own: each module imported on
+set (bench_memory.py's configuration), against a mosquitto of its own, after a first boot of the
+same firmware has checked the flash files (a board in the field boots from its checked copy): each module imported on
 its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, one
 command, then one more of each running object (a probe). After the tables, the names (qstrs) the
 board holds after the command, beside the pool's chunk boundary below them: the pool grows in
@@ -50,6 +51,10 @@ def steps(command: str, build: Path, flash: Path, image: Path | None) -> list[tu
         )
         script = mount + script
     env = dict(os.environ, MICROPYPATH=f".frozen:{build}")
+    # a board's first boot checks its flash files and leaves the checked copy every later boot
+    # uses (fp.checked): measure a later one, as a board in the field runs
+    first = "from fp import app\napp.load_settings()\n"
+    subprocess.run([command, "-c", first], cwd=flash, env=env, check=True, capture_output=True, timeout=60)
     result = subprocess.run(
         [command, "-X", "heapsize=512k", "-c", script],
         cwd=flash,

@@ -9,7 +9,8 @@ npm) is printed too when node and build/npm-wasm are there.
 The device is the compiled firmware (`.mpy` for the interpreter's architecture) on board `sim`
 with its HTTP API on and an owner key set: the configuration issue 20 measured (~100 KB steady on
 32-bit before). Steady heap = `get-info`'s heap_bytes (gc.mem_alloc after a collection) once the
-device delivers readings; start-up peak = the smallest -X heapsize, in 4 KB steps, at which every
+device delivers readings, on its second boot (the first checks the flash files and leaves the copy
+later boots use); start-up peak = the smallest -X heapsize, in 4 KB steps, at which every
 one of BOOTS boots gets to its first delivered reading. The sign figures run the current code and
 the big-integer arithmetic it replaced (the code of 2026-12-04) in the same process.
 """
@@ -100,10 +101,20 @@ def boot(work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsize: str
     return device, collector
 
 
-def steady_heap(work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsize: str | None) -> int:
+def steady_heap(
+    work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsize: str | None
+) -> tuple[int, int | None]:
+    """get-info's heap_bytes (taken with the command interpreter loaded) and heap_at_rest_bytes
+    (taken as the command arrived; None from firmware that does not report it)."""
     started = boot(work / f"steady-{build.name}", build, broker, owner, heapsize, 30)
     assert started, "the device did not boot at " + str(heapsize)
     device, collector = started
+    # the first boot checked the flash files and left the checked copy every later boot uses
+    # (fp.checked): the figure is the second boot's, as a board in the field runs
+    device.stop()
+    delivered = len(collector.readings)
+    device.start()
+    wait_for(lambda: len(collector.readings) > delivered, 30, "a reading from the second boot")
     try:
         device_id = device.device_id()
         time.sleep(3)  # a few readings, the HTTP API up, the boot marked stable
@@ -114,7 +125,8 @@ def steady_heap(work: Path, build: Path, broker: Mosquitto, owner: Owner, heapsi
             wait_for(lambda: digest in collector.acks, 30, "get-info")
         except AssertionError:
             raise AssertionError("no get-info ack; device log:\n" + "\n".join(device.log)) from None
-        return collector.acks[digest]["result"]["heap_bytes"]
+        result = collector.acks[digest]["result"]
+        return result["heap_bytes"], result.get("heap_at_rest_bytes")
     finally:
         device.stop()
         collector.stop()
@@ -188,15 +200,18 @@ def baseline_build(rev: str, arch: str, work: Path) -> Path:
     return out
 
 
-def heap_figures(work: Path, build: Path, broker: Mosquitto, owner: Owner) -> dict[str, int]:
+def heap_figures(work: Path, build: Path, broker: Mosquitto, owner: Owner) -> dict[str, int | None]:
     """Steady heap and start-up peak of `build`, from .mpy and from a ROMFS image of it."""
-    steady = steady_heap(work, build, broker, owner, "512k")
+    steady, at_rest = steady_heap(work, build, broker, owner, "512k")
     peak = start_up_peak(work, build, broker, owner)
     rom_code, image_bytes = romfs_code(work, build)
-    rom_steady = steady_heap(work, rom_code, broker, owner, "512k") - image_bytes
+    rom_steady, rom_at_rest = steady_heap(work, rom_code, broker, owner, "512k")
+    rom_steady -= image_bytes
     rom_peak = start_up_peak(work, rom_code, broker, owner) - image_bytes
     return {
         "steady": steady,
+        "at_rest": at_rest,
+        "rom_at_rest": rom_at_rest - image_bytes if rom_at_rest is not None else None,
         "peak": peak,
         "rom_steady": rom_steady,
         "rom_peak": rom_peak,
@@ -242,6 +257,11 @@ def main() -> None:
     print(
         f"steady heap (get-info heap_bytes, HTTP API on, owner set): {steady_roomy} bytes; "
         f"goal <= {GOAL_STEADY}: {'met' if steady_roomy <= GOAL_STEADY else 'NOT met'}"
+    )
+    print(
+        f"the same taken at rest (get-info heap_at_rest_bytes: as the command arrived, before the "
+        f"interpreter is loaded): {now['at_rest']} bytes from .mpy, {now['rom_at_rest']} from ROMFS"
+        + (f"; baseline {base['at_rest']} / {base['rom_at_rest']}" if base is not None else "")
     )
     print(
         f"start-up peak (smallest heap where {BOOTS}/{BOOTS} boots deliver a reading, 4 KB steps): "

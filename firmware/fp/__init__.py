@@ -10,6 +10,10 @@ A record (a command, a receipt, a card, a release, a destination) is a plain cla
 module to module by design, not as copied logic.
 """
 
+# the release this code is: the card, the status, get-info, fp.ota, and the digest of the checked
+# settings (fp.checked), which the boot reads without loading fp.identity
+FIRMWARE_VERSION = "0.1.0"
+
 TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
 if TYPE_CHECKING:
     from typing import TypeVar

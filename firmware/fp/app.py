@@ -3,8 +3,10 @@
 Files in the flash root: `board.json` (the board's data file), `provision.json` (written at flash
 time: vendor endpoint, Wi-Fi, optional owner key, HTTP port, safe-mode settings), `config.json`
 (changed only by owner commands: destinations and intervals), `key.seed`, `boot.cnt`, `boot.hist`,
-`owner.key`, `cmd.cnt`. All three JSON files are checked at boot (fp.settings, dropped after); a
-crash loop starts the device in safe mode (fp.safemode). The device itself: fp.device.
+`owner.key`, `cmd.cnt`, `checked.json`. All three JSON files are checked (fp.settings, dropped
+after) at the first boot and whenever they changed; later boots use the check's result, kept in
+`checked.json` (fp.checked). A crash loop starts the device in safe mode (fp.safemode). The
+device itself: fp.device.
 Reference: docs/device-api.md.
 """
 
@@ -12,7 +14,7 @@ import asyncio
 import io
 import sys
 
-from fp import ed25519, safemode, storage
+from fp import ed25519, safemode
 from fp.runtime import log, unload
 
 
@@ -38,35 +40,19 @@ def crash_line(error):
 def load_settings():
     """Return the checked flash files as a Settings, or exit with one line when the device cannot run.
 
-    fp.settings is loaded for this and dropped before the rest of the device is imported: the
-    start-up peak holds either the checks or the application, never both.
+    fp.checked, loaded for this and dropped after, reads the copy the last check left, or runs the
+    full check (fp.settings) when the files or the firmware changed since.
     """
-    from fp import settings
+    from fp import checked
 
     try:
-        board = settings.check_board(settings.load(storage.BOARD_FILE, log), log)
-        provision = None
-        if board is not None:
-            raw = settings.load(storage.PROVISION_FILE, log)
-            provision = settings.check_provision(raw, board["port"], log)
-        if board is None or provision is None:
-            log("board.json and provision.json (with a vendor endpoint) are required in the flash root")
-            sys.exit(1)
-        names = [sensor["name"] for sensor in board["sensors"]]
-        return Settings(
-            board,
-            provision,
-            settings.load_owner(log, provision.get("owner")),
-            settings.load_counter(log),
-            settings.check_config(settings.load(storage.CONFIG_FILE, log), names, log),
-        )
+        return Settings(*checked.load(log))
     finally:
-        unload("settings")
-        unload("pem")
+        unload("checked")
 
 
 class Settings:
-    """The flash files as the boot checks left them (fp.settings), for fp.device.Device."""
+    """The flash files as the boot check left them (fp.settings, or its copy), for fp.device.Device."""
 
     def __init__(self, board, provision, owner_key, last_counter, config):
         self.board = board

@@ -10,10 +10,9 @@ import asyncio
 import hashlib
 import time
 
-from fp import device_messages, ed25519, ids, safemode
+from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, safemode
 from fp.destinations import total
 from fp.errors import ProtocolError
-from fp.identity import FIRMWARE_VERSION
 from fp.runtime import heap_in_use, log, unload
 
 # Signed answers to refused commands, a token bucket: a burst of this many, then one per
@@ -89,7 +88,8 @@ def get_info(device, args):
             for name, d in destinations.items()
             if d.receipt_key is not None
         },
-        "heap_bytes": heap_in_use(),
+        "heap_bytes": heap_in_use(),  # with this command's interpreter and result loaded
+        "heap_at_rest_bytes": device.heap_at_rest_bytes,  # as the command arrived (fp.device)
         "mode": safemode.SAFE_MODE if device.is_safe else "normal",
         "unstable_boots": history.unstable if history else 0,
         "http": [device.http.served, device.http.refused] if device.http else None,

@@ -11,9 +11,9 @@ import asyncio
 import sys
 import time
 
-from fp import destinations, device_messages, ids, safemode, storage
-from fp.identity import FIRMWARE_VERSION, Identity
-from fp.runtime import log, unload
+from fp import FIRMWARE_VERSION, destinations, device_messages, ids, safemode, storage
+from fp.identity import Identity
+from fp.runtime import heap_in_use, log, unload
 
 
 class Device:
@@ -93,7 +93,10 @@ class Device:
         destinations.announce_card(self, self.card())
 
     def save_config(self):
-        storage.save_json(storage.CONFIG_FILE, self.config)
+        from fp import checked  # config.json and the boot's checked copy with it
+
+        checked.save_config(self.config)
+        unload("checked")
 
     def put(self, kind, payload):
         """Queue one signed message for every destination."""
@@ -153,7 +156,11 @@ class Device:
 
     def on_command(self, data):
         """Handle one command with the interpreter loaded for it (fp.command), dropped after; the
-        parsers and the CBOR decoder (fp.inbound, fp.cbor_decode) only while it is judged."""
+        parsers and the CBOR decoder (fp.inbound, fp.cbor_decode) only while it is judged.
+
+        The heap is taken first, at rest (get-info's heap_at_rest_bytes): what the board holds
+        between commands, without the interpreter loaded for this one."""
+        self.heap_at_rest_bytes = heap_in_use()
         from fp import command
 
         try:

@@ -2,12 +2,11 @@
 message it signs, its owner and the owner's last command counter; and its card.
 
 `card_at_flash` is what `firstparty flash` runs on the board to read the card the device will
-announce: the same function the device signs its card with, from the same flash files.
+announce: the same function the device signs its card with, from the same flash files, checked
+as the device checks them at boot.
 """
 
-from fp import device_messages, ed25519, ids, storage
-
-FIRMWARE_VERSION = "0.1.0"
+from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, storage
 
 
 def card(key, board_name, owner_key, now_s):
@@ -57,17 +56,16 @@ class Identity:
 def card_at_flash():
     """The card the device will announce, from its flash files (run on the board at flash time).
 
-    The board name and the owner come through the device's own boot checks (fp.settings); the
-    time is left out, as the board may not know it yet.
+    The board name and the owner come through the device's own boot check (fp.checked), which
+    leaves the checked copy as it does at a first boot: the device's first boot then loads no
+    checks. Files the device cannot run with end it here with the boot's line. The time is left
+    out, as the board may not know it yet.
     """
-    from fp import runtime, settings
+    from fp import checked, runtime
 
     try:
-        board = settings.check_board(settings.load(storage.BOARD_FILE, runtime.log), runtime.log)
-        raw = settings.load(storage.PROVISION_FILE, runtime.log)
-        provision = settings.check_provision(raw, board["port"], runtime.log) if board else None
-        owner = settings.load_owner(runtime.log, (provision or {}).get("owner"))
+        board, _, owner, _, _ = checked.load(runtime.log)
     finally:
-        runtime.unload("settings")
+        runtime.unload("checked")
     key = ed25519.SigningKey(storage.load_seed())
-    return card(key, (board or {}).get("name", "unknown"), owner, None)
+    return card(key, board["name"], owner, None)

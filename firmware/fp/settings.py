@@ -4,14 +4,17 @@ Each bad value is one log line naming the file, the key, what was expected, what
 the safe default used instead; the device then runs with that default. Only an unusable vendor
 endpoint is fatal (`check_provision` returns None): without it a fresh device has nowhere to go.
 The reference of every key is docs/device-api.md. The device loads this module for the boot check
-(and for a set-destinations command) and drops it after: its code would otherwise stay in the heap.
+when the files changed since the last one (fp.checked), for a set-destinations or set-interval
+command and for the line of a damaged owner.key or cmd.cnt, and drops it after: its code would
+otherwise stay in the heap (its names stay in the qstr pool all the same: hence the checked copy
+later boots use instead).
 """
 
 import json
 import sys
 
 from fp import const, sensor_types
-from fp.storage import BOARD_FILE, CONFIG_FILE, COUNTER_FILE, OWNER_FILE, PROVISION_FILE
+from fp.storage import BOARD_FILE, CONFIG_FILE, PROVISION_FILE, is_hex_key, is_int
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
@@ -57,7 +60,6 @@ BROKER_KEYS = (
 )
 # bytes, checked byte by byte: a str iterated on MicroPython makes a pool name of each character
 _NAME_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789_-"
-_HEX = b"0123456789abcdefABCDEF"
 
 
 def _show(value):
@@ -74,25 +76,11 @@ def _unknown(log, path, key, known):
     log("%s: %s: expected one of %s, found an unknown key; ignored" % (path, key, ", ".join(known)))
 
 
-def is_int(value, low, high):
-    """True for an integer (not a bool) in low..high."""
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
 def _is_name(value):
     if not isinstance(value, str) or not 0 < len(value) <= 16:
         return False
     for byte in value.encode():
         if byte not in _NAME_CHARS:
-            return False
-    return True
-
-
-def _is_hex_key(value):
-    if not isinstance(value, str) or len(value) != 64:
-        return False
-    for byte in value.encode():
-        if byte not in _HEX:
             return False
     return True
 
@@ -134,7 +122,7 @@ def broker_problem(spec):
     for key in spec:
         if key not in BROKER_KEYS:
             return key, "one of " + ", ".join(BROKER_KEYS), "an unknown key"
-    if "receipts" in spec and not _is_hex_key(spec["receipts"]):
+    if "receipts" in spec and not is_hex_key(spec["receipts"]):
         return (
             "receipts",
             "the receipt key of an agent that stores readings (64 hex digits)",
@@ -229,7 +217,7 @@ def _check_vendor(log, path, vendor):
             else:
                 problem(log, path, where, "true or false", value, "false")
         elif key == "receipts":
-            if _is_hex_key(value):
+            if is_hex_key(value):
                 clean["receipts"] = value
             elif value is not None:
                 problem(log, path, where, "a receipt key as 64 hex digits", value, "PUBACK only")
@@ -260,7 +248,7 @@ def _check_wifi(log, path, wifi):
 
 
 def _check_owner(log, path, owner):
-    if owner is None or _is_hex_key(owner):
+    if owner is None or is_hex_key(owner):
         return owner
     problem(log, path, "owner", "an Ed25519 public key as 64 hex digits", owner, "no owner (unclaimed)")
     return None
@@ -270,7 +258,7 @@ def _check_release_keys(log, path, keys):
     """The vendor's release keys the device trusts (fp.ota); none: only its owner's releases."""
     if keys is None:
         return []
-    if isinstance(keys, list) and len(keys) <= 4 and all(_is_hex_key(key) for key in keys):
+    if isinstance(keys, list) and len(keys) <= 4 and all(is_hex_key(key) for key in keys):
         return keys
     problem(log, path, "release_keys", "a list of up to 4 Ed25519 public keys as 64 hex digits", keys, "[]")
     return []
@@ -345,12 +333,15 @@ def _check_sensor(log, path, index, sensor, types, names):
 
 
 def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] | None":
-    """Return board.json with a usable port, pins and sensor list; None when it is not a map."""
+    """Return board.json's name, port, pins, queue_slots and sensors, each usable; None when it is
+    not a map."""
     path = BOARD_FILE
     if not isinstance(raw, dict):
         log("%s: (whole file): expected the board's data file, found %s" % (path, _show(raw)))
         return None
-    board = dict(raw)  # description, chip, sizes and the like are for the host; kept as they are
+    # the keys the device reads; description, chip, sizes and the like are the host's (the file
+    # keeps them): left out, they take no heap and no room in the checked copy (fp.checked)
+    board = {"name": raw.get("name"), "port": raw.get("port")}
     if not isinstance(board.get("name"), str) or not board["name"]:
         problem(log, path, "name", "the board's name", board.get("name"), "'unknown'")
         board["name"] = "unknown"
@@ -358,7 +349,7 @@ def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] 
         detected = "esp32" if sys.platform == "esp32" else "unix"
         problem(log, path, "port", "esp32 or unix", board.get("port"), detected + " (this interpreter)")
         board["port"] = detected
-    pins = board.get("pins")
+    pins = raw.get("pins")
     if not isinstance(pins, dict):
         if pins is not None:
             problem(log, path, "pins", "a map of GPIO numbers", pins, "no pins")
@@ -371,9 +362,9 @@ def check_board(raw: object, log: "Callable[[str], object]") -> "dict[str, Any] 
             value = None
         board["pins"][pin] = value
     board["queue_slots"] = _int_setting(
-        log, path, board, "queue_slots", _MIN_QUEUE_SLOTS, _MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
+        log, path, raw, "queue_slots", _MIN_QUEUE_SLOTS, _MAX_QUEUE_SLOTS, DEFAULT_QUEUE_SLOTS
     )
-    sensors = board.get("sensors")
+    sensors = raw.get("sensors")
     if not isinstance(sensors, list):
         problem(log, path, "sensors", "a list of sensors", sensors, "no sensors")
         sensors = []
@@ -441,33 +432,3 @@ def check_config(raw, sensor_names, log):
         else:
             config["intervals"][name] = value
     return config
-
-
-def load_owner(log, provisioned):
-    """Return the owner's public key: owner.key (claim or hand-over) over the provisioned one.
-
-    A damaged owner.key leaves the device unclaimed rather than falling back to the provisioned
-    key: after a hand-over that key belongs to the previous owner.
-    """
-    try:
-        with open(OWNER_FILE) as f:
-            text = f.read()
-    except OSError:  # never claimed nor handed over since it was flashed
-        return bytes.fromhex(provisioned) if provisioned else None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = text
-    if _is_hex_key(value):
-        return bytes.fromhex(value)
-    problem(log, OWNER_FILE, "(whole file)", "64 hex digits", value, "no owner (press the button to claim)")
-    return None
-
-
-def load_counter(log):
-    """Return the last accepted command counter (cmd.cnt), 0 when missing or damaged."""
-    value = load(COUNTER_FILE, log, "0")
-    if value is None or is_int(value, 0, 0xFFFFFFFFFFFFFFFF):
-        return value or 0
-    problem(log, COUNTER_FILE, "(whole file)", "an integer", value, 0)
-    return 0

@@ -41,7 +41,7 @@ from fp import app  # noqa: E402
 
 checked = app.load_settings()
 board, provision = checked.board, checked.provision
-step("settings checked (fp.settings dropped)")
+step("settings (the checked copy; fp.settings at a first boot)")
 hal = app.load_hal(board, provision)
 history = app.safemode.BootHistory(provision["safe_mode_boots"], provision["safe_mode_window_s"])
 history.start(hal.time_s(), hal.is_power_on_boot())

@@ -135,13 +135,14 @@ out["queue_slots"] = [settings.check_board({"name": "b", "port": "unix", "sensor
     for n in (1024, 16, None)]
 out["esp32_has_no_counter"] = len(settings.check_board(
     {"name": "b", "port": "esp32", "sensors": [{"name": "c", "type": "counter"}]}, log)["sensors"])
-out["owner_missing"] = settings.load_owner(log, key).hex()
+from fp import checked
+out["owner_missing"] = checked.load_owner(log, key).hex()
 with open("owner.key", "w") as f:
     f.write("not json")
-out["owner_damaged"] = settings.load_owner(log, key)
+out["owner_damaged"] = checked.load_owner(log, key)
 with open("cmd.cnt", "w") as f:
     f.write('"seven"')
-out["counter_damaged"] = settings.load_counter(log)
+out["counter_damaged"] = checked.load_counter(log)
 out["broker_problem"] = list(settings.broker_problem({"name": "ok", "host": "h", "port": 0}))
 out["receipts_problem"] = list(settings.broker_problem({"name": "home", "host": "h", "receipts": 7}))
 out["receipts_ok"] = settings.broker_problem({"name": "home", "host": "h", "receipts": "cd" * 32})
