@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +44,18 @@ def micropython_env(extra_path: list[Path] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join(paths)
     return env
+
+
+def run_firmware_script(interpreter: str, script: str, cwd: Path | None = None) -> str:
+    """Run `script` with the firmware on its path under "micropython" (the unix port) or "cpython",
+    in `cwd` (a flash folder); return stdout. AssertionError carrying stderr on a non-zero exit."""
+    if interpreter == "micropython":
+        command, env = [micropython_binary(), "-c", script], micropython_env()
+    else:
+        command, env = [sys.executable, "-c", script], {"PYTHONPATH": str(FIRMWARE)}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def run_micropython(

@@ -4,15 +4,13 @@ interpreters and by the host; the command interpreter in the heap only while a c
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from fp import command, sensor_types
 from host_agent.commands import control as commands
 from host_agent.paths import BOARDS
-from tests.helpers import FIRMWARE, micropython_binary, micropython_env
+from tests.helpers import FIRMWARE, run_firmware_script
 
 READ_EVERY_TYPE = """
 import json
@@ -27,22 +25,14 @@ print(json.dumps(out))
 """
 
 
-def _run(interpreter: str, script: str, cwd=None) -> str:
-    if interpreter == "micropython":
-        command_line, env = [micropython_binary(), "-c", script], micropython_env()
-    else:
-        command_line, env = [sys.executable, "-c", script], {"PYTHONPATH": str(FIRMWARE)}
-    result = subprocess.run(command_line, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def _rounded(readings):
     return [[[name, unit, round(value, 6)] for name, unit, value in reading] for reading in readings]
 
 
 def test_every_sensor_type_reads_with_the_names_and_units_of_its_one_definition_under_both_interpreters():
-    results = {name: json.loads(_run(name, READ_EVERY_TYPE)) for name in ("cpython", "micropython")}
+    results = {
+        name: json.loads(run_firmware_script(name, READ_EVERY_TYPE)) for name in ("cpython", "micropython")
+    }
     assert set(results["cpython"]) == set(sensor_types.for_port("unix")) == set(sensor_types.TYPES)
     for kind, readings in results["micropython"].items():
         assert _rounded(readings) == _rounded(results["cpython"][kind]), kind
@@ -77,7 +67,7 @@ print(ack is not None, device.refused, loaded())
 def test_the_command_interpreter_and_the_parsers_are_loaded_for_a_command_and_dropped_after(tmp_path):
     (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
     (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
-    lines = _run("micropython", INTERPRETER_LIFETIME, cwd=tmp_path).strip().splitlines()
+    lines = run_firmware_script("micropython", INTERPRETER_LIFETIME, cwd=tmp_path).strip().splitlines()
     out = [line for line in lines if not line.startswith("fp: ")]  # the device's own log lines
     assert "fp: command refused: malformed: 19 trailing bytes after the item" in lines
     assert out[-2] == "[]"  # after the boot checks: neither the checks nor the interpreter
@@ -111,7 +101,7 @@ def test_a_command_s_operation_runs_with_the_parsers_and_the_decoder_dropped(tmp
     reports the heap, runs (and measures) without them."""
     (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
     (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
-    lines = _run("micropython", OPERATION_WITHOUT_PARSERS, cwd=tmp_path).strip().splitlines()
+    lines = run_firmware_script("micropython", OPERATION_WITHOUT_PARSERS, cwd=tmp_path).strip().splitlines()
     out = [line for line in lines if not line.startswith("fp: ")]
     assert out[-1] == "True 0 [['fp.command']] []", lines
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from host_agent.paths import BOARDS
-from tests.helpers import FIRMWARE, micropython_binary, micropython_env
+from tests.helpers import run_firmware_script
 
 OWNER = "ab" * 32
 # one bad value in each file: the full check logs a line for each, the copy none
@@ -86,13 +84,7 @@ print(json.dumps([got, lines, "fp.settings" in sys.modules]))
 
 
 def run(interpreter: str, flash: Path) -> list:
-    if interpreter == "micropython":
-        command, env = [micropython_binary(), "-c", BOOT], micropython_env()
-    else:
-        command, env = [sys.executable, "-c", BOOT], {"PYTHONPATH": str(FIRMWARE)}
-    result = subprocess.run(command, cwd=flash, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(run_firmware_script(interpreter, BOOT, flash).strip().splitlines()[-1])
 
 
 def boot(interpreter: str, flash: Path, **plan) -> list:
@@ -221,13 +213,8 @@ def test_the_card_read_at_flash_time_leaves_the_checked_copy_for_the_first_boot(
     (fp.identity.card_at_flash): the device's first boot then uses the copy, and loads no checks."""
     flash = flashed(tmp_path, "flash")
     script = "from fp import identity\nprint(identity.card_at_flash().hex())\n"
-    if interpreter == "micropython":
-        command, env = [micropython_binary(), "-c", script], micropython_env()
-    else:
-        command, env = [sys.executable, "-c", script], {"PYTHONPATH": str(FIRMWARE)}
-    result = subprocess.run(command, cwd=flash, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "provision.json: wifi: expected a map" in result.stdout  # the check ran, with its lines
+    stdout = run_firmware_script(interpreter, script, flash)
+    assert "provision.json: wifi: expected a map" in stdout  # the check ran, with its lines
     got, lines, loaded = boot(interpreter, flash)
     assert (lines, loaded) == ([], False)
     assert got == full_check(interpreter, flash, tmp_path)[0]

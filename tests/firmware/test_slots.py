@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from nacl.signing import SigningKey
 from fp import release, slots
 from host_agent.board.build import compile_firmware
 from tests.firmware.conftest import counter_board, wait_for
-from tests.helpers import FIRMWARE, micropython_binary, micropython_env
+from tests.helpers import run_firmware_script
 
 VENDOR = SigningKey(bytes(range(1, 33)))
 OLD = {"main.py": b"print('old')\n", "lib/app.mpy": b"old app" * 50}
@@ -91,13 +89,7 @@ def factory_flash(flash: Path) -> None:
 
 
 def run(interpreter: str, script: str, flash: Path) -> str:
-    if interpreter == "micropython":
-        command, env = [micropython_binary(), "-c", script], micropython_env()
-    else:
-        command, env = [sys.executable, "-c", script], {"PYTHONPATH": str(FIRMWARE)}
-    result = subprocess.run(command, cwd=flash, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    return run_firmware_script(interpreter, script, flash).strip().splitlines()[-1]
 
 
 def boot(interpreter: str, flash: Path, confirm: bool = False) -> list:
