@@ -110,8 +110,9 @@ ALTER TABLE replay SET (fillfactor = 50);
     ),
     # 7: a forward names its reading's partition: the reading's received_s, PostgreSQL's partition
     # key, beside its id. Joined on the id alone, the outbox's claim looked the id up in every week's
-    # partition kept: with 60 weeks, 1,230 pages read a forward; with both, 30 (docs/benchmarks.md). Forwards still waiting get theirs from their readings; delivered ones,
-    # which are never joined again, keep none (filling them would read every week per row).
+    # partition kept: with 60 weeks, 1,230 pages read a forward; with both, 30 (docs/benchmarks.md).
+    # Forwards still waiting get theirs from their readings; delivered ones, which are never joined
+    # again, keep none (filling them would read every week per row).
     (
         7,
         """
