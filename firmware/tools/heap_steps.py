@@ -28,7 +28,7 @@ step("import fp.ed25519")
 ed25519.load_table()
 step("Ed25519 table and field registers (fp.fe25519, fp.sha512v)")
 MODULES = (
-    "runtime errors storage safemode app hal_sim sensor_types ids topics cbor cose senml device_messages"
+    "runtime errors storage safemode app hal_sim sensor_types ids topics cbor cose_sign senml device_messages"
     " ringbuf mqtt destinations identity device sampling http_api"
 )
 for _name in MODULES.split():

@@ -57,7 +57,7 @@ from fp import app
 checked = app.load_settings()
 hal = app.load_hal(checked.board, checked.provision)
 device = app.build_device(hal, checked, None)
-loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cose", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
 print(loaded())
 ack = device.on_command(b"junk: not a COSE_Sign1 command")
 print(ack is not None, device.refused, loaded())
@@ -85,9 +85,9 @@ device.identity.owner_key = owner.public
 now = device.now()
 data = messages.encode_command(owner.sign, owner.public, device.device_id, 1, now, now + 60, "get-info", {})
 del messages
-for name in ("messages", "inbound", "cbor_decode"):  # the owner's encoder is the test's, not the device's
+for name in ("messages", "inbound", "cose", "cbor_decode"):  # the owner's encoder is the test's, not the device's
     unload(name)
-loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cbor_decode", "fp.settings") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cose", "fp.cbor_decode", "fp.settings") if n in sys.modules)
 seen = []
 get_info = command.OPERATIONS["get-info"]
 command.OPERATIONS["get-info"] = lambda device, args: seen.append(loaded()) or get_info(device, args)
@@ -97,8 +97,8 @@ print(ack is not None, device.refused, seen, loaded())
 
 
 def test_a_command_s_operation_runs_with_the_parsers_and_the_decoder_dropped(tmp_path):
-    """The parsers and the CBOR decoder serve the judging of a command only: get-info, which
-    reports the heap, runs (and measures) without them."""
+    """The parsers, the COSE parser and the CBOR decoder serve the judging of a command only:
+    get-info, which reports the heap, runs (and measures) without them."""
     (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
     (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
     lines = run_firmware_script("micropython", OPERATION_WITHOUT_PARSERS, cwd=tmp_path).strip().splitlines()
