@@ -69,8 +69,12 @@ async def _measure():
     step("destinations (Broker, MQTTClient, RingBuffer, will, 2 tasks each)")
     from fp.sampling import sample_forever
 
+    start = getattr(device, "start_sampling", None)  # older firmware: the loops are started here
     for sensor in board["sensors"]:
-        asyncio.create_task(sample_forever(device, sensor))
+        if start:
+            start(sensor)
+        else:
+            asyncio.create_task(sample_forever(device, sensor))
     step("sensor loops (%d tasks)" % len(board["sensors"]))
     device.is_safe = True
     task = asyncio.create_task(device.run())
