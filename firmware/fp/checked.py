@@ -4,8 +4,9 @@ The full check (fp.settings) runs at the first boot and whenever the copy does n
 digest covers this firmware's version, the bytes of board.json, provision.json and config.json,
 and the copy's own text, so a changed or missing file, a damaged or cut-short copy and a new
 release all run it again, with all its log lines. owner.key and cmd.cnt change while the device
-runs: they are read at every boot, not copied. Loaded for the boot (fp.app) and for a command's
-new config.json (fp.device), and dropped after each: nothing here stays in the heap.
+runs: they are read at every boot, not copied. Loaded for the boot (fp.app), for a command's
+new config.json (fp.device) and with fp.settings (its key and integer rules are here, where the
+boot reads owner.key and cmd.cnt with them), and dropped after each: nothing here stays in the heap.
 """
 
 import hashlib
@@ -163,4 +164,3 @@ def load_counter(log):
         return value or 0
     _damaged(log, storage.COUNTER_FILE, "an integer", value, 0)
     return 0
-
