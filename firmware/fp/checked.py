@@ -4,8 +4,9 @@ The full check (fp.settings) runs at the first boot and whenever the copy does n
 digest covers this firmware's version, the bytes of board.json, provision.json and config.json,
 and the copy's own text, so a changed or missing file, a damaged or cut-short copy and a new
 release all run it again, with all its log lines. owner.key and cmd.cnt change while the device
-runs: they are read at every boot, not copied. Loaded for the boot (fp.app) and for a command's
-new config.json (fp.device), and dropped after each: nothing here stays in the heap.
+runs: they are read at every boot, not copied. Loaded for the boot (fp.app), for a command's
+new config.json (fp.device) and with fp.settings (its key and integer rules are here, where the
+boot reads owner.key and cmd.cnt with them), and dropped after each: nothing here stays in the heap.
 """
 
 import hashlib
@@ -14,6 +15,23 @@ import sys
 
 from fp import FIRMWARE_VERSION, storage
 from fp.runtime import unload
+
+_HEX = b"0123456789abcdefABCDEF"  # bytes: a str iterated on MicroPython makes a pool name of each character
+
+
+def is_int(value, low, high):
+    """True for an integer (not a bool) in low..high (fp.settings' rule too)."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def is_hex_key(value):
+    """True for an Ed25519 public key as 64 hex digits (fp.settings' rule too)."""
+    if not isinstance(value, str) or len(value) != 64:
+        return False
+    for byte in value.encode():
+        if byte not in _HEX:
+            return False
+    return True
 
 
 def load(log):
@@ -126,7 +144,7 @@ def load_owner(log, provisioned):
         value = json.loads(text)
     except ValueError:
         value = text
-    if storage.is_hex_key(value):
+    if is_hex_key(value):
         return bytes.fromhex(value)
     _damaged(log, storage.OWNER_FILE, "64 hex digits", value, "no owner (press the button to claim)")
     return None
@@ -142,7 +160,7 @@ def load_counter(log):
     except ValueError:
         _damaged(log, storage.COUNTER_FILE, None, None, "0")
         return 0
-    if value is None or storage.is_int(value, 0, 0xFFFFFFFFFFFFFFFF):
+    if value is None or is_int(value, 0, 0xFFFFFFFFFFFFFFFF):
         return value or 0
     _damaged(log, storage.COUNTER_FILE, "an integer", value, 0)
     return 0

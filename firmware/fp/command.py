@@ -23,10 +23,16 @@ REFUSAL_ACK_MS = 1000
 
 
 def _settings():
-    """fp.settings for one check (the very checks config.json gets at boot); unload it after."""
+    """fp.settings for one check (the very checks config.json gets at boot); _drop_settings after."""
     from fp import settings
 
     return settings
+
+
+def _drop_settings():
+    """Drop fp.settings, and fp.checked, which it loaded for its key and integer rules."""
+    unload("settings")
+    unload("checked")
 
 
 def set_destinations(device, args):
@@ -44,7 +50,7 @@ def set_destinations(device, args):
                 raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
             names.append(spec["name"])
     finally:
-        unload("settings")
+        _drop_settings()
     device.config["destinations"] = specs
     device.save_config()
     asyncio.create_task(device.apply_destinations_later())
@@ -58,7 +64,7 @@ def set_interval(device, args):
         highest = settings.MAX_INTERVAL_S
         is_usable = settings.is_int(interval, 1, highest)
     finally:
-        unload("settings")
+        _drop_settings()
     if sensor not in [s["name"] for s in device.board["sensors"]] or not is_usable:
         raise ProtocolError("bad-command", "set-interval needs a fitted sensor and 1..%d s" % highest)
     device.config["intervals"][sensor] = interval

@@ -1,34 +1,23 @@
-"""COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) with Ed25519, over deterministic CBOR."""
+"""COSE_Sign1 (RFC 9052 section 4.2, CBOR tag 18) with Ed25519, over deterministic CBOR.
+
+The signing half (sign1, sig_structure, the header labels) is fp.cose_sign, re-exported here: a
+running device holds only that one, and loads this module with what it parses (fp.inbound,
+fp.release), dropped after.
+"""
 
 from fp import cbor, const
+from fp.cose_sign import ALG_EDDSA, H_ALG, H_CONTENT_TYPE, H_CWT_CLAIMS, sig_structure
+from fp.cose_sign import sign1 as sign1  # re-exported: the host and the owner's tools sign here
 from fp.errors import ProtocolError
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-_TAG_SIGN1 = const(18)
-ALG_EDDSA = const(-8)  # emitted
+_TAG_SIGN1 = const(18)  # fp.cose_sign's too: a const() has no global to import
 ALG_ED25519 = const(-19)  # accepted too (RFC 9864, fully-specified Ed25519)
-_ACCEPTED_ALGS = const((ALG_EDDSA, ALG_ED25519))
-H_ALG = 1
-H_CONTENT_TYPE = 3
-H_CWT_CLAIMS = 15  # RFC 9597: CWT claims in the protected header
+_ACCEPTED_ALGS = (ALG_EDDSA, ALG_ED25519)
 _SIGNATURE_BYTES = const(64)
-
-
-def sig_structure(protected_bytes: bytes, payload: bytes) -> bytes:
-    """Return the bytes that are signed: ["Signature1", protected, external_aad = h'', payload]."""
-    return cbor.encode(["Signature1", protected_bytes, b"", payload])
-
-
-def sign1(sign: "Callable[[bytes], bytes]", protected: "dict[int, Any]", payload: bytes) -> bytes:
-    """Build a COSE_Sign1 message; `sign(bytes) -> 64 bytes` is the Ed25519 signer."""
-    protected_bytes = cbor.encode(protected)
-    signature = sign(sig_structure(protected_bytes, payload))
-    if len(signature) != _SIGNATURE_BYTES:
-        raise ValueError("signer returned %d bytes, not 64" % len(signature))
-    return cbor.encode(cbor.Tag(_TAG_SIGN1, [protected_bytes, {}, payload, signature]))
 
 
 class Sign1:

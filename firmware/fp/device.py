@@ -41,7 +41,7 @@ class Device:
         self.claim_window_until = 0
         self.claim_window_open = False
         self.latest = {}
-        self.interval_events = {}  # sensor name -> Event: a new interval applies at once
+        self.sensor_tasks = {}  # sensor name -> its loop (fp.sampling): a new interval restarts it
         self.http = None
         self.started_ms = time.ticks_ms()
         self.ota = None  # the update transfer in progress (fp.ota)
@@ -110,9 +110,23 @@ class Device:
         await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
         self.apply_destinations()
 
-    def interval_changed(self, sensor):
-        if sensor in self.interval_events:
-            self.interval_events[sensor].set()
+    def start_sampling(self, sensor):
+        """Start the loop of one fitted sensor (`sensor`: its entry in board.json)."""
+        from fp.sampling import sample_forever
+
+        self.sensor_tasks[sensor["name"]] = asyncio.create_task(sample_forever(self, sensor))
+
+    def interval_changed(self, name):
+        """A new interval applies at once: the sensor's loop starts again, a reading now, then the
+        new interval. The loop is cancelled in its sleep, its only wait: a command runs in another
+        task, so the loop cannot be anywhere else."""
+        task = self.sensor_tasks.get(name)
+        if task is None:  # safe mode: no sensor loops
+            return
+        task.cancel()
+        for sensor in self.board["sensors"]:
+            if sensor["name"] == name:
+                self.start_sampling(sensor)
 
     async def reboot_soon(self):
         await asyncio.sleep(0.5)
@@ -170,10 +184,12 @@ class Device:
             self.drop_parsers()
 
     def drop_parsers(self):
-        """Drop fp.inbound and the CBOR decoder once a command is judged (fp.command does, before
-        its operation runs); a receipts destination keeps them for its receipts."""
+        """Drop fp.inbound, the COSE parser and the CBOR decoder once a command is judged
+        (fp.command does, before its operation runs); a receipts destination keeps them for its
+        receipts."""
         if "fp.receipted" not in sys.modules:
             unload("inbound")
+            unload("cose")
             unload("cbor_decode")
 
     def on_update(self, data):
@@ -204,10 +220,8 @@ class Device:
         self.hal.start()
         self.apply_destinations()
         if not self.is_safe:
-            from fp.sampling import sample_forever
-
             for sensor in self.board["sensors"]:
-                asyncio.create_task(sample_forever(self, sensor))
+                self.start_sampling(sensor)
             if self.provision.get("http_port"):
                 from fp.http_api import HttpApi  # loaded only when on: its code lives in the heap
 

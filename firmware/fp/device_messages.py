@@ -7,7 +7,7 @@ dropped after (fp.device); fp.messages holds the rest of the protocol (the host'
 owner's and the agent's encoders) and re-exports both. See docs/protocol.md.
 """
 
-from fp import cbor, const, cose, senml
+from fp import cbor, const, cose_sign, senml
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key
 
@@ -44,7 +44,11 @@ def _device_header(content_type, device_id, boot, seq, time_s):
     claims = {SUB: device_id, CTI: counter_id(boot, seq)}
     if time_s is not None:
         claims[IAT] = int(time_s)
-    return {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: content_type, cose.H_CWT_CLAIMS: claims}
+    return {
+        cose_sign.H_ALG: cose_sign.ALG_EDDSA,
+        cose_sign.H_CONTENT_TYPE: content_type,
+        cose_sign.H_CWT_CLAIMS: claims,
+    }
 
 
 def encode_reading(
@@ -57,14 +61,14 @@ def encode_reading(
 ) -> bytes:
     """Sign a reading: [(name, unit, value), ...] as a SenML pack."""
     header = _device_header(CT_READING, device_id, boot, seq, time_s)
-    return cose.sign1(sign, header, senml.encode_pack(measurements))
+    return cose_sign.sign1(sign, header, senml.encode_pack(measurements))
 
 
 def encode_status(sign, device_id, boot, seq, state, info, time_s=None):
     """Sign a status message; `state` is "online" or "offline", `info` a map of counters."""
     body = dict(info)
     body["state"] = state
-    return cose.sign1(sign, _device_header(CT_STATUS, device_id, boot, seq, time_s), cbor.encode(body))
+    return cose_sign.sign1(sign, _device_header(CT_STATUS, device_id, boot, seq, time_s), cbor.encode(body))
 
 
 def encode_ack(
@@ -72,7 +76,7 @@ def encode_ack(
 ):
     """Sign an acknowledgement binding the SHA-256 of the command it answers and its outcome."""
     body = {"cmd": command_digest, "n": counter, "outcome": outcome, "detail": detail, "result": result}
-    return cose.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
+    return cose_sign.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
 
 
 def cose_key(public_key: bytes) -> "dict[int, Any]":
@@ -95,8 +99,8 @@ def encode_card(
         claims[IAT] = int(time_s)
     if owner_id is not None:
         claims["owner"] = owner_id
-    header = {cose.H_ALG: cose.ALG_EDDSA, cose.H_CONTENT_TYPE: CT_CARD}
-    return cose.sign1(sign, header, cbor.encode(claims))
+    header = {cose_sign.H_ALG: cose_sign.ALG_EDDSA, cose_sign.H_CONTENT_TYPE: CT_CARD}
+    return cose_sign.sign1(sign, header, cbor.encode(claims))
 
 
 def counter_of(data: "bytes | bytearray | memoryview") -> "tuple[int, int]":

@@ -342,15 +342,16 @@ class MQTTClient:
         clean: bool = True,
         subscriptions: "Iterable[tuple[str, int]]" = (),
         max_packet_bytes: int = 8192,
-        ack_timeout_s: float = 10.0,
-        max_backoff_s: float = 30.0,
+        # whole seconds as ints: a float constant is an object in the heap of a 32-bit board
+        ack_timeout_s: float = 10,
+        max_backoff_s: float = 30,
         log: "Callable[[str], Any] | None" = None,
         link_up: "Callable[[], bool] | None" = None,
         read_chunk: int = 512,
         max_inflight: int = 4,
         max_queued: int = 16,
         reconnect: bool = True,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 10,
     ):
         # checked here, once: a bad client id or will fails at construction, not at each connect
         connect_packet(client_id, keepalive_s, clean, None, broker.user, broker.password)

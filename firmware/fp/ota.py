@@ -312,6 +312,8 @@ def unload() -> None:
     """Drop this module and those only it uses: code loaded from .mpy lives in the heap."""
     for name in ("ota", "slots", "release", "cbor_decode"):
         unload_module(name)
+    if "fp.inbound" not in sys.modules:  # a receipts destination parses with fp.cose: it stays
+        unload_module("cose")
 
 
 def publish_status(device) -> None:

@@ -14,7 +14,8 @@ import json
 import sys
 
 from fp import const, sensor_types
-from fp.storage import BOARD_FILE, CONFIG_FILE, PROVISION_FILE, is_hex_key, is_int
+from fp.checked import is_hex_key, is_int  # the boot reads owner.key and cmd.cnt with them
+from fp.storage import BOARD_FILE, CONFIG_FILE, PROVISION_FILE
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:

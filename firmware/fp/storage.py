@@ -21,7 +21,6 @@ OWNER_FILE = "owner.key"  # the owner's key after a claim or hand-over
 COUNTER_FILE = "cmd.cnt"  # the last accepted owner command counter
 UPDATE_FILE = "update.json"  # the update state the status reports, kept across reboots (fp.ota)
 CHECKED_FILE = "checked.json"  # the three JSON files as the boot check left them (fp.checked)
-_HEX = b"0123456789abcdefABCDEF"  # bytes: a str iterated on MicroPython makes a pool name of each character
 
 
 def exists(path):
@@ -31,21 +30,6 @@ def exists(path):
         return True
     except OSError:
         return False
-
-
-def is_int(value, low, high):
-    """True for an integer (not a bool) in low..high."""
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def is_hex_key(value):
-    """True for an Ed25519 public key as 64 hex digits."""
-    if not isinstance(value, str) or len(value) != 64:
-        return False
-    for byte in value.encode():
-        if byte not in _HEX:
-            return False
-    return True
 
 
 def write_atomic(path, data):

@@ -28,7 +28,7 @@ step("import fp.ed25519")
 ed25519.load_table()
 step("Ed25519 table and field registers (fp.fe25519, fp.sha512v)")
 MODULES = (
-    "runtime errors storage safemode app hal_sim sensor_types ids topics cbor cose senml device_messages"
+    "runtime errors storage safemode app hal_sim sensor_types ids topics cbor cose_sign senml device_messages"
     " ringbuf mqtt destinations identity device sampling http_api"
 )
 for _name in MODULES.split():
@@ -69,8 +69,12 @@ async def _measure():
     step("destinations (Broker, MQTTClient, RingBuffer, will, 2 tasks each)")
     from fp.sampling import sample_forever
 
+    start = getattr(device, "start_sampling", None)  # older firmware: the loops are started here
     for sensor in board["sensors"]:
-        asyncio.create_task(sample_forever(device, sensor))
+        if start:
+            start(sensor)
+        else:
+            asyncio.create_task(sample_forever(device, sensor))
     step("sensor loops (%d tasks)" % len(board["sensors"]))
     device.is_safe = True
     task = asyncio.create_task(device.run())

@@ -57,7 +57,7 @@ from fp import app
 checked = app.load_settings()
 hal = app.load_hal(checked.board, checked.provision)
 device = app.build_device(hal, checked, None)
-loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.pem", "fp.receipted") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cose", "fp.messages", "fp.cbor_decode", "fp.settings", "fp.checked", "fp.pem", "fp.receipted") if n in sys.modules)
 print(loaded())
 ack = device.on_command(b"junk: not a COSE_Sign1 command")
 print(ack is not None, device.refused, loaded())
@@ -85,9 +85,9 @@ device.identity.owner_key = owner.public
 now = device.now()
 data = messages.encode_command(owner.sign, owner.public, device.device_id, 1, now, now + 60, "get-info", {})
 del messages
-for name in ("messages", "inbound", "cbor_decode"):  # the owner's encoder is the test's, not the device's
+for name in ("messages", "inbound", "cose", "cbor_decode"):  # the owner's encoder is the test's, not the device's
     unload(name)
-loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cbor_decode", "fp.settings") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.command", "fp.inbound", "fp.cose", "fp.cbor_decode", "fp.settings") if n in sys.modules)
 seen = []
 get_info = command.OPERATIONS["get-info"]
 command.OPERATIONS["get-info"] = lambda device, args: seen.append(loaded()) or get_info(device, args)
@@ -97,13 +97,45 @@ print(ack is not None, device.refused, seen, loaded())
 
 
 def test_a_command_s_operation_runs_with_the_parsers_and_the_decoder_dropped(tmp_path):
-    """The parsers and the CBOR decoder serve the judging of a command only: get-info, which
-    reports the heap, runs (and measures) without them."""
+    """The parsers, the COSE parser and the CBOR decoder serve the judging of a command only:
+    get-info, which reports the heap, runs (and measures) without them."""
     (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
     (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
     lines = run_firmware_script("micropython", OPERATION_WITHOUT_PARSERS, cwd=tmp_path).strip().splitlines()
     out = [line for line in lines if not line.startswith("fp: ")]
     assert out[-1] == "True 0 [['fp.command']] []", lines
+
+
+CHECKED_COMMANDS = """
+import sys
+from fp import app, ed25519, messages
+from fp.runtime import unload
+checked = app.load_settings()
+device = app.build_device(app.load_hal(checked.board, checked.provision), checked, None)
+owner = ed25519.SigningKey(bytes(range(32)))
+device.identity.owner_key = owner.public
+now = device.now()
+commands = [
+    messages.encode_command(owner.sign, owner.public, device.device_id, 1, now, now + 60, "set-interval", args)
+    for args in ({"sensor": "env", "interval_s": 0}, {"sensor": "env", "interval_s": 60})
+]
+for name in ("messages", "inbound", "cose", "cbor_decode"):  # the owner's encoder is the test's
+    unload(name)
+loaded = lambda: sorted(n for n in ("fp.settings", "fp.checked", "fp.command") if n in sys.modules)
+for data in commands:
+    device.on_command(data)
+    print(device.refused, device.config["intervals"], loaded())
+"""
+
+
+def test_a_command_s_settings_check_leaves_neither_the_checks_nor_the_checked_copy_loaded(tmp_path):
+    """set-interval checks its value with fp.settings, which loads fp.checked for its integer rule:
+    refused or applied, both are dropped with the command."""
+    (tmp_path / "board.json").write_text((BOARDS / "sim.json").read_text())
+    (tmp_path / "provision.json").write_text(json.dumps({"vendor": {"host": "127.0.0.1", "port": 1}}))
+    lines = run_firmware_script("micropython", CHECKED_COMMANDS, cwd=tmp_path).strip().splitlines()
+    out = [line for line in lines if not line.startswith("fp: ")]
+    assert out[-2:] == ["1 {} []", "1 {'env': 60} []"], lines
 
 
 @pytest.mark.parametrize("kind", sorted(sensor_types.TYPES))
