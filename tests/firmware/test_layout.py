@@ -74,15 +74,24 @@ def test_the_command_interpreter_and_the_parsers_are_loaded_for_a_command_and_dr
     assert out[-1] == "True 1 []"  # the junk was refused with a signed ack, and nothing stayed
 
 
-OPERATION_WITHOUT_PARSERS = """
+# A device claimed by the test's owner key (`owner`), the time as the device takes it (`now`),
+# and the encoder the owner uses (fp.messages), which the scripts below drop before the device
+# judges anything: the owner's tools are not the device's.
+OWNED_DEVICE = """
 import sys
-from fp import app, command, ed25519, messages
+from fp import app, ed25519, messages
 from fp.runtime import unload
 checked = app.load_settings()
 device = app.build_device(app.load_hal(checked.board, checked.provision), checked, None)
 owner = ed25519.SigningKey(bytes(range(32)))
 device.identity.owner_key = owner.public
 now = device.now()
+"""
+
+OPERATION_WITHOUT_PARSERS = (
+    OWNED_DEVICE
+    + """
+from fp import command
 data = messages.encode_command(owner.sign, owner.public, device.device_id, 1, now, now + 60, "get-info", {})
 del messages
 for name in ("messages", "inbound", "cose", "cbor_decode"):  # the owner's encoder is the test's, not the device's
@@ -94,6 +103,7 @@ command.OPERATIONS["get-info"] = lambda device, args: seen.append(loaded()) or g
 ack = device.on_command(data)
 print(ack is not None, device.refused, seen, loaded())
 """
+)
 
 
 def test_a_command_s_operation_runs_with_the_parsers_and_the_decoder_dropped(tmp_path):
@@ -106,15 +116,9 @@ def test_a_command_s_operation_runs_with_the_parsers_and_the_decoder_dropped(tmp
     assert out[-1] == "True 0 [['fp.command']] []", lines
 
 
-CHECKED_COMMANDS = """
-import sys
-from fp import app, ed25519, messages
-from fp.runtime import unload
-checked = app.load_settings()
-device = app.build_device(app.load_hal(checked.board, checked.provision), checked, None)
-owner = ed25519.SigningKey(bytes(range(32)))
-device.identity.owner_key = owner.public
-now = device.now()
+CHECKED_COMMANDS = (
+    OWNED_DEVICE
+    + """
 commands = [
     messages.encode_command(owner.sign, owner.public, device.device_id, 1, now, now + 60, "set-interval", args)
     for args in ({"sensor": "env", "interval_s": 0}, {"sensor": "env", "interval_s": 60})
@@ -126,6 +130,7 @@ for data in commands:
     device.on_command(data)
     print(device.refused, device.config["intervals"], loaded())
 """
+)
 
 
 def test_a_command_s_settings_check_leaves_neither_the_checks_nor_the_checked_copy_loaded(tmp_path):
