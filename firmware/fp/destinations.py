@@ -115,46 +115,37 @@ class Destination:
     # --- the sender -----------------------------------------------------------------------------
 
     async def send_forever(self):
-        ticker = asyncio.create_task(self._tick())  # no wait_for: see _tick
-        try:
-            while True:
-                item = None
-                is_urgent = False
-                if self.client.is_up and self.announced == self.client.connects:
-                    if self.acks:
-                        item, is_urgent = ("ack", self.acks[0]), True
-                    else:
-                        item = self._next()
-                elif not self.client.is_up:
-                    self.spill()
-                if item is None:
-                    self.wake.clear()
-                    await self.wake.wait()  # a message queued, the link announced, or the ticker
-                    continue
-                kind, payload = item
-                try:
-                    await self.client.publish(topics.topic(self.device_id, kind), payload, 1, False)
-                except MQTTError:
-                    await asyncio.sleep(0.2)
-                    continue
-                if is_urgent:
-                    if self.acks and self.acks[0] is payload:
-                        self.acks.pop(0)
-                    # else the link dropped meanwhile and spill() moved it to flash: it goes again
-                    # from there, a harmless duplicate, and nothing else may be popped for it
-                else:
-                    self._sent(item)
-                self.sent += 1
-        finally:
-            ticker.cancel()
-
-    async def _tick(self):
-        """Wake the sender every 0.5 s, so that it looks again whether the link went down (its
-        RAM messages then go to flash). One task for the sender's life: a wait_for on `wake`
-        holds two more for each wait (about 390 bytes on 32 bits, measured on the i386 build)."""
         while True:
-            await asyncio.sleep(0.5)
-            self.wake.set()
+            item = None
+            is_urgent = False
+            if self.client.is_up and self.announced == self.client.connects:
+                if self.acks:
+                    item, is_urgent = ("ack", self.acks[0]), True
+                else:
+                    item = self._next()
+            elif not self.client.is_up:
+                self.spill()
+            if item is None:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            kind, payload = item
+            try:
+                await self.client.publish(topics.topic(self.device_id, kind), payload, 1, False)
+            except MQTTError:
+                await asyncio.sleep(0.2)
+                continue
+            if is_urgent:
+                if self.acks and self.acks[0] is payload:
+                    self.acks.pop(0)
+                # else the link dropped meanwhile and spill() moved it to flash: it goes again
+                # from there, a harmless duplicate, and nothing else may be popped for it
+            else:
+                self._sent(item)
+            self.sent += 1
 
     def stop(self):
         self.client.stop()
