@@ -117,9 +117,9 @@ AT_REST_HEAP_BUDGET = {
 # boot's: 700 and 718 (main e8a540b: 739 and 759, which fail here). After the seventh pass: 706
 # and 724 (main 4d847e5: 699 and 717; with this branch's heap_steps.py on both, which starts the
 # sensor loops through start_sampling, 706 and 724 against 702 and 720: fp.cose_sign's name and
-# path, sensor_tasks...; _tick went with the sender's revert). Before the first command the board holds 8-9 fewer than main's
-# (619 and 635 against 627 and 644): the COSE parser's names load with the command. The budgets
-# stay.
+# path, sensor_tasks...; _tick went with the sender's revert). Before the first command the
+# board holds 8-9 fewer than main's (619 and 635 against 627 and 644): the COSE parser's names
+# load with the command. The budgets stay.
 NAMES_BUDGET = {64: 700 + 8, 32: 718 + 8}
 
 pytestmark = pytest.mark.skipif(
