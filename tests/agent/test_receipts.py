@@ -20,6 +20,7 @@ import pytest
 from fp import ids, messages
 from host_agent.api import tokens
 from host_agent.bus.broker import STABLE_S
+from host_agent.bus.mosquitto import Mosquitto
 from host_agent.rig.simdevice import SimDevice
 from host_agent.wire import nacl_public_key, nacl_verify
 from tests.agent.conftest import BOTH_STORES, HAS_MICROPYTHON, api, run_on, wait_for
@@ -301,7 +302,10 @@ def test_a_destination_without_a_receipt_key_reports_puback_delivery_beside_one_
     flash, device_id = _seeded_flash(tmp_path / "flash")
     home = {"name": "home", "host": mosquitto.host, "port": mosquitto.port}
     home["receipts"] = agent.receipts.public.hex()
-    plain = {"name": "plain", "host": mosquitto.host, "port": mosquitto.port}
+    # a broker of its own: on the agent's broker the device would subscribe to its commands twice,
+    # and the second copy of each command, refused as a replay, could be answered first
+    other = Mosquitto(tmp_path / "plain-broker").start()
+    plain = {"name": "plain", "host": other.host, "port": other.port}
     (flash / "config.json").write_text(json.dumps({"destinations": [home, plain]}))
     board = dict(FAST_BOARD, sensors=[{"name": SENSOR, "type": "counter", "interval_s": 0.2}])
     device = SimDevice(
@@ -323,6 +327,7 @@ def test_a_destination_without_a_receipt_key_reports_puback_delivery_beside_one_
         wait_for(lambda: _status(device)["buffered"] == 0, 20, "both destinations drained")
     finally:
         device.stop()
+        other.stop()
 
 
 def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive_a_power_cut(
