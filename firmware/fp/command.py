@@ -186,8 +186,17 @@ def may_answer_refusal(device):
 
 def handle(device, data):
     """Judge and apply one command; return the signed ack (also published everywhere), or None
-    for a refused command beyond the ack budget (counted in `refused` and `unanswered`)."""
+    for a refused command beyond the ack budget (counted in `refused` and `unanswered`) and for
+    a copy of the command applied last.
+
+    A command reaches the device once per destination that carries commands (the vendor's relay
+    and the owner's broker, say), and a broker may deliver a QoS 1 message again. Its first copy
+    was applied and its ack published to every destination; a later copy is the same command, not
+    a replay, so it is dropped without a second ack (a 'replay' ack could reach the agent first).
+    """
     digest = hashlib.sha256(data).digest()
+    if digest == device.last_applied:
+        return None
     counter = None
     try:
         from fp import inbound
@@ -198,6 +207,7 @@ def handle(device, data):
         inbound = None
         device.drop_parsers()  # judged: the operation runs without the parsers and the decoder
         result = apply(device, command, operation)
+        device.last_applied = digest
         outcome, detail = "applied", ""
     except ProtocolError as error:
         device.refused += 1

@@ -36,6 +36,7 @@ class Device:
         self.destinations = {}  # name -> fp.destinations.Destination, as config.json lists them
         self.refused = 0
         self.unanswered = 0  # refused commands beyond the ack budget: counted, not answered
+        self.last_applied = None  # the SHA-256 of the command applied last: its copies are dropped
         self.refusal_acks = None  # fp.command's ack budget: a full bucket until the first refusal
         self.refusal_acks_ms = 0
         self.claim_window_until = 0

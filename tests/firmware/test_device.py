@@ -136,6 +136,50 @@ def test_owner_switches_destinations_instead_of_and_in_addition_to(
         home_broker.stop()
 
 
+def test_a_command_reaching_the_device_by_two_paths_is_applied_once_and_answered_once(
+    mosquitto, collector_factory, sim_devices, tmp_path
+):
+    """The vendor's relay and the owner's broker both carry commands: the agent sends each one
+    through both, and the copy that comes second must not be answered 'replay' (or, for a
+    claim, 'not-owner'), since that answer could reach the agent before the applied one."""
+    import json
+
+    home_broker = Mosquitto(tmp_path / "home").start()
+    try:
+        vendor, home = collector_factory(mosquitto), collector_factory(home_broker)
+        owner = Owner(tmp_path / "owner.key")
+        flash = tmp_path / "flash"
+        home_spec = {"name": "home", "host": home_broker.host, "port": home_broker.port}
+        flash.mkdir()
+        (flash / "config.json").write_text(json.dumps({"destinations": [{"name": "vendor"}, home_spec]}))
+        device = sim_devices(flash, (mosquitto.host, mosquitto.port), counter_board()).start()
+        device_id = device.device_id()
+        wait_for(lambda: vendor.values("n") and home.values("n"), 15, "readings at both")
+
+        def both_paths(data: bytes) -> dict:
+            digest = hashlib.sha256(data).digest()
+            for collector in (vendor, home):
+                collector.client.publish(topics.topic(device_id, "command"), data, qos=1)
+            wait_for(lambda: digest in vendor.acks and digest in home.acks, 10, "the ack at both")
+            return vendor.acks[digest]
+
+        device.press_button()
+        wait_for(lambda: any("claim window" in line for line in device.log), 10, "the claim window")
+        claim = owner.command(device_id, "claim", {"owner": owner.public})
+        assert both_paths(claim)["outcome"] == "applied"
+        commands = [owner.command(device_id, "get-info", {}) for _ in range(3)]
+        for data in commands:
+            assert both_paths(data)["outcome"] == "applied"
+        info = both_paths(owner.command(device_id, "get-info", {}))
+        assert info["result"]["refused"] == 0
+        for collector in (vendor, home):
+            with collector.lock:
+                outcomes = [ack["outcome"] for ack in collector.ack_log]
+            assert outcomes == ["applied"] * 5, outcomes  # one ack per command, at each broker
+    finally:
+        home_broker.stop()
+
+
 def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_nothing(
     owned_counter_device,
 ):
@@ -182,6 +226,11 @@ def test_forged_replayed_expired_misaddressed_and_malformed_commands_change_noth
         return ack
 
     assert send(applied)["outcome"] == "applied"
+    # a copy of the command applied last (a second path, a broker's redelivery) gets no second
+    # ack: the next ack in the log answers the next command
+    vendor.client.publish(topics.topic(device_id, "command"), applied, qos=1)
+    assert send(owner.command(device_id, "get-info", {}))["outcome"] == "applied"
+    # an older command sent again is a replay
     assert send(applied)["outcome"] == "replay"
     for reason, data in cases.items():
         assert send(data)["outcome"] == reason
