@@ -13,10 +13,11 @@ import hashlib
 import json
 import sys
 
-from fp import FIRMWARE_VERSION, storage
+from fp import FIRMWARE_VERSION, const, storage
 from fp.runtime import unload
 
-_HEX = b"0123456789abcdefABCDEF"  # bytes: a str iterated on MicroPython makes a pool name of each character
+# bytes: a str iterated on MicroPython makes a pool name of each character; const: no name for it
+_HEX = const(b"0123456789abcdefABCDEF")
 
 
 def is_int(value, low, high):

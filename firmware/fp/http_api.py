@@ -38,7 +38,7 @@ _STATUS_TEXT = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
-_BUSY = (
+_BUSY = const(
     b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 _ID_LENGTH = const(24)  # base32 characters: 120 bits of SHA-256(public key)
 # bytes, not str: on MicroPython each distinct one-character str a program makes (by indexing or
 # iterating a str) becomes a name in the qstr pool for good; bytes give ints
-_ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
+_ALPHABET = const(b"abcdefghijklmnopqrstuvwxyz234567")
 
 
 def base32(data: bytes) -> str:
