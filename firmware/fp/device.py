@@ -41,7 +41,7 @@ class Device:
         self.refusal_acks_ms = 0
         self.claim_window_until = 0
         self.claim_window_open = False
-        self.latest = {}
+        self.latest = {}  # sensor name -> its newest signed reading, for the HTTP API only
         self.sensor_tasks = {}  # sensor name -> its loop (fp.sampling): a new interval restarts it
         self.http = None
         self.started_ms = time.ticks_ms()
