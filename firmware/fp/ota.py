@@ -366,6 +366,6 @@ def at_boot(update: "Any") -> "dict[str, Any] | None":
 
 def confirm(device) -> None:
     """The release on probation delivered its first reading: make it the active release."""
-    slots.confirm_trial()
+    slot_install.confirm_trial()
     record(device, dict(device.update, state=CONFIRMED))
     log("update %s confirmed by its first delivered reading" % device.update.get("release"))

@@ -1,4 +1,5 @@
-"""The install of an update into the inactive slot (fp.slots), loaded only with an update (fp.ota).
+"""The install of an update into the inactive slot (fp.slots), and its confirmation: loaded only
+with an update, or once a trial release delivered its first reading (fp.ota).
 
 A checked release (fp.release) is written chunk by chunk into the slot folder not in use, then
 made the trial release by one atomic write of `slot.json` (fp.slots.save_state).
@@ -17,6 +18,20 @@ def inactive_slot(state):
 def staged(state, slot):
     """The state that makes the release in `slot` the trial: the atomic switch."""
     return {"active": state["active"], "trial": slot, "tries": 0}
+
+
+def confirmed(state):
+    """The state once the trial release has proved itself (its first delivered reading)."""
+    if state["trial"] is None:
+        return state
+    return {"active": state["trial"], "trial": None, "tries": 0}
+
+
+def confirm_trial():
+    """The running trial release delivered its first reading: make it the active one (fp.ota.confirm)."""
+    state = slots.load_state()
+    if state["trial"] is not None:
+        slots.save_state(confirmed(state))
 
 
 def _makedirs(path):

@@ -1,31 +1,32 @@
 """A/B firmware slots: which release boots, its probation, confirmation and rollback.
 
-The flash root holds the release the board was flashed with (FACTORY); an update is written into
+The flash root holds the release the board was flashed with (the factory release); an update is written into
 the slot folder not in use (`slot_a` or `slot_b`) and becomes the trial release by one atomic write
 of `slot.json` (fp.storage.write_atomic: a power cut leaves the old record or the new one). A trial
-release boots on probation: each boot counts a try before it runs; it is confirmed (made active) by
-`confirmed`, or after `max_tries` boots that were not confirmed the next boot goes back to the
-active release. Until the switch the active release is never touched, so a power cut at any
-step boots the old release, and after it the new one on probation. The install itself is
-fp.slot_install's, loaded with an update: main.py loads this module at every boot, and each
-name a module holds stays in the board's name pool (qstrs) for good.
+release boots on probation: each boot counts a try before it runs; it is confirmed (made active)
+by fp.slot_install.confirmed, or after `max_tries` boots that were not confirmed the next boot
+goes back to the active release. Until the switch the active release is never touched, so a
+power cut at any step boots the old release, and after it the new one on probation. The install
+and the confirmation are fp.slot_install's, loaded with an update or a trial release's first
+delivered reading: main.py loads this module at every boot, and each name a module holds stays
+in the board's name pool (qstrs) for good.
 """
 
 import json
 import os
 
-from fp import storage
+from fp import const, storage
 
 STATE_FILE = "slot.json"
 MANIFEST_FILE = "manifest.cose"
-FACTORY = ""  # the flash root
-SLOTS = ("slot_a", "slot_b")
+_FACTORY = const("")  # the flash root
+_SLOTS = const(("slot_a", "slot_b"))
 HISTORY_FILE = "boot.hist"  # fp.safemode's record (not imported: main.py loads this module alone)
-MAX_TRIES = 3  # boots a trial release gets to become stable before the active one boots again
+_MAX_TRIES = const(3)  # boots a trial release gets to become stable before the active one boots again
 
 
 def default_state():
-    return {"active": FACTORY, "trial": None, "tries": 0}
+    return {"active": _FACTORY, "trial": None, "tries": 0}
 
 
 def parse_state(raw):
@@ -33,9 +34,9 @@ def parse_state(raw):
     if not isinstance(raw, dict):
         return default_state()
     active, trial, tries = raw.get("active"), raw.get("trial"), raw.get("tries")
-    if active != FACTORY and active not in SLOTS:
+    if active != _FACTORY and active not in _SLOTS:
         return default_state()
-    if trial is not None and (trial not in SLOTS or trial == active):
+    if trial is not None and (trial not in _SLOTS or trial == active):
         trial = None
     if not isinstance(tries, int) or isinstance(tries, bool) or not 0 <= tries <= 255:
         tries = 0
@@ -52,17 +53,10 @@ def choose_boot(state, max_tries):
     return trial, {"active": state["active"], "trial": trial, "tries": state["tries"] + 1}, "probation"
 
 
-def confirmed(state):
-    """The state once the trial release has proved itself (its first delivered reading)."""
-    if state["trial"] is None:
-        return state
-    return {"active": state["trial"], "trial": None, "tries": 0}
-
-
 def boot_folder():
     """Choose the release this boot runs, record the try, return (folder, event) (main.py)."""
     state = load_state()
-    folder, chosen, event = choose_boot(state, MAX_TRIES)
+    folder, chosen, event = choose_boot(state, _MAX_TRIES)
     if chosen != state:
         save_state(chosen)
     if event == "rolled-back":  # the unstable boots were the trial's: the old release starts afresh
@@ -77,13 +71,6 @@ def abandon_trial():
     """The trial release could not even start: go back to the active release at once."""
     state = load_state()
     save_state({"active": state["active"], "trial": None, "tries": 0})
-
-
-def confirm_trial():
-    """The running trial release got stable: make it the active one (fp.safemode's mark_stable)."""
-    state = load_state()
-    if state["trial"] is not None:
-        save_state(confirmed(state))
 
 
 def load_state():

@@ -46,7 +46,7 @@ print(json.dumps(steps + ["done"]))
 
 BOOT = """
 import sys, json, hashlib
-from fp import release, slots
+from fp import release, slot_install, slots
 folder, state, event = slots.choose_boot(slots.load_state(), MAX_TRIES)
 slots.save_state(state)
 prefix = folder + "/" if folder else ""
@@ -60,7 +60,7 @@ for path, size, digest in booted.files:
     except OSError:
         whole = False
 if open("mode").read() == "confirm":  # the first delivered reading of the trial release
-    slots.save_state(slots.confirmed(state))
+    slots.save_state(slot_install.confirmed(state))
 print(json.dumps([folder, list(booted.version), event, whole]))
 """.replace("MAX_TRIES", str(MAX_TRIES))
 
@@ -242,7 +242,7 @@ def test_a_trial_release_that_crashes_after_starting_is_rolled_back_after_max_tr
     device = sim_devices(
         flash, ("127.0.0.1", 1), counter_board(), code=build.path, provision={"safe_mode_boots": MAX_TRIES}
     )  # a vendor that never answers: nothing delivered, so only a crash decides
-    for _ in range(slots.MAX_TRIES):
+    for _ in range(MAX_TRIES):
         device.start()
         assert device.wait_exit() == 0, "\n".join(device.log)  # crash, then the sim's reset
         assert "fp: boot release in slot_a (probation)" in device.log
@@ -279,6 +279,6 @@ def test_the_boot_s_choice_of_release_leaves_none_of_the_install_s_names_in_the_
     out = run_firmware_script("micropython", BOOT_NAMES, cwd=tmp_path)
     at_boot, with_install = out.split("install loaded")
     assert "('', 'normal')" in at_boot
-    for name in ("Installer", "_remove_tree", "_makedirs", "inactive_slot", "staged"):
+    for name in ("Installer", "_remove_tree", "_makedirs", "inactive_slot", "staged", "confirm_trial"):
         assert f"Q({name})" not in at_boot, name
         assert f"Q({name})" in with_install, name  # the names are the install's, made when it loads
