@@ -107,10 +107,6 @@ class Device:
     def apply_destinations(self):
         destinations.apply(self, self.config["destinations"])
 
-    async def apply_destinations_later(self):
-        await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
-        self.apply_destinations()
-
     def start_sampling(self, sensor):
         """Start the loop of one fitted sensor (`sensor`: its entry in board.json)."""
         from fp.sampling import sample_forever

@@ -7,6 +7,8 @@ files (host_agent/boards.py runs the device's own check). A new type is one entr
 driver method in each hardware layer that can read it.
 """
 
+from fp import const
+
 # Every port that has a hardware layer (fp.hal_esp32: "esp32", fp.hal_sim: "unix").
 PORTS = ("esp32", "unix")
 # type -> (ports, needs, driver, metrics).
@@ -22,13 +24,14 @@ TYPES = {
     # the sample number itself: lets tests see that no reading is missing (sim board only)
     "counter": (("unix",), None, "counter", ((None, None),)),
 }
-NAMES = ("internal-temp", "adc", "dht22", "bme280", "counter")  # TYPES' keys in the order shown
+# TYPES' keys in the order shown (a MicroPython dict has none); const: no name for it on a board
+_NAMES = const(("internal-temp", "adc", "dht22", "bme280", "counter"))
 DEFAULT_I2C_ADDRESS = 0x76
 
 
 def for_port(port):
     """The sensor types a board of `port` can read, in a stable order."""
-    return tuple(name for name in NAMES if port in TYPES[name][0])
+    return tuple(name for name in _NAMES if port in TYPES[name][0])
 
 
 def read(hal, sensor):
