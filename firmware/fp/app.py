@@ -78,10 +78,9 @@ def main():
     hal = None
     history = None
     try:
-        # The 12 KB Ed25519 table (in the heap unless read in place from ROMFS) needs one
-        # contiguous block: take it while the heap is still empty, before boot's short-lived
-        # allocations (settings, JSON) fragment it (main.py has taken it already, before
-        # importing this module; then this is a no-op).
+        # The Ed25519 table first: a missing or truncated one fails here, before anything starts
+        # (main.py has opened it already, before importing this module; then this is a no-op).
+        # It takes no heap: read in place from ROMFS, else an entry at a time from its file.
         ed25519.load_table()
         checked = load_settings()
         provision = checked.provision
