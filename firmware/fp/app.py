@@ -29,11 +29,19 @@ def load_hal(board, provision):
 
 
 def crash_line(error):
-    """Return the traceback of `error` on one line, as the log keeps it."""
+    """Return the traceback of `error` on one line, as the log keeps it.
+
+    A board's fp modules are compiled without line numbers (mpy-cross -O3), and MicroPython then
+    says "line 1" for each of their frames: left out, the frame names the module and function.
+    """
     buffer = io.StringIO()
     sys.print_exception(error, buffer)  # pyright: ignore[reportArgumentType] (MicroPython takes any stream)
     text = buffer.getvalue()  # pyright: ignore[reportAttributeAccessIssue] (the stubs' StringIO has no getvalue)
-    lines = [line.strip() for line in text.strip().split("\n")]
+    lines = []
+    for line in text.strip().split("\n"):
+        line = line.strip()
+        # line 1 of an fp module is its docstring: no frame is ever there
+        lines.append(line.replace(", line 1,", ",") if line.startswith('File "fp.') else line)
     return " | ".join(lines[-1:] + lines[:-1])  # what happened first, then where
 
 
