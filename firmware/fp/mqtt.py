@@ -30,6 +30,8 @@ Failure modes it survives (each drops the connection and reconnects, never crash
   never sends, anything but a PUBLISH beyond `max_packet_bytes`, a PUBREC or PUBCOMP for no QoS 2
   publish of ours waiting for it, a PUBACK for a QoS 2 one): MQTTError, reconnect (a PUBREC again
   for one whose PUBREL went is answered with the PUBREL again: brokers do send them);
+- a MemoryError while connecting or serving (a heap too full or too fragmented for a packet just
+  then): the connection and its buffers dropped, reconnect; it never ends the client's task;
 - a PUBLISH beyond `max_packet_bytes`: read past without holding it, acknowledged (a broker would
   otherwise send it again on every connection), counted in `oversized` and logged;
 - a QoS 2 PUBLISH (a broker sends none for QoS 0/1 subscriptions, but may): PUBREC, delivered
@@ -451,6 +453,8 @@ class MQTTClient:
                 failure = MQTTError("timeout", "connect")
             except EOFError:
                 failure = MQTTError("closed", "connection closed by the broker")
+            except MemoryError:  # a packet or a TLS buffer the heap could not hold just now
+                failure = MQTTError("memory", "out of memory")
             except (OSError, ValueError, IndexError) as error:
                 reason = "network" if isinstance(error, OSError) else "protocol"
                 tls = self.broker.tls
