@@ -28,8 +28,8 @@ if _folder:
 elif _event == "rolled-back":
     print("fp: the trial release never got stable: rolled back")
 
-# The 12 KB Ed25519 table needs one contiguous block when it is read into the heap (from .mpy
-# files; from a ROMFS image it is read in place): take it first, while the heap is still empty.
+# The Ed25519 table is opened (and its size checked) before the application is imported: a trial
+# release without a good one rolls back here. It takes no heap (fp.ed25519.load_table).
 try:
     from fp import ed25519
 

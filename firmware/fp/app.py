@@ -31,11 +31,19 @@ def load_hal(board, provision):
 
 
 def crash_line(error):
-    """Return the traceback of `error` on one line, as the log keeps it."""
+    """Return the traceback of `error` on one line, as the log keeps it.
+
+    A board's fp modules are compiled without line numbers (mpy-cross -O3), and MicroPython then
+    says "line 1" for each of their frames: left out, the frame names the module and function.
+    """
     buffer = io.StringIO()
     sys.print_exception(error, buffer)  # pyright: ignore[reportArgumentType] (MicroPython takes any stream)
     text = buffer.getvalue()  # pyright: ignore[reportAttributeAccessIssue] (the stubs' StringIO has no getvalue)
-    lines = [line.strip() for line in text.strip().split("\n")]
+    lines = []
+    for line in text.strip().split("\n"):
+        line = line.strip()
+        # line 1 of an fp module is its docstring: no frame is ever there
+        lines.append(line.replace(", line 1,", ",") if line.startswith('File "fp.') else line)
     return " | ".join(lines[-1:] + lines[:-1])  # what happened first, then where
 
 
@@ -80,10 +88,9 @@ def main():
     hal = None
     history = None
     try:
-        # The 12 KB Ed25519 table (in the heap unless read in place from ROMFS) needs one
-        # contiguous block: take it while the heap is still empty, before boot's short-lived
-        # allocations (settings, JSON) fragment it (main.py has taken it already, before
-        # importing this module; then this is a no-op).
+        # The Ed25519 table first: a missing or truncated one fails here, before anything starts
+        # (main.py has opened it already, before importing this module; then this is a no-op).
+        # It takes no heap: read in place from ROMFS, else an entry at a time from its file.
         ed25519.load_table()
         checked = load_settings()
         provision = checked.provision

@@ -1,8 +1,8 @@
 """Ed25519 (RFC 8032) for MicroPython and CPython: sign with a fixed-base table, verify as libsodium.
 
 Points are in extended coordinates (X, Y, Z, T). [r]B uses a 12 KB table generated on the host
-(firmware/tools/gen_ed25519_table.py): read in place from flash when the firmware runs from a ROMFS
-image (no heap), else read into one buffer on first use.
+(firmware/tools/gen_ed25519_table.py), never in the heap: read in place from flash when the
+firmware runs from a ROMFS image, else from its file, kept open, one 96-byte entry per addition.
 
 Two field arithmetics. Where MicroPython has viper (unix port, ESP32), signing ([r]B and its
 encoding) runs on fp.fe25519: 16-bit limbs in one preallocated buffer of registers, so a signature
@@ -36,7 +36,8 @@ except (ImportError, SyntaxError):  # no viper here (CPython, the webassembly po
 
 L = 2**252 + 27742317777372353535851937790883648493
 _TABLE_BYTES = const(12288)  # 16 rows of 8 multiples, 96 bytes each
-_TABLE = None
+_ENTRY_BYTES = const(96)
+_TABLE = None  # a memoryview of flash, else the table's file, kept open
 
 
 class BadSignatureError(ValueError):
@@ -44,30 +45,39 @@ class BadSignatureError(ValueError):
 
 
 def load_table(path=None):
-    """Return the fixed-base table (once loaded, the same buffer each time).
+    """Open the fixed-base table (once; the same object each time) and return it.
 
-    From a ROMFS image (vfs.VfsRom: its files are memory-mapped) the table is read in place, a
-    memoryview of the flash; from any other file system it is read into one bytearray, taken
-    whole while the heap is still empty (main.py loads it first).
+    From a ROMFS image (vfs.VfsRom: its files are memory-mapped) it is a memoryview of the flash,
+    read in place; from any other file system it is the file itself, kept open, and each step
+    reads the one 96-byte entry it needs (table_entry): either way the 12 KB never enter the heap.
     """
     global _TABLE
     if _TABLE is None:
         if path is None:
             path = __file__.rsplit("/", 1)[0] + "/ed25519_base.bin"
-        with open(path, "rb") as f:
-            try:
-                data = memoryview(f)  # pyright: ignore[reportArgumentType] (a VfsRom file has the buffer protocol)
-                size, extra = len(data), b""
-            except TypeError:  # a file to read: straight into one buffer, no growing copies
-                data = bytearray(_TABLE_BYTES)
-                size = f.readinto(data)
-                extra = f.read(1)
-        if size != _TABLE_BYTES or extra:
+        f = open(path, "rb")
+        try:
+            table = memoryview(f)  # pyright: ignore[reportArgumentType] (a VfsRom file has the buffer protocol)
+            size = len(table)
+            f.close()  # the memoryview of a mapped file outlives it
+        except TypeError:  # a file to read: an entry at a time
+            table, size = f, f.seek(0, 2)
+        if size != _TABLE_BYTES:
+            f.close()
             raise ValueError(
                 "Ed25519 table %s is not %d bytes: rebuild it (firstparty build)" % (path, _TABLE_BYTES)
             )
-        _TABLE = data
+        _TABLE = table
     return _TABLE
+
+
+def table_entry(index):
+    """Return the table's entry `index` (96 bytes: ypx, ymx, 2dxy)."""
+    table = load_table()
+    if isinstance(table, memoryview):
+        return table[_ENTRY_BYTES * index : _ENTRY_BYTES * (index + 1)]
+    table.seek(_ENTRY_BYTES * index)
+    return table.read(_ENTRY_BYTES)
 
 
 def _digits(scalar, out):
@@ -108,7 +118,10 @@ def _base_encode(scalar):
         from fp import ed25519_int
 
         return ed25519_int.base_encode(scalar)
-    load_table()
+    table = load_table()
+    # read in place from flash, else each entry read from the file into one buffer (as table_entry)
+    file = None if isinstance(table, memoryview) else table
+    entry = bytearray(_ENTRY_BYTES if file else 0)
     f, m = fe25519, fe25519.MEMORY
     digits = _DIGITS
     _digits(scalar, digits)
@@ -138,7 +151,13 @@ def _base_encode(scalar):
                 continue
             # X, Y, Z, T += the table's entry for |digit|, negated if digit < 0 (fp.ed25519_int's _madd)
             negative = digit < 0
-            f.load(m, _ENTRY, _TABLE, row * 8 + (-digit if negative else digit) - 1)
+            index = row * 8 + (-digit if negative else digit) - 1
+            if file is None:
+                f.load(m, _ENTRY, table, index)
+            else:
+                file.seek(_ENTRY_BYTES * index)
+                file.readinto(entry)
+                f.load(m, _ENTRY, entry, 0)
             ypx, ymx = (_ENTRY + 16, _ENTRY) if negative else (_ENTRY, _ENTRY + 16)
             f.add(m, _R0, _Y, _X)
             f.mul(m, _R0, _R0, ypx)  # a

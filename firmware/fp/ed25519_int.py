@@ -10,7 +10,7 @@ public key not in libsodium's small-order blocklist, the public key canonical (y
 cofactorless equation encode([S]B - [h]A) == R byte for byte.
 """
 
-from fp.ed25519 import BadSignatureError, L, _digits, _hash_mod_l, load_table
+from fp.ed25519 import BadSignatureError, L, _digits, _hash_mod_l, table_entry
 
 P = 2**255 - 19
 
@@ -121,17 +121,17 @@ def _finish(e, h, g, f):
     )
 
 
-def _madd(X, Y, Z, T, table, offset, negative):
-    # Add (or subtract) the affine Niels point stored at table[offset:offset + 96].
-    ypx = int.from_bytes(table[offset : offset + 32], "little")
-    ymx = int.from_bytes(table[offset + 32 : offset + 64], "little")
+def _madd(X, Y, Z, T, entry, negative):
+    # Add (or subtract) the affine Niels point of a table entry (fp.ed25519.table_entry).
+    ypx = int.from_bytes(entry[:32], "little")
+    ymx = int.from_bytes(entry[32:64], "little")
     if negative:
         ypx, ymx = ymx, ypx
     a = (Y + X) * ypx
     a = (a & _M) + 19 * (a >> 255)
     b = (Y - X) * ymx
     b = (b & _M) + 19 * (b >> 255)
-    c = T * int.from_bytes(table[offset + 64 : offset + 96], "little")
+    c = T * int.from_bytes(entry[64:96], "little")
     c = (c & _M) + 19 * (c >> 255)
     d = Z + Z
     if negative:
@@ -164,7 +164,6 @@ def _cadd(X, Y, Z, T, cached, negative):
 
 def _base_mult(scalar):
     """Return [scalar]B in extended coordinates for 0 <= scalar < L, using the fixed-base table."""
-    table = load_table()
     digits = bytearray(64)
     _digits(scalar, digits)
     X, Y, Z, T = 0, 1, 1, 0
@@ -175,9 +174,9 @@ def _base_mult(scalar):
         for row in range(16):
             d = digits[4 * row + column] - 8
             if d > 0:
-                X, Y, Z, T = _madd(X, Y, Z, T, table, (row * 8 + d - 1) * 96, False)
+                X, Y, Z, T = _madd(X, Y, Z, T, table_entry(row * 8 + d - 1), False)
             elif d < 0:
-                X, Y, Z, T = _madd(X, Y, Z, T, table, (row * 8 - d - 1) * 96, True)
+                X, Y, Z, T = _madd(X, Y, Z, T, table_entry(row * 8 - d - 1), True)
     return X, Y, Z, T
 
 
@@ -240,7 +239,6 @@ def verify(public, message, signature):
 
 def _double_scalar(k, point, s):
     """Return [k]point + [s]B (Straus, shared doublings; B multiples from the table's first row)."""
-    table = load_table()
     multiples = [_cached(*point)]  # [j]point for j = 1..8
     current = point
     for _ in range(7):
@@ -260,7 +258,7 @@ def _double_scalar(k, point, s):
             X, Y, Z, T = _cadd(X, Y, Z, T, multiples[abs(d) - 1], d < 0)
         d = s_digits[i] - 8
         if d > 0:
-            X, Y, Z, T = _madd(X, Y, Z, T, table, (d - 1) * 96, False)
+            X, Y, Z, T = _madd(X, Y, Z, T, table_entry(d - 1), False)
         elif d < 0:
-            X, Y, Z, T = _madd(X, Y, Z, T, table, (-d - 1) * 96, True)
+            X, Y, Z, T = _madd(X, Y, Z, T, table_entry(-d - 1), True)
     return X, Y, Z, T

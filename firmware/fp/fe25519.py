@@ -5,9 +5,9 @@ One bytearray, `MEMORY` (704 bytes), holds the registers: a field element is 16 
 of a value is its register's bytes, and an operation allocates nothing: no big integer is ever
 created. Its first 640 bytes are also SHA-512's message schedule (fp.sha512v): a compression
 rewrites them whole and never runs in the middle of point arithmetic, so the two never meet. The
-Ed25519 fixed-base table (12 KB) is a buffer of its own (fp.ed25519.load_table): read in place
-from flash when the firmware runs from a ROMFS image, so it takes no heap there; `load` copies one
-of its entries into three registers. Every operation leaves its result "normalised": each limb
+Ed25519 fixed-base table (12 KB) is never in the heap (fp.ed25519.load_table): read in place from
+flash when the firmware runs from a ROMFS image, else one 96-byte entry at a time from its file;
+`load` copies an entry into three registers. Every operation leaves its result "normalised": each limb
 < 2^16 (the value < 2^256, reduced modulo p only by `canonical`).
 
 Written for 32-bit words (ESP32, the i386 unix port) and correct on 64-bit ones: a limb product is

@@ -2,8 +2,9 @@
 
 Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
 backoff and jitter; the application sees `is_up`, `wait_up()`, the `on_up` coroutine (awaited
-after each connect), `publish()`, `subscribe()`, `unsubscribe()` and one callback,
-`on_message(message)` with a `Message`. (No `up`/`down` events as mqtt_as has: nothing waited on
+after each connect), `publish()` and one callback, `on_message(message)` with a `Message`. The
+subscriptions are the constructor's, made again on every connect: subscribing and unsubscribing
+while connected is fp.mqtt_subscribe's (the host's and the tests'; a board never does). (No `up`/`down` events as mqtt_as has: nothing waited on
 them, and each held two asyncio.Event objects per client.)
 It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/bus/ackclient.py).
 
@@ -29,6 +30,8 @@ Failure modes it survives (each drops the connection and reconnects, never crash
   never sends, anything but a PUBLISH beyond `max_packet_bytes`, a PUBREC or PUBCOMP for no QoS 2
   publish of ours waiting for it, a PUBACK for a QoS 2 one): MQTTError, reconnect (a PUBREC again
   for one whose PUBREL went is answered with the PUBREL again: brokers do send them);
+- a MemoryError while connecting or serving (a heap too full or too fragmented for a packet just
+  then): the connection and its buffers dropped, reconnect; it never ends the client's task;
 - a PUBLISH beyond `max_packet_bytes`: read past without holding it, acknowledged (a broker would
   otherwise send it again on every connection), counted in `oversized` and logged;
 - a QoS 2 PUBLISH (a broker sends none for QoS 0/1 subscriptions, but may): PUBREC, delivered
@@ -81,7 +84,6 @@ _PUBREL = const(0x62)  # with its fixed flags 0010 (MQTT-3.6.1-1)
 _PUBCOMP = const(0x70)
 _SUBSCRIBE = const(0x82)  # flags 0010 (MQTT-3.8.1-1)
 _SUBACK = const(0x90)
-_UNSUBSCRIBE = const(0xA2)  # flags 0010 (MQTT-3.10.1-1)
 _UNSUBACK = const(0xB0)
 _PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
@@ -234,17 +236,6 @@ def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]")
             raise ValueError("subscription qos must be 0, 1 or 2")
         body += _string(topic_filter, "topic filter") + bytes((qos,))
     return bytes((_SUBSCRIBE,)) + _remaining_length(len(body)) + body
-
-
-def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
-    """Return the bytes of an UNSUBSCRIBE packet for [filter, ...]."""
-    if not topic_filters:
-        raise ValueError("UNSUBSCRIBE needs at least one filter")  # MQTT-3.10.3-2
-    body = struct.pack(">H", packet_id)
-    for topic_filter in topic_filters:
-        check_filter(topic_filter)
-        body += _string(topic_filter, "topic filter")
-    return bytes((_UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
 
 
 class Broker:
@@ -445,27 +436,6 @@ class MQTTClient:
         if entry.error:
             raise entry.error
 
-    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
-        """Subscribe (kept on every reconnect); return the granted QoS.
-
-        Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
-        subscribe_packet(1, [(topic_filter, qos)])
-        granted = await self._request("sub", [(topic_filter, qos)])
-        code = granted[0] if granted else _SUBACK_FAILURE
-        self.granted[topic_filter] = code
-        if code == _SUBACK_FAILURE:
-            raise MQTTError("subscription-refused", topic_filter)
-        if (topic_filter, qos) not in self.subscriptions:
-            self.subscriptions.append((topic_filter, qos))
-        return code
-
-    async def unsubscribe(self, topic_filter: str) -> None:
-        """Unsubscribe (and no longer subscribe on reconnect); return once UNSUBACK came."""
-        check_filter(topic_filter)
-        self.subscriptions = [s for s in self.subscriptions if s[0] != topic_filter]
-        self.granted.pop(topic_filter, None)
-        await self._request("unsub", [topic_filter])
-
     async def run(self) -> None:
         """Connect, serve, and reconnect (until stop(); once only with reconnect=False)."""
         backoff = min(0.5, self.max_backoff_s)
@@ -483,6 +453,8 @@ class MQTTClient:
                 failure = MQTTError("timeout", "connect")
             except EOFError:
                 failure = MQTTError("closed", "connection closed by the broker")
+            except MemoryError:  # a packet or a TLS buffer the heap could not hold just now
+                failure = MQTTError("memory", "out of memory")
             except (OSError, ValueError, IndexError) as error:
                 reason = "network" if isinstance(error, OSError) else "protocol"
                 tls = self.broker.tls
@@ -644,26 +616,6 @@ class MQTTClient:
         packet_id = self._new_id()
         self._requests[packet_id] = request
         return packet_id, request
-
-    async def _request(self, kind: str, items: "list[Any]") -> "Any":
-        if self._stopped:
-            raise MQTTError("stopped")
-        if not self.is_up:
-            raise MQTTError("down", "not connected")
-        packet_id, request = self._request_start(kind, items)
-        packet = subscribe_packet(packet_id, items) if kind == "sub" else unsubscribe_packet(packet_id, items)
-        await self._send(packet)
-        try:
-            await asyncio.wait_for(request.done.wait(), self.ack_timeout_s)
-        except asyncio.TimeoutError:
-            self._requests.pop(packet_id, None)
-            self.reconnect(
-                "no %s within %.1f s" % ("SUBACK" if kind == "sub" else "UNSUBACK", self.ack_timeout_s)
-            )
-            raise MQTTError("timeout", "no acknowledgement of the request")
-        if request.error:
-            raise request.error
-        return request.result
 
     async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of

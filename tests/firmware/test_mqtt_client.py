@@ -106,6 +106,103 @@ print(json.dumps({{"errors": client.errors, "samples": samples, "up": client.is_
     assert max(rest) - first < 2048, f"heap grew across reconnects: {result['samples']}"
 
 
+def _big_publish_broker(server: socket.socket, pubacks: list[bytes]) -> None:
+    """Two connections: on each, CONNACK and a 7,000-byte QoS 1 PUBLISH (the first one waits for
+    the client's 'ready'); what the client sends back is kept."""
+    big = publish_packet("t/big", b"x" * 7000, 1, False, 1)
+    with server:
+        for attempt in range(2):
+            connection, _ = server.accept()
+            with connection:
+                connection.settimeout(20)
+                connection.recv(1024)  # CONNECT
+                connection.sendall(b"\x20\x02\x00\x00")
+                received = b""
+                while attempt == 0 and b"ready" not in received:
+                    chunk = connection.recv(1024)
+                    if not chunk:
+                        return
+                    received += chunk
+                connection.sendall(big)
+                received = b""
+                try:
+                    while b"\x40\x02\x00\x01" not in received:
+                        chunk = connection.recv(1024)
+                        if not chunk:
+                            break
+                        received += chunk
+                except ConnectionResetError:  # the client dropped the connection unread
+                    pass
+                pubacks.append(received)
+
+
+def test_a_heap_too_fragmented_for_a_packet_drops_the_connection_and_the_client_reconnects(micropython):
+    """A MemoryError while reading (a board's heap full or fragmented just then) is a failed
+    connection like any other: dropped, counted, logged, and connected again once memory is back;
+    it never ends the client's task, which would leave the destination silent for good. Under
+    MicroPython only: its heap is what the test fills (CPython has no heap limit to reach)."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(2)
+    port = server.getsockname()[1]
+    pubacks: list[bytes] = []
+    thread = threading.Thread(target=_big_publish_broker, args=(server, pubacks), daemon=True)
+    thread.start()
+    script = f"""
+import asyncio, gc, json
+from fp.mqtt import MQTTClient, Broker
+got, logs = [], []
+async def on_message(message):
+    got.append(len(message.payload))
+client = MQTTClient(Broker("127.0.0.1", {port}), "short", on_message=on_message, max_backoff_s=0.05,
+                    log=logs.append)
+def fill():  # the heap full, then 1 KB holes: small allocations go on, a 7 KB packet cannot
+    chunks, count, crumbs = [None] * 512, 0, None
+    try:
+        while count < 512:
+            chunks[count] = bytearray(1024)
+            count += 1
+    except MemoryError:
+        pass
+    for size in (256, 64, 16):  # what is left between them, in a chain of small pieces
+        try:
+            while True:
+                crumbs = (bytearray(size), crumbs)
+        except MemoryError:
+            pass
+    for index in range(0, count, 4):
+        chunks[index] = None
+    gc.collect()
+    return [chunks, crumbs]
+async def main():
+    task = asyncio.create_task(client.run())
+    while not client.is_up:
+        await asyncio.sleep(0.01)
+    ballast = fill()
+    await client.publish("ready", b"ready", 0)
+    while client.errors == 0 and not task.done():
+        await asyncio.sleep(0.01)
+    ballast.clear()
+    gc.collect()
+    while not got and not task.done():
+        await asyncio.sleep(0.01)
+    client.stop()
+    await asyncio.sleep(0.1)
+    return task.done() and not got
+dead = asyncio.run(asyncio.wait_for(main(), 30))
+print(json.dumps({{"got": got, "errors": client.errors, "logs": logs, "dead": dead}}))
+"""
+    try:
+        result = _run("micropython", script, micropython)
+    finally:
+        thread.join(timeout=5)
+    assert not result["dead"], result
+    assert result["got"] == [7000], result
+    assert result["errors"] == 1 and "memory: out of memory" in " ".join(result["logs"]), result
+    assert len(pubacks) == 2 and b"\x40\x02\x00\x01" in pubacks[1]  # delivered on the second connection
+
+
 # Small packets, one whose remaining length takes two bytes and spans several of the board's
 # 512-byte reads, one beyond the client's 4,096-byte limit (read past, acknowledged), and more
 # small ones behind it, sent at once and then again in pieces of 1 to 7 bytes.

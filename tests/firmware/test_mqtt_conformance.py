@@ -75,10 +75,11 @@ def test_connect_flags_subscribe_refusal_unsubscribe_and_disconnect_are_byte_exa
         eof(),
     ]])  # fmt: skip
     result = run_client(interpreter, broker.port, """
+from fp.mqtt_subscribe import SubscribingClient  # subscribe() and unsubscribe(): the host's
 async def scenario():
-    client = MQTTClient(Broker("127.0.0.1", PORT, "u", "p"), "dev-1", keepalive_s=60, clean=False,
-                        will=("st/dev-1", b"offline", 1, True),
-                        subscriptions=[("cmd/dev-1", 1), ("forbidden/#", 1)])
+    client = SubscribingClient(Broker("127.0.0.1", PORT, "u", "p"), "dev-1", keepalive_s=60,
+                               clean=False, will=("st/dev-1", b"offline", 1, True),
+                               subscriptions=[("cmd/dev-1", 1), ("forbidden/#", 1)])
     task = asyncio.create_task(client.run())
     await client.wait_up(10)
     await until(lambda: len(client.granted) == 2, "the SUBACK")

@@ -1,0 +1,78 @@
+"""Subscribing and unsubscribing while connected: fp.mqtt's client as the host and the tests use it.
+
+A board subscribes once, in its client's constructor (`subscriptions`, sent again on every
+connect), and never changes them, so `subscribe()`, `unsubscribe()`, the requests they wait on
+and the UNSUBSCRIBE packet live here: a board never imports this module (about 1 KB less heap
+from .mpy on 32 bits, docs/benchmarks.md). Reading the SUBACK and UNSUBACK stays fp.mqtt's (the
+constructor's subscriptions are answered too). Runs under MicroPython and CPython, as fp.mqtt
+(tests/firmware/test_mqtt_conformance.py).
+"""
+
+import asyncio
+import struct
+
+from fp import const, mqtt
+from fp.mqtt import MQTTError, _remaining_length, _string, check_filter, subscribe_packet
+
+TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+_UNSUBSCRIBE = const(0xA2)  # flags 0010 (MQTT-3.10.1-1)
+_SUBACK_FAILURE = const(0x80)
+
+
+def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
+    """Return the bytes of an UNSUBSCRIBE packet for [filter, ...]."""
+    if not topic_filters:
+        raise ValueError("UNSUBSCRIBE needs at least one filter")  # MQTT-3.10.3-2
+    body = struct.pack(">H", packet_id)
+    for topic_filter in topic_filters:
+        check_filter(topic_filter)
+        body += _string(topic_filter, "topic filter")
+    return bytes((_UNSUBSCRIBE,)) + _remaining_length(len(body)) + body
+
+
+class SubscribingClient(mqtt.MQTTClient):
+    """An MQTTClient that also subscribes and unsubscribes while connected."""
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
+        """Subscribe (kept on every reconnect); return the granted QoS.
+
+        Raise MQTTError "subscription-refused" on SUBACK 0x80, "down" if the link goes first."""
+        subscribe_packet(1, [(topic_filter, qos)])
+        granted = await self._request("sub", [(topic_filter, qos)])
+        code = granted[0] if granted else _SUBACK_FAILURE
+        self.granted[topic_filter] = code
+        if code == _SUBACK_FAILURE:
+            raise MQTTError("subscription-refused", topic_filter)
+        if (topic_filter, qos) not in self.subscriptions:
+            self.subscriptions.append((topic_filter, qos))
+        return code
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        """Unsubscribe (and no longer subscribe on reconnect); return once UNSUBACK came."""
+        check_filter(topic_filter)
+        self.subscriptions = [s for s in self.subscriptions if s[0] != topic_filter]
+        self.granted.pop(topic_filter, None)
+        await self._request("unsub", [topic_filter])
+
+    async def _request(self, kind: str, items: "list[Any]") -> "Any":
+        if self._stopped:
+            raise MQTTError("stopped")
+        if not self.is_up:
+            raise MQTTError("down", "not connected")
+        packet_id, request = self._request_start(kind, items)
+        packet = subscribe_packet(packet_id, items) if kind == "sub" else unsubscribe_packet(packet_id, items)
+        await self._send(packet)
+        try:
+            await asyncio.wait_for(request.done.wait(), self.ack_timeout_s)
+        except asyncio.TimeoutError:
+            self._requests.pop(packet_id, None)
+            self.reconnect(
+                "no %s within %.1f s" % ("SUBACK" if kind == "sub" else "UNSUBACK", self.ack_timeout_s)
+            )
+            raise MQTTError("timeout", "no acknowledgement of the request")
+        if request.error:
+            raise request.error
+        return request.result
