@@ -14,19 +14,10 @@ module to module by design, not as copied logic.
 # settings (fp.checked), which the boot reads without loading fp.identity
 FIRMWARE_VERSION = "0.1.0"
 
-TYPE_CHECKING = False  # the type checkers' view (pyright takes it as true); MicroPython has no typing
-if TYPE_CHECKING:
-    from typing import TypeVar
+# No typing block here: its names (TypeVar and the like) would stay in a board's name pool.
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType] (its stub: position-only)
+except ImportError:  # CPython
 
-    _Value = TypeVar("_Value")
-
-    def const(value: _Value) -> _Value:
+    def const(value):
         return value
-
-else:
-    try:
-        from micropython import const
-    except ImportError:  # CPython
-
-        def const(value):
-            return value

@@ -19,13 +19,15 @@ from fp.runtime import log, unload
 
 
 def load_hal(board, provision):
+    """The hardware layer of the board's port: one class, `Board`, in each (a name each would be
+    one more in the board's name pool)."""
     if board.get("port") == "esp32":
-        from fp.hal_esp32 import Esp32Board
+        from fp.hal_esp32 import Board
 
-        return Esp32Board(board, provision)
-    from fp.hal_sim import SimBoard
+        return Board(board, provision)
+    from fp.hal_sim import Board
 
-    return SimBoard(board)
+    return Board(board)
 
 
 def crash_line(error):

@@ -11,12 +11,12 @@ boot reads owner.key and cmd.cnt with them), and dropped after each: nothing her
 
 import hashlib
 import json
-import sys
 
-from fp import FIRMWARE_VERSION, storage
+from fp import FIRMWARE_VERSION, const, storage
 from fp.runtime import unload
 
-_HEX = b"0123456789abcdefABCDEF"  # bytes: a str iterated on MicroPython makes a pool name of each character
+# bytes: a str iterated on MicroPython makes a pool name of each character; const: no name for it
+_HEX = const(b"0123456789abcdefABCDEF")
 
 
 def is_int(value, low, high):
@@ -39,34 +39,19 @@ def load(log):
     when the device cannot run."""
     copy = _read()
     if copy is None:
-        return _check(log)
+        # the full check (fp.settings, dropped after: the start-up peak holds either the checks or
+        # the application, never both), then the copy for the next boot
+        from fp import settings
+
+        try:
+            board, provision, owner_key, last_counter, config = settings.check_all(log)
+        finally:
+            unload("settings")
+            unload("pem")
+        write([board, provision, config])
+        return board, provision, owner_key, last_counter, config
     board, provision, config = copy
     return board, provision, load_owner(log, provision["owner"]), load_counter(log), config
-
-
-def _check(log):
-    """The full check (fp.settings, dropped after: the start-up peak holds either the checks or the
-    application, never both), then the copy for the next boot."""
-    from fp import settings
-
-    try:
-        board = settings.check_board(settings.load(storage.BOARD_FILE, log), log)
-        provision = None
-        if board is not None:
-            raw = settings.load(storage.PROVISION_FILE, log)
-            provision = settings.check_provision(raw, board["port"], log)
-        if board is None or provision is None:
-            log("board.json and provision.json (with a vendor endpoint) are required in the flash root")
-            sys.exit(1)
-        names = [sensor["name"] for sensor in board["sensors"]]
-        owner_key = load_owner(log, provision["owner"])
-        last_counter = load_counter(log)
-        config = settings.check_config(settings.load(storage.CONFIG_FILE, log), names, log)
-    finally:
-        unload("settings")
-        unload("pem")
-    _write([board, provision, config])
-    return board, provision, owner_key, last_counter, config
 
 
 def save_config(config):
@@ -77,7 +62,7 @@ def save_config(config):
     storage.save_json(storage.CONFIG_FILE, config)
     if copy is not None:
         copy[2] = config
-        _write(copy)
+        write(copy)
 
 
 def _digest(text):
@@ -106,7 +91,7 @@ def _read():
     return None
 
 
-def _write(copy):
+def write(copy):
     """checked.json: the digest (64 hex digits), then the checked values as JSON."""
     text = json.dumps(copy).encode()
     try:
@@ -115,17 +100,19 @@ def _write(copy):
         pass  # a full or read-only flash: the next boot checks the files again
 
 
-def _damaged(log, path, expected, found, default):
+def _damaged(log, path, *line):
     """Log a damaged file in the boot check's words (fp.settings, loaded for this line only).
 
-    `expected` None: not JSON at all (fp.settings.load reads the file again for its line).
+    `line`: (expected, found, default) for fp.settings.problem; (default,) alone when the file is
+    not JSON at all (fp.settings.load reads it again for its line). Not named: each argument name
+    of a module loaded at every boot stays in the board's name pool.
     """
     from fp import settings
 
-    if expected is None:
-        settings.load(path, log, default)
+    if len(line) == 1:
+        settings.load(path, log, line[0])
     else:
-        settings.problem(log, path, "(whole file)", expected, found, default)
+        settings.problem(log, path, "(whole file)", *line)
     unload("settings")
 
 
@@ -158,7 +145,7 @@ def load_counter(log):
     except OSError:
         return 0
     except ValueError:
-        _damaged(log, storage.COUNTER_FILE, None, None, "0")
+        _damaged(log, storage.COUNTER_FILE, "0")
         return 0
     if value is None or is_int(value, 0, 0xFFFFFFFFFFFFFFFF):
         return value or 0

@@ -35,6 +35,11 @@ def _drop_settings():
     unload("checked")
 
 
+async def _apply_destinations_later(device):
+    await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
+    device.apply_destinations()
+
+
 def set_destinations(device, args):
     specs = args.get("destinations")
     settings = _settings()
@@ -53,7 +58,7 @@ def set_destinations(device, args):
         _drop_settings()
     device.config["destinations"] = specs
     device.save_config()
-    asyncio.create_task(device.apply_destinations_later())
+    asyncio.create_task(_apply_destinations_later(device))
     return {"destinations": names}
 
 

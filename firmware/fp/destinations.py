@@ -16,7 +16,7 @@ from fp.runtime import log, unload
 
 _RING_SLOTS = const(128)  # each destination's flash queue when board.json does not say (fp.settings)
 RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
-ACK_SLOTS = 4  # acks held in RAM ahead of the queue while the broker is up
+_ACK_SLOTS = const(4)  # acks held in RAM ahead of the queue while the broker is up
 
 
 class Destination:
@@ -66,7 +66,7 @@ class Destination:
         return self.ring.dropped + self.lost
 
     def put(self, kind, payload):
-        if kind == "ack" and self.client.is_up and len(self.acks) < ACK_SLOTS:
+        if kind == "ack" and self.client.is_up and len(self.acks) < _ACK_SLOTS:
             self.acks.append(payload)
         elif self.client.is_up and not self.ring.pending and len(self.ram) < self.ram_slots:
             self.ram.append((kind, payload))

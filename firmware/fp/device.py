@@ -41,7 +41,7 @@ class Device:
         self.refusal_acks_ms = 0
         self.claim_window_until = 0
         self.claim_window_open = False
-        self.latest = {}
+        self.latest = {}  # sensor name -> its newest signed reading, for the HTTP API only
         self.sensor_tasks = {}  # sensor name -> its loop (fp.sampling): a new interval restarts it
         self.http = None
         self.started_ms = time.ticks_ms()
@@ -106,10 +106,6 @@ class Device:
 
     def apply_destinations(self):
         destinations.apply(self, self.config["destinations"])
-
-    async def apply_destinations_later(self):
-        await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
-        self.apply_destinations()
 
     def start_sampling(self, sensor):
         """Start the loop of one fitted sensor (`sensor`: its entry in board.json)."""

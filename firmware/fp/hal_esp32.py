@@ -7,14 +7,14 @@ import esp32
 import machine
 import network
 
-from fp import sensor_types
+from fp import const, sensor_types
 
-WATCHDOG_MS = 30000
+_WATCHDOG_MS = const(30000)
 # MicroPython's embedded ports may count time from 2000; the protocol speaks Unix time.
 _EPOCH_OFFSET = 0 if time.gmtime(0)[0] == 1970 else 946684800
 
 
-class Esp32Board:
+class Board:
     """An ESP32-family board: Wi-Fi, NTP, watchdog, button, LED and the fitted sensors."""
 
     lan_host = "0.0.0.0"  # the local HTTP API listens on the Wi-Fi interface
@@ -47,7 +47,7 @@ class Esp32Board:
         wifi = self.provision.get("wifi") or {}
         if wifi.get("ssid"):
             self.wlan.connect(wifi["ssid"], wifi.get("password", ""))
-        self.wdt = machine.WDT(timeout=WATCHDOG_MS)
+        self.wdt = machine.WDT(timeout=_WATCHDOG_MS)
 
     def feed(self):
         if self.wdt:
@@ -70,7 +70,7 @@ class Esp32Board:
         if self.wdt:
             wdt = self.wdt
             self._repl_timer = machine.Timer(0)
-            self._repl_timer.init(period=WATCHDOG_MS // 3, callback=lambda timer: wdt.feed())
+            self._repl_timer.init(period=_WATCHDOG_MS // 3, callback=lambda timer: wdt.feed())
 
     def is_power_on_boot(self):
         """True when this boot follows a power cut, not a crash, a watchdog or a reset."""

@@ -7,14 +7,14 @@ import math
 import os
 import time
 
-from fp import sensor_types
+from fp import const, sensor_types
 from fp.storage import exists
 
-NET_DOWN_FILE = "net.down"
-BUTTON_FILE = "button.press"
+_NET_DOWN_FILE = const("net.down")
+_BUTTON_FILE = const("button.press")
 
 
-class SimBoard:
+class Board:
     """The sim board: same interface as the ESP32 HAL, no hardware."""
 
     name = "sim"
@@ -41,11 +41,11 @@ class SimBoard:
         """The host's clock is always known."""
 
     def network_up(self):
-        return not exists(NET_DOWN_FILE)
+        return not exists(_NET_DOWN_FILE)
 
     def button_pressed(self):
-        if exists(BUTTON_FILE):
-            os.remove(BUTTON_FILE)
+        if exists(_BUTTON_FILE):
+            os.remove(_BUTTON_FILE)
             return True
         return False
 

@@ -25,9 +25,10 @@ _MAX_CLIENTS = const(2)  # two, so a client's next request never meets its previ
 _READ_TIMEOUT_S = const(2)
 _WRITE_TIMEOUT_S = const(5)
 _CACHE_MS = const(5000)
-COSE = 'application/cose; cose-type="cose-sign1"'
+_COSE = const('application/cose; cose-type="cose-sign1"')
 _LATEST = const("/readings/latest")
-PASSWORD = "/broker-password"  # /broker-password/<host>:<port>: the owner's enrolment (docs/security.md)
+# /broker-password/<host>:<port>: the owner's enrolment (docs/security.md)
+_PASSWORD = const("/broker-password")
 _STATUS_TEXT = {
     200: "OK",
     400: "Bad Request",
@@ -38,7 +39,7 @@ _STATUS_TEXT = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
-_BUSY = (
+_BUSY = const(
     b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 
@@ -61,10 +62,7 @@ class HttpApi:
         self.served = 0
         self.refused = 0
         self.server = None
-        self._card = None
-        self._card_ms = 0
-        self._status = None
-        self._status_ms = 0
+        self._cached = {}  # "/card", "/status" -> (ticks_ms when signed, signed body)
 
     async def start(self, host, port):
         """Listen on host:port; log and return False if the port cannot be had (the device runs on)."""
@@ -145,20 +143,18 @@ class HttpApi:
         """Return (content type, body) for a path, or raise HttpError(404)."""
         device = self.device
         now = time.ticks_ms()
-        if path == "/card":
-            if self._card is None or time.ticks_diff(now, self._card_ms) > _CACHE_MS:
-                self._card, self._card_ms = device.card(), now
-            return COSE, self._card
-        if path == "/status":
-            if self._status is None or time.ticks_diff(now, self._status_ms) > _CACHE_MS:
-                self._status, self._status_ms = device.status("online"), now
-            return COSE, self._status
+        if path == "/card" or path == "/status":
+            cached = self._cached.get(path)
+            if cached is None or time.ticks_diff(now, cached[0]) > _CACHE_MS:
+                cached = (now, device.card() if path == "/card" else device.status("online"))
+                self._cached[path] = cached
+            return _COSE, cached[1]
         if path == _LATEST:
             return "application/cbor", cbor.encode(device.latest)
         if path.startswith(_LATEST + "/") and path[len(_LATEST) + 1 :] in device.latest:
-            return COSE, device.latest[path[len(_LATEST) + 1 :]]
-        if path.startswith(PASSWORD + "/"):
-            host, _, port = path[len(PASSWORD) + 1 :].rpartition(":")
+            return _COSE, device.latest[path[len(_LATEST) + 1 :]]
+        if path.startswith(_PASSWORD + "/"):
+            host, _, port = path[len(_PASSWORD) + 1 :].rpartition(":")
             if not host or len(host) > 253 or not port.isdigit() or not 0 < int(port) < 65536:
                 raise HttpError(400)
             password = device.local_password(host, int(port))

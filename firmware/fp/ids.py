@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 _ID_LENGTH = const(24)  # base32 characters: 120 bits of SHA-256(public key)
 # bytes, not str: on MicroPython each distinct one-character str a program makes (by indexing or
 # iterating a str) becomes a name in the qstr pool for good; bytes give ints
-_ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
+_ALPHABET = const(b"abcdefghijklmnopqrstuvwxyz234567")
 
 
 def base32(data: bytes) -> str:
@@ -54,7 +54,7 @@ def check_key_matches_id(public_key: bytes, expected_id: str | None) -> None:
         raise ProtocolError("unknown-device", "public key does not belong to id " + str(expected_id))
 
 
-BROKER_PASSWORD_LABEL = b"firstparty broker password v1\x00"
+_BROKER_PASSWORD_LABEL = const(b"firstparty broker password v1\x00")
 
 
 def _hmac_sha256(key: bytes, message: bytes) -> bytes:
@@ -76,4 +76,4 @@ def broker_password(seed: bytes, host: str, port: int) -> str:
     owner's agent asks the device for the password of one endpoint (docs/security.md).
     """
     realm = ("%s:%d" % (host, port)).encode()
-    return "".join("%02x" % b for b in _hmac_sha256(seed, BROKER_PASSWORD_LABEL + realm)[:16])
+    return "".join("%02x" % b for b in _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16])

@@ -11,8 +11,8 @@ release on probation, or at boot when there is an update state) and drops it aga
 and the device answers every message with its signed, retained status, whose `update` map says
 where it stands (`state`, and while receiving `file`, `offset`, `received` of `total` bytes): the
 sender sends the next chunk only once the status names the offset after the last one (a window
-of one). Chunks are checked (fp.release.Transfer) and appended to the slot's files at once (fp.slots
-.Installer): RAM holds one chunk and one hash state. After a reboot mid-transfer the same offer
+of one). Chunks are checked (fp.release.Transfer) and appended to the slot's files at once
+(fp.slot_install.Installer): RAM holds one chunk and one hash state. After a reboot mid-transfer the same offer
 resumes: the files already in the inactive slot are hashed again from flash, 512 bytes at a time.
 """
 
@@ -21,7 +21,7 @@ import hashlib
 import os
 import sys
 
-from fp import cbor, const, ed25519, release, slots, storage, topics
+from fp import cbor, const, ed25519, release, slot_install, slots, storage, topics
 from fp.errors import ProtocolError
 from fp.runtime import log
 from fp.runtime import unload as unload_module
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from fp.release import Hash
-    from fp.slots import Installer
+    from fp.slot_install import Installer
 # The hooks' `device` is fp.device.Device, left unannotated: the boot module declares no attribute
 # types (its typing guard would cost boot heap), and this module sets its `ota` and `update`.
 
@@ -240,7 +240,7 @@ def offer(device, manifest: bytes, approval: "bytes | None", firmware_version: s
     except ProtocolError as error:
         refuse(device, error, tag)
         return
-    installer = slots.Installer(release, parsed, manifest, state)
+    installer = slot_install.Installer(release, parsed, manifest, state)
     if not resume_point(installer):
         installer.begin()
     device.ota = Session(installer, manifest)
@@ -310,7 +310,7 @@ def handle(device, data: bytes, firmware_version: str) -> bool:
 
 def unload() -> None:
     """Drop this module and those only it uses: code loaded from .mpy lives in the heap."""
-    for name in ("ota", "slots", "release", "cbor_decode"):
+    for name in ("ota", "slot_install", "slots", "release", "cbor_decode"):
         unload_module(name)
     if "fp.inbound" not in sys.modules:  # a receipts destination parses with fp.cose: it stays
         unload_module("cose")
@@ -366,6 +366,6 @@ def at_boot(update: "Any") -> "dict[str, Any] | None":
 
 def confirm(device) -> None:
     """The release on probation delivered its first reading: make it the active release."""
-    slots.confirm_trial()
+    slot_install.confirm_trial()
     record(device, dict(device.update, state=CONFIRMED))
     log("update %s confirmed by its first delivered reading" % device.update.get("release"))

@@ -12,7 +12,7 @@ count. A power-on boot (the hardware layer can tell on an ESP32) does not count 
 ended: a power cut is not a crash.
 
 A stable boot does not confirm a release on probation (fp.slots): only its first delivered reading
-does (fp.ota.confirm); a trial that never delivers one rolls back after fp.slots.MAX_TRIES boots.
+does (fp.ota.confirm); a trial that never delivers one rolls back after fp.slots._MAX_TRIES boots.
 
 Safe mode lasts until the owner's `reboot` command (which marks the boot stable, so the next one
 is normal) or until someone deletes `boot.hist` at the REPL; a power cycle does not end it.

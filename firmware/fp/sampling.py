@@ -19,7 +19,8 @@ async def sample_forever(device, sensor):
         try:
             measurements = device.hal.read(sensor)
             reading = device.sign_reading(measurements)
-            device.latest[name] = reading
+            if device.http is not None:  # the HTTP API's /readings/latest is its only reader
+                device.latest[name] = reading
             device.put("reading", reading)
         except Exception as error:  # one failing sensor never stops the others
             log("sensor %s: %s %s" % (name, type(error).__name__, error))

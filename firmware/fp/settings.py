@@ -14,7 +14,7 @@ import json
 import sys
 
 from fp import const, sensor_types
-from fp.checked import is_hex_key, is_int  # the boot reads owner.key and cmd.cnt with them
+from fp.checked import is_hex_key, is_int, load_counter, load_owner  # the boot's rules: one home
 from fp.storage import BOARD_FILE, CONFIG_FILE, PROVISION_FILE
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
@@ -433,3 +433,21 @@ def check_config(raw, sensor_names, log):
         else:
             config["intervals"][name] = value
     return config
+
+
+def check_all(log):
+    """The boot's full check of the flash files (fp.checked.load, when its copy does not match):
+    return (board, provision, owner key, last command counter, config), or exit with one line when
+    the device cannot run."""
+    board = check_board(load(BOARD_FILE, log), log)
+    provision = None
+    if board is not None:
+        provision = check_provision(load(PROVISION_FILE, log), board["port"], log)
+    if board is None or provision is None:
+        log("board.json and provision.json (with a vendor endpoint) are required in the flash root")
+        sys.exit(1)
+    names = [sensor["name"] for sensor in board["sensors"]]
+    owner_key = load_owner(log, provision["owner"])
+    last_counter = load_counter(log)
+    config = check_config(load(CONFIG_FILE, log), names, log)
+    return board, provision, owner_key, last_counter, config

@@ -1,29 +1,32 @@
-"""A/B firmware slots: which release boots, its probation, confirmation, rollback, and the install.
+"""A/B firmware slots: which release boots, its probation, confirmation and rollback.
 
-The flash root holds the release the board was flashed with (FACTORY); an update is written into
+The flash root holds the release the board was flashed with (the factory release); an update is written into
 the slot folder not in use (`slot_a` or `slot_b`) and becomes the trial release by one atomic write
 of `slot.json` (fp.storage.write_atomic: a power cut leaves the old record or the new one). A trial
-release boots on probation: each boot counts a try before it runs; it is confirmed (made active) by
-`confirmed`, or after `max_tries` boots that were not confirmed the next boot goes back to the
-active release. Until the switch the active release is never touched, so a power cut at any
-step boots the old release, and after it the new one on probation.
+release boots on probation: each boot counts a try before it runs; it is confirmed (made active)
+by fp.slot_install.confirmed, or after `max_tries` boots that were not confirmed the next boot
+goes back to the active release. Until the switch the active release is never touched, so a
+power cut at any step boots the old release, and after it the new one on probation. The install
+and the confirmation are fp.slot_install's, loaded with an update or a trial release's first
+delivered reading: main.py loads this module at every boot, and each name a module holds stays
+in the board's name pool (qstrs) for good.
 """
 
 import json
 import os
 
-from fp import storage
+from fp import const, storage
 
 STATE_FILE = "slot.json"
 MANIFEST_FILE = "manifest.cose"
-FACTORY = ""  # the flash root
-SLOTS = ("slot_a", "slot_b")
+_FACTORY = const("")  # the flash root
+_SLOTS = const(("slot_a", "slot_b"))
 HISTORY_FILE = "boot.hist"  # fp.safemode's record (not imported: main.py loads this module alone)
-MAX_TRIES = 3  # boots a trial release gets to become stable before the active one boots again
+_MAX_TRIES = const(3)  # boots a trial release gets to become stable before the active one boots again
 
 
 def default_state():
-    return {"active": FACTORY, "trial": None, "tries": 0}
+    return {"active": _FACTORY, "trial": None, "tries": 0}
 
 
 def parse_state(raw):
@@ -31,18 +34,13 @@ def parse_state(raw):
     if not isinstance(raw, dict):
         return default_state()
     active, trial, tries = raw.get("active"), raw.get("trial"), raw.get("tries")
-    if active != FACTORY and active not in SLOTS:
+    if active != _FACTORY and active not in _SLOTS:
         return default_state()
-    if trial is not None and (trial not in SLOTS or trial == active):
+    if trial is not None and (trial not in _SLOTS or trial == active):
         trial = None
     if not isinstance(tries, int) or isinstance(tries, bool) or not 0 <= tries <= 255:
         tries = 0
     return {"active": active, "trial": trial, "tries": tries if trial else 0}
-
-
-def inactive_slot(state):
-    """The slot folder an update may be written into: neither the active release nor the trial."""
-    return "slot_b" if state["active"] == "slot_a" else "slot_a"
 
 
 def choose_boot(state, max_tries):
@@ -55,22 +53,10 @@ def choose_boot(state, max_tries):
     return trial, {"active": state["active"], "trial": trial, "tries": state["tries"] + 1}, "probation"
 
 
-def confirmed(state):
-    """The state once the trial release has proved itself (its first delivered reading)."""
-    if state["trial"] is None:
-        return state
-    return {"active": state["trial"], "trial": None, "tries": 0}
-
-
-def staged(state, slot):
-    """The state that makes the release in `slot` the trial: the atomic switch."""
-    return {"active": state["active"], "trial": slot, "tries": 0}
-
-
 def boot_folder():
     """Choose the release this boot runs, record the try, return (folder, event) (main.py)."""
     state = load_state()
-    folder, chosen, event = choose_boot(state, MAX_TRIES)
+    folder, chosen, event = choose_boot(state, _MAX_TRIES)
     if chosen != state:
         save_state(chosen)
     if event == "rolled-back":  # the unstable boots were the trial's: the old release starts afresh
@@ -87,13 +73,6 @@ def abandon_trial():
     save_state({"active": state["active"], "trial": None, "tries": 0})
 
 
-def confirm_trial():
-    """The running trial release got stable: make it the active one (fp.safemode's mark_stable)."""
-    state = load_state()
-    if state["trial"] is not None:
-        save_state(confirmed(state))
-
-
 def load_state():
     try:
         with open(STATE_FILE) as f:
@@ -104,66 +83,3 @@ def load_state():
 
 def save_state(state):
     storage.write_atomic(STATE_FILE, json.dumps(state).encode())
-
-
-def _makedirs(path):
-    built = ""
-    for part in path.split("/"):
-        built = built + "/" + part if built else part
-        try:
-            os.mkdir(built)
-        except OSError:
-            pass  # exists
-
-
-def _remove_tree(path):
-    try:
-        entries = os.listdir(path)
-    except OSError:
-        return
-    for name in entries:
-        child = path + "/" + name
-        try:
-            os.remove(child)
-        except OSError:
-            _remove_tree(child)
-    os.rmdir(path)
-
-
-class Installer:
-    """Writes a checked release (fp.release) into the inactive slot, chunk by chunk, and switches.
-
-    `step(name)` is called before every write to flash (tests cut the power there)."""
-
-    def __init__(self, release_module, release, manifest_bytes, state, step=None):
-        self.release = release
-        self.manifest_bytes = manifest_bytes
-        self.state = state
-        self.slot = inactive_slot(state)
-        self.transfer = release_module.Transfer(release)
-        self.step = step or (lambda name: None)
-
-    def begin(self):
-        self.step("clear-slot")
-        _remove_tree(self.slot)
-        _makedirs(self.slot)
-        self.step("write-manifest")
-        storage.write_atomic(self.slot + "/" + MANIFEST_FILE, self.manifest_bytes)
-
-    def chunk(self, index, offset, data, digest):
-        """Check one chunk (fp.release.Transfer.accept) and append it to its file."""
-        self.transfer.accept(index, offset, data, digest)
-        path = self.slot + "/" + self.release.files[index][0]
-        if offset == 0 and "/" in path:
-            _makedirs(path.rsplit("/", 1)[0])
-        self.step("write-chunk %d@%d" % (index, offset))
-        with open(path, "wb" if offset == 0 else "ab") as f:
-            f.write(data)
-
-    def commit(self):
-        """Switch: make the written release the trial; raise ProtocolError unless it arrived whole."""
-        self.transfer.finish()
-        state = staged(self.state, self.slot)
-        self.step("switch")
-        save_state(state)
-        return state

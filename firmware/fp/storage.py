@@ -7,13 +7,15 @@ import json
 import os
 import struct
 
+from fp import const
+
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover - every supported port has binascii.crc32
     from zlib import crc32
 
 SEED_FILE = "key.seed"
-BOOT_FILE = "boot.cnt"
+_BOOT_FILE = const("boot.cnt")
 BOARD_FILE = "board.json"  # the board's data file, copied at flash time
 PROVISION_FILE = "provision.json"  # vendor endpoint, Wi-Fi, owner key...: written at flash time
 CONFIG_FILE = "config.json"  # destinations and intervals: written by owner commands only
@@ -70,18 +72,18 @@ def next_boot():
     next boot moves past both and no (boot, seq) is ever reused.
     """
     try:
-        with open(BOOT_FILE, "rb") as f:
+        with open(_BOOT_FILE, "rb") as f:
             data = f.read()
     except OSError:
         data = b""
     if len(data) != 16:  # first boot: the file is created whole, atomically
         data = bytes(16)
-        write_atomic(BOOT_FILE, data)
+        write_atomic(_BOOT_FILE, data)
     first, second = _slot(data, 0), _slot(data, 1)
     boot = max(first, second) + 1
     record = struct.pack("<I", boot)
     record += struct.pack("<I", crc32(record) & 0xFFFFFFFF)
-    with open(BOOT_FILE, "r+b") as f:
+    with open(_BOOT_FILE, "r+b") as f:
         f.seek(0 if first <= second else 8)
         f.write(record)
     return boot

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fp import mqtt, topics
+from fp import mqtt, topic_parse
 from host_agent.bus.ackclient import AckableMessage, ManualAckClient
 
 log = logging.getLogger("firstparty.bus")
@@ -113,7 +113,7 @@ class Bus:
 
     def filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
-        return [prefix + f for f in [topics.wildcard(kind) for kind in INGEST_KINDS] + self.side_filters]
+        return [prefix + f for f in [topic_parse.wildcard(kind) for kind in INGEST_KINDS] + self.side_filters]
 
     def start(self) -> None:
         """Connect and keep connecting (on the running event loop)."""

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fp import cose, messages, replay, topics
+from fp import cose, messages, replay, topic_parse
 from fp.errors import ProtocolError
 from host_agent import wire
 
@@ -37,7 +37,7 @@ _RECENT = 4096  # digests kept to tell a harmless redelivery ("duplicate") from 
 
 def read_topic(topic: str) -> tuple[str, str]:
     """Return (device_id, kind) of a device topic, or raise ProtocolError('wrong-topic')."""
-    return topics.parse(topic)
+    return topic_parse.parse(topic)
 
 
 def open_message(device_id: str, kind: str, data: bytes) -> messages.DeviceMessage:
@@ -53,7 +53,7 @@ def open_message(device_id: str, kind: str, data: bytes) -> messages.DeviceMessa
 def check_card(topic: str, data: bytes) -> messages.Card:
     """Parse a device card (id binding, self-signature) published on `topic`, its own card topic."""
     card = wire.parse_card(data)
-    if topics.parse(topic) != (card.device_id, "card"):
+    if topic_parse.parse(topic) != (card.device_id, "card"):
         raise ProtocolError("wrong-topic", f"card of {card.device_id} on {topic}")
     return card
 

@@ -36,7 +36,7 @@ from types import FrameType
 from host_agent.errors import UserError
 from host_agent.rig.simdevice import micropython_command
 
-NET_DOWN_FILE = "net.down"  # fp.hal_sim.NET_DOWN_FILE
+NET_DOWN_FILE = "net.down"  # fp.hal_sim._NET_DOWN_FILE
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 WRITE_WAIT_S = 2.0
 OUTPUT_LINES = 2000

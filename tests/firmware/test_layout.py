@@ -15,8 +15,8 @@ from tests.helpers import FIRMWARE, run_firmware_script
 READ_EVERY_TYPE = """
 import json
 from fp import sensor_types
-from fp.hal_sim import SimBoard
-board = SimBoard({})
+from fp.hal_sim import Board
+board = Board({})
 out = {}
 for kind in sensor_types.for_port("unix"):
     sensor = {"name": "s", "type": kind, "interval_s": 1, "pin": 4}
@@ -43,7 +43,7 @@ def test_every_sensor_type_reads_with_the_names_and_units_of_its_one_definition_
 
 def test_an_esp32_board_cannot_name_a_type_only_the_sim_reads():
     assert "counter" not in sensor_types.for_port("esp32") and "counter" in sensor_types.for_port("unix")
-    assert set(sensor_types.NAMES) == set(sensor_types.TYPES)
+    assert set(sensor_types._NAMES) == set(sensor_types.TYPES)
 
 
 def test_the_host_offers_exactly_the_operations_the_device_interprets():

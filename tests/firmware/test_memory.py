@@ -42,7 +42,10 @@ from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, romfs_code, run_m
 # API on (main ae67054: 91,936), 76,416 off and unclaimed; ROMFS unchanged (42,672). With fp.mqtt's
 # run-time subscribing in fp.mqtt_subscribe and mpy-cross -O3 (no line numbers) beside it: 76,384
 # and 73,232; 42,336 from ROMFS.
-BOOT_HEAP_BUDGET = {"api-on": 76_384 + 1024, "api-off-unclaimed": 73_232 + 1024}
+# After the eighth pass ("Heap cuts, eighth pass (ROMFS)"): 91,232, 87,968 and 42,544 (main
+# ae67054: 91,920, 88,576 and 42,672): less than the slack, the budgets stay.
+# Both passes merged (2026-12-07 evening, as this test takes them): 75,840 and 72,624; 42,272 from ROMFS.
+BOOT_HEAP_BUDGET = {"api-on": 75_840 + 1024, "api-off-unclaimed": 72_624 + 1024}
 # After the Ed25519 table was read in place from ROMFS (issue 20, 2026-12-06): 48,832 bytes from
 # ROMFS (was 61,104 in the same run), 109,680 from .mpy (docs/benchmarks.md, "Heap breakdown").
 ROMFS_BOOT_HEAP_BUDGET = 42_752 + 512  # the same boot (HTTP API on) with the code in a ROMFS image
@@ -73,11 +76,17 @@ ROMFS_BOOT_HEAP_BUDGET = 42_752 + 512  # the same boot (HTTP API on) with the co
 # 64-bit 105,600, i386 77,504 (main ae67054 about 12.3 KB more, and fails here); ROMFS unchanged.
 # With fp.mqtt_subscribe and -O3 beside it: .mpy 64-bit 102,272, i386 74,032; ROMFS 66,784 and
 # 41,664 (within the slack: the budgets stay).
+# boundary, not a cut, so the 64-bit budgets stay. After the eighth pass ("Heap cuts, eighth pass
+# (ROMFS)": names off the running board), i386 37,168 and 83,888 (main ae67054: 41,968 and
+# 89,264, which fail here): heap_steps.py's board, before its command, is now under the pool's
+# 620-name boundary on i386 too; 64-bit 66,272 and 116,192 (67,296 and 117,440).
+# Both passes merged (2026-12-07 evening, as this test takes them): 64-bit 65,824 and 100,832,
+# i386 36,896 and 68,704.
 RUNNING_HEAP_BUDGET = {
-    (64, "romfs"): 76_960 + 1024,
-    (64, "mpy"): 102_272 + 1536,
-    (32, "romfs"): 41_840 + 1024,
-    (32, "mpy"): 74_032 + 1536,
+    (64, "romfs"): 65_824 + 1024,
+    (64, "mpy"): 100_832 + 1536,
+    (32, "romfs"): 36_896 + 1024,
+    (32, "mpy"): 68_704 + 1536,
 }
 
 # The steady heap the running device reports between commands (get-info's heap_bytes: a
@@ -98,11 +107,17 @@ RUNNING_HEAP_BUDGET = {
 # the Ed25519 table left the heap from .mpy: .mpy 64-bit 135,360, i386 93,552 (main ae67054 about
 # 12 KB more, and fails here); ROMFS unchanged. With fp.mqtt_subscribe and -O3 beside it: .mpy
 # 64-bit 131,744, i386 89,904; ROMFS 88,416 and 50,496.
+# the eighth pass: 64-bit 88,528 and 146,080 (main ae67054: 88,944 and 147,168); i386 50,560 and
+# 104,576 (50,720 and 105,296): taken inside the command, with its names loaded and the pool's
+# 640-name chunk paid, so the pass gains little here; lowered to these figures plus the slack,
+# which main still meets but for the 64-bit .mpy one (147,168 against 147,104).
+# Both passes merged (2026-12-07 evening, as this test takes them): 64-bit 87,952 and 130,400,
+# i386 50,304 and 88,736.
 STEADY_HEAP_BUDGET = {
-    (64, "romfs"): 88_656 + 1024,
-    (64, "mpy"): 131_744 + 1024,
-    (32, "romfs"): 50_592 + 1024,
-    (32, "mpy"): 89_904 + 1024,
+    (64, "romfs"): 87_952 + 1024,
+    (64, "mpy"): 130_400 + 1024,
+    (32, "romfs"): 50_304 + 1024,
+    (32, "mpy"): 88_736 + 1024,
 }
 # The same taken at rest (get-info's heap_at_rest_bytes: as the command arrived, before the
 # command interpreter is loaded for it): the heap the board holds between commands. Measured
@@ -113,11 +128,19 @@ STEADY_HEAP_BUDGET = {
 # the heap from .mpy: .mpy 64-bit 118,752, i386 81,712 (main ae67054 fails both); ROMFS unchanged.
 # With fp.mqtt_subscribe and -O3 beside it: .mpy 64-bit 115,392, i386 78,336; ROMFS 79,008 and
 # 45,120.
+# i386 45,264 and 93,456 (47,120 and 96,256); main fails all four. After the eighth pass ("Heap
+# cuts, eighth pass (ROMFS)"): a board that has not had a command yet holds fewer than 620 names
+# (qstrs), so the pool's 640-name chunk (about 4.5 KB on 32 bits, 9 KB on 64) is not paid: 64-bit
+# 71,952 and 122,336 (main ae67054: 79,536 and 130,656); i386 40,640 and 88,144 (45,392 and
+# 93,568); main fails all four. A command brings the chunk (its names stay in the pool): the
+# next get-info's figure is about 4.5 KB above (docs/benchmarks.md).
+# Both passes merged (2026-12-07 evening, as this test takes them): 64-bit 71,376 and 106,912,
+# i386 40,368 and 72,688.
 AT_REST_HEAP_BUDGET = {
-    (64, "romfs"): 79_280 + 1024,
-    (64, "mpy"): 115_392 + 1024,
-    (32, "romfs"): 45_264 + 1024,
-    (32, "mpy"): 78_336 + 1024,
+    (64, "romfs"): 71_376 + 1024,
+    (64, "mpy"): 106_912 + 1024,
+    (32, "romfs"): 40_368 + 1024,
+    (32, "mpy"): 72_688 + 1024,
 }
 
 # The names (qstrs) the running board holds after one command (heap_steps.py, ROMFS; about 20 of
@@ -134,8 +157,10 @@ AT_REST_HEAP_BUDGET = {
 # sensor loops through start_sampling, 706 and 724 against 702 and 720: fp.cose_sign's name and
 # path, sensor_tasks...; _tick went with the sender's revert). Before the first command the
 # board holds 8-9 fewer than main's (619 and 635 against 627 and 644): the COSE parser's names
-# load with the command. The budgets stay.
-NAMES_BUDGET = {64: 700 + 8, 32: 718 + 8}
+# load with the command. The budgets stay. After the eighth pass (names off the running board:
+# the update's install, the full check, the host's topic parse, constants as const(), ...): 677
+# and 696 (main ae67054: 706 and 724, which fail here).
+NAMES_BUDGET = {64: 677 + 8, 32: 696 + 8}
 
 pytestmark = pytest.mark.skipif(
     not WASM_PACKAGE.exists() or shutil.which("node") is None,

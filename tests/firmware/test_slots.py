@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from fp import release, slots
+from fp import release, slot_install, slots
 from host_agent.board.build import compile_firmware
 from tests.firmware.conftest import counter_board, wait_for
 from tests.helpers import run_firmware_script
@@ -24,7 +24,7 @@ MAX_TRIES = 3
 
 UPDATE = """
 import sys, json
-from fp import release, slots
+from fp import release, slot_install, slots
 data = json.loads(open("update.json").read())
 manifest = bytes.fromhex(data["manifest"])
 steps = []
@@ -36,7 +36,7 @@ def step(name):
                 f.write('{"active": "slot_')
         print(json.dumps(steps))
         sys.exit(0)
-installer = slots.Installer(release, release.parse_release(manifest), manifest, slots.load_state(), step)
+installer = slot_install.Installer(release, release.parse_release(manifest), manifest, slots.load_state(), step)
 installer.begin()
 for index, offset, piece, digest in data["chunks"]:
     installer.chunk(index, offset, bytes.fromhex(piece), bytes.fromhex(digest))
@@ -46,7 +46,7 @@ print(json.dumps(steps + ["done"]))
 
 BOOT = """
 import sys, json, hashlib
-from fp import release, slots
+from fp import release, slot_install, slots
 folder, state, event = slots.choose_boot(slots.load_state(), MAX_TRIES)
 slots.save_state(state)
 prefix = folder + "/" if folder else ""
@@ -60,7 +60,7 @@ for path, size, digest in booted.files:
     except OSError:
         whole = False
 if open("mode").read() == "confirm":  # the first delivered reading of the trial release
-    slots.save_state(slots.confirmed(state))
+    slots.save_state(slot_install.confirmed(state))
 print(json.dumps([folder, list(booted.version), event, whole]))
 """.replace("MAX_TRIES", str(MAX_TRIES))
 
@@ -147,7 +147,7 @@ def test_an_incomplete_transfer_does_not_switch(tmp_path, monkeypatch):
     parsed = release.parse_release(manifest_for(NEW, (0, 2, 0)))
     state = slots.default_state()
     monkeypatch.chdir(tmp_path)
-    installer = slots.Installer(release, parsed, b"m", state)
+    installer = slot_install.Installer(release, parsed, b"m", state)
     installer.begin()
     first = chunks_of(NEW)[0]
     installer.chunk(first[0], first[1], bytes.fromhex(first[2]), bytes.fromhex(first[3]))
@@ -166,12 +166,12 @@ def test_a_corrupt_or_foreign_state_record_boots_the_factory_release():
 
 
 def _install(flash: Path, files: dict[str, bytes], version: tuple[int, int, int]) -> None:
-    """Write `files` as the trial release with fp.slots' own installer (CPython, in the flash)."""
+    """Write `files` as the trial release with fp.slot_install's installer (CPython, in the flash)."""
     data = manifest_for(files, version)
     cwd = Path.cwd()
     os.chdir(flash)
     try:
-        installer = slots.Installer(release, release.parse_release(data), data, slots.load_state())
+        installer = slot_install.Installer(release, release.parse_release(data), data, slots.load_state())
         installer.begin()
         for index, offset, piece, digest in chunks_of(files):
             installer.chunk(index, offset, bytes.fromhex(piece), bytes.fromhex(digest))
@@ -242,7 +242,7 @@ def test_a_trial_release_that_crashes_after_starting_is_rolled_back_after_max_tr
     device = sim_devices(
         flash, ("127.0.0.1", 1), counter_board(), code=build.path, provision={"safe_mode_boots": MAX_TRIES}
     )  # a vendor that never answers: nothing delivered, so only a crash decides
-    for _ in range(slots.MAX_TRIES):
+    for _ in range(MAX_TRIES):
         device.start()
         assert device.wait_exit() == 0, "\n".join(device.log)  # crash, then the sim's reset
         assert "fp: boot release in slot_a (probation)" in device.log
@@ -259,3 +259,26 @@ def test_a_trial_release_that_crashes_after_starting_is_rolled_back_after_max_tr
     assert "fp: the trial release never got stable: rolled back" in device.log
     assert not any("safe mode" in line for line in device.log)
     assert _state(flash) == {"active": "", "trial": None, "tries": 0}
+
+
+BOOT_NAMES = """
+import micropython
+from fp import slots
+print(slots.boot_folder())
+micropython.qstr_info(1)
+from fp import slot_install
+print("install loaded")
+micropython.qstr_info(1)
+"""
+
+
+def test_the_boot_s_choice_of_release_leaves_none_of_the_install_s_names_in_the_pool(tmp_path):
+    """main.py picks the release at every boot with fp.slots; the install (fp.slot_install) is
+    loaded only with an update. Each name a loaded module holds stays in the board's name pool
+    (qstrs) for good, and the pool grows in chunks (a 640-name one on a running board)."""
+    out = run_firmware_script("micropython", BOOT_NAMES, cwd=tmp_path)
+    at_boot, with_install = out.split("install loaded")
+    assert "('', 'normal')" in at_boot
+    for name in ("Installer", "_remove_tree", "_makedirs", "inactive_slot", "staged", "confirm_trial"):
+        assert f"Q({name})" not in at_boot, name
+        assert f"Q({name})" in with_install, name  # the names are the install's, made when it loads

@@ -7,7 +7,9 @@ import hmac
 import json
 import os
 
-from fp.ids import BROKER_PASSWORD_LABEL, broker_password
+from fp.ids import broker_password
+
+BROKER_PASSWORD_LABEL = b"firstparty broker password v1\x00"  # fp.ids' (a const there)
 
 CASES = [
     (bytes(32), "127.0.0.1", 1883),

@@ -14,7 +14,7 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from fp import cbor, cose, ids, messages, replay, topics
+from fp import cbor, cose, ids, messages, replay, topic_parse, topics
 from fp.errors import ProtocolError
 from fp.reasons import REASONS
 from host_agent import wire
@@ -219,7 +219,7 @@ def test_command_checks_owner_address_counter_and_expiry():
 
 def test_topics_are_versioned_and_parsed_back():
     assert topics.topic(DEVICE_ID, "reading") == f"fp/v1/{DEVICE_ID}/reading"
-    assert topics.parse(topics.topic(DEVICE_ID, "status")) == (DEVICE_ID, "status")
+    assert topic_parse.parse(topics.topic(DEVICE_ID, "status")) == (DEVICE_ID, "status")
     for bad in (
         "fp/v2/x/reading",
         f"fp/v1/{DEVICE_ID}/secret",
@@ -227,7 +227,7 @@ def test_topics_are_versioned_and_parsed_back():
         f"fp/v1/{DEVICE_ID}/reading/x",
     ):
         with pytest.raises(ProtocolError) as error:
-            topics.parse(bad)
+            topic_parse.parse(bad)
         assert error.value.reason == "wrong-topic"
 
 
