@@ -106,6 +106,20 @@ print(json.dumps({{"errors": client.errors, "samples": samples, "up": client.is_
     assert max(rest) - first < 2048, f"heap grew across reconnects: {result['samples']}"
 
 
+def _read_until(connection: socket.socket, marker: bytes) -> bytes:
+    """What the client sends until `marker` has come, or until it closes or resets."""
+    received = b""
+    try:
+        while marker not in received:
+            chunk = connection.recv(1024)
+            if not chunk:
+                break
+            received += chunk
+    except ConnectionResetError:  # the client dropped the connection unread
+        pass
+    return received
+
+
 def _big_publish_broker(server: socket.socket, pubacks: list[bytes]) -> None:
     """Two connections: on each, CONNACK and a 7,000-byte QoS 1 PUBLISH (the first one waits for
     the client's 'ready'); what the client sends back is kept."""
@@ -117,23 +131,21 @@ def _big_publish_broker(server: socket.socket, pubacks: list[bytes]) -> None:
                 connection.settimeout(20)
                 connection.recv(1024)  # CONNECT
                 connection.sendall(b"\x20\x02\x00\x00")
-                received = b""
-                while attempt == 0 and b"ready" not in received:
-                    chunk = connection.recv(1024)
-                    if not chunk:
-                        return
-                    received += chunk
+                if attempt == 0 and b"ready" not in _read_until(connection, b"ready"):
+                    return
                 connection.sendall(big)
-                received = b""
-                try:
-                    while b"\x40\x02\x00\x01" not in received:
-                        chunk = connection.recv(1024)
-                        if not chunk:
-                            break
-                        received += chunk
-                except ConnectionResetError:  # the client dropped the connection unread
-                    pass
-                pubacks.append(received)
+                pubacks.append(_read_until(connection, b"\x40\x02\x00\x01"))
+
+
+def _serve(broker, results: list[bytes]) -> tuple[int, threading.Thread]:
+    """Run `broker(server, results)` in a thread on a listening loopback socket; its port and thread."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(2)
+    thread = threading.Thread(target=broker, args=(server, results), daemon=True)
+    thread.start()
+    return server.getsockname()[1], thread
 
 
 def test_a_heap_too_fragmented_for_a_packet_drops_the_connection_and_the_client_reconnects(micropython):
@@ -141,14 +153,8 @@ def test_a_heap_too_fragmented_for_a_packet_drops_the_connection_and_the_client_
     connection like any other: dropped, counted, logged, and connected again once memory is back;
     it never ends the client's task, which would leave the destination silent for good. Under
     MicroPython only: its heap is what the test fills (CPython has no heap limit to reach)."""
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", 0))
-    server.listen(2)
-    port = server.getsockname()[1]
     pubacks: list[bytes] = []
-    thread = threading.Thread(target=_big_publish_broker, args=(server, pubacks), daemon=True)
-    thread.start()
+    port, thread = _serve(_big_publish_broker, pubacks)
     script = f"""
 import asyncio, gc, json
 from fp.mqtt import MQTTClient, Broker
@@ -248,13 +254,8 @@ def _dribbling_broker(server: socket.socket, acks: list[bytes]) -> None:
 
 @pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
 def test_packets_split_anywhere_across_reads_arrive_whole(micropython, interpreter):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
     acks: list[bytes] = []
-    thread = threading.Thread(target=_dribbling_broker, args=(server, acks), daemon=True)
-    thread.start()
+    port, thread = _serve(_dribbling_broker, acks)
     script = f"""
 import asyncio, json
 from fp.mqtt import MQTTClient, Broker
