@@ -217,13 +217,14 @@ class Device:
         self.hal.start()
         self.apply_destinations()
         if not self.is_safe:
-            for sensor in self.board["sensors"]:
-                self.start_sampling(sensor)
             if self.provision.get("http_port"):
                 from fp.http_api import HttpApi  # loaded only when on: its code lives in the heap
 
+                # before the sensor loops: their first readings are kept for it (fp.sampling)
                 self.http = HttpApi(self, log)
                 await self.http.start(self.hal.lan_host, self.provision["http_port"])
+            for sensor in self.board["sensors"]:
+                self.start_sampling(sensor)
         while True:
             self.hal.feed()
             if self.hal.button_pressed():
