@@ -125,7 +125,7 @@ commands = [
 ]
 for name in ("messages", "inbound", "cose", "cbor_decode"):  # the owner's encoder is the test's
     unload(name)
-loaded = lambda: sorted(n for n in ("fp.settings", "fp.checked", "fp.command") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.config_commands", "fp.settings", "fp.checked", "fp.command") if n in sys.modules)
 for data in commands:
     device.on_command(data)
     print(device.refused, device.config["intervals"], loaded())
