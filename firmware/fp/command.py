@@ -3,8 +3,7 @@
 Loaded for one command and dropped after it (fp.device.Device.on_command), as fp.settings is after
 the boot check: its code would otherwise stay in the heap between commands, which are rare. Each
 operation is one function in OPERATIONS (the two that change config.json are fp.config_commands',
-loaded for them); `claim` is judged before the owner check (the claimant is not the owner yet). The
-host imports OPS from here for its command line and API.
+loaded for them); `claim` is judged before the owner check (the claimant is not the owner yet).
 """
 
 import asyncio
@@ -21,6 +20,7 @@ from fp.runtime import heap_in_use, log, unload
 # refusal-ack bucket's figures const() ints.
 _GET_INFO = const("get-info")
 _HAND_OVER = const("hand-over")
+_REBOOT = const("reboot")
 _CLAIM = const("claim")
 _APPLIED = const("applied")
 _REBOOTING = const("rebooting")
@@ -36,31 +36,18 @@ _REFUSAL_ACK_BURST = const(8)
 _REFUSAL_ACK_MS = const(1000)
 
 
-def set_destinations(device, args):
-    """fp.config_commands' (with fp.settings' checks), loaded for this command and dropped."""
+def _configure(device, args, name):
+    """fp.config_commands' operation `name` (set-destinations and set-interval, which check their
+    values with fp.settings' rules for config.json), loaded for it and dropped after, with
+    fp.settings and fp.checked, which fp.settings loads."""
     from fp import config_commands
 
     try:
-        return config_commands.set_destinations(device, args)
+        return getattr(config_commands, name)(device, args)
     finally:
-        _drop_config_commands()
-
-
-def set_interval(device, args):
-    """fp.config_commands' (with fp.settings' checks), loaded for this command and dropped."""
-    from fp import config_commands
-
-    try:
-        return config_commands.set_interval(device, args)
-    finally:
-        _drop_config_commands()
-
-
-def _drop_config_commands():
-    """Drop fp.config_commands, fp.settings and fp.checked, which fp.settings loads."""
-    unload("config_commands")
-    unload("settings")
-    unload("checked")
+        unload("config_commands")
+        unload("settings")
+        unload("checked")
 
 
 def get_info(device, args):
@@ -92,10 +79,6 @@ def get_info(device, args):
     }
 
 
-def reboot(device, args):
-    return _REBOOTING
-
-
 def hand_over(device, args):
     key = args.get("owner")
     if not isinstance(key, bytes) or len(key) != 32:
@@ -104,15 +87,16 @@ def hand_over(device, args):
     return {"owner": ids.id_from_public_key(key)}
 
 
-# op -> function(device, args) returning the ack's result; a new operation is one entry here.
+# op -> function(device, args) returning the ack's result; a new operation is one entry here (and
+# one in fp.messages.OPS, the host's list). Lambdas: a function's name is a name in the pool for
+# good, a lambda's is the interpreter's own.
 OPERATIONS = {
-    "set-destinations": set_destinations,
-    "set-interval": set_interval,
+    "set-destinations": lambda device, args: _configure(device, args, "set_destinations"),
+    "set-interval": lambda device, args: _configure(device, args, "set_interval"),
     _GET_INFO: get_info,
-    "reboot": reboot,
+    _REBOOT: lambda device, args: _REBOOTING,
     _HAND_OVER: hand_over,
 }
-OPS = const(("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim"))
 
 
 def judge(device, command, inbound):
@@ -142,15 +126,15 @@ def judge(device, command, inbound):
     return operation
 
 
-def apply(device, command, operation):
-    """Run a judged command: `operation` (None: the claim, the first owner's key)."""
+def apply(device, command, function):
+    """Run a judged command: its operation's `function` (None: the claim, the first owner's key)."""
     # a verified owner command is an authenticated lower bound of the time (no NTP)
     device.hal.set_time(command.issued_s)
-    if operation is None:
+    if function is None:
         device.claim_window_open = False
         device.set_owner(command.args["owner"])
         return {"owner": command.owner_id}
-    result = operation(device, command.args)
+    result = function(device, command.args)
     device.identity.accept_counter(command.counter)
     return result
 

@@ -12,7 +12,7 @@ cofactorless equation encode([S]B - [h]A) == R byte for byte.
 Every name a module loaded on a board holds (its functions, their arguments, its globals) stays in
 MicroPython's name pool after the module is dropped, and a board verifies only for a command: so
 the constants are const() (folded into the code) and the functions few, taking points as one
-tuple and their arguments under names the board holds anyway (value, other, n).
+tuple, under names the board holds anyway where one fits (mul, sqr and add; value, other, n).
 """
 
 from fp import const
@@ -38,8 +38,8 @@ _SMALL_ORDER = const(
 )
 
 
-def _sqn(value, n):
-    """value^(2^n)."""
+def sqr(value, n):
+    """value squared n times: value^(2^n)."""
     for _ in range(n):
         value = value * value
         value = (value & _M) + 19 * (value >> 255)
@@ -47,7 +47,7 @@ def _sqn(value, n):
     return value
 
 
-def _mul(value, other):
+def mul(value, other):
     value = value * other
     value = (value & _M) + 19 * (value >> 255)
     return (value & _M) + 19 * (value >> 255)
@@ -56,20 +56,20 @@ def _mul(value, other):
 def _chain(value, n):
     """ref10's addition chain: n = 5, value^(p - 2) (the inverse, reduced); n = 2, value^(2^252 - 3)
     (for the square root). Both go through value^(2^250 - 1) and value^11."""
-    t0 = _sqn(value, 1)
-    t1 = _mul(value, _sqn(t0, 2))
-    t0 = _mul(t0, t1)  # value^11
-    t1 = _mul(t1, _sqn(t0, 1))
-    t1 = _mul(_sqn(t1, 5), t1)
-    t2 = _mul(_sqn(t1, 10), t1)
-    t2 = _mul(_sqn(t2, 20), t2)
-    t1 = _mul(_sqn(t2, 10), t1)
-    t2 = _mul(_sqn(t1, 50), t1)
-    t2 = _mul(_sqn(t2, 100), t2)
-    t1 = _mul(_sqn(t2, 50), t1)  # value^(2^250 - 1)
+    t0 = sqr(value, 1)
+    t1 = mul(value, sqr(t0, 2))
+    t0 = mul(t0, t1)  # value^11
+    t1 = mul(t1, sqr(t0, 1))
+    t1 = mul(sqr(t1, 5), t1)
+    t2 = mul(sqr(t1, 10), t1)
+    t2 = mul(sqr(t2, 20), t2)
+    t1 = mul(sqr(t2, 10), t1)
+    t2 = mul(sqr(t1, 50), t1)
+    t2 = mul(sqr(t2, 100), t2)
+    t1 = mul(sqr(t2, 50), t1)  # value^(2^250 - 1)
     if n == 5:
-        return _mul(_sqn(t1, 5), t0) % _P  # value^(2^255 - 21)
-    return _mul(_sqn(t1, 2), value)
+        return mul(sqr(t1, 5), t0) % _P  # value^(2^255 - 21)
+    return mul(sqr(t1, 2), value)
 
 
 def _double(value):
@@ -88,10 +88,10 @@ def _double(value):
     g = yy - xx
     e = aa - h
     f = zz + zz - g
-    return _mul(e, f), _mul(h, g), _mul(g, f), _mul(e, h)
+    return mul(e, f), mul(h, g), mul(g, f), mul(e, h)
 
 
-def _add(value, other, n):
+def add(value, other, n):
     """value + other, or value - other if n < 0, for a point value (X, Y, Z, T). `other` is a table
     entry (fp.ed25519.table_entry: Y + X, Y - X and 2dT of an affine point, 32 bytes each) or a
     point in the form _cached gives it."""
@@ -105,22 +105,22 @@ def _add(value, other, n):
         z2 = None  # affine: Z2 = 1
     if n < 0:
         ypx, ymx = ymx, ypx
-    a = _mul(Y + X, ypx)
-    b = _mul(Y - X, ymx)
-    c = _mul(T, t2d)
-    d = Z + Z if z2 is None else 2 * _mul(Z, z2)
+    a = mul(Y + X, ypx)
+    b = mul(Y - X, ymx)
+    c = mul(T, t2d)
+    d = Z + Z if z2 is None else 2 * mul(Z, z2)
     e, h = a - b, a + b
     if n < 0:
         g, f = d - c, d + c
     else:
         g, f = d + c, d - c
-    return _mul(e, f), _mul(h, g), _mul(g, f), _mul(e, h)
+    return mul(e, f), mul(h, g), mul(g, f), mul(e, h)
 
 
 def _cached(value):
-    """The form of a point that _add adds: (Y + X, Y - X, Z, 2dT)."""
+    """The form of a point that add adds: (Y + X, Y - X, Z, 2dT)."""
     X, Y, Z, T = value
-    return Y + X, Y - X, Z, _mul(T, _D2)
+    return Y + X, Y - X, Z, mul(T, _D2)
 
 
 def _encode(value):
@@ -139,9 +139,9 @@ def _decode_negated(data):
     yy = y * y % _P
     u = (yy - 1) % _P
     v = (_D * yy + 1) % _P
-    v3 = _mul(_mul(v, v), v)
-    x = _mul(_mul(u, v3), _chain(_mul(_mul(u, v3), _mul(v3, v)), 2)) % _P
-    vxx = _mul(_mul(x, x), v) % _P
+    v3 = mul(mul(v, v), v)
+    x = mul(mul(u, v3), _chain(mul(mul(u, v3), mul(v3, v)), 2)) % _P
+    vxx = mul(mul(x, x), v) % _P
     if vxx != u:
         if vxx != (_P - u) % _P:
             return None
@@ -163,7 +163,7 @@ def base_encode(scalar):
         for row in range(16):
             d = digits[4 * row + column] - 8
             if d:
-                point = _add(point, table_entry(row * 8 + abs(d) - 1), d)
+                point = add(point, table_entry(row * 8 + abs(d) - 1), d)
     return _encode(point)
 
 
@@ -192,7 +192,7 @@ def verify(public, message, signature):
     multiples = [_cached(negated)]  # [j](-A) for j = 1..8
     current = negated
     for _ in range(7):
-        current = _add(current, multiples[0], 1)
+        current = add(current, multiples[0], 1)
         multiples.append(_cached(current))
     k_digits = bytearray(64)
     s_digits = bytearray(64)
@@ -205,9 +205,9 @@ def verify(public, message, signature):
                 point = _double(point)
         d = k_digits[i] - 8
         if d:
-            point = _add(point, multiples[abs(d) - 1], d)
+            point = add(point, multiples[abs(d) - 1], d)
         d = s_digits[i] - 8
         if d:
-            point = _add(point, table_entry(abs(d) - 1), d)
+            point = add(point, table_entry(abs(d) - 1), d)
     if _encode(point) != encoded_r:
         raise BadSignatureError("signature does not verify")

@@ -51,6 +51,7 @@ _NOT_OWNER = const("not-owner")
 _NOT_FOR_ME = const("not-for-me")
 _REPLAY = const("replay")
 _EXPIRED = const("expired")
+_IAT = const("iat")
 
 
 def kind_of(message: cose.Sign1) -> str:
@@ -121,7 +122,7 @@ def parse_command(data: bytes) -> Command:
     """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
     message, owner_id, device_id, counter = _addressed(data, "command")
     claims = message.claims
-    issued_s = _int_or_none(claims.get(IAT), "iat")
+    issued_s = _int_or_none(claims.get(IAT), _IAT)
     expires_s = _int_or_none(claims.get(EXP), "exp")
     if issued_s is None or expires_s is None:
         raise ProtocolError("malformed", "command needs iat and exp")

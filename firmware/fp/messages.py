@@ -51,6 +51,8 @@ CT_ANSWER = 65213
 CT_TERMINATION = 65214
 CT_TERMINATION_ACK = 65215
 KIND_OF = {content_type: kind for content_type, kind, _ in KINDS}
+# The operations a device interprets (fp.command.OPERATIONS, and claim), for the CLI and the API
+OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 MAX_BYTES = {kind: max_bytes for _, kind, max_bytes in KINDS}
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block

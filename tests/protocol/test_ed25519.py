@@ -57,7 +57,7 @@ def _point_add_small_order(public: bytes) -> bytes:
     minus_a = ed25519_int._decode_negated(public)
     # -(-A) + (-T') where -T' is also of order 8
     a = ((P - minus_a[0]) % P, minus_a[1], 1, (P - minus_a[3]) % P)
-    return ed25519_int._encode(ed25519_int._add(a, ed25519_int._cached(torsion), 1))
+    return ed25519_int._encode(ed25519_int.add(a, ed25519_int._cached(torsion), 1))
 
 
 def edge_cases() -> list[tuple[str, bytes, bytes, bytes]]:
