@@ -1,6 +1,8 @@
 """The one place that builds MQTT topics (layout version 1); fp.topic_parse, the host's, parses them."""
 
-PREFIX = "fp/v1/"
+from fp import const
+
+PREFIX = const("fp/v1/")
 # kind -> last topic level. Readings, acknowledgements, status and card come from the device;
 # commands, receipts and update messages (fp.ota) go to it; endorsements are published by the owner
 # or vendor about it.
