@@ -76,6 +76,34 @@ def test_soft_reset_restarts_the_interpreter_and_runs_boot_then_main(virtual_boa
     assert "still here" in _ok(mpremote("exec", "print('still here')"))
 
 
+def test_what_is_sent_while_the_interpreter_restarts_reaches_the_new_one(virtual_board):
+    """mpremote's next Ctrl-A can reach the board while the old interpreter is still exiting: the
+    new one must get it, as a board's UART keeps what it received across a soft reset."""
+    fd = os.open(virtual_board.port, os.O_RDWR | os.O_NOCTTY)
+    seen = b""
+
+    def read_until(wanted: bytes, timeout_s: float) -> bool:
+        nonlocal seen
+        deadline = time.monotonic() + timeout_s
+        while wanted not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 4096)
+        return wanted in seen
+
+    try:
+        os.write(fd, b"\r")
+        assert read_until(b">>> ", 10), seen
+        starts, seen = virtual_board.starts, b""
+        # the REPL reads its input a byte at a time: the Ctrl-A after the line is still unread
+        # when the line resets the board
+        os.write(fd, b"import machine; machine.soft_reset()\r\x01")
+        assert read_until(b"MPY: soft reboot", 10), seen
+        assert read_until(b"raw REPL; CTRL-B to exit", 10), seen
+        assert virtual_board.starts == starts + 1
+    finally:
+        os.close(fd)
+
+
 def test_ctrl_c_interrupts_a_running_main_like_a_board(virtual_board, mpremote):
     (virtual_board.flash / "main.py").write_text(FOREVER_MAIN)
     virtual_board.power_cycle()
