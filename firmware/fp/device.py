@@ -129,9 +129,24 @@ class Device:
         await asyncio.sleep(0.5)
         if self.history:  # a reset the owner asked for is no crash; from safe mode, it tries normal
             self.history.mark_stable()
+        self.reset()
+
+    def reset(self):
         for destination in self.destinations.values():
             destination.spill()  # what waits in RAM (for a PUBACK or a receipt) survives the reset
         self.hal.reset()
+
+    def ended_task(self):
+        """The name of a destination or sensor whose task has ended, or None: only an error ends
+        one, and the board would go on silent (a destination) or blind (a sensor)."""
+        for name, destination in self.destinations.items():
+            for task in (destination.task, destination.sender):
+                if task is not None and task.done():
+                    return name
+        for name, task in self.sensor_tasks.items():
+            if task.done():
+                return name
+        return None
 
     # --- the claim window: the owner's physical presence ----------------------------------------
 
@@ -226,6 +241,10 @@ class Device:
             for sensor in self.board["sensors"]:
                 self.start_sampling(sensor)
         while True:
+            ended = self.ended_task()
+            if ended:  # reset like the watchdog would, had the task stopped the main loop
+                log("%s: its task ended on an error; resetting" % ended)
+                self.reset()  # a crash for fp.safemode: repeated before the boot is stable, safe mode
             self.hal.feed()
             if self.hal.button_pressed():
                 self.open_claim_window()

@@ -10,7 +10,10 @@ hang-up) and one per interpreter run. The interpreter's pty is raw but keeps ISI
 from mpremote interrupts a running `main.py` exactly as on a board (the unix port turns ISIG
 off itself while its REPL reads a line). The unix port exits where a board soft-resets (Ctrl-D,
 `machine.soft_reset()`); the bridge prints `MPY: soft reboot` and starts it again, staying in
-the raw REPL (and skipping `main.py`) when the reset came from there, as a board does.
+the raw REPL (and skipping `main.py`) when the reset came from there, as a board does. What the
+user sent that the old interpreter never read (mpremote's next Ctrl-A, sent while the old one was
+exiting) is handed to the new one, as a board's UART keeps its receive buffer across a soft reset:
+the bridge holds the interpreter's end of the pty open too, so those bytes wait there.
 
 Network cut = the `net.down` marker file the sim hardware layer reads (fp.hal_sim); power
 cycle = SIGKILL and a fresh start.
@@ -94,7 +97,7 @@ class VirtualBoard:
         self.port = ""
         self.starts = 0  # interpreter runs so far: 1 after start(), +1 per soft reset or power cycle
         self._user_master = self._user_slave = -1
-        self._child_master = -1
+        self._child_master = self._child_slave = -1
         self._process: subprocess.Popen[bytes] | None = None
         self._is_raw = False
         self._is_stalled = False
@@ -125,10 +128,10 @@ class VirtualBoard:
         self._kill()
         if self._thread:
             self._thread.join(timeout=5)
-        for fd in (self._child_master, self._user_master, self._user_slave):
+        for fd in (self._child_master, self._child_slave, self._user_master, self._user_slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._child_master = self._user_master = self._user_slave = -1
+        self._child_master = self._child_slave = self._user_master = self._user_slave = -1
 
     def __enter__(self) -> VirtualBoard:
         return self.start()
@@ -157,7 +160,8 @@ class VirtualBoard:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _spawn(self, raw: bool) -> None:
+    def _spawn(self, raw: bool, unread: bytes = b"") -> None:
+        """Start the interpreter on a new pty; `unread`: input the previous one never read."""
         master, slave = os.openpty()
         _set_raw(slave, keep_isig=True)
         command = [micropython_command()]
@@ -175,17 +179,31 @@ class VirtualBoard:
             start_new_session=True,
             preexec_fn=_take_controlling_tty,
         )
-        os.close(slave)
-        if self._child_master >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._child_master)
-        self._child_master = master
+        for fd in (self._child_master, self._child_slave):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        # the slave stays open here too: input the interpreter has not read outlives its exit
+        self._child_master, self._child_slave = master, slave
         self._is_raw = raw
         self._swallow_until_raw_banner = raw
         self._pending = b""
         if raw:
             os.write(master, bytes([CTRL_A]))
+        if unread:
+            os.write(master, unread)
         self.starts += 1
+
+    def _unread_input(self) -> bytes:
+        """What was sent to the interpreter that has exited and it never read (its pty's queue)."""
+        if self._child_slave < 0:
+            return b""
+        os.set_blocking(self._child_slave, False)
+        unread = b""
+        with contextlib.suppress(OSError):  # BlockingIOError: the queue is empty
+            while chunk := os.read(self._child_slave, 4096):
+                unread += chunk
+        return unread
 
     def _kill(self) -> None:
         process = self._process
@@ -242,7 +260,7 @@ class VirtualBoard:
             if self._stopping.is_set():
                 return
             self._write_user(b"MPY: soft reboot\r\n")
-            self._spawn(raw=self._is_raw)
+            self._spawn(raw=self._is_raw, unread=self._unread_input())
 
     def _bridge(self) -> None:
         while not self._stopping.is_set():

@@ -30,7 +30,12 @@ pytestmark = [
     pytest.mark.skipif(not HAS_MICROPYTHON, reason="the micropython unix port is not installed"),
 ]
 SENSOR = "n"  # the sim's counter sensor: its value is the sample number, so a gap is a lost reading
-MIN_RATE = 100  # readings/s made while the broker is killed (issue 15 saw losses at 100-150/s)
+# What makes the kills a test: readings made and not stored yet while the broker is down, more than
+# the 64 the device keeps in flight (fp.receipted), so that the outage's backlog is sent again from
+# its flash queue. Issue 15 saw losses at 100-150 readings/s; that rate is printed, not required: a
+# slower machine (90/s was seen in CI) builds the same backlog over the same outages, and the
+# backlog is what the device's delivery must survive.
+MIN_PEAK_BACKLOG = 100
 # a 5 ms pause between samples, plus the signing: about 130 readings/s. A broker down for 1-4 s
 # (the supervisor's restart pause doubles while it keeps dying, and the device's reconnect backoff
 # doubles too) leaves 130-500 waiting on the device: more than the 128 slots of a board's default
@@ -82,17 +87,26 @@ def _latest_value(device) -> tuple[float, int]:
 
 def _sigkill_under_load(agent, device, kill_broker) -> dict:
     """Kill the broker KILLS times under load, stop the sensor, wait; return what was observed."""
+    peak_backlog = 0
+
+    def stored_at_least(count: int) -> bool:
+        # sampled while the broker is down and while its backlog drains: readings made and not
+        # stored yet (in flight or waiting on the device; the device's /status is signed at most
+        # every 5 s, so its `buffered` lags)
+        nonlocal peak_backlog
+        stored = agent.store.count_readings()
+        peak_backlog = max(peak_backlog, _latest_value(device)[1] + 1 - stored)
+        return stored >= count
+
     wait_for(lambda: agent.store.count_readings() >= 50, 30, "the first readings stored")
     stored_before = agent.store.count_readings()
     started_s, first_value = _latest_value(device)
     for _ in range(KILLS):
         target = agent.store.count_readings() + READINGS_BETWEEN_KILLS
-        wait_for(lambda t=target: agent.store.count_readings() >= t, 30, "readings stored under load")
+        wait_for(lambda t=target: stored_at_least(t), 30, "readings stored under load")
         wait_for(lambda: _status(device)["buffered"] <= BACKLOG_BEFORE_KILL, 30, "the backlog drained")
-        kill_broker()
-    wait_for(
-        lambda: agent.store.count_readings() >= stored_before + KILLS * READINGS_BETWEEN_KILLS, 30, "more"
-    )
+        kill_broker(lambda: stored_at_least(0))
+    wait_for(lambda: stored_at_least(stored_before + KILLS * READINGS_BETWEEN_KILLS), 30, "more")
     ended_s, last_value = _latest_value(device)
     rate = (last_value - first_value) / (ended_s - started_s)  # readings made per second, kills included
     # stop producing: the last value the sensor gave is then the device's own count
@@ -106,20 +120,46 @@ def _sigkill_under_load(agent, device, kill_broker) -> dict:
     time.sleep(0.5)
     last = messages.parse_device_message(_http(device, f"/readings/latest/{SENSOR}"), "reading")
     produced = int(last.body[0][2]) + 1
-    try:
-        wait_for(lambda: agent.store.count_readings() >= produced, 60, f"all {produced} readings stored")
-    except AssertionError:
-        missing = sorted(set(range(produced)) - set(_stored_values(agent)))
-        info = run_on(agent, agent.command(device.device_id(), "get-info", {})).result
-        # a reading the device dropped for a full queue was never covered by a receipt: it is
-        # counted there (`dropped`), not lost after an acknowledgement; more missing than that is
-        why = "lost after being sent" if len(missing) > info["dropped"] else "dropped: the queue overflowed"
-        raise AssertionError(
-            f"{len(missing)} readings missing ({why}), first {missing[:10]}; the device says {info}"
-        ) from None
+    _wait_every_reading_stored(agent, device, produced, 60)
     wait_for(lambda: _status(device)["buffered"] == 0, 30, "the device holding nothing any more")
-    print(f"{rate:.0f} readings/s under load")
-    return {"produced": produced, "status": _status(device), "rate": rate}
+    print(f"{rate:.0f} readings/s under load, at most {peak_backlog} made and not stored yet")
+    return {"produced": produced, "status": _status(device), "rate": rate, "peak_backlog": peak_backlog}
+
+
+def _wait_every_reading_stored(agent, device, produced: int, timeout_s: float) -> None:
+    """Wait until `produced` readings are stored; or fail saying which are missing, whether they
+    came later (within another timeout_s: late) or not at all, and what the device and agent say."""
+    try:
+        wait_for(
+            lambda: agent.store.count_readings() >= produced, timeout_s, f"all {produced} readings stored"
+        )
+        return
+    except AssertionError:
+        pass
+    missing = sorted(set(range(produced)) - set(_stored_values(agent)))
+    try:
+        info = run_on(agent, agent.command(device.device_id(), "get-info", {})).result
+    except Exception as error:  # noqa: BLE001 - a diagnostic: the device may not answer either
+        info = {"no answer": repr(error)}
+    late_s = time.monotonic()
+    try:
+        wait_for(lambda: agent.store.count_readings() >= produced, timeout_s, "the missing readings")
+        late_s = time.monotonic() - late_s
+    except AssertionError:
+        late_s = None
+    if late_s is not None:
+        why = f"late: stored {late_s:.1f} s after that"
+    elif len(missing) > info.get("dropped", 0):
+        why = "lost after being sent"
+    else:
+        # a reading the device dropped for a full queue was never covered by a receipt: it is
+        # counted there (`dropped`), not lost after an acknowledgement
+        why = "dropped: the queue overflowed"
+    raise AssertionError(
+        f"{len(missing)} readings missing after {timeout_s:g} s ({why}), first {missing[:10]}; the agent"
+        f" rejected {dict(agent.ingest.rejected_counts)}; the device says {info}; its log ends"
+        f" {list(device.log)[-15:]}"
+    )
 
 
 def _assert_each_stored_once(agent, produced: int, webhook) -> None:
@@ -140,7 +180,7 @@ def _add_webhook(agent, webhook) -> None:
     assert admin.post("/routes", json=route).status_code == 201
 
 
-@pytest.mark.exclusive  # MIN_RATE: the device's rate must not share its cores
+@pytest.mark.exclusive  # the device's rate must not share its cores
 def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
     start_agent, mosquitto, tmp_path, webhook
 ):
@@ -159,7 +199,7 @@ def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
         device.enrol(agent)  # as `firstparty flash --config` does: its password's hash to the broker
         broker = agent.broker
 
-        def kill_broker():
+        def kill_broker(sample):
             restarts = broker.restarts
             if not restarts:
                 # A broker up STABLE_S is restarted at once, so the pauses are 0, 0.5 and 1 s. Killed
@@ -168,10 +208,14 @@ def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
                 # and the test measured the queue's size, not what a kill loses.
                 time.sleep(max(0.0, broker_up_s + STABLE_S + 0.5 - time.monotonic()))
             broker.mosquitto.process.send_signal(signal.SIGKILL)
-            wait_for(lambda: broker.restarts > restarts and broker.is_running, 20, "the supervisor's restart")
+            wait_for(
+                lambda: sample() and broker.restarts > restarts and broker.is_running,
+                20,
+                "the supervisor's restart",
+            )
 
         seen = _sigkill_under_load(agent, device, kill_broker)
-        assert seen["rate"] >= MIN_RATE and list(broker.restart_pauses) == [0.0, 0.5, 1.0]
+        assert seen["peak_backlog"] >= MIN_PEAK_BACKLOG and list(broker.restart_pauses) == [0.0, 0.5, 1.0]
         status = seen["status"]
         assert status["delivery"] == {"home": "receipts"} and status["dropped"] == 0
         _assert_each_stored_once(agent, seen["produced"], webhook)
@@ -180,7 +224,7 @@ def test_owner_side_broker_sigkilled_three_times_under_load_loses_no_reading(
         device.stop()
 
 
-@pytest.mark.exclusive  # MIN_RATE: the device's rate must not share its cores
+@pytest.mark.exclusive  # the device's rate must not share its cores
 def test_vendor_side_broker_sigkilled_three_times_under_load_loses_no_reading(
     start_agent, mosquitto, tmp_path, webhook
 ):
@@ -200,14 +244,15 @@ def test_vendor_side_broker_sigkilled_three_times_under_load_loses_no_reading(
     try:
         assert device.device_id(20) == device_id
 
-        def kill_broker():  # nobody supervises this broker: the test starts it again
+        def kill_broker(sample):  # nobody supervises this broker: the test starts it again
             mosquitto.process.send_signal(signal.SIGKILL)
             mosquitto.process.wait(5)
-            time.sleep(0.3)
+            down_until = time.monotonic() + 0.3
+            wait_for(lambda: sample() and time.monotonic() >= down_until, 5, "0.3 s down")
             mosquitto.start()
 
         seen = _sigkill_under_load(vendor, device, kill_broker)
-        assert seen["rate"] >= MIN_RATE
+        assert seen["peak_backlog"] >= MIN_PEAK_BACKLOG
         status = seen["status"]
         assert status["delivery"] == {"vendor": "receipts"} and status["dropped"] == 0
         _assert_each_stored_once(vendor, seen["produced"], webhook)
@@ -250,12 +295,17 @@ def test_forged_foreign_replayed_receipts_are_ignored_and_counted_and_lose_nothi
         wait_for(lambda: genuine, 20, "a genuine receipt")
         everything = [[boot, 0, 0xFFFFFFFF] for boot in range(4)]
         other_seed = os.urandom(32)
+        # a bit of the signature's R flipped: it cannot verify. (Its last byte set to 0, as this test
+        # once did, left one receipt in about 15 intact, since S's top byte is often 0 already: a
+        # genuine receipt for everything, which made the device drop what was not stored yet.)
+        broken = bytearray(agent.receipts.receipt(device_id, everything))
+        broken[-64] ^= 0x01
         forged = [
             messages.encode_receipt(
                 nacl_signer(other_seed), nacl_public_key(other_seed), device_id, 2**62, everything
             ),
             agent.receipts.receipt("c" * 24, everything),  # the agent's key, for another device
-            agent.receipts.receipt(device_id, everything)[:-1] + b"\x00",  # signature broken
+            bytes(broken),  # signature broken
             genuine[0],  # replayed: its counter is not above the last one taken
             b"\xd2\x84garbage",
         ]
@@ -285,7 +335,7 @@ def test_forged_foreign_replayed_receipts_are_ignored_and_counted_and_lose_nothi
         time.sleep(0.5)
         last = messages.parse_device_message(_http(device, f"/readings/latest/{SENSOR}"), "reading")
         produced = int(last.body[0][2]) + 1
-        wait_for(lambda: agent.store.count_readings() >= produced, 30, "every reading stored")
+        _wait_every_reading_stored(agent, device, produced, 30)
         assert sorted(_stored_values(agent)) == list(range(produced))
     finally:
         attacker.loop_stop()

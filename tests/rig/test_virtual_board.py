@@ -14,6 +14,24 @@ from tests.rig.conftest import mpremote_command
 FOREVER_MAIN = "import time\nprint('main running')\nwhile True:\n    time.sleep(0.05)\n"
 
 
+class _Terminal:
+    """What a pty's other end has printed so far, read as it comes."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.seen = b""
+
+    def read_until(self, wanted: bytes, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while wanted not in self.seen and time.monotonic() < deadline:
+            if select.select([self.fd], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.fd, 1024)
+                except OSError:
+                    break
+        return self.seen
+
+
 def _ok(result):
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -76,6 +94,26 @@ def test_soft_reset_restarts_the_interpreter_and_runs_boot_then_main(virtual_boa
     assert "still here" in _ok(mpremote("exec", "print('still here')"))
 
 
+def test_what_is_sent_while_the_interpreter_restarts_reaches_the_new_one(virtual_board):
+    """mpremote's next Ctrl-A can reach the board while the old interpreter is still exiting: the
+    new one must get it, as a board's UART keeps what it received across a soft reset."""
+    fd = os.open(virtual_board.port, os.O_RDWR | os.O_NOCTTY)
+    terminal = _Terminal(fd)
+    try:
+        os.write(fd, b"\r")
+        assert b">>> " in terminal.read_until(b">>> ", 10)
+        starts = virtual_board.starts
+        # the REPL reads its input a byte at a time: the Ctrl-A after the line is still unread
+        # when the line resets the board
+        os.write(fd, b"import machine; machine.soft_reset()\r\x01")
+        assert b"MPY: soft reboot" in terminal.read_until(b"MPY: soft reboot", 10)
+        banner = b"raw REPL; CTRL-B to exit"
+        assert banner in terminal.read_until(banner, 10), terminal.seen
+        assert virtual_board.starts == starts + 1
+    finally:
+        os.close(fd)
+
+
 def test_ctrl_c_interrupts_a_running_main_like_a_board(virtual_board, mpremote):
     (virtual_board.flash / "main.py").write_text(FOREVER_MAIN)
     virtual_board.power_cycle()
@@ -87,25 +125,13 @@ def test_repl_is_interactive(virtual_board):
     pid, fd = pty.fork()
     if pid == 0:  # the child: mpremote's repl on a terminal, as a user runs it
         os.execv(mpremote_command(), [mpremote_command(), "connect", virtual_board.port, "repl"])
-    seen = b""
-
-    def read_until(wanted: bytes, timeout_s: float) -> bytes:
-        nonlocal seen
-        deadline = time.monotonic() + timeout_s
-        while wanted not in seen and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.1)[0]:
-                try:
-                    seen += os.read(fd, 1024)
-                except OSError:
-                    break
-        return seen
-
+    terminal = _Terminal(fd)
     try:
-        assert b"Connected" in read_until(b"Connected", 10)
+        assert b"Connected" in terminal.read_until(b"Connected", 10)
         os.write(fd, b"\r")
-        assert b">>> " in read_until(b">>> ", 5)
+        assert b">>> " in terminal.read_until(b">>> ", 5)
         os.write(fd, b"print(6 * 7)\r")
-        assert b"42" in read_until(b"42", 5)
+        assert b"42" in terminal.read_until(b"42", 5)
         os.write(fd, b"\x1d")  # Ctrl-] leaves the repl
     finally:
         exited = False
