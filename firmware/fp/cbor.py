@@ -26,13 +26,6 @@ if TYPE_CHECKING:
 MAX_DEPTH = 16
 TAGS = (18,)  # COSE_Sign1 is the only tag the protocol uses
 _U64 = const(0xFFFFFFFFFFFFFFFF)
-# struct formats as const(): a str of up to 10 characters in the code is a name in the board's
-# pool for good, a const() one is not (fp.inbound's docstring)
-_BE16 = const(">H")
-_BE32 = const(">I")
-_BE64 = const(">Q")
-_F32 = const(">f")
-_F64 = const(">d")
 
 
 class CBORError(ProtocolError):
@@ -64,33 +57,33 @@ def _head(out, major, n):
         out.append(n)
     elif n < 0x10000:
         out.append((major << 5) | 25)
-        out.extend(struct.pack(_BE16, n))
+        out.extend(struct.pack(">H", n))
     elif n < 0x100000000:
         out.append((major << 5) | 26)
-        out.extend(struct.pack(_BE32, n))
+        out.extend(struct.pack(">I", n))
     elif n <= _U64:
         out.append((major << 5) | 27)
-        out.extend(struct.pack(_BE64, n))
+        out.extend(struct.pack(">Q", n))
     else:
         raise CBORError("integer out of 64-bit range")
 
 
 def _is_float32(value):
     try:
-        return struct.unpack(_F32, struct.pack(_F32, value))[0] == value
+        return struct.unpack(">f", struct.pack(">f", value))[0] == value
     except OverflowError:  # CPython refuses to pack what does not fit; MicroPython gives inf
         return False
 
 
 def _float(out, value):
     if value != value or _is_float32(value):
-        packed = struct.pack(_F32, value)
+        packed = struct.pack(">f", value)
         # NaN is written as the one float32 quiet NaN so that it too is deterministic.
         out.append(0xFA)
         out.extend(packed if value == value else b"\x7f\xc0\x00\x00")
     else:
         out.append(0xFB)
-        out.extend(struct.pack(_F64, value))
+        out.extend(struct.pack(">d", value))
 
 
 def _encode(out, value, depth):

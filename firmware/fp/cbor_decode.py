@@ -15,9 +15,6 @@ TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler
 if TYPE_CHECKING:
     from typing import Any
 
-_F32 = const(">f")  # struct formats as const(): no names in the pool (fp.cbor)
-_F64 = const(">d")
-
 
 def _argument(data, index, info):
     """The argument of a head whose additional information is `info` >= 24: (value, next index)."""
@@ -160,7 +157,7 @@ def _simple(data, index, info):
         if end > len(data):
             raise CBORError("truncated: needs %d more bytes" % (end - len(data)))
         raw = data[index:end]
-        value = struct.unpack(_F32, raw)[0]
+        value = struct.unpack(">f", raw)[0]
         if value != value and raw != b"\x7f\xc0\x00\x00":
             raise CBORError("NaN not in its deterministic form")
         return value, end
@@ -168,7 +165,7 @@ def _simple(data, index, info):
         end = index + 8
         if end > len(data):
             raise CBORError("truncated: needs %d more bytes" % (end - len(data)))
-        value = struct.unpack(_F64, data[index:end])[0]
+        value = struct.unpack(">d", data[index:end])[0]
         if value != value or _is_float32(value):
             raise CBORError("float64 that fits float32 is not deterministic")
         return value, end

@@ -18,12 +18,11 @@ H_ALG = 1
 H_CONTENT_TYPE = 3
 H_CWT_CLAIMS = 15  # RFC 9597: CWT claims in the protected header
 _SIGNATURE_BYTES = const(64)
-_SIGNATURE1 = const("Signature1")  # Sig_structure's context; a const() str is no name in the pool
 
 
 def sig_structure(protected_bytes: bytes, payload: bytes) -> bytes:
     """Return the bytes that are signed: ["Signature1", protected, external_aad = h'', payload]."""
-    return cbor.encode([_SIGNATURE1, protected_bytes, b"", payload])
+    return cbor.encode(["Signature1", protected_bytes, b"", payload])
 
 
 def sign1(sign: "Callable[[bytes], bytes]", protected: "dict[int, Any]", payload: bytes) -> bytes:

@@ -1,14 +1,10 @@
 """The one exception type of the protocol code, with a reason from a closed set."""
 
-from fp import const
-
-_SEPARATOR = const(": ")  # a const() str: no name in the pool (fp.inbound's docstring)
-
 
 class ProtocolError(ValueError):
     """Bytes from the network that cannot become a protocol value; `reason` is one of fp.reasons.REASONS."""
 
     def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason + (_SEPARATOR + detail if detail else ""))
+        super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.detail = detail

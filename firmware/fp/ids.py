@@ -55,8 +55,6 @@ def check_key_matches_id(public_key: bytes, expected_id: str | None) -> None:
 
 
 _BROKER_PASSWORD_LABEL = const(b"firstparty broker password v1\x00")
-_REALM = const("%s:%d")  # const() strs: no names in the pool (fp.inbound's docstring)
-_HEX_BYTE = const("%02x")
 
 
 def _hmac_sha256(key: bytes, message: bytes) -> bytes:
@@ -77,5 +75,5 @@ def broker_password(seed: bytes, host: str, port: int) -> str:
     opens no other (the owner's). The seed never leaves the device: the flashing machine or the
     owner's agent asks the device for the password of one endpoint (docs/security.md).
     """
-    realm = (_REALM % (host, port)).encode()
-    return "".join(_HEX_BYTE % b for b in _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16])
+    realm = ("%s:%d" % (host, port)).encode()
+    return "".join("%02x" % b for b in _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16])

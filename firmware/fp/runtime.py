@@ -2,14 +2,9 @@
 
 import sys
 
-from fp import const
-
-_LOG_PREFIX = const("fp: ")  # const() strs: no names in the pool (fp.inbound's docstring)
-_PACKAGE = const("fp.")
-
 
 def log(text):
-    print(_LOG_PREFIX + text)
+    print("fp: " + text)
 
 
 def unload(name):
@@ -18,7 +13,7 @@ def unload(name):
     The modules loaded for one job (the boot check, a command, a verify, a release's confirmation)
     go through here, so the next job loads them afresh and nothing keeps them in between.
     """
-    sys.modules.pop(_PACKAGE + name, None)
+    sys.modules.pop("fp." + name, None)
     package = sys.modules.get("fp")
     if package is not None and hasattr(package, name):
         delattr(package, name)

@@ -22,9 +22,9 @@ import time
 
 from fp import const, storage
 
-HISTORY_FILE = const("boot.hist")
+HISTORY_FILE = "boot.hist"
 _MAX_COUNT = const(255)
-SAFE_MODE = const("safe-mode")  # the mode the status message and get-info report
+SAFE_MODE = "safe-mode"  # the mode the status message and get-info report
 
 
 class BootHistory:

@@ -9,7 +9,6 @@ TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler
 if TYPE_CHECKING:
     from typing import Any
 
-_LE_F32 = const("<f")  # a const() str: no name in the pool (fp.inbound's docstring)
 _N = const(0)  # name
 _U = const(1)  # unit
 _V = const(2)  # numeric value
@@ -21,7 +20,7 @@ _MAX_NAME = const(32)
 
 def float32(value):
     """Round a float to the nearest float32, so readings encode as CBOR float32 on every port."""
-    return struct.unpack(_LE_F32, struct.pack(_LE_F32, value))[0]
+    return struct.unpack("<f", struct.pack("<f", value))[0]
 
 
 def record(name, unit, value):

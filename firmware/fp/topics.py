@@ -1,8 +1,6 @@
 """The one place that builds MQTT topics (layout version 1); fp.topic_parse, the host's, parses them."""
 
-from fp import const
-
-PREFIX = const("fp/v1/")
+PREFIX = "fp/v1/"
 # kind -> last topic level. Readings, acknowledgements, status and card come from the device;
 # commands, receipts and update messages (fp.ota) go to it; endorsements are published by the owner
 # or vendor about it.
