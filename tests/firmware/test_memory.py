@@ -279,6 +279,8 @@ def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tm
         "fp.pem",
         "fp.mqtt_tls",
         "fp.mqtt_subscribe",  # subscribing while connected: the host's and the tests'
+        "fp.mqtt_qos2",  # QoS 2 and oversized PUBLISHes: at the first such packet only
+        "fp.mqtt_oversized",
     )
     for unused in never:
         assert "'" + unused.rstrip("'") + "'" not in loaded, unused
@@ -401,10 +403,13 @@ def _heap_steps(tmp_path, mosquitto, where, bits) -> list[str]:
 def test_the_running_firmware_holds_at_most_its_heap_budget(tmp_path, mosquitto, where):
     """Boot the compiled firmware on the unix port (FP_MICROPYTHON, else the venv's), connected to a
     real broker with the HTTP API on and an owner set, run it 4 s, and take the heap it holds
-    (firmware/tools/heap_steps.py): more state or code held at run time fails here."""
+    (firmware/tools/heap_steps.py): more state or code held at run time fails here. The client's
+    QoS 2 steps and its read past an oversized PUBLISH stay out: its broker sends neither."""
     bits = _word_bits()
     lines = _heap_steps(tmp_path, mosquitto, where, bits)
     assert any(line.startswith("info destination vendor sent=") and "sent=0" not in line for line in lines)
+    loaded = [line for line in lines if line.startswith("info modules ")][0].split()[2:]
+    assert "fp.mqtt" in loaded and "fp.mqtt_qos2" not in loaded and "fp.mqtt_oversized" not in loaded
     running = [line for line in lines if line.startswith("step running")]
     held = int(running[0].split()[-1])
     assert 20 * 1024 < held <= RUNNING_HEAP_BUDGET[(bits, where)], held
