@@ -5,7 +5,7 @@ kind (so a signature made for one kind can never pass as another) and RFC 9597 C
 See docs/protocol.md for the normative description.
 """
 
-from fp import cbor, const, cose, senml
+from fp import cbor, const, cose
 from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: the host imports it all from here)
     AUD,
     CNF,
@@ -51,6 +51,7 @@ from fp.inbound import (  # noqa: F401 (what a device parses, re-exported: the h
     parse_command,
     parse_receipt,
 )
+from fp.senml_decode import decode_pack
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def parse_device_message(data: bytes, expected_kind: str) -> DeviceMessage:
     boot = int.from_bytes(cti[:4], "big")
     seq = int.from_bytes(cti[4:], "big")
     if expected_kind == "reading":
-        body = senml.decode_pack(message.payload)
+        body = decode_pack(message.payload)
     else:
         body = cbor.decode(message.payload)
         if not isinstance(body, dict):
