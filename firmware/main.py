@@ -1,6 +1,14 @@
 """Board entry point: choose the release to boot (fp.slots), then run the Firstparty device application."""
 
+import gc
 import sys
+
+# A collection after every 1/16 of the heap allocated (at least 4 KB), not only when the heap is
+# full: garbage left to pile up spreads what lives long (the code loaded from .mpy, the device's
+# objects) across the whole heap, and the free space ends up in holes too small for a signature's
+# buffers. With it the first boot needs 80 KB of heap where it needed 88-92 KB (i386,
+# docs/benchmarks.md, "Heap cuts, ninth pass"); on a board with PSRAM the step grows with the heap.
+gc.threshold(max(4096, (gc.mem_free() + gc.mem_alloc()) // 16))
 
 try:  # code in flash: MicroPython >= 1.25 mounts a board's ROMFS partition at /rom
     import os

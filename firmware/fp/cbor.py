@@ -151,11 +151,6 @@ def encode(value: "Any") -> bytes:
     return bytes(out)
 
 
-def encode_into(out: bytearray, value: "Any") -> None:
-    """Append the deterministic CBOR encoding of `value` to the bytearray `out`."""
-    _encode(out, value, 0)
-
-
 def decode(data: "bytes | bytearray | memoryview") -> "Any":
     """Decode one deterministic CBOR item filling all of `data`; raise CBORError otherwise.
 

@@ -5,7 +5,7 @@ kind (so a signature made for one kind can never pass as another) and RFC 9597 C
 See docs/protocol.md for the normative description.
 """
 
-from fp import cbor, const, cose, senml
+from fp import cbor, const, cose
 from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: the host imports it all from here)
     AUD,
     CNF,
@@ -39,6 +39,7 @@ from fp.inbound import (  # noqa: F401 (what a device parses, re-exported: the h
     parse_command,
 )
 from fp.receipts import MAX_RANGES, Receipt, check_receipt, parse_receipt  # noqa: F401 (re-exported)
+from fp.senml_decode import decode_pack
 
 # The content types the host names (fp.device_messages has the device's own), and per kind the
 # most bytes a message may have: fp.inbound.KINDS, the one table of them all.
@@ -135,7 +136,7 @@ def parse_device_message(data: bytes, expected_kind: str) -> DeviceMessage:
     boot = int.from_bytes(cti[:4], "big")
     seq = int.from_bytes(cti[4:], "big")
     if expected_kind == "reading":
-        body = senml.decode_pack(message.payload)
+        body = decode_pack(message.payload)
     else:
         body = cbor.decode(message.payload)
         if not isinstance(body, dict):

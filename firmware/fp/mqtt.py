@@ -36,6 +36,10 @@ Failure modes it survives (each drops the connection and reconnects, never crash
   otherwise send it again on every connection), counted in `oversized` and logged;
 - a QoS 2 PUBLISH (a broker sends none for QoS 0/1 subscriptions, but may): PUBREC, delivered
   once however often it comes until its PUBREL, which is answered with PUBCOMP (MQTT-4.3.3-2).
+QoS 2's steps (a QoS 2 PUBLISH received, the PUBREC and PUBCOMP of one sent) are fp.mqtt_qos2's
+and reading past a PUBLISH too large is fp.mqtt_oversized's, each imported at the first packet
+that needs it: a board publishes and subscribes at QoS 1 and gets nothing that large, so from
+.mpy it never holds that code (about 1 KB on 32 bits, docs/benchmarks.md).
 With `reconnect=False` the client is one-shot: `run()` raises the MQTTError that ended the first
 connection (a refused CONNACK, a closed socket) instead of trying again.
 `stop()` sends DISCONNECT (so the broker discards the will: a planned stop is no "offline") and
@@ -89,9 +93,7 @@ _PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 _PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id follows
-_PUBLISH_QOS2 = const(0x04)  # the QoS 2 bit of a PUBLISH's first byte
 _SUBACK_FAILURE = const(0x80)
-_MAX_QOS2_PENDING = const(16)  # QoS 2 ids received and not yet released: more is a misbehaving broker
 # CONNACK's refusal codes 1..5, in order: one string, split on a refusal (a tuple of five strings
 # would be six objects held in the heap for an error path)
 _CONNACK_REFUSALS = const(
@@ -688,14 +690,6 @@ class MQTTClient:
             self._buffer, self._position = b"", 0
         return header, body, length
 
-    async def _take(self, count: int) -> bytes:
-        """`count` bytes: what the buffer holds first, then straight from the stream."""
-        held = self._buffer[self._position : self._position + count]
-        self._position += len(held)
-        if len(held) < count:
-            held += await self._link().readexactly(count - len(held))
-        return held
-
     async def _next_packet(self) -> "tuple[int, bytes]":
         """The next packet as (first byte, body), read as needed; a PUBLISH too large is read past.
 
@@ -715,39 +709,9 @@ class MQTTClient:
             header, body, length = packet
             if body is not None:
                 return header, body
-            await self._skip_publish(header, length)
+            from fp import mqtt_oversized  # a PUBLISH too large to hold is rare: its code too
 
-    async def _skip_publish(self, header: int, length: int) -> None:
-        """Read past a PUBLISH too large to hold (its topic and id kept) and acknowledge it."""
-        qos = (header >> 1) & 3
-        if qos == 3:
-            raise MQTTError("protocol", "PUBLISH with QoS 3")
-        topic_length = struct.unpack(">H", await self._take(2))[0]
-        fixed = 2 + topic_length + (2 if qos else 0)
-        if fixed > length:
-            raise MQTTError("protocol", "PUBLISH topic longer than the packet")
-        rest = await self._take(fixed - 2)
-        left = length - fixed
-        while left:
-            left -= len(await self._take(min(left, 4096)))
-        self.oversized += 1
-        self.log(
-            "mqtt %s: skipped a PUBLISH of %d bytes (limit %d) on %s"
-            % (
-                self.broker.key(),
-                length,
-                self.max_packet_bytes,
-                repr(bytes(rest[: min(topic_length, 200)])),
-            )
-        )
-        if self.on_oversized:
-            self.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
-        packet_id = rest[topic_length : topic_length + 2]
-        if qos == 1:
-            await self._send(_PUBACK_2 + packet_id)
-        elif qos == 2:
-            self._qos2_received(packet_id)
-            await self._send(bytes((_PUBREC, 2)) + packet_id)
+            await mqtt_oversized._skip_publish(self, header, length)
 
     async def _read_forever(self) -> None:
         # Never ends with an error: it keeps it for the serving loop, which drops the link.
@@ -809,50 +773,26 @@ class MQTTClient:
             raise MQTTError("protocol", "unexpected packet type 0x%02x from the broker" % kind)
 
     async def _acknowledged(self, kind: int, packet_id: int) -> None:
-        """A PUBACK, PUBREC or PUBCOMP: release the publish it ends, or send the PUBREL it asks."""
+        """A PUBACK, PUBREC or PUBCOMP: release the publish it ends (QoS 2's steps: fp.mqtt_qos2)."""
         window = self._window
-        for index in range(len(window)):
-            entry = window[index]
+        index = 0
+        for entry in window:
             if entry.packet_id == packet_id:
                 break
+            index += 1
         else:
             if kind == PUBACK:  # for no message of ours (a late one after a resend): nothing to release
                 return
-            raise MQTTError("protocol", "0x%02x for no QoS 2 publish of ours (id %d)" % (kind, packet_id))
-        first = entry.packet[0]
-        if kind == _PUBREC and first == _PUBREL:
-            # a PUBREC again (mosquitto sent two for one resent PUBLISH: its issue 918): the
-            # PUBREL again, which the broker answers once more (MQTT-4.3.3-2)
-            await self._send(entry.packet)
-            return
-        expected = _PUBCOMP if first == _PUBREL else _PUBREC if first & _PUBLISH_QOS2 else PUBACK
-        if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a PUBREC for QoS 1
-            raise MQTTError("protocol", "0x%02x where 0x%02x was due (id %d)" % (kind, expected, packet_id))
-        if kind == _PUBREC:
-            # the PUBRELs lead the window, in the order their PUBRECs came (MQTT-4.6.0-4), so that
-            # a reconnect resends them so, ahead of the PUBLISHes
-            released = 0
-            while window[released].packet[0] == _PUBREL:
-                released += 1
-            # The PUBLISH is the broker's now: it is never sent again (MQTT-4.3.3-1), and its bytes go
-            entry.packet = bytearray((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
-            del window[index]
-            window.insert(released, entry)
-            entry.sent_ms = ticks_ms()
-            await self._send(entry.packet)  # a failed write: the PUBREL goes on the next connection
-            return
-        del window[index]
-        entry.done.set()
-        await self._pump()
+            entry = None
+        # anything but a QoS 1 PUBLISH's PUBACK (its first byte 0011 d01r) is QoS 2's
+        if entry is None or kind != PUBACK or entry.packet[0] & 0xF6 != 0x32:
+            from fp import mqtt_qos2
 
-    def _qos2_received(self, packet_id: bytes) -> bool:
-        """Record a QoS 2 id; True when it is new (deliver), False for a resend (do not)."""
-        if packet_id in self._qos2_ids:
-            return False
-        if len(self._qos2_ids) >= _MAX_QOS2_PENDING:
-            raise MQTTError("protocol", "more than %d QoS 2 messages unreleased" % _MAX_QOS2_PENDING)
-        self._qos2_ids.add(bytes(packet_id))
-        return True
+            if not await mqtt_qos2._acknowledged(self, kind, packet_id, index, entry):
+                return
+        del window[index]
+        entry.done.set()  # pyright: ignore[reportOptionalMemberAccess] (None never returns True)
+        await self._pump()
 
     async def _incoming(self, header: int, body: bytes) -> None:
         qos = (header >> 1) & 3
@@ -874,9 +814,9 @@ class MQTTClient:
             topic, body[end + 2 :] if qos else body[end:], qos, bool(header & 1), bool(header & 8)
         )
         if qos == 2:
-            if self._qos2_received(packet_id):
-                await self._deliver(message)
-            await self._send(bytes((_PUBREC, 2)) + packet_id)
+            from fp import mqtt_qos2
+
+            await mqtt_qos2._incoming(self, message, packet_id)
             return
         await self._received(message, packet_id if qos else None)
 

@@ -18,6 +18,7 @@ import os
 import struct
 
 from fp import const
+from fp.runtime import unload
 from fp.storage import exists
 
 try:
@@ -54,7 +55,14 @@ class RingBuffer:
         self._slot = None  # the one buffer every slot is read into, while records wait (_buffer)
         size = _size(path)
         if not size or size % slot_bytes:
-            self._fill(path + ".tmp", slots)
+            # a new file (a board's first boot, a new destination) or a resize: fp.ringbuf_resize,
+            # loaded for that and dropped, as a running board never needs it
+            from fp import ringbuf_resize
+
+            try:
+                ringbuf_resize._fill(path + ".tmp", slots, slot_bytes)
+            finally:
+                unload("ringbuf_resize")
             os.rename(path + ".tmp", path)
             size = slots * slot_bytes
         self._consumed = self._load_pointer()
@@ -63,37 +71,13 @@ class RingBuffer:
         self.slots = size // slot_bytes  # the file's own: a board may have changed queue_slots
         self._recover()
         if self.slots != slots:
-            self._resize(slots)
+            from fp import ringbuf_resize
+
+            try:
+                ringbuf_resize._resize(self, slots)
+            finally:
+                unload("ringbuf_resize")
         self._release()
-
-    def _fill(self, path, slots):
-        empty = bytes(self.slot_bytes)
-        with open(path, "wb") as f:
-            for _ in range(slots):  # slot by slot: never the whole file in RAM
-                f.write(empty)
-
-    def _resize(self, slots):
-        """Move the waiting records into a file of `slots` slots (board.json queue_slots changed).
-
-        When more wait than the new size holds, the oldest go and are counted in `dropped`. A
-        power cut before the rename leaves the old file whole: the next boot does it again.
-        """
-        keep_from = max(self._first, self._next - slots)
-        staging = self.path + ".new"
-        self._fill(staging, slots)
-        with open(self.path, "rb") as old, open(staging, "r+b") as new:
-            for number in range(keep_from, self._next):
-                record = self._read_slot(old, number % self.slots)
-                if record and record[0] == number:  # torn ones stay behind, as peek would skip them
-                    new.seek((number % slots) * self.slot_bytes)
-                    new.write(self._buffer())
-        os.rename(staging, self.path)
-        self.slots = slots
-        if keep_from > self._first:
-            self.dropped += keep_from - self._first
-            self._first = keep_from
-            self._consumed = keep_from - 1
-            self._save_pointer()
 
     # --- the consumed pointer: two CRC-protected slots -----------------------------------------
 

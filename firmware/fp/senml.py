@@ -1,9 +1,9 @@
-"""SenML packs in CBOR (RFC 8428 section 6) with the integer labels of its table 6."""
+"""SenML packs in CBOR (RFC 8428 section 6) with the integer labels of its table 6: the device's
+encoder. The decoder, the host's and the tests' (a board never reads a pack), is fp.senml_decode."""
 
 import struct
 
 from fp import cbor, const
-from fp.errors import ProtocolError
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
@@ -14,8 +14,6 @@ _U = const(1)  # unit
 _V = const(2)  # numeric value
 _VS = const(3)  # string value
 _VB = const(4)  # boolean value
-_MAX_RECORDS = const(32)
-_MAX_NAME = const(32)
 
 
 def float32(value):
@@ -44,35 +42,3 @@ def record(name, unit, value):
 def encode_pack(measurements: "list[tuple[str, str | None, Any]]") -> bytes:
     """Encode [(name, unit, value), ...] as a SenML CBOR pack."""
     return cbor.encode([record(name, unit, value) for name, unit, value in measurements])
-
-
-def decode_pack(payload: bytes) -> "list[tuple[str, str | None, Any]]":
-    """Decode a SenML CBOR pack into [(name, unit, value), ...]; raise ProtocolError if it is not one."""
-    pack = cbor.decode(payload)
-    if not isinstance(pack, list) or not pack or len(pack) > _MAX_RECORDS:
-        raise ProtocolError("malformed", "SenML pack must be an array of 1..%d records" % _MAX_RECORDS)
-    out: "list[tuple[str, str | None, Any]]" = []
-    for item in pack:
-        if not isinstance(item, dict):
-            raise ProtocolError("malformed", "SenML record must be a map")
-        name = item.get(_N)
-        unit = item.get(_U)
-        if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
-            raise ProtocolError("malformed", "SenML record needs a name of 1..%d characters" % _MAX_NAME)
-        if unit is not None and not isinstance(unit, str):
-            raise ProtocolError("malformed", "SenML unit must be text")
-        values = [item[label] for label in (_V, _VS, _VB) if label in item]
-        if len(values) != 1:
-            raise ProtocolError("malformed", "SenML record needs exactly one of v, vs, vb")
-        value = values[0]
-        if _V in item and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ProtocolError("malformed", "SenML v must be a number")
-        if _VS in item and not isinstance(value, str):
-            raise ProtocolError("malformed", "SenML vs must be text")
-        if _VB in item and not isinstance(value, bool):
-            raise ProtocolError("malformed", "SenML vb must be a boolean")
-        for label in item:
-            if label not in (_N, _U, _V, _VS, _VB):
-                raise ProtocolError("malformed", "SenML label %r is not used by this profile" % (label,))
-        out.append((name, unit, value))
-    return out
