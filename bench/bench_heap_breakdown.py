@@ -9,7 +9,8 @@ Each boot runs firmware/tools/heap_steps.py on board `sim` with the HTTP API on 
 set (bench_memory.py's configuration), against a mosquitto of its own, after a first boot of the
 same firmware has checked the flash files (a board in the field boots from its checked copy): each module imported on
 its own, the boot checks, the device's set-up piece by piece, RUN_S seconds of running, one
-command, then one more of each running object (a probe). After the tables, the names (qstrs) the
+command (its owner's get-info, signed for it: judged, verified, applied), then one more of each
+running object (a probe). After the tables, the names (qstrs) the
 board holds after the command, beside the pool's chunk boundary below them: the pool grows in
 doubling chunks and never shrinks, so only getting under that boundary gives its last chunk back.
 ROMFS: the build packed by `mpremote romfs build` and mounted with vfs.VfsRom over the image read
@@ -32,8 +33,7 @@ sys.path[:0] = [str(REPO), str(REPO / "firmware")]
 from bench.bench_memory import baseline_build, interpreter  # noqa: E402
 from host_agent.board.build import compile_firmware  # noqa: E402
 from host_agent.bus.mosquitto import Mosquitto  # noqa: E402
-from host_agent.rig.simdevice import SimDevice  # noqa: E402
-from tests.helpers import build_romfs  # noqa: E402
+from tests.helpers import build_romfs, owned_sim_flash  # noqa: E402
 
 STEPS = REPO / "firmware" / "tools" / "heap_steps.py"
 
@@ -121,7 +121,7 @@ def main() -> None:
             image = build_romfs(build, work / (build.name + ".romfs"))
             for where, rom in (("ROMFS", image), (".mpy", None)):
                 flash = work / f"flash-{build.name}-{where}"
-                SimDevice(flash, (broker.host, broker.port), owner_key=bytes(range(32)))
+                owned_sim_flash(flash, (broker.host, broker.port), work / f"owner-{build.name}-{where}")
                 print(f"{label}, {where}:")
                 results[(label, where)] = steps(command, build, flash, rom)
     finally:

@@ -118,6 +118,24 @@ def build_romfs(build: Path, image: Path) -> Path:
     return build_romfs_image(build, image)
 
 
+def owned_sim_flash(flash: Path, broker: tuple[str, int], work: Path) -> None:
+    """A sim board's flash folder (HTTP API on, its seed fixed) owned by an owner key in `work`,
+    with that owner's get-info for it in command.bin: firmware/tools/heap_steps.py sends it as the
+    board's first owner command (judged, verified, applied)."""
+    from nacl.signing import SigningKey
+
+    from fp import ids
+    from host_agent.owner import Owner
+    from host_agent.rig.simdevice import SimDevice
+
+    owner = Owner(work / "owner.key")
+    SimDevice(flash, broker, owner_key=owner.public)
+    seed = bytes(range(32))
+    (flash / "key.seed").write_bytes(seed)
+    device_id = ids.id_from_public_key(bytes(SigningKey(seed).verify_key))
+    (flash / "command.bin").write_bytes(owner.command(device_id, "get-info", {}))
+
+
 def romfs_code(work: Path, build: Path) -> tuple[Path, int]:
     """A code folder whose main.py mounts a ROMFS image of `build` at /rom (vfs.VfsRom over the
     image read into the heap: the unix port has no ROM partition) and then runs the firmware's

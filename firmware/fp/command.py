@@ -2,80 +2,52 @@
 
 Loaded for one command and dropped after it (fp.device.Device.on_command), as fp.settings is after
 the boot check: its code would otherwise stay in the heap between commands, which are rare. Each
-operation is one function in OPERATIONS; `claim` is judged before the owner check (the claimant is
-not the owner yet). The host imports OPS from here for its command line and API.
+operation is one function in OPERATIONS (the two that change config.json are fp.config_commands',
+loaded for them); `claim` is judged before the owner check (the claimant is not the owner yet).
 """
 
 import asyncio
 import hashlib
 import time
 
-from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, safemode
+from fp import FIRMWARE_VERSION, const, device_messages, ed25519, ids, safemode
 from fp.destinations import total
 from fp.errors import ProtocolError
 from fp.runtime import heap_in_use, log, unload
 
+# Each name a module makes stays in a board's name pool after the module is dropped (fp.inbound's
+# docstring): the words only a command uses are const() strs, which are not names, and the
+# refusal-ack bucket's figures const() ints.
+_GET_INFO = const("get-info")
+_HAND_OVER = const("hand-over")
+_REBOOT = const("reboot")
+_CLAIM = const("claim")
+_APPLIED = const("applied")
+_REBOOTING = const("rebooting")
+_NORMAL = const("normal")
+_HEAP_BYTES = const("heap_bytes")
+_NOT_OWNER = const("not-owner")
+_UNCLAIMED = const("unclaimed")
+
 # Signed answers to refused commands, a token bucket: a burst of this many, then one per
-# REFUSAL_ACK_MS. Anyone who may publish on the command topic can send junk, and each ack costs
+# _REFUSAL_ACK_MS. Anyone who may publish on the command topic can send junk, and each ack costs
 # a signature (and a slot in every destination's queue); an applied command is always answered.
-REFUSAL_ACK_BURST = 8
-REFUSAL_ACK_MS = 1000
+_REFUSAL_ACK_BURST = const(8)
+_REFUSAL_ACK_MS = const(1000)
 
 
-def _settings():
-    """fp.settings for one check (the very checks config.json gets at boot); _drop_settings after."""
-    from fp import settings
+def _configure(device, args, name):
+    """fp.config_commands' operation `name` (set-destinations and set-interval, which check their
+    values with fp.settings' rules for config.json), loaded for it and dropped after, with
+    fp.settings and fp.checked, which fp.settings loads."""
+    from fp import config_commands
 
-    return settings
-
-
-def _drop_settings():
-    """Drop fp.settings, and fp.checked, which it loaded for its key and integer rules."""
-    unload("settings")
-    unload("checked")
-
-
-async def _apply_destinations_later(device):
-    await asyncio.sleep(0.3)  # let the ack leave through the old destinations first
-    device.apply_destinations()
-
-
-def set_destinations(device, args):
-    specs = args.get("destinations")
-    settings = _settings()
     try:
-        if not isinstance(specs, list) or not specs or len(specs) > settings.MAX_DESTINATIONS:
-            raise ProtocolError(
-                "bad-command", "destinations must be a list of 1..%d brokers" % settings.MAX_DESTINATIONS
-            )
-        names = []
-        for spec in specs:
-            found = settings.destination_problem(spec, names)
-            if found is not None:
-                raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
-            names.append(spec["name"])
+        return getattr(config_commands, name)(device, args)
     finally:
-        _drop_settings()
-    device.config["destinations"] = specs
-    device.save_config()
-    asyncio.create_task(_apply_destinations_later(device))
-    return {"destinations": names}
-
-
-def set_interval(device, args):
-    sensor, interval = args.get("sensor"), args.get("interval_s")
-    settings = _settings()
-    try:
-        highest = settings.MAX_INTERVAL_S
-        is_usable = settings.is_int(interval, 1, highest)
-    finally:
-        _drop_settings()
-    if sensor not in [s["name"] for s in device.board["sensors"]] or not is_usable:
-        raise ProtocolError("bad-command", "set-interval needs a fitted sensor and 1..%d s" % highest)
-    device.config["intervals"][sensor] = interval
-    device.save_config()
-    device.interval_changed(sensor)
-    return {"sensor": sensor, "interval_s": interval}
+        unload("config_commands")
+        unload("settings")
+        unload("checked")
 
 
 def get_info(device, args):
@@ -99,16 +71,12 @@ def get_info(device, args):
             for name, d in destinations.items()
             if d.receipt_key is not None
         },
-        "heap_bytes": heap_in_use(),  # with this command's interpreter and result loaded
+        _HEAP_BYTES: heap_in_use(),  # with this command's interpreter and result loaded
         "heap_at_rest_bytes": device.heap_at_rest_bytes,  # as the command arrived (fp.device)
-        "mode": safemode.SAFE_MODE if device.is_safe else "normal",
+        "mode": safemode.SAFE_MODE if device.is_safe else _NORMAL,
         "unstable_boots": history.unstable if history else 0,
         "http": [device.http.served, device.http.refused] if device.http else None,
     }
-
-
-def reboot(device, args):
-    return "rebooting"
 
 
 def hand_over(device, args):
@@ -119,15 +87,16 @@ def hand_over(device, args):
     return {"owner": ids.id_from_public_key(key)}
 
 
-# op -> function(device, args) returning the ack's result; a new operation is one entry here.
+# op -> function(device, args) returning the ack's result; a new operation is one entry here (and
+# one in fp.messages.OPS, the host's list). Lambdas: a function's name is a name in the pool for
+# good, a lambda's is the interpreter's own.
 OPERATIONS = {
-    "set-destinations": set_destinations,
-    "set-interval": set_interval,
-    "get-info": get_info,
-    "reboot": reboot,
-    "hand-over": hand_over,
+    "set-destinations": lambda device, args: _configure(device, args, "set_destinations"),
+    "set-interval": lambda device, args: _configure(device, args, "set_interval"),
+    _GET_INFO: get_info,
+    _REBOOT: lambda device, args: _REBOOTING,
+    _HAND_OVER: hand_over,
 }
-OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 
 
 def judge(device, command, inbound):
@@ -136,11 +105,11 @@ def judge(device, command, inbound):
     `claim`, which is judged before the owner check (the claimant is not the owner yet)."""
     identity = device.identity
     owner_key, last_counter = identity.owner_key, identity.last_counter
-    if command.op == "claim":
+    if command.op == _CLAIM:
         if owner_key is not None:
-            raise ProtocolError("not-owner", "device already has an owner")
+            raise ProtocolError(_NOT_OWNER, "device already has an owner")
         if not device.is_claim_window_open():
-            raise ProtocolError("unclaimed", "press the button to open the claim window")
+            raise ProtocolError(_UNCLAIMED, "press the button to open the claim window")
         owner_key, last_counter = command.args.get("owner"), -1
         if (
             not isinstance(owner_key, bytes)
@@ -149,7 +118,7 @@ def judge(device, command, inbound):
         ):
             raise ProtocolError("bad-command", "claim needs the claimant's 32-byte key as owner")
     inbound.check_command(command, owner_key, identity.device_id, last_counter, device.now(), ed25519.verify)
-    if command.op == "claim":
+    if command.op == _CLAIM:
         return None
     operation = OPERATIONS.get(command.op)
     if operation is None:
@@ -157,31 +126,31 @@ def judge(device, command, inbound):
     return operation
 
 
-def apply(device, command, operation):
-    """Run a judged command: `operation` (None: the claim, the first owner's key)."""
+def apply(device, command, function):
+    """Run a judged command: its operation's `function` (None: the claim, the first owner's key)."""
     # a verified owner command is an authenticated lower bound of the time (no NTP)
     device.hal.set_time(command.issued_s)
-    if operation is None:
+    if function is None:
         device.claim_window_open = False
         device.set_owner(command.args["owner"])
         return {"owner": command.owner_id}
-    result = operation(device, command.args)
+    result = function(device, command.args)
     device.identity.accept_counter(command.counter)
     return result
 
 
 def may_answer_refusal(device):
-    """Take one token from the refusal-ack bucket (refilled one per REFUSAL_ACK_MS); False: none left."""
+    """Take one token from the refusal-ack bucket (refilled one per _REFUSAL_ACK_MS); False: none left."""
     now = time.ticks_ms()
     if device.refusal_acks is None:  # the first refusal since boot: a full bucket
-        device.refusal_acks, device.refusal_acks_ms = REFUSAL_ACK_BURST, now
+        device.refusal_acks, device.refusal_acks_ms = _REFUSAL_ACK_BURST, now
     elapsed = time.ticks_diff(now, device.refusal_acks_ms)
-    if elapsed >= REFUSAL_ACK_MS or elapsed < 0:  # < 0: idle past half the ticks period
-        gained = elapsed // REFUSAL_ACK_MS if elapsed > 0 else REFUSAL_ACK_BURST
-        device.refusal_acks = min(REFUSAL_ACK_BURST, device.refusal_acks + gained)
-        full = device.refusal_acks == REFUSAL_ACK_BURST
+    if elapsed >= _REFUSAL_ACK_MS or elapsed < 0:  # < 0: idle past half the ticks period
+        gained = elapsed // _REFUSAL_ACK_MS if elapsed > 0 else _REFUSAL_ACK_BURST
+        device.refusal_acks = min(_REFUSAL_ACK_BURST, device.refusal_acks + gained)
+        full = device.refusal_acks == _REFUSAL_ACK_BURST
         device.refusal_acks_ms = (
-            now if full else time.ticks_add(device.refusal_acks_ms, gained * REFUSAL_ACK_MS)
+            now if full else time.ticks_add(device.refusal_acks_ms, gained * _REFUSAL_ACK_MS)
         )
     if device.refusal_acks <= 0:
         return False
@@ -213,7 +182,7 @@ def handle(device, data):
         device.drop_parsers()  # judged: the operation runs without the parsers and the decoder
         result = apply(device, command, operation)
         device.last_applied = digest
-        outcome, detail = "applied", ""
+        outcome, detail = _APPLIED, ""
     except ProtocolError as error:
         device.refused += 1
         if not may_answer_refusal(device):
@@ -236,6 +205,6 @@ def handle(device, data):
         device.now(),
     )
     device.put("ack", ack)
-    if outcome == "applied" and result == "rebooting":
+    if outcome == _APPLIED and result == _REBOOTING:
         asyncio.create_task(device.reboot_soon())
     return ack

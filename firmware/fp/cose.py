@@ -6,8 +6,9 @@ fp.release), dropped after.
 """
 
 from fp import cbor, const
-from fp.cose_sign import ALG_EDDSA, H_ALG, H_CONTENT_TYPE, H_CWT_CLAIMS, sig_structure
-from fp.cose_sign import sign1 as sign1  # re-exported: the host and the owner's tools sign here
+from fp.cose_sign import ALG_EDDSA as ALG_EDDSA  # re-exported with sign1: the host signs with them
+from fp.cose_sign import H_ALG, H_CONTENT_TYPE, H_CWT_CLAIMS, sig_structure
+from fp.cose_sign import sign1 as sign1
 from fp.errors import ProtocolError
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 _TAG_SIGN1 = const(18)  # fp.cose_sign's too: a const() has no global to import
 ALG_ED25519 = const(-19)  # accepted too (RFC 9864, fully-specified Ed25519)
-_ACCEPTED_ALGS = (ALG_EDDSA, ALG_ED25519)
+_ACCEPTED_ALGS = const((-8, -19))  # ALG_EDDSA and ALG_ED25519: a const() tuple holds no names
+_BAD_ALG = const("bad-alg")  # a const() str is not a name in a board's pool (fp.inbound)
 _SIGNATURE_BYTES = const(64)
 
 
@@ -69,7 +71,7 @@ def parse_sign1(data: bytes, max_bytes: int) -> Sign1:
         raise ProtocolError("malformed", "protected header must be a map")
     alg = protected.get(H_ALG)
     if alg not in _ACCEPTED_ALGS:
-        raise ProtocolError("bad-alg", "alg %r is not EdDSA (-8) or Ed25519 (-19)" % (alg,))
+        raise ProtocolError(_BAD_ALG, "alg %r is not EdDSA (-8) or Ed25519 (-19)" % (alg,))
     claims = protected.get(H_CWT_CLAIMS, {})
     if not isinstance(claims, dict):
         raise ProtocolError("malformed", "CWT claims header must be a map")

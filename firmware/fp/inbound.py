@@ -1,14 +1,21 @@
-"""What a device parses and judges: owner commands and receipts, and the kind of any message.
+"""What a device parses and judges: owner commands, and the kind of any message.
 
 A device loads this for one command and drops it after (fp.device), or keeps it while a
-destination takes receipts (fp.receipted). fp.messages re-exports all of it for the host, with the
-parsers and encoders only the host and the agent need. See docs/protocol.md.
+destination takes receipts (fp.receipts parses those with it, for fp.receipted). fp.messages
+re-exports all of it for the host, with the parsers and encoders only the host and the agent need.
+See docs/protocol.md.
+
+Each name a module loaded on a board makes (its functions, arguments, attributes, globals, and its
+str constants of up to 10 characters) stays in MicroPython's name pool after the module is dropped,
+and the first command would take the pool into its next chunk (about 4.5 KB on 32 bits) for good:
+so the kinds are one const() tuple, and the refusal reasons that no module a board keeps names are
+const() strs, which MicroPython folds into the code as objects, not names.
 """
 
 import hashlib
 
 from fp import cbor, const, cose
-from fp.device_messages import AUD, CT_ACK, CT_CARD, CT_READING, CT_STATUS, CTI, EXP, IAT, ISS, U32
+from fp.device_messages import AUD, CTI, EXP, IAT, ISS
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key, is_valid_id
 
@@ -18,61 +25,50 @@ if TYPE_CHECKING:
 
     Verify = Callable[[bytes, bytes, bytes], Any]  # (public key, data, signature); raises if bad
 
-CT_COMMAND = 65201  # experimental-use CoAP Content-Format range (RFC 7252 section 12.3)
-CT_ENDORSEMENT = 65205
-CT_GRANT = 65206
-CT_RECEIPT = 65207
-CT_PROFFER = 65212  # first-party terms (fp.terms): the owner proffers an agreement from the roster
-CT_ANSWER = 65213  # the second party's signed accept, alternative or decline of one proffer
-CT_TERMINATION = 65214  # the owner ends an agreement early
-CT_TERMINATION_ACK = 65215  # the second party's signed receipt of a termination
-KIND_OF = {
-    CT_READING: "reading",
-    CT_COMMAND: "command",
-    CT_ACK: "ack",
-    CT_CARD: "card",
-    CT_STATUS: "status",
-    CT_ENDORSEMENT: "endorsement",
-    CT_GRANT: "grant",
-    CT_RECEIPT: "receipt",
-    CT_PROFFER: "proffer",
-    CT_ANSWER: "answer",
-    CT_TERMINATION: "termination",
-    CT_TERMINATION_ACK: "termination-ack",
-}
-MAX_BYTES = {
-    "reading": 1024,
-    "status": 512,
-    "ack": 1024,
-    "card": 512,
-    "command": 4096,
-    "endorsement": 512,
-    "grant": 4096,
-    "receipt": 512,
-    "proffer": 4096,
-    "answer": 1024,
-    "termination": 1024,
-    "termination-ack": 1024,
-}
-MAX_RANGES = 16  # (boot, first, last) ranges in one receipt: 16 of the widest fit 512 bytes
+# Every kind of protocol v1: (content type, kind, the most bytes a message of it may have).
+# fp.messages names each content type (CT_COMMAND, ...) and gives KIND_OF and MAX_BYTES from here.
+# Content types from 65201 are in the experimental-use CoAP Content-Format range (RFC 7252
+# section 12.3); 112 is application/senml+cbor.
+KINDS = const(
+    (
+        (112, "reading", 1024),
+        (65201, "command", 4096),
+        (65202, "ack", 1024),
+        (65203, "card", 512),
+        (65204, "status", 512),
+        (65205, "endorsement", 512),
+        (65206, "grant", 4096),
+        (65207, "receipt", 512),
+        (65212, "proffer", 4096),  # first-party terms (fp.terms): the owner proffers an agreement
+        (65213, "answer", 1024),  # the second party's signed accept, alternative or decline of one proffer
+        (65214, "termination", 1024),  # the owner ends an agreement early
+        (65215, "termination-ack", 1024),  # the second party's signed receipt of a termination
+    )
+)
+_WRONG_KIND = const("wrong-kind")
+_UNCLAIMED = const("unclaimed")
+_NOT_OWNER = const("not-owner")
+_NOT_FOR_ME = const("not-for-me")
+_REPLAY = const("replay")
+_EXPIRED = const("expired")
+_IAT = const("iat")
 
 
 def kind_of(message: cose.Sign1) -> str:
     """Return the kind named by a parsed Sign1's content type, or raise 'wrong-kind'."""
-    kind = KIND_OF.get(message.content_type)
-    if kind is None:
-        raise ProtocolError(
-            "wrong-kind", "content type %r is not a protocol v1 kind" % (message.content_type,)
-        )
-    return kind
+    for content_type, kind, _ in KINDS:
+        if content_type == message.content_type:
+            return kind
+    raise ProtocolError(_WRONG_KIND, "content type %r is not a protocol v1 kind" % (message.content_type,))
 
 
-def parse(data: bytes, expected_kind: str) -> cose.Sign1:
-    """Parse bytes as a COSE_Sign1 of `expected_kind`; raise ProtocolError otherwise."""
-    message = cose.parse_sign1(data, MAX_BYTES[expected_kind])
-    kind = kind_of(message)
-    if kind != expected_kind:
-        raise ProtocolError("wrong-kind", "a %s where a %s was expected" % (kind, expected_kind))
+def parse(data: bytes, kind: str) -> cose.Sign1:
+    """Parse bytes as a COSE_Sign1 of `kind`; raise ProtocolError otherwise."""
+    max_bytes = [limit for _, name, limit in KINDS if name == kind][0]
+    message = cose.parse_sign1(data, max_bytes)
+    found = kind_of(message)
+    if found != kind:
+        raise ProtocolError(_WRONG_KIND, "a %s where a %s was expected" % (found, kind))
     return message
 
 
@@ -126,7 +122,7 @@ def parse_command(data: bytes) -> Command:
     """Parse an owner command; raise ProtocolError if any field is missing or mistyped."""
     message, owner_id, device_id, counter = _addressed(data, "command")
     claims = message.claims
-    issued_s = _int_or_none(claims.get(IAT), "iat")
+    issued_s = _int_or_none(claims.get(IAT), _IAT)
     expires_s = _int_or_none(claims.get(EXP), "exp")
     if issued_s is None or expires_s is None:
         raise ProtocolError("malformed", "command needs iat and exp")
@@ -140,83 +136,20 @@ def parse_command(data: bytes) -> Command:
     return Command(message, owner_id, device_id, counter, issued_s, expires_s, body["op"], body["args"])
 
 
-def check_command(command, owner_public_key, device_id, last_counter, now_s, verify):
+def check_command(command, owner_key, device_id, last_counter, now_s, verify):
     """Judge a parsed command for this device; raise ProtocolError with the refusal reason.
 
     Order matters: the signature is checked before anything the sender chose is trusted, so a
     forged command is always 'not-owner' or 'bad-signature', never 'replay' or 'expired'.
     """
-    if owner_public_key is None:
-        raise ProtocolError("unclaimed", "device has no owner yet")
-    if command.owner_id != id_from_public_key(owner_public_key):
-        raise ProtocolError("not-owner", "signed for owner " + command.owner_id)
-    cose.verify_sign1(command.message, owner_public_key, verify)
+    if owner_key is None:
+        raise ProtocolError(_UNCLAIMED, "device has no owner yet")
+    if command.owner_id != id_from_public_key(owner_key):
+        raise ProtocolError(_NOT_OWNER, "signed for owner " + command.owner_id)
+    cose.verify_sign1(command.message, owner_key, verify)
     if command.device_id != device_id:
-        raise ProtocolError("not-for-me", "addressed to " + command.device_id)
+        raise ProtocolError(_NOT_FOR_ME, "addressed to " + command.device_id)
     if command.counter <= last_counter:
-        raise ProtocolError("replay", "counter %d not above %d" % (command.counter, last_counter))
+        raise ProtocolError(_REPLAY, "counter %d not above %d" % (command.counter, last_counter))
     if now_s is not None and command.expires_s <= now_s:
-        raise ProtocolError("expired", "expired %d s ago" % (now_s - command.expires_s))
-
-
-class Receipt:
-    """A receipt, parsed but not yet verified: `ranges` is a list of [boot, first_seq, last_seq]."""
-
-    __slots__ = ("message", "signer_id", "device_id", "counter", "time_s", "ranges")
-
-    def __init__(
-        self,
-        message: cose.Sign1,
-        signer_id: str,
-        device_id: str,
-        counter: int,
-        time_s: "int | None",
-        ranges: "list[list[int]]",
-    ):
-        self.message = message
-        self.signer_id = signer_id
-        self.device_id = device_id
-        self.counter = counter
-        self.time_s = time_s
-        self.ranges = ranges
-
-
-def _is_u32(value):
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U32
-
-
-def parse_receipt(data: bytes) -> Receipt:
-    """Parse a receipt into a Receipt; raise ProtocolError if a field is missing or mistyped."""
-    message, signer_id, device_id, counter = _addressed(data, "receipt")
-    claims = message.claims
-    for key in claims:
-        if key not in (ISS, AUD, IAT, CTI):
-            raise ProtocolError("malformed", "claim %r is not used in receipts" % (key,))
-    ranges = cbor.decode(message.payload)
-    if not isinstance(ranges, list) or not 0 < len(ranges) <= MAX_RANGES:
-        raise ProtocolError("malformed", "receipt payload must be a list of 1..%d ranges" % MAX_RANGES)
-    for entry in ranges:
-        if (
-            not isinstance(entry, list)
-            or len(entry) != 3
-            or not (_is_u32(entry[0]) and _is_u32(entry[1]) and _is_u32(entry[2]))
-            or entry[1] > entry[2]
-        ):
-            raise ProtocolError("malformed", "a receipt range is [boot, first_seq, last_seq], first <= last")
-    time_s = _int_or_none(claims.get(IAT), "iat")
-    return Receipt(message, signer_id, device_id, counter, time_s, ranges)
-
-
-def check_receipt(receipt, trusted_key, trusted_id, device_id, last_counter, verify):
-    """Judge a parsed receipt for this device; raise ProtocolError with the refusal reason.
-
-    `trusted_id` is id_from_public_key(trusted_key), computed once by the caller. The signature is
-    checked before the address and the counter, which the sender chose.
-    """
-    if receipt.signer_id != trusted_id:
-        raise ProtocolError("not-owner", "receipt signed by " + receipt.signer_id)
-    cose.verify_sign1(receipt.message, trusted_key, verify)
-    if receipt.device_id != device_id:
-        raise ProtocolError("not-for-me", "receipt for " + receipt.device_id)
-    if receipt.counter <= last_counter:
-        raise ProtocolError("replay", "receipt %d not above %d" % (receipt.counter, last_counter))
+        raise ProtocolError(_EXPIRED, "expired %d s ago" % (now_s - command.expires_s))

@@ -30,28 +30,31 @@ from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: 
 from fp.errors import ProtocolError
 from fp.ids import check_key_matches_id, id_from_public_key, is_valid_id
 from fp.inbound import (  # noqa: F401 (what a device parses, re-exported: the host imports it all from here)
-    CT_ANSWER,
-    CT_COMMAND,
-    CT_ENDORSEMENT,
-    CT_GRANT,
-    CT_PROFFER,
-    CT_RECEIPT,
-    CT_TERMINATION,
-    CT_TERMINATION_ACK,
-    KIND_OF,
-    MAX_BYTES,
-    MAX_RANGES,
+    KINDS,
     Command,
-    Receipt,
     _int_or_none,
     check_command,
-    check_receipt,
     kind_of,
     parse,
     parse_command,
-    parse_receipt,
 )
+from fp.receipts import MAX_RANGES, Receipt, check_receipt, parse_receipt  # noqa: F401 (re-exported)
 from fp.senml_decode import decode_pack
+
+# The content types the host names (fp.device_messages has the device's own), and per kind the
+# most bytes a message may have: fp.inbound.KINDS, the one table of them all.
+CT_COMMAND = 65201
+CT_ENDORSEMENT = 65205
+CT_GRANT = 65206
+CT_RECEIPT = 65207
+CT_PROFFER = 65212
+CT_ANSWER = 65213
+CT_TERMINATION = 65214
+CT_TERMINATION_ACK = 65215
+KIND_OF = {content_type: kind for content_type, kind, _ in KINDS}
+# The operations a device interprets (fp.command.OPERATIONS, and claim), for the CLI and the API
+OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
+MAX_BYTES = {kind: max_bytes for _, kind, max_bytes in KINDS}
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:

@@ -10,10 +10,10 @@ go again. Loaded only when a destination has a receipt key.
 
 import time
 
-from fp import ed25519, ids, inbound
+from fp import ed25519, ids
 from fp.destinations import RAM_SLOTS, Destination
 from fp.errors import ProtocolError
-from fp.receipts import Ranges
+from fp.receipts import Ranges, check_receipt, parse_receipt
 from fp.runtime import log
 
 # messages sent ahead of the first one not covered by a receipt. The agent sends a receipt per
@@ -60,8 +60,8 @@ class ReceiptedDestination(Destination):
     def on_receipt(self, data):
         """Take a receipt: drop what it covers; refuse (and count) any that does not verify."""
         try:
-            receipt = inbound.parse_receipt(data)
-            inbound.check_receipt(
+            receipt = parse_receipt(data)
+            check_receipt(
                 receipt,
                 self.receipt_key,
                 self.receipt_id,

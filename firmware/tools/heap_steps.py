@@ -1,7 +1,8 @@
 # What the firmware's heap holds, step by step: boots the device as main.py and fp.app.main do,
 # importing each module on its own first, and prints the heap each step adds (gc.mem_alloc after a
 # collection) and the total, then runs the device for RUN_S seconds and prints what running adds,
-# then one command and the names (qstrs) the board holds (micropython.qstr_info's pool line).
+# then one command (an owner's get-info from command.bin, if there is one) and the names (qstrs)
+# the board holds (micropython.qstr_info's pool line).
 # Run under the unix port with board.json and provision.json in the working directory and the
 # firmware (a build, or a ROMFS image mounted at /rom) on the path: bench/bench_heap_breakdown.py.
 # Each output line: `step <name> <added bytes> <total bytes>`.
@@ -85,17 +86,31 @@ async def _measure():
     step("running %d s (connected, readings delivered)" % RUN_S)
     for name, destination in device.destinations.items():
         print("info destination %s sent=%d buffered=%d" % (name, destination.sent, destination.buffered))
-    # One command, as an owner's get-info: a refused one (this script holds no owner key) loads the
-    # interpreter and the parsers (fp.command, fp.inbound, fp.cbor_decode) and drops them, and
-    # get-info's operation runs; the names they bring stay in the qstr pool, which never shrinks
-    device.on_command(b"\xa0")
-    from fp import command
-    from fp.runtime import unload
+    # One command: an owner's get-info signed for this board, from command.bin when the caller left
+    # one (bench_heap_breakdown.py and tests/firmware/test_memory.py do): judged, verified (with
+    # fp.ed25519_int) and applied, as a board's first owner command. Without it a refused one (this
+    # script holds no owner key), then get-info's operation: the interpreter and the parsers without
+    # the verify. Either way the modules are dropped after; the names they made stay in the qstr
+    # pool, which never shrinks
+    try:
+        with open("command.bin", "rb") as f:
+            data = f.read()
+    except OSError:
+        data = None
+    if data:
+        device.on_command(data)
+        await asyncio.sleep(0.2)  # the ack delivered
+        step("one command (an owner's get-info: judged, verified, applied; dropped after)")
+        print("info refused %d" % device.refused)
+    else:
+        device.on_command(b"\xa0")
+        from fp import command
+        from fp.runtime import unload
 
-    command.get_info(device, {})
-    unload("command")
-    await asyncio.sleep(0.2)  # the refusal's ack delivered
-    step("one command (refused, then get-info's operation; fp.command dropped)")
+        command.get_info(device, {})
+        unload("command")
+        await asyncio.sleep(0.2)  # the refusal's ack delivered
+        step("one command (refused, then get-info's operation; fp.command dropped)")
     # The names the running board holds (micropython.qstr_info: n_qstr, the names made at run time
     # and by loading modules; the interpreter's own are in ROM): the pool grows in doubling chunks
     # (20, 40, ... entries), each paid in full once its first name comes

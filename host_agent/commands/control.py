@@ -17,7 +17,7 @@ from typing import Any, cast
 from typing_extensions import TypedDict
 
 from fp import topics
-from fp.command import OPS as OPS  # the device's own list of operations, for the CLI and the API
+from fp.messages import OPS as OPS  # the operations a device interprets, for the CLI and the API
 from host_agent.errors import UserError
 from host_agent.owner import Owner
 

@@ -7,8 +7,8 @@ import time
 from fp import topics
 from tests.firmware.conftest import owner_command, wait_for
 
-BURST = 8  # fp.command.REFUSAL_ACK_BURST
-REFILL_S = 1.0  # fp.command.REFUSAL_ACK_MS
+BURST = 8  # fp.command._REFUSAL_ACK_BURST
+REFILL_S = 1.0  # fp.command._REFUSAL_ACK_MS
 
 
 def test_50_junk_commands_get_a_bounded_number_of_signed_acks_and_the_owner_is_still_answered(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fp import command, sensor_types
+from fp import command, messages, sensor_types
 from host_agent.commands import control as commands
 from host_agent.paths import BOARDS
 from tests.helpers import FIRMWARE, run_firmware_script
@@ -47,8 +47,8 @@ def test_an_esp32_board_cannot_name_a_type_only_the_sim_reads():
 
 
 def test_the_host_offers_exactly_the_operations_the_device_interprets():
-    assert commands.OPS is command.OPS
-    assert set(command.OPS) == set(command.OPERATIONS) | {"claim"}
+    assert commands.OPS is messages.OPS
+    assert set(messages.OPS) == set(command.OPERATIONS) | {"claim"}
 
 
 INTERPRETER_LIFETIME = """
@@ -125,7 +125,7 @@ commands = [
 ]
 for name in ("messages", "inbound", "cose", "cbor_decode"):  # the owner's encoder is the test's
     unload(name)
-loaded = lambda: sorted(n for n in ("fp.settings", "fp.checked", "fp.command") if n in sys.modules)
+loaded = lambda: sorted(n for n in ("fp.config_commands", "fp.settings", "fp.checked", "fp.command") if n in sys.modules)
 for data in commands:
     device.on_command(data)
     print(device.refused, device.config["intervals"], loaded())

@@ -383,3 +383,36 @@ def test_endorsement_lets_a_third_party_trust_a_device_key_through_its_owner():
     with pytest.raises(ProtocolError) as error:
         messages.parse_endorsement(forged, examples.OWNER_KEY, wire.nacl_verify)
     assert error.value.reason == "bad-signature"
+
+
+def test_each_content_type_names_its_kind_and_each_kind_has_its_size_limit():
+    """fp.inbound.KINDS is the one table of kinds (a const() tuple on a board): the host's content
+    type names, KIND_OF and MAX_BYTES all come out of it as they were written before."""
+    assert messages.KIND_OF == {
+        messages.CT_READING: "reading",
+        messages.CT_COMMAND: "command",
+        messages.CT_ACK: "ack",
+        messages.CT_CARD: "card",
+        messages.CT_STATUS: "status",
+        messages.CT_ENDORSEMENT: "endorsement",
+        messages.CT_GRANT: "grant",
+        messages.CT_RECEIPT: "receipt",
+        messages.CT_PROFFER: "proffer",
+        messages.CT_ANSWER: "answer",
+        messages.CT_TERMINATION: "termination",
+        messages.CT_TERMINATION_ACK: "termination-ack",
+    }
+    assert messages.MAX_BYTES == {
+        "reading": 1024,
+        "status": 512,
+        "ack": 1024,
+        "card": 512,
+        "command": 4096,
+        "endorsement": 512,
+        "grant": 4096,
+        "receipt": 512,
+        "proffer": 4096,
+        "answer": 1024,
+        "termination": 1024,
+        "termination-ack": 1024,
+    }
