@@ -416,3 +416,19 @@ def test_each_content_type_names_its_kind_and_each_kind_has_its_size_limit():
         "termination": 1024,
         "termination-ack": 1024,
     }
+
+
+def test_every_senml_label_the_board_writes_the_host_reads_back():
+    """fp.senml (the board's encoder) and fp.senml_decode (the host's decoder) each hold RFC 8428's
+    labels: a pack with every kind of value, with and without a unit, comes back as it went."""
+    from fp import senml, senml_decode
+
+    measurements = [
+        ("temperature", "Cel", 21.5),
+        ("count", None, 7),
+        ("negative", "W", -3),
+        ("state", None, "open"),
+        ("alarm", None, True),
+        ("quiet", "dB", False),
+    ]
+    assert senml_decode.decode_pack(senml.encode_pack(measurements)) == measurements
