@@ -445,18 +445,15 @@ def test_the_running_firmware_holds_at_most_its_heap_budget(tmp_path, mosquitto,
     assert 20 * 1024 < held <= RUNNING_HEAP_BUDGET[(bits, where)], held
 
 
-@pytest.mark.parametrize("where", ["romfs", "mpy"])
-def test_the_steady_heap_get_info_reports_stays_within_its_budget(
-    tmp_path, mosquitto, collector_factory, sim_devices, where
-):
+def _ask_a_later_boot(tmp_path, mosquitto, collector_factory, sim_devices, where):
     """Boot the compiled firmware on the unix port (FP_MICROPYTHON, else the venv's) with the HTTP
-    API on and an owner set, let it deliver readings, and ask it for get-info, as an owner would:
-    the heap it reports between commands coming back (state or code held) fails here."""
+    API on and an owner set, twice (the first boot checks the flash files: a later one is what
+    boards run), let it deliver readings; return (get_info, image_bytes): get_info() sends the
+    owner's get-info and returns its result; image_bytes, the ROMFS image read into the heap."""
     from host_agent.owner import Owner
     from tests.firmware.conftest import owner_command
 
-    bits = _word_bits()
-    build = compile_firmware(_unix_arch(bits), tmp_path / "build")
+    build = compile_firmware(_unix_arch(_word_bits()), tmp_path / "build")
     code, image_bytes = romfs_code(tmp_path, build.path) if where == "romfs" else (build.path, 0)
     vendor = collector_factory(mosquitto)
     owner = Owner(tmp_path / "owner.key")
@@ -466,20 +463,31 @@ def test_the_steady_heap_get_info_reports_stays_within_its_budget(
     # loaded from, so an absolute one would make the figure depend on where pytest puts tmp_path
     code = Path(os.path.relpath(code, flash))
     device = sim_devices(
-        flash,
-        (mosquitto.host, mosquitto.port),
-        owner_key=owner.public,
-        heapsize="512k",
-        code=code,
+        flash, (mosquitto.host, mosquitto.port), owner_key=owner.public, heapsize="512k", code=code
     ).start()
     device_id = device.device_id()
     wait_for(lambda: vendor.readings, 30, "a first reading")
-    device.stop()  # the first boot checked the flash files: measure a later one, as boards run
+    device.stop()
     delivered = len(vendor.readings)
     device.start()
     wait_for(lambda: len(vendor.readings) > delivered, 30, "a reading from the second boot")
     time.sleep(3)  # a few readings, the HTTP API up, the boot marked stable: as bench_memory.py
-    result = owner_command(owner, vendor, device_id, "get-info", {}, 30)["result"]
+
+    def get_info() -> dict:
+        return owner_command(owner, vendor, device_id, "get-info", {}, 30)["result"]
+
+    return get_info, image_bytes
+
+
+@pytest.mark.parametrize("where", ["romfs", "mpy"])
+def test_the_steady_heap_get_info_reports_stays_within_its_budget(
+    tmp_path, mosquitto, collector_factory, sim_devices, where
+):
+    """Ask a running board (HTTP API on, owner set, a later boot) for get-info, as an owner would:
+    the heap it reports between commands coming back (state or code held) fails here."""
+    bits = _word_bits()
+    get_info, image_bytes = _ask_a_later_boot(tmp_path, mosquitto, collector_factory, sim_devices, where)
+    result = get_info()
     held = result["heap_bytes"] - image_bytes
     at_rest = result["heap_at_rest_bytes"] - image_bytes
     assert 20 * 1024 < held <= STEADY_HEAP_BUDGET[(bits, where)], held
@@ -491,37 +499,17 @@ def test_the_steady_heap_get_info_reports_stays_within_its_budget(
 def test_a_board_s_heap_at_rest_after_a_command_stays_where_it_was_before(
     tmp_path, mosquitto, collector_factory, sim_devices, where
 ):
-    """Boot the compiled firmware (HTTP API on, owner set, a later boot), let it deliver readings
-    and send it two get-info commands: the heap at rest the second reports (after the first
-    command's interpreter, parsers and verify were loaded and dropped) is within HEAP_AFTER_COMMAND
-    bytes of the first's. The names a command's modules make stay in the qstr pool for good, and
-    the 621st name adds the pool's 640-name chunk (about 4.5 KB on 32 bits, 9 KB on 64): a board
-    that had a command kept it at rest until it reboots (docs/benchmarks.md, "Heap cuts, ninth
-    pass")."""
-    from host_agent.owner import Owner
-    from tests.firmware.conftest import owner_command
-
+    """Send a running board (HTTP API on, owner set, a later boot) two get-info commands: the heap
+    at rest the second reports (after the first command's interpreter, parsers and verify were
+    loaded and dropped) is within HEAP_AFTER_COMMAND bytes of the first's. The names a command's
+    modules make stay in the qstr pool for good, and the 621st name adds the pool's 640-name chunk
+    (about 4.5 KB on 32 bits, 9 KB on 64): a board that had a command kept it at rest until it
+    reboots (docs/benchmarks.md, "Heap cuts, ninth pass")."""
     bits = _word_bits()
-    build = compile_firmware(_unix_arch(bits), tmp_path / "build")
-    code, image_bytes = romfs_code(tmp_path, build.path) if where == "romfs" else (build.path, 0)
-    vendor = collector_factory(mosquitto)
-    owner = Owner(tmp_path / "owner.key")
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    code = Path(os.path.relpath(code, flash))
-    device = sim_devices(
-        flash, (mosquitto.host, mosquitto.port), owner_key=owner.public, heapsize="512k", code=code
-    ).start()
-    device_id = device.device_id()
-    wait_for(lambda: vendor.readings, 30, "a first reading")
-    device.stop()  # the first boot checked the flash files: measure a later one, as boards run
-    delivered = len(vendor.readings)
-    device.start()
-    wait_for(lambda: len(vendor.readings) > delivered, 30, "a reading from the second boot")
-    time.sleep(3)
-    first = owner_command(owner, vendor, device_id, "get-info", {}, 30)["result"]["heap_at_rest_bytes"]
+    get_info, image_bytes = _ask_a_later_boot(tmp_path, mosquitto, collector_factory, sim_devices, where)
+    first = get_info()["heap_at_rest_bytes"]
     time.sleep(1)
-    second = owner_command(owner, vendor, device_id, "get-info", {}, 30)["result"]["heap_at_rest_bytes"]
+    second = get_info()["heap_at_rest_bytes"]
     assert second - first <= HEAP_AFTER_COMMAND[(bits, where)], (first - image_bytes, second - image_bytes)
 
 
