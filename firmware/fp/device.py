@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from fp import FIRMWARE_VERSION, destinations, device_messages, ids, safemode, storage
+from fp import FIRMWARE_VERSION, destinations, device_messages, safemode, storage
 from fp.identity import Identity
 from fp.runtime import heap_in_use, log, unload
 
@@ -158,25 +158,16 @@ class Device:
         self.claim_window_open = True
         log("button: claim window open")
 
-    def _is_window_running(self):
+    def is_claim_window_running(self):
+        """True in the claim_window_s after the button was pressed: the owner's physical presence,
+        which a claim (fp.command) and the broker password on the LAN (fp.http_request) need."""
         if self.hal.button_pressed():  # pressed since the main loop last looked
             self.open_claim_window()
         return self.claim_window_until and time.ticks_diff(self.claim_window_until, time.ticks_ms()) >= 0
 
     def is_claim_window_open(self):
         """True while a claim may be made: the button was pressed, and no claim was made since."""
-        return self._is_window_running() and self.claim_window_open
-
-    def local_password(self, host, port):
-        """The broker password for host:port, for the owner on the LAN while the claim window is open.
-
-        The window is the owner's physical presence (the button); outside it, None. A claim ends
-        the window for claims, not for this: the owner enrols the device with their agent as part
-        of claiming it.
-        """
-        if not self._is_window_running():
-            return None
-        return ids.broker_password(self.identity.seed, host, port)
+        return self.is_claim_window_running() and self.claim_window_open
 
     # --- commands -------------------------------------------------------------------------------
 
