@@ -88,17 +88,6 @@ class Device:
     def card(self):
         return self.identity.card(self.now())
 
-    def set_owner(self, key):
-        """A claim or a hand-over: save the new owner, then announce the new card."""
-        self.identity.set_owner(key)
-        destinations.announce_card(self, self.card())
-
-    def save_config(self):
-        from fp import checked  # config.json and the boot's checked copy with it
-
-        checked.save_config(self.config)
-        unload("checked")
-
     def put(self, kind, payload):
         """Queue one signed message for every destination."""
         for destination in self.destinations.values():
@@ -112,18 +101,6 @@ class Device:
         from fp.sampling import sample_forever
 
         self.sensor_tasks[sensor["name"]] = asyncio.create_task(sample_forever(self, sensor))
-
-    def interval_changed(self, name):
-        """A new interval applies at once: the sensor's loop starts again, a reading now, then the
-        new interval. The loop is cancelled in its sleep, its only wait: a command runs in another
-        task, so the loop cannot be anywhere else."""
-        task = self.sensor_tasks.get(name)
-        if task is None:  # safe mode: no sensor loops
-            return
-        task.cancel()
-        for sensor in self.board["sensors"]:
-            if sensor["name"] == name:
-                self.start_sampling(sensor)
 
     async def reboot_soon(self):
         await asyncio.sleep(0.5)
@@ -160,14 +137,11 @@ class Device:
 
     def is_claim_window_running(self):
         """True in the claim_window_s after the button was pressed: the owner's physical presence,
-        which a claim (fp.command) and the broker password on the LAN (fp.http_request) need."""
+        which a claim (fp.command: once per press) and the broker password on the LAN
+        (fp.http_request) need."""
         if self.hal.button_pressed():  # pressed since the main loop last looked
             self.open_claim_window()
         return self.claim_window_until and time.ticks_diff(self.claim_window_until, time.ticks_ms()) >= 0
-
-    def is_claim_window_open(self):
-        """True while a claim may be made: the button was pressed, and no claim was made since."""
-        return self.is_claim_window_running() and self.claim_window_open
 
     # --- commands -------------------------------------------------------------------------------
 
