@@ -7,6 +7,17 @@ as the device checks them at boot.
 """
 
 from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, storage
+from fp.runtime import unload
+
+
+def _next_boot():
+    """The boot counter's next number (fp.boot_counter, loaded for it and dropped after)."""
+    from fp import boot_counter
+
+    try:
+        return boot_counter.next_boot()
+    finally:
+        unload("boot_counter")
 
 
 def card(key, board_name, owner_key, now_s):
@@ -23,7 +34,7 @@ class Identity:
         self.key = ed25519.SigningKey(self.seed)
         self.device_id = ids.id_from_public_key(self.key.public)
         self.board_name = board_name
-        self.boot = storage.next_boot()
+        self.boot = _next_boot()
         self.seq = 0
         self.owner_key = owner_key
         self.last_counter = last_counter  # the owner's last accepted command counter
@@ -31,7 +42,7 @@ class Identity:
     def next_counter(self):
         """The (boot, seq) of the next signed message: never one used before, even across resets."""
         if self.seq > device_messages.U32:
-            self.boot = storage.next_boot()
+            self.boot = _next_boot()
             self.seq = 0
         seq = self.seq
         self.seq += 1
