@@ -265,7 +265,9 @@ def test_boot_heap_with_the_code_in_a_romfs_image_leaves_the_bytecode_out_of_the
     from_mpy = int(run_micropython_wasm(script, build.path, flash).strip())
     from_rom = int(run_micropython_wasm(script, build.path, flash, romfs=image).strip())
     assert from_rom <= ROMFS_BOOT_HEAP_BUDGET, from_rom
-    assert from_mpy - from_rom > 30 * 1024, (from_mpy, from_rom)  # the code runs in place
+    # the code runs in place: from .mpy the heap holds the boot's bytecode too (29,760 bytes more on
+    # 2026-12-07 with the HTTP API's request code out of the boot; each cut from .mpy narrows the gap)
+    assert from_mpy - from_rom > 24 * 1024, (from_mpy, from_rom)
 
 
 def test_a_board_without_http_api_or_owner_never_imports_what_it_does_not_use(tmp_path):
