@@ -66,15 +66,21 @@ class Device:
         identity = self.identity
         boot, seq = identity.next_counter()
         by_name = self.destinations
+        delivery = {}  # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
+        refused = 0
+        # one loop, not a dict comprehension and a generator: each of those is a function of its
+        # own, held in a board's heap from .mpy (_is_on_probation_and_delivered loops for that too)
+        for name, destination in by_name.items():
+            delivery[name] = destination.delivery
+            if destination.receipt_key is not None:
+                refused += destination.receipts_refused
         info = {
             "buffered": destinations.total(by_name, "buffered"),
             "dropped": destinations.total(by_name, "dropped"),
             "refused": self.refused,
             "fw": FIRMWARE_VERSION,
-            # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
-            "delivery": {name: d.delivery for name, d in by_name.items()},
+            "delivery": delivery,
         }
-        refused = sum(d.receipts_refused for d in by_name.values() if d.receipt_key is not None)
         if refused:
             info["receipts_refused"] = refused
         if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
@@ -181,7 +187,10 @@ class Device:
         if not update or update.get("state") != "installed-on-probation":
             return False
         boot = self.identity.boot
-        return any(destination.reading_boot >= boot for destination in self.destinations.values())
+        for destination in self.destinations.values():
+            if destination.reading_boot >= boot:
+                return True
+        return False
 
     # --- the main loop --------------------------------------------------------------------------
 

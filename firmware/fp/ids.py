@@ -76,4 +76,4 @@ def broker_password(seed: bytes, host: str, port: int) -> str:
     owner's agent asks the device for the password of one endpoint (docs/security.md).
     """
     realm = ("%s:%d" % (host, port)).encode()
-    return "".join("%02x" % b for b in _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16])
+    return _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16].hex()
