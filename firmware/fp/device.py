@@ -92,7 +92,14 @@ class Device:
         )
 
     def card(self):
-        return self.identity.card(self.now())
+        """The signed device card (fp.device_card, loaded for it and dropped: a card is rare)."""
+        from fp import device_card
+
+        identity = self.identity
+        try:
+            return device_card.card(identity.key, identity.board_name, identity.owner_key, self.now())
+        finally:
+            unload("device_card")
 
     def put(self, kind, payload):
         """Queue one signed message for every destination."""
