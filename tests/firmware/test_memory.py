@@ -50,7 +50,7 @@ from tests.helpers import FIRMWARE, WASM_PACKAGE, build_romfs, romfs_code, run_m
 # 41,792 from ROMFS.
 # After the tenth pass (docs/benchmarks.md, "Heap cuts, tenth pass": the HTTP request's code, the
 # card, the boot counter and a ring's opening loaded when used, main.py's release choice compiled):
-# 69,024 and 67,872; 40,336 from ROMFS (main 0633c8c: MAIN_WASM).
+# 69,024 and 67,872; 40,336 from ROMFS.
 BOOT_HEAP_BUDGET = {"api-on": 69_024 + 1024, "api-off-unclaimed": 67_872 + 1024}
 # After the Ed25519 table was read in place from ROMFS (issue 20, 2026-12-06): 48,832 bytes from
 # ROMFS (was 61,104 in the same run), 109,680 from .mpy (docs/benchmarks.md, "Heap breakdown").
@@ -89,8 +89,7 @@ ROMFS_BOOT_HEAP_BUDGET = 40_336 + 512  # the same boot (HTTP API on) with the co
 # Both passes merged (2026-12-07 evening, as this test takes them): 64-bit 65,824 and 100,832,
 # i386 36,896 and 68,704. After the ninth pass ("Heap cuts, ninth pass"), on main 1a42c7b: 64-bit
 # 64,704 and 98,144, i386 36,640 and 66,576 (main fails both .mpy budgets).
-# After the tenth pass ("Heap cuts, tenth pass"): 64-bit 62,304 and 93,440, i386 35,184 and 63,120
-# (main 0633c8c: MAIN_RUNNING).
+# After the tenth pass ("Heap cuts, tenth pass"): 64-bit 62,304 and 93,440, i386 35,184 and 63,120.
 RUNNING_HEAP_BUDGET = {
     (64, "romfs"): 62_304 + 1024,
     (64, "mpy"): 93_440 + 1536,
@@ -127,8 +126,7 @@ RUNNING_HEAP_BUDGET = {
 # path's names"), merged: 64-bit 86,432 and 126,240, i386 49,872 and 85,312 (main 4b7ba36: 86,720
 # and 127,968, 49,888 and 87,024): from .mpy the command's names leave less text in the heap. The
 # .mpy budgets lowered to these figures plus the slack (main fails both), the ROMFS ones stay.
-# After the tenth pass ("Heap cuts, tenth pass"): 64-bit 82,992 and 120,192, i386 47,392 and 81,056
-# (main 0633c8c: MAIN_STEADY).
+# After the tenth pass ("Heap cuts, tenth pass"): 64-bit 82,992 and 120,192, i386 47,392 and 81,056.
 STEADY_HEAP_BUDGET = {
     (64, "romfs"): 82_992 + 1024,
     (64, "mpy"): 120_192 + 1024,
@@ -153,8 +151,8 @@ STEADY_HEAP_BUDGET = {
 # Both passes merged (2026-12-07 evening, as this test takes them): 64-bit 71,376 and 106,912,
 # i386 40,368 and 72,688. After the ninth pass, on main 1a42c7b: 64-bit 70,400 and 104,064, i386
 # 39,904 and 70,560 (main fails both .mpy budgets).
-# After the tenth pass ("Heap cuts, tenth pass"): 64-bit 66,640 and 98,240, i386 37,728 and 66,528
-# (main 0633c8c: MAIN_AT_REST). This test's .mpy figure is about 1 KB above bench_memory.py's
+# After the tenth pass ("Heap cuts, tenth pass"): 64-bit 66,640 and 98,240, i386 37,728 and 66,528.
+# This test's .mpy figure is about 1 KB above bench_memory.py's
 # (65,440 in the same build: the goal's figure).
 AT_REST_HEAP_BUDGET = {
     (64, "romfs"): 66_640 + 1024,
@@ -187,7 +185,7 @@ AT_REST_HEAP_BUDGET = {
 # board running main.py holds about 10 more (fp.slots, main.py's); neither is under the 620
 # boundary after its command yet (docs/benchmarks.md, "Heap cuts, ninth pass: the command path's
 # names").
-# After the tenth pass ("Heap cuts, tenth pass"): 628 and 643 (main 0633c8c: MAIN_NAMES).
+# After the tenth pass ("Heap cuts, tenth pass"): 628 and 643.
 NAMES_BUDGET = {64: 628 + 8, 32: 643 + 8}
 # The heap at rest a board running main.py reports on a second get-info less the first's (after
 # one command: its interpreter, parsers and verify loaded and dropped), by word size and where the
