@@ -94,6 +94,7 @@ _PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 _PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id follows
 _SUBACK_FAILURE = const(0x80)
+_PROTOCOL = const(b"\x00\x04MQTT\x04")  # CONNECT's protocol name and level 4: MQTT 3.1.1 (MQTT-3.1.2-1, -2)
 # CONNACK's refusal codes 1..5, in order: one string, split on a refusal (a tuple of five strings
 # would be six objects held in the heap for an error path)
 _CONNACK_REFUSALS = const(
@@ -137,12 +138,12 @@ class Message:
         self.dup = dup
 
 
-def _string(value: "str | bytes | bytearray", what: str = "string") -> bytes:
+def _string(value: "str | bytes | bytearray", name: str = "string") -> bytes:
     raw = value.encode() if isinstance(value, str) else bytes(value)
     if len(raw) > 65535:
-        raise ValueError("%s longer than 65,535 bytes" % what)
+        raise ValueError("%s longer than 65,535 bytes" % name)
     if isinstance(value, str) and "\x00" in value:
-        raise ValueError("%s holds U+0000" % what)  # MQTT-1.5.3-2
+        raise ValueError("%s holds U+0000" % name)  # MQTT-1.5.3-2
     return struct.pack(">H", len(raw)) + raw
 
 
@@ -164,18 +165,6 @@ def check_topic(topic: str) -> None:
         raise ValueError("topic must be a non-empty string")
     if "+" in topic or "#" in topic:
         raise ValueError("topic %r has a wildcard" % topic)
-
-
-def check_filter(topic_filter: str) -> None:
-    """Raise ValueError unless `topic_filter` is a valid filter (MQTT-4.7.1-2, MQTT-4.7.1-3)."""
-    if not isinstance(topic_filter, str) or not topic_filter:
-        raise ValueError("topic filter must be a non-empty string")
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            raise ValueError("'#' must be a whole last level in %r" % topic_filter)
-        if "+" in level and level != "+":
-            raise ValueError("'+' must be a whole level in %r" % topic_filter)
 
 
 def connect_packet(
@@ -213,7 +202,7 @@ def connect_packet(
         if password is not None:
             flags |= 0x40
             payload += _string(password, "password")
-    variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", int(keepalive_s))
+    variable = _PROTOCOL + bytes((flags,)) + struct.pack(">H", int(keepalive_s))
     body = variable + payload
     return bytes((_CONNECT,)) + _remaining_length(len(body)) + body
 
@@ -228,12 +217,22 @@ def publish_packet(
 
 
 def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]") -> bytes:
-    """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...]."""
+    """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...].
+
+    Raise ValueError for a filter that is not valid (MQTT-4.7.1-2, MQTT-4.7.1-3): fp.mqtt_subscribe
+    checks an UNSUBSCRIBE's filters here too."""
     if not subscriptions:
         raise ValueError("SUBSCRIBE needs at least one filter")  # MQTT-3.8.3-3
     body = struct.pack(">H", packet_id)
     for topic_filter, qos in subscriptions:
-        check_filter(topic_filter)
+        if not isinstance(topic_filter, str) or not topic_filter:
+            raise ValueError("topic filter must be a non-empty string")
+        levels = topic_filter.split("/")
+        for index, level in enumerate(levels):
+            if "#" in level and (level != "#" or index != len(levels) - 1):
+                raise ValueError("'#' must be a whole last level in %r" % topic_filter)
+            if "+" in level and level != "+":
+                raise ValueError("'+' must be a whole level in %r" % topic_filter)
         if qos not in (0, 1, 2):
             raise ValueError("subscription qos must be 0, 1 or 2")
         body += _string(topic_filter, "topic filter") + bytes((qos,))
@@ -297,14 +296,15 @@ class _Outgoing:
 
 
 class _Request:
-    """A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK or UNSUBACK."""
+    """A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK or UNSUBACK (`kind`, that packet's type:
+    0x90 or 0xB0)."""
 
     __slots__ = ("kind", "done", "result", "error")
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: int, result: "Any"):
         self.kind = kind
         self.done = asyncio.Event()
-        self.result: "Any" = None  # the filters asked, then the SUBACK's codes
+        self.result: "Any" = result  # the filters asked, then the SUBACK's codes
         self.error: "MQTTError | None" = None
 
 
@@ -593,7 +593,8 @@ class MQTTClient:
             entry.sent_ms = ticks_ms()
             await self._send(entry.packet)
         if self.subscriptions:
-            packet_id = self._request_start("sub", list(self.subscriptions))[0]
+            packet_id = self._new_id()
+            self._requests[packet_id] = _Request(_SUBACK, list(self.subscriptions))
             await self._send(subscribe_packet(packet_id, self.subscriptions))
         self.is_up = True
         self.connects += 1
@@ -611,13 +612,6 @@ class MQTTClient:
             self._next_id = self._next_id % 65535 + 1
             if self._next_id not in self._requests and self._next_id not in used:
                 return self._next_id
-
-    def _request_start(self, kind: str, items: "list[Any]") -> "tuple[int, _Request]":
-        request = _Request(kind)
-        request.result = items
-        packet_id = self._new_id()
-        self._requests[packet_id] = request
-        return packet_id, request
 
     async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of
@@ -739,17 +733,15 @@ class MQTTClient:
         if header & 0x0F:
             # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
             raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
-        if kind == PUBACK or kind == _PUBREC or kind == _PUBCOMP:
-            if len(body) != 2:
+        if kind in (PUBACK, _PUBREC, _PUBCOMP, _SUBACK, _UNSUBACK):
+            # each is a packet id, and a SUBACK one return code for each filter after it
+            if len(body) != 2 and (kind != _SUBACK or len(body) < 2):
                 raise MQTTError("protocol", "acknowledgement 0x%02x with %d bytes" % (kind, len(body)))
+        if kind == PUBACK or kind == _PUBREC or kind == _PUBCOMP:
             await self._acknowledged(kind, struct.unpack(">H", body)[0])
         elif kind == _SUBACK or kind == _UNSUBACK:
-            if len(body) < 2 or (kind == _UNSUBACK and len(body) != 2):
-                raise MQTTError(
-                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == _SUBACK else "UNSUBACK", len(body))
-                )
             request = self._requests.pop(struct.unpack(">H", body[:2])[0], None)
-            if request is None or request.kind != ("sub" if kind == _SUBACK else "unsub"):
+            if request is None or request.kind != kind:
                 raise MQTTError("protocol", "acknowledgement of no request of ours")
             if kind == _SUBACK:
                 codes = bytes(body[2:])
