@@ -96,10 +96,11 @@ _PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id foll
 _SUBACK_FAILURE = const(0x80)
 _PROTOCOL = const(b"\x00\x04MQTT\x04")  # CONNECT's protocol name and level 4: MQTT 3.1.1 (MQTT-3.1.2-1, -2)
 # CONNACK's refusal codes 1..5, in order: one string, split on a refusal (a tuple of five strings
-# would be six objects held in the heap for an error path)
+# would be six objects held in the heap for an error path), on fp.app's crash-line separator (a
+# short str is a name in a board's pool: one it holds already)
 _CONNACK_REFUSALS = const(
-    "unacceptable protocol version|client identifier rejected|server unavailable"
-    "|bad user name or password|not authorized"
+    "unacceptable protocol version | client identifier rejected | server unavailable"
+    " | bad user name or password | not authorized"
 )
 
 # MQTTError.reason, a closed set of short stable strings:
@@ -138,7 +139,7 @@ class Message:
         self.dup = dup
 
 
-def _string(value: "str | bytes | bytearray", name: str = "string") -> bytes:
+def _string(value: "str | bytes | bytearray", name: str) -> bytes:
     raw = value.encode() if isinstance(value, str) else bytes(value)
     if len(raw) > 65535:
         raise ValueError("%s longer than 65,535 bytes" % name)
@@ -240,9 +241,10 @@ def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]")
 
 
 class Broker:
-    """Where and how to connect: validated once, used by MQTTClient. TLS settings (`tls`, `ca`,
-    `client_cert`, `client_key`, `server_hostname`, `alpn`) are checked and kept by fp.mqtt_tls.TLS,
-    loaded only for a broker that has them: `tls` None for a plain-TCP broker."""
+    """Where and how to connect: validated once, used by MQTTClient. `tls` is a TLS broker's
+    settings, checked (an fp.mqtt_tls.TLS: CA, client certificate, server name, ALPN), or None for
+    a plain-TCP broker: this module never names them, so a plain-TCP board's name pool holds none
+    of them, and only a TLS destination loads fp.mqtt_tls (fp.destinations, through fp.pem)."""
 
     def __init__(
         self,
@@ -250,12 +252,7 @@ class Broker:
         port: int = 1883,
         user: "str | None" = None,
         password: "str | bytes | None" = None,
-        tls: bool = False,
-        ca: "Iterable[bytes] | None" = None,
-        client_cert: "bytes | None" = None,
-        client_key: "bytes | None" = None,
-        server_hostname: "str | None" = None,
-        alpn: "Iterable[str] | None" = None,
+        tls: "TLS | None" = None,
     ):
         if not isinstance(host, str) or not host:
             raise ValueError("broker host must be a non-empty string")
@@ -267,13 +264,7 @@ class Broker:
         self.port = port
         self.user = user
         self.password = password
-        self.tls: "TLS | None" = None
-        if tls or ca or client_cert or client_key or server_hostname or alpn is not None:
-            from fp.mqtt_tls import TLS  # only a broker with TLS settings loads the TLS code
-
-            settings = TLS(host, tls, ca, client_cert, client_key, server_hostname, alpn)
-            if tls:
-                self.tls = settings
+        self.tls = tls
 
     def key(self) -> str:
         return "%s:%d" % (self.host, self.port)
@@ -571,13 +562,15 @@ class MQTTClient:
         try:
             header, body = await asyncio.wait_for(self._next_packet(), self.connect_timeout_s)
         except asyncio.TimeoutError:
-            raise MQTTError("timeout", "no CONNACK")
+            raise MQTTError("timeout", "no CONNACK within %.1f s" % self.connect_timeout_s)
         if header != _CONNACK or len(body) != 2 or body[0] & 0xFE:
             raise MQTTError("protocol", "expected CONNACK, got packet type 0x%02x" % header)
         if body[1] != 0:
             code = body[1]
             raise MQTTError(
-                "refused", _CONNACK_REFUSALS.split("|")[code - 1] if code <= 5 else "code %d" % code, code
+                "refused",
+                _CONNACK_REFUSALS.split(" | ")[code - 1] if code <= 5 else "return code %d" % code,
+                code,
             )
         if self._stopped:
             raise MQTTError("stopped")
