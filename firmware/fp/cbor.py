@@ -76,17 +76,6 @@ def _is_float32(value):
         return False
 
 
-def _float(out, value):
-    if value != value or _is_float32(value):
-        packed = struct.pack(">f", value)
-        # NaN is written as the one float32 quiet NaN so that it too is deterministic.
-        out.append(0xFA)
-        out.extend(packed if value == value else b"\x7f\xc0\x00\x00")
-    else:
-        out.append(0xFB)
-        out.extend(struct.pack(">d", value))
-
-
 def _encode(out, value, depth):
     if depth > _MAX_DEPTH:
         raise CBORError("nested deeper than %d" % _MAX_DEPTH)
@@ -131,7 +120,14 @@ def _encode(out, value, depth):
             out.extend(encoded_key)
             _encode(out, item, depth + 1)
     elif isinstance(value, float):
-        _float(out, value)
+        if value != value or _is_float32(value):
+            packed = struct.pack(">f", value)
+            # NaN is written as the one float32 quiet NaN so that it too is deterministic.
+            out.append(0xFA)
+            out.extend(packed if value == value else b"\x7f\xc0\x00\x00")
+        else:
+            out.append(0xFB)
+            out.extend(struct.pack(">d", value))
     elif isinstance(value, Tag):
         if value.tag != _TAG_SIGN1:
             raise CBORError("tag %d is not used by the protocol" % value.tag)

@@ -15,7 +15,7 @@ from fp.ringbuf import RingBuffer
 from fp.runtime import log, unload
 
 _RING_SLOTS = const(128)  # each destination's flash queue when board.json does not say (fp.settings)
-RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
+_RAM_SLOTS = const(8)  # messages held in RAM per destination while it is up; beyond, they go to flash
 _ACK_SLOTS = const(4)  # acks held in RAM ahead of the queue while the broker is up
 
 
@@ -35,7 +35,7 @@ class Destination:
 
     delivery = "puback"
     receipt_key = None
-    ram_slots = RAM_SLOTS  # a class's own: fp.receipted holds more
+    ram_slots = _RAM_SLOTS  # a class's own: fp.receipted holds more
 
     def __init__(self, name, broker, client, ring, device_id):
         self.name = name
@@ -162,12 +162,6 @@ def _vendor_or(spec, provision):
     return spec
 
 
-def receipt_key_for(spec, provision):
-    """The receipt key this destination's agent signs with (bytes), or None: the PUBACK rule."""
-    key = _vendor_or(spec, provision).get("receipts")
-    return bytes.fromhex(key) if key else None
-
-
 def broker_for(spec, provision, seed, device_id):
     """The Broker of a destination (checked by fp.settings): its TLS settings from fp.pem."""
     spec = _vendor_or(spec, provision)
@@ -203,7 +197,9 @@ def apply(device, specs):
     keys = {}
     for spec in specs:
         wanted[spec["name"]] = broker_for(spec, device.provision, identity.seed, identity.device_id)
-        keys[spec["name"]] = receipt_key_for(spec, device.provision)
+        # the receipt key its agent signs with (bytes), or None: the PUBACK rule
+        key = _vendor_or(spec, device.provision).get("receipts")
+        keys[spec["name"]] = bytes.fromhex(key) if key else None
     current = device.destinations
     for name in list(current):
         destination = current[name]

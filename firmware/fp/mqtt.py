@@ -189,17 +189,17 @@ def connect_packet(
     if password is not None and user is None:
         raise ValueError("a password needs a user name")  # MQTT-3.1.2-22
     flags = 0x02 if clean else 0
-    payload = _string(client_id, "client id")
+    payload = _string(client_id, "client_id")  # the argument's name: one a board holds
     if will:
         topic, message, qos, retain = will
         check_topic(topic)
         if qos not in (0, 1, 2):
             raise ValueError("will qos must be 0, 1 or 2")
         flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _string(topic, "will topic") + _string(message, "will message")
+        payload += _string(topic, "will") + _string(message, "will message")
     if user is not None:
         flags |= 0x80
-        payload += _string(user, "user name")
+        payload += _string(user, "user")
         if password is not None:
             flags |= 0x40
             payload += _string(password, "password")
