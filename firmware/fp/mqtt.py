@@ -1,10 +1,11 @@
 """An asyncio MQTT 3.1.1 client for the board: one object per broker, owning its connection.
 
 Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
-backoff and jitter; the application sees `is_up`, `wait_up()`, the `on_up` coroutine (awaited
-after each connect), `publish()` and one callback, `on_message(message)` with a `Message`. The
+backoff and jitter; the application sees `is_up`, the `on_up` coroutine (awaited after each
+connect), `publish()` and one callback, `on_message(message)` with a `Message`. The
 subscriptions are the constructor's, made again on every connect: subscribing and unsubscribing
-while connected is fp.mqtt_subscribe's (the host's and the tests'; a board never does). (No `up`/`down` events as mqtt_as has: nothing waited on
+while connected, and `wait_up()`, are fp.mqtt_subscribe's (the host's and the tests'; a board
+never waits for its link: its on_up announces it). (No `up`/`down` events as mqtt_as has: nothing waited on
 them, and each held two asyncio.Event objects per client.)
 It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/bus/ackclient.py).
 
@@ -313,8 +314,6 @@ class MQTTClient:
     errors = 0
     _stopped = False
     _on_up_task: "asyncio.Task[None] | None" = None  # held while on_up runs (CPython holds tasks weakly)
-    # made by a wait_up() that has to wait; set and let go on connect
-    _up_event: "asyncio.Event | None" = None
 
     def __init__(
         self,
@@ -384,14 +383,6 @@ class MQTTClient:
         self._reader_task: "asyncio.Task[None] | None" = None
 
     # --- the application's surface -------------------------------------------------------
-
-    async def wait_up(self, timeout_s: float) -> None:
-        """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
-        if self.is_up:
-            return
-        if self._up_event is None:
-            self._up_event = asyncio.Event()
-        await asyncio.wait_for(self._up_event.wait(), timeout_s)
 
     async def publish(
         self, topic: str, payload: "bytes | bytearray", qos: int = 1, retain: bool = False
@@ -591,9 +582,6 @@ class MQTTClient:
             await self._send(subscribe_packet(packet_id, self.subscriptions))
         self.is_up = True
         self.connects += 1
-        if self._up_event is not None:
-            self._up_event.set()  # wakes what waits in wait_up(); the next wait makes a new one
-            self._up_event = None
         self._reader_task = asyncio.create_task(self._read_forever())
         self.log("mqtt %s: up" % self.broker.key())
         await self._pump()

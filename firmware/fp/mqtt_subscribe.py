@@ -1,8 +1,10 @@
-"""Subscribing and unsubscribing while connected: fp.mqtt's client as the host and the tests use it.
+"""Subscribing and unsubscribing while connected, and waiting for the link: fp.mqtt's client as
+the host and the tests use it.
 
 A board subscribes once, in its client's constructor (`subscriptions`, sent again on every
-connect), and never changes them, so `subscribe()`, `unsubscribe()`, the requests they wait on
-and the UNSUBSCRIBE packet live here: a board never imports this module (about 1 KB less heap
+connect), never changes them and never waits for its link (its on_up announces it), so
+`subscribe()`, `unsubscribe()`, the requests they wait on, the UNSUBSCRIBE packet and `wait_up()`
+live here: a board never imports this module (about 1 KB less heap
 from .mpy on 32 bits, docs/benchmarks.md). Reading the SUBACK and UNSUBACK stays fp.mqtt's (the
 constructor's subscriptions are answered too). Runs under MicroPython and CPython, as fp.mqtt
 (tests/firmware/test_mqtt_conformance.py).
@@ -36,7 +38,24 @@ def unsubscribe_packet(packet_id: int, topic_filters: "Iterable[str]") -> bytes:
 
 
 class SubscribingClient(mqtt.MQTTClient):
-    """An MQTTClient that also subscribes and unsubscribes while connected."""
+    """An MQTTClient that also subscribes and unsubscribes while connected, and waits until up."""
+
+    # made by a wait_up() that has to wait; set and let go on connect
+    _up_event: "asyncio.Event | None" = None
+
+    async def wait_up(self, timeout_s: float) -> None:
+        """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
+        if self.is_up:
+            return
+        if self._up_event is None:
+            self._up_event = asyncio.Event()
+        await asyncio.wait_for(self._up_event.wait(), timeout_s)
+
+    async def _connect(self) -> None:
+        await super()._connect()
+        if self._up_event is not None:
+            self._up_event.set()  # wakes what waits in wait_up(); the next wait makes a new one
+            self._up_event = None
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
         """Subscribe (kept on every reconnect); return the granted QoS.

@@ -210,7 +210,7 @@ async def scenario():
     broker = Broker("127.0.0.1", PORT, tls=TLS("127.0.0.1", True, pem.certificates(open(CA).read()), server_hostname="localhost"ALPN))
     client = MQTTClient(broker, "a", keepalive_s=0)
     asyncio.create_task(client.run())
-    await client.wait_up(8)
+    await until(lambda: client.is_up, "the TLS connection", 8)
     out["up"] = client.is_up
     client.stop()
     await asyncio.sleep(0.1)
