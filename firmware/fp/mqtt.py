@@ -275,13 +275,12 @@ class _Outgoing:
     """A QoS 1 or 2 PUBLISH of the session: queued, then in flight until its PUBACK (QoS 1) or its
     PUBREC, when `packet` becomes the PUBREL, in flight until its PUBCOMP (QoS 2)."""
 
-    __slots__ = ("packet", "id_at", "packet_id", "is_sent", "sent_ms", "done", "error")
+    __slots__ = ("packet", "id_at", "packet_id", "sent_ms", "done", "error")
 
     def __init__(self, packet: bytearray, id_at: int):
         self.packet = packet  # PUBLISH bytearray (the id and DUP filled in place), or the PUBREL
         self.id_at = id_at
         self.packet_id = 0
-        self.is_sent = False
         self.sent_ms = 0
         self.done = asyncio.Event()
         self.error: "MQTTError | None" = None
@@ -307,9 +306,10 @@ class MQTTClient:
     # attribute table (8 bytes a name on 32 bits) grows in steps and never shrinks, and 37 names
     # fit the step below 47.
     on_up: "Callable[[], Awaitable[None]] | None" = None  # awaited after each (re)connect
-    # called with (topic bytes, payload size) for each PUBLISH read past; on a board the count
-    # and the log line are enough
-    on_oversized: "Callable[[bytes, int], None] | None" = None
+    # called with (topic bytes, payload size) for each PUBLISH read past, when set (the agent's
+    # connection sets it; on a board the count and the log line are enough): declared, not
+    # assigned, so this module makes no name of it in a board's pool (fp.mqtt_oversized reads it)
+    on_oversized: "Callable[[bytes, int], None] | None"
     oversized = 0
     errors = 0
     _stopped = False
@@ -444,7 +444,7 @@ class MQTTClient:
                 tls = self.broker.tls
                 if tls is not None and not self.is_up and tls.is_tls_error(error):
                     reason = "tls"  # while connecting: the handshake, at the first write or read
-                failure = MQTTError(reason, "%s %s" % (type(error).__name__, error))
+                failure = MQTTError(reason, type(error).__name__ + " " + str(error))
             if failure is not None and not self._stopped:
                 self.errors += 1
                 self.log("mqtt %s: %s" % (self.broker.key(), failure))
@@ -570,10 +570,9 @@ class MQTTClient:
             raise MQTTError("protocol", "session present on a clean session")  # MQTT-3.2.2-1
         # The session's unacknowledged PUBRELs, then PUBLISHes, in order, same ids, a PUBLISH with
         # DUP=1 (MQTT-4.4.0-1): the window holds them so (_acknowledged)
-        for entry in self._window:
-            if entry.is_sent and entry.packet[0] != _PUBREL:
+        for entry in self._window:  # each was sent once (fp.mqtt._pump): a PUBLISH goes again as DUP
+            if entry.packet[0] != _PUBREL:
                 entry.packet[0] |= 0x08
-            entry.is_sent = True
             entry.sent_ms = ticks_ms()
             await self._send(entry.packet)
         if self.subscriptions:
@@ -615,7 +614,6 @@ class MQTTClient:
             entry.packet_id = self._new_id()
             struct.pack_into(">H", entry.packet, entry.id_at, entry.packet_id)
             self._window.append(entry)
-            entry.is_sent = True
             entry.sent_ms = ticks_ms()
             try:
                 await self._send(entry.packet)
