@@ -83,7 +83,7 @@ except ImportError:  # CPython
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
-PUBACK = const(0x40)  # public: the agent's client acknowledges by hand (host_agent/bus/ackclient.py)
+_PUBACK = const(0x40)
 _PUBREC = const(0x50)
 _PUBREL = const(0x62)  # with its fixed flags 0010 (MQTT-3.6.1-1)
 _PUBCOMP = const(0x70)
@@ -712,11 +712,11 @@ class MQTTClient:
         if header & 0x0F:
             # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
             raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
-        if kind in (PUBACK, _PUBREC, _PUBCOMP, _SUBACK, _UNSUBACK):
+        if kind in (_PUBACK, _PUBREC, _PUBCOMP, _SUBACK, _UNSUBACK):
             # each is a packet id, and a SUBACK one return code for each filter after it
             if len(body) != 2 and (kind != _SUBACK or len(body) < 2):
                 raise MQTTError("protocol", "acknowledgement 0x%02x with %d bytes" % (kind, len(body)))
-        if kind == PUBACK or kind == _PUBREC or kind == _PUBCOMP:
+        if kind == _PUBACK or kind == _PUBREC or kind == _PUBCOMP:
             await self._acknowledged(kind, struct.unpack(">H", body)[0])
         elif kind == _SUBACK or kind == _UNSUBACK:
             request = self._requests.pop(struct.unpack(">H", body[:2])[0], None)
@@ -752,11 +752,11 @@ class MQTTClient:
                 break
             index += 1
         else:
-            if kind == PUBACK:  # for no message of ours (a late one after a resend): nothing to release
+            if kind == _PUBACK:  # for no message of ours (a late one after a resend): nothing to release
                 return
             entry = None
         # anything but a QoS 1 PUBLISH's PUBACK (its first byte 0011 d01r) is QoS 2's
-        if entry is None or kind != PUBACK or entry.packet[0] & 0xF6 != 0x32:
+        if entry is None or kind != _PUBACK or entry.packet[0] & 0xF6 != 0x32:
             from fp import mqtt_qos2
 
             if not await mqtt_qos2._acknowledged(self, kind, packet_id, index, entry):

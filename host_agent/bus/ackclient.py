@@ -15,7 +15,7 @@ from typing import Any
 from fp import mqtt
 from fp.mqtt_subscribe import SubscribingClient
 
-PUBACK_2 = bytes((mqtt.PUBACK, 2))  # PUBACK, remaining length 2; the packet id follows
+PUBACK_2 = b"\x40\x02"  # PUBACK (0x40), remaining length 2; the packet id follows (MQTT-3.4)
 
 
 class AckableMessage(mqtt.Message):
