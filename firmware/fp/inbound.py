@@ -1,4 +1,5 @@
-"""What a device parses and judges: owner commands, and the kind of any message.
+"""What a device parses and judges: owner commands, the kind of any message, and the COSE_Sign1
+they come in (`Sign1`, `parse_sign1`, `verify_sign1`; fp.cose re-exports them for the host).
 
 A device loads this for one command and drops it after (fp.device), or keeps it while a
 destination takes receipts (fp.receipts parses those with it, for fp.receipted). fp.messages
