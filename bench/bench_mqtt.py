@@ -37,7 +37,8 @@ PAYLOAD = bytes(64)
 # time.perf_counter_ns (CPython)
 FP_SCRIPT = """
 import asyncio, json, time
-from fp.mqtt import MQTTClient, Broker
+from fp.mqtt import Broker
+from fp.mqtt_subscribe import SubscribingClient
 try:
     from time import ticks_us, ticks_diff
 except ImportError:
@@ -48,7 +49,7 @@ except ImportError:
 PORT, MESSAGES, ROUND_TRIPS, WINDOW, QOS = %d, %d, %d, %d, %d
 PAYLOAD = bytes(64)
 async def main():
-    client = MQTTClient(Broker("127.0.0.1", PORT), "bench-fp", keepalive_s=60, max_inflight=WINDOW,
+    client = SubscribingClient(Broker("127.0.0.1", PORT), "bench-fp", keepalive_s=60, max_inflight=WINDOW,
                         max_queued=WINDOW, read_chunk=4096)
     task = asyncio.create_task(client.run())
     await client.wait_up(10)

@@ -23,8 +23,9 @@ TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler
 if TYPE_CHECKING:
     from typing import Any
 
-MAX_DEPTH = 16
-TAGS = (18,)  # COSE_Sign1 is the only tag the protocol uses
+# const(): no names in a board's pool (fp.cbor_decode has its own; the host reads _MAX_DEPTH)
+_MAX_DEPTH = const(16)
+_TAG_SIGN1 = const(18)  # COSE_Sign1 is the only tag the protocol uses
 _U64 = const(0xFFFFFFFFFFFFFFFF)
 
 
@@ -75,20 +76,9 @@ def _is_float32(value):
         return False
 
 
-def _float(out, value):
-    if value != value or _is_float32(value):
-        packed = struct.pack(">f", value)
-        # NaN is written as the one float32 quiet NaN so that it too is deterministic.
-        out.append(0xFA)
-        out.extend(packed if value == value else b"\x7f\xc0\x00\x00")
-    else:
-        out.append(0xFB)
-        out.extend(struct.pack(">d", value))
-
-
 def _encode(out, value, depth):
-    if depth > MAX_DEPTH:
-        raise CBORError("nested deeper than %d" % MAX_DEPTH)
+    if depth > _MAX_DEPTH:
+        raise CBORError("nested deeper than %d" % _MAX_DEPTH)
     # bool before int: on CPython bool is a subclass of int.
     if value is False:
         out.append(0xF4)
@@ -120,7 +110,7 @@ def _encode(out, value, depth):
             encoded_key = bytearray()
             _encode(encoded_key, key, depth + 1)
             items.append((bytes(encoded_key), value[key]))
-        items.sort(key=_first)
+        items.sort(key=lambda item: item[0])  # by encoded key (a lambda's name is no name in the pool)
         _head(out, 5, len(items))
         previous = None
         for encoded_key, item in items:
@@ -130,18 +120,21 @@ def _encode(out, value, depth):
             out.extend(encoded_key)
             _encode(out, item, depth + 1)
     elif isinstance(value, float):
-        _float(out, value)
+        if value != value or _is_float32(value):
+            packed = struct.pack(">f", value)
+            # NaN is written as the one float32 quiet NaN so that it too is deterministic.
+            out.append(0xFA)
+            out.extend(packed if value == value else b"\x7f\xc0\x00\x00")
+        else:
+            out.append(0xFB)
+            out.extend(struct.pack(">d", value))
     elif isinstance(value, Tag):
-        if value.tag not in TAGS:
+        if value.tag != _TAG_SIGN1:
             raise CBORError("tag %d is not used by the protocol" % value.tag)
         _head(out, 6, value.tag)
         _encode(out, value.value, depth + 1)
     else:
         raise CBORError("cannot encode a %s" % type(value).__name__)
-
-
-def _first(pair):
-    return pair[0]
 
 
 def encode(value: "Any") -> bytes:

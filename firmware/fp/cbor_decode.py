@@ -9,11 +9,14 @@ functions, and argument names the board holds anyway (`item`, `index`).
 import struct
 
 from fp import const
-from fp.cbor import MAX_DEPTH, TAGS, CBORError, Tag, _is_float32
+from fp.cbor import CBORError, Tag, _is_float32
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from typing import Any
+
+_MAX_DEPTH = const(16)  # fp.cbor's too: a const() has no global to import
+_TAG_SIGN1 = const(18)  # the only tag the protocol uses (COSE_Sign1)
 
 
 def _argument(data, index, info):
@@ -46,8 +49,8 @@ def _argument(data, index, info):
 
 def item(data, index, depth):
     """Decode the item at `index` of the bytes `data`: (value, the index after it)."""
-    if depth > MAX_DEPTH:
-        raise CBORError("nested deeper than %d" % MAX_DEPTH)
+    if depth > _MAX_DEPTH:
+        raise CBORError("nested deeper than %d" % _MAX_DEPTH)
     if index >= len(data):
         raise CBORError("truncated: needs %d more bytes" % (index + 1 - len(data)))
     initial = data[index]
@@ -105,7 +108,7 @@ def item(data, index, depth):
         return result, index
     if major == 1:
         return -1 - n, index
-    if n not in TAGS:
+    if n != _TAG_SIGN1:
         raise CBORError("tag %d is not used by the protocol" % n)
     value, index = item(data, index, depth + 1)
     return Tag(n, value), index

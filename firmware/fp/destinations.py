@@ -15,7 +15,7 @@ from fp.ringbuf import RingBuffer
 from fp.runtime import log, unload
 
 _RING_SLOTS = const(128)  # each destination's flash queue when board.json does not say (fp.settings)
-RAM_SLOTS = 8  # messages held in RAM per destination while it is up; beyond, they go to flash
+_RAM_SLOTS = const(8)  # messages held in RAM per destination while it is up; beyond, they go to flash
 _ACK_SLOTS = const(4)  # acks held in RAM ahead of the queue while the broker is up
 
 
@@ -35,7 +35,7 @@ class Destination:
 
     delivery = "puback"
     receipt_key = None
-    ram_slots = RAM_SLOTS  # a class's own: fp.receipted holds more
+    ram_slots = _RAM_SLOTS  # a class's own: fp.receipted holds more
 
     def __init__(self, name, broker, client, ring, device_id):
         self.name = name
@@ -162,44 +162,27 @@ def _vendor_or(spec, provision):
     return spec
 
 
-def receipt_key_for(spec, provision):
-    """The receipt key this destination's agent signs with (bytes), or None: the PUBACK rule."""
-    key = _vendor_or(spec, provision).get("receipts")
-    return bytes.fromhex(key) if key else None
-
-
 def broker_for(spec, provision, seed, device_id):
-    """The Broker of a destination (checked by fp.settings): its TLS files from PEM to DER here."""
+    """The Broker of a destination (checked by fp.settings): its TLS settings from fp.pem."""
     spec = _vendor_or(spec, provision)
     host, port = spec["host"], spec.get("port", 1883)
     password = spec.get("password")
     if password is None:  # its own password for each broker, from the seed (docs/security.md)
         password = ids.broker_password(seed, host, port)
-    ca, client_cert, client_key = None, None, None
-    if spec.get("ca") or spec.get("client_cert"):
-        from fp import pem  # only a TLS destination needs it, once: dropped after
+    tls = None
+    if spec.get("tls"):  # fp.settings refuses a client certificate without it; a CA alone is unused
+        from fp import pem  # only a TLS destination needs it (and fp.mqtt_tls), once: dropped after
 
         try:
-            ca, client_cert, client_key = pem.tls_der(
-                spec.get("ca"), spec.get("client_cert"), spec.get("client_key")
-            )
+            tls = pem.broker_tls(host, spec)
         finally:
             unload("pem")
-    return Broker(
-        host,
-        port,
-        spec.get("user") or device_id,
-        password,
-        spec.get("tls", False),
-        ca,
-        client_cert,
-        client_key,
-    )
+    return Broker(host, port, spec.get("user") or device_id, password, tls)
 
 
-def total(destinations, attribute):
-    """The sum of one counter (buffered, dropped, sent...) over `destinations` (name -> Destination)."""
-    return sum(getattr(destination, attribute) for destination in destinations.values())
+def total(destinations, name):
+    """The sum of one counter `name` (buffered, dropped, sent...) over `destinations` (name -> Destination)."""
+    return sum(getattr(destination, name) for destination in destinations.values())
 
 
 def apply(device, specs):
@@ -214,7 +197,9 @@ def apply(device, specs):
     keys = {}
     for spec in specs:
         wanted[spec["name"]] = broker_for(spec, device.provision, identity.seed, identity.device_id)
-        keys[spec["name"]] = receipt_key_for(spec, device.provision)
+        # the receipt key its agent signs with (bytes), or None: the PUBACK rule
+        key = _vendor_or(spec, device.provision).get("receipts")
+        keys[spec["name"]] = bytes.fromhex(key) if key else None
     current = device.destinations
     for name in list(current):
         destination = current[name]
@@ -223,7 +208,8 @@ def apply(device, specs):
             current.pop(name).stop()  # RAM to flash: a new rule keeps the queue
         if is_gone:
             # what was buffered for a broker the owner removed is not sent to its successor
-            for path in ("q_" + name + ".bin", "q_" + name + ".bin.ptr"):
+            ring = "q_" + name + ".bin"
+            for path in (ring, ring + ".ptr"):  # the ring and its pointer file (fp.ringbuf)
                 try:
                     os.remove(path)
                 except OSError:
@@ -261,7 +247,7 @@ def _start(device, name, broker, receipt_key=None):
 
     client = MQTTClient(
         broker,
-        "fp-" + device_id + "-" + name,
+        "fp-%s-%s" % (device_id, name),
         on_message,
         will=will,
         subscriptions=subscriptions,

@@ -174,12 +174,11 @@ class Device:
             self.drop_parsers()
 
     def drop_parsers(self):
-        """Drop fp.inbound, the COSE parser and the CBOR decoder once a command is judged
+        """Drop fp.inbound (with the COSE parser) and the CBOR decoder once a command is judged
         (fp.command does, before its operation runs); a receipts destination keeps them for its
         receipts."""
         if "fp.receipted" not in sys.modules:
             unload("inbound")
-            unload("cose")
             unload("cbor_decode")
 
     def on_update(self, data):

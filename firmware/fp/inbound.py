@@ -1,4 +1,5 @@
-"""What a device parses and judges: owner commands, and the kind of any message.
+"""What a device parses and judges: owner commands, the kind of any message, and the COSE_Sign1
+they come in (`Sign1`, `parse_sign1`, `verify_sign1`; fp.cose re-exports them for the host).
 
 A device loads this for one command and drops it after (fp.device), or keeps it while a
 destination takes receipts (fp.receipts parses those with it, for fp.receipted). fp.messages
@@ -14,7 +15,8 @@ const() strs, which MicroPython folds into the code as objects, not names.
 
 import hashlib
 
-from fp import cbor, const, cose
+from fp import cbor, const
+from fp.cose_sign import H_ALG, H_CONTENT_TYPE, H_CWT_CLAIMS, sig_structure
 from fp.device_messages import AUD, CTI, EXP, IAT, ISS
 from fp.errors import ProtocolError
 from fp.ids import id_from_public_key, is_valid_id
@@ -24,6 +26,11 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
     Verify = Callable[[bytes, bytes, bytes], Any]  # (public key, data, signature); raises if bad
+
+_TAG_SIGN1 = const(18)  # fp.cose_sign's too: a const() has no global to import
+_ACCEPTED_ALGS = const((-8, -19))  # EdDSA and Ed25519 (fp.cose.ALG_ED25519): a const() tuple holds no names
+_BAD_ALG = const("bad-alg")
+_SIGNATURE_BYTES = const(64)
 
 # Every kind of protocol v1: (content type, kind, the most bytes a message of it may have).
 # fp.messages names each content type (CT_COMMAND, ...) and gives KIND_OF and MAX_BYTES from here.
@@ -54,7 +61,77 @@ _EXPIRED = const("expired")
 _IAT = const("iat")
 
 
-def kind_of(message: cose.Sign1) -> str:
+class Sign1:
+    """A parsed COSE_Sign1: the protected header map and the raw bytes needed to verify it."""
+
+    # one object per message instead of two on CPython (MicroPython ignores __slots__)
+    __slots__ = ("raw", "protected_bytes", "protected", "payload", "signature", "content_type", "claims")
+
+    def __init__(
+        self,
+        raw: bytes,
+        protected_bytes: bytes,
+        protected: "dict[Any, Any]",
+        payload: bytes,
+        signature: bytes,
+    ):
+        self.raw = raw
+        self.protected_bytes = protected_bytes
+        self.protected = protected
+        self.payload = payload
+        self.signature = signature
+        self.content_type: "Any" = protected.get(H_CONTENT_TYPE)
+        self.claims: "dict[Any, Any]" = protected.get(H_CWT_CLAIMS, {})
+
+    def to_be_signed(self) -> bytes:
+        """Return the Sig_structure bytes the signature covers."""
+        return sig_structure(self.protected_bytes, self.payload)
+
+
+def parse_sign1(data: bytes, max_bytes: int) -> Sign1:
+    """Parse bytes into a Sign1 or raise ProtocolError; does not check the signature."""
+    if len(data) > max_bytes:
+        raise ProtocolError("oversized", "%d bytes, limit %d" % (len(data), max_bytes))
+    message = cbor.decode(data)
+    if not isinstance(message, cbor.Tag) or message.tag != _TAG_SIGN1:
+        raise ProtocolError("malformed", "not a COSE_Sign1 (CBOR tag 18)")
+    parts = message.value
+    if not isinstance(parts, list) or len(parts) != 4:
+        raise ProtocolError("malformed", "COSE_Sign1 must be an array of 4")
+    protected_bytes, unprotected, payload, signature = parts
+    if not isinstance(protected_bytes, bytes) or not isinstance(payload, bytes):
+        raise ProtocolError("malformed", "protected header and payload must be byte strings")
+    if unprotected != {}:
+        raise ProtocolError("malformed", "unprotected header must be empty")
+    if not isinstance(signature, bytes) or len(signature) != _SIGNATURE_BYTES:
+        raise ProtocolError("malformed", "Ed25519 signature must be 64 bytes")
+    protected = cbor.decode(protected_bytes) if protected_bytes else {}
+    if not isinstance(protected, dict):
+        raise ProtocolError("malformed", "protected header must be a map")
+    alg = protected.get(H_ALG)
+    if alg not in _ACCEPTED_ALGS:
+        raise ProtocolError(_BAD_ALG, "alg %r is not EdDSA (-8) or Ed25519 (-19)" % (alg,))
+    claims = protected.get(H_CWT_CLAIMS, {})
+    if not isinstance(claims, dict):
+        raise ProtocolError("malformed", "CWT claims header must be a map")
+    return Sign1(bytes(data), protected_bytes, protected, payload, signature)
+
+
+def verify_sign1(
+    message: Sign1, public_key: bytes | None, verify: "Callable[[bytes, bytes, bytes], Any]"
+) -> None:
+    """Check the signature of a parsed Sign1; `verify(key, data, sig)` raises on failure."""
+    if public_key is None or len(public_key) != 32:
+        raise ProtocolError("malformed", "Ed25519 public key must be 32 bytes")
+    try:
+        verify(public_key, message.to_be_signed(), message.signature)
+    except MemoryError:
+        raise  # no room to check is not a forgery: the caller answers it as such
+    except Exception:
+        raise ProtocolError("bad-signature", "signature does not verify with the device key")
+
+
+def kind_of(message: Sign1) -> str:
     """Return the kind named by a parsed Sign1's content type, or raise 'wrong-kind'."""
     for content_type, kind, _ in KINDS:
         if content_type == message.content_type:
@@ -62,10 +139,10 @@ def kind_of(message: cose.Sign1) -> str:
     raise ProtocolError(_WRONG_KIND, "content type %r is not a protocol v1 kind" % (message.content_type,))
 
 
-def parse(data: bytes, kind: str) -> cose.Sign1:
+def parse(data: bytes, kind: str) -> Sign1:
     """Parse bytes as a COSE_Sign1 of `kind`; raise ProtocolError otherwise."""
     max_bytes = [limit for _, name, limit in KINDS if name == kind][0]
-    message = cose.parse_sign1(data, max_bytes)
+    message = parse_sign1(data, max_bytes)
     found = kind_of(message)
     if found != kind:
         raise ProtocolError(_WRONG_KIND, "a %s where a %s was expected" % (found, kind))
@@ -83,7 +160,7 @@ class Command:
 
     def __init__(
         self,
-        message: cose.Sign1,
+        message: Sign1,
         owner_id: str,
         device_id: str,
         counter: int,
@@ -106,7 +183,7 @@ class Command:
         return hashlib.sha256(self.message.raw).digest()
 
 
-def _addressed(data: bytes, kind: str) -> "tuple[cose.Sign1, str, str, int]":
+def _addressed(data: bytes, kind: str) -> "tuple[Sign1, str, str, int]":
     """A command's or a receipt's message, signer id, device id and counter (its 8-byte cti), checked."""
     message = parse(data, kind)
     claims = message.claims
@@ -146,7 +223,7 @@ def check_command(command, owner_key, device_id, last_counter, now_s, verify):
         raise ProtocolError(_UNCLAIMED, "device has no owner yet")
     if command.owner_id != id_from_public_key(owner_key):
         raise ProtocolError(_NOT_OWNER, "signed for owner " + command.owner_id)
-    cose.verify_sign1(command.message, owner_key, verify)
+    verify_sign1(command.message, owner_key, verify)
     if command.device_id != device_id:
         raise ProtocolError(_NOT_FOR_ME, "addressed to " + command.device_id)
     if command.counter <= last_counter:

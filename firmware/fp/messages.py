@@ -54,6 +54,10 @@ KIND_OF = {content_type: kind for content_type, kind, _ in KINDS}
 # The operations a device interprets (fp.command.OPERATIONS, and claim), for the CLI and the API
 OPS = ("set-destinations", "set-interval", "get-info", "reboot", "hand-over", "claim")
 MAX_BYTES = {kind: max_bytes for _, kind, max_bytes in KINDS}
+# the CBOR nesting limit, both ways: fp.cbor's and fp.cbor_decode's _MAX_DEPTH, const() there (no
+# name in a board's pool, and no global to read under MicroPython); tests/protocol/test_cbor.py
+# checks that the three agree
+MAX_DEPTH = 16
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:

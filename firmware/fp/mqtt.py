@@ -1,10 +1,11 @@
 """An asyncio MQTT 3.1.1 client for the board: one object per broker, owning its connection.
 
 Like mqtt_as, one state machine owns connect, keepalive, reconnect with capped exponential
-backoff and jitter; the application sees `is_up`, `wait_up()`, the `on_up` coroutine (awaited
-after each connect), `publish()` and one callback, `on_message(message)` with a `Message`. The
+backoff and jitter; the application sees `is_up`, the `on_up` coroutine (awaited after each
+connect), `publish()` and one callback, `on_message(message)` with a `Message`. The
 subscriptions are the constructor's, made again on every connect: subscribing and unsubscribing
-while connected is fp.mqtt_subscribe's (the host's and the tests'; a board never does). (No `up`/`down` events as mqtt_as has: nothing waited on
+while connected, and `wait_up()`, are fp.mqtt_subscribe's (the host's and the tests'; a board
+never waits for its link: its on_up announces it). (No `up`/`down` events as mqtt_as has: nothing waited on
 them, and each held two asyncio.Event objects per client.)
 It runs unchanged under MicroPython and CPython (the host agent subclasses it: host_agent/bus/ackclient.py).
 
@@ -82,7 +83,7 @@ except ImportError:  # CPython
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
-PUBACK = const(0x40)  # public: the agent's client acknowledges by hand (host_agent/bus/ackclient.py)
+_PUBACK = const(0x40)
 _PUBREC = const(0x50)
 _PUBREL = const(0x62)  # with its fixed flags 0010 (MQTT-3.6.1-1)
 _PUBCOMP = const(0x70)
@@ -94,11 +95,13 @@ _PINGRESP = const(0xD0)
 _DISCONNECT = const(0xE0)
 _PUBACK_2 = const(b"\x40\x02")  # PUBACK, remaining length 2; the packet id follows
 _SUBACK_FAILURE = const(0x80)
+_PROTOCOL = const(b"\x00\x04MQTT\x04")  # CONNECT's protocol name and level 4: MQTT 3.1.1 (MQTT-3.1.2-1, -2)
 # CONNACK's refusal codes 1..5, in order: one string, split on a refusal (a tuple of five strings
-# would be six objects held in the heap for an error path)
+# would be six objects held in the heap for an error path), on fp.app's crash-line separator (a
+# short str is a name in a board's pool: one it holds already)
 _CONNACK_REFUSALS = const(
-    "unacceptable protocol version|client identifier rejected|server unavailable"
-    "|bad user name or password|not authorized"
+    "unacceptable protocol version | client identifier rejected | server unavailable"
+    " | bad user name or password | not authorized"
 )
 
 # MQTTError.reason, a closed set of short stable strings:
@@ -137,12 +140,12 @@ class Message:
         self.dup = dup
 
 
-def _string(value: "str | bytes | bytearray", what: str = "string") -> bytes:
+def _string(value: "str | bytes | bytearray", name: str) -> bytes:
     raw = value.encode() if isinstance(value, str) else bytes(value)
     if len(raw) > 65535:
-        raise ValueError("%s longer than 65,535 bytes" % what)
+        raise ValueError("%s longer than 65,535 bytes" % name)
     if isinstance(value, str) and "\x00" in value:
-        raise ValueError("%s holds U+0000" % what)  # MQTT-1.5.3-2
+        raise ValueError("%s holds U+0000" % name)  # MQTT-1.5.3-2
     return struct.pack(">H", len(raw)) + raw
 
 
@@ -166,18 +169,6 @@ def check_topic(topic: str) -> None:
         raise ValueError("topic %r has a wildcard" % topic)
 
 
-def check_filter(topic_filter: str) -> None:
-    """Raise ValueError unless `topic_filter` is a valid filter (MQTT-4.7.1-2, MQTT-4.7.1-3)."""
-    if not isinstance(topic_filter, str) or not topic_filter:
-        raise ValueError("topic filter must be a non-empty string")
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            raise ValueError("'#' must be a whole last level in %r" % topic_filter)
-        if "+" in level and level != "+":
-            raise ValueError("'+' must be a whole level in %r" % topic_filter)
-
-
 def connect_packet(
     client_id: str,
     keepalive_s: float,
@@ -199,21 +190,21 @@ def connect_packet(
     if password is not None and user is None:
         raise ValueError("a password needs a user name")  # MQTT-3.1.2-22
     flags = 0x02 if clean else 0
-    payload = _string(client_id, "client id")
+    payload = _string(client_id, "client_id")  # the argument's name: one a board holds
     if will:
         topic, message, qos, retain = will
         check_topic(topic)
         if qos not in (0, 1, 2):
             raise ValueError("will qos must be 0, 1 or 2")
         flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _string(topic, "will topic") + _string(message, "will message")
+        payload += _string(topic, "will") + _string(message, "will message")
     if user is not None:
         flags |= 0x80
-        payload += _string(user, "user name")
+        payload += _string(user, "user")
         if password is not None:
             flags |= 0x40
             payload += _string(password, "password")
-    variable = _string("MQTT") + bytes((4, flags)) + struct.pack(">H", int(keepalive_s))
+    variable = _PROTOCOL + bytes((flags,)) + struct.pack(">H", int(keepalive_s))
     body = variable + payload
     return bytes((_CONNECT,)) + _remaining_length(len(body)) + body
 
@@ -228,12 +219,22 @@ def publish_packet(
 
 
 def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]") -> bytes:
-    """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...]."""
+    """Return the bytes of a SUBSCRIBE packet for [(filter, qos), ...].
+
+    Raise ValueError for a filter that is not valid (MQTT-4.7.1-2, MQTT-4.7.1-3): fp.mqtt_subscribe
+    checks an UNSUBSCRIBE's filters here too."""
     if not subscriptions:
         raise ValueError("SUBSCRIBE needs at least one filter")  # MQTT-3.8.3-3
     body = struct.pack(">H", packet_id)
     for topic_filter, qos in subscriptions:
-        check_filter(topic_filter)
+        if not isinstance(topic_filter, str) or not topic_filter:
+            raise ValueError("topic filter must be a non-empty string")
+        levels = topic_filter.split("/")
+        for index, level in enumerate(levels):
+            if "#" in level and (level != "#" or index != len(levels) - 1):
+                raise ValueError("'#' must be a whole last level in %r" % topic_filter)
+            if "+" in level and level != "+":
+                raise ValueError("'+' must be a whole level in %r" % topic_filter)
         if qos not in (0, 1, 2):
             raise ValueError("subscription qos must be 0, 1 or 2")
         body += _string(topic_filter, "topic filter") + bytes((qos,))
@@ -241,9 +242,10 @@ def subscribe_packet(packet_id: int, subscriptions: "Iterable[tuple[str, int]]")
 
 
 class Broker:
-    """Where and how to connect: validated once, used by MQTTClient. TLS settings (`tls`, `ca`,
-    `client_cert`, `client_key`, `server_hostname`, `alpn`) are checked and kept by fp.mqtt_tls.TLS,
-    loaded only for a broker that has them: `tls` None for a plain-TCP broker."""
+    """Where and how to connect: validated once, used by MQTTClient. `tls` is a TLS broker's
+    settings, checked (an fp.mqtt_tls.TLS: CA, client certificate, server name, ALPN), or None for
+    a plain-TCP broker: this module never names them, so a plain-TCP board's name pool holds none
+    of them, and only a TLS destination loads fp.mqtt_tls (fp.destinations, through fp.pem)."""
 
     def __init__(
         self,
@@ -251,12 +253,7 @@ class Broker:
         port: int = 1883,
         user: "str | None" = None,
         password: "str | bytes | None" = None,
-        tls: bool = False,
-        ca: "Iterable[bytes] | None" = None,
-        client_cert: "bytes | None" = None,
-        client_key: "bytes | None" = None,
-        server_hostname: "str | None" = None,
-        alpn: "Iterable[str] | None" = None,
+        tls: "TLS | None" = None,
     ):
         if not isinstance(host, str) or not host:
             raise ValueError("broker host must be a non-empty string")
@@ -268,13 +265,7 @@ class Broker:
         self.port = port
         self.user = user
         self.password = password
-        self.tls: "TLS | None" = None
-        if tls or ca or client_cert or client_key or server_hostname or alpn is not None:
-            from fp.mqtt_tls import TLS  # only a broker with TLS settings loads the TLS code
-
-            settings = TLS(host, tls, ca, client_cert, client_key, server_hostname, alpn)
-            if tls:
-                self.tls = settings
+        self.tls = tls
 
     def key(self) -> str:
         return "%s:%d" % (self.host, self.port)
@@ -284,27 +275,27 @@ class _Outgoing:
     """A QoS 1 or 2 PUBLISH of the session: queued, then in flight until its PUBACK (QoS 1) or its
     PUBREC, when `packet` becomes the PUBREL, in flight until its PUBCOMP (QoS 2)."""
 
-    __slots__ = ("packet", "id_at", "packet_id", "is_sent", "sent_ms", "done", "error")
+    __slots__ = ("packet", "id_at", "packet_id", "sent_ms", "done", "error")
 
     def __init__(self, packet: bytearray, id_at: int):
         self.packet = packet  # PUBLISH bytearray (the id and DUP filled in place), or the PUBREL
         self.id_at = id_at
         self.packet_id = 0
-        self.is_sent = False
         self.sent_ms = 0
         self.done = asyncio.Event()
         self.error: "MQTTError | None" = None
 
 
 class _Request:
-    """A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK or UNSUBACK."""
+    """A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK or UNSUBACK (`kind`, that packet's type:
+    0x90 or 0xB0)."""
 
     __slots__ = ("kind", "done", "result", "error")
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: int, result: "Any"):
         self.kind = kind
         self.done = asyncio.Event()
-        self.result: "Any" = None  # the filters asked, then the SUBACK's codes
+        self.result: "Any" = result  # the filters asked, then the SUBACK's codes
         self.error: "MQTTError | None" = None
 
 
@@ -315,15 +306,14 @@ class MQTTClient:
     # attribute table (8 bytes a name on 32 bits) grows in steps and never shrinks, and 37 names
     # fit the step below 47.
     on_up: "Callable[[], Awaitable[None]] | None" = None  # awaited after each (re)connect
-    # called with (topic bytes, payload size) for each PUBLISH read past; on a board the count
-    # and the log line are enough
-    on_oversized: "Callable[[bytes, int], None] | None" = None
+    # called with (topic bytes, payload size) for each PUBLISH read past, when set (the agent's
+    # connection sets it; on a board the count and the log line are enough): declared, not
+    # assigned, so this module makes no name of it in a board's pool (fp.mqtt_oversized reads it)
+    on_oversized: "Callable[[bytes, int], None] | None"
     oversized = 0
     errors = 0
     _stopped = False
     _on_up_task: "asyncio.Task[None] | None" = None  # held while on_up runs (CPython holds tasks weakly)
-    # made by a wait_up() that has to wait; set and let go on connect
-    _up_event: "asyncio.Event | None" = None
 
     def __init__(
         self,
@@ -394,14 +384,6 @@ class MQTTClient:
 
     # --- the application's surface -------------------------------------------------------
 
-    async def wait_up(self, timeout_s: float) -> None:
-        """Wait until connected; raise asyncio.TimeoutError after `timeout_s`."""
-        if self.is_up:
-            return
-        if self._up_event is None:
-            self._up_event = asyncio.Event()
-        await asyncio.wait_for(self._up_event.wait(), timeout_s)
-
     async def publish(
         self, topic: str, payload: "bytes | bytearray", qos: int = 1, retain: bool = False
     ) -> None:
@@ -462,7 +444,7 @@ class MQTTClient:
                 tls = self.broker.tls
                 if tls is not None and not self.is_up and tls.is_tls_error(error):
                     reason = "tls"  # while connecting: the handshake, at the first write or read
-                failure = MQTTError(reason, "%s %s" % (type(error).__name__, error))
+                failure = MQTTError(reason, type(error).__name__ + " " + str(error))
             if failure is not None and not self._stopped:
                 self.errors += 1
                 self.log("mqtt %s: %s" % (self.broker.key(), failure))
@@ -571,13 +553,15 @@ class MQTTClient:
         try:
             header, body = await asyncio.wait_for(self._next_packet(), self.connect_timeout_s)
         except asyncio.TimeoutError:
-            raise MQTTError("timeout", "no CONNACK")
+            raise MQTTError("timeout", "no CONNACK within %.1f s" % self.connect_timeout_s)
         if header != _CONNACK or len(body) != 2 or body[0] & 0xFE:
             raise MQTTError("protocol", "expected CONNACK, got packet type 0x%02x" % header)
         if body[1] != 0:
             code = body[1]
             raise MQTTError(
-                "refused", _CONNACK_REFUSALS.split("|")[code - 1] if code <= 5 else "code %d" % code, code
+                "refused",
+                _CONNACK_REFUSALS.split(" | ")[code - 1] if code <= 5 else "return code %d" % code,
+                code,
             )
         if self._stopped:
             raise MQTTError("stopped")
@@ -586,20 +570,17 @@ class MQTTClient:
             raise MQTTError("protocol", "session present on a clean session")  # MQTT-3.2.2-1
         # The session's unacknowledged PUBRELs, then PUBLISHes, in order, same ids, a PUBLISH with
         # DUP=1 (MQTT-4.4.0-1): the window holds them so (_acknowledged)
-        for entry in self._window:
-            if entry.is_sent and entry.packet[0] != _PUBREL:
+        for entry in self._window:  # each was sent once (fp.mqtt._pump): a PUBLISH goes again as DUP
+            if entry.packet[0] != _PUBREL:
                 entry.packet[0] |= 0x08
-            entry.is_sent = True
             entry.sent_ms = ticks_ms()
             await self._send(entry.packet)
         if self.subscriptions:
-            packet_id = self._request_start("sub", list(self.subscriptions))[0]
+            packet_id = self._new_id()
+            self._requests[packet_id] = _Request(_SUBACK, list(self.subscriptions))
             await self._send(subscribe_packet(packet_id, self.subscriptions))
         self.is_up = True
         self.connects += 1
-        if self._up_event is not None:
-            self._up_event.set()  # wakes what waits in wait_up(); the next wait makes a new one
-            self._up_event = None
         self._reader_task = asyncio.create_task(self._read_forever())
         self.log("mqtt %s: up" % self.broker.key())
         await self._pump()
@@ -611,13 +592,6 @@ class MQTTClient:
             self._next_id = self._next_id % 65535 + 1
             if self._next_id not in self._requests and self._next_id not in used:
                 return self._next_id
-
-    def _request_start(self, kind: str, items: "list[Any]") -> "tuple[int, _Request]":
-        request = _Request(kind)
-        request.result = items
-        packet_id = self._new_id()
-        self._requests[packet_id] = request
-        return packet_id, request
 
     async def _send(self, packet: "bytes | bytearray") -> None:
         """Write one packet (or several, joined) whole: one writer at a time, so packets of
@@ -640,7 +614,6 @@ class MQTTClient:
             entry.packet_id = self._new_id()
             struct.pack_into(">H", entry.packet, entry.id_at, entry.packet_id)
             self._window.append(entry)
-            entry.is_sent = True
             entry.sent_ms = ticks_ms()
             try:
                 await self._send(entry.packet)
@@ -739,17 +712,15 @@ class MQTTClient:
         if header & 0x0F:
             # the flags of every other packet a broker sends are 0000 (MQTT-2.2.2-2)
             raise MQTTError("protocol", "packet 0x%02x with reserved flags set" % header)
-        if kind == PUBACK or kind == _PUBREC or kind == _PUBCOMP:
-            if len(body) != 2:
+        if kind in (_PUBACK, _PUBREC, _PUBCOMP, _SUBACK, _UNSUBACK):
+            # each is a packet id, and a SUBACK one return code for each filter after it
+            if len(body) != 2 and (kind != _SUBACK or len(body) < 2):
                 raise MQTTError("protocol", "acknowledgement 0x%02x with %d bytes" % (kind, len(body)))
+        if kind == _PUBACK or kind == _PUBREC or kind == _PUBCOMP:
             await self._acknowledged(kind, struct.unpack(">H", body)[0])
         elif kind == _SUBACK or kind == _UNSUBACK:
-            if len(body) < 2 or (kind == _UNSUBACK and len(body) != 2):
-                raise MQTTError(
-                    "protocol", "%s of %d bytes" % ("SUBACK" if kind == _SUBACK else "UNSUBACK", len(body))
-                )
             request = self._requests.pop(struct.unpack(">H", body[:2])[0], None)
-            if request is None or request.kind != ("sub" if kind == _SUBACK else "unsub"):
+            if request is None or request.kind != kind:
                 raise MQTTError("protocol", "acknowledgement of no request of ours")
             if kind == _SUBACK:
                 codes = bytes(body[2:])
@@ -781,11 +752,11 @@ class MQTTClient:
                 break
             index += 1
         else:
-            if kind == PUBACK:  # for no message of ours (a late one after a resend): nothing to release
+            if kind == _PUBACK:  # for no message of ours (a late one after a resend): nothing to release
                 return
             entry = None
         # anything but a QoS 1 PUBLISH's PUBACK (its first byte 0011 d01r) is QoS 2's
-        if entry is None or kind != PUBACK or entry.packet[0] & 0xF6 != 0x32:
+        if entry is None or kind != _PUBACK or entry.packet[0] & 0xF6 != 0x32:
             from fp import mqtt_qos2
 
             if not await mqtt_qos2._acknowledged(self, kind, packet_id, index, entry):

@@ -46,8 +46,9 @@ async def _skip_publish(client: "MQTTClient", header: int, length: int) -> None:
         "mqtt %s: skipped a PUBLISH of %d bytes (limit %d) on %s"
         % (client.broker.key(), length, client.max_packet_bytes, repr(bytes(rest[: min(topic_length, 200)])))
     )
-    if client.on_oversized:
-        client.on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
+    on_oversized = getattr(client, "on_oversized", None)  # set by the agent's connection, if at all
+    if on_oversized:
+        on_oversized(bytes(rest[:topic_length]), length - fixed)  # the payload's size
     packet_id = rest[topic_length : topic_length + 2]
     if qos == 1:
         await client._send(_PUBACK_2 + packet_id)

@@ -8,13 +8,14 @@ under MicroPython and CPython, as fp.mqtt (tests/firmware/test_mqtt_conformance.
 """
 
 from fp import const
-from fp.mqtt import PUBACK, MQTTError, ticks_ms
+from fp.mqtt import MQTTError, ticks_ms
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from fp.mqtt import Message, MQTTClient, _Outgoing
 
 _PUBLISH_QOS2 = const(0x04)  # the QoS 2 bit of a PUBLISH's first byte
+_PUBACK = const(0x40)  # fp.mqtt's too: a const() has no global to import
 _PUBREC = const(0x50)
 _PUBREL = const(0x62)  # with its fixed flags 0010 (MQTT-3.6.1-1)
 _PUBCOMP = const(0x70)
@@ -54,7 +55,7 @@ async def _acknowledged(
         # PUBREL again, which the broker answers once more (MQTT-4.3.3-2)
         await client._send(entry.packet)
         return False
-    expected = _PUBCOMP if first == _PUBREL else _PUBREC if first & _PUBLISH_QOS2 else PUBACK
+    expected = _PUBCOMP if first == _PUBREL else _PUBREC if first & _PUBLISH_QOS2 else _PUBACK
     if kind != expected:  # a PUBCOMP before the PUBREC, a PUBACK for QoS 2, a PUBREC for QoS 1
         raise MQTTError("protocol", "0x%02x where 0x%02x was due (id %d)" % (kind, expected, packet_id))
     if kind == _PUBREC:

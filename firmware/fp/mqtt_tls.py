@@ -1,7 +1,7 @@
 """TLS for fp.mqtt: a broker's TLS settings checked once, its SSLContext, and its errors told apart.
 
-Imported by `fp.mqtt.Broker` only when a broker is given TLS settings: a plain-TCP board never
-loads this code (tests/firmware/test_memory.py::test_a_plain_tcp_board_never_imports_the_tls_code).
+Made by whoever builds a TLS broker (`fp.mqtt.Broker(..., tls=TLS(...))`; on a board fp.pem's
+broker_tls, for a destination with `tls`): a plain-TCP board never loads this code (tests/firmware/test_memory.py::test_a_plain_tcp_board_never_imports_the_tls_code).
 """
 
 import sys
@@ -32,10 +32,10 @@ class TLS:
         host: str,
         is_tls: bool,
         ca: "Iterable[bytes] | None",
-        client_cert: "bytes | None",
-        client_key: "bytes | None",
-        server_hostname: "str | None",
-        alpn: "Iterable[str] | None",
+        client_cert: "bytes | None" = None,
+        client_key: "bytes | None" = None,
+        server_hostname: "str | None" = None,
+        alpn: "Iterable[str] | None" = None,
     ):
         if is_tls and not ca:
             # MicroPython's ssl verifies nothing unless told to, and a board has no CA store

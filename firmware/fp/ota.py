@@ -310,10 +310,10 @@ def handle(device, data: bytes, firmware_version: str) -> bool:
 
 def unload() -> None:
     """Drop this module and those only it uses: code loaded from .mpy lives in the heap."""
-    for name in ("ota", "slot_install", "slots", "release", "cbor_decode"):
+    for name in ("ota", "slot_install", "slots", "release", "cbor_decode", "cose"):
         unload_module(name)
-    if "fp.inbound" not in sys.modules:  # a receipts destination parses with fp.cose: it stays
-        unload_module("cose")
+    if "fp.receipted" not in sys.modules:  # a receipts destination parses with fp.inbound: it stays
+        unload_module("inbound")
 
 
 def publish_status(device) -> None:

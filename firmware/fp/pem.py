@@ -78,13 +78,23 @@ def der_or_pem(data: "str | bytes | bytearray", kind: str) -> bytes:
 
 
 def tls_der(ca=None, client_cert=None, client_key=None):
-    """(ca, client_cert, client_key) as fp.mqtt.Broker takes them: the DER of every CA certificate
+    """(ca, client_cert, client_key) as fp.mqtt_tls.TLS takes them: the DER of every CA certificate
     in `ca`, the client's certificate and key as DER; each given as PEM text or DER bytes, or None."""
     return (
         certificates(ca) if ca else None,
         der_or_pem(client_cert, "certificate") if client_cert else None,
         der_or_pem(client_key, "key") if client_key else None,
     )
+
+
+def broker_tls(host, spec):
+    """The checked TLS settings (fp.mqtt_tls.TLS) of a destination with `tls` (fp.destinations):
+    its `ca`, `client_cert` and `client_key` from PEM to DER. Only a TLS destination loads this
+    module and fp.mqtt_tls, so a plain-TCP board's name pool holds none of their names."""
+    from fp.mqtt_tls import TLS
+
+    ca, client_cert, client_key = tls_der(spec.get("ca"), spec.get("client_cert"), spec.get("client_key"))
+    return TLS(host, True, ca, client_cert, client_key)
 
 
 def key_label(der: bytes) -> str:

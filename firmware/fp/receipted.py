@@ -11,7 +11,7 @@ go again. Loaded only when a destination has a receipt key.
 import time
 
 from fp import ed25519, ids
-from fp.destinations import RAM_SLOTS, Destination
+from fp.destinations import Destination
 from fp.errors import ProtocolError
 from fp.receipts import Ranges, check_receipt, parse_receipt
 from fp.runtime import log
@@ -22,10 +22,10 @@ from fp.runtime import log
 RECEIPT_WINDOW = 64
 # messages held in RAM while they wait for their receipt; beyond, put() spills them to the flash
 # ring and the window goes on from there. 16 signed readings are ~4 KB of heap on a 32-bit board,
-# where RECEIPT_WINDOW + RAM_SLOTS (72) were up to ~19 KB whenever receipts lagged: more than the
+# where RECEIPT_WINDOW + the PUBACK rule's 8 (72) were up to ~19 KB whenever receipts lagged: more than the
 # rest of the device's runtime state. The cost: flash writes when more than 16 wait (the agent
 # sends a receipt per 32 readings or per second).
-RECEIPT_RAM_SLOTS = 2 * RAM_SLOTS
+RECEIPT_RAM_SLOTS = 2 * Destination.ram_slots
 RESEND_MS = 2000  # no receipt for this long while messages wait: send them again from the head
 COVERED_RANGES = 8  # receipt ranges kept to skip covered messages in the flash ring
 

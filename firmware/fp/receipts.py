@@ -10,10 +10,10 @@ A receipt's parse and checks are here too (the host's fp.messages re-exports the
 them with fp.receipted, for a destination that takes receipts, and never for a command.
 """
 
-from fp import cbor, const, cose
+from fp import cbor, const
 from fp.device_messages import AUD, CTI, IAT, ISS, U32
 from fp.errors import ProtocolError
-from fp.inbound import _addressed, _int_or_none
+from fp.inbound import Sign1, _addressed, _int_or_none, verify_sign1
 
 MAX_RANGES = 16  # (boot, first, last) ranges in one receipt: 16 of the widest fit 512 bytes
 # refusal reasons no module a board keeps names, as const(): not names in its pool (fp.inbound)
@@ -95,7 +95,7 @@ class Receipt:
 
     def __init__(
         self,
-        message: cose.Sign1,
+        message: Sign1,
         signer_id: str,
         device_id: str,
         counter: int,
@@ -144,7 +144,7 @@ def check_receipt(receipt, trusted_key, trusted_id, device_id, last_counter, ver
     """
     if receipt.signer_id != trusted_id:
         raise ProtocolError(_NOT_OWNER, "receipt signed by " + receipt.signer_id)
-    cose.verify_sign1(receipt.message, trusted_key, verify)
+    verify_sign1(receipt.message, trusted_key, verify)
     if receipt.device_id != device_id:
         raise ProtocolError(_NOT_FOR_ME, "receipt for " + receipt.device_id)
     if receipt.counter <= last_counter:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # pydantic reads typing_extensions' TypedDict, not typing's, before Python 3.12
 from typing_extensions import TypedDict
 
-from fp import cbor
+from fp import cbor, messages
 from fp.errors import ProtocolError
 from host_agent.routes import rules as routing
 from host_agent.store.records import Device
@@ -190,7 +190,8 @@ class CommandIn(BaseModel):
 
     op: str = Field(max_length=32)
     args: dict[str, Any] = Field(
-        {}, description=f"at most {cbor.MAX_DEPTH - 2} levels deep, {MAX_COMMAND_ARGS_BYTES} bytes as CBOR"
+        {},
+        description=f"at most {messages.MAX_DEPTH - 2} levels deep, {MAX_COMMAND_ARGS_BYTES} bytes as CBOR",
     )
     timeout_s: float | None = Field(default=None, gt=0, le=120, allow_inf_nan=False)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from fp import mqtt
+from fp.mqtt_subscribe import SubscribingClient
 
-PUBACK_2 = bytes((mqtt.PUBACK, 2))  # PUBACK, remaining length 2; the packet id follows
+PUBACK_2 = b"\x40\x02"  # PUBACK (0x40), remaining length 2; the packet id follows (MQTT-3.4)
 
 
 class AckableMessage(mqtt.Message):
@@ -27,7 +28,7 @@ class AckableMessage(mqtt.Message):
         self.token = token
 
 
-class ManualAckClient(mqtt.MQTTClient):
+class ManualAckClient(SubscribingClient):  # wait_up() is the subclass's: the host waits, a board does not
     """An MQTTClient whose QoS 1 PUBACKs wait for `ack()`."""
 
     async def _received(self, message: mqtt.Message, packet_id: Any) -> None:

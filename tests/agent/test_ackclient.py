@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fp.mqtt import Broker, MQTTClient
+from fp.mqtt import Broker
+from fp.mqtt_subscribe import SubscribingClient
 from host_agent.bus.ackclient import AckableMessage, ManualAckClient
 from tests.helpers import wait_for_async
 
@@ -22,7 +23,7 @@ def test_only_acknowledged_messages_stay_acknowledged_across_reconnects(mosquitt
             broker, "receiver", on_message=on_message, clean=False, subscriptions=[("t/#", 1)],
             max_packet_bytes=8192, max_backoff_s=0.05,
         )  # fmt: skip
-        sender = MQTTClient(broker, "sender", max_packet_bytes=8192)
+        sender = SubscribingClient(broker, "sender", max_packet_bytes=8192)
         tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
         await receiver.wait_up(5)
         await sender.wait_up(5)

@@ -402,7 +402,7 @@ def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive
 
     from fp import topics
     from fp.destinations import _ACK_SLOTS as ACK_SLOTS  # a const: no name on a board
-    from fp.destinations import RAM_SLOTS
+    from fp.destinations import Destination
     from fp.receipted import RECEIPT_RAM_SLOTS
     from host_agent.bus.mosquitto import Mosquitto
     from host_agent.wire import nacl_signer
@@ -437,7 +437,7 @@ def test_readings_spill_from_ram_to_the_flash_ring_when_receipts_lag_and_survive
     device.start()
     # at most this many wait in RAM: the RAM slots of the lagging destination and of the plain
     # one, and the acks of both
-    in_ram = RECEIPT_RAM_SLOTS + RAM_SLOTS + 2 * ACK_SLOTS
+    in_ram = RECEIPT_RAM_SLOTS + Destination.ram_slots + 2 * ACK_SLOTS
     try:
         assert device.device_id(20) == device_id
         wait_for(lambda: len(seen) >= 10, 20, "readings on the lagging broker: its destination is up")

@@ -298,7 +298,7 @@ def test_compiled_firmware_runs_in_its_heap_budget_without_growth(
     values = vendor.values("n")
     assert values == list(range(len(values)))
     # Each sample also holds what waits in RAM for its PUBACK (up to 8 signed readings of about
-    # 150 bytes, fp.destinations.RAM_SLOTS): it goes up and down with the broker's pace, by up to
+    # 150 bytes, fp.destinations._RAM_SLOTS): it goes up and down with the broker's pace, by up to
     # a kilobyte on a busy machine, and a buffer allocated once may land at any sample. A leak
     # raises the floor, so the floor of the later samples is held to that of the earlier ones.
     # (The first sample is left out: the first command loads what every later one reuses.)

@@ -285,9 +285,10 @@ print(json.dumps({{"got": got, "oversized": client.oversized, "errors": client.e
 
 WILL_SCENARIO = """
 import asyncio, json
-from fp.mqtt import MQTTClient, Broker
+from fp.mqtt import Broker
+from fp.mqtt_subscribe import SubscribingClient
 async def main():
-    client = MQTTClient(Broker("127.0.0.1", %d), %r, will=("will/%s", b"offline", 1, False), keepalive_s=30)
+    client = SubscribingClient(Broker("127.0.0.1", %d), %r, will=("will/%s", b"offline", 1, False), keepalive_s=30)
     task = asyncio.create_task(client.run())
     await client.wait_up(5)
     await client.publish("will/up", b"%s")
@@ -342,9 +343,10 @@ def test_a_planned_stop_sends_no_will_and_a_crash_does(micropython, mosquitto, i
 
 RUNNING_SCENARIO = """
 import asyncio, json
-from fp.mqtt import MQTTClient, Broker
+from fp.mqtt import Broker
+from fp.mqtt_subscribe import SubscribingClient  # its wait_up(), at the end
 async def main():
-    client = MQTTClient(Broker("127.0.0.1", %d), "running", subscriptions=[("running/a", 1)], clean=False)
+    client = SubscribingClient(Broker("127.0.0.1", %d), "running", subscriptions=[("running/a", 1)], clean=False)
     async def on_up():
         await client.publish("running/up", b"up")
     client.on_up = on_up

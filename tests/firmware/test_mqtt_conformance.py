@@ -81,7 +81,7 @@ async def scenario():
                                clean=False, will=("st/dev-1", b"offline", 1, True),
                                subscriptions=[("cmd/dev-1", 1), ("forbidden/#", 1)])
     task = asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     await until(lambda: len(client.granted) == 2, "the SUBACK")
     out["granted"] = dict(client.granted)
     out["up_after_refusal"] = client.is_up
@@ -123,7 +123,7 @@ def test_in_flight_window_releases_exactly_one_queued_publish_per_puback(interpr
 async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "w", keepalive_s=0, max_inflight=2, max_queued=2)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     done = []
     async def send(n):
         done.append([n, await outcome(client.publish("t", b"%d" % n))])
@@ -170,7 +170,7 @@ async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "r", keepalive_s=0, clean=False, max_inflight=3,
                         max_backoff_s=0.05)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     done = []
     async def send(n):
         done.append([n, await outcome(client.publish("t", b"%d" % n))])
@@ -220,7 +220,7 @@ def test_qos2_publish_is_released_only_by_pubcomp_and_pubrels_follow_the_pubrec_
 async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "x", keepalive_s=0, max_inflight=2, max_queued=1)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     done = []
     async def send(n):
         done.append([n, await outcome(client.publish("t", b"%d" % n, qos=2))])
@@ -282,7 +282,7 @@ async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "s2", keepalive_s=0, clean=False, max_inflight=4,
                         max_backoff_s=0.05, ack_timeout_s=1.5)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     done = []
     async def send(n, qos):
         done.append([n, await outcome(client.publish("t", b"%d" % n, qos=qos))])
@@ -326,7 +326,7 @@ async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "a", keepalive_s=0, reconnect=False)
     results = []
     async def publish():
-        await client.wait_up(10)
+        await until(lambda: client.is_up, "the connection")
         results.append(await outcome(client.publish("t", b"x", qos=QOS)))
     task = asyncio.create_task(publish())
     try:
@@ -356,7 +356,7 @@ def test_a_clean_session_lost_fails_its_publishes_and_resends_nothing(interprete
 async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "c", keepalive_s=0, max_backoff_s=0.05)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     done = []
     async def send(n):
         done.append([n, await outcome(client.publish("t", b"%d" % n, qos=QOS))])
@@ -389,7 +389,7 @@ async def scenario():
     client = MQTTClient(Broker("127.0.0.1", PORT), "k", keepalive_s=1, on_message=on_message,
                         max_backoff_s=0.05)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     await until(lambda: client.connects == 2, "the reconnect")
     await asyncio.sleep(0.8)
     out["errors"] = client.errors
@@ -487,7 +487,7 @@ async def scenario():
     out["bad_plus"] = refused(lambda: MQTTClient(b, "v", subscriptions=[("a+/b", 1)]))  # MQTT-4.7.1-3
     client = MQTTClient(b, "v", keepalive_s=0)
     asyncio.create_task(client.run())
-    await client.wait_up(10)
+    await until(lambda: client.is_up, "the connection")
     for name, topic, qos in (("wildcard_topic", "a/+", 1), ("empty_topic", "", 1), ("qos3", "a", 3),
                              ("nul_topic", "a\\x00", 0)):
         try:

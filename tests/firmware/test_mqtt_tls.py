@@ -2,7 +2,7 @@
 listener that requires a client certificate and takes its CN as the user name; a CA bundle, the
 device's certificate and key (PEM or DER), the broker's name checked; a wrong CA, a foreign and an
 expired client certificate refused. SNI (both interpreters) and ALPN (CPython: MicroPython's ssl
-module has no ALPN, and a Broker asking for it there is refused) against a TLS server of the test's own."""
+module has no ALPN, and TLS settings asking for it there are refused) against a TLS server of the test's own."""
 
 from __future__ import annotations
 
@@ -92,9 +92,10 @@ FOLDER = %r
 async def scenario():
     try:
         from fp import pem  # PEM (or DER) to DER at the edge, as fp.destinations does
+        from fp.mqtt_tls import TLS
         ca, cert, key = pem.tls_der(%s, %s, %s)
-        broker = Broker("127.0.0.1", PORT, tls=True, ca=ca, client_cert=cert, client_key=key,
-                        server_hostname=%r)
+        broker = Broker("127.0.0.1", PORT, tls=TLS("127.0.0.1", True, ca, client_cert=cert, client_key=key,
+                                                   server_hostname=%r))
     except ValueError as error:
         out["outcome"] = "invalid: %%s" %% error
         return
@@ -205,10 +206,11 @@ def test_sni_names_the_broker_and_alpn_is_offered_where_the_ssl_module_has_it(pk
     script = """
 async def scenario():
     from fp import pem
-    broker = Broker("127.0.0.1", PORT, tls=True, ca=pem.certificates(open(CA).read()), server_hostname="localhost"ALPN)
+    from fp.mqtt_tls import TLS
+    broker = Broker("127.0.0.1", PORT, tls=TLS("127.0.0.1", True, pem.certificates(open(CA).read()), server_hostname="localhost"ALPN))
     client = MQTTClient(broker, "a", keepalive_s=0)
     asyncio.create_task(client.run())
-    await client.wait_up(8)
+    await until(lambda: client.is_up, "the TLS connection", 8)
     out["up"] = client.is_up
     client.stop()
     await asyncio.sleep(0.1)
@@ -222,10 +224,10 @@ async def scenario():
 
 def test_micropython_refuses_alpn_it_cannot_offer(pki, micropython):
     out = micropython(
-        "from fp.mqtt import Broker\n"
+        "from fp.mqtt_tls import TLS\n"
         "from fp import pem\n"
         "try:\n"
-        "    Broker('h', 443, tls=True, ca=pem.certificates(open(%r).read()), alpn=['x-amzn-mqtt-ca'])\n"
+        "    TLS('h', True, pem.certificates(open(%r).read()), alpn=['x-amzn-mqtt-ca'])\n"
         "    print('accepted')\n"
         "except ValueError as e:\n"
         "    print(e)\n".replace("%r", repr(str(pki / "ca.pem")))

@@ -261,3 +261,21 @@ def test_float32_values_decode_identically_in_cbor2():
         assert encoded[0] == 0xFA or encoded[0] == 0xFB
         assert cbor2.loads(encoded) == value
     assert math.isnan(cbor2.loads(cbor.encode(float("nan"))))
+
+
+def test_the_nesting_limit_is_one_figure_in_the_encoder_the_decoder_and_the_host_s_api():
+    """fp.cbor and fp.cbor_decode each hold the limit as a const() (no name in a board's pool, no
+    global to import under MicroPython); fp.messages gives it to the host: all three agree, and
+    both directions refuse one level past it."""
+    from fp import messages
+
+    assert cbor._MAX_DEPTH == cbor_decode._MAX_DEPTH == messages.MAX_DEPTH
+    deep: list = []
+    for _ in range(messages.MAX_DEPTH):
+        deep = [deep]
+    data = cbor.encode(deep)
+    assert cbor.decode(data) == deep
+    with pytest.raises(ProtocolError):
+        cbor.encode([deep])
+    with pytest.raises(ProtocolError):
+        cbor.decode(b"\x81" + data)
