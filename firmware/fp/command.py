@@ -11,7 +11,7 @@ import hashlib
 import time
 
 from fp import FIRMWARE_VERSION, const, device_messages, ed25519, ids, safemode
-from fp.destinations import total
+from fp.destinations import announce_card, total
 from fp.errors import ProtocolError
 from fp.runtime import heap_in_use, log, unload
 
@@ -79,11 +79,17 @@ def get_info(device, args):
     }
 
 
+def set_owner(device, key):
+    """A claim or a hand-over: save the new owner, then announce the new card."""
+    device.identity.set_owner(key)
+    announce_card(device, device.card())
+
+
 def hand_over(device, args):
     key = args.get("owner")
     if not isinstance(key, bytes) or len(key) != 32:
         raise ProtocolError("bad-command", "hand-over needs the new owner's 32-byte key")
-    device.set_owner(key)
+    set_owner(device, key)
     return {"owner": ids.id_from_public_key(key)}
 
 
@@ -108,7 +114,8 @@ def judge(device, command, inbound):
     if command.op == _CLAIM:
         if owner_key is not None:
             raise ProtocolError(_NOT_OWNER, "device already has an owner")
-        if not device.is_claim_window_open():
+        # the button was pressed, and no claim was made since (a claim ends the window for claims)
+        if not device.is_claim_window_running() or not device.claim_window_open:
             raise ProtocolError(_UNCLAIMED, "press the button to open the claim window")
         owner_key, last_counter = command.args.get("owner"), -1
         if (
@@ -132,7 +139,7 @@ def apply(device, command, function):
     device.hal.set_time(command.issued_s)
     if function is None:
         device.claim_window_open = False
-        device.set_owner(command.args["owner"])
+        set_owner(device, command.args["owner"])
         return {"owner": command.owner_id}
     result = function(device, command.args)
     device.identity.accept_counter(command.counter)

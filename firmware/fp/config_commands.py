@@ -10,6 +10,27 @@ import asyncio
 
 from fp import settings
 from fp.errors import ProtocolError
+from fp.runtime import unload
+
+
+def _save_config(device):
+    from fp import checked  # config.json and the boot's checked copy with it
+
+    checked.save_config(device.config)
+    unload("checked")
+
+
+def restart_sampling(device, name):
+    """A new interval applies at once: the sensor's loop starts again, a reading now, then the
+    new interval. The loop is cancelled in its sleep, its only wait: a command runs in another
+    task, so the loop cannot be anywhere else."""
+    task = device.sensor_tasks.get(name)
+    if task is None:  # safe mode: no sensor loops
+        return
+    task.cancel()
+    for sensor in device.board["sensors"]:
+        if sensor["name"] == name:
+            device.start_sampling(sensor)
 
 
 async def _apply_destinations_later(device):
@@ -30,7 +51,7 @@ def set_destinations(device, args):
             raise ProtocolError("bad-command", "destination %s: expected %s, found %r" % found)
         names.append(spec["name"])
     device.config["destinations"] = specs
-    device.save_config()
+    _save_config(device)
     asyncio.create_task(_apply_destinations_later(device))
     return {"destinations": names}
 
@@ -43,6 +64,6 @@ def set_interval(device, args):
     ):
         raise ProtocolError("bad-command", "set-interval needs a fitted sensor and 1..%d s" % highest)
     device.config["intervals"][sensor] = interval
-    device.save_config()
-    device.interval_changed(sensor)
+    _save_config(device)
+    restart_sampling(device, sensor)
     return {"sensor": sensor, "interval_s": interval}

@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from fp import FIRMWARE_VERSION, destinations, device_messages, ids, safemode, storage
+from fp import FIRMWARE_VERSION, destinations, device_messages, safemode, storage
 from fp.identity import Identity
 from fp.runtime import heap_in_use, log, unload
 
@@ -66,15 +66,21 @@ class Device:
         identity = self.identity
         boot, seq = identity.next_counter()
         by_name = self.destinations
+        delivery = {}  # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
+        refused = 0
+        # one loop, not a dict comprehension and a generator: each of those is a function of its
+        # own, held in a board's heap from .mpy (_is_on_probation_and_delivered loops for that too)
+        for name, destination in by_name.items():
+            delivery[name] = destination.delivery
+            if destination.receipt_key is not None:
+                refused += destination.receipts_refused
         info = {
             "buffered": destinations.total(by_name, "buffered"),
             "dropped": destinations.total(by_name, "dropped"),
             "refused": self.refused,
             "fw": FIRMWARE_VERSION,
-            # the delivery rule of each destination: "receipts" or "puback" (docs/device-api.md)
-            "delivery": {name: d.delivery for name, d in by_name.items()},
+            "delivery": delivery,
         }
-        refused = sum(d.receipts_refused for d in by_name.values() if d.receipt_key is not None)
         if refused:
             info["receipts_refused"] = refused
         if self.is_safe:  # the state stays online/offline (protocol section 4); the mode says why
@@ -86,18 +92,14 @@ class Device:
         )
 
     def card(self):
-        return self.identity.card(self.now())
+        """The signed device card (fp.device_card, loaded for it and dropped: a card is rare)."""
+        from fp import device_card
 
-    def set_owner(self, key):
-        """A claim or a hand-over: save the new owner, then announce the new card."""
-        self.identity.set_owner(key)
-        destinations.announce_card(self, self.card())
-
-    def save_config(self):
-        from fp import checked  # config.json and the boot's checked copy with it
-
-        checked.save_config(self.config)
-        unload("checked")
+        identity = self.identity
+        try:
+            return device_card.card(identity.key, identity.board_name, identity.owner_key, self.now())
+        finally:
+            unload("device_card")
 
     def put(self, kind, payload):
         """Queue one signed message for every destination."""
@@ -112,18 +114,6 @@ class Device:
         from fp.sampling import sample_forever
 
         self.sensor_tasks[sensor["name"]] = asyncio.create_task(sample_forever(self, sensor))
-
-    def interval_changed(self, name):
-        """A new interval applies at once: the sensor's loop starts again, a reading now, then the
-        new interval. The loop is cancelled in its sleep, its only wait: a command runs in another
-        task, so the loop cannot be anywhere else."""
-        task = self.sensor_tasks.get(name)
-        if task is None:  # safe mode: no sensor loops
-            return
-        task.cancel()
-        for sensor in self.board["sensors"]:
-            if sensor["name"] == name:
-                self.start_sampling(sensor)
 
     async def reboot_soon(self):
         await asyncio.sleep(0.5)
@@ -158,25 +148,13 @@ class Device:
         self.claim_window_open = True
         log("button: claim window open")
 
-    def _is_window_running(self):
+    def is_claim_window_running(self):
+        """True in the claim_window_s after the button was pressed: the owner's physical presence,
+        which a claim (fp.command: once per press) and the broker password on the LAN
+        (fp.http_request) need."""
         if self.hal.button_pressed():  # pressed since the main loop last looked
             self.open_claim_window()
         return self.claim_window_until and time.ticks_diff(self.claim_window_until, time.ticks_ms()) >= 0
-
-    def is_claim_window_open(self):
-        """True while a claim may be made: the button was pressed, and no claim was made since."""
-        return self._is_window_running() and self.claim_window_open
-
-    def local_password(self, host, port):
-        """The broker password for host:port, for the owner on the LAN while the claim window is open.
-
-        The window is the owner's physical presence (the button); outside it, None. A claim ends
-        the window for claims, not for this: the owner enrols the device with their agent as part
-        of claiming it.
-        """
-        if not self._is_window_running():
-            return None
-        return ids.broker_password(self.identity.seed, host, port)
 
     # --- commands -------------------------------------------------------------------------------
 
@@ -215,7 +193,10 @@ class Device:
         if not update or update.get("state") != "installed-on-probation":
             return False
         boot = self.identity.boot
-        return any(destination.reading_boot >= boot for destination in self.destinations.values())
+        for destination in self.destinations.values():
+            if destination.reading_boot >= boot:
+                return True
+        return False
 
     # --- the main loop --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The messages a running device signs (readings, status, acks, its card) and reads back.
+"""The messages a running device signs (readings, status, acks; its card: fp.device_card) and reads back.
 
 What every board holds from boot: the device's encoders, the protocol's claim keys and content
 types of those kinds, and `counter_of`, which reads the counters of the device's own queued
@@ -9,7 +9,6 @@ owner's and the agent's encoders) and re-exports both. See docs/protocol.md.
 
 from fp import cbor, const, cose_sign, senml
 from fp.errors import ProtocolError
-from fp.ids import id_from_public_key
 
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
@@ -77,30 +76,6 @@ def encode_ack(
     """Sign an acknowledgement binding the SHA-256 of the command it answers and its outcome."""
     body = {"cmd": command_digest, "n": counter, "outcome": outcome, "detail": detail, "result": result}
     return cose_sign.sign1(sign, _device_header(CT_ACK, device_id, boot, seq, time_s), cbor.encode(body))
-
-
-def cose_key(public_key: bytes) -> "dict[int, Any]":
-    """Return the COSE_Key (RFC 9053) map of an Ed25519 public key."""
-    return {1: 1, -1: 6, -2: bytes(public_key)}  # kty OKP, crv Ed25519, x
-
-
-def encode_card(
-    sign: "Sign",
-    public_key: bytes,
-    board: str,
-    firmware: str,
-    time_s: "float | None" = None,
-    owner_id: "str | None" = None,
-) -> bytes:
-    """Sign the device card: a CWT (RFC 8392) binding id, key (RFC 8747 cnf), board and firmware."""
-    device_id = id_from_public_key(public_key)
-    claims = {ISS: device_id, SUB: device_id, CNF: {1: cose_key(public_key)}, "board": board, "fw": firmware}
-    if time_s is not None:
-        claims[IAT] = int(time_s)
-    if owner_id is not None:
-        claims["owner"] = owner_id
-    header = {cose_sign.H_ALG: cose_sign.ALG_EDDSA, cose_sign.H_CONTENT_TYPE: CT_CARD}
-    return cose_sign.sign1(sign, header, cbor.encode(claims))
 
 
 def counter_of(data: "bytes | bytearray | memoryview") -> "tuple[int, int]":

@@ -1,18 +1,23 @@
 """The device's identity and counters: its key (from the seed), its id, the (boot, seq) of every
-message it signs, its owner and the owner's last command counter; and its card.
+message it signs, its owner and the owner's last command counter (its card: fp.device_card).
 
 `card_at_flash` is what `firstparty flash` runs on the board to read the card the device will
-announce: the same function the device signs its card with, from the same flash files, checked
-as the device checks them at boot.
+announce: the same function the device signs its card with (fp.device_card.card), from the same
+flash files, checked as the device checks them at boot.
 """
 
-from fp import FIRMWARE_VERSION, device_messages, ed25519, ids, storage
+from fp import device_messages, ed25519, ids, storage
+from fp.runtime import unload
 
 
-def card(key, board_name, owner_key, now_s):
-    """The signed device card: public key, board, firmware version and owner (if any)."""
-    owner_id = ids.id_from_public_key(owner_key) if owner_key else None
-    return device_messages.encode_card(key.sign, key.public, board_name, FIRMWARE_VERSION, now_s, owner_id)
+def _next_boot():
+    """The boot counter's next number (fp.boot_counter, loaded for it and dropped after)."""
+    from fp import boot_counter
+
+    try:
+        return boot_counter.next_boot()
+    finally:
+        unload("boot_counter")
 
 
 class Identity:
@@ -23,7 +28,7 @@ class Identity:
         self.key = ed25519.SigningKey(self.seed)
         self.device_id = ids.id_from_public_key(self.key.public)
         self.board_name = board_name
-        self.boot = storage.next_boot()
+        self.boot = _next_boot()
         self.seq = 0
         self.owner_key = owner_key
         self.last_counter = last_counter  # the owner's last accepted command counter
@@ -31,7 +36,7 @@ class Identity:
     def next_counter(self):
         """The (boot, seq) of the next signed message: never one used before, even across resets."""
         if self.seq > device_messages.U32:
-            self.boot = storage.next_boot()
+            self.boot = _next_boot()
             self.seq = 0
         seq = self.seq
         self.seq += 1
@@ -49,9 +54,6 @@ class Identity:
         storage.save_json(storage.OWNER_FILE, key.hex())
         storage.save_json(storage.COUNTER_FILE, 0)
 
-    def card(self, now_s):
-        return card(self.key, self.board_name, self.owner_key, now_s)
-
 
 def card_at_flash():
     """The card the device will announce, from its flash files (run on the board at flash time).
@@ -67,5 +69,6 @@ def card_at_flash():
         board, _, owner, _, _ = checked.load(runtime.log)
     finally:
         runtime.unload("checked")
-    key = ed25519.SigningKey(storage.load_seed())
-    return card(key, board["name"], owner, None)
+    from fp import device_card
+
+    return device_card.card(ed25519.SigningKey(storage.load_seed()), board["name"], owner, None)

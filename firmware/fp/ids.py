@@ -60,10 +60,14 @@ _BROKER_PASSWORD_LABEL = const(b"firstparty broker password v1\x00")
 def _hmac_sha256(key: bytes, message: bytes) -> bytes:
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
-    key = bytes(key) + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner_key = bytearray(key) + bytes(64 - len(key))
+    outer_key = bytearray(inner_key)
+    for index in range(64):  # a loop, not two generators: each is a function a board holds
+        inner_key[index] ^= 0x36
+        outer_key[index] ^= 0x5C
+    inner = hashlib.sha256(inner_key)
     inner.update(message)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer = hashlib.sha256(outer_key)
     outer.update(inner.digest())
     return outer.digest()
 
@@ -76,4 +80,4 @@ def broker_password(seed: bytes, host: str, port: int) -> str:
     owner's agent asks the device for the password of one endpoint (docs/security.md).
     """
     realm = ("%s:%d" % (host, port)).encode()
-    return "".join("%02x" % b for b in _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16])
+    return _hmac_sha256(seed, _BROKER_PASSWORD_LABEL + realm)[:16].hex()

@@ -6,6 +6,7 @@ See docs/protocol.md for the normative description.
 """
 
 from fp import cbor, const, cose
+from fp.device_card import cose_key, encode_card  # noqa: F401 (the device card, re-exported as below)
 from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: the host imports it all from here)
     AUD,
     CNF,
@@ -19,11 +20,9 @@ from fp.device_messages import (  # noqa: F401 (the device's part, re-exported: 
     ISS,
     SUB,
     U32,
-    cose_key,
     counter_id,
     counter_of,
     encode_ack,
-    encode_card,
     encode_reading,
     encode_status,
 )

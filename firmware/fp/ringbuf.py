@@ -65,11 +65,12 @@ class RingBuffer:
                 unload("ringbuf_resize")
             os.rename(path + ".tmp", path)
             size = slots * slot_bytes
-        self._consumed = self._load_pointer()
-        self._next = self._consumed + 1
-        self._first = self._next
-        self.slots = size // slot_bytes  # the file's own: a board may have changed queue_slots
-        self._recover()
+        from fp import ringbuf_open  # the pointer and the waiting records: loaded for this, dropped
+
+        try:
+            ringbuf_open.read_state(self, size)
+        finally:
+            unload("ringbuf_open")
         if self.slots != slots:
             from fp import ringbuf_resize
 
@@ -80,21 +81,6 @@ class RingBuffer:
         self._release()
 
     # --- the consumed pointer: two CRC-protected slots -----------------------------------------
-
-    def _load_pointer(self):
-        try:
-            with open(self.pointer_path, "rb") as f:
-                data = f.read()
-        except OSError:
-            data = b""
-        best = 0
-        for offset in (0, 8):
-            record = data[offset : offset + 8]
-            if len(record) == 8:
-                number, check = struct.unpack("<II", record)
-                if crc32(record[:4]) & 0xFFFFFFFF == check and number > best:
-                    best = number
-        return best
 
     def _save_pointer(self):
         record = struct.pack("<I", self._consumed)
@@ -133,22 +119,6 @@ class RingBuffer:
         if crc32(body, crc32(view[:8])) & 0xFFFFFFFF != check:
             return False  # torn: the write of this slot did not finish
         return number, kind, body
-
-    def _recover(self):
-        highest = self._consumed
-        lowest = None
-        with open(self.path, "rb") as f:
-            for index in range(self.slots):
-                record = self._read_slot(f, index)
-                if record is False:
-                    self.torn += 1
-                elif record:
-                    number = record[0]
-                    highest = max(highest, number)
-                    if number > self._consumed and (lowest is None or number < lowest):
-                        lowest = number
-        self._next = highest + 1
-        self._first = lowest if lowest is not None else self._next
 
     @property
     def head(self):

@@ -9,10 +9,11 @@ async def sample_forever(device, sensor):
     """Sample `sensor` at its interval (config.json's, else the board's) until cancelled.
 
     A failing sensor logs and tries again at its next interval: it never stops the others. A new
-    interval from the owner cancels this loop and starts another (`device.interval_changed`): a
-    reading at once, then the new interval. The wait is a plain sleep, not a wait_for on an event:
-    a wait_for holds two tasks more for as long as it waits (about 490 bytes on 32 bits, measured
-    on the i386 build), and a sensor loop waits nearly all the time.
+    interval from the owner cancels this loop and starts another
+    (`fp.config_commands.restart_sampling`): a reading at once, then the new interval. The wait is
+    a plain sleep, not a wait_for on an event: a wait_for holds two tasks more for as long as it
+    waits (about 490 bytes on 32 bits, measured on the i386 build), and a sensor loop waits nearly
+    all the time.
     """
     name = sensor["name"]
     while True:

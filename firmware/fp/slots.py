@@ -14,6 +14,7 @@ in the board's name pool (qstrs) for good.
 
 import json
 import os
+import sys
 
 from fp import const, storage
 
@@ -65,6 +66,46 @@ def boot_folder():
         except OSError:
             pass
     return folder, event
+
+
+def _forget_fp():
+    for name in [name for name in sys.modules if name == "fp" or name.startswith("fp.")]:
+        del sys.modules[name]
+
+
+def start():
+    """Choose the release this boot runs and import its application: return that release's fp.app
+    (main.py runs its main). A trial release that cannot even start is abandoned in this boot, and
+    the active release's fp.app is returned."""
+    folder, event = boot_folder()
+    _forget_fp()  # whatever runs next is imported from the chosen release (this module included)
+    if folder:
+        sys.path.insert(0, folder)
+        print("fp: boot release in %s (%s)" % (folder, event))
+    elif event == "rolled-back":
+        print("fp: the trial release never got stable: rolled back")
+    try:
+        return _load_app()
+    except Exception as error:  # a trial release that cannot even start: back to the active one now
+        if not folder:
+            raise
+        print("fp: release in %s cannot start (%s): rolled back" % (folder, error))
+        sys.path.remove(folder)
+        _forget_fp()
+        abandon_trial()
+        _forget_fp()
+        return _load_app()
+
+
+def _load_app():
+    # The Ed25519 table is opened (and its size checked) before the application is imported: a
+    # trial release without a good one rolls back here. It takes no heap (fp.ed25519.load_table).
+    from fp import ed25519
+
+    ed25519.load_table()
+    from fp import app
+
+    return app
 
 
 def abandon_trial():

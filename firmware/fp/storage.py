@@ -1,21 +1,13 @@
-"""Flash storage for the device: identity seed, the boot counter, JSON files written atomically.
+"""Flash storage for the device: identity seed, JSON files written atomically (the boot counter:
+fp.boot_counter).
 
 Paths are relative to the flash root (the board's filesystem root; the sim board's folder).
 """
 
 import json
 import os
-import struct
-
-from fp import const
-
-try:
-    from binascii import crc32
-except ImportError:  # pragma: no cover - every supported port has binascii.crc32
-    from zlib import crc32
 
 SEED_FILE = "key.seed"
-_BOOT_FILE = const("boot.cnt")
 BOARD_FILE = "board.json"  # the board's data file, copied at flash time
 PROVISION_FILE = "provision.json"  # vendor endpoint, Wi-Fi, owner key...: written at flash time
 CONFIG_FILE = "config.json"  # destinations and intervals: written by owner commands only
@@ -54,39 +46,6 @@ def load_seed(urandom=None):
     seed = (urandom or os.urandom)(32)  # looked up here: the webassembly port's os has none
     write_atomic(SEED_FILE, seed)
     return seed
-
-
-def _slot(data, index):
-    record = data[8 * index : 8 * index + 8]
-    if len(record) != 8:
-        return -1
-    boot, check = struct.unpack("<II", record)
-    return boot if crc32(record[:4]) & 0xFFFFFFFF == check else -1
-
-
-def next_boot():
-    """Persist and return this boot's number: one more than any boot ever recorded.
-
-    Two 8-byte slots (boot, crc32), written in place alternately. A torn write damages only the
-    slot being written, whose CRC then fails; the other slot still holds the previous boot, so the
-    next boot moves past both and no (boot, seq) is ever reused.
-    """
-    try:
-        with open(_BOOT_FILE, "rb") as f:
-            data = f.read()
-    except OSError:
-        data = b""
-    if len(data) != 16:  # first boot: the file is created whole, atomically
-        data = bytes(16)
-        write_atomic(_BOOT_FILE, data)
-    first, second = _slot(data, 0), _slot(data, 1)
-    boot = max(first, second) + 1
-    record = struct.pack("<I", boot)
-    record += struct.pack("<I", crc32(record) & 0xFFFFFFFF)
-    with open(_BOOT_FILE, "r+b") as f:
-        f.seek(0 if first <= second else 8)
-        f.write(record)
-    return boot
 
 
 def load_json(path, default):

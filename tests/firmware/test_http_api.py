@@ -15,6 +15,7 @@ from host_agent import wire
 from host_agent.ingest.verifier import Verifier
 from host_agent.owner import Owner
 from tests.firmware.conftest import counter_board, owner_command, wait_for
+from tests.helpers import run_firmware_script
 
 
 def _get(device, path: str) -> tuple[int, str, bytes]:
@@ -144,3 +145,49 @@ def test_http_port_zero_turns_the_api_off(mosquitto, collector_factory, sim_devi
     device.device_id()
     wait_for(lambda: len(vendor.values("n")) >= 3, 15, "readings")
     assert not [line for line in device.log if "http" in line]
+
+
+# The server alone, on a stand-in device, answering two requests it serves through asyncio's own
+# client in the same loop, each taken after the answer was read and the connection closed.
+REQUEST_LIFETIME = """
+import asyncio, sys
+from fp.http_api import HttpApi
+class Device:
+    latest = {"env": b"reading"}
+    def card(self):  # answered while the handler is loaded
+        return b"loaded" if "fp.http_request" in sys.modules else b"not loaded"
+async def get(path):
+    reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+    writer.write(b"GET %s HTTP/1.0\\r\\n\\r\\n" % path)
+    await writer.drain()
+    answer = await reader.read(-1)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.1)  # the server's side of the connection closed too
+    return answer.split(b"\\r\\n")[0].decode(), answer.split(b"\\r\\n\\r\\n")[1]
+async def main():
+    api = HttpApi(Device(), print)
+    await api.start("127.0.0.1", PORT)
+    print("fp.http_request" in sys.modules)
+    for path in (b"/card", b"/readings/latest/env", b"/nope"):
+        print(await get(path), "fp.http_request" in sys.modules)
+    print(api.served, api.refused, api.clients)
+asyncio.run(main())
+"""
+
+
+def test_a_request_s_handler_is_loaded_for_it_and_dropped_after(tmp_path):
+    """The listening server stays; fp.http_request, which reads and answers a request, is in the
+    heap only while one is served (a board's requests are rare)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = REQUEST_LIFETIME.replace("PORT", str(port))
+    lines = run_firmware_script("micropython", script, cwd=tmp_path).strip().splitlines()
+    assert lines[-5:] == [
+        "False",
+        "('HTTP/1.0 200 OK', b'loaded') False",
+        "('HTTP/1.0 200 OK', b'reading') False",
+        "('HTTP/1.0 404 Not Found', b'Not Found\\n') False",
+        "2 1 0",
+    ], lines

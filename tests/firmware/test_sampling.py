@@ -22,9 +22,10 @@ async def main():
     await asyncio.sleep(0.2)
     first = counts["puts"]  # one reading per sensor, then both loops asleep
     device.config["intervals"]["env"] = 3600
-    device.interval_changed("env")
-    device.interval_changed("env")  # twice before the new loop ran: still one loop
-    device.interval_changed("nope")  # no such sensor: nothing
+    from fp.config_commands import restart_sampling  # set-interval's, once config.json is saved
+    restart_sampling(device, "env")
+    restart_sampling(device, "env")  # twice before the new loop ran: still one loop
+    restart_sampling(device, "nope")  # no such sensor: nothing
     await asyncio.sleep(0.2)
     second = counts["puts"]
     live = sorted(name for name, task in device.sensor_tasks.items() if not task.done())
