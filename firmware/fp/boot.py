@@ -11,8 +11,13 @@ import sys
 
 from fp import const
 
+# The module is dropped once the application is imported (start), so its const() strs go with it,
+# where a str of up to 10 characters in its code would be a name in the board's pool for good.
 _STATE_FILE = const("slot.json")  # fp.slots.STATE_FILE
 _RELEASES = const(("", "slot_a", "slot_b"))  # the flash root (the factory release) and fp.slots' slots
+_ACTIVE = const("active")
+_TRIAL = const("trial")
+_NORMAL = const("normal")
 
 
 def start():
@@ -25,9 +30,9 @@ def start():
     except (OSError, ValueError):
         state = None  # never updated, or a record no one can read: the factory release (fp.slots)
     if state is None:
-        folder, event = "", "normal"
-    elif isinstance(state, dict) and state.get("trial") is None and state.get("active") in _RELEASES:
-        folder, event = state["active"], "normal"
+        folder, event = "", _NORMAL
+    elif isinstance(state, dict) and state.get(_TRIAL) is None and state.get(_ACTIVE) in _RELEASES:
+        folder, event = state[_ACTIVE], _NORMAL
     else:  # a trial release (its try counted, or rolled back), or a record fp.slots mends
         from fp import slots
 
