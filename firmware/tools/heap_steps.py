@@ -10,6 +10,17 @@ import gc
 import sys
 
 RUN_S = 4
+# main.py's boot first loads the module that chooses the release (fp.boot; fp.slots in older
+# firmware), dropped once the application is imported: its names stay in the pool, as on a board
+import fp  # noqa: E402
+
+try:
+    from fp import boot as _boot
+except ImportError:
+    from fp import slots as _boot
+del sys.modules[_boot.__name__]
+delattr(fp, _boot.__name__[3:])
+del _boot
 gc.collect()
 _base = gc.mem_alloc()
 _last = [_base]
