@@ -11,16 +11,15 @@ import sys
 
 RUN_S = 4
 # main.py's boot first loads the module that chooses the release (fp.boot; fp.slots in older
-# firmware), dropped once the application is imported: its names stay in the pool, as on a board
-import fp  # noqa: E402
-
+# firmware), and forgets every fp module before the application is imported from the chosen
+# release: their names stay in the pool, as on a board
 try:
     from fp import boot as _boot
 except ImportError:
     from fp import slots as _boot
-del sys.modules[_boot.__name__]
-delattr(fp, _boot.__name__[3:])
 del _boot
+for _name in [_name for _name in sys.modules if _name == "fp" or _name.startswith("fp.")]:
+    del sys.modules[_name]
 gc.collect()
 _base = gc.mem_alloc()
 _last = [_base]
