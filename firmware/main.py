@@ -1,4 +1,4 @@
-"""Board entry point: choose the release to boot (fp.slots), then run the Firstparty device application."""
+"""Board entry point: choose the release to boot (fp.boot), then run the Firstparty device application."""
 
 import gc
 import sys
@@ -18,11 +18,11 @@ try:  # code in flash: MicroPython >= 1.25 mounts a board's ROMFS partition at /
 except OSError:
     pass
 
-# The release's choice and its rollback (fp.slots.start) are compiled code, not here: a board
+# The release's choice and its rollback (fp.boot.start) are compiled code, not here: a board
 # compiles main.py from source at every boot, and the code of this module stays in the heap for as
 # long as the device runs (730 bytes more at rest on i386 when it held them).
-from fp import slots  # noqa: E402
+from fp import boot  # noqa: E402
 
-app = slots.start()
-del slots  # forgotten by start(): only main() is left running
+app = boot.start()
+del boot  # forgotten by start(): only main() is left running
 app.main()

@@ -15,13 +15,15 @@ except ImportError:  # pragma: no cover - every supported port has binascii.crc3
     from zlib import crc32
 
 _BOOT_FILE = const("boot.cnt")
+# loaded once a boot and dropped: a const() str goes with the module, a short str is a pool name
+_RECORD = const("<II")  # boot, crc32
 
 
 def _slot(data, index):
     record = data[8 * index : 8 * index + 8]
     if len(record) != 8:
         return -1
-    boot, check = struct.unpack("<II", record)
+    boot, check = struct.unpack(_RECORD, record)
     return boot if crc32(record[:4]) & 0xFFFFFFFF == check else -1
 
 

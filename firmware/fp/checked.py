@@ -17,6 +17,10 @@ from fp.runtime import unload
 
 # bytes: a str iterated on MicroPython makes a pool name of each character; const: no name for it
 _HEX = const(b"0123456789abcdefABCDEF")
+# the words of a damaged cmd.cnt's line: this module is dropped after the boot, and its const()
+# strs with it, where a str of up to 10 characters would be a name in the pool for good
+_ZERO = const("0")
+_AN_INTEGER = const("an integer")
 
 
 def is_int(value, low, high):
@@ -145,9 +149,9 @@ def load_counter(log):
     except OSError:
         return 0
     except ValueError:
-        _damaged(log, storage.COUNTER_FILE, "0")
+        _damaged(log, storage.COUNTER_FILE, _ZERO)
         return 0
     if value is None or is_int(value, 0, 0xFFFFFFFFFFFFFFFF):
         return value or 0
-    _damaged(log, storage.COUNTER_FILE, "an integer", value, 0)
+    _damaged(log, storage.COUNTER_FILE, _AN_INTEGER, value, 0)
     return 0

@@ -14,6 +14,9 @@ try:
 except ImportError:  # pragma: no cover
     from zlib import crc32
 
+# loaded when a ring opens and dropped: a const() str goes with the module, a short str is a pool name
+_POINTER = const("<II")  # record number, crc32
+
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from fp.ringbuf import RingBuffer
@@ -50,7 +53,7 @@ def _load_pointer(path):
     for offset in (0, 8):
         record = data[offset : offset + 8]
         if len(record) == 8:
-            number, check = struct.unpack("<II", record)
+            number, check = struct.unpack(_POINTER, record)
             if crc32(record[:4]) & 0xFFFFFFFF == check and number > best:
                 best = number
     return best

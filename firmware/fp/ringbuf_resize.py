@@ -8,6 +8,8 @@ import os
 
 from fp import const
 
+_STAGING = const(".new")  # a const() str goes with the module when it is dropped; a short str is a pool name
+
 TYPE_CHECKING = const(False)  # pyright takes it as true; MicroPython's compiler drops the block
 if TYPE_CHECKING:
     from fp.ringbuf import RingBuffer
@@ -28,7 +30,7 @@ def _resize(ring: "RingBuffer", slots):
     power cut before the rename leaves the old file whole: the next boot does it again.
     """
     keep_from = max(ring._first, ring._next - slots)
-    staging = ring.path + ".new"
+    staging = ring.path + _STAGING
     _fill(staging, slots, ring.slot_bytes)
     with open(ring.path, "rb") as old, open(staging, "r+b") as new:
         for number in range(keep_from, ring._next):

@@ -8,13 +8,12 @@ by fp.slot_install.confirmed, or after `max_tries` boots that were not confirmed
 goes back to the active release. Until the switch the active release is never touched, so a
 power cut at any step boots the old release, and after it the new one on probation. The install
 and the confirmation are fp.slot_install's, loaded with an update or a trial release's first
-delivered reading: main.py loads this module at every boot, and each name a module holds stays
-in the board's name pool (qstrs) for good.
+delivered reading. main.py's boot (fp.boot) loads this module only when a trial release waits or
+`slot.json` needs mending: each name a module holds stays in the board's name pool (qstrs) for good.
 """
 
 import json
 import os
-import sys
 
 from fp import const, storage
 
@@ -22,7 +21,7 @@ STATE_FILE = "slot.json"
 MANIFEST_FILE = "manifest.cose"
 _FACTORY = const("")  # the flash root
 _SLOTS = const(("slot_a", "slot_b"))
-HISTORY_FILE = "boot.hist"  # fp.safemode's record (not imported: main.py loads this module alone)
+HISTORY_FILE = "boot.hist"  # fp.safemode's record (not imported: the boot loads this module alone)
 _MAX_TRIES = const(3)  # boots a trial release gets to become stable before the active one boots again
 
 
@@ -55,7 +54,8 @@ def choose_boot(state, max_tries):
 
 
 def boot_folder():
-    """Choose the release this boot runs, record the try, return (folder, event) (main.py)."""
+    """Choose the release this boot runs, record the try, return (folder, event) (fp.boot, when a
+    trial release waits or the record needs mending)."""
     state = load_state()
     folder, chosen, event = choose_boot(state, _MAX_TRIES)
     if chosen != state:
@@ -66,46 +66,6 @@ def boot_folder():
         except OSError:
             pass
     return folder, event
-
-
-def _forget_fp():
-    for name in [name for name in sys.modules if name == "fp" or name.startswith("fp.")]:
-        del sys.modules[name]
-
-
-def start():
-    """Choose the release this boot runs and import its application: return that release's fp.app
-    (main.py runs its main). A trial release that cannot even start is abandoned in this boot, and
-    the active release's fp.app is returned."""
-    folder, event = boot_folder()
-    _forget_fp()  # whatever runs next is imported from the chosen release (this module included)
-    if folder:
-        sys.path.insert(0, folder)
-        print("fp: boot release in %s (%s)" % (folder, event))
-    elif event == "rolled-back":
-        print("fp: the trial release never got stable: rolled back")
-    try:
-        return _load_app()
-    except Exception as error:  # a trial release that cannot even start: back to the active one now
-        if not folder:
-            raise
-        print("fp: release in %s cannot start (%s): rolled back" % (folder, error))
-        sys.path.remove(folder)
-        _forget_fp()
-        abandon_trial()
-        _forget_fp()
-        return _load_app()
-
-
-def _load_app():
-    # The Ed25519 table is opened (and its size checked) before the application is imported: a
-    # trial release without a good one rolls back here. It takes no heap (fp.ed25519.load_table).
-    from fp import ed25519
-
-    ed25519.load_table()
-    from fp import app
-
-    return app
 
 
 def abandon_trial():

@@ -10,6 +10,16 @@ import gc
 import sys
 
 RUN_S = 4
+# main.py's boot first loads the module that chooses the release (fp.boot; fp.slots in older
+# firmware), and forgets every fp module before the application is imported from the chosen
+# release: their names stay in the pool, as on a board
+try:
+    from fp import boot as _boot
+except ImportError:
+    from fp import slots as _boot
+del _boot
+for _name in [_name for _name in sys.modules if _name == "fp" or _name.startswith("fp.")]:
+    del sys.modules[_name]
 gc.collect()
 _base = gc.mem_alloc()
 _last = [_base]

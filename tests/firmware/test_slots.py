@@ -282,3 +282,32 @@ def test_the_boot_s_choice_of_release_leaves_none_of_the_install_s_names_in_the_
     for name in ("Installer", "_remove_tree", "_makedirs", "inactive_slot", "staged", "confirm_trial"):
         assert f"Q({name})" not in at_boot, name
         assert f"Q({name})" in with_install, name  # the names are the install's, made when it loads
+
+
+BOOT_START = """
+import micropython
+from fp import boot
+app = boot.start()
+print(app.__name__)
+micropython.qstr_info(1)
+"""
+
+
+def test_a_boot_with_no_trial_release_leaves_fp_slots_out_and_a_trial_one_loads_it(tmp_path):
+    """main.py's boot (fp.boot) reads `slot.json` itself when no trial release waits, so a normal
+    boot never loads fp.slots and its names (which stay in the board's name pool for good); a
+    trial release to count or roll back loads it, and its rules decide as before."""
+    for record in (None, {"active": "", "trial": None, "tries": 0}):
+        if record is not None:
+            (tmp_path / slots.STATE_FILE).write_text(json.dumps(record))
+        out = run_firmware_script("micropython", BOOT_START, cwd=tmp_path)
+        assert "fp.app" in out and "Q(fp.boot)" in out, out
+        for name in ("fp.slots", "choose_boot", "parse_state", "load_state", "save_state"):
+            assert f"Q({name})" not in out, (record, name)
+    (tmp_path / slots.STATE_FILE).write_text(
+        json.dumps({"active": "", "trial": "slot_a", "tries": MAX_TRIES})
+    )
+    out = run_firmware_script("micropython", BOOT_START, cwd=tmp_path)
+    assert "fp: the trial release never got stable: rolled back" in out and "fp.app" in out, out
+    assert "Q(fp.slots)" in out and "Q(choose_boot)" in out
+    assert _state(tmp_path) == {"active": "", "trial": None, "tries": 0}
