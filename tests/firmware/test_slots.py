@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from fp import boot as fp_boot
 from fp import release, slot_install, slots
 from host_agent.board.build import compile_firmware
 from tests.firmware.conftest import counter_board, wait_for
@@ -311,3 +312,39 @@ def test_a_boot_with_no_trial_release_leaves_fp_slots_out_and_a_trial_one_loads_
     assert "fp: the trial release never got stable: rolled back" in out and "fp.app" in out, out
     assert "Q(fp.slots)" in out and "Q(choose_boot)" in out
     assert _state(tmp_path) == {"active": "", "trial": None, "tries": 0}
+
+
+BOOT_RECORDS = [
+    None,  # never updated
+    "{not json",  # a record no one can read
+    {"active": "", "trial": None, "tries": 0},
+    {"active": "slot_a", "trial": None, "tries": 0},
+    {"active": "slot_b"},  # keys missing
+    {"active": "slot_a", "trial": None, "tries": 7},
+    {"active": "slot_c", "trial": None, "tries": 0},  # no such release
+    {"active": "../etc", "trial": None},
+    {"active": "slot_a", "trial": "slot_a", "tries": 0},  # a trial that is the active release
+    {"active": "", "trial": "slot_b", "tries": 0},
+    {"active": "slot_b", "trial": "slot_a", "tries": MAX_TRIES},
+    ["slot_a"],
+]
+
+
+@pytest.mark.parametrize("record", BOOT_RECORDS, ids=range(len(BOOT_RECORDS)))
+def test_fp_boot_chooses_the_release_fp_slots_rules_choose_for_every_record(tmp_path, record):
+    """fp.boot decides a boot with no trial release by itself (fp.slots left out, for its names):
+    for every record, the release it boots and the event it names are those of fp.slots' rules."""
+    assert fp_boot._STATE_FILE == slots.STATE_FILE and fp_boot._RELEASES == (slots._FACTORY, *slots._SLOTS)
+    if record is not None:
+        text = record if isinstance(record, str) else json.dumps(record)
+        (tmp_path / slots.STATE_FILE).write_text(text)
+    parsed = record if isinstance(record, (dict, list)) else None
+    state = slots.parse_state(parsed) if parsed is not None else slots.default_state()
+    folder, _, event = slots.choose_boot(state, MAX_TRIES)
+    out = run_firmware_script("micropython", BOOT_START, cwd=tmp_path)
+    if folder:
+        assert f"fp: boot release in {folder} ({event})" in out, out
+    else:
+        assert "fp: boot release in" not in out, out
+        assert ("rolled back" in out) == (event == "rolled-back"), out
+    assert "fp.app" in out, out
