@@ -146,6 +146,9 @@ class Destination:
             else:
                 self._sent(item)
             self.sent += 1
+            # not held while the sender waits: the last message sent (an ack of 400-odd bytes
+            # after a command) would stay in this frame's locals until the next went out
+            item = payload = None
 
     def stop(self):
         self.client.stop()

@@ -207,12 +207,15 @@ NAMES_BUDGET = {64: 591 + 8, 32: 605 + 8}
 # that a command leaves behind for good fails here. After the tenth pass (names), the command's
 # names no longer reach the chunk: 64-bit 640 from ROMFS and 1,216 from .mpy, i386 704 and 1,072
 # (main 0633c8c: 7,744 and 8,416, 5,136 and 5,920, which fail here). With the byte cuts merged:
-# 64-bit 640 and 1,344, i386 688 and 1,296, within the slack: the budgets stay.
+# 64-bit 640 and 1,344, i386 688 and 1,296, within the slack: the budgets stay. After the twelfth
+# pass (the sender no longer holds the last message it sent, the command's ack): 64-bit 352 and
+# 928, i386 320 and 720 (main 3f25c0c, same run: 640 and 1,184, 624 and 1,072: within the slack,
+# so main passes these; the at-rest figure after a command is in docs/benchmarks.md).
 HEAP_AFTER_COMMAND = {
-    (64, "romfs"): 640 + 512,
-    (64, "mpy"): 1_216 + 512,
-    (32, "romfs"): 704 + 512,
-    (32, "mpy"): 1_072 + 512,
+    (64, "romfs"): 352 + 512,
+    (64, "mpy"): 928 + 512,
+    (32, "romfs"): 320 + 512,
+    (32, "mpy"): 720 + 512,
 }
 
 pytestmark = pytest.mark.skipif(
