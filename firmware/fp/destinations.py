@@ -116,7 +116,9 @@ class Destination:
 
     async def send_forever(self):
         while True:
-            item = None
+            # nothing held while the sender waits: the last message sent (an ack of 400-odd bytes
+            # after a command) would stay in this frame's locals until the next went out
+            item = payload = None
             is_urgent = False
             if self.client.is_up and self.announced == self.client.connects:
                 if self.acks:
@@ -146,9 +148,6 @@ class Destination:
             else:
                 self._sent(item)
             self.sent += 1
-            # not held while the sender waits: the last message sent (an ack of 400-odd bytes
-            # after a command) would stay in this frame's locals until the next went out
-            item = payload = None
 
     def stop(self):
         self.client.stop()
